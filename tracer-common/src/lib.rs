@@ -1,0 +1,148 @@
+//! The ABI shared by the kernel programs (`tracer-ebpf`) and userspace (`tracer`).
+//!
+//! Every record that crosses the ring buffer starts with an [`EventHeader`]
+//! whose `kind` says which payload follows. All structs are `#[repr(C)]` with
+//! explicit padding, and their sizes are asserted, so a layout change fails
+//! the build instead of corrupting a trace.
+#![no_std]
+
+pub mod netlink;
+pub mod offsets;
+pub mod packet;
+
+/// Names of maps, shared so neither side repeats a string literal.
+pub mod maps {
+    /// The ring buffer every program writes its events to.
+    pub const EVENTS: &str = "EVENTS";
+    /// Per-CPU counters of failed ring-buffer reserves, indexed by [`super::LostSource`].
+    pub const LOST: &str = "LOST";
+    /// Scratch space (per CPU) used to assemble variable-length records.
+    pub const SCRATCH: &str = "SCRATCH";
+    /// In-flight netlink receives, keyed by pid_tgid.
+    pub const NL_RECV_ARGS: &str = "NL_RECV_ARGS";
+    /// Packet filter program: a small list of instructions, see [`super::packet`].
+    pub const PKT_FILTER: &str = "PKT_FILTER";
+}
+
+/// Names of the global variables userspace sets at load time.
+pub mod globals {
+    /// The tracer's own tgid; programs ignore this process (see [`super::Config`]).
+    pub const CONFIG: &str = "CONFIG";
+    /// Kernel struct offsets read from BTF, see [`super::offsets::KernelOffsets`].
+    pub const OFFSETS: &str = "OFFSETS";
+}
+
+/// Names of the programs in the eBPF object.
+pub mod programs {
+    pub const NL_SENDMSG: &str = "nl_sendmsg";
+    pub const NL_SENDTO: &str = "nl_sendto";
+    pub const NL_SENDMMSG: &str = "nl_sendmmsg";
+    pub const NL_WRITE: &str = "nl_write";
+    pub const NL_WRITEV: &str = "nl_writev";
+    pub const NL_RECVMSG_ENTER: &str = "nl_recvmsg_enter";
+    pub const NL_RECVMSG_EXIT: &str = "nl_recvmsg_exit";
+    pub const NL_RECVFROM_ENTER: &str = "nl_recvfrom_enter";
+    pub const NL_RECVFROM_EXIT: &str = "nl_recvfrom_exit";
+    pub const PKT_INGRESS: &str = "pkt_ingress";
+    pub const PKT_EGRESS: &str = "pkt_egress";
+    /// Tiny programs `tracer doctor` loads to probe what the kernel accepts.
+    pub const PROBE_TRACEPOINT: &str = "probe_tracepoint";
+    pub const PROBE_TP_BTF: &str = "probe_tp_btf";
+    pub const PROBE_TC: &str = "probe_tc";
+    pub const PROBE_FENTRY: &str = "probe_fentry";
+    pub const PROBE_FEXIT: &str = "probe_fexit";
+    pub const PROBE_LSM: &str = "probe_lsm";
+    pub const PROBE_KPROBE: &str = "probe_kprobe";
+}
+
+/// Event kinds. Numbers come in ranges per capability, with room to grow.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A netlink message leaving a process (one per message buffer).
+    NetlinkSend = 0x100,
+    /// An `NLMSG_ERROR` answer read by a process: the result of its request.
+    NetlinkAck = 0x101,
+    /// A packet seen by a TC program.
+    Packet = 0x200,
+}
+
+impl TryFrom<u32> for EventKind {
+    type Error = u32;
+    fn try_from(v: u32) -> Result<Self, u32> {
+        Ok(match v {
+            0x100 => Self::NetlinkSend,
+            0x101 => Self::NetlinkAck,
+            0x200 => Self::Packet,
+            other => return Err(other),
+        })
+    }
+}
+
+/// Where an event was lost; index into the `LOST` per-CPU array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LostSource {
+    Netlink = 0,
+    Packet = 1,
+}
+
+impl LostSource {
+    pub const COUNT: u32 = 2;
+    pub const ALL: [LostSource; 2] = [LostSource::Netlink, LostSource::Packet];
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Netlink => "netlink",
+            Self::Packet => "packet",
+        }
+    }
+}
+
+/// The fixed header every ring-buffer record starts with.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EventHeader {
+    /// An [`EventKind`].
+    pub kind: u32,
+    /// CPU the program ran on.
+    pub cpu: u32,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+    /// `bpf_get_current_pid_tgid()`: tgid in the upper 32 bits. 0 in TC programs.
+    pub pid_tgid: u64,
+    /// `bpf_get_current_uid_gid()`: gid in the upper 32 bits.
+    pub uid_gid: u64,
+    /// `bpf_get_current_cgroup_id()` (cgroup v2 id), 0 where meaningless.
+    pub cgroup_id: u64,
+    /// The network namespace inode the event belongs to (socket's or device's).
+    pub netns_ino: u32,
+    /// Bytes of payload that follow this header in the record.
+    pub payload_len: u32,
+    /// `bpf_get_current_comm()`.
+    pub comm: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<EventHeader>() == 64);
+
+/// Settings every program reads; set once at load time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Config {
+    /// The tracer's own tgid: its activity is never reported.
+    pub self_tgid: u32,
+    /// Maximum bytes of packet data to copy (0: headers summary only).
+    pub snaplen: u32,
+}
+const _: () = assert!(core::mem::size_of::<Config>() == 8);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are repr(C) plain-old-data with explicit padding.
+    unsafe impl aya::Pod for super::EventHeader {}
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::offsets::KernelOffsets {}
+    unsafe impl aya::Pod for super::netlink::NetlinkSend {}
+    unsafe impl aya::Pod for super::netlink::NetlinkAck {}
+    unsafe impl aya::Pod for super::netlink::RecvArgs {}
+    unsafe impl aya::Pod for super::packet::PacketMeta {}
+    unsafe impl aya::Pod for super::packet::FilterInsn {}
+}

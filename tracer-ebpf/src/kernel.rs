@@ -1,0 +1,110 @@
+//! What every program shares: the ring buffer, lost-event counters, the
+//! scratch buffer, the settings and kernel offsets userspace sets at load
+//! time, and small helpers to read kernel memory.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        bpf_probe_read_kernel,
+    },
+    macros::map,
+    maps::{PerCpuArray, RingBuf},
+};
+use tracer_common::{
+    Config, EventHeader, LostSource, netlink::NL_DATA_MAX, offsets::KernelOffsets,
+};
+
+/// Room for a header, a payload struct and the largest data part.
+pub const SCRATCH_SIZE: usize = 128 + NL_DATA_MAX;
+pub const HDR: usize = core::mem::size_of::<EventHeader>();
+
+#[map(name = "EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+
+#[map(name = "LOST")]
+pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LostSource::COUNT, 0);
+
+#[repr(C)]
+pub struct Scratch {
+    pub buf: [u8; SCRATCH_SIZE],
+}
+
+#[map(name = "SCRATCH")]
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+#[unsafe(no_mangle)]
+static CONFIG: Config = Config { self_tgid: 0, snaplen: 0 };
+
+#[unsafe(no_mangle)]
+static OFFSETS: KernelOffsets = KernelOffsets::missing();
+
+#[inline(always)]
+pub fn config() -> Config {
+    // SAFETY: a read of a global; volatile so the compiler does not fold the
+    // placeholder value, since userspace rewrites it before loading.
+    unsafe { core::ptr::read_volatile(&CONFIG) }
+}
+
+#[inline(always)]
+pub fn offsets() -> KernelOffsets {
+    // SAFETY: as for `config`.
+    unsafe { core::ptr::read_volatile(&OFFSETS) }
+}
+
+/// Reads a `T` at `base + off` in kernel memory; `None` when the offset is
+/// unknown on this kernel or the read faults.
+#[inline(always)]
+pub fn kread<T>(base: *const u8, off: u32) -> Option<T> {
+    if off == KernelOffsets::MISSING || base.is_null() {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_kernel validates the address itself.
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(off as usize) as *const T).ok() }
+}
+
+/// True when the current task is the tracer itself.
+#[inline(always)]
+pub fn is_self() -> bool {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    tgid == config().self_tgid
+}
+
+/// Counts one lost event of `source` on this CPU.
+#[inline(always)]
+pub fn count_lost(source: LostSource) {
+    if let Some(p) = LOST.get_ptr_mut(source as u32) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *p += 1 };
+    }
+}
+
+/// Fills a header for an event in the current task's context.
+#[inline(always)]
+pub fn task_header(kind: u32, netns_ino: u32, payload_len: u32) -> EventHeader {
+    EventHeader {
+        kind,
+        // SAFETY: plain helper calls.
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        pid_tgid: bpf_get_current_pid_tgid(),
+        uid_gid: bpf_get_current_uid_gid(),
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        netns_ino,
+        payload_len,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    }
+}
+
+/// Sends the first `len` bytes of the scratch buffer as one record.
+#[inline(always)]
+pub fn output(scratch: *mut Scratch, len: usize, source: LostSource) {
+    if len > SCRATCH_SIZE {
+        return;
+    }
+    // SAFETY: `len` is bounded by the scratch size just above.
+    let bytes = unsafe { core::slice::from_raw_parts((*scratch).buf.as_ptr(), len) };
+    if EVENTS.output::<[u8]>(bytes, 0).is_err() {
+        count_lost(source);
+    }
+}

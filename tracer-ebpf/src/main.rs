@@ -1,0 +1,19 @@
+//! The kernel side of tracer: small programs that capture, filter and hand
+//! events to userspace through one ring buffer. Decoding happens in userspace.
+#![no_std]
+#![no_main]
+
+mod kernel;
+mod netlink;
+mod packet;
+mod probe;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

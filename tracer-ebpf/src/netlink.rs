@@ -1,0 +1,335 @@
+//! Netlink capture: the syscall tracepoints of every path a process can send
+//! a netlink message by (sendmsg, sendto, sendmmsg, write, writev), and the
+//! receives that bring back the kernel's `NLMSG_ERROR` answers.
+//!
+//! Each program first checks, through the task's fd table, that the fd is a
+//! netlink socket, so the cost on other fds is a handful of kernel reads.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated::bpf_probe_read_user as raw_read_user},
+    macros::{map, tracepoint},
+    maps::HashMap,
+    programs::TracePointContext,
+};
+use tracer_common::{
+    EventKind, LostSource,
+    netlink::{
+        NL_ACK_MAX, NL_DATA_MAX, NL_MAX_IOV, NL_MAX_MMSG, NetlinkAck, NetlinkSend, RecvArgs,
+        Syscall,
+    },
+};
+
+use crate::kernel::{HDR, SCRATCH, kread, is_self, offsets, output, task_header};
+
+const AF_NETLINK: u16 = 16;
+const S_IFMT: u16 = 0o170000;
+const S_IFSOCK: u16 = 0o140000;
+const MSG_PEEK: u32 = 2;
+const NLMSG_ERROR: u16 = 2;
+
+/// Offsets of syscall arguments in a `syscalls/sys_enter_*` record (stable ABI).
+const fn arg(n: usize) -> usize {
+    16 + 8 * n
+}
+/// Offset of the return value in a `syscalls/sys_exit_*` record.
+const RET: usize = 16;
+
+// struct user_msghdr and struct iovec: UAPI layouts.
+const MSGHDR_IOV: usize = 16;
+const MSGHDR_IOVLEN: usize = 24;
+const MMSGHDR_SIZE: usize = 64;
+
+#[map(name = "NL_RECV_ARGS")]
+static NL_RECV_ARGS: HashMap<u64, RecvArgs> = HashMap::with_max_entries(4096, 0);
+
+#[derive(Clone, Copy)]
+struct NlSock {
+    sk: u64,
+    netns: u32,
+    protocol: u16,
+    portid: u32,
+}
+
+/// Resolves `fd` of the current task to a netlink socket, or `None`.
+#[inline(always)]
+fn netlink_sock(fd: u64) -> Option<NlSock> {
+    let o = offsets();
+    // SAFETY: returns the current task pointer, read only through probe reads.
+    let task = unsafe { aya_ebpf::helpers::bpf_get_current_task() } as *const u8;
+    let files: *const u8 = kread(task, o.task_files)?;
+    let fdt: *const u8 = kread(files, o.files_fdt)?;
+    let max_fds: u32 = kread(fdt, o.fdt_max_fds)?;
+    if fd >= max_fds as u64 {
+        return None;
+    }
+    let fds: *const u8 = kread(fdt, o.fdt_fd)?;
+    let file: *const u8 = kread(fds, (fd as u32).wrapping_mul(8))?;
+    let inode: *const u8 = kread(file, o.file_inode)?;
+    let mode: u16 = kread(inode, o.inode_mode)?;
+    if mode & S_IFMT != S_IFSOCK {
+        return None;
+    }
+    let socket: *const u8 = kread(file, o.file_private_data)?;
+    let sk: *const u8 = kread(socket, o.socket_sk)?;
+    let family: u16 = kread(sk, o.sk_family)?;
+    if family != AF_NETLINK {
+        return None;
+    }
+    let protocol: u16 = kread(sk, o.sk_protocol)?;
+    let net: *const u8 = kread(sk, o.sk_net)?;
+    let netns: u32 = kread(net, o.net_inum).unwrap_or(0);
+    let portid: u32 = kread(sk, o.nlk_portid).unwrap_or(0);
+    Some(NlSock { sk: sk as u64, netns, protocol, portid })
+}
+
+/// Copies one user buffer sent to a netlink socket into a `NetlinkSend` record.
+#[inline(always)]
+fn emit_send(nl: &NlSock, syscall: Syscall, fd: u64, seg: u32, ubuf: u64, ulen: u64) {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return };
+    let mut n = ulen as usize;
+    if n > NL_DATA_MAX {
+        n = NL_DATA_MAX;
+    }
+    let meta_len = core::mem::size_of::<NetlinkSend>();
+    let hdr = task_header(EventKind::NetlinkSend as u32, nl.netns, (meta_len + n) as u32);
+    let meta = NetlinkSend {
+        sock_id: nl.sk,
+        protocol: nl.protocol,
+        syscall: syscall as u8,
+        truncated: (ulen as usize > n) as u8,
+        fd: fd as u32,
+        seg,
+        total_len: ulen as u32,
+        data_len: n as u32,
+        portid: nl.portid,
+    };
+    // SAFETY: scratch is a valid per-CPU map value large enough for all three parts.
+    unsafe {
+        let base = (*scratch).buf.as_mut_ptr();
+        core::ptr::write_unaligned(base as *mut _, hdr);
+        core::ptr::write_unaligned(base.add(HDR) as *mut _, meta);
+        let data = base.add(HDR + meta_len);
+        // Mask keeps the size provably bounded for the verifier.
+        let n = n & (NL_DATA_MAX * 2 - 1);
+        if n > NL_DATA_MAX {
+            return;
+        }
+        if raw_read_user(data as *mut _, n as u32, ubuf as *const _) != 0 {
+            return;
+        }
+        output(scratch, HDR + meta_len + n, LostSource::Netlink);
+    }
+}
+
+#[inline(always)]
+fn sock_for(ctx: &TracePointContext) -> Option<(u64, NlSock)> {
+    if is_self() {
+        return None;
+    }
+    // SAFETY: reads inside the tracepoint record.
+    let fd: u64 = unsafe { ctx.read_at(arg(0)) }.ok()?;
+    Some((fd, netlink_sock(fd)?))
+}
+
+/// Walks an iovec array in user memory, one record per segment.
+#[inline(always)]
+fn emit_iov(nl: &NlSock, syscall: Syscall, fd: u64, iov: u64, iovlen: u64) {
+    for i in 0..NL_MAX_IOV {
+        if i as u64 >= iovlen {
+            break;
+        }
+        let entry = iov + 16 * i as u64;
+        // SAFETY: bpf_probe_read_user validates the address.
+        let base: u64 = match unsafe { bpf_probe_read_user(entry as *const u64) } {
+            Ok(v) => v,
+            Err(_) => return,
+        };
+        let len: u64 = match unsafe { bpf_probe_read_user((entry + 8) as *const u64) } {
+            Ok(v) => v,
+            Err(_) => return,
+        };
+        if len > 0 {
+            emit_send(nl, syscall, fd, i, base, len);
+        }
+    }
+}
+
+#[tracepoint]
+pub fn nl_sendmsg(ctx: TracePointContext) -> u32 {
+    let Some((fd, nl)) = sock_for(&ctx) else { return 0 };
+    // SAFETY: reads inside the tracepoint record and user memory by helper.
+    unsafe {
+        let Ok(msg) = ctx.read_at::<u64>(arg(1)) else { return 0 };
+        let Ok(iov) = bpf_probe_read_user((msg + MSGHDR_IOV as u64) as *const u64) else { return 0 };
+        let Ok(iovlen) = bpf_probe_read_user((msg + MSGHDR_IOVLEN as u64) as *const u64) else { return 0 };
+        emit_iov(&nl, Syscall::Sendmsg, fd, iov, iovlen);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn nl_writev(ctx: TracePointContext) -> u32 {
+    let Some((fd, nl)) = sock_for(&ctx) else { return 0 };
+    // SAFETY: reads inside the tracepoint record.
+    unsafe {
+        let Ok(iov) = ctx.read_at::<u64>(arg(1)) else { return 0 };
+        let Ok(iovlen) = ctx.read_at::<u64>(arg(2)) else { return 0 };
+        emit_iov(&nl, Syscall::Writev, fd, iov, iovlen);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn nl_sendto(ctx: TracePointContext) -> u32 {
+    send_buf(&ctx, Syscall::Sendto)
+}
+
+#[tracepoint]
+pub fn nl_write(ctx: TracePointContext) -> u32 {
+    send_buf(&ctx, Syscall::Write)
+}
+
+/// sendto(fd, buf, len, ...) and write(fd, buf, count) share a layout.
+#[inline(always)]
+fn send_buf(ctx: &TracePointContext, syscall: Syscall) -> u32 {
+    let Some((fd, nl)) = sock_for(ctx) else { return 0 };
+    // SAFETY: reads inside the tracepoint record.
+    unsafe {
+        let Ok(buf) = ctx.read_at::<u64>(arg(1)) else { return 0 };
+        let Ok(len) = ctx.read_at::<u64>(arg(2)) else { return 0 };
+        emit_send(&nl, syscall, fd, 0, buf, len);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn nl_sendmmsg(ctx: TracePointContext) -> u32 {
+    let Some((fd, nl)) = sock_for(&ctx) else { return 0 };
+    // SAFETY: reads inside the tracepoint record and user memory by helper.
+    unsafe {
+        let Ok(vec) = ctx.read_at::<u64>(arg(1)) else { return 0 };
+        let Ok(vlen) = ctx.read_at::<u64>(arg(2)) else { return 0 };
+        for i in 0..NL_MAX_MMSG {
+            if i as u64 >= vlen {
+                break;
+            }
+            let msg = vec + (MMSGHDR_SIZE as u64) * i as u64;
+            let Ok(iov) = bpf_probe_read_user((msg + MSGHDR_IOV as u64) as *const u64) else { return 0 };
+            let Ok(iovlen) = bpf_probe_read_user((msg + MSGHDR_IOVLEN as u64) as *const u64) else { return 0 };
+            if iovlen == 0 {
+                continue;
+            }
+            // One segment per message keeps the program small; nobody
+            // splits a netlink message over several iovs in a sendmmsg.
+            let Ok(base) = bpf_probe_read_user(iov as *const u64) else { return 0 };
+            let Ok(len) = bpf_probe_read_user((iov + 8) as *const u64) else { return 0 };
+            emit_send(&nl, Syscall::Sendmmsg, fd, i, base, len);
+        }
+    }
+    0
+}
+
+fn save_recv(ctx: &TracePointContext, syscall: Syscall) -> u32 {
+    let Some((fd, nl)) = sock_for(ctx) else { return 0 };
+    // SAFETY: reads inside the tracepoint record.
+    let (ptr, flags) = unsafe {
+        let Ok(ptr) = ctx.read_at::<u64>(arg(1)) else { return 0 };
+        let flag_arg = if syscall == Syscall::Recvmsg { arg(2) } else { arg(3) };
+        let Ok(flags) = ctx.read_at::<u64>(flag_arg) else { return 0 };
+        (ptr, flags as u32)
+    };
+    if flags & MSG_PEEK != 0 {
+        return 0;
+    }
+    let args = RecvArgs {
+        ptr,
+        sock_id: nl.sk,
+        fd: fd as u32,
+        flags,
+        netns_ino: nl.netns,
+        protocol: nl.protocol,
+        syscall: syscall as u8,
+        _pad: 0,
+    };
+    let _ = NL_RECV_ARGS.insert(bpf_get_current_pid_tgid(), args, 0);
+    0
+}
+
+fn finish_recv(ctx: &TracePointContext) -> u32 {
+    let key = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out before the entry is removed.
+    let Some(args) = (unsafe { NL_RECV_ARGS.get(key) }).copied() else { return 0 };
+    let _ = NL_RECV_ARGS.remove(key);
+    // SAFETY: reads inside the tracepoint record.
+    let Ok(ret) = (unsafe { ctx.read_at::<i64>(RET) }) else { return 0 };
+    if ret < 20 {
+        return 0;
+    }
+    let buf = if args.syscall == Syscall::Recvmsg as u8 {
+        // SAFETY: user memory read by helper.
+        unsafe {
+            let Ok(iov) = bpf_probe_read_user((args.ptr + MSGHDR_IOV as u64) as *const u64) else { return 0 };
+            let Ok(base) = bpf_probe_read_user(iov as *const u64) else { return 0 };
+            base
+        }
+    } else {
+        args.ptr
+    };
+    // Only answers matter here: the first message must be NLMSG_ERROR.
+    // SAFETY: user memory read by helper.
+    let Ok(ty) = (unsafe { bpf_probe_read_user((buf + 4) as *const u16) }) else { return 0 };
+    if ty != NLMSG_ERROR {
+        return 0;
+    }
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 0 };
+    let mut n = ret as usize;
+    if n > NL_ACK_MAX {
+        n = NL_ACK_MAX;
+    }
+    let meta_len = core::mem::size_of::<NetlinkAck>();
+    let hdr = task_header(EventKind::NetlinkAck as u32, args.netns_ino, (meta_len + n) as u32);
+    let meta = NetlinkAck {
+        sock_id: args.sock_id,
+        protocol: args.protocol,
+        syscall: args.syscall,
+        _pad: 0,
+        fd: args.fd,
+        total_len: ret as u32,
+        data_len: n as u32,
+    };
+    // SAFETY: scratch is large enough for all three parts.
+    unsafe {
+        let base = (*scratch).buf.as_mut_ptr();
+        core::ptr::write_unaligned(base as *mut _, hdr);
+        core::ptr::write_unaligned(base.add(HDR) as *mut _, meta);
+        let n = n & (NL_ACK_MAX * 2 - 1);
+        if n > NL_ACK_MAX {
+            return 0;
+        }
+        if raw_read_user(base.add(HDR + meta_len) as *mut _, n as u32, buf as *const _) != 0 {
+            return 0;
+        }
+        output(scratch, HDR + meta_len + n, LostSource::Netlink);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn nl_recvmsg_enter(ctx: TracePointContext) -> u32 {
+    save_recv(&ctx, Syscall::Recvmsg)
+}
+
+#[tracepoint]
+pub fn nl_recvmsg_exit(ctx: TracePointContext) -> u32 {
+    finish_recv(&ctx)
+}
+
+#[tracepoint]
+pub fn nl_recvfrom_enter(ctx: TracePointContext) -> u32 {
+    save_recv(&ctx, Syscall::Recvfrom)
+}
+
+#[tracepoint]
+pub fn nl_recvfrom_exit(ctx: TracePointContext) -> u32 {
+    finish_recv(&ctx)
+}

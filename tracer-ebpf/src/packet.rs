@@ -1,0 +1,90 @@
+//! Packet capture: one TC classifier attached (TCX) to each traced
+//! interface, ingress and egress. It copies a summary and the first bytes
+//! of each frame to the ring buffer and always lets the packet continue.
+
+use aya_ebpf::{
+    bindings::TC_ACT_UNSPEC,
+    helpers::{bpf_get_hash_recalc, bpf_get_smp_processor_id, bpf_ktime_get_ns},
+    macros::classifier,
+    programs::TcContext,
+};
+use tracer_common::{
+    EventHeader, EventKind, LostSource,
+    packet::{DIR_EGRESS, DIR_INGRESS, PKT_DATA_MAX, PacketMeta},
+};
+
+use crate::kernel::{HDR, SCRATCH, kread, offsets, output};
+
+/// Namespace inode of the device the packet is on: `skb->dev->nd_net->ns.inum`.
+#[inline(always)]
+fn device_netns(ctx: &TcContext) -> u32 {
+    let o = offsets();
+    // In TC programs the context pointer is the kernel's sk_buff.
+    let skb = ctx.skb.skb as *const u8;
+    let Some(dev) = kread::<*const u8>(skb, o.skb_dev) else { return 0 };
+    let Some(net) = kread::<*const u8>(dev, o.dev_nd_net) else { return 0 };
+    kread::<u32>(net, o.net_inum).unwrap_or(0)
+}
+
+#[classifier]
+pub fn pkt_ingress(ctx: TcContext) -> i32 {
+    let _ = try_pkt(&ctx, DIR_INGRESS);
+    TC_ACT_UNSPEC
+}
+
+#[classifier]
+pub fn pkt_egress(ctx: TcContext) -> i32 {
+    let _ = try_pkt(&ctx, DIR_EGRESS);
+    TC_ACT_UNSPEC
+}
+
+fn try_pkt(ctx: &TcContext, direction: u8) -> Option<()> {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return None };
+    // SAFETY: ctx.skb.skb points at the program's __sk_buff context.
+    let (len, ifindex, protocol, mark) = unsafe {
+        let s = &*ctx.skb.skb;
+        (s.len, s.ifindex, s.protocol as u16, s.mark)
+    };
+    let mut cap = len as usize;
+    if cap > PKT_DATA_MAX {
+        cap = PKT_DATA_MAX;
+    }
+    let meta_len = core::mem::size_of::<PacketMeta>();
+    let hdr = EventHeader {
+        kind: EventKind::Packet as u32,
+        // SAFETY: helper calls.
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        pid_tgid: 0,
+        uid_gid: 0,
+        cgroup_id: 0,
+        netns_ino: device_netns(ctx),
+        payload_len: (meta_len + cap) as u32,
+        comm: [0; 16],
+    };
+    let meta = PacketMeta {
+        ifindex,
+        len,
+        cap_len: cap as u32,
+        // SAFETY: helper on the program's own skb.
+        hash: unsafe { bpf_get_hash_recalc(ctx.skb.skb as *mut _) },
+        protocol,
+        direction,
+        _pad: 0,
+        mark,
+    };
+    // SAFETY: scratch is large enough for header, meta and PKT_DATA_MAX bytes.
+    unsafe {
+        let base = (*scratch).buf.as_mut_ptr();
+        core::ptr::write_unaligned(base as *mut _, hdr);
+        core::ptr::write_unaligned(base.add(HDR) as *mut _, meta);
+        let cap = cap & (PKT_DATA_MAX * 2 - 1);
+        if cap > PKT_DATA_MAX || cap == 0 {
+            return None;
+        }
+        let data = core::slice::from_raw_parts_mut(base.add(HDR + meta_len), cap);
+        ctx.load_bytes(0, data).ok()?;
+        output(scratch, HDR + meta_len + cap, LostSource::Packet);
+    }
+    Some(())
+}

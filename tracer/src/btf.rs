@@ -1,0 +1,152 @@
+//! Kernel struct offsets read from the running kernel's BTF.
+//!
+//! The programs read a few kernel structs (`task_struct`, `file`, `sock`,
+//! `sk_buff`, ...) with `bpf_probe_read_kernel`. Their layouts change between
+//! kernels and configurations, so every offset is looked up here by name,
+//! through anonymous unions and structs, and handed to the programs as the
+//! `OFFSETS` global. Nothing about one kernel's layout is hard-coded.
+
+use std::path::Path;
+
+use btf_rs::{Btf, Type};
+use tracer_common::offsets::KernelOffsets;
+
+pub const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    #[error("cannot read the kernel's BTF at {path}: {source}; tracer needs a kernel built with CONFIG_DEBUG_INFO_BTF=y")]
+    Open { path: String, source: btf_rs::Error },
+    #[error("the kernel's BTF has no struct {0}")]
+    NoStruct(String),
+    #[error("the kernel's BTF has no field {0}")]
+    NoField(String),
+    #[error("the kernel's BTF is malformed: {0}")]
+    Malformed(#[from] btf_rs::Error),
+}
+
+/// The kernel's type information, opened once.
+pub struct KernelBtf {
+    btf: Btf,
+}
+
+impl KernelBtf {
+    pub fn open() -> Result<Self, BtfError> {
+        Self::open_path(Path::new(VMLINUX))
+    }
+
+    pub fn open_path(path: &Path) -> Result<Self, BtfError> {
+        let btf = Btf::from_file(path)
+            .map_err(|source| BtfError::Open { path: path.display().to_string(), source })?;
+        Ok(Self { btf })
+    }
+
+    /// Byte offset of `path` (dot-separated members, e.g. `__sk_common.skc_family`)
+    /// inside `struct name`. Anonymous members are searched transparently.
+    pub fn offset_of(&self, name: &str, path: &str) -> Result<u32, BtfError> {
+        let mut ty = self.struct_named(name)?;
+        let mut total_bits = 0u32;
+        let full = || format!("{name}.{path}");
+        for field in path.split('.') {
+            let (bits, member_ty) =
+                self.find_member(&ty, field)?.ok_or_else(|| BtfError::NoField(full()))?;
+            total_bits += bits;
+            ty = member_ty;
+        }
+        if total_bits % 8 != 0 {
+            return Err(BtfError::NoField(format!("{} (a bitfield)", full())));
+        }
+        Ok(total_bits / 8)
+    }
+
+    fn struct_named(&self, name: &str) -> Result<Type, BtfError> {
+        let types = self.btf.resolve_types_by_name(name).unwrap_or_default();
+        types
+            .into_iter()
+            .find(|t| matches!(t, Type::Struct(s) if !s.members.is_empty()))
+            .ok_or_else(|| BtfError::NoStruct(name.to_string()))
+    }
+
+    /// Follows typedefs and qualifiers to the underlying type.
+    fn strip(&self, mut ty: Type) -> Result<Type, BtfError> {
+        for _ in 0..16 {
+            match ty {
+                Type::Typedef(_) | Type::Const(_) | Type::Volatile(_) | Type::Restrict(_) | Type::TypeTag(_) => {
+                    let bt = ty.as_btf_type().ok_or_else(|| BtfError::NoField("qualifier".into()))?;
+                    ty = self.btf.resolve_chained_type(bt)?;
+                }
+                _ => return Ok(ty),
+            }
+        }
+        Ok(ty)
+    }
+
+    /// Finds `field` in a struct or union, descending into anonymous members.
+    /// Returns its bit offset and (stripped) type.
+    fn find_member(&self, ty: &Type, field: &str) -> Result<Option<(u32, Type)>, BtfError> {
+        let members = match ty {
+            Type::Struct(s) | Type::Union(s) => &s.members,
+            _ => return Ok(None),
+        };
+        for m in members {
+            let name = self.btf.resolve_name(m).unwrap_or_default();
+            let mty = self.strip(self.btf.resolve_chained_type(m)?)?;
+            if name == field {
+                return Ok(Some((m.bit_offset(), mty)));
+            }
+            if name.is_empty() {
+                if let Some((bits, t)) = self.find_member(&mty, field)? {
+                    return Ok(Some((m.bit_offset() + bits, t)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// All offsets the programs use. A field this kernel lacks is left
+    /// `MISSING`, and the programs needing it stay silent; `missing()` names them.
+    pub fn kernel_offsets(&self) -> (KernelOffsets, Vec<String>) {
+        let mut o = KernelOffsets::missing();
+        let mut missing = Vec::new();
+        let mut set = |slot: &mut u32, name: &str, path: &str| match self.offset_of(name, path) {
+            Ok(v) => *slot = v,
+            Err(_) => missing.push(format!("{name}.{path}")),
+        };
+        set(&mut o.task_files, "task_struct", "files");
+        set(&mut o.files_fdt, "files_struct", "fdt");
+        set(&mut o.fdt_max_fds, "fdtable", "max_fds");
+        set(&mut o.fdt_fd, "fdtable", "fd");
+        set(&mut o.file_inode, "file", "f_inode");
+        set(&mut o.file_private_data, "file", "private_data");
+        set(&mut o.inode_mode, "inode", "i_mode");
+        set(&mut o.socket_sk, "socket", "sk");
+        set(&mut o.sk_family, "sock", "__sk_common.skc_family");
+        set(&mut o.sk_protocol, "sock", "sk_protocol");
+        set(&mut o.sk_net, "sock", "__sk_common.skc_net.net");
+        set(&mut o.net_inum, "net", "ns.inum");
+        set(&mut o.skb_dev, "sk_buff", "dev");
+        set(&mut o.dev_nd_net, "net_device", "nd_net.net");
+        set(&mut o.nlk_portid, "netlink_sock", "portid");
+        (o, missing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // These read the BTF of the machine running the tests; every Linux the
+    // tracer supports has it, so a missing file is a test failure.
+    #[test]
+    fn resolves_nested_and_anonymous_fields() {
+        let btf = KernelBtf::open().expect("kernel BTF");
+        let (o, missing) = btf.kernel_offsets();
+        assert!(missing.is_empty(), "missing: {missing:?}");
+        // skc_family sits inside struct sock_common, the first member of sock.
+        assert_eq!(o.sk_family, btf.offset_of("sock_common", "skc_family").expect("skc_family"));
+        // sk_buff.dev is inside an anonymous union/struct: found through it.
+        assert!(o.skb_dev > 0 && o.skb_dev < 64);
+        assert!(matches!(btf.offset_of("sock", "no_such_field"), Err(BtfError::NoField(_))));
+        assert!(matches!(btf.offset_of("no_such_struct_xyz", "a"), Err(BtfError::NoStruct(_))));
+    }
+}

@@ -1,0 +1,104 @@
+//! Command-line flags, and their validation into one [`crate::Job`] before
+//! anything touches the kernel.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tracer",
+    version,
+    about = "eBPF tracer for Linux network namespaces and containers",
+    long_about = "eBPF tracer for Linux network namespaces and containers.\n\n\
+        With no subcommand it traces everything: netlink changes and packets of \
+        every namespace, merged into one timeline."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct CommonArgs {
+    /// Print one JSON object per line.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Stop after this many seconds.
+    #[arg(long, global = true, value_name = "SECS")]
+    pub duration: Option<f64>,
+    /// Stop after this many events.
+    #[arg(short = 'c', long, global = true, value_name = "N")]
+    pub count: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check what this kernel offers the tracer, by loading a tiny program of each kind.
+    Doctor,
+    /// Audit netlink requests (links, addresses, routes, ...): who sent them, where, and the result.
+    Netlink(NetlinkArgs),
+    /// Trace packets on the veth and bridge interfaces of every namespace or container.
+    Packets(PacketArgs),
+    /// List network namespaces with their processes, containers and interfaces.
+    Ns,
+    /// Live per-container, per-interface and per-flow rates.
+    Top,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct Selectors {
+    /// Only this network namespace: a name in /run/netns, a path, or an inode number.
+    #[arg(long, value_name = "NAME|PATH|INODE")]
+    pub netns: Option<String>,
+    /// Only the network namespace of this process.
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+    /// Only this container: a name or an id prefix.
+    #[arg(long, value_name = "NAME|ID")]
+    pub container: Option<String>,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct NetlinkArgs {
+    #[command(flatten)]
+    pub sel: Selectors,
+    /// Netlink protocols to report: route, netfilter, generic, xfrm, all (comma-separated).
+    #[arg(long, value_name = "LIST", default_value = "all")]
+    pub protocol: String,
+    /// Only these message types, e.g. RTM_NEWLINK,RTM_DELADDR.
+    #[arg(long = "type", value_name = "LIST")]
+    pub types: Option<String>,
+    /// Also report GET and dump requests (hidden by default: they change nothing).
+    #[arg(long)]
+    pub include_get: bool,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct PacketArgs {
+    #[command(flatten)]
+    pub sel: Selectors,
+    /// Trace every namespace, following those that appear later.
+    #[arg(long)]
+    pub all: bool,
+    /// Only interfaces whose name matches this glob.
+    #[arg(short = 'i', long = "iface", value_name = "GLOB")]
+    pub iface: Option<String>,
+    /// Filter expression (tcpdump syntax subset); may also be given as trailing words.
+    #[arg(long, value_name = "EXPR")]
+    pub filter: Option<String>,
+    /// Bytes of each packet to capture.
+    #[arg(long, value_name = "N")]
+    pub snaplen: Option<u32>,
+    /// Write packets to this pcapng file.
+    #[arg(short = 'w', value_name = "FILE")]
+    pub write: Option<PathBuf>,
+    /// Show each packet's path across interfaces, with transit times.
+    #[arg(long)]
+    pub hops: bool,
+    /// Filter expression as trailing words, as tcpdump takes it.
+    #[arg(trailing_var_arg = true, value_name = "EXPR")]
+    pub expr: Vec<String>,
+}

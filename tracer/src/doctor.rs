@@ -1,0 +1,172 @@
+//! `tracer doctor`: what this kernel offers the tracer, found by really
+//! loading and attaching a tiny program of each kind.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+use crate::{
+    btf::{KernelBtf, VMLINUX},
+    ebpf::{self, LoadOptions},
+    hooks::{self, CAPABILITY_KINDS, ProgramKind},
+    sys,
+};
+
+#[derive(Debug, Serialize)]
+pub struct KindReport {
+    pub kind: &'static str,
+    pub available: bool,
+    pub min_kernel: &'static str,
+    pub used_by: Vec<&'static str>,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CapabilityReport {
+    pub capability: &'static str,
+    pub available: bool,
+    /// The program kind it will use here.
+    pub via: Option<&'static str>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    #[serde(rename = "type")]
+    pub ty: &'static str,
+    pub kernel: String,
+    pub btf: bool,
+    pub btf_missing_fields: Vec<String>,
+    pub lockdown: Option<String>,
+    pub capabilities: Vec<(&'static str, bool)>,
+    pub tracefs: String,
+    pub kinds: Vec<KindReport>,
+    pub features: Vec<CapabilityReport>,
+    pub can_run: bool,
+    pub problem: Option<String>,
+}
+
+pub fn run() -> Report {
+    let kernel = sys::kernel_release();
+    let caps = sys::effective_caps();
+    let capabilities = sys::CAPS.iter().map(|&(n, name)| (name, sys::has_cap(caps, n))).collect();
+    let tracefs = match sys::ensure_tracefs() {
+        Ok(true) => format!("{} (mounted now)", sys::TRACEFS),
+        Ok(false) => sys::TRACEFS.to_string(),
+        Err(e) => format!("missing, mounting failed: {e}"),
+    };
+    let btf = KernelBtf::open();
+    let btf_ok = btf.is_ok();
+    let btf_missing_fields = btf.as_ref().map(|b| b.kernel_offsets().1).unwrap_or_default();
+
+    let mut kinds = Vec::new();
+    let mut problem = None;
+    match ebpf::load(&LoadOptions { ring_bytes: 4096, snaplen: 0 }) {
+        Ok(mut loaded) => {
+            let aya_btf = aya::Btf::from_sys_fs().ok();
+            for kind in ProgramKind::ALL {
+                let r = hooks::probe(&mut loaded.ebpf, aya_btf.as_ref(), kind);
+                let used_by = CAPABILITY_KINDS
+                    .iter()
+                    .filter(|(_, ks)| ks.contains(&kind))
+                    .map(|(c, _)| c.name())
+                    .collect();
+                kinds.push(KindReport {
+                    kind: kind.name(),
+                    available: r.ok,
+                    min_kernel: kind.min_kernel(),
+                    used_by,
+                    reason: (!r.ok).then_some(r.detail),
+                });
+            }
+        }
+        Err(e) => {
+            problem = Some(e.to_string());
+            for kind in ProgramKind::ALL {
+                kinds.push(KindReport {
+                    kind: kind.name(),
+                    available: false,
+                    min_kernel: kind.min_kernel(),
+                    used_by: vec![],
+                    reason: Some("the eBPF object could not be loaded".into()),
+                });
+            }
+        }
+    }
+    let features: Vec<CapabilityReport> = CAPABILITY_KINDS
+        .iter()
+        .map(|(cap, ks)| {
+            let via = ks.iter().find(|k| kinds.iter().any(|r| r.kind == k.name() && r.available));
+            CapabilityReport { capability: cap.name(), available: via.is_some(), via: via.map(|k| k.name()) }
+        })
+        .collect();
+    let can_run = btf_ok && problem.is_none() && features.iter().any(|f| f.available);
+    if problem.is_none() {
+        if let Err(e) = &btf {
+            problem = Some(e.to_string());
+        } else if !can_run {
+            problem = Some("this kernel accepts none of the program kinds the tracer needs (tracepoints or TC)".into());
+        }
+    }
+    if !btf_ok && !std::path::Path::new(VMLINUX).exists() {
+        problem = Some(format!("{VMLINUX} is missing: tracer needs a kernel built with CONFIG_DEBUG_INFO_BTF=y"));
+    }
+    Report {
+        ty: "doctor",
+        kernel,
+        btf: btf_ok,
+        btf_missing_fields,
+        lockdown: sys::lockdown(),
+        capabilities,
+        tracefs,
+        kinds,
+        features,
+        can_run,
+        problem,
+    }
+}
+
+pub fn print_text(r: &Report, w: &mut impl Write) -> std::io::Result<()> {
+    writeln!(w, "kernel        {}", r.kernel)?;
+    let btf = if r.btf {
+        if r.btf_missing_fields.is_empty() {
+            format!("{VMLINUX} (all kernel offsets resolved)")
+        } else {
+            format!("{VMLINUX} (missing: {})", r.btf_missing_fields.join(", "))
+        }
+    } else {
+        "missing".to_string()
+    };
+    writeln!(w, "btf           {btf}")?;
+    writeln!(w, "lockdown      {}", r.lockdown.as_deref().unwrap_or("unknown (securityfs not mounted)"))?;
+    let caps: Vec<String> =
+        r.capabilities.iter().map(|(n, ok)| format!("{n}={}", if *ok { "yes" } else { "no" })).collect();
+    writeln!(w, "capabilities  {}", caps.join(" "))?;
+    writeln!(w, "tracefs       {}", r.tracefs)?;
+    writeln!(w)?;
+    writeln!(w, "{:<12} {:<10} {:<11} {:<16} reason", "program", "status", "min kernel", "used by")?;
+    for k in &r.kinds {
+        let used = if k.used_by.is_empty() { "-".to_string() } else { k.used_by.join(", ") };
+        writeln!(
+            w,
+            "{:<12} {:<10} {:<11} {:<16} {}",
+            k.kind,
+            if k.available { "available" } else { "refused" },
+            k.min_kernel,
+            used,
+            k.reason.as_deref().unwrap_or("")
+        )?;
+    }
+    writeln!(w)?;
+    for f in &r.features {
+        match f.via {
+            Some(via) => writeln!(w, "{:<16} yes, with {via}", f.capability)?,
+            None => writeln!(w, "{:<16} no", f.capability)?,
+        }
+    }
+    if let Some(p) = &r.problem {
+        writeln!(w, "\ntracer cannot run here: {p}")?;
+    } else {
+        writeln!(w, "\ntracer can run here")?;
+    }
+    Ok(())
+}

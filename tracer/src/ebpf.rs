@@ -1,0 +1,53 @@
+//! Loading the eBPF object: the kernel offsets and settings go in as globals
+//! before the kernel sees it. Programs are loaded later, one by one, by the
+//! hook table, so a program kind the kernel refuses costs only its users.
+
+use aya::{Ebpf, EbpfLoader};
+use tracer_common::{Config, globals, maps, offsets::KernelOffsets};
+
+use crate::btf::{BtfError, KernelBtf};
+
+/// The compiled `tracer-ebpf` object, built by `build.rs` with aya-build.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Btf(#[from] BtfError),
+    #[error("the kernel refused the tracer's maps: {0} (is tracer running as root, with CAP_BPF?)")]
+    Ebpf(#[from] aya::EbpfError),
+}
+
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Ring-buffer size in bytes (a power of two, multiple of the page size).
+    pub ring_bytes: u32,
+    pub snaplen: u32,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { ring_bytes: 16 * 1024 * 1024, snaplen: 0 }
+    }
+}
+
+/// A loaded object plus what was learned about the kernel while loading it.
+pub struct Loaded {
+    pub ebpf: Ebpf,
+    pub offsets: KernelOffsets,
+    /// Kernel fields the BTF lacks (programs needing them stay silent).
+    pub missing_fields: Vec<String>,
+}
+
+pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
+    let btf = KernelBtf::open()?;
+    let (offsets, missing_fields) = btf.kernel_offsets();
+    let config = Config { self_tgid: std::process::id(), snaplen: opts.snaplen };
+    let ring = opts.ring_bytes.next_power_of_two().max(4096);
+    let ebpf = EbpfLoader::new()
+        .override_global(globals::CONFIG, &config, true)
+        .override_global(globals::OFFSETS, &offsets, true)
+        .map_max_entries(maps::EVENTS, ring)
+        .load(OBJECT)?;
+    Ok(Loaded { ebpf, offsets, missing_fields })
+}

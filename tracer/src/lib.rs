@@ -1,0 +1,227 @@
+//! tracer: an eBPF tracer for Linux network namespaces and containers.
+//!
+//! The layers, each in its own module, data flowing one way:
+//! discovery (`ns`, `sys`, `btf`) -> attach (`ebpf`, `hooks`) -> read
+//! (`reader`, `event`) -> decode (`netlink`) -> output (`output`).
+//! The binary is thin: [`run`] is what it and the tests call.
+
+pub mod btf;
+pub mod cli;
+pub mod clock;
+pub mod doctor;
+pub mod ebpf;
+pub mod event;
+pub mod hooks;
+pub mod netlink;
+pub mod ns;
+pub mod output;
+pub mod reader;
+pub mod sys;
+
+use std::{collections::HashMap, future::Future, time::Duration};
+
+use tracer_common::EventKind;
+
+use crate::{
+    cli::{Cli, Command, CommonArgs, NetlinkArgs},
+    clock::Clock,
+    output::Sink,
+    reader::{LostTracker, Reader},
+};
+
+/// Everything that can stop the tracer, each as one sentence for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Usage(String),
+    #[error("`tracer {0}` is not built yet")]
+    NotBuilt(&'static str),
+    #[error("tracer must run as root (it loads eBPF programs; missing {0})")]
+    NotRoot(&'static str),
+    #[error(transparent)]
+    Load(#[from] ebpf::LoadError),
+    #[error(transparent)]
+    Hook(#[from] hooks::HookError),
+    #[error(transparent)]
+    Reader(#[from] reader::ReaderError),
+    #[error(transparent)]
+    Select(#[from] ns::SelectError),
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+    #[error("the kernel cannot run the tracer here: {0} (see `tracer doctor`)")]
+    Kernel(String),
+}
+
+/// The validated form of the command line.
+#[derive(Debug)]
+pub enum Job {
+    Doctor,
+    Netlink(NetlinkJob),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct NetlinkJob {
+    pub netns: Option<u64>,
+    pub pid: Option<u32>,
+    pub protocols: Option<Vec<u16>>,
+    pub types: Option<Vec<u16>>,
+    pub include_get: bool,
+}
+
+impl NetlinkJob {
+    pub fn from_args(a: &NetlinkArgs) -> Result<Self, Error> {
+        let mut netns = match &a.sel.netns {
+            Some(s) => Some(ns::resolve_netns(s)?),
+            None => None,
+        };
+        if let Some(pid) = a.sel.pid {
+            let ino = ns::resolve_pid(pid)?;
+            netns.get_or_insert(ino);
+        }
+        if a.sel.container.is_some() {
+            return Err(Error::NotBuilt("netlink --container"));
+        }
+        let protocols = netlink::decode::parse_protocols(&a.protocol).map_err(Error::Usage)?;
+        let types = a.types.as_deref().map(netlink::decode::parse_types).transpose().map_err(Error::Usage)?;
+        Ok(Self { netns, pid: None, protocols, types, include_get: a.include_get })
+    }
+
+    fn wants(&self, e: &netlink::NetlinkEvent) -> bool {
+        if !self.include_get && e.is_get() {
+            return false;
+        }
+        if let Some(ns) = self.netns {
+            if u64::from(e.netns_ino) != ns {
+                return false;
+            }
+        }
+        if let Some(ps) = &self.protocols {
+            if !ps.contains(&e.protocol) {
+                return false;
+            }
+        }
+        if let Some(ts) = &self.types {
+            if e.protocol != netlink::decode::NETLINK_ROUTE || !ts.contains(&e.header.msg_type) {
+                return false;
+            }
+        }
+        // Answers and end-of-dump markers are not requests.
+        !matches!(e.header.msg_type, netlink::decode::NLMSG_ERROR | netlink::decode::NLMSG_DONE)
+    }
+}
+
+/// Validates the command line into a [`Job`].
+pub fn plan(cli: &Cli) -> Result<Job, Error> {
+    if let Some(d) = cli.common.duration {
+        if !(d.is_finite() && d > 0.0) {
+            return Err(Error::Usage(format!("--duration must be a positive number of seconds, not {d}")));
+        }
+    }
+    match &cli.command {
+        Some(Command::Doctor) => Ok(Job::Doctor),
+        Some(Command::Netlink(a)) => Ok(Job::Netlink(NetlinkJob::from_args(a)?)),
+        Some(Command::Packets(_)) => Err(Error::NotBuilt("packets")),
+        Some(Command::Ns) => Err(Error::NotBuilt("ns")),
+        Some(Command::Top) => Err(Error::NotBuilt("top")),
+        // Everything that is real so far: the netlink audit of every namespace.
+        None => Ok(Job::Netlink(NetlinkJob::default())),
+    }
+}
+
+fn require_root() -> Result<(), Error> {
+    let caps = sys::effective_caps();
+    for (n, name) in [(39u32, "CAP_BPF"), (12, "CAP_NET_ADMIN")] {
+        if !sys::has_cap(caps, n) && !sys::has_cap(caps, 21) {
+            return Err(Error::NotRoot(name));
+        }
+    }
+    Ok(())
+}
+
+/// Runs a job until it ends by itself (`--count`, `--duration`) or `shutdown`
+/// resolves. Returns the process exit code.
+pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<i32, Error> {
+    let job = plan(&cli)?;
+    match job {
+        Job::Doctor => {
+            require_root()?;
+            let report = doctor::run();
+            if cli.common.json {
+                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            } else {
+                doctor::print_text(&report, &mut std::io::stdout())?;
+            }
+            Ok(if report.can_run { 0 } else { 1 })
+        }
+        Job::Netlink(nj) => {
+            require_root()?;
+            run_netlink(nj, cli.common, shutdown).await.map(|_| 0)
+        }
+    }
+}
+
+/// The netlink audit: attach, read, correlate, print.
+pub async fn run_netlink(job: NetlinkJob, common: CommonArgs, shutdown: impl Future<Output = ()>) -> Result<u64, Error> {
+    let mut loaded = ebpf::load(&ebpf::LoadOptions::default())?;
+    if !loaded.missing_fields.is_empty() {
+        return Err(Error::Kernel(format!("its BTF lacks {}", loaded.missing_fields.join(", "))));
+    }
+    hooks::attach_tracepoints(&mut loaded.ebpf, hooks::NETLINK_HOOKS)?;
+    let mut reader = Reader::new(&mut loaded.ebpf)?;
+    let clock = Clock::new();
+    let mut corr = netlink::Correlator::new(clock);
+    let mut sink = Sink::new(common.json);
+    let mut lost = LostTracker::default();
+    let mut names: HashMap<u64, String> = ns::named_namespaces();
+    let mut names_age = std::time::Instant::now();
+    eprintln!("tracer: ready: netlink audit attached to {} tracepoints", hooks::NETLINK_HOOKS.len());
+
+    tokio::pin!(shutdown);
+    let deadline = tokio::time::sleep(common.duration.map(Duration::from_secs_f64).unwrap_or(Duration::from_secs(u64::MAX / 4)));
+    tokio::pin!(deadline);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut batch = Vec::new();
+    let mut done = false;
+    while !done {
+        let mut flush_all = false;
+        tokio::select! {
+            _ = &mut shutdown => { flush_all = true; done = true; }
+            _ = &mut deadline => { flush_all = true; done = true; }
+            r = reader.read(&mut batch) => { r?; }
+            _ = tick.tick() => {}
+        }
+        if done {
+            // Let the last answers arrive before giving up on them.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            reader.drain(&mut batch);
+        }
+        for ev in batch.drain(..) {
+            if matches!(ev.kind, EventKind::NetlinkSend | EventKind::NetlinkAck) {
+                corr.push(&ev);
+            }
+        }
+        for mut e in corr.ready(Clock::now_mono_ns(), flush_all) {
+            if !job.wants(&e) {
+                continue;
+            }
+            let ino = u64::from(e.netns_ino);
+            if !names.contains_key(&ino) && names_age.elapsed() > Duration::from_millis(500) {
+                names = ns::named_namespaces();
+                names_age = std::time::Instant::now();
+            }
+            e.netns_name = names.get(&ino).cloned();
+            sink.emit(&e)?;
+            if common.count.is_some_and(|c| sink.written >= c) {
+                done = true;
+                break;
+            }
+        }
+        let totals = reader.lost().into_iter().map(|(s, n)| (s.name(), n)).chain([("malformed", reader.malformed)]);
+        for (src, n) in lost.update(totals) {
+            sink.lost(src, n, &clock::rfc3339(clock::now_wall_ns()))?;
+        }
+    }
+    let summary: Vec<String> = lost.totals().iter().map(|(s, n)| format!("{s}={n}")).collect();
+    eprintln!("tracer: {} events, lost: {}", sink.written, summary.join(" "));
+    Ok(sink.written)
+}

@@ -1,0 +1,28 @@
+//! The `tracer` binary: parse flags, run the library, turn errors into one
+//! sentence and an exit status.
+
+use clap::Parser;
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let cli = tracer::cli::Cli::parse();
+    let shutdown = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+            }
+            _ => std::future::pending::<()>().await,
+        }
+    };
+    match tracer::run(cli, shutdown).await {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("tracer: {e}");
+            std::process::exit(match e {
+                tracer::Error::Usage(_) => 2,
+                _ => 1,
+            });
+        }
+    }
+}

@@ -1,0 +1,387 @@
+//! Decoding netlink buffers: splitting them into messages, naming types and
+//! flags, reading `NLMSG_ERROR` answers. Never panics on malformed bytes.
+
+use serde_json::{Value, json};
+
+pub const NETLINK_ROUTE: u16 = 0;
+pub const NETLINK_XFRM: u16 = 6;
+pub const NETLINK_NETFILTER: u16 = 12;
+pub const NETLINK_GENERIC: u16 = 16;
+
+pub const NLMSG_NOOP: u16 = 1;
+pub const NLMSG_ERROR: u16 = 2;
+pub const NLMSG_DONE: u16 = 3;
+
+pub const NLM_F_REQUEST: u16 = 0x1;
+pub const NLM_F_ACK: u16 = 0x4;
+pub const NLM_F_ECHO: u16 = 0x8;
+pub const NLM_F_ROOT: u16 = 0x100;
+pub const NLM_F_MATCH: u16 = 0x200;
+pub const NLM_F_REPLACE: u16 = 0x100;
+pub const NLM_F_EXCL: u16 = 0x200;
+pub const NLM_F_CREATE: u16 = 0x400;
+pub const NLM_F_APPEND: u16 = 0x800;
+
+/// `struct nlmsghdr`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NlHeader {
+    pub len: u32,
+    pub msg_type: u16,
+    pub flags: u16,
+    pub seq: u32,
+    pub pid: u32,
+}
+
+impl NlHeader {
+    pub const SIZE: usize = 16;
+
+    pub fn parse(b: &[u8]) -> Option<Self> {
+        let b = b.get(..Self::SIZE)?;
+        Some(Self {
+            len: u32::from_ne_bytes(b[0..4].try_into().ok()?),
+            msg_type: u16::from_ne_bytes(b[4..6].try_into().ok()?),
+            flags: u16::from_ne_bytes(b[6..8].try_into().ok()?),
+            seq: u32::from_ne_bytes(b[8..12].try_into().ok()?),
+            pid: u32::from_ne_bytes(b[12..16].try_into().ok()?),
+        })
+    }
+}
+
+/// What a message says, for both outputs.
+#[derive(Clone, Debug, Default)]
+pub struct Decoded {
+    /// `ip monitor`-like text, e.g. `create bridge br-x`.
+    pub summary: String,
+    /// Decoded attributes for JSON.
+    pub attrs: Value,
+    /// The namespace the request acts on, when it is not the sender's.
+    pub target_netns: Option<Value>,
+}
+
+/// One message cut out of a send buffer.
+#[derive(Clone, Debug)]
+pub struct Message {
+    pub header: NlHeader,
+    pub decoded: Decoded,
+    /// The captured bytes ended before the message did.
+    pub truncated: bool,
+}
+
+/// Cuts a buffer into its messages (a batch may hold hundreds).
+pub fn split_messages(protocol: u16, data: &[u8], buffer_truncated: bool) -> Vec<Message> {
+    let mut out = Vec::new();
+    let mut off = 0usize;
+    while off + NlHeader::SIZE <= data.len() {
+        let Some(h) = NlHeader::parse(&data[off..]) else { break };
+        let len = h.len as usize;
+        if len < NlHeader::SIZE {
+            break;
+        }
+        let end = off.saturating_add(len);
+        let truncated = end > data.len();
+        let body = &data[off + NlHeader::SIZE..end.min(data.len())];
+        out.push(Message { header: h, decoded: decode_body(protocol, &h, body), truncated: truncated && buffer_truncated || truncated });
+        off = off.saturating_add((len + 3) & !3);
+    }
+    out
+}
+
+/// Decodes the payload of one message. Protocol decoders plug in here.
+pub fn decode_body(protocol: u16, h: &NlHeader, body: &[u8]) -> Decoded {
+    let _ = (protocol, h, body);
+    Decoded { summary: String::new(), attrs: json!({}), target_netns: None }
+}
+
+/// One answer found in a receive buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ack {
+    pub seq: u32,
+    pub errno: i32,
+    pub extack: Option<String>,
+}
+
+const NLMSGERR_ATTR_MSG: u16 = 1;
+const NLM_F_CAPPED: u16 = 0x100;
+const NLM_F_ACK_TLVS: u16 = 0x200;
+
+/// Reads every `NLMSG_ERROR` message in a receive buffer.
+pub fn parse_acks(data: &[u8]) -> Vec<Ack> {
+    let mut out = Vec::new();
+    let mut off = 0usize;
+    while off + NlHeader::SIZE <= data.len() {
+        let Some(h) = NlHeader::parse(&data[off..]) else { break };
+        let len = h.len as usize;
+        if len < NlHeader::SIZE {
+            break;
+        }
+        let body = &data[off + NlHeader::SIZE..off.saturating_add(len).min(data.len())];
+        if h.msg_type == NLMSG_ERROR && body.len() >= 4 {
+            let error = i32::from_ne_bytes([body[0], body[1], body[2], body[3]]);
+            // The echoed request header follows the error; its seq is the request's.
+            let seq = NlHeader::parse(&body[4..]).map(|r| r.seq).unwrap_or(h.seq);
+            let mut extack = None;
+            if h.flags & NLM_F_ACK_TLVS != 0 {
+                let echoed_len = if h.flags & NLM_F_CAPPED != 0 {
+                    NlHeader::SIZE
+                } else {
+                    NlHeader::parse(&body[4..]).map(|r| r.len as usize).unwrap_or(NlHeader::SIZE)
+                };
+                let tlv_start = 4usize.saturating_add((echoed_len + 3) & !3);
+                if let Some(tlvs) = body.get(tlv_start..) {
+                    extack = find_attr(tlvs, NLMSGERR_ATTR_MSG).map(|v| {
+                        let end = v.iter().position(|&b| b == 0).unwrap_or(v.len());
+                        String::from_utf8_lossy(&v[..end]).into_owned()
+                    });
+                }
+            }
+            out.push(Ack { seq, errno: -error, extack });
+        }
+        off = off.saturating_add((len + 3) & !3);
+    }
+    out
+}
+
+/// Finds the payload of attribute `kind` in a run of netlink attributes.
+pub fn find_attr(mut b: &[u8], kind: u16) -> Option<&[u8]> {
+    while b.len() >= 4 {
+        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
+        let ty = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
+        if len < 4 || len > b.len() {
+            return None;
+        }
+        if ty == kind {
+            return Some(&b[4..len]);
+        }
+        let next = (len + 3) & !3;
+        if next >= b.len() {
+            return None;
+        }
+        b = &b[next..];
+    }
+    None
+}
+
+pub fn protocol_name(p: u16) -> &'static str {
+    match p {
+        NETLINK_ROUTE => "route",
+        4 => "sock_diag",
+        5 => "nflog",
+        NETLINK_XFRM => "xfrm",
+        7 => "selinux",
+        9 => "audit",
+        10 => "fib_lookup",
+        11 => "connector",
+        NETLINK_NETFILTER => "netfilter",
+        15 => "kobject_uevent",
+        NETLINK_GENERIC => "generic",
+        _ => "other",
+    }
+}
+
+/// Parses `route,netfilter`-style lists; `all` gives `None` (no restriction).
+pub fn parse_protocols(s: &str) -> Result<Option<Vec<u16>>, String> {
+    let mut v = Vec::new();
+    for p in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        v.push(match p {
+            "all" => return Ok(None),
+            "route" => NETLINK_ROUTE,
+            "xfrm" => NETLINK_XFRM,
+            "netfilter" => NETLINK_NETFILTER,
+            "generic" => NETLINK_GENERIC,
+            "sock_diag" => 4,
+            "audit" => 9,
+            other => return Err(format!("unknown netlink protocol {other:?}: use route, netfilter, generic, xfrm or all")),
+        });
+    }
+    Ok(Some(v))
+}
+
+const RTM_NAMES: &[(u16, &str)] = &[
+    (16, "RTM_NEWLINK"), (17, "RTM_DELLINK"), (18, "RTM_GETLINK"), (19, "RTM_SETLINK"),
+    (20, "RTM_NEWADDR"), (21, "RTM_DELADDR"), (22, "RTM_GETADDR"),
+    (24, "RTM_NEWROUTE"), (25, "RTM_DELROUTE"), (26, "RTM_GETROUTE"),
+    (28, "RTM_NEWNEIGH"), (29, "RTM_DELNEIGH"), (30, "RTM_GETNEIGH"),
+    (32, "RTM_NEWRULE"), (33, "RTM_DELRULE"), (34, "RTM_GETRULE"),
+    (36, "RTM_NEWQDISC"), (37, "RTM_DELQDISC"), (38, "RTM_GETQDISC"),
+    (40, "RTM_NEWTCLASS"), (41, "RTM_DELTCLASS"), (42, "RTM_GETTCLASS"),
+    (44, "RTM_NEWTFILTER"), (45, "RTM_DELTFILTER"), (46, "RTM_GETTFILTER"),
+    (48, "RTM_NEWACTION"), (49, "RTM_DELACTION"), (50, "RTM_GETACTION"),
+    (52, "RTM_NEWPREFIX"), (58, "RTM_GETMULTICAST"), (62, "RTM_GETANYCAST"),
+    (64, "RTM_NEWNEIGHTBL"), (66, "RTM_GETNEIGHTBL"), (67, "RTM_SETNEIGHTBL"),
+    (68, "RTM_NEWNDUSEROPT"), (72, "RTM_NEWADDRLABEL"), (73, "RTM_DELADDRLABEL"), (74, "RTM_GETADDRLABEL"),
+    (78, "RTM_GETDCB"), (79, "RTM_SETDCB"),
+    (80, "RTM_NEWNETCONF"), (81, "RTM_DELNETCONF"), (82, "RTM_GETNETCONF"),
+    (84, "RTM_NEWMDB"), (85, "RTM_DELMDB"), (86, "RTM_GETMDB"),
+    (88, "RTM_NEWNSID"), (89, "RTM_DELNSID"), (90, "RTM_GETNSID"),
+    (92, "RTM_NEWSTATS"), (94, "RTM_GETSTATS"), (95, "RTM_SETSTATS"),
+    (100, "RTM_NEWCHAIN"), (101, "RTM_DELCHAIN"), (102, "RTM_GETCHAIN"),
+    (104, "RTM_NEWNEXTHOP"), (105, "RTM_DELNEXTHOP"), (106, "RTM_GETNEXTHOP"),
+    (108, "RTM_NEWLINKPROP"), (109, "RTM_DELLINKPROP"),
+    (112, "RTM_NEWVLAN"), (113, "RTM_DELVLAN"), (114, "RTM_GETVLAN"),
+    (116, "RTM_NEWNEXTHOPBUCKET"), (117, "RTM_DELNEXTHOPBUCKET"), (118, "RTM_GETNEXTHOPBUCKET"),
+    (120, "RTM_NEWTUNNEL"), (121, "RTM_DELTUNNEL"), (122, "RTM_GETTUNNEL"),
+];
+
+/// Name of a message type, e.g. `RTM_NEWLINK`; unknown types by number.
+pub fn msg_type_name(protocol: u16, ty: u16) -> String {
+    match ty {
+        NLMSG_NOOP => return "NLMSG_NOOP".into(),
+        NLMSG_ERROR => return "NLMSG_ERROR".into(),
+        NLMSG_DONE => return "NLMSG_DONE".into(),
+        _ => {}
+    }
+    if protocol == NETLINK_ROUTE {
+        if let Some((_, n)) = RTM_NAMES.iter().find(|(t, _)| *t == ty) {
+            return (*n).into();
+        }
+    }
+    format!("{}:{ty}", protocol_name(protocol))
+}
+
+/// Parses `RTM_NEWLINK,RTM_DELADDR` into rtnetlink type numbers.
+pub fn parse_types(s: &str) -> Result<Vec<u16>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            let up = t.to_ascii_uppercase();
+            let up = if up.starts_with("RTM_") { up } else { format!("RTM_{up}") };
+            RTM_NAMES
+                .iter()
+                .find(|(_, n)| *n == up)
+                .map(|(v, _)| *v)
+                .ok_or_else(|| format!("unknown message type {t:?} (expected names like RTM_NEWLINK)"))
+        })
+        .collect()
+}
+
+/// GET and dump requests change nothing; the audit hides them by default.
+pub fn is_get(protocol: u16, ty: u16, flags: u16) -> bool {
+    if protocol == NETLINK_ROUTE && ty >= 16 {
+        // rtnetlink: NEW=0, DEL=1, GET=2, SET=3 within each group of four.
+        return (ty - 16) % 4 == 2;
+    }
+    flags & (NLM_F_ROOT | NLM_F_MATCH) == (NLM_F_ROOT | NLM_F_MATCH) && flags & NLM_F_CREATE == 0
+}
+
+pub fn flag_names(protocol: u16, ty: u16, flags: u16) -> Vec<&'static str> {
+    let mut v = Vec::new();
+    let base = [(NLM_F_REQUEST, "request"), (0x2, "multi"), (NLM_F_ACK, "ack"), (NLM_F_ECHO, "echo")];
+    for (bit, n) in base {
+        if flags & bit != 0 {
+            v.push(n);
+        }
+    }
+    let get = is_get(protocol, ty, flags);
+    let ext: &[(u16, &str)] = if get {
+        &[(NLM_F_ROOT, "root"), (NLM_F_MATCH, "match"), (0x400, "atomic")]
+    } else {
+        &[(NLM_F_REPLACE, "replace"), (NLM_F_EXCL, "excl"), (NLM_F_CREATE, "create"), (NLM_F_APPEND, "append")]
+    };
+    for (bit, n) in ext {
+        if flags & bit != 0 {
+            v.push(n);
+        }
+    }
+    v
+}
+
+/// `EEXIST` for 17.
+pub fn errno_name(e: i32) -> &'static str {
+    match e {
+        1 => "EPERM", 2 => "ENOENT", 3 => "ESRCH", 4 => "EINTR", 5 => "EIO", 6 => "ENXIO",
+        7 => "E2BIG", 9 => "EBADF", 11 => "EAGAIN", 12 => "ENOMEM", 13 => "EACCES", 14 => "EFAULT",
+        16 => "EBUSY", 17 => "EEXIST", 19 => "ENODEV", 22 => "EINVAL", 23 => "ENFILE", 24 => "EMFILE",
+        28 => "ENOSPC", 34 => "ERANGE", 36 => "ENAMETOOLONG", 39 => "ENOTEMPTY", 61 => "ENODATA",
+        71 => "EPROTO", 75 => "EOVERFLOW", 90 => "EMSGSIZE", 93 => "EPROTONOSUPPORT",
+        95 => "EOPNOTSUPP", 97 => "EAFNOSUPPORT", 98 => "EADDRINUSE", 99 => "EADDRNOTAVAIL",
+        100 => "ENETDOWN", 101 => "ENETUNREACH", 105 => "ENOBUFS", 110 => "ETIMEDOUT",
+        113 => "EHOSTUNREACH", 125 => "ECANCELED",
+        _ => "E?",
+    }
+}
+
+/// `File exists` for 17.
+pub fn errno_text(e: i32) -> String {
+    std::io::Error::from_raw_os_error(e).to_string().split(" (os error").next().unwrap_or_default().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(ty: u16, flags: u16, seq: u32, body: &[u8]) -> Vec<u8> {
+        let len = (NlHeader::SIZE + body.len()) as u32;
+        let mut v = Vec::new();
+        v.extend_from_slice(&len.to_ne_bytes());
+        v.extend_from_slice(&ty.to_ne_bytes());
+        v.extend_from_slice(&flags.to_ne_bytes());
+        v.extend_from_slice(&seq.to_ne_bytes());
+        v.extend_from_slice(&0u32.to_ne_bytes());
+        v.extend_from_slice(body);
+        while v.len() % 4 != 0 {
+            v.push(0);
+        }
+        v
+    }
+
+    #[test]
+    fn splits_batches() {
+        let mut buf = Vec::new();
+        for seq in 1..=50 {
+            buf.extend(msg(16, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE, seq, &[0; 16]));
+        }
+        let msgs = split_messages(NETLINK_ROUTE, &buf, false);
+        assert_eq!(msgs.len(), 50);
+        assert_eq!(msgs[49].header.seq, 50);
+        assert!(msgs.iter().all(|m| !m.truncated));
+    }
+
+    #[test]
+    fn malformed_never_panics() {
+        for len in 0..64 {
+            let junk: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
+            let _ = split_messages(NETLINK_ROUTE, &junk, true);
+            let _ = parse_acks(&junk);
+        }
+        // A header claiming more bytes than captured is marked truncated.
+        let mut m = msg(16, 1, 7, &[0; 40]);
+        m.truncate(30);
+        let msgs = split_messages(NETLINK_ROUTE, &m, true);
+        assert_eq!(msgs.len(), 1);
+        assert!(msgs[0].truncated);
+        // Length 0 must not loop forever.
+        assert!(split_messages(NETLINK_ROUTE, &[0; 32], false).is_empty());
+    }
+
+    #[test]
+    fn reads_acks_with_extack() {
+        // NLMSG_ERROR: error=-17, echoed header (capped), then NLMSGERR_ATTR_MSG.
+        let mut body = Vec::new();
+        body.extend_from_slice(&(-17i32).to_ne_bytes());
+        body.extend(msg(16, 5, 42, &[])[..16].to_vec());
+        let text = b"File exists here\0";
+        let alen = (4 + text.len()) as u16;
+        body.extend_from_slice(&alen.to_ne_bytes());
+        body.extend_from_slice(&NLMSGERR_ATTR_MSG.to_ne_bytes());
+        body.extend_from_slice(text);
+        let buf = msg(NLMSG_ERROR, NLM_F_CAPPED | NLM_F_ACK_TLVS, 42, &body);
+        let acks = parse_acks(&buf);
+        assert_eq!(acks, vec![Ack { seq: 42, errno: 17, extack: Some("File exists here".into()) }]);
+        assert_eq!(errno_name(17), "EEXIST");
+        assert_eq!(errno_text(17), "File exists");
+    }
+
+    #[test]
+    fn names_and_gets() {
+        assert_eq!(msg_type_name(NETLINK_ROUTE, 16), "RTM_NEWLINK");
+        assert_eq!(msg_type_name(NETLINK_NETFILTER, 2560), "netfilter:2560");
+        assert!(is_get(NETLINK_ROUTE, 18, NLM_F_REQUEST | NLM_F_ROOT | NLM_F_MATCH));
+        assert!(!is_get(NETLINK_ROUTE, 16, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL));
+        assert_eq!(parse_types("RTM_NEWLINK,deladdr").expect("types"), vec![16, 21]);
+        assert!(parse_types("RTM_BOGUS").is_err());
+        assert_eq!(flag_names(NETLINK_ROUTE, 16, 0x605), vec!["request", "ack", "excl", "create"]);
+        assert_eq!(parse_protocols("route,netfilter").expect("p"), Some(vec![0, 12]));
+        assert_eq!(parse_protocols("all").expect("p"), None);
+    }
+}

@@ -1,0 +1,98 @@
+//! Small facts about the running system: kernel release, capabilities,
+//! lockdown, tracefs, and entering network namespaces.
+
+use std::{fs, io, os::fd::AsRawFd, path::Path};
+
+pub const TRACEFS: &str = "/sys/kernel/tracing";
+
+pub fn kernel_release() -> String {
+    fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into())
+}
+
+/// (major, minor) of the running kernel.
+pub fn kernel_version() -> (u32, u32) {
+    let rel = kernel_release();
+    let mut it = rel.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty());
+    let major = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let minor = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    (major, minor)
+}
+
+/// The bracketed mode of /sys/kernel/security/lockdown, if it can be read.
+pub fn lockdown() -> Option<String> {
+    let s = fs::read_to_string("/sys/kernel/security/lockdown").ok()?;
+    let start = s.find('[')?;
+    let end = s[start..].find(']')? + start;
+    Some(s[start + 1..end].to_string())
+}
+
+/// The capabilities the tracer cares about, by number.
+pub const CAPS: &[(u32, &str)] =
+    &[(12, "CAP_NET_ADMIN"), (21, "CAP_SYS_ADMIN"), (38, "CAP_PERFMON"), (39, "CAP_BPF")];
+
+/// The effective capability set of this process.
+pub fn effective_caps() -> u64 {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0)
+}
+
+pub fn has_cap(caps: u64, cap: u32) -> bool {
+    caps & (1u64 << cap) != 0
+}
+
+/// Where tracefs is, mounting it when missing. Returns whether it was mounted now.
+pub fn ensure_tracefs() -> io::Result<bool> {
+    if Path::new(TRACEFS).join("events").exists() {
+        return Ok(false);
+    }
+    let src = c"tracefs";
+    let target = c"/sys/kernel/tracing";
+    // SAFETY: valid C strings; mount(2) has no other preconditions.
+    let rc = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), src.as_ptr(), 0, std::ptr::null()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(true)
+}
+
+/// Inode of a namespace file such as `/proc/self/ns/net`.
+pub fn ns_inode(path: &Path) -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(fs::metadata(path)?.ino())
+}
+
+/// Runs `f` with the current thread inside the network namespace of `ns_file`,
+/// then moves the thread back, even when `f` fails. No `.await` may happen in
+/// `f`: the thread must not be handed to another task meanwhile.
+pub fn in_netns<T>(ns_file: &Path, f: impl FnOnce() -> T) -> io::Result<T> {
+    let home = fs::File::open("/proc/thread-self/ns/net")?;
+    let target = fs::File::open(ns_file)?;
+    // SAFETY: setns on fds we own.
+    if unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let out = f();
+    // SAFETY: as above.
+    if unsafe { libc::setns(home.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        // The thread is stranded in a foreign namespace; nothing sane can follow.
+        let e = io::Error::last_os_error();
+        eprintln!("tracer: cannot return to the original network namespace: {e}");
+        std::process::abort();
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_parses() {
+        let (major, _) = kernel_version();
+        assert!(major >= 4);
+    }
+}
