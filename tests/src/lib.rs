@@ -1,1 +1,303 @@
-//! Test lab
+//! The namespace test lab and helpers for the integration tests.
+//!
+//! A [`Lab`] is N "containers": network namespaces, each with an `eth0`
+//! whose veth peer sits on a bridge in the host namespace, and an address in
+//! a private /24. Names are unique per run; everything is removed on drop,
+//! also when a test panics. Traffic only ever goes between lab namespaces.
+
+use std::{
+    io::{BufRead, BufReader, Read},
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+        mpsc,
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A short id unique to this process and call, for interface names (<= 15 chars).
+pub fn unique_id() -> String {
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    format!("{:04x}{:x}", std::process::id() & 0xffff, n & 0xf)
+}
+
+/// Runs a command, panicking with its output when it fails.
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").args(["-c", cmd]).output().expect("spawn sh");
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a command and returns its output whatever the status.
+pub fn sh_out(cmd: &str) -> Output {
+    Command::new("sh").args(["-c", cmd]).output().expect("spawn sh")
+}
+
+/// One lab "container": a named network namespace.
+#[derive(Debug, Clone)]
+pub struct LabNs {
+    /// Name under /run/netns.
+    pub name: String,
+    /// Address of its eth0 (without prefix length).
+    pub ip: String,
+    /// Name of the host-side veth peer.
+    pub host_veth: String,
+}
+
+impl LabNs {
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
+    /// Inode of this namespace.
+    pub fn inode(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(self.path()).expect("netns file").ino()
+    }
+
+    /// Runs `cmd` with `sh -c` inside the namespace; panics when it fails.
+    pub fn sh(&self, cmd: &str) -> String {
+        sh(&format!("ip netns exec {} sh -c {}", self.name, shell_quote(cmd)))
+    }
+
+    /// Runs `cmd` inside the namespace, returning the output whatever the status.
+    pub fn sh_out(&self, cmd: &str) -> Output {
+        sh_out(&format!("ip netns exec {} sh -c {}", self.name, shell_quote(cmd)))
+    }
+
+    /// Starts `cmd` inside the namespace in the background.
+    pub fn spawn(&self, cmd: &str) -> Child {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name, "sh", "-c", cmd])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn in netns")
+    }
+}
+
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// N namespaces on one bridge.
+pub struct Lab {
+    pub id: String,
+    pub bridge: String,
+    pub ns: Vec<LabNs>,
+    /// Extra namespaces created by the test, removed with the lab.
+    extra_ns: Mutex<Vec<String>>,
+}
+
+impl Lab {
+    /// Creates `n` namespaces `tr<id>-a`, `-b`... on bridge `trb<id>`,
+    /// addressed 10.<x>.<y>.1, .2, ... /24 in a subnet unique to the lab.
+    pub fn new(n: usize) -> Lab {
+        assert!(n <= 20);
+        let id = unique_id();
+        let bridge = format!("trb{id}");
+        let mut lab = Lab { id: id.clone(), bridge: bridge.clone(), ns: Vec::new(), extra_ns: Mutex::new(Vec::new()) };
+        sh(&format!("ip link add {bridge} type bridge && ip link set {bridge} up"));
+        let h = u32::from_str_radix(&id, 16).unwrap_or(0);
+        let (x, y) = (100 + (h >> 8) % 100, h % 250);
+        for i in 0..n {
+            let letter = (b'a' + i as u8) as char;
+            let name = format!("tr{id}-{letter}");
+            let host_veth = format!("trv{id}{letter}");
+            let ip = format!("10.{x}.{y}.{}", i + 1);
+            lab.ns.push(LabNs { name: name.clone(), ip: ip.clone(), host_veth: host_veth.clone() });
+            sh(&format!(
+                "ip netns add {name} && \
+                 ip link add {host_veth} type veth peer name eth0 netns {name} && \
+                 ip link set {host_veth} master {bridge} up && \
+                 ip -n {name} addr add {ip}/24 dev eth0 && \
+                 ip -n {name} link set eth0 up && ip -n {name} link set lo up"
+            ));
+        }
+        lab
+    }
+
+    /// Adds a namespace that is removed with the lab (not attached to the bridge).
+    pub fn extra_ns(&self, suffix: &str) -> LabNs {
+        let name = format!("tr{}-{suffix}", self.id);
+        sh(&format!("ip netns add {name}"));
+        self.extra_ns.lock().expect("lock").push(name.clone());
+        LabNs { name, ip: String::new(), host_veth: String::new() }
+    }
+
+    /// The first `n` octets shared by the lab's addresses, e.g. `10.123.45`.
+    pub fn subnet_prefix(&self) -> String {
+        let ip = &self.ns[0].ip;
+        ip[..ip.rfind('.').expect("dotted")].to_string()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in &self.ns {
+            let _ = sh_out(&format!("ip netns del {}", ns.name));
+            let _ = sh_out(&format!("ip link del {} 2>/dev/null", ns.host_veth));
+        }
+        for name in self.extra_ns.lock().map(|v| v.clone()).unwrap_or_default() {
+            let _ = sh_out(&format!("ip netns del {name}"));
+        }
+        let _ = sh_out(&format!("ip link del {}", self.bridge));
+    }
+}
+
+/// Path of the tracer binary under test (`TRACER_BIN`, set by `cargo xtask test`).
+pub fn tracer_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("TRACER_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    for p in ["target/release/tracer", "target/debug/tracer"] {
+        let c = root.join(p);
+        if c.exists() {
+            return c;
+        }
+    }
+    panic!("no tracer binary: run the tests with `cargo xtask test`");
+}
+
+/// A running tracer whose stdout lines are collected in the background.
+pub struct Tracer {
+    child: Option<Child>,
+    lines: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Tracer {
+    /// Starts `tracer ARGS` and waits for its `ready` line on stderr.
+    pub fn start(args: &[&str]) -> Tracer {
+        let mut child = Command::new(tracer_bin())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tracer");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let out = child.stdout.take().expect("stdout");
+        let l2 = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                l2.lock().expect("lock").push(line);
+            }
+        });
+        let err = child.stderr.take().expect("stderr");
+        let e2 = stderr.clone();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(err);
+            let mut line = String::new();
+            let mut sent = false;
+            while r.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                if !sent && line.contains("ready") {
+                    let _ = tx.send(());
+                    sent = true;
+                }
+                e2.lock().expect("lock").push_str(&line);
+                line.clear();
+            }
+            let mut rest = String::new();
+            let _ = r.read_to_string(&mut rest);
+            e2.lock().expect("lock").push_str(&rest);
+        });
+        let mut t = Tracer { child: Some(child), lines, stderr };
+        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            let status = t.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            panic!("tracer {args:?} never said ready (exit: {status:?}); stderr:\n{}", t.stderr());
+        }
+        t
+    }
+
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("lock").clone()
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("lock").clone()
+    }
+
+    /// Stdout lines parsed as JSON (non-JSON lines make the test fail).
+    pub fn events(&self) -> Vec<Value> {
+        self.lines()
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    }
+
+    /// Waits until an event satisfies `pred`, up to `timeout`.
+    pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        let start = Instant::now();
+        loop {
+            if let Some(v) = self.events().into_iter().find(|v| pred(v)) {
+                return Some(v);
+            }
+            if start.elapsed() > timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends SIGINT and waits for a clean exit; returns the exit code.
+    pub fn stop(&mut self) -> i32 {
+        let Some(mut child) = self.child.take() else { return -1 };
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                // Give the reader threads a moment to collect the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                return status.code().unwrap_or(-1);
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("tracer did not stop within 20 s of SIGINT; stderr:\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs the tracer to completion with `args`, returning (status, stdout, stderr).
+pub fn tracer_run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(tracer_bin()).args(args).output().expect("run tracer");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `sh -c CMD` printing its own pid first (`exec` keeps the pid), so a
+/// test knows the pid a tracer must attribute the command's work to.
+pub fn pid_and_run(prefix: &str, cmd: &str) -> (u32, Output) {
+    let out = sh_out(&format!("{prefix} sh -c {}", shell_quote(&format!("echo $$; exec {cmd}"))));
+    let pid = String::from_utf8_lossy(&out.stdout).lines().next().and_then(|l| l.trim().parse().ok()).expect("pid line");
+    (pid, out)
+}

@@ -1,11 +1,21 @@
 //! The `tracer` binary: parse flags, run the library, turn errors into one
 //! sentence and an exit status.
 
-use clap::Parser;
+use clap::Parser as _;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let cli = tracer::cli::Cli::parse();
+    let cli = match tracer::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            // One sentence, not clap's whole usage block.
+            let msg = e.to_string();
+            let first = msg.lines().next().unwrap_or("invalid arguments");
+            eprintln!("tracer: {} (see tracer --help)", first.trim_start_matches("error: "));
+            std::process::exit(2);
+        }
+    };
     let shutdown = async {
         use tokio::signal::unix::{SignalKind, signal};
         match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
