@@ -223,6 +223,11 @@ impl Tracer {
         t
     }
 
+    /// The tracer's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
     pub fn stderr(&self) -> String {
         self.stderr.lock().expect("lock").clone()
     }

@@ -14,6 +14,11 @@ pub const NL_ACK_MAX: usize = 1024;
 pub const NL_MAX_IOV: u32 = 8;
 /// mmsghdr entries looked at per sendmmsg.
 pub const NL_MAX_MMSG: u32 = 8;
+/// Lowest fds searched for open namespace files when an rtnetlink request
+/// is sent, so `IFLA_NET_NS_FD` can be resolved after the sender is gone.
+pub const NL_NS_SCAN_FDS: u32 = 32;
+/// Most namespace fds reported per request.
+pub const NL_NS_FDS: usize = 4;
 
 /// The syscall that carried a netlink buffer.
 #[repr(u8)]
@@ -79,8 +84,12 @@ pub struct NetlinkSend {
     pub data_len: u32,
     /// The socket's netlink port id.
     pub portid: u32,
+    /// Open nsfs files of the sender (`ns_fds[i]` is a fd, `ns_inos[i]` the
+    /// namespace inode); only for rtnetlink, empty slots have inode 0.
+    pub ns_fds: [u32; NL_NS_FDS],
+    pub ns_inos: [u32; NL_NS_FDS],
 }
-const _: () = assert!(core::mem::size_of::<NetlinkSend>() == 32);
+const _: () = assert!(core::mem::size_of::<NetlinkSend>() == 64);
 
 /// Payload of [`crate::EventKind::NetlinkAck`]; `data_len` bytes follow.
 #[repr(C)]

@@ -39,9 +39,15 @@ pub struct KernelOffsets {
     pub dev_nd_net: u32,
     /// `netlink_sock.portid`
     pub nlk_portid: u32,
-    pub _pad: u32,
+    /// `inode.i_ino`
+    pub inode_ino: u32,
+    /// `inode.i_sb`
+    pub inode_sb: u32,
+    /// `super_block.s_magic`
+    pub sb_magic: u32,
+    pub _pad: [u32; 2],
 }
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 64);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 80);
 
 impl KernelOffsets {
     pub const MISSING: u32 = u32::MAX;
@@ -65,7 +71,10 @@ impl KernelOffsets {
             skb_dev: m,
             dev_nd_net: m,
             nlk_portid: m,
-            _pad: 0,
+            inode_ino: m,
+            inode_sb: m,
+            sb_magic: m,
+            _pad: [0; 2],
         }
     }
 }

@@ -14,8 +14,8 @@ use aya_ebpf::{
 use tracer_common::{
     EventKind, LostSource,
     netlink::{
-        NL_ACK_MAX, NL_DATA_MAX, NL_MAX_IOV, NL_MAX_MMSG, NetlinkAck, NetlinkSend, RecvArgs,
-        Syscall,
+        NL_ACK_MAX, NL_DATA_MAX, NL_MAX_IOV, NL_MAX_MMSG, NL_NS_FDS, NL_NS_SCAN_FDS, NetlinkAck,
+        NetlinkSend, RecvArgs, Syscall,
     },
 };
 
@@ -48,6 +48,42 @@ struct NlSock {
     netns: u32,
     protocol: u16,
     portid: u32,
+    /// The task's fd array and its size, for [`scan_ns_fds`].
+    fds: u64,
+    max_fds: u32,
+}
+
+const NSFS_MAGIC: u64 = 0x6e73_6673;
+
+/// Finds open namespace files among the sender's lowest fds, so userspace
+/// can resolve `IFLA_NET_NS_FD` even after the sender has exited.
+#[inline(always)]
+fn scan_ns_fds(nl: &NlSock) -> ([u32; NL_NS_FDS], [u32; NL_NS_FDS]) {
+    let mut fds = [0u32; NL_NS_FDS];
+    let mut inos = [0u32; NL_NS_FDS];
+    if nl.protocol != 0 {
+        return (fds, inos);
+    }
+    let o = offsets();
+    let mut n = 0usize;
+    for fd in 0..NL_NS_SCAN_FDS {
+        if fd >= nl.max_fds || n >= NL_NS_FDS {
+            break;
+        }
+        let Some(file) = kread::<*const u8>(nl.fds as *const u8, fd * 8) else { continue };
+        let Some(inode) = kread::<*const u8>(file, o.file_inode) else { continue };
+        let Some(sb) = kread::<*const u8>(inode, o.inode_sb) else { continue };
+        if kread::<u64>(sb, o.sb_magic) != Some(NSFS_MAGIC) {
+            continue;
+        }
+        let Some(ino) = kread::<u64>(inode, o.inode_ino) else { continue };
+        if n < NL_NS_FDS {
+            fds[n] = fd;
+            inos[n] = ino as u32;
+        }
+        n += 1;
+    }
+    (fds, inos)
 }
 
 /// Resolves `fd` of the current task to a netlink socket, or `None`.
@@ -79,12 +115,12 @@ fn netlink_sock(fd: u64) -> Option<NlSock> {
     let net: *const u8 = kread(sk, o.sk_net)?;
     let netns: u32 = kread(net, o.net_inum).unwrap_or(0);
     let portid: u32 = kread(sk, o.nlk_portid).unwrap_or(0);
-    Some(NlSock { sk: sk as u64, netns, protocol, portid })
+    Some(NlSock { sk: sk as u64, netns, protocol, portid, fds: fds as u64, max_fds })
 }
 
 /// Copies one user buffer sent to a netlink socket into a `NetlinkSend` record.
 #[inline(always)]
-fn emit_send(nl: &NlSock, syscall: Syscall, fd: u64, seg: u32, ubuf: u64, ulen: u64) {
+fn emit_send(nl: &NlSock, ns: &NsFds, syscall: Syscall, fd: u64, seg: u32, ubuf: u64, ulen: u64) {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return };
     let mut n = ulen as usize;
     if n > NL_DATA_MAX {
@@ -102,6 +138,8 @@ fn emit_send(nl: &NlSock, syscall: Syscall, fd: u64, seg: u32, ubuf: u64, ulen: 
         total_len: ulen as u32,
         data_len: n as u32,
         portid: nl.portid,
+        ns_fds: ns.0,
+        ns_inos: ns.1,
     };
     // SAFETY: scratch is a valid per-CPU map value large enough for all three parts.
     unsafe {
@@ -131,9 +169,12 @@ fn sock_for(ctx: &TracePointContext) -> Option<(u64, NlSock)> {
     Some((fd, netlink_sock(fd)?))
 }
 
+type NsFds = ([u32; NL_NS_FDS], [u32; NL_NS_FDS]);
+
 /// Walks an iovec array in user memory, one record per segment.
 #[inline(always)]
 fn emit_iov(nl: &NlSock, syscall: Syscall, fd: u64, iov: u64, iovlen: u64) {
+    let ns = scan_ns_fds(nl);
     for i in 0..NL_MAX_IOV {
         if i as u64 >= iovlen {
             break;
@@ -149,7 +190,7 @@ fn emit_iov(nl: &NlSock, syscall: Syscall, fd: u64, iov: u64, iovlen: u64) {
             Err(_) => return,
         };
         if len > 0 {
-            emit_send(nl, syscall, fd, i, base, len);
+            emit_send(nl, &ns, syscall, fd, i, base, len);
         }
     }
 }
@@ -197,7 +238,7 @@ fn send_buf(ctx: &TracePointContext, syscall: Syscall) -> u32 {
     unsafe {
         let Ok(buf) = ctx.read_at::<u64>(arg(1)) else { return 0 };
         let Ok(len) = ctx.read_at::<u64>(arg(2)) else { return 0 };
-        emit_send(&nl, syscall, fd, 0, buf, len);
+        emit_send(&nl, &scan_ns_fds(&nl), syscall, fd, 0, buf, len);
     }
     0
 }
@@ -209,6 +250,7 @@ pub fn nl_sendmmsg(ctx: TracePointContext) -> u32 {
     unsafe {
         let Ok(vec) = ctx.read_at::<u64>(arg(1)) else { return 0 };
         let Ok(vlen) = ctx.read_at::<u64>(arg(2)) else { return 0 };
+        let ns = scan_ns_fds(&nl);
         for i in 0..NL_MAX_MMSG {
             if i as u64 >= vlen {
                 break;
@@ -223,7 +265,7 @@ pub fn nl_sendmmsg(ctx: TracePointContext) -> u32 {
             // splits a netlink message over several iovs in a sendmmsg.
             let Ok(base) = bpf_probe_read_user(iov as *const u64) else { return 0 };
             let Ok(len) = bpf_probe_read_user((iov + 8) as *const u64) else { return 0 };
-            emit_send(&nl, Syscall::Sendmmsg, fd, i, base, len);
+            emit_send(&nl, &ns, Syscall::Sendmmsg, fd, i, base, len);
         }
     }
     0

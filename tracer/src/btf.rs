@@ -127,6 +127,9 @@ impl KernelBtf {
         set(&mut o.skb_dev, "sk_buff", "dev");
         set(&mut o.dev_nd_net, "net_device", "nd_net.net");
         set(&mut o.nlk_portid, "netlink_sock", "portid");
+        set(&mut o.inode_ino, "inode", "i_ino");
+        set(&mut o.inode_sb, "inode", "i_sb");
+        set(&mut o.sb_magic, "super_block", "s_magic");
         (o, missing)
     }
 }

@@ -218,8 +218,15 @@ fn test(filter: Option<String>, integration_only: bool) -> Result<()> {
     apt_install(TEST_PACKAGES)?;
     step("integration tests (root, one at a time)");
     let mut c = cargo();
-    c.args(["test", "-p", "tracer-tests", "--tests", "--", "--test-threads=1"]).env("TRACER_BIN", &bin);
-    if let Some(f) = filter {
+    c.args(["test", "-p", "tracer-tests"]).env("TRACER_BIN", &bin);
+    // A filter naming a test file (tests/tests/NAME.rs) runs that file.
+    let file = filter.as_ref().filter(|f| root().join("tests/tests").join(format!("{f}.rs")).exists());
+    match file {
+        Some(f) => c.args(["--test", f]),
+        None => c.arg("--tests"),
+    };
+    c.args(["--", "--test-threads=1"]);
+    if let (Some(f), None) = (&filter, file) {
         c.arg(f);
     }
     run(&mut c, "the integration tests")

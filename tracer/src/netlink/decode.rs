@@ -1,7 +1,9 @@
 //! Decoding netlink buffers: splitting them into messages, naming types and
 //! flags, reading `NLMSG_ERROR` answers. Never panics on malformed bytes.
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value};
+
+use super::{nfgen, route};
 
 pub const NETLINK_ROUTE: u16 = 0;
 pub const NETLINK_XFRM: u16 = 6;
@@ -47,15 +49,14 @@ impl NlHeader {
     }
 }
 
-/// What a message says, for both outputs.
+/// What a message says: decoded attributes, and a namespace reference to
+/// resolve when the request acts on another namespace.
 #[derive(Clone, Debug, Default)]
 pub struct Decoded {
-    /// `ip monitor`-like text, e.g. `create bridge br-x`.
-    pub summary: String,
-    /// Decoded attributes for JSON.
-    pub attrs: Value,
-    /// The namespace the request acts on, when it is not the sender's.
-    pub target_netns: Option<Value>,
+    pub attrs: Map<String, Value>,
+    pub target: Option<route::TargetRef>,
+    /// Why the payload could not be decoded, if it could not.
+    pub error: Option<String>,
 }
 
 /// One message cut out of a send buffer.
@@ -68,7 +69,7 @@ pub struct Message {
 }
 
 /// Cuts a buffer into its messages (a batch may hold hundreds).
-pub fn split_messages(protocol: u16, data: &[u8], buffer_truncated: bool) -> Vec<Message> {
+pub fn split_messages(protocol: u16, data: &[u8]) -> Vec<Message> {
     let mut out = Vec::new();
     let mut off = 0usize;
     while off + NlHeader::SIZE <= data.len() {
@@ -80,16 +81,32 @@ pub fn split_messages(protocol: u16, data: &[u8], buffer_truncated: bool) -> Vec
         let end = off.saturating_add(len);
         let truncated = end > data.len();
         let body = &data[off + NlHeader::SIZE..end.min(data.len())];
-        out.push(Message { header: h, decoded: decode_body(protocol, &h, body), truncated: truncated && buffer_truncated || truncated });
+        out.push(Message { header: h, decoded: decode_body(protocol, &h, body), truncated });
         off = off.saturating_add((len + 3) & !3);
     }
     out
 }
 
-/// Decodes the payload of one message. Protocol decoders plug in here.
+/// Decodes the payload of one message with the decoder of its protocol.
 pub fn decode_body(protocol: u16, h: &NlHeader, body: &[u8]) -> Decoded {
-    let _ = (protocol, h, body);
-    Decoded { summary: String::new(), attrs: json!({}), target_netns: None }
+    if h.msg_type < 16 {
+        return Decoded::default();
+    }
+    match protocol {
+        NETLINK_ROUTE => match route::decode(h.msg_type, body) {
+            Ok(r) => Decoded { attrs: r.attrs, target: r.target, error: None },
+            Err(e) => Decoded { error: Some(e), ..Default::default() },
+        },
+        NETLINK_NETFILTER => Decoded { attrs: nfgen::nf_attrs(h.msg_type, body), ..Default::default() },
+        NETLINK_GENERIC => {
+            let mut attrs = Map::new();
+            if let Some(&cmd) = body.first() {
+                attrs.insert("cmd".into(), Value::from(cmd));
+            }
+            Decoded { attrs, ..Default::default() }
+        }
+        _ => Decoded::default(),
+    }
 }
 
 /// One answer found in a receive buffer.
@@ -235,6 +252,9 @@ pub fn msg_type_name(protocol: u16, ty: u16) -> String {
             return (*n).into();
         }
     }
+    if protocol == NETLINK_NETFILTER {
+        return nfgen::nf_type_name(ty);
+    }
     format!("{}:{ty}", protocol_name(protocol))
 }
 
@@ -260,6 +280,9 @@ pub fn is_get(protocol: u16, ty: u16, flags: u16) -> bool {
     if protocol == NETLINK_ROUTE && ty >= 16 {
         // rtnetlink: NEW=0, DEL=1, GET=2, SET=3 within each group of four.
         return (ty - 16) % 4 == 2;
+    }
+    if protocol == NETLINK_NETFILTER {
+        return nfgen::nf_is_get(ty);
     }
     flags & (NLM_F_ROOT | NLM_F_MATCH) == (NLM_F_ROOT | NLM_F_MATCH) && flags & NLM_F_CREATE == 0
 }
@@ -331,7 +354,7 @@ mod tests {
         for seq in 1..=50 {
             buf.extend(msg(16, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE, seq, &[0; 16]));
         }
-        let msgs = split_messages(NETLINK_ROUTE, &buf, false);
+        let msgs = split_messages(NETLINK_ROUTE, &buf);
         assert_eq!(msgs.len(), 50);
         assert_eq!(msgs[49].header.seq, 50);
         assert!(msgs.iter().all(|m| !m.truncated));
@@ -341,17 +364,17 @@ mod tests {
     fn malformed_never_panics() {
         for len in 0..64 {
             let junk: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
-            let _ = split_messages(NETLINK_ROUTE, &junk, true);
+            let _ = split_messages(NETLINK_ROUTE, &junk);
             let _ = parse_acks(&junk);
         }
         // A header claiming more bytes than captured is marked truncated.
         let mut m = msg(16, 1, 7, &[0; 40]);
         m.truncate(30);
-        let msgs = split_messages(NETLINK_ROUTE, &m, true);
+        let msgs = split_messages(NETLINK_ROUTE, &m);
         assert_eq!(msgs.len(), 1);
         assert!(msgs[0].truncated);
         // Length 0 must not loop forever.
-        assert!(split_messages(NETLINK_ROUTE, &[0; 32], false).is_empty());
+        assert!(split_messages(NETLINK_ROUTE, &[0; 32]).is_empty());
     }
 
     #[test]

@@ -3,10 +3,13 @@
 //! `ip monitor`, prefixed by who sent them and where.
 
 pub mod decode;
+pub mod enrich;
+pub mod nfgen;
+pub mod route;
 
 use std::collections::HashMap;
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use tracer_common::netlink::{NetlinkAck, NetlinkSend, Syscall};
 
 use crate::{
@@ -14,7 +17,10 @@ use crate::{
     event::{RawEvent, read_pod},
     output::Render,
 };
-use decode::{Decoded, NlHeader};
+use decode::NlHeader;
+use enrich::Enricher;
+use nfgen::GenlFamilies;
+use route::TargetRef;
 
 /// One netlink request, with its result once known.
 #[derive(Clone, Debug)]
@@ -30,18 +36,26 @@ pub struct NetlinkEvent {
     pub protocol: u16,
     pub syscall: Syscall,
     pub header: NlHeader,
-    pub decoded: Decoded,
+    /// `RTM_NEWLINK`, `NFT_MSG_NEWTABLE`, `genl:nl80211`...
+    pub type_name: String,
+    /// Decoded attributes (interface names filled in by enrichment).
+    pub attrs: Map<String, Value>,
+    /// `{inode, name, of}` when the request acts on another namespace.
+    pub target_netns: Option<Value>,
+    pub decode_error: Option<String>,
     /// The buffer ended before this message did.
     pub truncated: bool,
     /// `Some(errno)` once the answer was seen (0: success).
     pub result: Option<i32>,
     pub extack: Option<String>,
     sock_id: u64,
+    target: Option<TargetRef>,
+    ns_fds: Vec<(u32, u32)>,
 }
 
 impl NetlinkEvent {
     pub fn msg_type_name(&self) -> String {
-        decode::msg_type_name(self.protocol, self.header.msg_type)
+        self.type_name.clone()
     }
 
     pub fn is_get(&self) -> bool {
@@ -72,11 +86,12 @@ impl Render for NetlinkEvent {
             "msg_type": self.msg_type_name(),
             "flags": decode::flag_names(self.protocol, self.header.msg_type, self.header.flags),
             "seq": self.header.seq,
-            "attrs": self.decoded.attrs,
+            "attrs": self.attrs,
+            "target_netns": self.target_netns,
             "result": result,
         });
-        if let Some(t) = &self.decoded.target_netns {
-            v["target_netns"] = t.clone();
+        if let Some(e) = &self.decode_error {
+            v["decode_error"] = json!(e);
         }
         if self.truncated {
             v["truncated"] = json!(true);
@@ -113,8 +128,8 @@ impl Render for NetlinkEvent {
             self.pid,
             ns,
             container,
-            self.msg_type_name(),
-            self.decoded.summary,
+            self.type_name,
+            summary(self),
             trunc,
             result
         )
@@ -125,16 +140,23 @@ impl Render for NetlinkEvent {
 pub const ACK_WAIT_NS: u64 = 300_000_000;
 
 /// Pairs requests with answers. Requests come out in the order they were sent.
-#[derive(Default)]
 pub struct Correlator {
     clock: Clock,
     pending: Vec<(u64, NetlinkEvent)>,
     by_key: HashMap<(u64, u32), usize>,
+    families: GenlFamilies,
+    enricher: Enricher,
 }
 
 impl Correlator {
     pub fn new(clock: Clock) -> Self {
-        Self { clock, ..Default::default() }
+        Self {
+            clock,
+            pending: Vec::new(),
+            by_key: HashMap::new(),
+            families: GenlFamilies::load(),
+            enricher: Enricher::new(),
+        }
     }
 
     /// Takes one raw event; sends become pending requests, acks fill results.
@@ -152,7 +174,16 @@ impl Correlator {
         let data = &data[..(meta.data_len as usize).min(data.len())];
         let syscall = Syscall::try_from(meta.syscall).unwrap_or(Syscall::Sendmsg);
         let wall_ns = self.clock.wall_ns(ev.header.ts_ns);
-        for msg in decode::split_messages(meta.protocol, data, meta.truncated != 0) {
+        let ns_fds: Vec<(u32, u32)> =
+            meta.ns_fds.iter().zip(meta.ns_inos.iter()).filter(|(_, i)| **i != 0).map(|(f, i)| (*f, *i)).collect();
+        for msg in decode::split_messages(meta.protocol, data) {
+            let type_name = match meta.protocol {
+                decode::NETLINK_GENERIC if msg.header.msg_type >= 16 => match self.families.name(msg.header.msg_type) {
+                    Some(n) => format!("genl:{n}"),
+                    None => format!("genl:{}", msg.header.msg_type),
+                },
+                p => decode::msg_type_name(p, msg.header.msg_type),
+            };
             let e = NetlinkEvent {
                 wall_ns,
                 pid: ev.tgid(),
@@ -165,11 +196,16 @@ impl Correlator {
                 protocol: meta.protocol,
                 syscall,
                 header: msg.header,
-                decoded: msg.decoded,
+                type_name,
+                attrs: msg.decoded.attrs,
+                target_netns: None,
+                decode_error: msg.decoded.error,
                 truncated: msg.truncated,
                 result: None,
                 extack: None,
                 sock_id: meta.sock_id,
+                target: msg.decoded.target,
+                ns_fds: ns_fds.clone(),
             };
             self.by_key.insert((meta.sock_id, e.header.seq), self.pending.len());
             self.pending.push((ev.header.ts_ns, e));
@@ -209,6 +245,10 @@ impl Correlator {
             return Vec::new();
         }
         let out: Vec<NetlinkEvent> = self.pending.drain(..n).map(|(_, e)| e).collect();
+        let out = out.into_iter().map(|mut e| {
+            self.enrich(&mut e);
+            e
+        }).collect();
         self.by_key.clear();
         for (i, (_, e)) in self.pending.iter().enumerate() {
             self.by_key.insert((e.sock_id, e.header.seq), i);
@@ -219,4 +259,167 @@ impl Correlator {
     pub fn pending(&self) -> usize {
         self.pending.len()
     }
+
+    /// Fills in names: namespace, interfaces behind indexes, target namespace.
+    fn enrich(&mut self, e: &mut NetlinkEvent) {
+        let ino = u64::from(e.netns_ino);
+        e.netns_name = self.enricher.netns_name(ino);
+        if e.protocol != decode::NETLINK_ROUTE || e.is_get() {
+            return;
+        }
+        for (idx_key, name_key) in [("ifindex", "ifname"), ("master_index", "master"), ("oif_index", "oif"), ("iif_index", "iif"), ("link_index", "link")] {
+            let Some(idx) = e.attrs.get(idx_key).and_then(Value::as_u64) else { continue };
+            if e.attrs.contains_key(name_key) {
+                if let Some(n) = e.attrs.get(name_key).and_then(Value::as_str) {
+                    let n = n.to_string();
+                    self.enricher.learn(ino, idx as u32, &n);
+                }
+                continue;
+            }
+            let name = self.enricher.ifname(ino, e.pid, idx as u32);
+            e.attrs.insert(name_key.to_string(), json!(name));
+        }
+        if let Some(t) = &e.target {
+            e.target_netns = Some(self.enricher.target(t, e.pid, &e.ns_fds));
+        }
+        let created = e.header.msg_type == 16 && e.header.flags & decode::NLM_F_CREATE != 0 && e.result == Some(0);
+        if created {
+            // Where the new link lives: the target namespace when it moved there.
+            let link_ns = match &e.target_netns {
+                Some(t) if t["of"] == "link" => t["inode"].as_u64(),
+                _ => Some(ino),
+            };
+            if let (Some(ns), Some(name)) = (link_ns, e.attrs.get("ifname").and_then(Value::as_str)) {
+                let name = name.to_string();
+                self.enricher.learn_created(ns, e.pid, &name);
+            }
+            let peer_ns = match &e.target_netns {
+                Some(t) if t["of"] == "peer" => t["inode"].as_u64(),
+                _ => Some(ino),
+            };
+            if let (Some(ns), Some(name)) = (peer_ns, e.attrs.get("peer").and_then(|p| p.get("ifname")).and_then(Value::as_str)) {
+                let name = name.to_string();
+                self.enricher.learn_created(ns, e.pid, &name);
+            }
+        }
+    }
+}
+
+/// The `ip monitor`-like part of the text line, from the decoded attributes.
+pub fn summary(e: &NetlinkEvent) -> String {
+    let a = &e.attrs;
+    let s = |k: &str| a.get(k).and_then(|v| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    });
+    let dev = |name: &str, idx: &str| s(name).or_else(|| s(idx).map(|i| format!("if{i}")));
+    let mut parts: Vec<String> = Vec::new();
+    let ty = e.type_name.as_str();
+    let verb = if ty.contains("_NEW") {
+        if e.header.flags & decode::NLM_F_CREATE != 0 { "create" } else { "set" }
+    } else if ty.contains("_DEL") {
+        "delete"
+    } else if ty.contains("_SET") {
+        "set"
+    } else {
+        ""
+    };
+    if e.protocol == decode::NETLINK_ROUTE {
+        if !verb.is_empty() {
+            parts.push(verb.into());
+        }
+        if ty.ends_with("LINK") {
+            if let Some(k) = s("kind") {
+                parts.push(k);
+            }
+            if let Some(d) = dev("ifname", "ifindex") {
+                parts.push(d);
+            }
+            if let Some(p) = a.get("peer").and_then(|p| p.get("ifname")).and_then(Value::as_str) {
+                parts.push(format!("peer {p}"));
+            }
+            if let Some(m) = dev("master", "master_index") {
+                parts.push(format!("master {m}"));
+            }
+            if let Some(m) = s("mtu") {
+                parts.push(format!("mtu {m}"));
+            }
+            if let Some(up) = a.get("up").and_then(Value::as_bool) {
+                parts.push(if up { "up".into() } else { "down".into() });
+            }
+        } else if ty.ends_with("ADDR") {
+            if let (Some(x), Some(p)) = (s("address"), s("prefixlen")) {
+                parts.push(format!("{x}/{p}"));
+            }
+            if let Some(d) = dev("ifname", "ifindex") {
+                parts.push(format!("dev {d}"));
+            }
+        } else if ty.ends_with("ROUTE") {
+            if let Some(d) = s("dst") {
+                parts.push(d);
+            }
+            if let Some(g) = s("gateway") {
+                parts.push(format!("via {g}"));
+            }
+            if let Some(d) = dev("oif", "oif_index") {
+                parts.push(format!("dev {d}"));
+            }
+            if let Some(t) = s("table") {
+                if t != "254" {
+                    parts.push(format!("table {t}"));
+                }
+            }
+        } else if ty.ends_with("NEIGH") {
+            if let Some(d) = s("dst") {
+                parts.push(d);
+            }
+            if let Some(d) = dev("ifname", "ifindex") {
+                parts.push(format!("dev {d}"));
+            }
+            if let Some(l) = s("lladdr") {
+                parts.push(format!("lladdr {l}"));
+            }
+            if let Some(st) = s("state") {
+                parts.push(st);
+            }
+        } else if ty.ends_with("QDISC") || ty.ends_with("TCLASS") || ty.ends_with("TFILTER") || ty.ends_with("CHAIN") {
+            if let Some(k) = s("kind") {
+                parts.push(k);
+            }
+            if let Some(d) = dev("ifname", "ifindex") {
+                parts.push(format!("dev {d}"));
+            }
+            if let Some(h) = s("handle") {
+                parts.push(format!("handle {h}"));
+            }
+            if let Some(p) = s("parent") {
+                parts.push(format!("parent {p}"));
+            }
+        } else if ty.ends_with("RULE") {
+            for k in ["src", "dst", "iif", "oif", "fwmark", "table", "priority"] {
+                if let Some(v) = s(k) {
+                    parts.push(format!("{k} {v}"));
+                }
+            }
+        } else {
+            for (k, v) in a {
+                parts.push(format!("{k}={v}"));
+            }
+        }
+    } else {
+        for (k, v) in a {
+            match v {
+                Value::String(x) => parts.push(format!("{k} {x}")),
+                other => parts.push(format!("{k} {other}")),
+            }
+        }
+    }
+    if let Some(t) = &e.target_netns {
+        let name = t.get("name").and_then(Value::as_str).map(String::from).or_else(|| t.get("inode").filter(|v| !v.is_null()).map(|v| v.to_string()));
+        let of = t.get("of").and_then(Value::as_str).unwrap_or("link");
+        let what = if of == "peer" { "peer netns" } else { "netns" };
+        parts.push(format!("{what} {}", name.unwrap_or_else(|| "?".into())));
+    }
+    parts.join(" ")
 }
