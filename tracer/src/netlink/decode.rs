@@ -398,7 +398,8 @@ mod tests {
     #[test]
     fn names_and_gets() {
         assert_eq!(msg_type_name(NETLINK_ROUTE, 16), "RTM_NEWLINK");
-        assert_eq!(msg_type_name(NETLINK_NETFILTER, 2560), "netfilter:2560");
+        assert_eq!(msg_type_name(NETLINK_NETFILTER, 2560), "NFT_MSG_NEWTABLE");
+        assert_eq!(msg_type_name(NETLINK_XFRM, 16), "xfrm:16");
         assert!(is_get(NETLINK_ROUTE, 18, NLM_F_REQUEST | NLM_F_ROOT | NLM_F_MATCH));
         assert!(!is_get(NETLINK_ROUTE, 16, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL));
         assert_eq!(parse_types("RTM_NEWLINK,deladdr").expect("types"), vec![16, 21]);
