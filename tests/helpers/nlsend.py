@@ -3,7 +3,9 @@
 
 usage: nlsend.py MODE IFNAME BASE_IP COUNT
   MODE: sendmsg-batch (COUNT RTM_NEWADDR in one sendmsg), write, writev,
-        sendmmsg (one RTM_NEWADDR per mmsghdr), sendto
+        sendmmsg (one RTM_NEWADDR per mmsghdr), sendto, loop (add then delete
+        each address, one request at a time, waiting for each answer: 2*COUNT
+        changes)
 Prints its pid first, then the number of acks with errno 0.
 """
 import ctypes
@@ -14,6 +16,7 @@ import struct
 import sys
 
 RTM_NEWADDR = 20
+RTM_DELADDR = 21
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 1, 4, 0x200, 0x400
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 
@@ -40,6 +43,20 @@ def main():
     msgs = [newaddr(1000 + i, index, str(first + i)) for i in range(count)]
     s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
     s.bind((0, 0))
+    if mode == "loop":
+        ok = 0
+        for i in range(count):
+            for ty in (RTM_NEWADDR, RTM_DELADDR):
+                m = bytearray(newaddr(i, index, str(first + i % 65000)))
+                struct.pack_into("H", m, 4, ty)
+                if ty == RTM_DELADDR:
+                    struct.pack_into("H", m, 6, NLM_F_REQUEST | NLM_F_ACK)
+                s.send(bytes(m))
+                data = s.recv(65536)
+                if struct.unpack_from("H", data, 4)[0] == 2 and struct.unpack_from("i", data, 16)[0] == 0:
+                    ok += 1
+        print(ok, flush=True)
+        return
     if mode == "sendmsg-batch":
         s.sendmsg([b"".join(msgs)])
     elif mode == "sendto":

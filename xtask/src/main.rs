@@ -253,13 +253,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// Benchmark binaries of tests/src/bin, run in this order.
+const BENCHES: &[&str] = &["bench-netlink"];
+
 fn bench(args: &[String]) -> Result<()> {
     let bin = build()?;
     if !is_root() {
         bail!("the benchmarks need root: run `sudo -E cargo xtask bench`");
     }
-    step("benchmarks");
-    let mut c = cargo();
-    c.args(["run", "--release", "-p", "tracer-tests", "--bin", "bench", "--"]).args(args).env("TRACER_BIN", &bin);
-    run(&mut c, "the benchmarks")
+    for b in BENCHES {
+        step(&format!("benchmark {b}"));
+        let mut c = cargo();
+        c.args(["run", "--release", "-p", "tracer-tests", "--bin", b, "--"]).args(args).env("TRACER_BIN", &bin);
+        run(&mut c, &format!("benchmark {b}"))?;
+    }
+    Ok(())
 }
