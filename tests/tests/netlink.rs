@@ -254,3 +254,29 @@ fn duration_and_count_stop_cleanly() {
     assert_eq!(out.lines().count(), 2, "{out}");
     let _ = sh("true");
 }
+
+#[test]
+fn nftables_batches_name_tables_and_chains() {
+    let lab = Lab::new(1);
+    let ns = &lab.ns[0];
+    let mut t = Tracer::start(&["netlink", "--json", "--netns", &ns.name, "--protocol", "netfilter"]);
+    let (p1, out) = pid_and_run(&in_ns(ns), "nft add table inet trt");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (p2, _) = pid_and_run(&in_ns(ns), "nft add chain inet trt input '{ type filter hook input priority 0; }'");
+    let (p3, out) = pid_and_run(&in_ns(ns), "nft delete table inet no_such_table");
+    assert!(!out.status.success());
+    let table = find(&t, "newtable", |e| e["pid"] == p1 && e["msg_type"] == "NFT_MSG_NEWTABLE");
+    assert_eq!(table["protocol"], "netfilter");
+    assert_eq!(table["attrs"]["table"], "trt");
+    assert_eq!(table["attrs"]["family"], "inet");
+    let chain = find(&t, "newchain", |e| e["pid"] == p2 && e["msg_type"] == "NFT_MSG_NEWCHAIN");
+    assert_eq!(chain["attrs"]["chain"], "input");
+    assert_eq!(chain["attrs"]["table"], "trt");
+    let del = find(&t, "deltable", |e| e["pid"] == p3 && e["msg_type"] == "NFT_MSG_DELTABLE");
+    assert_eq!(del["result"]["errno"], 2, "ENOENT: {del}");
+    assert_eq!(t.stop(), 0);
+    // Batch markers frame the batch but change nothing: hidden by default.
+    assert!(t.events().iter().all(|e| !e["msg_type"].as_str().unwrap_or("").starts_with("NFNL_MSG_BATCH")));
+    // --protocol netfilter: no rtnetlink.
+    assert!(t.events().iter().all(|e| e["protocol"] == "netfilter"));
+}

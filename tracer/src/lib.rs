@@ -106,7 +106,11 @@ impl NetlinkJob {
             }
         }
         // Answers and end-of-dump markers are not requests.
-        !matches!(e.header.msg_type, netlink::decode::NLMSG_ERROR | netlink::decode::NLMSG_DONE)
+        if matches!(e.header.msg_type, netlink::decode::NLMSG_ERROR | netlink::decode::NLMSG_DONE) {
+            return false;
+        }
+        // nfnetlink batch begin/end markers frame the changes but make none.
+        self.include_get || !(e.protocol == netlink::decode::NETLINK_NETFILTER && matches!(e.header.msg_type, 0x10 | 0x11))
     }
 }
 

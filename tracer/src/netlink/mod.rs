@@ -110,6 +110,8 @@ impl Render for NetlinkEvent {
             .and_then(|c| c.get("name").and_then(Value::as_str).or_else(|| c.get("id").and_then(Value::as_str)))
             .unwrap_or("-");
         let result = match self.result {
+            // The kernel answers only failures of requests without NLM_F_ACK.
+            None if self.header.flags & decode::NLM_F_ACK == 0 => "-> (no ack requested, no error seen)".to_string(),
             None => "-> ?".to_string(),
             Some(0) => "-> ok".to_string(),
             Some(e) => {
@@ -316,9 +318,9 @@ pub fn summary(e: &NetlinkEvent) -> String {
     let dev = |name: &str, idx: &str| s(name).or_else(|| s(idx).map(|i| format!("if{i}")));
     let mut parts: Vec<String> = Vec::new();
     let ty = e.type_name.as_str();
-    let verb = if ty.contains("_NEW") {
+    let verb = if ty.contains("_NEW") || ty.contains("MSG_NEW") {
         if e.header.flags & decode::NLM_F_CREATE != 0 { "create" } else { "set" }
-    } else if ty.contains("_DEL") {
+    } else if ty.contains("_DEL") || ty.contains("MSG_DESTROY") {
         "delete"
     } else if ty.contains("_SET") {
         "set"
@@ -405,6 +407,16 @@ pub fn summary(e: &NetlinkEvent) -> String {
         } else {
             for (k, v) in a {
                 parts.push(format!("{k}={v}"));
+            }
+        }
+    } else if e.protocol == decode::NETLINK_NETFILTER && a.get("subsystem").is_some_and(|s| s == "nftables") {
+        // nft's own words: `table inet filter`, `chain inet filter input`.
+        if !verb.is_empty() {
+            parts.push(verb.into());
+        }
+        for k in ["family", "table", "chain", "name"] {
+            if let Some(v) = s(k) {
+                parts.push(v);
             }
         }
     } else {

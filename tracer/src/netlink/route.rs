@@ -280,3 +280,136 @@ pub fn mac_str(b: &[u8]) -> String {
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use netlink_packet_core::Emitable;
+    use netlink_packet_route::{
+        AddressFamily,
+        link::InfoKind,
+        neighbour::NeighbourState,
+        route::{RouteHeader, RouteProtocol},
+    };
+
+    use super::*;
+
+    fn bytes(m: &RouteNetlinkMessage) -> Vec<u8> {
+        let mut b = vec![0u8; m.buffer_len()];
+        m.emit(&mut b);
+        b
+    }
+
+    #[test]
+    fn veth_with_peer_in_another_namespace() {
+        let mut peer = LinkMessage::default();
+        peer.attributes.push(LinkAttribute::IfName("eth0".into()));
+        peer.attributes.push(LinkAttribute::NetNsFd(5));
+        let mut l = LinkMessage::default();
+        l.attributes.push(LinkAttribute::IfName("veth1".into()));
+        l.attributes.push(LinkAttribute::Controller(7));
+        l.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Veth),
+            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
+        ]));
+        let d = decode(16, &bytes(&RouteNetlinkMessage::NewLink(l))).expect("decode");
+        assert_eq!(d.attrs["ifname"], "veth1");
+        assert_eq!(d.attrs["kind"], "veth");
+        assert_eq!(d.attrs["master_index"], 7);
+        assert_eq!(d.attrs["peer"]["ifname"], "eth0");
+        assert_eq!(d.target, Some(TargetRef { of: "peer", ns: NsRef::Fd(5) }));
+    }
+
+    #[test]
+    fn link_moved_by_pid() {
+        let mut l = LinkMessage::default();
+        l.header.index = 4;
+        l.attributes.push(LinkAttribute::NetNsPid(1234));
+        let d = decode(16, &bytes(&RouteNetlinkMessage::NewLink(l))).expect("decode");
+        assert_eq!(d.attrs["ifindex"], 4);
+        assert_eq!(d.target, Some(TargetRef { of: "link", ns: NsRef::Pid(1234) }));
+    }
+
+    #[test]
+    fn address() {
+        let mut a = AddressMessage::default();
+        a.header.family = AddressFamily::Inet;
+        a.header.prefix_len = 24;
+        a.header.index = 3;
+        let ip = IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3));
+        a.attributes.push(AddressAttribute::Local(ip));
+        a.attributes.push(AddressAttribute::Address(ip));
+        let d = decode(20, &bytes(&RouteNetlinkMessage::NewAddress(a))).expect("decode");
+        assert_eq!(d.attrs["address"], "10.1.2.3");
+        assert_eq!(d.attrs["prefixlen"], 24);
+        assert_eq!(d.attrs["ifindex"], 3);
+        assert_eq!(d.attrs["family"], "inet");
+        assert!(d.attrs.get("peer").is_none());
+    }
+
+    #[test]
+    fn route_default_and_prefix() {
+        let mut r = RouteMessage::default();
+        r.header = RouteHeader { address_family: AddressFamily::Inet, table: 254, protocol: RouteProtocol::Static, ..Default::default() };
+        r.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet(Ipv4Addr::new(10, 0, 0, 1))));
+        r.attributes.push(RouteAttribute::Oif(2));
+        let d = decode(24, &bytes(&RouteNetlinkMessage::NewRoute(r.clone()))).expect("decode");
+        assert_eq!(d.attrs["dst"], "default");
+        assert_eq!(d.attrs["gateway"], "10.0.0.1");
+        assert_eq!(d.attrs["oif_index"], 2);
+        r.header.destination_prefix_length = 16;
+        r.attributes.push(RouteAttribute::Destination(RouteAddress::Inet(Ipv4Addr::new(10, 9, 0, 0))));
+        let d = decode(24, &bytes(&RouteNetlinkMessage::NewRoute(r))).expect("decode");
+        assert_eq!(d.attrs["dst"], "10.9.0.0/16");
+    }
+
+    #[test]
+    fn neighbour() {
+        let mut n = NeighbourMessage::default();
+        n.header.family = AddressFamily::Inet;
+        n.header.ifindex = 2;
+        n.header.state = NeighbourState::Permanent;
+        n.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(Ipv4Addr::new(10, 0, 0, 9))));
+        n.attributes.push(NeighbourAttribute::LinkLayerAddress(vec![2, 0, 0, 0, 0, 9]));
+        let d = decode(28, &bytes(&RouteNetlinkMessage::NewNeighbour(n))).expect("decode");
+        assert_eq!(d.attrs["dst"], "10.0.0.9");
+        assert_eq!(d.attrs["lladdr"], "02:00:00:00:00:09");
+        assert_eq!(d.attrs["state"], "permanent");
+    }
+
+    #[test]
+    fn qdisc() {
+        let mut t = TcMessage::default();
+        t.header.index = 5;
+        t.attributes.push(TcAttribute::Kind("clsact".into()));
+        let d = decode(36, &bytes(&RouteNetlinkMessage::NewQueueDiscipline(t))).expect("decode");
+        assert_eq!(d.attrs["kind"], "clsact");
+        assert_eq!(d.attrs["ifindex"], 5);
+    }
+
+    #[test]
+    fn malformed_bytes_are_errors_not_panics() {
+        let mut seed = 0x1234_5678u32;
+        for len in 0..200usize {
+            for ty in [16u16, 17, 19, 20, 21, 24, 25, 28, 32, 36, 44, 88] {
+                let junk: Vec<u8> = (0..len)
+                    .map(|_| {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 17;
+                        seed ^= seed << 5;
+                        seed as u8
+                    })
+                    .collect();
+                let _ = decode(ty, &junk);
+            }
+        }
+        // Truncated real message: an error, never a panic.
+        let mut l = LinkMessage::default();
+        l.attributes.push(LinkAttribute::IfName("veth-long-name".into()));
+        let b = bytes(&RouteNetlinkMessage::NewLink(l));
+        for cut in 0..b.len() {
+            let _ = decode(16, &b[..cut]);
+        }
+    }
+}
