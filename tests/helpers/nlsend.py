@@ -57,6 +57,14 @@ def main():
                     ok += 1
         print(ok, flush=True)
         return
+    if mode == "fire":
+        # No NLM_F_ACK: the kernel answers only failures; nothing is read.
+        for m in msgs:
+            m = bytearray(m)
+            struct.pack_into("H", m, 6, NLM_F_REQUEST | NLM_F_EXCL | NLM_F_CREATE)
+            s.send(bytes(m))
+        print(0, flush=True)
+        return
     if mode == "sendmsg-batch":
         s.sendmsg([b"".join(msgs)])
     elif mode == "sendto":

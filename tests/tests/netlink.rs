@@ -87,8 +87,9 @@ fn address_and_route_requests_carry_their_attributes() {
     let errno = f["result"]["errno"].as_i64().expect("errno");
     assert!(errno == 101 || errno == 22, "ENETUNREACH or EINVAL, got {f}");
     assert!(f["result"]["error"].as_str().is_some_and(|s| !s.is_empty()));
+    // The kernel's extended ack explains it.
+    assert!(f["result"]["extack"].as_str().is_some_and(|s| s.contains("gateway")), "{f}");
     assert_eq!(t.stop(), 0);
-    // Text mode says the same in one line.
 }
 
 #[test]
@@ -279,4 +280,29 @@ fn nftables_batches_name_tables_and_chains() {
     assert!(t.events().iter().all(|e| !e["msg_type"].as_str().unwrap_or("").starts_with("NFNL_MSG_BATCH")));
     // --protocol netfilter: no rtnetlink.
     assert!(t.events().iter().all(|e| e["protocol"] == "netfilter"));
+}
+
+/// With a tiny ring buffer a burst overflows it: every lost request is
+/// counted and reported, so reported + lost is exactly what was sent.
+#[test]
+fn lost_events_are_counted_exactly() {
+    let lab = Lab::new(1);
+    let ns = &lab.ns[0];
+    let net = lab.subnet_prefix();
+    let mut t = Tracer::start(&["netlink", "--json", "--netns", &ns.name, "--buffer-size", "4"]);
+    let n = 2000u32;
+    // 2000 requests fired without waiting (and without asking for answers).
+    let (pid, _) = nlsend(ns, "fire", "eth0", &format!("{net}.1"), n);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(t.stop(), 0);
+    let events = t.events();
+    let seen = events.iter().filter(|e| e["pid"] == pid && e["type"] == "netlink").count() as u64;
+    let lost: u64 = events.iter().filter(|e| e["type"] == "lost" && e["source"] == "netlink").map(|e| e["count"].as_u64().unwrap_or(0)).sum();
+    assert!(lost > 0, "a 4 KiB ring must overflow with {n} requests at once (seen {seen})");
+    assert_eq!(seen + lost, u64::from(n), "seen {seen} + lost {lost}");
+    for e in events.iter().filter(|e| e["type"] == "lost") {
+        assert!(e["time"].as_str().is_some_and(|s| s.ends_with('Z')));
+    }
+    let summary = t.stderr();
+    assert!(summary.contains(&format!("netlink={lost}")), "stderr summary: {summary}");
 }

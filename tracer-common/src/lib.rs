@@ -83,17 +83,21 @@ impl TryFrom<u32> for EventKind {
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LostSource {
+    /// Netlink requests.
     Netlink = 0,
     Packet = 1,
+    /// Netlink answers (their requests are then reported without a result).
+    NetlinkAck = 2,
 }
 
 impl LostSource {
-    pub const COUNT: u32 = 2;
-    pub const ALL: [LostSource; 2] = [LostSource::Netlink, LostSource::Packet];
+    pub const COUNT: u32 = 3;
+    pub const ALL: [LostSource; 3] = [LostSource::Netlink, LostSource::Packet, LostSource::NetlinkAck];
     pub const fn name(self) -> &'static str {
         match self {
             Self::Netlink => "netlink",
             Self::Packet => "packet",
+            Self::NetlinkAck => "netlink_ack",
         }
     }
 }

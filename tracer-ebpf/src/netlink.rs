@@ -351,7 +351,7 @@ fn finish_recv(ctx: &TracePointContext) -> u32 {
         if raw_read_user(base.add(HDR + meta_len) as *mut _, n as u32, buf as *const _) != 0 {
             return 0;
         }
-        output(scratch, HDR + meta_len + n, LostSource::Netlink);
+        output(scratch, HDR + meta_len + n, LostSource::NetlinkAck);
     }
     0
 }

@@ -32,6 +32,9 @@ pub struct CommonArgs {
     /// Stop after this many events.
     #[arg(short = 'c', long, global = true, value_name = "N")]
     pub count: Option<u64>,
+    /// Size of the kernel ring buffer in KiB (a power of two; default 16384).
+    #[arg(short = 'B', long = "buffer-size", global = true, value_name = "KIB")]
+    pub buffer_kib: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -116,6 +116,11 @@ impl NetlinkJob {
 
 /// Validates the command line into a [`Job`].
 pub fn plan(cli: &Cli) -> Result<Job, Error> {
+    if let Some(b) = cli.common.buffer_kib {
+        if !(4..=1 << 20).contains(&b) || !b.is_power_of_two() {
+            return Err(Error::Usage(format!("--buffer-size must be a power of two between 4 and 1048576 KiB, not {b}")));
+        }
+    }
     if let Some(d) = cli.common.duration {
         if !(d.is_finite() && d > 0.0) {
             return Err(Error::Usage(format!("--duration must be a positive number of seconds, not {d}")));
@@ -166,7 +171,11 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<i32, Er
 
 /// The netlink audit: attach, read, correlate, print.
 pub async fn run_netlink(job: NetlinkJob, common: CommonArgs, shutdown: impl Future<Output = ()>) -> Result<u64, Error> {
-    let mut loaded = ebpf::load(&ebpf::LoadOptions::default())?;
+    let mut opts = ebpf::LoadOptions::default();
+    if let Some(kib) = common.buffer_kib {
+        opts.ring_bytes = kib * 1024;
+    }
+    let mut loaded = ebpf::load(&opts)?;
     if !loaded.missing_fields.is_empty() {
         return Err(Error::Kernel(format!("its BTF lacks {}", loaded.missing_fields.join(", "))));
     }

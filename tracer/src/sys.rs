@@ -18,9 +18,17 @@ pub fn kernel_version() -> (u32, u32) {
     (major, minor)
 }
 
-/// The bracketed mode of /sys/kernel/security/lockdown, if it can be read.
+/// The bracketed mode of /sys/kernel/security/lockdown, if it can be read
+/// (securityfs is mounted for it when missing, like tracefs).
 pub fn lockdown() -> Option<String> {
-    let s = fs::read_to_string("/sys/kernel/security/lockdown").ok()?;
+    let path = Path::new("/sys/kernel/security/lockdown");
+    if !path.exists() {
+        let fs = c"securityfs";
+        let target = c"/sys/kernel/security";
+        // SAFETY: valid C strings; failure only means lockdown stays unknown.
+        unsafe { libc::mount(fs.as_ptr(), target.as_ptr(), fs.as_ptr(), 0, std::ptr::null()) };
+    }
+    let s = fs::read_to_string(path).ok()?;
     let start = s.find('[')?;
     let end = s[start..].find(']')? + start;
     Some(s[start + 1..end].to_string())

@@ -331,7 +331,10 @@ pub fn summary(e: &NetlinkEvent) -> String {
         if !verb.is_empty() {
             parts.push(verb.into());
         }
-        if ty.ends_with("LINK") {
+        if ty.ends_with("LINK") && a.is_empty() {
+            // iproute2 sends one of these first to probe the kernel.
+            parts.push("(no attributes)".into());
+        } else if ty.ends_with("LINK") {
             if let Some(k) = s("kind") {
                 parts.push(k);
             }
