@@ -74,7 +74,8 @@ pub struct NetlinkArgs {
     /// Only these message types, e.g. RTM_NEWLINK,RTM_DELADDR.
     #[arg(long = "type", value_name = "LIST")]
     pub types: Option<String>,
-    /// Also report GET and dump requests (hidden by default: they change nothing).
+    /// Also report requests that change nothing: GETs and dumps, nftables batch
+    /// markers, and the empty RTM_NEWLINK iproute2 sends to probe the kernel.
     #[arg(long)]
     pub include_get: bool,
 }

@@ -87,7 +87,7 @@ impl NetlinkJob {
     }
 
     fn wants(&self, e: &netlink::NetlinkEvent) -> bool {
-        if !self.include_get && e.is_get() {
+        if !self.include_get && (e.is_get() || e.is_probe()) {
             return false;
         }
         if let Some(ns) = self.netns {

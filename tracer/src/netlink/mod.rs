@@ -61,6 +61,12 @@ impl NetlinkEvent {
     pub fn is_get(&self) -> bool {
         decode::is_get(self.protocol, self.header.msg_type, self.header.flags)
     }
+
+    /// An RTM_NEWLINK with no interface and no attributes: iproute2 sends one
+    /// before every link command to probe the kernel; it changes nothing.
+    pub fn is_probe(&self) -> bool {
+        self.protocol == decode::NETLINK_ROUTE && self.header.msg_type == 16 && self.attrs.is_empty() && self.decode_error.is_none()
+    }
 }
 
 impl Render for NetlinkEvent {
@@ -413,9 +419,21 @@ pub fn summary(e: &NetlinkEvent) -> String {
             }
         }
     } else if e.protocol == decode::NETLINK_NETFILTER && a.get("subsystem").is_some_and(|s| s == "nftables") {
-        // nft's own words: `table inet filter`, `chain inet filter input`.
-        if !verb.is_empty() {
-            parts.push(verb.into());
+        // nft's own words: `add table inet filter`, `delete chain inet filter input`.
+        let (op, obj) = ty.strip_prefix("NFT_MSG_").map(|t| {
+            for op in ["NEW", "DEL", "DESTROY", "GET"] {
+                if let Some(o) = t.strip_prefix(op) {
+                    let op = match op { "NEW" => "add", "GET" => "get", _ => "delete" };
+                    return (op, o.to_ascii_lowercase());
+                }
+            }
+            ("", t.to_ascii_lowercase())
+        }).unwrap_or(("", String::new()));
+        if !op.is_empty() {
+            parts.push(op.into());
+        }
+        if !obj.is_empty() {
+            parts.push(obj);
         }
         for k in ["family", "table", "chain", "name"] {
             if let Some(v) = s(k) {
