@@ -15,6 +15,10 @@ fn main() -> anyhow::Result<()> {
         // SAFETY: build scripts are single-threaded here, before spawning cargo.
         unsafe { env::set_var("PATH", env::join_paths(parts)?) };
     }
+    // aya-build turns every line the inner cargo prints into a warning;
+    // keep it to errors and the compiler's own diagnostics.
+    // SAFETY: as above.
+    unsafe { env::set_var("CARGO_TERM_QUIET", "true") };
     let ebpf_dir = root.join("tracer-ebpf");
     let ebpf_dir = ebpf_dir.to_str().expect("utf-8 path");
     aya_build::build_ebpf(
