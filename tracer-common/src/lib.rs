@@ -20,7 +20,7 @@ pub mod maps {
     pub const SCRATCH: &str = "SCRATCH";
     /// In-flight netlink receives, keyed by pid_tgid.
     pub const NL_RECV_ARGS: &str = "NL_RECV_ARGS";
-    /// Packet filter program: a small list of instructions, see [`super::packet`].
+    /// The packet filter: an array of one [`super::packet::FilterTable`].
     pub const PKT_FILTER: &str = "PKT_FILTER";
 }
 
@@ -149,4 +149,5 @@ mod pod {
     unsafe impl aya::Pod for super::netlink::RecvArgs {}
     unsafe impl aya::Pod for super::packet::PacketMeta {}
     unsafe impl aya::Pod for super::packet::FilterInsn {}
+    unsafe impl aya::Pod for super::packet::FilterTable {}
 }

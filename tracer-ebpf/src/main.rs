@@ -3,6 +3,7 @@
 #![no_std]
 #![no_main]
 
+mod filter;
 mod kernel;
 mod netlink;
 mod packet;

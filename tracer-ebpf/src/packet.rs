@@ -39,6 +39,9 @@ pub fn pkt_egress(ctx: TcContext) -> i32 {
 }
 
 fn try_pkt(ctx: &TcContext, direction: u8) -> Option<()> {
+    if !crate::filter::packet_matches(ctx, direction) {
+        return None;
+    }
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return None };
     // SAFETY: ctx.skb.skb points at the program's __sk_buff context.
     let (len, ifindex, protocol, mark) = unsafe {

@@ -15,6 +15,7 @@ pub mod hooks;
 pub mod netlink;
 pub mod ns;
 pub mod output;
+pub mod packets;
 pub mod reader;
 pub mod sys;
 

@@ -1,0 +1,131 @@
+//! The in-kernel packet filter: parses a frame into a [`PacketKey`] with a
+//! few bounded `bpf_skb_load_bytes` reads (Ethernet, one 802.1Q/802.1ad tag,
+//! IPv4, IPv6 without extension headers, ARP, the first four bytes of TCP,
+//! UDP and SCTP) and runs the table userspace compiled into `PKT_FILTER`.
+//! The evaluation itself is [`FilterTable::matches`] from tracer-common, the
+//! code userspace's own evaluator runs.
+
+use aya_ebpf::{macros::map, maps::Array, programs::TcContext};
+use tracer_common::packet::{FilterTable, PacketKey, key_flags};
+
+#[map(name = "PKT_FILTER")]
+static PKT_FILTER: Array<FilterTable> = Array::with_max_entries(1, 0);
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_ARP: u16 = 0x0806;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+
+/// Whether the packet passes the installed filter; true when none is installed.
+#[inline(always)]
+pub fn packet_matches(ctx: &TcContext, direction: u8) -> bool {
+    let Some(table) = PKT_FILTER.get(0) else { return true };
+    if table.enabled == 0 {
+        return true;
+    }
+    let mut key = PacketKey { direction, ..PacketKey::default() };
+    parse(ctx, &mut key);
+    table.matches(&key)
+}
+
+/// Fills `key` as far as the frame allows. A read that fails (a short
+/// frame) leaves the later parts unset, so predicates on them are false.
+/// Headers are read into aligned words so the copies stay word-sized.
+#[inline(never)]
+fn parse(ctx: &TcContext, key: &mut PacketKey) {
+    // SAFETY: ctx.skb.skb is the program's __sk_buff context.
+    let (len, vlan_present, vlan_tci) = unsafe {
+        let s = &*ctx.skb.skb;
+        (s.len as usize, s.vlan_present, s.vlan_tci)
+    };
+    let Ok(et) = ctx.load::<u16>(12) else { return };
+    let mut et = u16::from_be(et);
+    let mut l3 = 14usize;
+    if vlan_present != 0 {
+        // The tag was taken out of the data (VLAN offload); the data's
+        // EtherType is already the inner one.
+        key.flags |= key_flags::VLAN;
+        key.vlan_id = ((vlan_tci & 0x0fff) as u16).to_be_bytes();
+    } else if et == ETH_P_8021Q || et == ETH_P_8021AD {
+        // TCI then the inner EtherType, both big-endian.
+        let Ok(tag) = ctx.load::<u32>(14) else { return };
+        let tag = u32::from_be(tag);
+        key.flags |= key_flags::VLAN;
+        key.vlan_id = (((tag >> 16) & 0x0fff) as u16).to_be_bytes();
+        et = tag as u16;
+        l3 = 18;
+    }
+    key.ethertype = et.to_be_bytes();
+    let l4 = match et {
+        ETH_P_IP => {
+            let Ok(h) = ctx.load::<[u32; 5]>(l3) else { return };
+            let [b0, _, _, _] = h[0].to_ne_bytes();
+            let [_, _, f0, f1] = h[1].to_ne_bytes();
+            let [_, proto, _, _] = h[2].to_ne_bytes();
+            let ihl = (b0 & 0x0f) as usize;
+            // The whole header, options included, must be there (as
+            // etherparse requires in userspace).
+            if b0 >> 4 != 4 || ihl < 5 || l3 + ihl * 4 > len {
+                return;
+            }
+            key.flags |= key_flags::IP4;
+            key.proto = proto;
+            set_word(&mut key.src, h[3]);
+            set_word(&mut key.dst, h[4]);
+            // Only the first fragment carries the ports.
+            if (f0 & 0x1f) != 0 || f1 != 0 {
+                return;
+            }
+            l3 + ihl * 4
+        }
+        ETH_P_IPV6 => {
+            let Ok(h) = ctx.load::<[u64; 5]>(l3) else { return };
+            let [b0, _, _, _, _, _, next, _] = h[0].to_ne_bytes();
+            if b0 >> 4 != 6 {
+                return;
+            }
+            key.flags |= key_flags::IP6;
+            key.proto = next;
+            set_words(&mut key.src, h[1], h[2]);
+            set_words(&mut key.dst, h[3], h[4]);
+            l3 + 40
+        }
+        ETH_P_ARP => {
+            // htype, ptype, hlen, plen, op; sender (hw, proto), target (hw, proto).
+            let Ok(h) = ctx.load::<[u32; 7]>(l3) else { return };
+            let [_, _, p0, p1] = h[0].to_ne_bytes();
+            let [hlen, plen, _, _] = h[1].to_ne_bytes();
+            // Ethernet hardware addresses and IPv4 protocol addresses only.
+            if p0 == 0x08 && p1 == 0x00 && hlen == 6 && plen == 4 {
+                key.flags |= key_flags::ARP4;
+                // The sender address straddles words 3 and 4 (bytes 14..18).
+                let [_, _, s0, s1] = h[3].to_ne_bytes();
+                let [s2, s3, _, _] = h[4].to_ne_bytes();
+                set_word(&mut key.src, u32::from_ne_bytes([s0, s1, s2, s3]));
+                set_word(&mut key.dst, h[6]);
+            }
+            return;
+        }
+        _ => return,
+    };
+    if matches!(key.proto, 6 | 17 | 132) {
+        // Source and destination port, already in the key's byte order.
+        let Ok(p) = ctx.load::<u32>(l4) else { return };
+        let [a, b, c, d] = p.to_ne_bytes();
+        key.sport = [a, b];
+        key.dport = [c, d];
+        key.flags |= key_flags::PORTS;
+    }
+}
+
+#[inline(always)]
+fn set_word(dst: &mut [u8; 16], w: u32) {
+    dst[..4].copy_from_slice(&w.to_ne_bytes());
+}
+
+#[inline(always)]
+fn set_words(dst: &mut [u8; 16], a: u64, b: u64) {
+    dst[..8].copy_from_slice(&a.to_ne_bytes());
+    dst[8..].copy_from_slice(&b.to_ne_bytes());
+}
