@@ -4,7 +4,10 @@
 
 use aya_ebpf::{
     bindings::TC_ACT_UNSPEC,
-    helpers::{bpf_get_hash_recalc, bpf_get_smp_processor_id, bpf_ktime_get_ns},
+    helpers::{
+        bpf_get_hash_recalc, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        generated::bpf_skb_load_bytes,
+    },
     macros::classifier,
     programs::TcContext,
 };
@@ -81,12 +84,15 @@ fn try_pkt(ctx: &TcContext, direction: u8) -> Option<()> {
         let base = (*scratch).buf.as_mut_ptr();
         core::ptr::write_unaligned(base as *mut _, hdr);
         core::ptr::write_unaligned(base.add(HDR) as *mut _, meta);
-        let cap = cap & (PKT_DATA_MAX * 2 - 1);
-        if cap > PKT_DATA_MAX || cap == 0 {
-            return None;
+        if cap > 0 {
+            // 1..=PKT_DATA_MAX by arithmetic on the very register passed,
+            // which is what the verifier can follow (cap <= PKT_DATA_MAX).
+            let n = ((cap as u32).wrapping_sub(1) & (PKT_DATA_MAX as u32 - 1)) + 1;
+            let dst = base.add(HDR + meta_len) as *mut _;
+            if bpf_skb_load_bytes(ctx.skb.skb as *const _, 0, dst, n) != 0 {
+                return None;
+            }
         }
-        let data = core::slice::from_raw_parts_mut(base.add(HDR + meta_len), cap);
-        ctx.load_bytes(0, data).ok()?;
         output(scratch, HDR + meta_len + cap, LostSource::Packet);
     }
     Some(())
