@@ -169,7 +169,7 @@ fn crafted_frames(dst_mac: [u8; 6]) -> Vec<Vec<u8>> {
         let arp = ArpPacket::new(ArpHardwareId::ETHERNET, EtherType::IPV4, ArpOperation::REQUEST, &src, &s, &[0; 6], &t).expect("ARP");
         let mut v = Vec::new();
         let r = eth().arp(arp).write(&mut v);
-        push(r.map_err(Into::into), v);
+        push(r, v);
     }
     let first_udp = frames[0].clone();
     let tcp_frame = frames[2].clone();

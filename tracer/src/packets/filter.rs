@@ -166,6 +166,19 @@ pub fn compile(expr: &str) -> Result<FilterProgram, FilterError> {
     Ok(FilterProgram { expr: expr.to_string(), table })
 }
 
+/// Compiles `expr` restricted to one direction, for a command-line option
+/// such as tcpdump's `-Q in|out`: the same as `(EXPR) and inbound`.
+pub fn compile_with_direction(expr: &str, direction: Option<u8>) -> Result<FilterProgram, FilterError> {
+    let Some(dir) = direction else { return compile(expr) };
+    let word = if dir == tracer_common::packet::DIR_INGRESS { "inbound" } else { "outbound" };
+    if expr.trim().is_empty() {
+        return compile(word);
+    }
+    let mut prog = compile(&format!("({}) and {word}", expr.trim()))?;
+    prog.expr = format!("{} (only {word})", expr.trim());
+    Ok(prog)
+}
+
 /// Writes the filter into the kernel map. Do it before attaching the TC
 /// programs: a table replaced while packets flow may be read half-written
 /// by a packet or two.

@@ -388,7 +388,10 @@ impl Parser {
         match w.as_str() {
             "icmp" | "icmp6" => {
                 if let Some(n) = self.peek_word(0).filter(|n| Kind::from_word(n).is_some() || n == "src" || n == "dst") {
-                    return Err(unsupported(format!("{w} {n}"), format!(": {w} does not qualify {n}")));
+                    return Err(match self.unsupported_from(word) {
+                        FilterError::Unsupported { part, .. } => unsupported(part, format!(": {w} does not qualify {n}")),
+                        e => e,
+                    });
                 }
                 Ok(Expr::Atom(if w == "icmp" {
                     Atom::Proto { need: key_flags::IP4, proto: 1 }

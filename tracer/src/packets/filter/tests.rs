@@ -559,7 +559,7 @@ fn unsupported_parts_are_named() {
         ("broadcast or multicast", "broadcast"),
         ("tcp host 10.0.0.1", "tcp host 10.0.0.1"),
         ("udp net 10.0.0.0/8", "udp net 10.0.0.0/8"),
-        ("icmp port 3", "icmp port"),
+        ("icmp port 3", "icmp port 3"),
         ("arp port 53", "arp port 53"),
         ("tcp proto 6", "tcp proto 6"),
         ("mpls 100 and tcp", "mpls 100"),
@@ -716,3 +716,21 @@ fn keys_have_the_kernel_layout() {
     let w = k.words();
     assert_eq!(w[2].to_ne_bytes()[..4], [1, 2, 3, 4]);
 }
+
+#[test]
+fn direction_option_wraps_the_expression() {
+    let cases = cases();
+    let p = compile_with_direction("udp or tcp", Some(DIR_INGRESS)).expect("compiles");
+    let q = ok("(udp or tcp) and inbound");
+    for (spec, frame, dir) in &cases {
+        assert_eq!(matches(&p, frame, *dir), matches(&q, frame, *dir), "{spec:?}");
+    }
+    assert!(p.expression().contains("only inbound"));
+    let out = compile_with_direction("", Some(DIR_EGRESS)).expect("compiles");
+    assert!(cases.iter().all(|(_, f, d)| matches(&out, f, *d) == (*d == DIR_EGRESS)));
+    assert!(compile_with_direction("", None).expect("compiles").is_match_all());
+    // The user's own errors still name their part.
+    let e = compile_with_direction("greater 5", Some(DIR_INGRESS)).expect_err("unsupported");
+    assert!(e.to_string().starts_with("unsupported filter: \"greater 5\""), "{e}");
+}
+
