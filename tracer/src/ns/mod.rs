@@ -271,6 +271,60 @@ pub fn did_you_mean<'a>(candidates: impl IntoIterator<Item = &'a str>, wanted: &
     if close.is_empty() { String::new() } else { format!("; did you mean {}?", close.join(", ")) }
 }
 
+/// `tracer ns` as a table: one row per namespace.
+pub fn write_table(list: &[Netns], w: &mut impl std::io::Write) -> std::io::Result<()> {
+    let rows: Vec<[String; 6]> = list
+        .iter()
+        .map(|n| {
+            let containers: Vec<String> =
+                n.containers.iter().map(|c| format!("{}:{}", c.runtime, c.label())).collect();
+            [
+                n.inode.to_string(),
+                n.cookie.map_or("-".into(), |c| c.to_string()),
+                if n.names.is_empty() { "-".into() } else { n.names.join(",") },
+                if containers.is_empty() { "-".into() } else { containers.join(",") },
+                if n.pids.is_empty() { "-".into() } else { registry::pid_list(&n.pids, 3) },
+                n.error.clone().unwrap_or_else(|| n.interfaces.iter().map(iface_text).collect::<Vec<_>>().join(" ")),
+            ]
+        })
+        .collect();
+    let head = ["NETNS", "COOKIE", "NAMES", "CONTAINERS", "PIDS", "INTERFACES"];
+    let mut width = head.map(str::len);
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            width[i] = width[i].max(c.len());
+        }
+    }
+    for r in std::iter::once(head.map(String::from)).chain(rows) {
+        let mut line = String::new();
+        for (i, c) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(c);
+            } else {
+                line.push_str(&format!("{c:<w$}  ", w = width[i]));
+            }
+        }
+        writeln!(w, "{}", line.trim_end())?;
+    }
+    Ok(())
+}
+
+/// `eth0(veth,up)->veth1a2b@4026531840`, `docker0(bridge)`, `vethab(veth,up,master=docker0)->eth0@4026532301`.
+fn iface_text(i: &Iface) -> String {
+    let mut attrs: Vec<String> = i.kind.iter().cloned().collect();
+    if !i.up {
+        attrs.push("down".into());
+    }
+    if let Some(m) = &i.master {
+        attrs.push(format!("master={m}"));
+    }
+    let mut s = if attrs.is_empty() { i.name.clone() } else { format!("{}({})", i.name, attrs.join(",")) };
+    if let Some(p) = &i.peer {
+        s.push_str(&format!("->{}@{}", p.name, p.netns_inode));
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,6 +371,38 @@ mod tests {
         let me = pids.iter().find(|p| p.pid == std::process::id()).expect("own pid");
         let comm = fs::read_to_string("/proc/self/comm").expect("comm");
         assert_eq!(me.comm, comm.trim_end());
+    }
+
+    #[test]
+    fn table_rows() {
+        let n = Netns {
+            inode: 4026532301,
+            cookie: Some(7),
+            names: vec!["web".into()],
+            pids: vec![NsPid { pid: 42, comm: "sleep".into() }],
+            containers: vec![Container { runtime: "docker".into(), id: "ab".repeat(32), name: Some("web".into()) }],
+            interfaces: vec![
+                Iface { name: "lo".into(), ifindex: 1, kind: Some("loopback".into()), master: None, peer: None, up: false },
+                Iface {
+                    name: "eth0".into(),
+                    ifindex: 2,
+                    kind: Some("veth".into()),
+                    master: None,
+                    peer: Some(Peer { netns_inode: 4026531840, ifindex: 9, name: "veth1a2b".into() }),
+                    up: true,
+                },
+            ],
+            path: PathBuf::from("/proc/42/ns/net"),
+            mounts: vec![],
+            error: None,
+        };
+        let mut out = Vec::new();
+        write_table(&[n], &mut out).expect("write");
+        let text = String::from_utf8(out).expect("utf8");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with("NETNS       COOKIE  NAMES  CONTAINERS  PIDS       INTERFACES"), "{text}");
+        assert_eq!(lines[1], "4026532301  7       web    docker:web  42(sleep)  lo(loopback,down) eth0(veth)->veth1a2b@4026531840");
     }
 
     #[test]

@@ -56,7 +56,9 @@ impl Registry {
             name_miss: HashMap::new(),
             containerd_ns: Vec::new(),
             last: None,
-            host: ns_inode(std::path::Path::new("/proc/1/ns/net")).ok(),
+            // kthreadd (pid 2) is always in the initial namespace, and stays
+            // readable where pid 1 belongs to someone else.
+            host: ["/proc/1/ns/net", "/proc/2/ns/net"].iter().find_map(|p| ns_inode(std::path::Path::new(p)).ok()),
             min_interval: Duration::from_millis(500),
         }
     }
