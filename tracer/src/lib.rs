@@ -18,7 +18,7 @@ pub mod output;
 pub mod reader;
 pub mod sys;
 
-use std::{collections::HashMap, future::Future, time::Duration};
+use std::{future::Future, time::Duration};
 
 use tracer_common::EventKind;
 
@@ -217,8 +217,10 @@ pub async fn run_netlink(job: NetlinkJob, common: CommonArgs, shutdown: impl Fut
     let mut corr = netlink::Correlator::new(clock);
     let mut sink = Sink::new(common.json);
     let mut lost = LostTracker::default();
-    let mut names: HashMap<u64, String> = ns::named_namespaces();
-    let mut names_age = std::time::Instant::now();
+    // Namespace names and containers; refreshed (rate limited) when an
+    // event comes from a namespace it does not know or cannot name yet.
+    let mut registry = ns::Registry::new();
+    registry.refresh();
     eprintln!("tracer: ready: netlink audit attached to {} tracepoints", hooks::NETLINK_HOOKS.len());
 
     tokio::pin!(shutdown);
@@ -249,12 +251,9 @@ pub async fn run_netlink(job: NetlinkJob, common: CommonArgs, shutdown: impl Fut
             if !job.wants(&e) {
                 continue;
             }
-            let ino = u64::from(e.netns_ino);
-            if !names.contains_key(&ino) && names_age.elapsed() > Duration::from_millis(500) {
-                names = ns::named_namespaces();
-                names_age = std::time::Instant::now();
-            }
-            e.netns_name = names.get(&ino).cloned();
+            let (name, container) = registry.enrich(u64::from(e.netns_ino), e.pid);
+            e.netns_name = name;
+            e.container = container.and_then(|c| serde_json::to_value(c).ok());
             sink.emit(&e)?;
             if common.count.is_some_and(|c| sink.written >= c) {
                 done = true;

@@ -162,8 +162,39 @@ impl Registry {
         if !known && Some(inode) != self.host {
             self.refresh();
         }
-        let container = self.container_for_netns(inode).or_else(|| self.container_for_pid(pid));
+        if let Some(c) = self.container_for_netns(inode) {
+            return (self.netns_name(inode), Some(c));
+        }
+        let container = self.container_for_pid(pid);
+        // A process of a container that is in this namespace names it, even
+        // before the next rescan: its first events must carry the name.
+        if let Some(c) = &container
+            && ns_inode(std::path::Path::new(&format!("/proc/{pid}/ns/net"))).ok() == Some(inode)
+        {
+            self.adopt(inode, pid, c.clone());
+        }
         (self.netns_name(inode), container)
+    }
+
+    /// Records `c` (seen in a process of namespace `inode`) as the namespace's container.
+    fn adopt(&mut self, inode: u64, pid: u32, c: Container) {
+        let n = self.ns.entry(inode).or_insert_with(|| Netns {
+            inode,
+            cookie: None,
+            names: Vec::new(),
+            pids: Vec::new(),
+            containers: Vec::new(),
+            interfaces: Vec::new(),
+            path: PathBuf::from(format!("/proc/{pid}/ns/net")),
+            mounts: Vec::new(),
+            error: None,
+        });
+        if let Some(name) = &c.name
+            && !n.names.contains(name)
+        {
+            n.names.insert(0, name.clone());
+        }
+        n.containers.push(c);
     }
 
     /// `--container NAME|ID-prefix` -> the container and its namespace inode.
