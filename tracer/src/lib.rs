@@ -251,8 +251,12 @@ pub async fn run_netlink(job: NetlinkJob, common: CommonArgs, shutdown: impl Fut
             if !job.wants(&e) {
                 continue;
             }
+            // The registry's name (a container's, else /run/netns) wins over
+            // the correlator's; the correlator still names Docker's sandboxes.
             let (name, container) = registry.enrich(u64::from(e.netns_ino), e.pid);
-            e.netns_name = name;
+            if name.is_some() {
+                e.netns_name = name;
+            }
             e.container = container.and_then(|c| serde_json::to_value(c).ok());
             sink.emit(&e)?;
             if common.count.is_some_and(|c| sink.written >= c) {
