@@ -50,6 +50,8 @@ struct Before {
     iptables: Vec<(String, Vec<String>)>,
     nft_tables: Vec<String>,
     docker0: bool,
+    /// dockerd's runtime directory; it stays behind when the daemon stops.
+    run_docker: bool,
     ip_forward: String,
 }
 
@@ -59,12 +61,13 @@ impl Before {
             iptables: TABLES.iter().map(|t| (t.to_string(), iptables_rules(t))).collect(),
             nft_tables: nft_tables(),
             docker0: Path::new("/sys/class/net/docker0").exists(),
+            run_docker: Path::new("/run/docker").exists(),
             ip_forward: fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default().trim().to_string(),
         }
     }
 
     fn save(&self) {
-        let mut s = format!("docker0 {}\nip_forward {}\n", self.docker0, self.ip_forward);
+        let mut s = format!("docker0 {}\nrun_docker {}\nip_forward {}\n", self.docker0, self.run_docker, self.ip_forward);
         for t in &self.nft_tables {
             s.push_str(&format!("nft {t}\n"));
         }
@@ -83,6 +86,7 @@ impl Before {
             let (k, v) = l.split_once(' ')?;
             match k {
                 "docker0" => b.docker0 = v == "true",
+                "run_docker" => b.run_docker = v == "true",
                 "ip_forward" => b.ip_forward = v.to_string(),
                 "nft" => b.nft_tables.push(v.to_string()),
                 "iptables" => {
@@ -147,16 +151,20 @@ pub fn engine() -> &'static Engine {
         let answers = |bin: &Path| Command::new(bin).arg("info").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
         // SAFETY: registering a plain extern "C" function.
         unsafe { libc::atexit(cleanup_at_exit) };
+        // A run that died before its clean-up left what the machine was like
+        // before it: that, not the machine now, is what to restore.
+        let leftover = Before::load().is_some();
         let started = if daemon_pid().is_some() {
             // Ours, left by a run that died: adopt it, clean it up at exit.
-            assert!(Before::load().is_some(), "{STATE_FILE} is missing: cannot undo the leftover dockerd's changes");
-            wait_until(Duration::from_secs(30), || answers(&bin)).then_some(()).unwrap_or_else(|| panic!("leftover dockerd does not answer; see {LOG}"));
+            assert!(leftover, "{STATE_FILE} is missing: cannot undo the leftover dockerd's changes");
+            assert!(wait_until(Duration::from_secs(30), || answers(&bin)), "leftover dockerd does not answer; see {LOG}");
             true
         } else if answers(&bin) {
             false
         } else {
-            let before = Before::take();
-            before.save();
+            if !leftover {
+                Before::take().save();
+            }
             let log = fs::File::create(LOG).expect("dockerd log");
             let mut cmd = Command::new(dockerd_bin());
             cmd.args(["--pidfile", PIDFILE, "--ip-forward=false"])
@@ -178,6 +186,8 @@ pub fn engine() -> &'static Engine {
             });
             if !up || !answers(&bin) {
                 let _ = child.kill();
+                let _ = child.wait();
+                teardown_daemon();
                 panic!("dockerd did not come up; its log:\n{}", fs::read_to_string(LOG).unwrap_or_default());
             }
             true
@@ -294,6 +304,110 @@ impl Drop for RunningContainer {
     }
 }
 
+/// `ctr` on the containerd that dockerd runs, in a containerd namespace of
+/// its own (`trc-<unique>`), removed on drop with its tasks and images.
+pub struct Ctr {
+    pub namespace: String,
+}
+
+pub const CONTAINERD_SOCK: &str = "/run/docker/containerd/containerd.sock";
+/// The name containerd gives the image `docker save` exports.
+const CTR_IMAGE: &str = "docker.io/library/trc-busybox:test";
+
+impl Ctr {
+    /// Imports the busybox image from Docker into a fresh containerd namespace.
+    pub fn new(engine: &Engine) -> Ctr {
+        let ctr = Ctr { namespace: format!("trc-{}", unique_id()) };
+        let save = Command::new(&engine.bin).args(["save", IMAGE]).output().expect("docker save");
+        assert!(save.status.success(), "docker save failed");
+        let mut imp = ctr.command(&["image", "import", "-"]).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().expect("ctr import");
+        imp.stdin.take().expect("stdin").write_all(&save.stdout).expect("feed ctr import");
+        assert!(imp.wait().expect("ctr import").success(), "ctr image import failed");
+        ctr
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ctr");
+        c.args(["--address", CONTAINERD_SOCK, "--namespace", &self.namespace]).args(args);
+        c
+    }
+
+    fn ctr(&self, args: &[&str]) -> String {
+        let out = self.command(args).output().expect("spawn ctr");
+        assert!(out.status.success(), "ctr {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `ctr run -d IMAGE trc-<unique>-<suffix> CMD...`: a task in a new,
+    /// empty network namespace (no CNI), deleted on drop.
+    pub fn run(&self, suffix: &str, cmd: &[&str]) -> Task<'_> {
+        let id = format!("trc-{}-{suffix}", unique_id());
+        let mut args = vec!["run", "-d", CTR_IMAGE, &id];
+        args.extend_from_slice(cmd);
+        self.ctr(&args);
+        let mut task = Task { ctr: self, id: id.clone(), pid: 0 };
+        let list = self.ctr(&["task", "ls"]);
+        task.pid = list
+            .lines()
+            .find_map(|l| {
+                let mut f = l.split_whitespace();
+                (f.next() == Some(id.as_str())).then(|| f.next().and_then(|p| p.parse().ok())).flatten()
+            })
+            .unwrap_or_else(|| panic!("task {id} not in {list}"));
+        task
+    }
+}
+
+impl Drop for Ctr {
+    fn drop(&mut self) {
+        let _ = self.command(&["image", "rm", CTR_IMAGE]).output();
+        // containerd removes a namespace only once it is empty, and lets go
+        // of snapshots and content asynchronously: prune and retry.
+        let list = |what: &str| -> Vec<String> {
+            self.command(&[what, "ls", "-q"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect())
+                .unwrap_or_default()
+        };
+        wait_until(Duration::from_secs(10), || {
+            for key in list("snapshots") {
+                let _ = self.command(&["snapshots", "rm", &key]).output();
+            }
+            for digest in list("content") {
+                let _ = self.command(&["content", "rm", &digest]).output();
+            }
+            Command::new("ctr")
+                .args(["--address", CONTAINERD_SOCK, "namespaces", "rm", &self.namespace])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    }
+}
+
+/// A containerd task; killed and deleted on drop.
+pub struct Task<'a> {
+    ctr: &'a Ctr,
+    pub id: String,
+    pub pid: u32,
+}
+
+impl Task<'_> {
+    pub fn netns_inode(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt as _;
+        fs::metadata(format!("/proc/{}/ns/net", self.pid)).expect("task netns").ino()
+    }
+}
+
+impl Drop for Task<'_> {
+    fn drop(&mut self) {
+        let _ = self.ctr.command(&["task", "kill", "-s", "SIGKILL", &self.id]).output();
+        let _ = wait_until(Duration::from_secs(5), || {
+            self.ctr.command(&["task", "delete", &self.id]).output().is_ok_and(|o| o.status.success())
+        });
+        let _ = self.ctr.command(&["container", "delete", &self.id]).output();
+    }
+}
+
 extern "C" fn cleanup_at_exit() {
     // A panic must not unwind out of an atexit handler.
     let _ = std::panic::catch_unwind(cleanup);
@@ -315,28 +429,29 @@ pub fn cleanup() {
     for net in out(&["network", "ls", "-q", "--filter", "name=^trc-"]) {
         let _ = Command::new(&bin).args(["network", "rm", &net]).output();
     }
-    let Some(pid) = daemon_pid() else { return };
-    let _ = Command::new(&bin).args(["rmi", "-f", IMAGE]).output();
-    // SAFETY: signalling the dockerd this code started, by its pid.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
-    let gone = || {
-        // Reap it when it is our child (ECHILD when adopted: harmless).
-        // SAFETY: waitpid on a pid, no status pointer.
-        unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
-        !Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid)
-    };
-    if !wait_until(Duration::from_secs(20), gone) {
-        // SAFETY: as above.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        wait_until(Duration::from_secs(5), gone);
+    if !ENGINE.get().is_some_and(|e| e.started) {
+        return;
     }
-    // It may have turned zombie just after the last reap attempt.
-    // SAFETY: as above.
-    unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+    let _ = Command::new(&bin).args(["rmi", "-f", IMAGE]).output();
+    teardown_daemon();
+}
+
+/// Stops the dockerd this code started (if it still runs) and puts back what
+/// it changed, from the snapshot in [`STATE_FILE`].
+fn teardown_daemon() {
+    if let Some(pid) = daemon_pid() {
+        stop_daemon(pid);
+    }
     let _ = fs::remove_file(PIDFILE);
     let Some(before) = Before::load() else { return };
     if !before.docker0 {
         let _ = sh_out("ip link del docker0 2>/dev/null");
+    }
+    // Only when nothing is mounted there any more (a namespace bind mount
+    // would make this remove the mount point's contents, not the mount).
+    let mounted = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().contains(" /run/docker/");
+    if !before.run_docker && !mounted {
+        let _ = fs::remove_dir_all("/run/docker");
     }
     for (table, rules) in &before.iptables {
         restore_iptables(table, rules);
@@ -355,6 +470,34 @@ pub fn cleanup() {
         let _ = fs::write("/proc/sys/net/ipv4/ip_forward", &before.ip_forward);
     }
     let _ = fs::remove_file(STATE_FILE);
+}
+
+fn stop_daemon(pid: i32) {
+    // SAFETY: signalling the dockerd this code started, by its pid.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    // Gone means reaped when it is our child; when adopted (not our child),
+    // no process or a zombie with no thread left. A zombie leader whose
+    // other threads still run is a daemon still cleaning up.
+    let gone = || {
+        // SAFETY: waitpid on a pid, no status pointer.
+        match unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) } {
+            r if r == pid => true,
+            -1 => !Path::new(&format!("/proc/{pid}")).exists() || (is_zombie(pid) && threads(pid) <= 1),
+            _ => false,
+        }
+    };
+    if !wait_until(Duration::from_secs(20), gone) {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        wait_until(Duration::from_secs(5), gone);
+    }
+}
+
+fn threads(pid: i32) -> u32 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Threads:").and_then(|n| n.trim().parse().ok())))
+        .unwrap_or(0)
 }
 
 fn is_zombie(pid: i32) -> bool {

@@ -167,3 +167,21 @@ fn container_started_while_tracing_is_named_on_its_first_events() {
     assert_eq!(ev["netns"]["name"], late.name.as_str());
     assert_eq!(ev["container"], json!({"runtime": "docker", "id": late.id, "name": late.name}));
 }
+
+/// containerd without Docker's naming: a task started with `ctr` in its own
+/// containerd namespace, on the containerd that dockerd runs.
+#[test]
+fn containerd_task_is_found_by_its_cgroup() {
+    let d = engine();
+    let ctr = tracer_tests::docker::Ctr::new(d);
+    let task = ctr.run("task", &["sleep", "3600"]);
+    let inode = task.netns_inode();
+    let list = ns_json(&[]);
+    let n = list.iter().find(|n| n["inode"] == inode).unwrap_or_else(|| panic!("no namespace {inode}: {list:?}"));
+    assert_eq!(n["containers"], json!([{"runtime": "containerd", "id": task.id, "name": null}]));
+    assert!(n["pids"].as_array().expect("pids").contains(&json!({"pid": task.pid, "comm": "sleep"})), "{n}");
+    assert_eq!(iface(n, "lo")["kind"], "loopback");
+    let only = ns_json(&["--container", &task.id]);
+    assert_eq!(only.len(), 1);
+    assert_eq!(only[0]["inode"], inode);
+}

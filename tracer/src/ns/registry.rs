@@ -23,8 +23,10 @@ use crate::sys::{in_netns, ns_inode};
 pub struct Registry {
     src: runtime::Sources,
     ns: BTreeMap<u64, Netns>,
-    /// pid -> its container without the name (names live in `names`).
-    pids: HashMap<u32, Option<Container>>,
+    /// pid -> its container without the name (names live in `names`), and
+    /// when that was read: a process is moved into its container's cgroup
+    /// just after it starts, so "no container" is read again later.
+    pids: HashMap<u32, (Option<Container>, Instant)>,
     /// container id -> name.
     names: HashMap<String, String>,
     /// container id -> when a name was last looked for and not found.
@@ -227,12 +229,14 @@ impl Registry {
     }
 
     fn pid_container(&mut self, pid: u32) -> Option<Container> {
-        if let Some(c) = self.pids.get(&pid) {
+        if let Some((c, at)) = self.pids.get(&pid)
+            && (c.is_some() || at.elapsed() < self.min_interval)
+        {
             return c.clone();
         }
         let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
         let c = cgroup::container_from_proc_cgroup(&text, &self.containerd_ns);
-        self.pids.insert(pid, c.clone());
+        self.pids.insert(pid, (c.clone(), Instant::now()));
         c
     }
 

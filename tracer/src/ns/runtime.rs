@@ -18,8 +18,10 @@ use serde_json::Value;
 pub const DOCKER_SOCK: &str = "/var/run/docker.sock";
 pub const DOCKER_ROOT: &str = "/var/lib/docker";
 pub const PODMAN_CONTAINERS: &str = "/var/lib/containers/storage/overlay-containers/containers.json";
-/// containerd keeps one directory per namespace of running tasks here.
-pub const CONTAINERD_TASKS: &str = "/run/containerd/io.containerd.runtime.v2.task";
+/// containerd keeps one directory per namespace of running tasks here: the
+/// system's containerd, and the one dockerd starts for itself.
+pub const CONTAINERD_TASKS: &[&str] =
+    &["/run/containerd/io.containerd.runtime.v2.task", "/run/docker/containerd/daemon/io.containerd.runtime.v2.task"];
 
 /// Where to ask; tests and odd installs can point elsewhere.
 #[derive(Clone, Debug)]
@@ -27,7 +29,7 @@ pub struct Sources {
     pub docker_sock: PathBuf,
     pub docker_root: PathBuf,
     pub podman_containers: PathBuf,
-    pub containerd_tasks: PathBuf,
+    pub containerd_tasks: Vec<PathBuf>,
     pub timeout: Duration,
 }
 
@@ -37,7 +39,7 @@ impl Default for Sources {
             docker_sock: DOCKER_SOCK.into(),
             docker_root: DOCKER_ROOT.into(),
             podman_containers: PODMAN_CONTAINERS.into(),
-            containerd_tasks: CONTAINERD_TASKS.into(),
+            containerd_tasks: CONTAINERD_TASKS.iter().map(PathBuf::from).collect(),
             timeout: Duration::from_millis(500),
         }
     }
@@ -121,10 +123,16 @@ pub fn podman_names_from_list(v: &Value) -> HashMap<String, String> {
 
 /// The containerd namespaces that have running tasks (their names are what
 /// containerd puts first in its cgroup paths).
-pub fn containerd_namespaces(tasks: &Path) -> Vec<String> {
-    let Ok(rd) = fs::read_dir(tasks) else { return Vec::new() };
-    let mut v: Vec<String> = rd.flatten().filter(|e| e.path().is_dir()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+pub fn containerd_namespaces(task_dirs: &[PathBuf]) -> Vec<String> {
+    let mut v: Vec<String> = task_dirs
+        .iter()
+        .filter_map(|d| fs::read_dir(d).ok())
+        .flat_map(|rd| rd.flatten())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     v.sort();
+    v.dedup();
     v
 }
 
@@ -161,7 +169,8 @@ mod tests {
         assert!(podman_names(&dir.join("missing.json")).is_empty());
         fs::create_dir_all(dir.join("tasks/default")).expect("mkdir");
         fs::create_dir_all(dir.join("tasks/k8s.io")).expect("mkdir");
-        assert_eq!(containerd_namespaces(&dir.join("tasks")), ["default", "k8s.io"]);
+        fs::create_dir_all(dir.join("tasks2/k8s.io")).expect("mkdir");
+        assert_eq!(containerd_namespaces(&[dir.join("tasks"), dir.join("tasks2"), dir.join("none")]), ["default", "k8s.io"]);
         let _ = fs::remove_dir_all(&dir);
     }
 
