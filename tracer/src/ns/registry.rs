@@ -275,12 +275,16 @@ impl Registry {
     /// namespaces.
     fn read_interfaces(&mut self) {
         let mut raw: BTreeMap<u64, Vec<RawLink>> = BTreeMap::new();
+        let here = ns_inode(std::path::Path::new("/proc/thread-self/ns/net")).ok();
+        let query = || -> io::Result<(Vec<RawLink>, Option<u64>)> {
+            let mut rt = Rtnl::open()?;
+            Ok((rt.links()?, rt.cookie()))
+        };
         for n in self.ns.values_mut() {
-            let r = in_netns(&n.path, || -> io::Result<(Vec<RawLink>, Option<u64>)> {
-                let mut rt = Rtnl::open()?;
-                Ok((rt.links()?, rt.cookie()))
-            });
-            match r.and_then(|x| x) {
+            // setns needs CAP_SYS_ADMIN even into the namespace one is in:
+            // without it, the own namespace can still be read.
+            let r = if Some(n.inode) == here { query() } else { in_netns(&n.path, query).and_then(|x| x) };
+            match r {
                 Ok((links, cookie)) => {
                     n.cookie = cookie;
                     raw.insert(n.inode, links);
