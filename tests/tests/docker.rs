@@ -132,16 +132,22 @@ fn netlink_names_dockerd_for_network_create_and_rm() {
     let name = format!("trc-{}-net", tracer_tests::unique_id());
     let mut t = Tracer::start(&["netlink", "--json", "--type", "RTM_NEWLINK,RTM_DELLINK"]);
     let id = d.docker(&["network", "create", &name]);
-    assert!(std::path::Path::new(&format!("/sys/class/net/br-{}", &id[..12])).exists(), "no bridge for {name}");
+    let bridge = format!("br-{}", &id[..12]);
+    let ifindex: u64 = std::fs::read_to_string(format!("/sys/class/net/{bridge}/ifindex"))
+        .unwrap_or_else(|e| panic!("no bridge {bridge} for {name}: {e}"))
+        .trim()
+        .parse()
+        .expect("ifindex");
     d.docker(&["network", "rm", &name]);
-    // Only dockerd's link changes are wanted here; its requests carry no
-    // container. (The bridge's name is in `attrs` once the netlink decoder
-    // fills them; the pid, namespace and result are what this test is about.)
-    let by_dockerd = |ty: &'static str| move |e: &Value| e["msg_type"] == ty && e["comm"] == "dockerd";
+    let about = |ty: &'static str, bridge: String| move |e: &Value| e["msg_type"] == ty && e["comm"] == "dockerd" && e["attrs"]["ifname"] == bridge.as_str();
     let created = t
-        .wait_for(Duration::from_secs(10), |e| by_dockerd("RTM_NEWLINK")(e) && e["flags"].as_array().is_some_and(|f| f.contains(&json!("create"))))
-        .unwrap_or_else(|| panic!("no RTM_NEWLINK create from dockerd: {:?}", t.lines()));
-    let removed = t.wait_for(Duration::from_secs(10), by_dockerd("RTM_DELLINK")).unwrap_or_else(|| panic!("no RTM_DELLINK from dockerd: {:?}", t.lines()));
+        .wait_for(Duration::from_secs(10), |e| about("RTM_NEWLINK", bridge.clone())(e) && e["flags"].as_array().is_some_and(|f| f.contains(&json!("create"))))
+        .unwrap_or_else(|| panic!("no RTM_NEWLINK create of {bridge} from dockerd: {:?}", t.lines()));
+    // dockerd deletes by index (the name of a link already gone is not always known).
+    let removed = t
+        .wait_for(Duration::from_secs(10), |e| e["msg_type"] == "RTM_DELLINK" && e["comm"] == "dockerd" && e["attrs"]["ifindex"] == ifindex)
+        .unwrap_or_else(|| panic!("no RTM_DELLINK of {bridge} ({ifindex}) from dockerd: {:?}", t.lines()));
+    assert_eq!(created["attrs"]["kind"], "bridge", "{created}");
     assert_eq!(t.stop(), 0);
     let dockerd_pid: u64 = tracer_tests::sh("pidof dockerd").split_whitespace().next().and_then(|p| p.parse().ok()).expect("dockerd pid");
     for e in [&created, &removed] {
