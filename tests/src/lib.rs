@@ -19,6 +19,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod docker;
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// A short id unique to this process and call, for interface names (<= 15 chars).

@@ -46,7 +46,7 @@ pub enum Command {
     /// Trace packets on the veth and bridge interfaces of every namespace or container.
     Packets(PacketArgs),
     /// List network namespaces with their processes, containers and interfaces.
-    Ns,
+    Ns(NsArgs),
     /// Live per-container, per-interface and per-flow rates.
     Top,
 }
@@ -62,6 +62,12 @@ pub struct Selectors {
     /// Only this container: a name or an id prefix.
     #[arg(long, value_name = "NAME|ID")]
     pub container: Option<String>,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct NsArgs {
+    #[command(flatten)]
+    pub sel: Selectors,
 }
 
 #[derive(Debug, Args, Clone, Default)]

@@ -19,7 +19,7 @@ pub mod packets;
 pub mod reader;
 pub mod sys;
 
-use std::{collections::HashMap, future::Future, time::Duration};
+use std::{future::Future, time::Duration};
 
 use tracer_common::EventKind;
 
@@ -47,6 +47,8 @@ pub enum Error {
     Reader(#[from] reader::ReaderError),
     #[error(transparent)]
     Select(#[from] ns::SelectError),
+    #[error(transparent)]
+    Ns(#[from] ns::NsError),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
     #[error("the kernel cannot run the tracer here: {0} (see `tracer doctor`)")]
@@ -58,6 +60,29 @@ pub enum Error {
 pub enum Job {
     Doctor,
     Netlink(NetlinkJob),
+    Ns(NsJob),
+}
+
+/// `tracer ns`: which namespaces to list (all when `None`).
+#[derive(Debug, Clone, Default)]
+pub struct NsJob {
+    pub netns: Option<u64>,
+}
+
+/// The namespace the selectors name, if any: `--netns`, else `--container`,
+/// else `--pid`. An unknown one is an error that lists close matches.
+pub fn resolve_selectors(sel: &cli::Selectors) -> Result<Option<u64>, Error> {
+    if let Some(s) = &sel.netns {
+        return Ok(Some(ns::resolve_netns(s)?));
+    }
+    if let Some(c) = &sel.container {
+        let (_, ino) = ns::Registry::new().resolve_container(c)?;
+        return Ok(Some(ino));
+    }
+    if let Some(pid) = sel.pid {
+        return Ok(Some(ns::resolve_pid(pid)?));
+    }
+    Ok(None)
 }
 
 #[derive(Debug, Clone, Default)]
@@ -71,17 +96,7 @@ pub struct NetlinkJob {
 
 impl NetlinkJob {
     pub fn from_args(a: &NetlinkArgs) -> Result<Self, Error> {
-        let mut netns = match &a.sel.netns {
-            Some(s) => Some(ns::resolve_netns(s)?),
-            None => None,
-        };
-        if let Some(pid) = a.sel.pid {
-            let ino = ns::resolve_pid(pid)?;
-            netns.get_or_insert(ino);
-        }
-        if a.sel.container.is_some() {
-            return Err(Error::NotBuilt("netlink --container"));
-        }
+        let netns = resolve_selectors(&a.sel)?;
         let protocols = netlink::decode::parse_protocols(&a.protocol).map_err(Error::Usage)?;
         let types = a.types.as_deref().map(netlink::decode::parse_types).transpose().map_err(Error::Usage)?;
         Ok(Self { netns, pid: None, protocols, types, include_get: a.include_get })
@@ -131,7 +146,7 @@ pub fn plan(cli: &Cli) -> Result<Job, Error> {
         Some(Command::Doctor) => Ok(Job::Doctor),
         Some(Command::Netlink(a)) => Ok(Job::Netlink(NetlinkJob::from_args(a)?)),
         Some(Command::Packets(_)) => Err(Error::NotBuilt("packets")),
-        Some(Command::Ns) => Err(Error::NotBuilt("ns")),
+        Some(Command::Ns(a)) => Ok(Job::Ns(NsJob { netns: resolve_selectors(&a.sel)? })),
         Some(Command::Top) => Err(Error::NotBuilt("top")),
         // Everything that is real so far: the netlink audit of every namespace.
         None => Ok(Job::Netlink(NetlinkJob::default())),
@@ -167,7 +182,24 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<i32, Er
             require_root()?;
             run_netlink(nj, cli.common, shutdown).await.map(|_| 0)
         }
+        Job::Ns(j) => run_ns(&j, cli.common.json).map(|_| 0),
     }
+}
+
+/// `tracer ns`: discovery, printed. Without root the other namespaces'
+/// interfaces cannot be read; each such row says so.
+pub fn run_ns(job: &NsJob, json: bool) -> Result<usize, Error> {
+    let list: Vec<ns::Netns> = ns::discover()?.into_iter().filter(|n| job.netns.is_none_or(|i| i == n.inode)).collect();
+    let mut out = std::io::stdout().lock();
+    if json {
+        use std::io::Write as _;
+        for n in &list {
+            writeln!(out, "{}", serde_json::to_string(n).unwrap_or_default())?;
+        }
+    } else {
+        ns::write_table(&list, &mut out)?;
+    }
+    Ok(list.len())
 }
 
 /// The netlink audit: attach, read, correlate, print.
@@ -186,8 +218,10 @@ pub async fn run_netlink(job: NetlinkJob, common: CommonArgs, shutdown: impl Fut
     let mut corr = netlink::Correlator::new(clock);
     let mut sink = Sink::new(common.json);
     let mut lost = LostTracker::default();
-    let mut names: HashMap<u64, String> = ns::named_namespaces();
-    let mut names_age = std::time::Instant::now();
+    // Namespace names and containers; refreshed (rate limited) when an
+    // event comes from a namespace it does not know or cannot name yet.
+    let mut registry = ns::Registry::new();
+    registry.refresh();
     eprintln!("tracer: ready: netlink audit attached to {} tracepoints", hooks::NETLINK_HOOKS.len());
 
     tokio::pin!(shutdown);
@@ -218,12 +252,13 @@ pub async fn run_netlink(job: NetlinkJob, common: CommonArgs, shutdown: impl Fut
             if !job.wants(&e) {
                 continue;
             }
-            let ino = u64::from(e.netns_ino);
-            if !names.contains_key(&ino) && names_age.elapsed() > Duration::from_millis(500) {
-                names = ns::named_namespaces();
-                names_age = std::time::Instant::now();
+            // The registry's name (a container's, else /run/netns) wins over
+            // the correlator's; the correlator still names Docker's sandboxes.
+            let (name, container) = registry.enrich(u64::from(e.netns_ino), e.pid);
+            if name.is_some() {
+                e.netns_name = name;
             }
-            e.netns_name = names.get(&ino).cloned();
+            e.container = container.and_then(|c| serde_json::to_value(c).ok());
             sink.emit(&e)?;
             if common.count.is_some_and(|c| sink.written >= c) {
                 done = true;

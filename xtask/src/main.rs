@@ -184,7 +184,7 @@ fn exec_as_root(bin: &Path, args: &[String]) -> Result<ExitCode> {
 }
 
 /// Debian packages the integration tests use, by the command they provide.
-const TEST_PACKAGES: &[(&str, &str)] = &[("nft", "nftables")];
+const TEST_PACKAGES: &[(&str, &str)] = &[("nft", "nftables"), ("dockerd", "docker.io"), ("busybox", "busybox-static")];
 
 fn apt_install(pkgs: &[(&str, &str)]) -> Result<()> {
     let missing: Vec<&str> = pkgs

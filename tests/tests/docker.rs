@@ -1,0 +1,193 @@
+//! Against a real Docker engine (see `tracer_tests::docker`): `tracer ns`
+//! finds each container's namespace, id, name, process and host veth;
+//! `--container` selects it; netlink events are named after the container
+//! that sent them, and dockerd's own changes after dockerd.
+
+use std::{os::unix::fs::MetadataExt, time::Duration};
+
+use serde_json::{Value, json};
+use tracer_tests::{Tracer, docker::engine, tracer_run};
+
+fn ns_json(args: &[&str]) -> Vec<Value> {
+    let mut a = vec!["ns", "--json"];
+    a.extend_from_slice(args);
+    let (code, out, err) = tracer_run(&a);
+    assert_eq!(code, 0, "tracer {a:?} failed: {err}");
+    out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect()
+}
+
+fn host_inode() -> u64 {
+    std::fs::metadata("/proc/self/ns/net").expect("own netns").ino()
+}
+
+fn iface(ns: &Value, name: &str) -> Value {
+    ns["interfaces"]
+        .as_array()
+        .and_then(|v| v.iter().find(|i| i["name"] == name).cloned())
+        .unwrap_or_else(|| panic!("no interface {name} in {ns}"))
+}
+
+/// The host interface whose ifindex is `idx`, read from sysfs (not from tracer).
+fn host_iface_by_index(idx: u64) -> String {
+    std::fs::read_dir("/sys/class/net")
+        .expect("sysfs")
+        .flatten()
+        .find(|e| std::fs::read_to_string(e.path().join("ifindex")).is_ok_and(|s| s.trim().parse::<u64>().ok() == Some(idx)))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .unwrap_or_else(|| panic!("no host interface {idx}"))
+}
+
+#[test]
+fn ns_shows_each_container_with_id_name_pid_and_host_veth() {
+    let t = std::time::Instant::now();
+    let d = engine();
+    eprintln!("docker engine ready in {:?} (started here: {})", d.setup_time, d.started);
+    let web = d.run("web", &[], &["sleep", "3600"]);
+    let db = d.run("db", &[], &["sleep", "3600"]);
+    let list = ns_json(&[]);
+    let host = list.iter().find(|n| n["inode"] == host_inode()).expect("host namespace").clone();
+    for c in [&web, &db] {
+        let inode = c.netns_inode();
+        assert_ne!(inode, host_inode());
+        let n = list.iter().find(|n| n["inode"] == inode).unwrap_or_else(|| panic!("no namespace for {}: {list:?}", c.name));
+        assert_eq!(n["containers"], json!([{"runtime": "docker", "id": c.id, "name": c.name}]));
+        assert_eq!(c.id.len(), 64);
+        assert_eq!(n["names"][0], c.name.as_str());
+        assert!(n["pids"].as_array().expect("pids").contains(&json!({"pid": c.pid, "comm": "sleep"})), "{n}");
+        // Docker says /var/run/docker/netns/..., mountinfo /run/...: compare the files.
+        let key = std::fs::canonicalize(&c.sandbox_key).expect("SandboxKey");
+        assert!(
+            n["mounts"].as_array().expect("mounts").iter().any(|m| m.as_str().and_then(|m| std::fs::canonicalize(m).ok()) == Some(key.clone())),
+            "{n} lacks {}",
+            c.sandbox_key
+        );
+
+        // eth0's peer, checked against the kernel's own iflink.
+        let eth0 = iface(n, "eth0");
+        assert_eq!(eth0["kind"], "veth");
+        let iflink: u64 = String::from_utf8_lossy(&c.exec("cat /sys/class/net/eth0/iflink").stdout).trim().parse().expect("iflink");
+        let host_veth = host_iface_by_index(iflink);
+        assert!(host_veth.starts_with("veth"), "{host_veth}");
+        assert_eq!(eth0["peer"], json!({"netns_inode": host_inode(), "ifindex": iflink, "name": host_veth}));
+        let hv = iface(&host, &host_veth);
+        assert_eq!(hv["master"], "docker0");
+        assert_eq!(hv["peer"]["netns_inode"], inode);
+        assert_eq!(hv["peer"]["name"], "eth0");
+
+        // --container by name and by id prefix: that namespace only.
+        for sel in [c.name.as_str(), &c.id[..12]] {
+            let only = ns_json(&["--container", sel]);
+            assert_eq!(only.len(), 1, "{sel}");
+            assert_eq!(only[0]["inode"], inode, "{sel}");
+        }
+    }
+    assert_eq!(iface(&host, "docker0")["kind"], "bridge");
+    let (code, text, _) = tracer_run(&["ns", "--container", &web.name]);
+    assert_eq!(code, 0);
+    assert!(text.contains(&format!("docker:{}", web.name)), "{text}");
+    eprintln!("test took {:?}", t.elapsed());
+}
+
+#[test]
+fn unknown_container_is_one_sentence_listing_close_matches() {
+    let d = engine();
+    let web = d.run("web", &[], &["sleep", "3600"]);
+    let typo = format!("{}x", web.name);
+    for cmd in ["ns", "netlink"] {
+        let (code, out, err) = tracer_run(&[cmd, "--container", &typo]);
+        assert_ne!(code, 0);
+        assert!(out.is_empty(), "{out}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(&format!("no running container \"{typo}\"")), "{err}");
+        assert!(err.contains("did you mean") && err.contains(&web.name), "{err}");
+    }
+}
+
+#[test]
+fn netlink_events_carry_the_sending_container() {
+    let d = engine();
+    let web = d.run("web", &["--cap-add", "NET_ADMIN"], &["sleep", "3600"]);
+    let db = d.run("db", &["--cap-add", "NET_ADMIN"], &["sleep", "3600"]);
+    let mut t = Tracer::start(&["netlink", "--json", "--container", &web.name]);
+    for c in [&db, &web] {
+        let out = c.exec("ip link add trcbr0 type bridge");
+        assert!(out.status.success(), "{}: {}", c.name, String::from_utf8_lossy(&out.stderr));
+    }
+    let ev = t
+        .wait_for(Duration::from_secs(10), |e| e["msg_type"] == "RTM_NEWLINK" && e["comm"] == "ip")
+        .unwrap_or_else(|| panic!("no RTM_NEWLINK from {}: {:?}", web.name, t.lines()));
+    // db's request came first; give it time to show up if it wrongly would.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(t.stop(), 0);
+    assert_eq!(ev["netns"], json!({"inode": web.netns_inode(), "name": web.name}));
+    assert_eq!(ev["container"], json!({"runtime": "docker", "id": web.id, "name": web.name}));
+    assert_eq!(ev["result"]["errno"], 0);
+    let events = t.events();
+    assert!(events.iter().all(|e| e["netns"]["inode"] == web.netns_inode()), "--container leaked: {events:?}");
+}
+
+#[test]
+fn netlink_names_dockerd_for_network_create_and_rm() {
+    let d = engine();
+    let name = format!("trc-{}-net", tracer_tests::unique_id());
+    let mut t = Tracer::start(&["netlink", "--json", "--type", "RTM_NEWLINK,RTM_DELLINK"]);
+    let id = d.docker(&["network", "create", &name]);
+    let bridge = format!("br-{}", &id[..12]);
+    let ifindex: u64 = std::fs::read_to_string(format!("/sys/class/net/{bridge}/ifindex"))
+        .unwrap_or_else(|e| panic!("no bridge {bridge} for {name}: {e}"))
+        .trim()
+        .parse()
+        .expect("ifindex");
+    d.docker(&["network", "rm", &name]);
+    let about = |ty: &'static str, bridge: String| move |e: &Value| e["msg_type"] == ty && e["comm"] == "dockerd" && e["attrs"]["ifname"] == bridge.as_str();
+    let created = t
+        .wait_for(Duration::from_secs(10), |e| about("RTM_NEWLINK", bridge.clone())(e) && e["flags"].as_array().is_some_and(|f| f.contains(&json!("create"))))
+        .unwrap_or_else(|| panic!("no RTM_NEWLINK create of {bridge} from dockerd: {:?}", t.lines()));
+    // dockerd deletes by index (the name of a link already gone is not always known).
+    let removed = t
+        .wait_for(Duration::from_secs(10), |e| e["msg_type"] == "RTM_DELLINK" && e["comm"] == "dockerd" && e["attrs"]["ifindex"] == ifindex)
+        .unwrap_or_else(|| panic!("no RTM_DELLINK of {bridge} ({ifindex}) from dockerd: {:?}", t.lines()));
+    assert_eq!(created["attrs"]["kind"], "bridge", "{created}");
+    assert_eq!(t.stop(), 0);
+    let dockerd_pid: u64 = tracer_tests::sh("pidof dockerd").split_whitespace().next().and_then(|p| p.parse().ok()).expect("dockerd pid");
+    for e in [&created, &removed] {
+        assert_eq!(e["pid"], dockerd_pid, "{e}");
+        assert_eq!(e["container"], Value::Null);
+        assert_eq!(e["netns"]["inode"], host_inode());
+        assert_eq!(e["result"]["errno"], 0, "{e}");
+    }
+}
+
+#[test]
+fn container_started_while_tracing_is_named_on_its_first_events() {
+    let d = engine();
+    let mut t = Tracer::start(&["netlink", "--json", "--type", "RTM_NEWLINK"]);
+    let late = d.run("late", &["--cap-add", "NET_ADMIN"], &["sleep", "3600"]);
+    let out = late.exec("ip link add trcbr0 type bridge");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let inode = late.netns_inode();
+    let ev = t
+        .wait_for(Duration::from_secs(10), |e| e["comm"] == "ip" && e["netns"]["inode"] == inode)
+        .unwrap_or_else(|| panic!("no RTM_NEWLINK from {}: {:?}", late.name, t.lines()));
+    assert_eq!(t.stop(), 0);
+    assert_eq!(ev["netns"]["name"], late.name.as_str());
+    assert_eq!(ev["container"], json!({"runtime": "docker", "id": late.id, "name": late.name}));
+}
+
+/// containerd without Docker's naming: a task started with `ctr` in its own
+/// containerd namespace, on the containerd that dockerd runs.
+#[test]
+fn containerd_task_is_found_by_its_cgroup() {
+    let d = engine();
+    let ctr = tracer_tests::docker::Ctr::new(d);
+    let task = ctr.run("task", &["sleep", "3600"]);
+    let inode = task.netns_inode();
+    let list = ns_json(&[]);
+    let n = list.iter().find(|n| n["inode"] == inode).unwrap_or_else(|| panic!("no namespace {inode}: {list:?}"));
+    assert_eq!(n["containers"], json!([{"runtime": "containerd", "id": task.id, "name": null}]));
+    assert!(n["pids"].as_array().expect("pids").contains(&json!({"pid": task.pid, "comm": "sleep"})), "{n}");
+    assert_eq!(iface(n, "lo")["kind"], "loopback");
+    let only = ns_json(&["--container", &task.id]);
+    assert_eq!(only.len(), 1);
+    assert_eq!(only[0]["inode"], inode);
+}
