@@ -135,8 +135,13 @@ pub struct Config {
     pub self_tgid: u32,
     /// Maximum bytes of packet data to copy (0: headers summary only).
     pub snaplen: u32,
+    /// Only netlink sockets of this namespace inode are captured (0: all),
+    /// so a selected namespace costs nothing for the others and its lost
+    /// counts are its own.
+    pub nl_netns: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 8);
+const _: () = assert!(core::mem::size_of::<Config>() == 16);
 
 #[cfg(feature = "user")]
 mod pod {

@@ -34,7 +34,7 @@ pub struct Scratch {
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
 #[unsafe(no_mangle)]
-static CONFIG: Config = Config { self_tgid: 0, snaplen: 0 };
+static CONFIG: Config = Config { self_tgid: 0, snaplen: 0, nl_netns: 0, _pad: 0 };
 
 #[unsafe(no_mangle)]
 static OFFSETS: KernelOffsets = KernelOffsets::missing();

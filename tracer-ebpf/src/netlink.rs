@@ -166,7 +166,12 @@ fn sock_for(ctx: &TracePointContext) -> Option<(u64, NlSock)> {
     }
     // SAFETY: reads inside the tracepoint record.
     let fd: u64 = unsafe { ctx.read_at(arg(0)) }.ok()?;
-    Some((fd, netlink_sock(fd)?))
+    let nl = netlink_sock(fd)?;
+    let want = crate::kernel::config().nl_netns;
+    if want != 0 && nl.netns != want {
+        return None;
+    }
+    Some((fd, nl))
 }
 
 type NsFds = ([u32; NL_NS_FDS], [u32; NL_NS_FDS]);

@@ -60,7 +60,7 @@ pub fn run() -> Report {
 
     let mut kinds = Vec::new();
     let mut problem = None;
-    match ebpf::load(&LoadOptions { ring_bytes: 4096, snaplen: 0 }) {
+    match ebpf::load(&LoadOptions { ring_bytes: 4096, ..Default::default() }) {
         Ok(mut loaded) => {
             let aya_btf = aya::Btf::from_sys_fs().ok();
             for kind in ProgramKind::ALL {

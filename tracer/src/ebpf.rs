@@ -23,11 +23,13 @@ pub struct LoadOptions {
     /// Ring-buffer size in bytes (a power of two, multiple of the page size).
     pub ring_bytes: u32,
     pub snaplen: u32,
+    /// Capture netlink only from sockets of this namespace (in the kernel).
+    pub nl_netns: Option<u64>,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { ring_bytes: 16 * 1024 * 1024, snaplen: 0 }
+        Self { ring_bytes: 16 * 1024 * 1024, snaplen: 0, nl_netns: None }
     }
 }
 
@@ -42,7 +44,12 @@ pub struct Loaded {
 pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     let btf = KernelBtf::open()?;
     let (offsets, missing_fields) = btf.kernel_offsets();
-    let config = Config { self_tgid: std::process::id(), snaplen: opts.snaplen };
+    let config = Config {
+        self_tgid: std::process::id(),
+        snaplen: opts.snaplen,
+        nl_netns: opts.nl_netns.and_then(|i| u32::try_from(i).ok()).unwrap_or(0),
+        _pad: 0,
+    };
     let ring = opts.ring_bytes.next_power_of_two().max(4096);
     let ebpf = EbpfLoader::new()
         .override_global(globals::CONFIG, &config, true)

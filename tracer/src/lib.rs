@@ -204,7 +204,7 @@ pub fn run_ns(job: &NsJob, json: bool) -> Result<usize, Error> {
 
 /// The netlink audit: attach, read, correlate, print.
 pub async fn run_netlink(job: NetlinkJob, common: CommonArgs, shutdown: impl Future<Output = ()>) -> Result<u64, Error> {
-    let mut opts = ebpf::LoadOptions::default();
+    let mut opts = ebpf::LoadOptions { nl_netns: job.netns, ..Default::default() };
     if let Some(kib) = common.buffer_kib {
         opts.ring_bytes = kib * 1024;
     }
