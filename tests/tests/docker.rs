@@ -130,7 +130,7 @@ fn netlink_events_carry_the_sending_container() {
 fn netlink_names_dockerd_for_network_create_and_rm() {
     let d = engine();
     let name = format!("trc-{}-net", tracer_tests::unique_id());
-    let mut t = Tracer::start(&["netlink", "--json", "--type", "RTM_NEWLINK,RTM_DELLINK"]);
+    let mut t = Tracer::start(&["netlink", "--json", "--type", "RTM_NEWLINK,RTM_DELLINK,RTM_NEWADDR"]);
     let id = d.docker(&["network", "create", &name]);
     let bridge = format!("br-{}", &id[..12]);
     let ifindex: u64 = std::fs::read_to_string(format!("/sys/class/net/{bridge}/ifindex"))
@@ -143,14 +143,19 @@ fn netlink_names_dockerd_for_network_create_and_rm() {
     let created = t
         .wait_for(Duration::from_secs(10), |e| about("RTM_NEWLINK", bridge.clone())(e) && e["flags"].as_array().is_some_and(|f| f.contains(&json!("create"))))
         .unwrap_or_else(|| panic!("no RTM_NEWLINK create of {bridge} from dockerd: {:?}", t.lines()));
-    // dockerd deletes by index (the name of a link already gone is not always known).
+    let address = t
+        .wait_for(Duration::from_secs(10), about("RTM_NEWADDR", bridge.clone()))
+        .unwrap_or_else(|| panic!("no RTM_NEWADDR on {bridge} from dockerd: {:?}", t.lines()));
+    // dockerd deletes by index; the tracer names it from what it learnt at creation.
     let removed = t
         .wait_for(Duration::from_secs(10), |e| e["msg_type"] == "RTM_DELLINK" && e["comm"] == "dockerd" && e["attrs"]["ifindex"] == ifindex)
         .unwrap_or_else(|| panic!("no RTM_DELLINK of {bridge} ({ifindex}) from dockerd: {:?}", t.lines()));
+    assert_eq!(removed["attrs"]["ifname"], bridge.as_str(), "{removed}");
     assert_eq!(created["attrs"]["kind"], "bridge", "{created}");
+    assert!(address["attrs"]["address"].as_str().is_some_and(|a| a.starts_with("172.") || a.starts_with("192.168.") || a.starts_with("10.")), "{address}");
     assert_eq!(t.stop(), 0);
     let dockerd_pid: u64 = tracer_tests::sh("pidof dockerd").split_whitespace().next().and_then(|p| p.parse().ok()).expect("dockerd pid");
-    for e in [&created, &removed] {
+    for e in [&created, &address, &removed] {
         assert_eq!(e["pid"], dockerd_pid, "{e}");
         assert_eq!(e["container"], Value::Null);
         assert_eq!(e["netns"]["inode"], host_inode());

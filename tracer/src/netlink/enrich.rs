@@ -116,6 +116,9 @@ impl Enricher {
     /// After a link was created, learns its index while it exists, so a
     /// later request naming it only by index (`ip link del` does) is named.
     pub fn learn_created(&mut self, ino: u64, pid: u32, name: &str) {
+        if self.ifnames.iter().any(|((i, _), (n, at))| *i == ino && n.as_deref() == Some(name) && at.elapsed() < IFNAME_TTL) {
+            return;
+        }
         let Some(path) = self.netns_path(ino, pid) else { return };
         if let Ok(Some(index)) = sys::in_netns(&path, || link_index(name)) {
             self.learn(ino, index, name);

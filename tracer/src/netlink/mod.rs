@@ -215,6 +215,8 @@ impl Correlator {
                 target: msg.decoded.target,
                 ns_fds: ns_fds.clone(),
             };
+            let mut e = e;
+            self.resolve_early(&mut e);
             self.by_key.insert((meta.sock_id, e.header.seq), self.pending.len());
             self.pending.push((ev.header.ts_ns, e));
         }
@@ -268,6 +270,44 @@ impl Correlator {
         self.pending.len()
     }
 
+    /// Names what can be named the moment a request is read: links it
+    /// refers to by index may be gone by the time its answer comes (dockerd
+    /// creates and deletes bridges within a few milliseconds), and the
+    /// sender's fds and /proc entry may be gone too.
+    fn resolve_early(&mut self, e: &mut NetlinkEvent) {
+        if e.protocol != decode::NETLINK_ROUTE || e.is_get() || e.is_probe() {
+            return;
+        }
+        self.name_indexes(e, false);
+        if let Some(t) = &e.target {
+            e.target_netns = Some(self.enricher.target(t, e.pid, &e.ns_fds));
+        }
+        self.learn_links(e);
+    }
+
+    /// Puts names next to interface indexes; with `final_pass`, a name that
+    /// cannot be found is reported as `null`.
+    fn name_indexes(&mut self, e: &mut NetlinkEvent, final_pass: bool) {
+        let ino = u64::from(e.netns_ino);
+        for (idx_key, name_key) in [("ifindex", "ifname"), ("master_index", "master"), ("oif_index", "oif"), ("iif_index", "iif"), ("link_index", "link")] {
+            let Some(idx) = e.attrs.get(idx_key).and_then(Value::as_u64) else { continue };
+            if let Some(n) = e.attrs.get(name_key).and_then(Value::as_str) {
+                let n = n.to_string();
+                self.enricher.learn(ino, idx as u32, &n);
+                continue;
+            }
+            match self.enricher.ifname(ino, e.pid, idx as u32) {
+                Some(name) => {
+                    e.attrs.insert(name_key.to_string(), json!(name));
+                }
+                None if final_pass => {
+                    e.attrs.insert(name_key.to_string(), Value::Null);
+                }
+                None => {}
+            }
+        }
+    }
+
     /// Fills in names: namespace, interfaces behind indexes, target namespace.
     fn enrich(&mut self, e: &mut NetlinkEvent) {
         let ino = u64::from(e.netns_ino);
@@ -275,22 +315,22 @@ impl Correlator {
         if e.protocol != decode::NETLINK_ROUTE || e.is_get() {
             return;
         }
-        for (idx_key, name_key) in [("ifindex", "ifname"), ("master_index", "master"), ("oif_index", "oif"), ("iif_index", "iif"), ("link_index", "link")] {
-            let Some(idx) = e.attrs.get(idx_key).and_then(Value::as_u64) else { continue };
-            if e.attrs.contains_key(name_key) {
-                if let Some(n) = e.attrs.get(name_key).and_then(Value::as_str) {
-                    let n = n.to_string();
-                    self.enricher.learn(ino, idx as u32, &n);
-                }
-                continue;
+        self.name_indexes(e, true);
+        if e.target_netns.as_ref().is_none_or(|t| t["inode"].is_null()) {
+            if let Some(t) = &e.target {
+                e.target_netns = Some(self.enricher.target(t, e.pid, &e.ns_fds));
             }
-            let name = self.enricher.ifname(ino, e.pid, idx as u32);
-            e.attrs.insert(name_key.to_string(), json!(name));
         }
-        if let Some(t) = &e.target {
-            e.target_netns = Some(self.enricher.target(t, e.pid, &e.ns_fds));
+        if e.result == Some(0) {
+            self.learn_links(e);
         }
-        let created = e.header.msg_type == 16 && e.header.flags & decode::NLM_F_CREATE != 0 && e.result == Some(0);
+    }
+
+    /// Learns the index of a link a request creates (and of its veth peer),
+    /// so later requests that name it only by index are named.
+    fn learn_links(&mut self, e: &NetlinkEvent) {
+        let ino = u64::from(e.netns_ino);
+        let created = e.header.msg_type == 16 && e.header.flags & decode::NLM_F_CREATE != 0;
         if created {
             // Where the new link lives: the target namespace when it moved there.
             let link_ns = match &e.target_netns {
