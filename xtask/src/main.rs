@@ -229,7 +229,41 @@ fn test(filter: Option<String>, integration_only: bool) -> Result<()> {
     if let (Some(f), None) = (&filter, file) {
         c.arg(f);
     }
-    run(&mut c, "the integration tests")
+    let before = leftovers();
+    run(&mut c, "the integration tests")?;
+    let after = leftovers();
+    let left: Vec<&String> = after.iter().filter(|x| !before.contains(x)).collect();
+    if !left.is_empty() {
+        bail!("the integration tests left these behind: {}", left.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
+    }
+    step("nothing left behind: no namespace, interface, tracer process or tracer program");
+    Ok(())
+}
+
+/// What tests could leave behind: namespaces, host interfaces, tracer
+/// processes, and loaded programs of the tracer.
+fn leftovers() -> Vec<String> {
+    let sh = |cmd: &str| {
+        Command::new("sh").args(["-c", cmd]).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
+    };
+    let mut v = Vec::new();
+    for l in sh("ip netns list").lines() {
+        v.push(format!("netns {}", l.split_whitespace().next().unwrap_or("")));
+    }
+    for l in sh("ip -o link show").lines() {
+        if let Some(name) = l.split(": ").nth(1) {
+            v.push(format!("interface {}", name.split('@').next().unwrap_or(name)));
+        }
+    }
+    for l in sh("pgrep -a -x tracer").lines() {
+        v.push(format!("process {l}"));
+    }
+    // Every tracer program name comes from tracer-common's programs module.
+    for l in sh("command -v bpftool >/dev/null && bpftool prog show 2>/dev/null | grep -oE 'name (nl|pkt|probe)_[a-z_]+'").lines() {
+        v.push(format!("program {}", l.trim_start_matches("name ")));
+    }
+    v.sort();
+    v
 }
 
 fn main() -> ExitCode {

@@ -264,11 +264,27 @@ pub fn similar(candidate: &str, wanted: &str) -> bool {
 }
 
 /// `"; did you mean a, b?"` for the candidates [`similar`] to `wanted`, or "".
+/// The closest come first (by edit distance), at most five.
 pub fn did_you_mean<'a>(candidates: impl IntoIterator<Item = &'a str>, wanted: &str) -> String {
     let mut close: Vec<&str> = candidates.into_iter().filter(|n| similar(n, wanted)).collect();
-    close.sort();
+    close.sort_by_key(|c| (edit_distance(&c.to_ascii_lowercase(), &wanted.to_ascii_lowercase()), *c));
     close.dedup();
+    close.truncate(5);
     if close.is_empty() { String::new() } else { format!("; did you mean {}?", close.join(", ")) }
+}
+
+/// Levenshtein distance, for ranking suggestions.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 /// `tracer ns` as a table: one row per namespace.
@@ -338,6 +354,8 @@ mod tests {
         assert_eq!(resolve_pid(u32::MAX), Err(SelectError::UnknownPid(u32::MAX)));
         assert!(similar("lab-a", "lab-b"));
         assert!(!similar("web", "db"));
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(did_you_mean(["lab-b", "lab-a", "lab-abc"], "lab-ax"), "; did you mean lab-a, lab-abc, lab-b?");
         assert_eq!(did_you_mean(["web-1", "db", "web-2"], "web"), "; did you mean web-1, web-2?");
         assert_eq!(did_you_mean(["db"], "web"), "");
     }
