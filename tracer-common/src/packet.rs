@@ -1,7 +1,8 @@
 //! Records of the TC packet program and its in-kernel filter.
 
-/// Most packet bytes copied into an event (a power of two).
-pub const PKT_DATA_MAX: usize = 256;
+/// Most packet bytes copied into an event (a power of two): a whole frame
+/// of a 1500-byte MTU. `Config::snaplen` lowers it at load time.
+pub const PKT_DATA_MAX: usize = 2048;
 
 pub const DIR_INGRESS: u8 = 0;
 pub const DIR_EGRESS: u8 = 1;
@@ -10,21 +11,28 @@ pub const DIR_EGRESS: u8 = 1;
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct PacketMeta {
+    /// Index of the device, within the device's own namespace.
     pub ifindex: u32,
     /// Length of the whole frame.
     pub len: u32,
     /// Bytes of the frame copied after this struct.
     pub cap_len: u32,
-    /// `skb->hash` (after `bpf_get_hash_recalc`), to follow one packet across hops.
+    /// `skb->hash` (after `bpf_get_hash_recalc`): a flow hash, not a packet id.
     pub hash: u32,
     /// `skb->protocol`, network byte order.
     pub protocol: u16,
     /// [`DIR_INGRESS`] or [`DIR_EGRESS`].
     pub direction: u8,
-    pub _pad: u8,
+    /// Nonzero when the VLAN tag was taken out of the frame (offload) and
+    /// travels in `vlan_tci`/`vlan_proto` instead; userspace puts it back.
+    pub vlan_present: u8,
     pub mark: u32,
+    pub vlan_tci: u16,
+    /// TPID of the offloaded tag, network byte order.
+    pub vlan_proto: u16,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<PacketMeta>() == 24);
+const _: () = assert!(core::mem::size_of::<PacketMeta>() == 32);
 
 // The in-kernel packet filter.
 //

@@ -1,6 +1,7 @@
 //! Packet capture: one TC classifier attached (TCX) to each traced
-//! interface, ingress and egress. It copies a summary and the first bytes
-//! of each frame to the ring buffer and always lets the packet continue.
+//! interface, ingress and egress. It copies a summary and the first
+//! `snaplen` bytes of each frame to the ring buffer and always lets the
+//! packet continue; decoding happens in userspace.
 
 use aya_ebpf::{
     bindings::TC_ACT_UNSPEC,
@@ -16,7 +17,7 @@ use tracer_common::{
     packet::{DIR_EGRESS, DIR_INGRESS, PKT_DATA_MAX, PacketMeta},
 };
 
-use crate::kernel::{HDR, SCRATCH, kread, offsets, output};
+use crate::kernel::{HDR, SCRATCH, config, kread, offsets, output};
 
 /// Namespace inode of the device the packet is on: `skb->dev->nd_net->ns.inum`.
 #[inline(always)]
@@ -45,13 +46,15 @@ fn try_pkt(ctx: &TcContext, direction: u8) -> Option<()> {
     if !crate::filter::packet_matches(ctx, direction) {
         return None;
     }
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return None };
+    let scratch = SCRATCH.get_ptr_mut(0)?;
     // SAFETY: ctx.skb.skb points at the program's __sk_buff context.
-    let (len, ifindex, protocol, mark) = unsafe {
-        let s = &*ctx.skb.skb;
-        (s.len, s.ifindex, s.protocol as u16, s.mark)
-    };
+    let s = unsafe { &*ctx.skb.skb };
+    let len = s.len;
     let mut cap = len as usize;
+    let snaplen = config().snaplen as usize;
+    if cap > snaplen {
+        cap = snaplen;
+    }
     if cap > PKT_DATA_MAX {
         cap = PKT_DATA_MAX;
     }
@@ -69,17 +72,20 @@ fn try_pkt(ctx: &TcContext, direction: u8) -> Option<()> {
         comm: [0; 16],
     };
     let meta = PacketMeta {
-        ifindex,
+        ifindex: s.ifindex,
         len,
         cap_len: cap as u32,
         // SAFETY: helper on the program's own skb.
         hash: unsafe { bpf_get_hash_recalc(ctx.skb.skb as *mut _) },
-        protocol,
+        protocol: s.protocol as u16,
         direction,
+        vlan_present: (s.vlan_present != 0) as u8,
+        mark: s.mark,
+        vlan_tci: s.vlan_tci as u16,
+        vlan_proto: s.vlan_proto as u16,
         _pad: 0,
-        mark,
     };
-    // SAFETY: scratch is large enough for header, meta and PKT_DATA_MAX bytes.
+    // SAFETY: scratch holds header, meta and PKT_DATA_MAX bytes (SCRATCH_SIZE).
     unsafe {
         let base = (*scratch).buf.as_mut_ptr();
         core::ptr::write_unaligned(base as *mut _, hdr);

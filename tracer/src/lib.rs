@@ -49,6 +49,8 @@ pub enum Error {
     Select(#[from] ns::SelectError),
     #[error(transparent)]
     Ns(#[from] ns::NsError),
+    #[error(transparent)]
+    Packets(#[from] packets::PacketsError),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
     #[error("the kernel cannot run the tracer here: {0} (see `tracer doctor`)")]
@@ -61,6 +63,9 @@ pub enum Job {
     Doctor,
     Netlink(NetlinkJob),
     Ns(NsJob),
+    Packets(packets::PacketsJob),
+    /// The default job: netlink audit and packets of every namespace, merged.
+    All(NetlinkJob, packets::PacketsJob),
 }
 
 /// `tracer ns`: which namespaces to list (all when `None`).
@@ -102,7 +107,7 @@ impl NetlinkJob {
         Ok(Self { netns, pid: None, protocols, types, include_get: a.include_get })
     }
 
-    fn wants(&self, e: &netlink::NetlinkEvent) -> bool {
+    pub(crate) fn wants(&self, e: &netlink::NetlinkEvent) -> bool {
         if !self.include_get && (e.is_get() || e.is_probe()) {
             return false;
         }
@@ -145,11 +150,10 @@ pub fn plan(cli: &Cli) -> Result<Job, Error> {
     match &cli.command {
         Some(Command::Doctor) => Ok(Job::Doctor),
         Some(Command::Netlink(a)) => Ok(Job::Netlink(NetlinkJob::from_args(a)?)),
-        Some(Command::Packets(_)) => Err(Error::NotBuilt("packets")),
+        Some(Command::Packets(a)) => Ok(Job::Packets(packets::PacketsJob::from_args(a)?)),
         Some(Command::Ns(a)) => Ok(Job::Ns(NsJob { netns: resolve_selectors(&a.sel)? })),
         Some(Command::Top) => Err(Error::NotBuilt("top")),
-        // Everything that is real so far: the netlink audit of every namespace.
-        None => Ok(Job::Netlink(NetlinkJob::default())),
+        None => Ok(Job::All(NetlinkJob::default(), packets::PacketsJob::default())),
     }
 }
 
@@ -183,6 +187,14 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<i32, Er
             run_netlink(nj, cli.common, shutdown).await.map(|_| 0)
         }
         Job::Ns(j) => run_ns(&j, cli.common.json).map(|_| 0),
+        Job::Packets(pj) => {
+            require_root()?;
+            packets::run(None, pj, cli.common, shutdown).await.map(|_| 0)
+        }
+        Job::All(nj, pj) => {
+            require_root()?;
+            packets::run(Some(nj), pj, cli.common, shutdown).await.map(|_| 0)
+        }
     }
 }
 

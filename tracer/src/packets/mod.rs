@@ -1,4 +1,695 @@
-//! Packet tracing: TC programs on the traced interfaces, and the filter
-//! that runs in the kernel before a packet is copied out.
+//! Packet tracing: the TC programs on every selected interface of every
+//! selected namespace, followed as namespaces and interfaces come and go,
+//! and the packets they see as text, JSON lines, pcapng or per-packet paths.
+//!
+//! Layers, data flowing one way: [`discover`] (namespaces, interfaces) ->
+//! [`attach`] (on a thread of its own, since it enters namespaces) -> the
+//! shared ring buffer ([`crate::reader`]) -> [`decode`] -> output (the
+//! [`crate::output::Sink`], [`pcapng`], or [`hops`]). [`run`] also carries
+//! the default job, where netlink requests and packets are merged into one
+//! timeline. [`filter`] compiles tcpdump-style expressions for the kernel.
 
+pub mod attach;
+pub mod decode;
+pub mod discover;
 pub mod filter;
+pub mod hops;
+pub mod pcapng;
+
+use std::{
+    cmp::Reverse,
+    collections::{BTreeMap, BinaryHeap, HashMap},
+    future::Future,
+    path::PathBuf,
+    sync::{Arc, Mutex, mpsc},
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+use tracer_common::{
+    EventKind,
+    packet::{DIR_INGRESS, PKT_DATA_MAX, PacketMeta},
+};
+
+use crate::{
+    Error, NetlinkJob,
+    cli::{CommonArgs, PacketArgs},
+    clock::{self, Clock},
+    ebpf,
+    event::{RawEvent, read_pod},
+    hooks,
+    netlink::{self, NetlinkEvent},
+    ns,
+    output::{Render, Sink},
+    reader::{LostTracker, Reader},
+};
+use attach::{Attacher, TcMode};
+use discover::{Iface, Netns};
+
+/// Interface kinds traced by default: what container networking is made
+/// of. Physical NICs (no kind), loopback, and `ifb`/`vrf` (which only
+/// repeat packets other interfaces carry) need `--iface`.
+pub const DEFAULT_KINDS: &[&str] = &[
+    "veth", "bridge", "macvlan", "macvtap", "ipvlan", "ipvtap", "vxlan", "geneve", "vlan", "bond", "team", "tun",
+    "wireguard", "netkit", "gre", "gretap", "ip6gre", "ip6gretap", "ipip", "sit", "ip6tnl", "erspan", "bareudp", "dummy",
+];
+
+/// Bytes captured per packet when printing: enough for Ethernet, a VLAN
+/// tag, IPv6 and a TCP header with options.
+pub const DEFAULT_SNAPLEN: u32 = 128;
+
+/// How often namespaces and interfaces are looked for.
+pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PacketsError {
+    #[error(transparent)]
+    Pcapng(#[from] pcapng::PcapngError),
+    #[error("the attach thread stopped unexpectedly")]
+    Follower,
+}
+
+/// Which namespaces are traced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every namespace, including those created later.
+    All,
+    /// One namespace (its interfaces are still followed).
+    Netns(u64),
+}
+
+/// The validated form of `tracer packets`.
+#[derive(Clone, Debug)]
+pub struct PacketsJob {
+    pub scope: Scope,
+    /// `--iface`: name globs; `None` means the [`DEFAULT_KINDS`].
+    pub iface_globs: Option<Vec<String>>,
+    pub snaplen: u32,
+    pub write: Option<PathBuf>,
+    pub hops: bool,
+}
+
+impl Default for PacketsJob {
+    /// What the default job traces: everything.
+    fn default() -> Self {
+        Self { scope: Scope::All, iface_globs: None, snaplen: DEFAULT_SNAPLEN, write: None, hops: false }
+    }
+}
+
+impl PacketsJob {
+    pub fn from_args(a: &PacketArgs) -> Result<Self, Error> {
+        let sel = &a.sel;
+        let selectors = [sel.netns.is_some(), sel.pid.is_some(), sel.container.is_some()].iter().filter(|b| **b).count();
+        if selectors > 1 || (a.all && selectors > 0) {
+            return Err(Error::Usage("give one of --all, --netns, --pid, --container".into()));
+        }
+        let scope = if let Some(n) = &sel.netns {
+            Scope::Netns(ns::resolve_netns(n)?)
+        } else if let Some(pid) = sel.pid {
+            Scope::Netns(ns::resolve_pid(pid)?)
+        } else if sel.container.is_some() {
+            return Err(Error::NotBuilt("packets --container"));
+        } else {
+            Scope::All
+        };
+        if a.filter.is_some() || !a.expr.is_empty() {
+            return Err(Error::NotBuilt("packets filters"));
+        }
+        let iface_globs = match &a.iface {
+            Some(g) => {
+                let globs: Vec<String> = g.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+                if globs.is_empty() {
+                    return Err(Error::Usage("--iface needs a name or a glob such as 'veth*'".into()));
+                }
+                Some(globs)
+            }
+            None => None,
+        };
+        let max = PKT_DATA_MAX as u32;
+        let snaplen = match a.snaplen {
+            // As tcpdump: 0 means as much as possible.
+            Some(0) => max,
+            Some(n) if n > max => {
+                eprintln!("tracer: --snaplen {n} lowered to {max}, the most the kernel side copies");
+                max
+            }
+            Some(n) => n,
+            // A file is for later reading: whole frames, as tcpdump -w.
+            None if a.write.is_some() => max,
+            None => DEFAULT_SNAPLEN,
+        };
+        Ok(Self { scope, iface_globs, snaplen, write: a.write.clone(), hops: a.hops })
+    }
+
+    /// Whether an interface is traced.
+    pub fn wants(&self, i: &Iface) -> bool {
+        match &self.iface_globs {
+            Some(globs) => globs.iter().any(|g| glob_match(g, &i.name)),
+            None => i.kind.as_deref().is_some_and(|k| DEFAULT_KINDS.contains(&k)),
+        }
+    }
+}
+
+/// Shell-style match (`*`, `?`, `[...]`), as interface globs are written.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let (Ok(p), Ok(n)) = (std::ffi::CString::new(pattern), std::ffi::CString::new(name)) else { return false };
+    // SAFETY: fnmatch reads two valid C strings.
+    unsafe { libc::fnmatch(p.as_ptr(), n.as_ptr(), 0) == 0 }
+}
+
+/// One packet seen on one interface, decoded.
+#[derive(Clone, Debug)]
+pub struct PacketEvent {
+    pub wall_ns: u64,
+    pub cpu: u32,
+    pub netns_ino: u32,
+    pub netns_name: Option<String>,
+    /// The tracer's own (the host's) namespace.
+    pub host_netns: bool,
+    pub container: Option<Value>,
+    pub ifindex: u32,
+    pub ifname: String,
+    pub direction: u8,
+    /// Length of the frame on the wire (with a VLAN tag put back).
+    pub len: u32,
+    pub hash: u32,
+    pub mark: u32,
+    /// Whether `frame` starts with an Ethernet header (else with IP).
+    pub ethernet: bool,
+    /// The captured bytes.
+    pub frame: Vec<u8>,
+    pub decoded: decode::Decoded,
+}
+
+impl PacketEvent {
+    /// Builds the event from a ring-buffer record; `None` if it is malformed.
+    pub fn from_raw(ev: &RawEvent, clock: &Clock, topo: &Topology) -> Option<Self> {
+        let meta: PacketMeta = read_pod(&ev.payload)?;
+        let data = &ev.payload[size_of::<PacketMeta>()..];
+        let data = &data[..(meta.cap_len as usize).min(data.len())];
+        let protocol = u16::from_be(meta.protocol);
+        let ethernet = decode::starts_with_ethernet(data, protocol);
+        let (frame, len) = if meta.vlan_present != 0 && ethernet {
+            (decode::reinsert_vlan(data, u16::from_be(meta.vlan_proto), meta.vlan_tci), meta.len + 4)
+        } else {
+            (data.to_vec(), meta.len)
+        };
+        let decoded = decode::decode(&frame, ethernet);
+        let ns = u64::from(ev.header.netns_ino);
+        Some(Self {
+            wall_ns: clock.wall_ns(ev.header.ts_ns),
+            cpu: ev.header.cpu,
+            netns_ino: ev.header.netns_ino,
+            netns_name: topo.ns_name(ns),
+            host_netns: topo.host_netns == Some(ns),
+            container: None,
+            ifindex: meta.ifindex,
+            ifname: topo.ifname(ns, meta.ifindex),
+            direction: meta.direction,
+            len,
+            hash: meta.hash,
+            mark: meta.mark,
+            ethernet,
+            frame,
+            decoded,
+        })
+    }
+
+    pub fn direction_name(&self) -> &'static str {
+        if self.direction == DIR_INGRESS { "ingress" } else { "egress" }
+    }
+
+    /// `In`/`Out`, as `tcpdump -i any` prints it.
+    pub fn dir_short(&self) -> &'static str {
+        if self.direction == DIR_INGRESS { "In" } else { "Out" }
+    }
+
+    pub fn container_label(&self) -> Option<&str> {
+        let c = self.container.as_ref()?;
+        c.get("name").and_then(Value::as_str).or_else(|| c.get("id").and_then(Value::as_str))
+    }
+
+    /// The container's name, else the namespace's, else `host` for the
+    /// tracer's own namespace, else the inode.
+    pub fn ns_label(&self) -> String {
+        match (self.container_label(), &self.netns_name) {
+            (Some(c), _) => c.to_string(),
+            (None, Some(n)) => n.clone(),
+            (None, None) if self.host_netns => "host".into(),
+            (None, None) => self.netns_ino.to_string(),
+        }
+    }
+
+    pub fn summary(&self) -> String {
+        decode::summary(&self.decoded, self.len)
+    }
+}
+
+impl Render for PacketEvent {
+    fn json(&self) -> Value {
+        let d = &self.decoded;
+        let mut v = json!({
+            "type": "packet",
+            "time": clock::rfc3339(self.wall_ns),
+            "netns": {"inode": self.netns_ino, "name": self.netns_name},
+            "container": self.container,
+            "ifname": self.ifname,
+            "ifindex": self.ifindex,
+            "direction": self.direction_name(),
+            "len": self.len,
+            "caplen": self.frame.len(),
+            "l3": d.l3(),
+            "proto": d.proto_name(),
+            "src": d.src.map(|a| a.to_string()),
+            "dst": d.dst.map(|a| a.to_string()),
+            "sport": d.sport,
+            "dport": d.dport,
+            "tcp_flags": d.tcp_flag_names(),
+            "hash": self.hash,
+            "summary": self.summary(),
+        });
+        let extra = [
+            ("eth_src", d.eth_src.as_ref().map(|m| json!(decode::mac_string(m)))),
+            ("eth_dst", d.eth_dst.as_ref().map(|m| json!(decode::mac_string(m)))),
+            ("vlan", d.vlan.map(|x| json!(x))),
+            ("ttl", d.ttl.map(|x| json!(x))),
+            ("ip_id", d.ip_id.map(|x| json!(x))),
+            ("payload_len", d.payload_len.map(|x| json!(x))),
+            ("seq", d.tcp.map(|t| json!(t.seq))),
+            ("ack", d.tcp.map(|t| json!(t.ack))),
+            ("icmp_type", d.icmp.map(|i| json!(i.ty))),
+            ("icmp_code", d.icmp.map(|i| json!(i.code))),
+            ("arp_op", d.arp.map(|a| json!(if a.op == 1 { "request" } else if a.op == 2 { "reply" } else { "other" }))),
+            ("mark", (self.mark != 0).then(|| json!(self.mark))),
+        ];
+        for (k, val) in extra {
+            if let Some(val) = val {
+                v[k] = val;
+            }
+        }
+        v
+    }
+
+    fn text(&self) -> String {
+        format!("{} {}/{} {} {}", clock::hms_micros(self.wall_ns), self.ns_label(), self.ifname, self.dir_short(), self.summary())
+    }
+}
+
+/// Names of namespaces and interfaces, kept by the attach thread and read
+/// when decoding. Interfaces that went away stay a while, for the events
+/// still in the ring buffer.
+#[derive(Default, Debug)]
+pub struct Topology {
+    ifaces: HashMap<(u64, u32), (String, Instant)>,
+    ns_names: HashMap<u64, String>,
+    /// The tracer's own namespace.
+    pub host_netns: Option<u64>,
+}
+
+/// How long the name of a vanished interface is remembered.
+const FORGET_AFTER: Duration = Duration::from_secs(30);
+
+impl Topology {
+    fn update(&mut self, want: &BTreeMap<u64, (Netns, Vec<Iface>)>) {
+        let now = Instant::now();
+        for (ino, (ns, ifs)) in want {
+            if let Some(n) = &ns.name {
+                self.ns_names.insert(*ino, n.clone());
+            }
+            for i in ifs {
+                self.ifaces.insert((*ino, i.ifindex), (i.name.clone(), now));
+            }
+        }
+        self.ifaces.retain(|_, (_, seen)| now.duration_since(*seen) < FORGET_AFTER);
+    }
+
+    pub fn ifname(&self, ns: u64, ifindex: u32) -> String {
+        self.ifaces.get(&(ns, ifindex)).map(|(n, _)| n.clone()).unwrap_or_else(|| format!("if{ifindex}"))
+    }
+
+    pub fn ns_name(&self, ns: u64) -> Option<String> {
+        self.ns_names.get(&ns).cloned()
+    }
+}
+
+/// The namespaces and interfaces `job` selects, as they are now.
+fn wanted(job: &PacketsJob) -> BTreeMap<u64, (Netns, Vec<Iface>)> {
+    let mut out = BTreeMap::new();
+    for (ino, ns) in discover::namespaces() {
+        if let Scope::Netns(only) = job.scope {
+            if ino != only {
+                continue;
+            }
+        }
+        // A namespace that vanished since the scan has nothing to trace.
+        let Ok(ifs) = discover::interfaces(&ns.path) else { continue };
+        let ifs: Vec<Iface> = ifs.into_iter().filter(|i| job.wants(i)).collect();
+        out.insert(ino, (ns, ifs));
+    }
+    out
+}
+
+/// What the first attach pass found, for the `ready` line.
+struct FirstPass {
+    interfaces: usize,
+    namespaces: usize,
+}
+
+/// The attach thread: discovers, attaches and releases every
+/// [`FOLLOW_INTERVAL`] until told to stop, then releases everything. It
+/// owns the eBPF object, so the netlink tracepoints detach with it too.
+fn follow(
+    mut ebpf: aya::Ebpf,
+    mut attacher: Attacher,
+    job: PacketsJob,
+    topo: Arc<Mutex<Topology>>,
+    first: tokio::sync::oneshot::Sender<FirstPass>,
+    stop: mpsc::Receiver<()>,
+) {
+    let mut first = Some(first);
+    loop {
+        let want = wanted(&job);
+        if let Ok(mut t) = topo.lock() {
+            t.update(&want);
+        }
+        let changes = attacher.sync(&mut ebpf, &want);
+        for (label, why) in &changes.failed {
+            eprintln!("tracer: cannot trace {label}: {why}");
+        }
+        if let Some(tx) = first.take() {
+            let namespaces = want.values().filter(|(_, ifs)| !ifs.is_empty()).count();
+            let _ = tx.send(FirstPass { interfaces: attacher.len(), namespaces });
+        }
+        match stop.recv_timeout(FOLLOW_INTERVAL) {
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            _ => break,
+        }
+    }
+    attacher.release_all();
+    drop(ebpf);
+}
+
+/// Something to print, ordered by time in the merged timeline.
+enum Item {
+    Netlink(Box<NetlinkEvent>),
+    Packet(Box<PacketEvent>),
+    Path(hops::PacketPath),
+}
+
+impl Item {
+    fn wall_ns(&self) -> u64 {
+        match self {
+            Item::Netlink(e) => e.wall_ns,
+            Item::Packet(p) => p.wall_ns,
+            Item::Path(p) => p.hops.first().map(|h| h.wall_ns).unwrap_or(0),
+        }
+    }
+
+    fn render(&self) -> &dyn Render {
+        match self {
+            Item::Netlink(e) => e.as_ref(),
+            Item::Packet(p) => p.as_ref(),
+            Item::Path(p) => p,
+        }
+    }
+}
+
+/// Holds items for `hold_ns` so that late ones (netlink requests wait for
+/// their answer) still come out in time order.
+struct Merger {
+    hold_ns: u64,
+    seq: u64,
+    heap: BinaryHeap<Reverse<(u64, u64)>>,
+    items: HashMap<u64, Item>,
+}
+
+impl Merger {
+    fn new(hold_ns: u64) -> Self {
+        Self { hold_ns, seq: 0, heap: BinaryHeap::new(), items: HashMap::new() }
+    }
+
+    fn push(&mut self, item: Item) {
+        self.seq += 1;
+        self.heap.push(Reverse((item.wall_ns(), self.seq)));
+        self.items.insert(self.seq, item);
+    }
+
+    fn pop_ready(&mut self, now_wall_ns: u64, flush: bool) -> Option<Item> {
+        let Reverse((t, id)) = *self.heap.peek()?;
+        if !flush && t + self.hold_ns > now_wall_ns {
+            return None;
+        }
+        self.heap.pop();
+        self.items.remove(&id)
+    }
+}
+
+/// Where printed items go.
+enum Out {
+    Sink(Sink),
+    Pcapng(pcapng::PcapngOut, Sink),
+}
+
+/// Traces packets (and, with `netlink`, netlink requests too, merged into
+/// one timeline) until `--count`, `--duration` or `shutdown`. Returns the
+/// number of events written.
+pub async fn run(
+    netlink_job: Option<NetlinkJob>,
+    job: PacketsJob,
+    common: CommonArgs,
+    shutdown: impl Future<Output = ()>,
+) -> Result<u64, Error> {
+    let mut opts = ebpf::LoadOptions { snaplen: job.snaplen, ..Default::default() };
+    if let Some(kib) = common.buffer_kib {
+        opts.ring_bytes = kib * 1024;
+    }
+    let mut loaded = ebpf::load(&opts)?;
+    if !loaded.missing_fields.is_empty() {
+        return Err(Error::Kernel(format!("its BTF lacks {}", loaded.missing_fields.join(", "))));
+    }
+    if netlink_job.is_some() {
+        hooks::attach_tracepoints(&mut loaded.ebpf, hooks::NETLINK_HOOKS)?;
+    }
+    let mut reader = Reader::new(&mut loaded.ebpf)?;
+    let attacher = Attacher::new(&mut loaded.ebpf, TcMode::detect())?;
+    let mode = attacher.mode();
+    let mut out = match &job.write {
+        Some(path) => Out::Pcapng(pcapng::PcapngOut::create(path, job.snaplen).map_err(PacketsError::from)?, Sink::new(common.json)),
+        None => Out::Sink(Sink::new(common.json)),
+    };
+
+    // The namespace the tracer runs in is the host, as users see it.
+    let host_netns = ns::resolve_pid(std::process::id()).ok();
+    let topo = Arc::new(Mutex::new(Topology { host_netns, ..Default::default() }));
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = mpsc::channel();
+    let mut follower = Some({
+        let (job, topo) = (job.clone(), topo.clone());
+        std::thread::Builder::new()
+            .name("tracer-attach".into())
+            .spawn(move || follow(loaded.ebpf, attacher, job, topo, first_tx, stop_rx))
+            .map_err(|_| PacketsError::Follower)?
+    });
+    let first = first_rx.await.map_err(|_| PacketsError::Follower)?;
+    if let Scope::Netns(ino) = job.scope {
+        if first.namespaces == 0 && first.interfaces == 0 {
+            eprintln!("tracer: network namespace {ino} has no interface to trace yet; waiting for one");
+        }
+    }
+    let what = if netlink_job.is_some() { "netlink audit and packets" } else { "packets" };
+    eprintln!(
+        "tracer: ready: tracing {what} on {} interfaces in {} namespaces ({})",
+        first.interfaces,
+        first.namespaces,
+        mode.name()
+    );
+
+    let clock = Clock::new();
+    let mut corr = netlink::Correlator::new(clock);
+    let mut grouper = job.hops.then(hops::Grouper::default);
+    // Netlink requests come out of the correlator up to ACK_WAIT_NS late.
+    let hold_ns = if netlink_job.is_some() { netlink::ACK_WAIT_NS + 100_000_000 } else { 0 };
+    let mut merger = Merger::new(hold_ns);
+    let mut lost = LostTracker::default();
+    let mut ns_names: HashMap<u64, String> = ns::named_namespaces();
+    let mut ns_names_age = Instant::now();
+    let mut written: u64 = 0;
+
+    tokio::pin!(shutdown);
+    let forever = Duration::from_secs(u64::MAX / 4);
+    let deadline = tokio::time::sleep(common.duration.map(Duration::from_secs_f64).unwrap_or(forever));
+    tokio::pin!(deadline);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut batch = Vec::new();
+    let mut done = false;
+    let mut stopping = false;
+    while !done {
+        if !stopping {
+            tokio::select! {
+                _ = &mut shutdown => stopping = true,
+                _ = &mut deadline => stopping = true,
+                r = reader.read(&mut batch) => { r?; }
+                _ = tick.tick() => {}
+            }
+        }
+        if stopping {
+            // Let the last answers and packets arrive, detach, then take
+            // what is left in the ring buffer.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let _ = stop_tx.send(());
+            if let Some(f) = follower.take() {
+                let _ = tokio::task::spawn_blocking(move || f.join()).await;
+            }
+            reader.drain(&mut batch);
+            done = true;
+        }
+        {
+            let topo = topo.lock().map_err(|_| PacketsError::Follower)?;
+            for ev in batch.drain(..) {
+                match ev.kind {
+                    EventKind::Packet => {
+                        let Some(p) = PacketEvent::from_raw(&ev, &clock, &topo) else {
+                            reader.malformed += 1;
+                            continue;
+                        };
+                        match &mut grouper {
+                            Some(g) => g.push(p),
+                            None => merger.push(Item::Packet(Box::new(p))),
+                        }
+                    }
+                    EventKind::NetlinkSend | EventKind::NetlinkAck if netlink_job.is_some() => corr.push(&ev),
+                    _ => {}
+                }
+            }
+        }
+        let now_wall = clock.wall_ns(Clock::now_mono_ns());
+        if let Some(nj) = &netlink_job {
+            for mut e in corr.ready(Clock::now_mono_ns(), done) {
+                if !nj.wants(&e) {
+                    continue;
+                }
+                let ino = u64::from(e.netns_ino);
+                if !ns_names.contains_key(&ino) && ns_names_age.elapsed() > Duration::from_millis(500) {
+                    ns_names = ns::named_namespaces();
+                    ns_names_age = Instant::now();
+                }
+                e.netns_name = ns_names.get(&ino).cloned();
+                merger.push(Item::Netlink(Box::new(e)));
+            }
+        }
+        if let Some(g) = &mut grouper {
+            for p in g.ready(now_wall, done) {
+                merger.push(Item::Path(p));
+            }
+        }
+        while !common.count.is_some_and(|c| written >= c) {
+            let Some(item) = merger.pop_ready(now_wall, done) else { break };
+            match (&mut out, &item) {
+                (Out::Pcapng(w, _), Item::Packet(p)) => w.write(p).map_err(PacketsError::from)?,
+                (Out::Pcapng(_, sink), _) | (Out::Sink(sink), _) => sink.emit(item.render())?,
+            }
+            written += 1;
+            if common.count.is_some_and(|c| written >= c) {
+                stopping = true;
+                break;
+            }
+        }
+        if let Out::Pcapng(w, _) = &mut out {
+            w.flush().map_err(PacketsError::from)?;
+        }
+        let totals = reader.lost().into_iter().map(|(s, n)| (s.name(), n)).chain([("malformed", reader.malformed)]);
+        for (src, n) in lost.update(totals) {
+            let sink = match &mut out {
+                Out::Sink(s) | Out::Pcapng(_, s) => s,
+            };
+            sink.lost(src, n, &clock::rfc3339(clock::now_wall_ns()))?;
+        }
+    }
+    let summary: Vec<String> = lost.totals().iter().map(|(s, n)| format!("{s}={n}")).collect();
+    if let Out::Pcapng(w, _) = &out {
+        if let Some(p) = &job.write {
+            eprintln!("tracer: {} packets written to {}", w.packets, p.display());
+        }
+    }
+    if let Some(g) = &grouper {
+        let s = g.stats;
+        let avg = if s.multi_hop > 0 { s.transit_ns_sum as f64 / s.multi_hop as f64 / 1000.0 } else { 0.0 };
+        eprintln!(
+            "tracer: hops: {} packets, {} seen on more than one interface (mean transit {avg:.1}us), skb hash the same on every hop for {}",
+            s.paths, s.multi_hop, s.hash_stable
+        );
+    }
+    eprintln!("tracer: {written} events, lost: {}", summary.join(" "));
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iface(name: &str, kind: Option<&str>) -> Iface {
+        Iface { ifindex: 2, name: name.into(), kind: kind.map(String::from), up: true }
+    }
+
+    #[test]
+    fn default_interfaces_are_virtual_ones() {
+        let job = PacketsJob::default();
+        assert!(job.wants(&iface("veth1", Some("veth"))));
+        assert!(job.wants(&iface("br0", Some("bridge"))));
+        assert!(job.wants(&iface("vx0", Some("vxlan"))));
+        assert!(!job.wants(&iface("eth0", None)), "physical NIC");
+        assert!(!job.wants(&iface("lo", None)));
+        assert!(!job.wants(&iface("ifb0", Some("ifb"))));
+        let job = PacketsJob { iface_globs: Some(vec!["eth*".into(), "lo".into()]), ..Default::default() };
+        assert!(job.wants(&iface("eth0", None)));
+        assert!(job.wants(&iface("lo", None)));
+        assert!(!job.wants(&iface("veth1", Some("veth"))));
+    }
+
+    #[test]
+    fn args_validate() {
+        let a = PacketArgs { snaplen: Some(0), ..Default::default() };
+        assert_eq!(PacketsJob::from_args(&a).expect("ok").snaplen, PKT_DATA_MAX as u32);
+        let a = PacketArgs { write: Some("/tmp/x".into()), ..Default::default() };
+        assert_eq!(PacketsJob::from_args(&a).expect("ok").snaplen, PKT_DATA_MAX as u32);
+        assert_eq!(PacketsJob::from_args(&PacketArgs::default()).expect("ok").snaplen, DEFAULT_SNAPLEN);
+        let mut a = PacketArgs { all: true, ..Default::default() };
+        a.sel.netns = Some("1".into());
+        assert!(matches!(PacketsJob::from_args(&a), Err(Error::Usage(_))));
+        let a = PacketArgs { iface: Some(" , ".into()), ..Default::default() };
+        assert!(matches!(PacketsJob::from_args(&a), Err(Error::Usage(_))));
+    }
+
+    #[test]
+    fn merger_orders_by_time_after_hold() {
+        let mut m = Merger::new(100);
+        let mk = |t| {
+            let mut g = hops::Grouper::default();
+            let f = vec![0u8; 20];
+            g.push(PacketEvent {
+                wall_ns: t,
+                cpu: 0,
+                netns_ino: 1,
+                netns_name: None,
+                host_netns: false,
+                container: None,
+                ifindex: 1,
+                ifname: "x".into(),
+                direction: 0,
+                len: 20,
+                hash: 0,
+                mark: 0,
+                ethernet: true,
+                decoded: decode::decode(&f, true),
+                frame: f,
+            });
+            Item::Path(g.ready(0, true).pop().expect("path"))
+        };
+        m.push(mk(50));
+        m.push(mk(10));
+        assert!(m.pop_ready(100, false).is_none());
+        assert_eq!(m.pop_ready(110, false).map(|i| i.wall_ns()), Some(10));
+        assert!(m.pop_ready(110, false).is_none());
+        assert_eq!(m.pop_ready(0, true).map(|i| i.wall_ns()), Some(50));
+    }
+}
