@@ -184,7 +184,15 @@ fn exec_as_root(bin: &Path, args: &[String]) -> Result<ExitCode> {
 }
 
 /// Debian packages the integration tests use, by the command they provide.
-const TEST_PACKAGES: &[(&str, &str)] = &[("nft", "nftables"), ("dockerd", "docker.io"), ("busybox", "busybox-static")];
+const TEST_PACKAGES: &[(&str, &str)] = &[
+    ("nft", "nftables"),
+    ("dockerd", "docker.io"),
+    ("busybox", "busybox-static"),
+    // Packet tests: ICMP traffic, and the real readers of the pcapng files.
+    ("ping", "iputils-ping"),
+    ("tcpdump", "tcpdump"),
+    ("tshark", "tshark"),
+];
 
 fn apt_install(pkgs: &[(&str, &str)]) -> Result<()> {
     let missing: Vec<&str> = pkgs

@@ -1,0 +1,619 @@
+//! Packet tracing: TCX programs on the veths and bridges of lab namespaces,
+//! checked against the traffic the tests send between them (UDP, TCP and
+//! ICMP from python3 sockets and ping), against the real tcpdump and tshark
+//! reading the pcapng, and against the kernel's own list of attached
+//! programs once the tracer has stopped.
+
+use std::{
+    collections::BTreeSet,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use tracer_tests::{Lab, LabNs, Tracer, sh, sh_out, tracer_run};
+
+/// The inode of the namespace the tests (and the tracer) run in.
+fn host_inode() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/net").expect("own netns").ino()
+}
+
+/// Sends one UDP datagram per payload from `from` (bound to `sport`).
+fn udp_send(from: &LabNs, to: &str, sport: u16, dport: u16, payloads: &[&str]) {
+    let py = format!(
+        "import socket,sys,time\n\
+         s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         s.bind(('',{sport}))\n\
+         for p in sys.argv[1:]:\n    s.sendto(p.encode(),('{to}',{dport}))\n    time.sleep(0.02)\n"
+    );
+    let args: Vec<String> = payloads.iter().map(|p| tracer_tests::shell_quote(p)).collect();
+    from.sh(&format!("python3 -c {} {}", tracer_tests::shell_quote(&py), args.join(" ")));
+}
+
+/// A TCP transfer of `n` random bytes from `from` to `to`:`port`; returns
+/// (what the sender sent, what the receiver got) as "LEN SHA256".
+fn tcp_transfer(from: &LabNs, to: &LabNs, port: u16, n: usize) -> (String, String) {
+    let server = format!(
+        "import socket,hashlib\n\
+         s=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+         s.bind(('{ip}',{port})); s.listen(1); s.settimeout(20)\n\
+         c,_=s.accept(); c.settimeout(20); h=hashlib.sha256(); n=0\n\
+         while True:\n    d=c.recv(65536)\n    if not d: break\n    h.update(d); n+=len(d)\n\
+         print(n, h.hexdigest())\n",
+        ip = to.ip
+    );
+    let srv = to.spawn(&format!("exec python3 -c {}", tracer_tests::shell_quote(&server)));
+    let client = format!(
+        "import socket,hashlib,os,time\n\
+         d=os.urandom({n})\n\
+         for i in range(100):\n    try:\n        c=socket.create_connection(('{ip}',{port}),timeout=5); break\n    except OSError: time.sleep(0.05)\n\
+         c.sendall(d); c.close()\n\
+         print(len(d), hashlib.sha256(d).hexdigest())\n",
+        ip = to.ip
+    );
+    let sent = from.sh(&format!("python3 -c {}", tracer_tests::shell_quote(&client)));
+    let out = srv.wait_with_output().expect("server");
+    assert!(out.status.success(), "server: {}", String::from_utf8_lossy(&out.stderr));
+    (sent.trim().to_string(), String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// A namespace joined to the lab's bridge after the lab was made (removed
+/// with the lab; its veth goes with it).
+fn join_bridge(lab: &Lab, suffix: &str, last_octet: u8) -> LabNs {
+    let mut ns = lab.extra_ns(suffix);
+    let host_veth = format!("trv{}{suffix}", lab.id);
+    let ip = format!("{}.{last_octet}", lab.subnet_prefix());
+    sh(&format!(
+        "ip link add {host_veth} type veth peer name eth0 netns {n} && \
+         ip link set {host_veth} master {br} up && \
+         ip -n {n} addr add {ip}/24 dev eth0 && ip -n {n} link set eth0 up && ip -n {n} link set lo up",
+        n = ns.name,
+        br = lab.bridge
+    ));
+    ns.ip = ip;
+    ns.host_veth = host_veth;
+    ns
+}
+
+fn packets_with_sport(events: &[Value], sport: u16) -> Vec<Value> {
+    events.iter().filter(|e| e["type"] == "packet" && e["sport"] == sport).cloned().collect()
+}
+
+/// (namespace inode, ifname, direction) of each event.
+fn hops(events: &[Value]) -> BTreeSet<(u64, String, String)> {
+    events
+        .iter()
+        .map(|e| {
+            (
+                e["netns"]["inode"].as_u64().expect("inode"),
+                e["ifname"].as_str().expect("ifname").to_string(),
+                e["direction"].as_str().expect("direction").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The four places a packet from `a` to `b` crosses, in order.
+fn path(a: &LabNs, b: &LabNs) -> Vec<(u64, String, String)> {
+    let h = host_inode();
+    vec![
+        (a.inode(), "eth0".into(), "egress".into()),
+        (h, a.host_veth.clone(), "ingress".into()),
+        (h, b.host_veth.clone(), "egress".into()),
+        (b.inode(), "eth0".into(), "ingress".into()),
+    ]
+}
+
+/// Bytes of the TCP stream to `dport` seen in namespace `inode`, each byte
+/// once however often it was retransmitted (offsets from the SYN).
+fn stream_bytes(events: &[Value], dport: u16, inode: u64) -> u64 {
+    let syn = events
+        .iter()
+        .find(|e| e["dport"] == dport && e["tcp_flags"] == serde_json::json!(["syn"]))
+        .and_then(|e| e["seq"].as_u64())
+        .expect("SYN seen");
+    let mut ranges: Vec<(u64, u64)> = events
+        .iter()
+        .filter(|e| e["type"] == "packet" && e["dport"] == dport && e["netns"]["inode"] == inode)
+        .filter_map(|e| {
+            let off = (e["seq"].as_u64()? as u32).wrapping_sub(syn as u32 + 1) as u64;
+            Some((off, off + e["payload_len"].as_u64()?))
+        })
+        .filter(|(s, e)| e > s)
+        .collect();
+    ranges.sort();
+    let (mut seen, mut end) = (0u64, 0u64);
+    for (s, e) in ranges {
+        if e > end {
+            seen += e - s.max(end);
+            end = e;
+        }
+    }
+    seen
+}
+
+fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+#[test]
+fn udp_tcp_and_icmp_carry_directions_addresses_ports_and_namespaces() {
+    let lab = Lab::new(2);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    let mut t = Tracer::start(&["packets", "--all", "--json"]);
+
+    udp_send(a, &b.ip, 41001, 5000, &["hello", "world!"]);
+    let (sent, got) = tcp_transfer(a, b, 5001, 3000);
+    assert_eq!(sent, got);
+    a.sh(&format!("ping -c 2 -i 0.2 -W 2 {}", b.ip));
+    // The lab's bridge itself sees broadcasts: an ARP request after the
+    // neighbour entry is gone.
+    a.sh(&format!("ip neigh flush dev eth0 && ping -c 1 -W 2 {}", b.ip));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(t.stop(), 0, "stderr: {}", t.stderr());
+    let events = t.events();
+
+    // UDP: both datagrams on all four hops, with the right fields.
+    let udp = packets_with_sport(&events, 41001);
+    assert_eq!(udp.len(), 8, "two datagrams x four hops: {udp:#?}");
+    let want: BTreeSet<_> = path(a, b).into_iter().collect();
+    assert_eq!(hops(&udp), want);
+    for e in &udp {
+        assert_eq!(e["type"], "packet");
+        assert_eq!(e["l3"], "ipv4");
+        assert_eq!(e["proto"], "udp");
+        assert_eq!(e["src"], a.ip.as_str());
+        assert_eq!(e["dst"], b.ip.as_str());
+        assert_eq!(e["dport"], 5000);
+        assert!(e["tcp_flags"].is_null());
+        assert!(e["time"].as_str().is_some_and(|s| s.ends_with('Z') && s.len() == 30), "{}", e["time"]);
+        assert!(e["ifindex"].as_u64().is_some_and(|i| i > 0));
+        let name = if e["netns"]["inode"] == a.inode() {
+            Some(a.name.as_str())
+        } else if e["netns"]["inode"] == b.inode() {
+            Some(b.name.as_str())
+        } else {
+            None
+        };
+        assert_eq!(e["netns"]["name"].as_str(), name);
+        assert!(e["container"].is_null());
+    }
+    let lens: BTreeSet<u64> = udp.iter().filter_map(|e| e["payload_len"].as_u64()).collect();
+    assert_eq!(lens, BTreeSet::from([5, 6]));
+    // 14 Ethernet + 20 IPv4 + 8 UDP + payload.
+    assert!(udp.iter().all(|e| e["len"].as_u64() == Some(42 + e["payload_len"].as_u64().unwrap_or(0))));
+
+    // TCP: the handshake in both directions, flags and ports.
+    let syn: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["proto"] == "tcp" && e["dport"] == 5001 && e["tcp_flags"] == serde_json::json!(["syn"]))
+        .collect();
+    assert_eq!(hops(&syn.iter().map(|v| (*v).clone()).collect::<Vec<_>>()), want, "SYN a->b: {syn:#?}");
+    let synack: Vec<Value> = events
+        .iter()
+        .filter(|e| e["proto"] == "tcp" && e["sport"] == 5001 && e["tcp_flags"] == serde_json::json!(["syn", "ack"]))
+        .cloned()
+        .collect();
+    assert_eq!(hops(&synack), path(b, a).into_iter().collect(), "SYN-ACK b->a");
+    assert!(synack.iter().all(|e| e["src"] == b.ip.as_str() && e["dst"] == a.ip.as_str()));
+    assert_eq!(stream_bytes(&events, 5001, b.inode()), 3000, "every payload byte arrives at b's eth0");
+
+    // ICMP: requests a->b and replies b->a, type and code.
+    let echo = |ty: u64, from: &LabNs| -> Vec<Value> {
+        events.iter().filter(|e| e["proto"] == "icmp" && e["icmp_type"] == ty && e["src"] == from.ip.as_str()).cloned().collect()
+    };
+    let (req, rep) = (echo(8, a), echo(0, b));
+    assert!(req.len() >= 8 && rep.len() >= 8, "{} requests, {} replies", req.len(), rep.len());
+    assert_eq!(hops(&req), want);
+    assert_eq!(hops(&rep), path(b, a).into_iter().collect());
+    assert!(req.iter().all(|e| e["icmp_code"] == 0 && e["sport"].is_null()));
+
+    // ARP: the request is broadcast, so it reaches the bridge itself.
+    let arp_on_bridge = events
+        .iter()
+        .any(|e| e["l3"] == "arp" && e["ifname"] == lab.bridge.as_str() && e["direction"] == "ingress" && e["netns"]["inode"] == host_inode());
+    assert!(arp_on_bridge, "no ARP request on the bridge {}", lab.bridge);
+}
+
+#[test]
+fn text_output_reads_like_tcpdump() {
+    let lab = Lab::new(2);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    let mut t = Tracer::start(&["packets", "--netns", &a.name]);
+    udp_send(a, &b.ip, 41002, 5000, &["abc"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(t.stop(), 0);
+    let lines = t.lines();
+    let want = format!("{}/eth0 Out IP {}.41002 > {}.5000: UDP, length 3", a.name, a.ip, b.ip);
+    let line = lines.iter().find(|l| l.contains(&want)).unwrap_or_else(|| panic!("no `{want}` in {lines:#?}"));
+    // HH:MM:SS.micros first, as tcpdump.
+    let time = line.split(' ').next().expect("time");
+    assert_eq!(time.len(), 15, "{line}");
+    assert_eq!(time.as_bytes()[2], b':');
+}
+
+#[test]
+fn netns_selector_shows_that_namespace_only() {
+    let lab = Lab::new(2);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    for sel in [vec!["--netns", a.name.as_str()], vec!["--netns", &a.path()]] {
+        let mut t = Tracer::start(&[&["packets", "--json"][..], &sel].concat());
+        udp_send(a, &b.ip, 41003, 5000, &["one"]);
+        udp_send(b, &a.ip, 41004, 5000, &["two"]);
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(t.stop(), 0);
+        let events = t.events();
+        assert!(!events.is_empty());
+        assert!(events.iter().all(|e| e["netns"]["inode"] == a.inode() && e["ifname"] == "eth0"), "{events:#?}");
+        assert_eq!(hops(&packets_with_sport(&events, 41003)), BTreeSet::from([(a.inode(), "eth0".into(), "egress".into())]));
+        assert_eq!(hops(&packets_with_sport(&events, 41004)), BTreeSet::from([(a.inode(), "eth0".into(), "ingress".into())]));
+    }
+    // --pid selects the namespace of a process.
+    let mut child = b.spawn("exec sleep 30");
+    let pid = child.id().to_string();
+    // `ip netns exec` execs into the command: wait until the pid is inside.
+    assert!(wait_until(Duration::from_secs(5), || {
+        std::fs::read_link(format!("/proc/{pid}/ns/net")).map(|l| l.to_string_lossy().contains(&b.inode().to_string())).unwrap_or(false)
+    }));
+    let mut t = Tracer::start(&["packets", "--json", "--pid", &pid]);
+    udp_send(a, &b.ip, 41005, 5000, &["three"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(t.stop(), 0);
+    let _ = child.kill();
+    let _ = child.wait();
+    let events = t.events();
+    assert_eq!(hops(&packets_with_sport(&events, 41005)), BTreeSet::from([(b.inode(), "eth0".into(), "ingress".into())]));
+    assert!(events.iter().all(|e| e["netns"]["inode"] == b.inode()));
+}
+
+#[test]
+fn pcapng_is_read_back_by_tcpdump_and_tshark_with_the_same_packets() {
+    let lab = Lab::new(2);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    let file = std::env::temp_dir().join(format!("tracer-test-{}.pcapng", lab.id));
+    let _rm = RemoveOnDrop(file.clone());
+    // Two tracers on the same interfaces: one prints JSON, one writes the file.
+    let mut json = Tracer::start(&["packets", "--all", "--json"]);
+    let mut pcap = Tracer::start(&["packets", "--all", "-w", file.to_str().expect("utf-8 path")]);
+    udp_send(a, &b.ip, 41010, 5000, &["first", "second!", "third..."]);
+    a.sh(&format!("ping -c 1 -W 2 {}", b.ip));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(pcap.stop(), 0, "{}", pcap.stderr());
+    assert_eq!(json.stop(), 0);
+    assert!(pcap.lines().is_empty(), "-w prints no packets on stdout");
+    assert!(pcap.stderr().contains("packets written to"), "{}", pcap.stderr());
+
+    // tcpdump: the three datagrams, each on its four hops.
+    let out = Command::new("tcpdump").args(["-n", "-r"]).arg(&file).arg("udp src port 41010").output().expect("tcpdump");
+    assert!(out.status.success(), "tcpdump -r: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for (payload, n) in [("first", 5), ("second!", 7), ("third...", 8)] {
+        let want = format!("IP {}.41010 > {}.5000: UDP, length {n}", a.ip, b.ip);
+        assert_eq!(text.lines().filter(|l| l.ends_with(&want)).count(), 4, "{payload}: {text}");
+    }
+    assert_eq!(text.lines().count(), 12, "{text}");
+
+    // tshark: interface names, direction flags, comments, ns timestamps.
+    let out = Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(&file)
+        .args(["-Y", "udp.srcport == 41010 && !icmp", "-T", "fields", "-E", "separator=|"])
+        .args(["-e", "frame.interface_name", "-e", "frame.packet_flags_direction", "-e", "frame.comment"])
+        .args(["-e", "frame.time_epoch", "-e", "ip.src", "-e", "udp.dstport", "-e", "udp.length"])
+        .output()
+        .expect("tshark");
+    assert!(out.status.success(), "tshark -r: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split('|').collect()).collect();
+    assert_eq!(rows.len(), 12, "{text}");
+    let label = |inode: u64, name: &str| if inode == host_inode() { "host".to_string() } else { name.to_string() };
+    let mut from_pcap = BTreeSet::new();
+    for r in &rows {
+        let (ifname, dir, comment, epoch) = (r[0], r[1], r[2], r[3]);
+        assert_eq!((r[4], r[5]), (a.ip.as_str(), "5000"));
+        let inbound = match dir {
+            "0x00000001" | "0x1" | "1" => true,
+            "0x00000002" | "0x2" | "2" => false,
+            other => panic!("direction flags {other:?}"),
+        };
+        assert!(comment.contains("netns=") && comment.contains("container=-"), "{comment}");
+        assert!(comment.contains(&format!("direction={}", if inbound { "ingress" } else { "egress" })), "{comment}");
+        assert_eq!(epoch.split('.').nth(1).map(str::len), Some(9), "nanosecond timestamps: {epoch}");
+        from_pcap.insert((ifname.to_string(), inbound, r[6].to_string()));
+    }
+    assert!(rows.iter().any(|r| !r[3].ends_with("000")), "timestamps carry nanoseconds");
+    // The JSON tracer saw the same packets on the same interfaces.
+    let from_json: BTreeSet<(String, bool, String)> = packets_with_sport(&json.events(), 41010)
+        .iter()
+        .map(|e| {
+            let inode = e["netns"]["inode"].as_u64().expect("inode");
+            let ns = label(inode, e["netns"]["name"].as_str().unwrap_or(""));
+            let udp_len = e["payload_len"].as_u64().expect("payload_len") + 8;
+            (format!("{ns}/{}", e["ifname"].as_str().expect("ifname")), e["direction"] == "ingress", udp_len.to_string())
+        })
+        .collect();
+    assert_eq!(from_pcap, from_json);
+    let names: BTreeSet<&str> = rows.iter().map(|r| r[0]).collect();
+    let want_names: BTreeSet<String> =
+        [format!("{}/eth0", a.name), format!("{}/eth0", b.name), format!("host/{}", a.host_veth), format!("host/{}", b.host_veth)].into();
+    assert_eq!(names, want_names.iter().map(String::as_str).collect());
+}
+
+struct RemoveOnDrop(std::path::PathBuf);
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn a_namespace_created_after_start_is_traced_within_a_second() {
+    let lab = Lab::new(1);
+    let a = &lab.ns[0];
+    let mut t = Tracer::start(&["packets", "--all", "--json"]);
+    let c = join_bridge(&lab, "c", 50);
+    // Following polls every 500 ms; allow it a second, as promised.
+    std::thread::sleep(Duration::from_millis(1000));
+    udp_send(&c, &a.ip, 41020, 5000, &["late"]);
+    let seen = t.wait_for(Duration::from_secs(5), |e| e["sport"] == 41020 && e["netns"]["inode"] == c.inode() && e["direction"] == "egress");
+    assert!(seen.is_some(), "new namespace not traced: {:?}\n{}", t.lines(), t.stderr());
+    let seen = t.wait_for(Duration::from_secs(5), |e| e["sport"] == 41020 && e["ifname"] == c.host_veth.as_str());
+    assert!(seen.is_some(), "its host-side veth is not traced");
+    assert_eq!(t.stop(), 0);
+    let e = seen.expect("event");
+    assert_eq!(e["netns"]["inode"], host_inode());
+}
+
+#[test]
+fn a_namespace_deleted_while_traced_harms_nothing() {
+    let lab = Lab::new(2);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    let c = join_bridge(&lab, "c", 60);
+    let mut t = Tracer::start(&["packets", "--all", "--json"]);
+    udp_send(&c, &a.ip, 41030, 5000, &["before"]);
+    assert!(t.wait_for(Duration::from_secs(5), |e| e["sport"] == 41030 && e["netns"]["inode"] == c.inode()).is_some());
+    sh(&format!("ip netns del {}", c.name));
+    // The veth lingers about a second after its namespace goes.
+    assert!(wait_until(Duration::from_secs(10), || !sh_out(&format!("ip link show {}", c.host_veth)).status.success()));
+    std::thread::sleep(Duration::from_millis(1200));
+    udp_send(a, &b.ip, 41031, 5000, &["after"]);
+    let after = t.wait_for(Duration::from_secs(5), |e| e["sport"] == 41031 && e["netns"]["inode"] == b.inode());
+    assert!(after.is_some(), "tracing stopped after a namespace went away: {}", t.stderr());
+    assert_eq!(t.stop(), 0);
+    assert_eq!(hops(&packets_with_sport(&t.events(), 41031)), path(a, b).into_iter().collect());
+    let err = t.stderr();
+    assert!(!err.contains("cannot") && !err.contains("error"), "complaints on stderr: {err}");
+}
+
+#[test]
+fn a_transfer_through_traced_interfaces_arrives_byte_identical() {
+    let lab = Lab::new(2);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    // Whole frames copied, on every hop.
+    let mut t = Tracer::start(&["packets", "--all", "--json", "--snaplen", "0"]);
+    let (sent, got) = tcp_transfer(a, b, 5002, 4 << 20);
+    assert_eq!(sent, got, "the payload changed on its way");
+    assert!(sent.starts_with(&(4u64 << 20).to_string()));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(t.stop(), 0);
+    let events = t.events();
+    let seen = stream_bytes(&events, 5002, b.inode());
+    let lost: u64 = events.iter().filter(|e| e["type"] == "lost").filter_map(|e| e["count"].as_u64()).sum();
+    // Everything was traced, or the losses were reported.
+    assert!(seen == 4 << 20 || lost > 0, "saw {seen} payload bytes at b, no loss reported");
+    assert!(events.iter().any(|e| e["caplen"].as_u64().is_some_and(|c| c > 1000)), "snaplen 0 copies whole frames");
+}
+
+/// BPF_PROG_QUERY for the TCX programs on `ifname`, from inside `netns`
+/// (a path) or the current namespace.
+fn tcx_programs(netns: Option<String>, ifname: &str, ingress: bool) -> Vec<u32> {
+    let ifname = std::ffi::CString::new(ifname).expect("name");
+    std::thread::spawn(move || {
+        if let Some(p) = netns {
+            let f = std::fs::File::open(p).expect("netns file");
+            // SAFETY: setns on this short-lived thread only.
+            assert_eq!(unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) }, 0);
+        }
+        // SAFETY: valid C string.
+        let ifindex = unsafe { libc::if_nametoindex(ifname.as_ptr()) };
+        assert!(ifindex > 0, "no interface {ifname:?}");
+        let mut ids = [0u32; 64];
+        let mut attr = [0u64; 16];
+        const BPF_PROG_QUERY: libc::c_long = 16;
+        const BPF_TCX_INGRESS: u64 = 46;
+        attr[0] = ifindex as u64 | ((if ingress { BPF_TCX_INGRESS } else { BPF_TCX_INGRESS + 1 }) << 32);
+        attr[2] = ids.as_mut_ptr() as u64;
+        attr[3] = ids.len() as u64;
+        // SAFETY: bpf(2) with a zeroed, correctly laid out attr and a buffer of 64 ids.
+        let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_QUERY, attr.as_mut_ptr(), 128) };
+        assert_eq!(rc, 0, "BPF_PROG_QUERY: {}", std::io::Error::last_os_error());
+        ids[..(attr[3] as u32 as usize).min(64)].to_vec()
+    })
+    .join()
+    .expect("query thread")
+}
+
+/// Whether a BPF program with this id still exists.
+fn program_exists(id: u32) -> bool {
+    let mut attr = [0u64; 16];
+    attr[0] = id as u64;
+    const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+    // SAFETY: bpf(2) with a zeroed attr holding the id.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_GET_FD_BY_ID, attr.as_mut_ptr(), 128) };
+    if fd >= 0 {
+        // SAFETY: closing the fd we were just given.
+        unsafe { libc::close(fd as i32) };
+        return true;
+    }
+    false
+}
+
+#[test]
+fn nothing_is_left_attached_after_the_tracer_stops() {
+    let lab = Lab::new(2);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    let places = [
+        (Some(a.path()), "eth0".to_string()),
+        (Some(b.path()), "eth0".to_string()),
+        (None, a.host_veth.clone()),
+        (None, lab.bridge.clone()),
+    ];
+    let snapshot = || -> BTreeSet<u32> {
+        places.iter().flat_map(|(ns, i)| [true, false].map(|ing| tcx_programs(ns.clone(), i, ing))).flatten().collect()
+    };
+    let before = snapshot();
+    let mut t = Tracer::start(&["packets", "--all"]);
+    let during = snapshot();
+    let ours: BTreeSet<u32> = during.difference(&before).copied().collect();
+    // One ingress and one egress program, attached everywhere.
+    assert_eq!(ours.len(), 2, "expected the tracer's two programs: before {before:?}, during {during:?}");
+    for (ns, i) in &places {
+        for ing in [true, false] {
+            let ids = tcx_programs(ns.clone(), i, ing);
+            assert!(ids.iter().any(|id| ours.contains(id)), "{i} ({ns:?}) ingress={ing}: {ids:?}");
+            // First in the chain, so nothing placed before it can hide a packet.
+            assert!(ours.contains(&ids[0]), "{i}: not first: {ids:?}");
+        }
+    }
+    assert_eq!(t.stop(), 0);
+    assert!(wait_until(Duration::from_secs(3), || snapshot().is_disjoint(&ours)), "programs still attached: {:?}", snapshot());
+    assert!(wait_until(Duration::from_secs(3), || ours.iter().all(|id| !program_exists(*id))), "programs still loaded");
+}
+
+#[test]
+fn netlink_tc_fallback_traces_and_leaves_no_qdisc() {
+    let lab = Lab::new(2);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    // Tracer::start has no way to set the environment: set it for this process.
+    // SAFETY: the tests run one at a time (--test-threads=1).
+    unsafe { std::env::set_var("TRACER_TC", "netlink") };
+    let mut t = Tracer::start(&["packets", "--json", "--netns", &a.name]);
+    // SAFETY: as above.
+    unsafe { std::env::remove_var("TRACER_TC") };
+    assert!(wait_until(Duration::from_secs(2), || t.stderr().contains("(netlink-tc)")), "{}", t.stderr());
+    let filters = a.sh("tc filter show dev eth0 ingress; tc filter show dev eth0 egress");
+    assert!(filters.contains("pkt_ingress") && filters.contains("pkt_egress"), "{filters}");
+    udp_send(a, &b.ip, 41040, 5000, &["legacy"]);
+    udp_send(b, &a.ip, 41041, 5000, &["legacy"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(t.stop(), 0);
+    let events = t.events();
+    assert_eq!(hops(&packets_with_sport(&events, 41040)), BTreeSet::from([(a.inode(), "eth0".into(), "egress".into())]));
+    assert_eq!(hops(&packets_with_sport(&events, 41041)), BTreeSet::from([(a.inode(), "eth0".into(), "ingress".into())]));
+    let qdisc = a.sh("tc qdisc show dev eth0");
+    assert!(!qdisc.contains("clsact"), "clsact left behind: {qdisc}");
+    let filters = a.sh("tc filter show dev eth0 ingress; tc filter show dev eth0 egress");
+    assert!(filters.trim().is_empty(), "filters left behind: {filters}");
+}
+
+#[test]
+fn hops_follow_one_packet_across_veths_and_bridge() {
+    let lab = Lab::new(2);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    let mut t = Tracer::start(&["packets", "--all", "--json", "--hops"]);
+    udp_send(a, &b.ip, 41050, 5000, &["p1", "p2", "p3"]);
+    let (sent, got) = tcp_transfer(a, b, 5003, 2000);
+    assert_eq!(sent, got);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(t.stop(), 0);
+    let events = t.events();
+    let paths: Vec<&Value> = events.iter().filter(|e| e["type"] == "packet_path" && e["sport"] == 41050).collect();
+    assert_eq!(paths.len(), 3, "one path per datagram: {paths:#?}");
+    let want = path(a, b);
+    for p in &paths {
+        let hops = p["hops"].as_array().expect("hops");
+        let got: Vec<(u64, String, String)> = hops
+            .iter()
+            .map(|h| (h["netns"]["inode"].as_u64().expect("inode"), h["ifname"].as_str().expect("ifname").into(), h["direction"].as_str().expect("dir").into()))
+            .collect();
+        assert_eq!(got, want, "in order along the path");
+        let deltas: Vec<u64> = hops.iter().map(|h| h["delta_ns"].as_u64().expect("delta")).collect();
+        assert_eq!(deltas[0], 0);
+        assert_eq!(p["transit_ns"].as_u64(), Some(deltas.iter().sum::<u64>()));
+        assert!(p["transit_ns"].as_u64().is_some_and(|t| t < 50_000_000), "transit under 50 ms");
+    }
+    // TCP segments are followed as well (four hops each).
+    let tcp: Vec<&Value> = events.iter().filter(|e| e["type"] == "packet_path" && e["dport"] == 5003).collect();
+    assert!(!tcp.is_empty());
+    assert!(tcp.iter().all(|p| p["hops"].as_array().is_some_and(|h| h.len() == 4)), "{tcp:#?}");
+    assert!(t.stderr().contains("hops:"), "{}", t.stderr());
+}
+
+#[test]
+fn count_and_duration_stop_by_themselves() {
+    let lab = Lab::new(2);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    let start = Instant::now();
+    let name = a.name.clone();
+    let run = std::thread::spawn(move || tracer_run(&["packets", "--netns", &name, "--json", "-c", "2", "--duration", "30"]));
+    // Keep sending until the tracer has seen two packets and left.
+    while !run.is_finished() && start.elapsed() < Duration::from_secs(20) {
+        udp_send(a, &b.ip, 41060, 5000, &["x"]);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, out, err) = run.join().expect("tracer thread");
+    assert!(start.elapsed() < Duration::from_secs(20), "-c 2 did not stop the tracer");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(err.contains("2 events"), "{err}");
+    let (code, out, err) = tracer_run(&["packets", "--netns", &a.name, "--duration", "0.5"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.is_empty() || out.lines().all(|l| l.contains("/eth0")));
+    assert!(err.contains("ready"));
+}
+
+#[test]
+fn bad_packet_arguments_are_one_sentence() {
+    for args in [
+        &["packets", "--netns", "no-such-netns-xyz"][..],
+        &["packets", "--all", "--netns", "x"],
+        &["packets", "--pid", "4000000000"],
+        &["packets", "--iface", ","],
+        &["packets", "-w", "/no/such/dir/x.pcapng", "--duration", "1"],
+    ] {
+        let (code, out, err) = tracer_run(args);
+        assert_ne!(code, 0, "{args:?} succeeded");
+        assert!(out.is_empty(), "{args:?} printed {out}");
+        assert_eq!(err.trim().lines().filter(|l| !l.contains("ready")).count(), 1, "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn default_timeline_merges_a_netlink_change_and_the_packets_after_it() {
+    let lab = Lab::new(2);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    let mut t = Tracer::start(&["--json"]);
+    let extra = format!("{}.200", lab.subnet_prefix());
+    a.sh(&format!("ip addr add {extra}/24 dev eth0"));
+    // Traffic that needs the change: from the new address.
+    let py = format!(
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('{extra}',41070))\ns.sendto(b'after',('{}',5000))\n",
+        b.ip
+    );
+    a.sh(&format!("python3 -c {}", tracer_tests::shell_quote(&py)));
+    // Netlink requests are held until their answer (up to 300 ms) and the
+    // merge waits for them: give it time before stopping.
+    assert!(t.wait_for(Duration::from_secs(5), |e| e["type"] == "packet" && e["sport"] == 41070).is_some(), "{}", t.stderr());
+    assert_eq!(t.stop(), 0);
+    let events = t.events();
+    let change = events
+        .iter()
+        .position(|e| e["type"] == "netlink" && e["msg_type"] == "RTM_NEWADDR" && e["netns"]["inode"] == a.inode())
+        .unwrap_or_else(|| panic!("no RTM_NEWADDR from {}: {events:#?}", a.name));
+    let first_packet = events.iter().position(|e| e["type"] == "packet" && e["sport"] == 41070).expect("packet");
+    assert!(change < first_packet, "the change comes before the packets it allows");
+    assert_eq!(events[change]["result"]["errno"], 0);
+    assert_eq!(hops(&packets_with_sport(&events, 41070)), path(a, b).into_iter().collect());
+    // One timeline: ordered by time throughout.
+    let times: Vec<&str> = events.iter().filter_map(|e| e["time"].as_str()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "not in time order");
+}
