@@ -4,7 +4,7 @@
 //! packet continue; decoding happens in userspace.
 
 use aya_ebpf::{
-    bindings::TC_ACT_UNSPEC,
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE, TC_ACT_UNSPEC},
     helpers::{
         bpf_get_hash_recalc, bpf_get_smp_processor_id, bpf_ktime_get_ns,
         generated::bpf_skb_load_bytes,
@@ -17,7 +17,7 @@ use tracer_common::{
     packet::{DIR_EGRESS, DIR_INGRESS, PKT_DATA_MAX, PacketMeta},
 };
 
-use crate::kernel::{HDR, SCRATCH, config, kread, offsets, output};
+use crate::kernel::{EVENTS, HDR, SCRATCH, SCRATCH_SIZE, Scratch, config, count_lost, kread, offsets};
 
 /// Namespace inode of the device the packet is on: `skb->dev->nd_net->ns.inum`.
 #[inline(always)]
@@ -99,7 +99,26 @@ fn try_pkt(ctx: &TcContext, direction: u8) -> Option<()> {
                 return None;
             }
         }
-        output(scratch, HDR + meta_len + cap, LostSource::Packet);
+        output_batched(scratch, HDR + meta_len + cap);
     }
     Some(())
+}
+
+/// Sends a packet record without waking the reader, unless an eighth of
+/// the ring is waiting: a wakeup per packet (an irq_work and a context
+/// switch) costs more than the program itself. Userspace also drains the
+/// ring on a short timer, so a quiet link is not left waiting.
+#[inline(always)]
+fn output_batched(scratch: *mut Scratch, len: usize) {
+    if len > SCRATCH_SIZE {
+        return;
+    }
+    let pending = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let size = EVENTS.query(BPF_RB_RING_SIZE as u64);
+    let flags = if pending >= size / 8 { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
+    // SAFETY: `len` is bounded by the scratch size just above.
+    let bytes = unsafe { core::slice::from_raw_parts((*scratch).buf.as_ptr(), len) };
+    if EVENTS.output::<[u8]>(bytes, flags as u64).is_err() {
+        count_lost(LostSource::Packet);
+    }
 }

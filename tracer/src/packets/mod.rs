@@ -25,7 +25,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tracer_common::{
     EventKind,
     packet::{DIR_INGRESS, PKT_DATA_MAX, PacketMeta},
@@ -57,6 +57,9 @@ pub const DEFAULT_KINDS: &[&str] = &[
 /// Bytes captured per packet when printing: enough for Ethernet, a VLAN
 /// tag, IPv6 and a TCP header with options.
 pub const DEFAULT_SNAPLEN: u32 = 128;
+
+/// How often the ring buffer is drained without being woken.
+pub const DRAIN_INTERVAL: Duration = Duration::from_millis(20);
 
 /// How often namespaces and interfaces are looked for.
 pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(500);
@@ -182,8 +185,10 @@ pub struct PacketEvent {
 }
 
 impl PacketEvent {
-    /// Builds the event from a ring-buffer record; `None` if it is malformed.
-    pub fn from_raw(ev: &RawEvent, clock: &Clock, topo: &Topology) -> Option<Self> {
+    /// Builds the event from a ring-buffer record; `None` if it is
+    /// malformed. `decode_headers: false` leaves the headers undecoded (pcapng
+    /// needs only the bytes).
+    pub fn from_raw(ev: &RawEvent, clock: &Clock, topo: &Topology, decode_headers: bool) -> Option<Self> {
         let meta: PacketMeta = read_pod(&ev.payload)?;
         let data = &ev.payload[size_of::<PacketMeta>()..];
         let data = &data[..(meta.cap_len as usize).min(data.len())];
@@ -194,7 +199,7 @@ impl PacketEvent {
         } else {
             (data.to_vec(), meta.len)
         };
-        let decoded = decode::decode(&frame, ethernet);
+        let decoded = if decode_headers { decode::decode(&frame, ethernet) } else { decode::Decoded::default() };
         let ns = u64::from(ev.header.netns_ino);
         Some(Self {
             wall_ns: clock.wall_ns(ev.header.ts_ns),
@@ -245,49 +250,110 @@ impl PacketEvent {
     }
 }
 
+/// The JSON form of a [`PacketEvent`] (DESIGN.md's contract plus extras,
+/// which are left out when unknown), serialized without building a `Value`.
+#[derive(serde::Serialize)]
+struct PacketJson<'a> {
+    #[serde(rename = "type")]
+    ty: &'static str,
+    time: String,
+    netns: NetnsJson<'a>,
+    container: &'a Option<Value>,
+    ifname: &'a str,
+    ifindex: u32,
+    direction: &'static str,
+    len: u32,
+    caplen: usize,
+    l3: Option<String>,
+    proto: Option<String>,
+    src: Option<std::net::IpAddr>,
+    dst: Option<std::net::IpAddr>,
+    sport: Option<u16>,
+    dport: Option<u16>,
+    tcp_flags: Option<Vec<&'static str>>,
+    hash: u32,
+    summary: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eth_src: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    eth_dst: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vlan: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ttl: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ip_id: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload_len: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ack: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    icmp_type: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    icmp_code: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arp_op: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mark: Option<u32>,
+}
+
+#[derive(serde::Serialize)]
+struct NetnsJson<'a> {
+    inode: u32,
+    name: &'a Option<String>,
+}
+
+impl PacketEvent {
+    fn to_json(&self) -> PacketJson<'_> {
+        let d = &self.decoded;
+        PacketJson {
+            ty: "packet",
+            time: clock::rfc3339(self.wall_ns),
+            netns: NetnsJson { inode: self.netns_ino, name: &self.netns_name },
+            container: &self.container,
+            ifname: &self.ifname,
+            ifindex: self.ifindex,
+            direction: self.direction_name(),
+            len: self.len,
+            caplen: self.frame.len(),
+            l3: d.l3(),
+            proto: d.proto_name(),
+            src: d.src,
+            dst: d.dst,
+            sport: d.sport,
+            dport: d.dport,
+            tcp_flags: d.tcp_flag_names(),
+            hash: self.hash,
+            summary: self.summary(),
+            eth_src: d.eth_src.as_ref().map(decode::mac_string),
+            eth_dst: d.eth_dst.as_ref().map(decode::mac_string),
+            vlan: d.vlan,
+            ttl: d.ttl,
+            ip_id: d.ip_id,
+            payload_len: d.payload_len,
+            seq: d.tcp.map(|t| t.seq),
+            ack: d.tcp.map(|t| t.ack),
+            icmp_type: d.icmp.map(|i| i.ty),
+            icmp_code: d.icmp.map(|i| i.code),
+            arp_op: d.arp.map(|a| match a.op {
+                1 => "request",
+                2 => "reply",
+                _ => "other",
+            }),
+            mark: (self.mark != 0).then_some(self.mark),
+        }
+    }
+}
+
 impl Render for PacketEvent {
     fn json(&self) -> Value {
-        let d = &self.decoded;
-        let mut v = json!({
-            "type": "packet",
-            "time": clock::rfc3339(self.wall_ns),
-            "netns": {"inode": self.netns_ino, "name": self.netns_name},
-            "container": self.container,
-            "ifname": self.ifname,
-            "ifindex": self.ifindex,
-            "direction": self.direction_name(),
-            "len": self.len,
-            "caplen": self.frame.len(),
-            "l3": d.l3(),
-            "proto": d.proto_name(),
-            "src": d.src.map(|a| a.to_string()),
-            "dst": d.dst.map(|a| a.to_string()),
-            "sport": d.sport,
-            "dport": d.dport,
-            "tcp_flags": d.tcp_flag_names(),
-            "hash": self.hash,
-            "summary": self.summary(),
-        });
-        let extra = [
-            ("eth_src", d.eth_src.as_ref().map(|m| json!(decode::mac_string(m)))),
-            ("eth_dst", d.eth_dst.as_ref().map(|m| json!(decode::mac_string(m)))),
-            ("vlan", d.vlan.map(|x| json!(x))),
-            ("ttl", d.ttl.map(|x| json!(x))),
-            ("ip_id", d.ip_id.map(|x| json!(x))),
-            ("payload_len", d.payload_len.map(|x| json!(x))),
-            ("seq", d.tcp.map(|t| json!(t.seq))),
-            ("ack", d.tcp.map(|t| json!(t.ack))),
-            ("icmp_type", d.icmp.map(|i| json!(i.ty))),
-            ("icmp_code", d.icmp.map(|i| json!(i.code))),
-            ("arp_op", d.arp.map(|a| json!(if a.op == 1 { "request" } else if a.op == 2 { "reply" } else { "other" }))),
-            ("mark", (self.mark != 0).then(|| json!(self.mark))),
-        ];
-        for (k, val) in extra {
-            if let Some(val) = val {
-                v[k] = val;
-            }
-        }
-        v
+        serde_json::to_value(self.to_json()).unwrap_or(Value::Null)
+    }
+
+    fn json_line(&self) -> String {
+        serde_json::to_string(&self.to_json()).unwrap_or_default()
     }
 
     fn text(&self) -> String {
@@ -507,6 +573,7 @@ pub async fn run(
     let clock = Clock::new();
     let mut corr = netlink::Correlator::new(clock);
     let mut grouper = job.hops.then(hops::Grouper::default);
+    let want_decode = job.write.is_none() || job.hops;
     // Netlink requests come out of the correlator up to ACK_WAIT_NS late.
     let hold_ns = if netlink_job.is_some() { netlink::ACK_WAIT_NS + 100_000_000 } else { 0 };
     let mut merger = Merger::new(hold_ns);
@@ -519,7 +586,10 @@ pub async fn run(
     let forever = Duration::from_secs(u64::MAX / 4);
     let deadline = tokio::time::sleep(common.duration.map(Duration::from_secs_f64).unwrap_or(forever));
     tokio::pin!(deadline);
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    // Packet records do not wake the reader (see tracer-ebpf's
+    // packet.rs): the ring is drained on this tick as well.
+    let mut tick = tokio::time::interval(DRAIN_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch = Vec::new();
     let mut done = false;
     let mut stopping = false;
@@ -529,7 +599,7 @@ pub async fn run(
                 _ = &mut shutdown => stopping = true,
                 _ = &mut deadline => stopping = true,
                 r = reader.read(&mut batch) => { r?; }
-                _ = tick.tick() => {}
+                _ = tick.tick() => reader.drain(&mut batch),
             }
         }
         if stopping {
@@ -548,7 +618,7 @@ pub async fn run(
             for ev in batch.drain(..) {
                 match ev.kind {
                     EventKind::Packet => {
-                        let Some(p) = PacketEvent::from_raw(&ev, &clock, &topo) else {
+                        let Some(p) = PacketEvent::from_raw(&ev, &clock, &topo, want_decode) else {
                             reader.malformed += 1;
                             continue;
                         };
@@ -586,7 +656,7 @@ pub async fn run(
             let Some(item) = merger.pop_ready(now_wall, done) else { break };
             match (&mut out, &item) {
                 (Out::Pcapng(w, _), Item::Packet(p)) => w.write(p).map_err(PacketsError::from)?,
-                (Out::Pcapng(_, sink), _) | (Out::Sink(sink), _) => sink.emit(item.render())?,
+                (Out::Pcapng(_, sink), _) | (Out::Sink(sink), _) => sink.defer(item.render()),
             }
             written += 1;
             if common.count.is_some_and(|c| written >= c) {
@@ -594,8 +664,12 @@ pub async fn run(
                 break;
             }
         }
-        if let Out::Pcapng(w, _) = &mut out {
-            w.flush().map_err(PacketsError::from)?;
+        match &mut out {
+            Out::Pcapng(w, sink) => {
+                w.flush().map_err(PacketsError::from)?;
+                sink.flush()?;
+            }
+            Out::Sink(sink) => sink.flush()?,
         }
         let totals = reader.lost().into_iter().map(|(s, n)| (s.name(), n)).chain([("malformed", reader.malformed)]);
         for (src, n) in lost.update(totals) {
