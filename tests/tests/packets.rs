@@ -617,3 +617,91 @@ fn default_timeline_merges_a_netlink_change_and_the_packets_after_it() {
     let times: Vec<&str> = events.iter().filter_map(|e| e["time"].as_str()).collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "not in time order");
 }
+
+#[test]
+fn filters_run_in_the_kernel_and_exclude_what_they_say() {
+    let lab = Lab::new(2);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    // Trailing words, as tcpdump takes them; ICMP must not come through.
+    let mut t = Tracer::start(&["packets", "--all", "--json", "udp", "and", "dst", "port", "5000", "and", "not", "icmp"]);
+    let mut t2 = Tracer::start(&["packets", "--all", "--json", "--filter", &format!("icmp and host {}", a.ip)]);
+    udp_send(a, &b.ip, 41080, 5000, &["in"]);
+    udp_send(a, &b.ip, 41081, 6000, &["out"]);
+    a.sh(&format!("ping -c 2 -i 0.2 -W 2 {}", b.ip));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(t.stop(), 0);
+    assert_eq!(t2.stop(), 0);
+    let events = t.events();
+    assert_eq!(hops(&packets_with_sport(&events, 41080)), path(a, b).into_iter().collect());
+    assert!(packets_with_sport(&events, 41081).is_empty(), "dst port 6000 passed the filter");
+    assert!(events.iter().filter(|e| e["type"] == "packet").all(|e| e["proto"] == "udp" && e["dport"] == 5000), "{events:#?}");
+    let icmp = t2.events();
+    assert!(icmp.iter().filter(|e| e["type"] == "packet").all(|e| e["proto"] == "icmp"), "{icmp:#?}");
+    // Two requests and two replies, four hops each (the port unreachables
+    // of the UDP above are ICMP too, from b to a).
+    let echo = icmp.iter().filter(|e| e["icmp_type"] == 8 || e["icmp_type"] == 0).count();
+    assert_eq!(echo, 16, "{icmp:#?}");
+    // Outside the subset: one sentence naming the part.
+    let (code, out, err) = tracer_run(&["packets", "--all", "tcp[13] & 2 != 0"]);
+    assert_ne!(code, 0);
+    assert!(out.is_empty());
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("unsupported filter") && err.contains("tcp[13]"), "{err}");
+    let (code, _, err) = tracer_run(&["packets", "--filter", "udp", "tcp"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("not both"), "{err}");
+}
+
+#[test]
+fn container_packets_carry_its_identity_and_follow_a_restart() {
+    use tracer_tests::docker::engine;
+    let d = engine();
+    let web = d.run("web", &[], &["sleep", "3600"]);
+    let db = d.run("db", &[], &["sleep", "3600"]);
+    let ip = |name: &str| d.docker(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", name]);
+    let db_ip = ip(&db.name);
+    let mut t = Tracer::start(&["packets", "--json", "--container", &web.name]);
+    let ping = |from: &tracer_tests::docker::RunningContainer| {
+        let out = from.exec(&format!("ping -c 1 -W 2 {db_ip}"));
+        assert!(out.status.success(), "ping from {}: {}", from.name, String::from_utf8_lossy(&out.stderr));
+    };
+    ping(&web);
+    // db's own traffic (to its gateway) must not show.
+    let gw = d.docker(&["inspect", "-f", "{{.NetworkSettings.Gateway}}", &db.name]);
+    let out = db.exec(&format!("ping -c 2 -W 2 {gw}"));
+    assert!(out.status.success(), "ping from db: {}", String::from_utf8_lossy(&out.stderr));
+    let first = web.netns_inode();
+    let expected = serde_json::json!({"runtime": "docker", "id": web.id, "name": web.name});
+    let req = t
+        .wait_for(Duration::from_secs(5), |e| e["icmp_type"] == 8 && e["direction"] == "egress")
+        .unwrap_or_else(|| panic!("no echo request from {}: {:?}", web.name, t.lines()));
+    assert_eq!(req["container"], expected);
+    assert_eq!(req["netns"], serde_json::json!({"inode": first, "name": web.name}));
+    assert_eq!(req["ifname"], "eth0");
+    assert_eq!(req["dst"], db_ip.as_str());
+
+    // A restart puts the container in a new namespace: followed.
+    d.docker(&["restart", "-t", "0", &web.name]);
+    let web2 = RunningPid(d.docker(&["inspect", "-f", "{{.State.Pid}}", &web.name]).parse().expect("pid"));
+    // Often the same inode number again (the kernel reuses them at once):
+    // the tracer must still see a new namespace there.
+    let second = web2.netns_inode();
+    std::thread::sleep(Duration::from_millis(1000));
+    ping(&web);
+    let again = t.wait_for(Duration::from_secs(5), |e| e["icmp_type"] == 8 && e["netns"]["inode"] == second);
+    assert!(again.is_some(), "not followed into the new namespace: {:?}\n{}", t.lines(), t.stderr());
+    assert_eq!(t.stop(), 0);
+    let events = t.events();
+    assert!(events.iter().all(|e| e["container"] == expected), "only web's packets: {events:#?}");
+    let leaked: Vec<&Value> = events.iter().filter(|e| e["proto"] == "icmp" && e["dst"] == gw.as_str()).collect();
+    assert!(leaked.is_empty(), "db's pings leaked in: {leaked:#?}");
+    assert!(events.iter().any(|e| e["icmp_type"] == 0 && e["direction"] == "ingress" && e["src"] == db_ip.as_str()));
+}
+
+struct RunningPid(u32);
+impl RunningPid {
+    fn netns_inode(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(format!("/proc/{}/ns/net", self.0)).expect("netns").ino()
+    }
+}

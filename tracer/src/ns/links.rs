@@ -10,11 +10,12 @@ use std::{
     time::Duration,
 };
 
-use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::{
     RouteNetlinkMessage,
     link::{LinkAttribute, LinkFlags, LinkInfo, LinkLayerType, LinkMessage},
     nsid::{NsidAttribute, NsidMessage},
+    tc::{TcAttribute, TcHandle, TcMessage},
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
@@ -128,6 +129,16 @@ impl Rtnl {
                 }
             }
         }
+    }
+
+    /// Removes the `clsact` qdisc of `ifindex`: the cleanup of packet
+    /// tracing's netlink-tc fallback, which must leave nothing behind.
+    pub fn del_clsact(&mut self, ifindex: u32) -> io::Result<()> {
+        let mut m = TcMessage::with_index(ifindex as i32);
+        m.header.parent = TcHandle::CLSACT;
+        m.header.handle = TcHandle { major: 0xffff, minor: 0 };
+        m.attributes.push(TcAttribute::Kind("clsact".into()));
+        self.request(RouteNetlinkMessage::DelQueueDiscipline(m), NLM_F_REQUEST | NLM_F_ACK).map(|_| ())
     }
 
     /// Every link of the namespace.

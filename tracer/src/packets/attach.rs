@@ -25,8 +25,10 @@ use aya::{
 };
 use tracer_common::programs as p;
 
-use super::discover::{Iface, Netns};
-use crate::hooks::HookError;
+use crate::{
+    hooks::HookError,
+    ns::{Iface, Netns, links::Rtnl},
+};
 
 /// How TC programs are attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,6 +60,10 @@ impl TcMode {
 
 /// One interface the programs are attached to.
 struct Attached {
+    /// The namespace's cookie: inode numbers are reused as soon as a
+    /// namespace is freed (a restarted container often gets its old one),
+    /// cookies never are.
+    cookie: Option<u64>,
     ns_path: PathBuf,
     label: String,
     /// Ingress and egress; dropping a link detaches it.
@@ -78,8 +84,9 @@ pub struct Changes {
 pub struct Attacher {
     mode: TcMode,
     attached: HashMap<(u64, u32), Attached>,
-    /// Interfaces that failed once: not retried while they keep their ifindex.
-    failed: HashSet<(u64, u32)>,
+    /// Interfaces that failed once, with their namespace's cookie: not
+    /// retried while they are the same interface.
+    failed: HashSet<(u64, Option<u64>, u32)>,
 }
 
 /// The two loaded programs, borrowed together from the object.
@@ -152,13 +159,16 @@ impl Attacher {
     /// in it). Interfaces no longer wanted, or gone, are released.
     pub fn sync(&mut self, ebpf: &mut Ebpf, want: &BTreeMap<u64, (Netns, Vec<Iface>)>) -> Changes {
         let mut changes = Changes::default();
-        let wanted: HashSet<(u64, u32)> =
-            want.iter().flat_map(|(ino, (_, ifs))| ifs.iter().map(move |i| (*ino, i.ifindex))).collect();
-        let gone: Vec<(u64, u32)> = self.attached.keys().filter(|k| !wanted.contains(k)).copied().collect();
+        let cookie = |ino: &u64| want.get(ino).and_then(|(n, _)| n.cookie);
+        let wanted: HashSet<(u64, Option<u64>, u32)> =
+            want.iter().flat_map(|(ino, (n, ifs))| ifs.iter().map(move |i| (*ino, n.cookie, i.ifindex))).collect();
+        let gone: Vec<(u64, u32)> =
+            self.attached.iter().filter(|((ino, idx), a)| !wanted.contains(&(*ino, a.cookie, *idx))).map(|(k, _)| *k).collect();
         for key in gone {
             if let Some(a) = self.attached.remove(&key) {
                 changes.released.push(a.label.clone());
-                let ns_alive = want.contains_key(&key.0);
+                // Alive: the same namespace, not another one with its inode.
+                let ns_alive = want.contains_key(&key.0) && cookie(&key.0) == a.cookie;
                 self.release(key.1, a, ns_alive);
             }
         }
@@ -170,7 +180,7 @@ impl Attacher {
         for (ino, (ns, ifs)) in want {
             let todo: Vec<&Iface> = ifs
                 .iter()
-                .filter(|i| !self.attached.contains_key(&(*ino, i.ifindex)) && !self.failed.contains(&(*ino, i.ifindex)))
+                .filter(|i| !self.attached.contains_key(&(*ino, i.ifindex)) && !self.failed.contains(&(*ino, ns.cookie, i.ifindex)))
                 .collect();
             if todo.is_empty() {
                 continue;
@@ -187,11 +197,12 @@ impl Attacher {
                 match r {
                     Ok((links, added_qdisc)) => {
                         changes.attached.push(label.clone());
-                        self.attached.insert(key, Attached { ns_path: ns.path.clone(), label, links, added_qdisc });
+                        let a = Attached { cookie: ns.cookie, ns_path: ns.path.clone(), label, links, added_qdisc };
+                        self.attached.insert(key, a);
                     }
                     Err(e) if vanished(&e) => {}
                     Err(e) => {
-                        self.failed.insert(key);
+                        self.failed.insert((*ino, ns.cookie, i.ifindex));
                         changes.failed.push((label, describe(&e)));
                     }
                 }
@@ -211,7 +222,7 @@ impl Attacher {
                     let _ = crate::sys::in_netns(&ns_path, || {
                         drop(links.take());
                         if added_qdisc {
-                            let _ = super::discover::del_clsact(ifindex);
+                            let _ = del_clsact(ifindex);
                         }
                     });
                 }
@@ -242,9 +253,14 @@ impl Drop for Attacher {
     }
 }
 
-/// How a namespace is named in labels: its name, else its inode.
+/// How a namespace is named in labels: its (container's) name, else its inode.
 pub fn ns_label(ns: &Netns) -> String {
-    ns.name.clone().unwrap_or_else(|| ns.inode.to_string())
+    ns.names.first().cloned().unwrap_or_else(|| ns.inode.to_string())
+}
+
+/// Removes the clsact qdisc of `ifindex` in the thread's namespace.
+fn del_clsact(ifindex: u32) -> io::Result<()> {
+    Rtnl::open()?.del_clsact(ifindex)
 }
 
 /// Attaches ingress and egress to `ifname` in the thread's namespace.
@@ -276,10 +292,8 @@ fn attach_one(
             Err(e) => {
                 // Undo the half that worked, still inside the namespace.
                 drop(links);
-                if added_qdisc {
-                    if let Ok(ifindex) = ifindex_of(ifname) {
-                        let _ = super::discover::del_clsact(ifindex);
-                    }
+                if added_qdisc && let Ok(ifindex) = ifindex_of(ifname) {
+                    let _ = del_clsact(ifindex);
                 }
                 return Err(e);
             }

@@ -270,10 +270,10 @@ pub fn decode(frame: &[u8], ethernet: bool) -> Decoded {
         }
     }
     // A truncated header stops the parse; keep what came before it.
-    if let Some((_, Layer::TcpHeader | Layer::UdpHeader)) = &parsed.stop_err {
-        if let Some(p) = l4 {
-            p.hash(&mut hasher);
-        }
+    if let Some((_, Layer::TcpHeader | Layer::UdpHeader)) = &parsed.stop_err
+        && let Some(p) = l4
+    {
+        p.hash(&mut hasher);
     }
     if d.ethertype.is_some() {
         d.hop_key = hasher.finish().max(1);

@@ -125,17 +125,15 @@ pub struct Grouper {
 impl Grouper {
     pub fn push(&mut self, e: PacketEvent) {
         let key = e.decoded.hop_key;
-        if key != 0 {
-            if let Some(g) = self.open.get(&key).and_then(|id| self.groups.get_mut(id)) {
-                let first = g.hops[0].wall_ns;
-                let seen_here = g
-                    .hops
-                    .iter()
-                    .any(|h| h.netns_ino == e.netns_ino && h.ifindex == e.ifindex && h.direction == e.direction);
-                if e.wall_ns.abs_diff(first) <= WINDOW_NS && !seen_here {
-                    g.hops.push(e);
-                    return;
-                }
+        if key != 0
+            && let Some(g) = self.open.get(&key).and_then(|id| self.groups.get_mut(id))
+        {
+            let first = g.hops[0].wall_ns;
+            let seen_here =
+                g.hops.iter().any(|h| h.netns_ino == e.netns_ino && h.ifindex == e.ifindex && h.direction == e.direction);
+            if e.wall_ns.abs_diff(first) <= WINDOW_NS && !seen_here {
+                g.hops.push(e);
+                return;
             }
         }
         let id = self.next_id;

@@ -2,7 +2,7 @@
 //! selected namespace, followed as namespaces and interfaces come and go,
 //! and the packets they see as text, JSON lines, pcapng or per-packet paths.
 //!
-//! Layers, data flowing one way: [`discover`] (namespaces, interfaces) ->
+//! Layers, data flowing one way: discovery ([`crate::ns::Registry`]) ->
 //! [`attach`] (on a thread of its own, since it enters namespaces) -> the
 //! shared ring buffer ([`crate::reader`]) -> [`decode`] -> output (the
 //! [`crate::output::Sink`], [`pcapng`], or [`hops`]). [`run`] also carries
@@ -11,7 +11,6 @@
 
 pub mod attach;
 pub mod decode;
-pub mod discover;
 pub mod filter;
 pub mod hops;
 pub mod pcapng;
@@ -39,12 +38,12 @@ use crate::{
     event::{RawEvent, read_pod},
     hooks,
     netlink::{self, NetlinkEvent},
-    ns,
+    ns::{self, Iface, Netns, Registry},
     output::{Render, Sink},
     reader::{LostTracker, Reader},
 };
 use attach::{Attacher, TcMode};
-use discover::{Iface, Netns};
+use filter::FilterProgram;
 
 /// Interface kinds traced by default: what container networking is made
 /// of. Physical NICs (no kind), loopback, and `ifb`/`vrf` (which only
@@ -70,6 +69,8 @@ pub enum PacketsError {
     Pcapng(#[from] pcapng::PcapngError),
     #[error("the attach thread stopped unexpectedly")]
     Follower,
+    #[error(transparent)]
+    Filter(#[from] filter::FilterError),
 }
 
 /// Which namespaces are traced.
@@ -79,6 +80,9 @@ pub enum Scope {
     All,
     /// One namespace (its interfaces are still followed).
     Netns(u64),
+    /// The namespace of one container (by full id), followed when the
+    /// container restarts into a new one.
+    Container(String),
 }
 
 /// The validated form of `tracer packets`.
@@ -90,12 +94,21 @@ pub struct PacketsJob {
     pub snaplen: u32,
     pub write: Option<PathBuf>,
     pub hops: bool,
+    /// Runs in the kernel; matches everything when no expression was given.
+    pub filter: FilterProgram,
 }
 
 impl Default for PacketsJob {
     /// What the default job traces: everything.
     fn default() -> Self {
-        Self { scope: Scope::All, iface_globs: None, snaplen: DEFAULT_SNAPLEN, write: None, hops: false }
+        Self {
+            scope: Scope::All,
+            iface_globs: None,
+            snaplen: DEFAULT_SNAPLEN,
+            write: None,
+            hops: false,
+            filter: FilterProgram::match_all(),
+        }
     }
 }
 
@@ -110,14 +123,20 @@ impl PacketsJob {
             Scope::Netns(ns::resolve_netns(n)?)
         } else if let Some(pid) = sel.pid {
             Scope::Netns(ns::resolve_pid(pid)?)
-        } else if sel.container.is_some() {
-            return Err(Error::NotBuilt("packets --container"));
+        } else if let Some(c) = &sel.container {
+            let (container, _) = Registry::new().resolve_container(c)?;
+            Scope::Container(container.id)
         } else {
             Scope::All
         };
-        if a.filter.is_some() || !a.expr.is_empty() {
-            return Err(Error::NotBuilt("packets filters"));
-        }
+        let expr = match (&a.filter, a.expr.is_empty()) {
+            (Some(_), false) => {
+                return Err(Error::Usage("give the filter either with --filter or as trailing words, not both".into()));
+            }
+            (Some(f), true) => f.clone(),
+            (None, _) => a.expr.join(" "),
+        };
+        let filter = filter::compile(&expr).map_err(|e| Error::Usage(e.to_string()))?;
         let iface_globs = match &a.iface {
             Some(g) => {
                 let globs: Vec<String> = g.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
@@ -141,7 +160,7 @@ impl PacketsJob {
             None if a.write.is_some() => max,
             None => DEFAULT_SNAPLEN,
         };
-        Ok(Self { scope, iface_globs, snaplen, write: a.write.clone(), hops: a.hops })
+        Ok(Self { scope, iface_globs, snaplen, write: a.write.clone(), hops: a.hops, filter })
     }
 
     /// Whether an interface is traced.
@@ -207,7 +226,7 @@ impl PacketEvent {
             netns_ino: ev.header.netns_ino,
             netns_name: topo.ns_name(ns),
             host_netns: topo.host_netns == Some(ns),
-            container: None,
+            container: topo.container(ns),
             ifindex: meta.ifindex,
             ifname: topo.ifname(ns, meta.ifindex),
             direction: meta.direction,
@@ -361,13 +380,14 @@ impl Render for PacketEvent {
     }
 }
 
-/// Names of namespaces and interfaces, kept by the attach thread and read
-/// when decoding. Interfaces that went away stay a while, for the events
-/// still in the ring buffer.
+/// Names of namespaces, interfaces and containers, kept by the attach
+/// thread and read when decoding. Interfaces that went away stay a while,
+/// for the events still in the ring buffer.
 #[derive(Default, Debug)]
 pub struct Topology {
     ifaces: HashMap<(u64, u32), (String, Instant)>,
-    ns_names: HashMap<u64, String>,
+    /// inode -> (name, container as JSON).
+    namespaces: HashMap<u64, (Option<String>, Option<Value>)>,
     /// The tracer's own namespace.
     pub host_netns: Option<u64>,
 }
@@ -376,12 +396,13 @@ pub struct Topology {
 const FORGET_AFTER: Duration = Duration::from_secs(30);
 
 impl Topology {
-    fn update(&mut self, want: &BTreeMap<u64, (Netns, Vec<Iface>)>) {
+    fn update(&mut self, reg: &Registry, want: &BTreeMap<u64, (Netns, Vec<Iface>)>) {
         let now = Instant::now();
-        for (ino, (ns, ifs)) in want {
-            if let Some(n) = &ns.name {
-                self.ns_names.insert(*ino, n.clone());
-            }
+        for ino in want.keys() {
+            let container = reg.container_for_netns(*ino).and_then(|c| serde_json::to_value(c).ok());
+            self.namespaces.insert(*ino, (reg.netns_name(*ino), container));
+        }
+        for (ino, (_, ifs)) in want {
             for i in ifs {
                 self.ifaces.insert((*ino, i.ifindex), (i.name.clone(), now));
             }
@@ -394,23 +415,33 @@ impl Topology {
     }
 
     pub fn ns_name(&self, ns: u64) -> Option<String> {
-        self.ns_names.get(&ns).cloned()
+        self.namespaces.get(&ns).and_then(|(n, _)| n.clone())
+    }
+
+    pub fn container(&self, ns: u64) -> Option<Value> {
+        self.namespaces.get(&ns).and_then(|(_, c)| c.clone())
     }
 }
 
 /// The namespaces and interfaces `job` selects, as they are now.
-fn wanted(job: &PacketsJob) -> BTreeMap<u64, (Netns, Vec<Iface>)> {
+fn wanted(job: &PacketsJob, reg: &mut Registry) -> BTreeMap<u64, (Netns, Vec<Iface>)> {
     let mut out = BTreeMap::new();
-    for (ino, ns) in discover::namespaces() {
-        if let Scope::Netns(only) = job.scope {
-            if ino != only {
-                continue;
-            }
+    if reg.rescan(true).is_err() {
+        return out;
+    }
+    for n in reg.namespaces() {
+        let selected = match &job.scope {
+            Scope::All => true,
+            Scope::Netns(only) => n.inode == *only,
+            Scope::Container(id) => n.containers.iter().any(|c| &c.id == id),
+        };
+        // A namespace whose interfaces cannot be read (it vanished during
+        // the scan) has nothing to trace.
+        if !selected || n.error.is_some() {
+            continue;
         }
-        // A namespace that vanished since the scan has nothing to trace.
-        let Ok(ifs) = discover::interfaces(&ns.path) else { continue };
-        let ifs: Vec<Iface> = ifs.into_iter().filter(|i| job.wants(i)).collect();
-        out.insert(ino, (ns, ifs));
+        let ifs: Vec<Iface> = n.interfaces.iter().filter(|i| job.wants(i)).cloned().collect();
+        out.insert(n.inode, (n.clone(), ifs));
     }
     out
 }
@@ -433,10 +464,11 @@ fn follow(
     stop: mpsc::Receiver<()>,
 ) {
     let mut first = Some(first);
+    let mut reg = Registry::new();
     loop {
-        let want = wanted(&job);
+        let want = wanted(&job, &mut reg);
         if let Ok(mut t) = topo.lock() {
-            t.update(&want);
+            t.update(&reg, &want);
         }
         let changes = attacher.sync(&mut ebpf, &want);
         for (label, why) in &changes.failed {
@@ -536,6 +568,9 @@ pub async fn run(
     if netlink_job.is_some() {
         hooks::attach_tracepoints(&mut loaded.ebpf, hooks::NETLINK_HOOKS)?;
     }
+    // Before any program is attached: a table replaced while packets flow
+    // may be read half-written.
+    filter::install(&mut loaded.ebpf, &job.filter).map_err(PacketsError::from)?;
     let mut reader = Reader::new(&mut loaded.ebpf)?;
     let attacher = Attacher::new(&mut loaded.ebpf, TcMode::detect())?;
     let mode = attacher.mode();
@@ -557,10 +592,8 @@ pub async fn run(
             .map_err(|_| PacketsError::Follower)?
     });
     let first = first_rx.await.map_err(|_| PacketsError::Follower)?;
-    if let Scope::Netns(ino) = job.scope {
-        if first.namespaces == 0 && first.interfaces == 0 {
-            eprintln!("tracer: network namespace {ino} has no interface to trace yet; waiting for one");
-        }
+    if first.interfaces == 0 && job.scope != Scope::All {
+        eprintln!("tracer: nothing to trace there yet; waiting for an interface to appear");
     }
     let what = if netlink_job.is_some() { "netlink audit and packets" } else { "packets" };
     eprintln!(
@@ -578,8 +611,8 @@ pub async fn run(
     let hold_ns = if netlink_job.is_some() { netlink::ACK_WAIT_NS + 100_000_000 } else { 0 };
     let mut merger = Merger::new(hold_ns);
     let mut lost = LostTracker::default();
-    let mut ns_names: HashMap<u64, String> = ns::named_namespaces();
-    let mut ns_names_age = Instant::now();
+    // Names and containers of netlink senders (see run_netlink).
+    let mut registry = Registry::new();
     let mut written: u64 = 0;
 
     tokio::pin!(shutdown);
@@ -638,12 +671,11 @@ pub async fn run(
                 if !nj.wants(&e) {
                     continue;
                 }
-                let ino = u64::from(e.netns_ino);
-                if !ns_names.contains_key(&ino) && ns_names_age.elapsed() > Duration::from_millis(500) {
-                    ns_names = ns::named_namespaces();
-                    ns_names_age = Instant::now();
+                let (name, container) = registry.enrich(u64::from(e.netns_ino), e.pid);
+                if name.is_some() {
+                    e.netns_name = name;
                 }
-                e.netns_name = ns_names.get(&ino).cloned();
+                e.container = container.and_then(|c| serde_json::to_value(c).ok());
                 merger.push(Item::Netlink(Box::new(e)));
             }
         }
@@ -652,7 +684,7 @@ pub async fn run(
                 merger.push(Item::Path(p));
             }
         }
-        while !common.count.is_some_and(|c| written >= c) {
+        while common.count.is_none_or(|c| written < c) {
             let Some(item) = merger.pop_ready(now_wall, done) else { break };
             match (&mut out, &item) {
                 (Out::Pcapng(w, _), Item::Packet(p)) => w.write(p).map_err(PacketsError::from)?,
@@ -680,10 +712,10 @@ pub async fn run(
         }
     }
     let summary: Vec<String> = lost.totals().iter().map(|(s, n)| format!("{s}={n}")).collect();
-    if let Out::Pcapng(w, _) = &out {
-        if let Some(p) = &job.write {
-            eprintln!("tracer: {} packets written to {}", w.packets, p.display());
-        }
+    if let Out::Pcapng(w, _) = &out
+        && let Some(p) = &job.write
+    {
+        eprintln!("tracer: {} packets written to {}", w.packets, p.display());
     }
     if let Some(g) = &grouper {
         let s = g.stats;
@@ -702,7 +734,7 @@ mod tests {
     use super::*;
 
     fn iface(name: &str, kind: Option<&str>) -> Iface {
-        Iface { ifindex: 2, name: name.into(), kind: kind.map(String::from), up: true }
+        Iface { ifindex: 2, name: name.into(), kind: kind.map(String::from), master: None, peer: None, up: true }
     }
 
     #[test]
@@ -712,7 +744,7 @@ mod tests {
         assert!(job.wants(&iface("br0", Some("bridge"))));
         assert!(job.wants(&iface("vx0", Some("vxlan"))));
         assert!(!job.wants(&iface("eth0", None)), "physical NIC");
-        assert!(!job.wants(&iface("lo", None)));
+        assert!(!job.wants(&iface("lo", Some("loopback"))));
         assert!(!job.wants(&iface("ifb0", Some("ifb"))));
         let job = PacketsJob { iface_globs: Some(vec!["eth*".into(), "lo".into()]), ..Default::default() };
         assert!(job.wants(&iface("eth0", None)));
