@@ -105,9 +105,13 @@ impl PcapngOut {
         };
         let flags = if e.direction == DIR_INGRESS { EPB_INBOUND } else { EPB_OUTBOUND };
         let container = e.container_label().unwrap_or("-");
+        let netns = match &e.netns_name {
+            Some(n) => n.as_str(),
+            None if e.host_netns => "host",
+            None => "-",
+        };
         let comment = format!(
-            "netns={} inode={} container={} ifname={} direction={}",
-            e.netns_name.as_deref().unwrap_or("-"),
+            "netns={netns} inode={} container={} ifname={} direction={}",
             e.netns_ino,
             container,
             e.ifname,
