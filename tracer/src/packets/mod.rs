@@ -487,6 +487,23 @@ fn follow(
     drop(ebpf);
 }
 
+/// The attach thread, stopped and joined when this is dropped, so that an
+/// error anywhere in [`run`] still detaches everything (which matters for
+/// netlink-tc, whose filters outlive the process).
+struct Follower {
+    stop: mpsc::Sender<()>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.stop.send(());
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
 /// Something to print, ordered by time in the merged timeline.
 enum Item {
     Netlink(Box<NetlinkEvent>),
@@ -584,13 +601,14 @@ pub async fn run(
     let topo = Arc::new(Mutex::new(Topology { host_netns, ..Default::default() }));
     let (first_tx, first_rx) = tokio::sync::oneshot::channel();
     let (stop_tx, stop_rx) = mpsc::channel();
-    let mut follower = Some({
+    let handle = {
         let (job, topo) = (job.clone(), topo.clone());
         std::thread::Builder::new()
             .name("tracer-attach".into())
             .spawn(move || follow(loaded.ebpf, attacher, job, topo, first_tx, stop_rx))
             .map_err(|_| PacketsError::Follower)?
-    });
+    };
+    let mut follower = Follower { stop: stop_tx, handle: Some(handle) };
     let first = first_rx.await.map_err(|_| PacketsError::Follower)?;
     if first.interfaces == 0 && job.scope != Scope::All {
         eprintln!("tracer: nothing to trace there yet; waiting for an interface to appear");
@@ -639,9 +657,9 @@ pub async fn run(
             // Let the last answers and packets arrive, detach, then take
             // what is left in the ring buffer.
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let _ = stop_tx.send(());
-            if let Some(f) = follower.take() {
-                let _ = tokio::task::spawn_blocking(move || f.join()).await;
+            let _ = follower.stop.send(());
+            if let Some(h) = follower.handle.take() {
+                let _ = tokio::task::spawn_blocking(move || h.join()).await;
             }
             reader.drain(&mut batch);
             done = true;
