@@ -705,3 +705,78 @@ impl RunningPid {
         std::fs::metadata(format!("/proc/{}/ns/net", self.0)).expect("netns").ino()
     }
 }
+
+#[test]
+fn vlan_tags_are_decoded_and_written_to_pcapng() {
+    let lab = Lab::new(2);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    // No 8021q module nor bridge VLAN filtering here: a frame tagged 42 is
+    // written by hand to a packet socket. It leaves a's eth0 with the tag in
+    // its bytes; every later hop receives it with the tag taken out of the
+    // frame (offload), which the tracer must put back.
+    a.sh(&format!("ping -c 1 -W 2 {}", b.ip)); // the bridge learns both MACs
+    let mac = |ns: &LabNs| ns.sh("cat /sys/class/net/eth0/address").trim().to_string();
+    let py = format!(
+        "import socket,struct\n\
+         mac=lambda m: bytes.fromhex(m.replace(':',''))\n\
+         src=socket.inet_aton('{sip}'); dst=socket.inet_aton('{dip}'); data=b'tagged'\n\
+         udp=struct.pack('!HHHH',41090,5000,8+len(data),0)+data\n\
+         ip=struct.pack('!BBHHHBBH4s4s',0x45,0,20+len(udp),1,0,64,17,0,src,dst)\n\
+         w=sum(struct.unpack('!10H',ip)); w=(w&0xffff)+(w>>16); w=(w&0xffff)+(w>>16)\n\
+         ip=ip[:10]+struct.pack('!H',~w&0xffff)+ip[12:]\n\
+         f=mac('{dmac}')+mac('{smac}')+struct.pack('!HHH',0x8100,42,0x0800)+ip+udp\n\
+         s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW); s.bind(('eth0',0)); s.send(f)\n",
+        sip = a.ip,
+        dip = b.ip,
+        smac = mac(a),
+        dmac = mac(b)
+    );
+    let file = std::env::temp_dir().join(format!("tracer-vlan-{}.pcapng", lab.id));
+    let _rm = RemoveOnDrop(file.clone());
+    let mut json = Tracer::start(&["packets", "--all", "--json", "udp"]);
+    let mut pcap = Tracer::start(&["packets", "--all", "-w", file.to_str().expect("path"), "udp"]);
+    a.sh(&format!("python3 -c {}", tracer_tests::shell_quote(&py)));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(json.stop(), 0);
+    assert_eq!(pcap.stop(), 0);
+    let events = packets_with_sport(&json.events(), 41090);
+    assert_eq!(hops(&events), path(a, b).into_iter().collect(), "{events:#?}");
+    for e in &events {
+        assert_eq!(e["vlan"], 42, "{e}");
+        assert!(e["summary"].as_str().is_some_and(|s| s.starts_with("vlan 42, IP ")), "{e}");
+        assert_eq!(e["len"], 14 + 4 + 20 + 8 + 6, "{e}");
+        assert_eq!((e["l3"].as_str(), e["dport"].as_u64(), e["payload_len"].as_u64()), (Some("ipv4"), Some(5000), Some(6)), "{e}");
+    }
+    let out = Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(&file)
+        .args(["-Y", "udp.srcport == 41090", "-T", "fields", "-e", "frame.interface_name", "-e", "vlan.id", "-e", "udp.dstport"])
+        .output()
+        .expect("tshark");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: BTreeSet<&str> = text.lines().collect();
+    let want = [
+        format!("{}/eth0\t42\t5000", a.name),
+        format!("host/{}\t42\t5000", a.host_veth),
+        format!("host/{}\t42\t5000", b.host_veth),
+        format!("{}/eth0\t42\t5000", b.name),
+    ];
+    assert_eq!(rows, want.iter().map(String::as_str).collect(), "{text}");
+}
+
+#[test]
+fn iface_globs_choose_the_interfaces() {
+    let lab = Lab::new(2);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    // One host veth by name: nothing else, not even the containers' eth0.
+    let mut t = Tracer::start(&["packets", "--all", "--json", "-i", &a.host_veth]);
+    udp_send(a, &b.ip, 41100, 5000, &["x"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(t.stop(), 0);
+    let events = t.events();
+    assert!(!events.is_empty());
+    assert!(events.iter().all(|e| e["ifname"] == a.host_veth.as_str()), "{events:#?}");
+    assert_eq!(hops(&packets_with_sport(&events, 41100)), BTreeSet::from([(host_inode(), a.host_veth.clone(), "ingress".into())]));
+    // Default snaplen: headers only.
+    assert!(events.iter().all(|e| e["caplen"].as_u64().is_some_and(|c| c <= 128)));
+}

@@ -166,7 +166,7 @@ fn run(label: &str, load: Load, a: &LabNs, b: &LabNs, b_if: &str, secs: f64, too
         .map(|w| {
             let errs = w.stop();
             errs.iter()
-                .filter(|l| l.contains("lost") || l.contains("dropped") || l.contains("captured") || l.contains("received by filter"))
+                .filter(|l| l.contains("lost") || l.contains("hops:") || l.contains("dropped") || l.contains("captured") || l.contains("received by filter"))
                 .map(|l| l.trim_start_matches("tracer: ").to_string())
                 .collect::<Vec<_>>()
                 .join("; ")
