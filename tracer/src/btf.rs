@@ -53,7 +53,7 @@ impl KernelBtf {
             total_bits += bits;
             ty = member_ty;
         }
-        if total_bits % 8 != 0 {
+        if !total_bits.is_multiple_of(8) {
             return Err(BtfError::NoField(format!("{} (a bitfield)", full())));
         }
         Ok(total_bits / 8)
@@ -94,11 +94,10 @@ impl KernelBtf {
             if name == field {
                 return Ok(Some((m.bit_offset(), mty)));
             }
-            if name.is_empty() {
-                if let Some((bits, t)) = self.find_member(&mty, field)? {
+            if name.is_empty()
+                && let Some((bits, t)) = self.find_member(&mty, field)? {
                     return Ok(Some((m.bit_offset() + bits, t)));
                 }
-            }
         }
         Ok(None)
     }

@@ -111,21 +111,18 @@ impl NetlinkJob {
         if !self.include_get && (e.is_get() || e.is_probe()) {
             return false;
         }
-        if let Some(ns) = self.netns {
-            if u64::from(e.netns_ino) != ns {
+        if let Some(ns) = self.netns
+            && u64::from(e.netns_ino) != ns {
                 return false;
             }
-        }
-        if let Some(ps) = &self.protocols {
-            if !ps.contains(&e.protocol) {
+        if let Some(ps) = &self.protocols
+            && !ps.contains(&e.protocol) {
                 return false;
             }
-        }
-        if let Some(ts) = &self.types {
-            if e.protocol != netlink::decode::NETLINK_ROUTE || !ts.contains(&e.header.msg_type) {
+        if let Some(ts) = &self.types
+            && (e.protocol != netlink::decode::NETLINK_ROUTE || !ts.contains(&e.header.msg_type)) {
                 return false;
             }
-        }
         // Answers and end-of-dump markers are not requests.
         if matches!(e.header.msg_type, netlink::decode::NLMSG_ERROR | netlink::decode::NLMSG_DONE) {
             return false;
@@ -137,16 +134,14 @@ impl NetlinkJob {
 
 /// Validates the command line into a [`Job`].
 pub fn plan(cli: &Cli) -> Result<Job, Error> {
-    if let Some(b) = cli.common.buffer_kib {
-        if !(4..=1 << 20).contains(&b) || !b.is_power_of_two() {
+    if let Some(b) = cli.common.buffer_kib
+        && (!(4..=1 << 20).contains(&b) || !b.is_power_of_two()) {
             return Err(Error::Usage(format!("--buffer-size must be a power of two between 4 and 1048576 KiB, not {b}")));
         }
-    }
-    if let Some(d) = cli.common.duration {
-        if !(d.is_finite() && d > 0.0) {
+    if let Some(d) = cli.common.duration
+        && !(d.is_finite() && d > 0.0) {
             return Err(Error::Usage(format!("--duration must be a positive number of seconds, not {d}")));
         }
-    }
     match &cli.command {
         Some(Command::Doctor) => Ok(Job::Doctor),
         Some(Command::Netlink(a)) => Ok(Job::Netlink(NetlinkJob::from_args(a)?)),

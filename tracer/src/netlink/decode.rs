@@ -247,11 +247,10 @@ pub fn msg_type_name(protocol: u16, ty: u16) -> String {
         NLMSG_DONE => return "NLMSG_DONE".into(),
         _ => {}
     }
-    if protocol == NETLINK_ROUTE {
-        if let Some((_, n)) = RTM_NAMES.iter().find(|(t, _)| *t == ty) {
+    if protocol == NETLINK_ROUTE
+        && let Some((_, n)) = RTM_NAMES.iter().find(|(t, _)| *t == ty) {
             return (*n).into();
         }
-    }
     if protocol == NETLINK_NETFILTER {
         return nfgen::nf_type_name(ty);
     }

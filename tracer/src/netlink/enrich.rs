@@ -97,11 +97,10 @@ impl Enricher {
         if index == 0 {
             return None;
         }
-        if let Some((name, at)) = self.ifnames.get(&(ino, index)) {
-            if name.is_some() && at.elapsed() < IFNAME_TTL {
+        if let Some((name, at)) = self.ifnames.get(&(ino, index))
+            && name.is_some() && at.elapsed() < IFNAME_TTL {
                 return name.clone();
             }
-        }
         let path = self.netns_path(ino, pid)?;
         let name = sys::in_netns(&path, || link_name(index)).ok().flatten();
         self.ifnames.insert((ino, index), (name.clone(), Instant::now()));

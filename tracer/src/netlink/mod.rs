@@ -227,14 +227,12 @@ impl Correlator {
         let data = &ev.payload[size_of::<NetlinkAck>()..];
         let data = &data[..(meta.data_len as usize).min(data.len())];
         for ack in decode::parse_acks(data) {
-            if let Some(&i) = self.by_key.get(&(meta.sock_id, ack.seq)) {
-                if let Some((_, e)) = self.pending.get_mut(i) {
-                    if e.sock_id == meta.sock_id && e.header.seq == ack.seq && e.result.is_none() {
+            if let Some(&i) = self.by_key.get(&(meta.sock_id, ack.seq))
+                && let Some((_, e)) = self.pending.get_mut(i)
+                    && e.sock_id == meta.sock_id && e.header.seq == ack.seq && e.result.is_none() {
                         e.result = Some(ack.errno);
                         e.extack = ack.extack;
                     }
-                }
-            }
         }
     }
 
@@ -316,11 +314,10 @@ impl Correlator {
             return;
         }
         self.name_indexes(e, true);
-        if e.target_netns.as_ref().is_none_or(|t| t["inode"].is_null()) {
-            if let Some(t) = &e.target {
+        if e.target_netns.as_ref().is_none_or(|t| t["inode"].is_null())
+            && let Some(t) = &e.target {
                 e.target_netns = Some(self.enricher.target(t, e.pid, &e.ns_fds));
             }
-        }
         if e.result == Some(0) {
             self.learn_links(e);
         }
@@ -416,11 +413,10 @@ pub fn summary(e: &NetlinkEvent) -> String {
             if let Some(d) = dev("oif", "oif_index") {
                 parts.push(format!("dev {d}"));
             }
-            if let Some(t) = s("table") {
-                if t != "254" {
+            if let Some(t) = s("table")
+                && t != "254" {
                     parts.push(format!("table {t}"));
                 }
-            }
         } else if ty.ends_with("NEIGH") {
             if let Some(d) = s("dst") {
                 parts.push(d);

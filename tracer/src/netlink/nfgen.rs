@@ -89,16 +89,15 @@ pub fn nf_attrs(ty: u16, body: &[u8]) -> Map<String, Value> {
             if let Some(t) = s(1) {
                 m.insert("table".into(), json!(t));
             }
+            // NFTA_CHAIN_NAME is 3; NFTA_RULE_CHAIN and NFTA_SET_NAME are 2.
             let name_attr = if obj.ends_with("CHAIN") {
                 Some(3)
-            } else if obj.ends_with("RULE") {
-                Some(2)
-            } else if obj.ends_with("SET") || obj.ends_with("SETELEM") {
+            } else if obj.ends_with("RULE") || obj.ends_with("SET") || obj.ends_with("SETELEM") {
                 Some(2)
             } else {
                 None
             };
-            let key = if obj.ends_with("RULE") { "chain" } else if obj.ends_with("CHAIN") { "chain" } else { "name" };
+            let key = if obj.ends_with("RULE") || obj.ends_with("CHAIN") { "chain" } else { "name" };
             if let Some(v) = name_attr.and_then(s) {
                 m.insert(key.into(), json!(v));
             }
@@ -186,12 +185,12 @@ mod tests {
     #[test]
     fn nf_names() {
         assert_eq!(nf_type_name(0x10), "NFNL_MSG_BATCH_BEGIN");
-        assert_eq!(nf_type_name((10 << 8) | 0), "NFT_MSG_NEWTABLE");
+        assert_eq!(nf_type_name(10 << 8), "NFT_MSG_NEWTABLE");
         assert_eq!(nf_type_name((10 << 8) | 6), "NFT_MSG_NEWRULE");
-        assert_eq!(nf_type_name((1 << 8) | 0), "IPCTNL_MSG_CT_NEW");
+        assert_eq!(nf_type_name(1 << 8), "IPCTNL_MSG_CT_NEW");
         assert_eq!(nf_type_name((12 << 8) | 200), "netfilter:hook:200");
         assert!(nf_is_get((10 << 8) | 1));
-        assert!(!nf_is_get((10 << 8) | 0));
+        assert!(!nf_is_get(10 << 8));
     }
 
     #[test]

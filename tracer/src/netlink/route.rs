@@ -161,11 +161,10 @@ fn address(a: &AddressMessage, d: &mut RouteDecoded) {
     if let Some(a) = local.clone().or(addr.clone()) {
         ins(d, "address", json!(a));
     }
-    if let (Some(l), Some(p)) = (local, addr) {
-        if l != p {
+    if let (Some(l), Some(p)) = (local, addr)
+        && l != p {
             ins(d, "peer", json!(p));
         }
-    }
 }
 
 fn route_addr(a: &RouteAddress) -> String {
