@@ -57,11 +57,16 @@ def main():
                     ok += 1
         print(ok, flush=True)
         return
-    if mode == "fire":
+    if mode in ("fire", "fire-big"):
         # No NLM_F_ACK: the kernel answers only failures; nothing is read.
-        for m in msgs:
+        # fire-big makes every other message 6000 bytes longer (an unknown
+        # attribute), more than a 4 KiB ring buffer can ever hold.
+        for i, m in enumerate(msgs):
             m = bytearray(m)
             struct.pack_into("H", m, 6, NLM_F_REQUEST | NLM_F_EXCL | NLM_F_CREATE)
+            if mode == "fire-big" and i % 2 == 1:
+                m += attr(0x7ff, b"\0" * 6000)
+                struct.pack_into("I", m, 0, len(m))
             s.send(bytes(m))
         print(0, flush=True)
         return

@@ -281,23 +281,26 @@ fn nftables_batches_name_tables_and_chains() {
     assert!(t.events().iter().all(|e| e["protocol"] == "netfilter"));
 }
 
-/// With a tiny ring buffer a burst overflows it: every lost request is
-/// counted and reported, so reported + lost is exactly what was sent.
+/// With a tiny ring buffer, records that cannot fit are lost: every lost
+/// request is counted and reported, so reported + lost is exactly what was
+/// sent. Half the requests are larger than the whole ring, so at least that
+/// half is lost whatever the reader's speed; the other half may be too.
 #[test]
 fn lost_events_are_counted_exactly() {
     let lab = Lab::new(1);
     let ns = &lab.ns[0];
     let net = lab.subnet_prefix();
     let mut t = Tracer::start(&["netlink", "--json", "--netns", &ns.name, "--buffer-size", "4"]);
-    let n = 2000u32;
-    // 2000 requests fired without waiting (and without asking for answers).
-    let (pid, _) = nlsend(ns, "fire", "eth0", &format!("{net}.1"), n);
+    let n = 400u32;
+    // Requests fired without waiting (and without asking for answers).
+    let (pid, _) = nlsend(ns, "fire-big", "eth0", &format!("{net}.1"), n);
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(t.stop(), 0);
     let events = t.events();
     let seen = events.iter().filter(|e| e["pid"] == pid && e["type"] == "netlink").count() as u64;
     let lost: u64 = events.iter().filter(|e| e["type"] == "lost" && e["source"] == "netlink").map(|e| e["count"].as_u64().unwrap_or(0)).sum();
-    assert!(lost > 0, "a 4 KiB ring must overflow with {n} requests at once (seen {seen})");
+    assert!(lost >= u64::from(n / 2), "the {} requests larger than the ring are all lost (lost {lost}, seen {seen})", n / 2);
+    assert!(seen > 0, "small requests fit");
     assert_eq!(seen + lost, u64::from(n), "seen {seen} + lost {lost}");
     for e in events.iter().filter(|e| e["type"] == "lost") {
         assert!(e["time"].as_str().is_some_and(|s| s.ends_with('Z')));
