@@ -138,6 +138,25 @@ impl Lab {
         LabNs { name, ip: String::new(), host_veth: String::new() }
     }
 
+    /// A namespace joined to the lab's bridge after the lab was made, at
+    /// `.last_octet` of the lab's subnet (removed with the lab; its veth
+    /// goes with it).
+    pub fn join_bridge(&self, suffix: &str, last_octet: u8) -> LabNs {
+        let mut ns = self.extra_ns(suffix);
+        let host_veth = format!("trv{}{suffix}", self.id);
+        let ip = format!("{}.{last_octet}", self.subnet_prefix());
+        sh(&format!(
+            "ip link add {host_veth} type veth peer name eth0 netns {n} && \
+             ip link set {host_veth} master {br} up && \
+             ip -n {n} addr add {ip}/24 dev eth0 && ip -n {n} link set eth0 up && ip -n {n} link set lo up",
+            n = ns.name,
+            br = self.bridge
+        ));
+        ns.ip = ip;
+        ns.host_veth = host_veth;
+        ns
+    }
+
     /// The first `n` octets shared by the lab's addresses, e.g. `10.123.45`.
     pub fn subnet_prefix(&self) -> String {
         let ip = &self.ns[0].ip;
@@ -307,4 +326,48 @@ pub fn pid_and_run(prefix: &str, cmd: &str) -> (u32, Output) {
     let out = sh_out(&format!("{prefix} sh -c {}", shell_quote(&format!("echo $$; exec {cmd}"))));
     let pid = String::from_utf8_lossy(&out.stdout).lines().next().and_then(|l| l.trim().parse().ok()).expect("pid line");
     (pid, out)
+}
+
+/// BPF_PROG_QUERY for the TCX programs on `ifname`, from inside `netns`
+/// (a path) or the current namespace.
+pub fn tcx_programs(netns: Option<String>, ifname: &str, ingress: bool) -> Vec<u32> {
+    let ifname = std::ffi::CString::new(ifname).expect("name");
+    std::thread::spawn(move || {
+        if let Some(p) = netns {
+            let f = std::fs::File::open(p).expect("netns file");
+            // SAFETY: setns on this short-lived thread only.
+            assert_eq!(unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) }, 0);
+        }
+        // SAFETY: valid C string.
+        let ifindex = unsafe { libc::if_nametoindex(ifname.as_ptr()) };
+        assert!(ifindex > 0, "no interface {ifname:?}");
+        let mut ids = [0u32; 64];
+        let mut attr = [0u64; 16];
+        const BPF_PROG_QUERY: libc::c_long = 16;
+        const BPF_TCX_INGRESS: u64 = 46;
+        attr[0] = ifindex as u64 | ((if ingress { BPF_TCX_INGRESS } else { BPF_TCX_INGRESS + 1 }) << 32);
+        attr[2] = ids.as_mut_ptr() as u64;
+        attr[3] = ids.len() as u64;
+        // SAFETY: bpf(2) with a zeroed, correctly laid out attr and a buffer of 64 ids.
+        let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_QUERY, attr.as_mut_ptr(), 128) };
+        assert_eq!(rc, 0, "BPF_PROG_QUERY: {}", std::io::Error::last_os_error());
+        ids[..(attr[3] as u32 as usize).min(64)].to_vec()
+    })
+    .join()
+    .expect("query thread")
+}
+
+/// Whether a BPF program with this id still exists.
+pub fn program_exists(id: u32) -> bool {
+    let mut attr = [0u64; 16];
+    attr[0] = id as u64;
+    const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+    // SAFETY: bpf(2) with a zeroed attr holding the id.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_GET_FD_BY_ID, attr.as_mut_ptr(), 128) };
+    if fd >= 0 {
+        // SAFETY: closing the fd we were just given.
+        unsafe { libc::close(fd as i32) };
+        return true;
+    }
+    false
 }

@@ -11,7 +11,7 @@ use std::{
 };
 
 use serde_json::Value;
-use tracer_tests::{Lab, LabNs, Tracer, sh, sh_out, tracer_run};
+use tracer_tests::{Lab, LabNs, Tracer, program_exists, sh, sh_out, tcx_programs, tracer_run};
 
 /// The inode of the namespace the tests (and the tracer) run in.
 fn host_inode() -> u64 {
@@ -56,24 +56,6 @@ fn tcp_transfer(from: &LabNs, to: &LabNs, port: u16, n: usize) -> (String, Strin
     let out = srv.wait_with_output().expect("server");
     assert!(out.status.success(), "server: {}", String::from_utf8_lossy(&out.stderr));
     (sent.trim().to_string(), String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-/// A namespace joined to the lab's bridge after the lab was made (removed
-/// with the lab; its veth goes with it).
-fn join_bridge(lab: &Lab, suffix: &str, last_octet: u8) -> LabNs {
-    let mut ns = lab.extra_ns(suffix);
-    let host_veth = format!("trv{}{suffix}", lab.id);
-    let ip = format!("{}.{last_octet}", lab.subnet_prefix());
-    sh(&format!(
-        "ip link add {host_veth} type veth peer name eth0 netns {n} && \
-         ip link set {host_veth} master {br} up && \
-         ip -n {n} addr add {ip}/24 dev eth0 && ip -n {n} link set eth0 up && ip -n {n} link set lo up",
-        n = ns.name,
-        br = lab.bridge
-    ));
-    ns.ip = ip;
-    ns.host_veth = host_veth;
-    ns
 }
 
 fn packets_with_sport(events: &[Value], sport: u16) -> Vec<Value> {
@@ -359,7 +341,7 @@ fn a_namespace_created_after_start_is_traced_within_a_second() {
     let lab = Lab::new(1);
     let a = &lab.ns[0];
     let mut t = Tracer::start(&["packets", "--all", "--json"]);
-    let c = join_bridge(&lab, "c", 50);
+    let c = lab.join_bridge("c", 50);
     // Following polls every 500 ms; allow it a second, as promised.
     std::thread::sleep(Duration::from_millis(1000));
     udp_send(&c, &a.ip, 41020, 5000, &["late"]);
@@ -376,7 +358,7 @@ fn a_namespace_created_after_start_is_traced_within_a_second() {
 fn a_namespace_deleted_while_traced_harms_nothing() {
     let lab = Lab::new(2);
     let (a, b) = (&lab.ns[0], &lab.ns[1]);
-    let c = join_bridge(&lab, "c", 60);
+    let c = lab.join_bridge("c", 60);
     let mut t = Tracer::start(&["packets", "--all", "--json"]);
     udp_send(&c, &a.ip, 41030, 5000, &["before"]);
     assert!(t.wait_for(Duration::from_secs(5), |e| e["sport"] == 41030 && e["netns"]["inode"] == c.inode()).is_some());
@@ -410,50 +392,6 @@ fn a_transfer_through_traced_interfaces_arrives_byte_identical() {
     // Everything was traced, or the losses were reported.
     assert!(seen == 4 << 20 || lost > 0, "saw {seen} payload bytes at b, no loss reported");
     assert!(events.iter().any(|e| e["caplen"].as_u64().is_some_and(|c| c > 1000)), "snaplen 0 copies whole frames");
-}
-
-/// BPF_PROG_QUERY for the TCX programs on `ifname`, from inside `netns`
-/// (a path) or the current namespace.
-fn tcx_programs(netns: Option<String>, ifname: &str, ingress: bool) -> Vec<u32> {
-    let ifname = std::ffi::CString::new(ifname).expect("name");
-    std::thread::spawn(move || {
-        if let Some(p) = netns {
-            let f = std::fs::File::open(p).expect("netns file");
-            // SAFETY: setns on this short-lived thread only.
-            assert_eq!(unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) }, 0);
-        }
-        // SAFETY: valid C string.
-        let ifindex = unsafe { libc::if_nametoindex(ifname.as_ptr()) };
-        assert!(ifindex > 0, "no interface {ifname:?}");
-        let mut ids = [0u32; 64];
-        let mut attr = [0u64; 16];
-        const BPF_PROG_QUERY: libc::c_long = 16;
-        const BPF_TCX_INGRESS: u64 = 46;
-        attr[0] = ifindex as u64 | ((if ingress { BPF_TCX_INGRESS } else { BPF_TCX_INGRESS + 1 }) << 32);
-        attr[2] = ids.as_mut_ptr() as u64;
-        attr[3] = ids.len() as u64;
-        // SAFETY: bpf(2) with a zeroed, correctly laid out attr and a buffer of 64 ids.
-        let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_QUERY, attr.as_mut_ptr(), 128) };
-        assert_eq!(rc, 0, "BPF_PROG_QUERY: {}", std::io::Error::last_os_error());
-        ids[..(attr[3] as u32 as usize).min(64)].to_vec()
-    })
-    .join()
-    .expect("query thread")
-}
-
-/// Whether a BPF program with this id still exists.
-fn program_exists(id: u32) -> bool {
-    let mut attr = [0u64; 16];
-    attr[0] = id as u64;
-    const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
-    // SAFETY: bpf(2) with a zeroed attr holding the id.
-    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_GET_FD_BY_ID, attr.as_mut_ptr(), 128) };
-    if fd >= 0 {
-        // SAFETY: closing the fd we were just given.
-        unsafe { libc::close(fd as i32) };
-        return true;
-    }
-    false
 }
 
 #[test]

@@ -9,6 +9,7 @@
 pub mod netlink;
 pub mod offsets;
 pub mod packet;
+pub mod top;
 
 /// Names of maps, shared so neither side repeats a string literal.
 pub mod maps {
@@ -22,6 +23,11 @@ pub mod maps {
     pub const NL_RECV_ARGS: &str = "NL_RECV_ARGS";
     /// The packet filter: an array of one [`super::packet::FilterTable`].
     pub const PKT_FILTER: &str = "PKT_FILTER";
+    /// `tracer top`: per-CPU packet and byte counters per interface and
+    /// direction, keyed by [`super::top::IfaceKey`].
+    pub const TOP_IFACES: &str = "TOP_IFACES";
+    /// `tracer top`: per-CPU counters per flow (LRU), keyed by [`super::top::FlowKey`].
+    pub const TOP_FLOWS: &str = "TOP_FLOWS";
 }
 
 /// Names of the global variables userspace sets at load time.
@@ -45,6 +51,9 @@ pub mod programs {
     pub const NL_RECVFROM_EXIT: &str = "nl_recvfrom_exit";
     pub const PKT_INGRESS: &str = "pkt_ingress";
     pub const PKT_EGRESS: &str = "pkt_egress";
+    /// `tracer top`: count packets per interface and flow, send nothing.
+    pub const TOP_INGRESS: &str = "top_ingress";
+    pub const TOP_EGRESS: &str = "top_egress";
     /// Tiny programs `tracer doctor` loads to probe what the kernel accepts.
     pub const PROBE_TRACEPOINT: &str = "probe_tracepoint";
     pub const PROBE_TP_BTF: &str = "probe_tp_btf";
@@ -88,16 +97,20 @@ pub enum LostSource {
     Packet = 1,
     /// Netlink answers (their requests are then reported without a result).
     NetlinkAck = 2,
+    /// Packets `tracer top` could not count: the interface counters were
+    /// full or refused an update.
+    Stats = 3,
 }
 
 impl LostSource {
-    pub const COUNT: u32 = 3;
-    pub const ALL: [LostSource; 3] = [LostSource::Netlink, LostSource::Packet, LostSource::NetlinkAck];
+    pub const COUNT: u32 = 4;
+    pub const ALL: [LostSource; 4] = [LostSource::Netlink, LostSource::Packet, LostSource::NetlinkAck, LostSource::Stats];
     pub const fn name(self) -> &'static str {
         match self {
             Self::Netlink => "netlink",
             Self::Packet => "packet",
             Self::NetlinkAck => "netlink_ack",
+            Self::Stats => "stats",
         }
     }
 }
@@ -155,4 +168,7 @@ mod pod {
     unsafe impl aya::Pod for super::packet::PacketMeta {}
     unsafe impl aya::Pod for super::packet::FilterInsn {}
     unsafe impl aya::Pod for super::packet::FilterTable {}
+    unsafe impl aya::Pod for super::top::IfaceKey {}
+    unsafe impl aya::Pod for super::top::FlowKey {}
+    unsafe impl aya::Pod for super::top::Counters {}
 }

@@ -68,7 +68,7 @@ pub mod key_flags {
 /// The three 16-byte windows (meta, `src`, `dst`) are what
 /// [`FILTER_OP_EQ`] predicates compare.
 #[repr(C, align(8))]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PacketKey {
     /// [`key_flags`] bits.
     pub flags: u8,

@@ -9,7 +9,7 @@ use aya_ebpf::{macros::map, maps::Array, programs::TcContext};
 use tracer_common::packet::{FilterTable, PacketKey, key_flags};
 
 #[map(name = "PKT_FILTER")]
-static PKT_FILTER: Array<FilterTable> = Array::with_max_entries(1, 0);
+pub static PKT_FILTER: Array<FilterTable> = Array::with_max_entries(1, 0);
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
@@ -33,7 +33,7 @@ pub fn packet_matches(ctx: &TcContext, direction: u8) -> bool {
 /// frame) leaves the later parts unset, so predicates on them are false.
 /// Headers are read into aligned words so the copies stay word-sized.
 #[inline(never)]
-fn parse(ctx: &TcContext, key: &mut PacketKey) {
+pub fn parse(ctx: &TcContext, key: &mut PacketKey) {
     // SAFETY: ctx.skb.skb is the program's __sk_buff context.
     let (len, vlan_present, vlan_tci) = unsafe {
         let s = &*ctx.skb.skb;

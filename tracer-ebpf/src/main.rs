@@ -8,6 +8,7 @@ mod kernel;
 mod netlink;
 mod packet;
 mod probe;
+mod top;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -21,7 +21,7 @@ use crate::kernel::{EVENTS, HDR, SCRATCH, SCRATCH_SIZE, Scratch, config, count_l
 
 /// Namespace inode of the device the packet is on: `skb->dev->nd_net->ns.inum`.
 #[inline(always)]
-fn device_netns(ctx: &TcContext) -> u32 {
+pub fn device_netns(ctx: &TcContext) -> u32 {
     let o = offsets();
     // In TC programs the context pointer is the kernel's sk_buff.
     let skb = ctx.skb.skb as *const u8;

@@ -47,8 +47,8 @@ pub enum Command {
     Packets(PacketArgs),
     /// List network namespaces with their processes, containers and interfaces.
     Ns(NsArgs),
-    /// Live per-container, per-interface and per-flow rates.
-    Top,
+    /// Live per-container, per-interface and per-flow rates, counted in the kernel.
+    Top(TopArgs),
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -108,6 +108,34 @@ pub struct PacketArgs {
     /// Show each packet's path across interfaces, with transit times.
     #[arg(long)]
     pub hops: bool,
+    /// Filter expression as trailing words, as tcpdump takes it.
+    #[arg(trailing_var_arg = true, value_name = "EXPR")]
+    pub expr: Vec<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TopArgs {
+    #[command(flatten)]
+    pub sel: Selectors,
+    /// Count in every namespace, following those that appear later (the default).
+    #[arg(long)]
+    pub all: bool,
+    /// Only interfaces whose name matches this glob (comma-separated globs).
+    #[arg(short = 'i', long = "iface", value_name = "GLOB")]
+    pub iface: Option<String>,
+    /// Filter expression (tcpdump syntax subset); may also be given as trailing words.
+    #[arg(long, value_name = "EXPR")]
+    pub filter: Option<String>,
+    /// Seconds between reports.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    pub interval: f64,
+    /// One row per container (or namespace), interface, or flow.
+    #[arg(long, value_enum, default_value = "container")]
+    pub by: crate::top::By,
+    /// At most this many rows per report (largest first); on a terminal,
+    /// by default as many as fit.
+    #[arg(short = 'n', long, value_name = "N")]
+    pub limit: Option<usize>,
     /// Filter expression as trailing words, as tcpdump takes it.
     #[arg(trailing_var_arg = true, value_name = "EXPR")]
     pub expr: Vec<String>,

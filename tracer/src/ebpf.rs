@@ -3,7 +3,11 @@
 //! hook table, so a program kind the kernel refuses costs only its users.
 
 use aya::{Ebpf, EbpfLoader};
-use tracer_common::{Config, globals, maps, offsets::KernelOffsets};
+use tracer_common::{
+    Config, globals, maps,
+    offsets::KernelOffsets,
+    top::{TOP_FLOWS_MAX, TOP_IFACES_MAX},
+};
 
 use crate::btf::{BtfError, KernelBtf};
 
@@ -25,13 +29,20 @@ pub struct LoadOptions {
     pub snaplen: u32,
     /// Capture netlink only from sockets of this namespace (in the kernel).
     pub nl_netns: Option<u64>,
+    /// Size the counters of `tracer top` for use; other jobs get token
+    /// maps, since the per-CPU flow table is preallocated (about 24 bytes
+    /// per flow and CPU).
+    pub top: bool,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { ring_bytes: 16 * 1024 * 1024, snaplen: 0, nl_netns: None }
+        Self { ring_bytes: 16 * 1024 * 1024, snaplen: 0, nl_netns: None, top: false }
     }
 }
+
+/// Entries of the `tracer top` maps when another job loads the object.
+const UNUSED_MAP_ENTRIES: u32 = 64;
 
 /// A loaded object plus what was learned about the kernel while loading it.
 pub struct Loaded {
@@ -51,10 +62,13 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         _pad: 0,
     };
     let ring = opts.ring_bytes.next_power_of_two().max(4096);
+    let (flows, ifaces) = if opts.top { (TOP_FLOWS_MAX, TOP_IFACES_MAX) } else { (UNUSED_MAP_ENTRIES, UNUSED_MAP_ENTRIES) };
     let ebpf = EbpfLoader::new()
         .override_global(globals::CONFIG, &config, true)
         .override_global(globals::OFFSETS, &offsets, true)
         .map_max_entries(maps::EVENTS, ring)
+        .map_max_entries(maps::TOP_FLOWS, flows)
+        .map_max_entries(maps::TOP_IFACES, ifaces)
         .load(OBJECT)?;
     Ok(Loaded { ebpf, offsets, missing_fields })
 }

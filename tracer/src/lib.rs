@@ -2,7 +2,8 @@
 //!
 //! The layers, each in its own module, data flowing one way:
 //! discovery (`ns`, `sys`, `btf`) -> attach (`ebpf`, `hooks`) -> read
-//! (`reader`, `event`) -> decode (`netlink`) -> output (`output`).
+//! (`reader`, `event`) -> decode (`netlink`, `packets`) -> output
+//! (`output`). `top` reads counters the kernel keeps instead of events.
 //! The binary is thin: [`run`] is what it and the tests call.
 
 pub mod btf;
@@ -18,6 +19,7 @@ pub mod output;
 pub mod packets;
 pub mod reader;
 pub mod sys;
+pub mod top;
 
 use std::{future::Future, time::Duration};
 
@@ -35,8 +37,6 @@ use crate::{
 pub enum Error {
     #[error("{0}")]
     Usage(String),
-    #[error("`tracer {0}` is not built yet")]
-    NotBuilt(&'static str),
     #[error("tracer must run as root (it loads eBPF programs; missing {0})")]
     NotRoot(&'static str),
     #[error(transparent)]
@@ -51,6 +51,8 @@ pub enum Error {
     Ns(#[from] ns::NsError),
     #[error(transparent)]
     Packets(#[from] packets::PacketsError),
+    #[error(transparent)]
+    Top(#[from] top::TopError),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
     #[error("the kernel cannot run the tracer here: {0} (see `tracer doctor`)")]
@@ -64,6 +66,7 @@ pub enum Job {
     Netlink(NetlinkJob),
     Ns(NsJob),
     Packets(packets::PacketsJob),
+    Top(top::TopJob),
     /// The default job: netlink audit and packets of every namespace, merged.
     All(NetlinkJob, packets::PacketsJob),
 }
@@ -147,7 +150,7 @@ pub fn plan(cli: &Cli) -> Result<Job, Error> {
         Some(Command::Netlink(a)) => Ok(Job::Netlink(NetlinkJob::from_args(a)?)),
         Some(Command::Packets(a)) => Ok(Job::Packets(packets::PacketsJob::from_args(a)?)),
         Some(Command::Ns(a)) => Ok(Job::Ns(NsJob { netns: resolve_selectors(&a.sel)? })),
-        Some(Command::Top) => Err(Error::NotBuilt("top")),
+        Some(Command::Top(a)) => Ok(Job::Top(top::TopJob::from_args(a)?)),
         None => Ok(Job::All(NetlinkJob::default(), packets::PacketsJob::default())),
     }
 }
@@ -185,6 +188,10 @@ pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<i32, Er
         Job::Packets(pj) => {
             require_root()?;
             packets::run(None, pj, cli.common, shutdown).await.map(|_| 0)
+        }
+        Job::Top(tj) => {
+            require_root()?;
+            top::run(tj, cli.common, shutdown).await.map(|_| 0)
         }
         Job::All(nj, pj) => {
             require_root()?;

@@ -25,9 +25,28 @@ pub enum ReaderError {
 
 pub struct Reader {
     ring: AsyncFd<RingBuf<MapData>>,
-    lost: PerCpuArray<MapData, u64>,
+    lost: LostCounters,
     /// Records that could not be parsed.
     pub malformed: u64,
+}
+
+/// The kernel's per-CPU counts of lost events, by [`LostSource`].
+pub struct LostCounters {
+    map: PerCpuArray<MapData, u64>,
+}
+
+impl LostCounters {
+    /// Takes the counters out of `ebpf`.
+    pub fn new(ebpf: &mut Ebpf) -> Result<Self, ReaderError> {
+        let lost = ebpf.take_map(maps::LOST).ok_or(ReaderError::NoMap(maps::LOST))?;
+        let map = PerCpuArray::try_from(lost).map_err(|e| ReaderError::Map(maps::LOST, e))?;
+        Ok(Self { map })
+    }
+
+    /// Total lost events of one source, summed over CPUs.
+    pub fn total(&self, s: LostSource) -> u64 {
+        self.map.get(&(s as u32), 0).map(|v| v.iter().copied().sum::<u64>()).unwrap_or(0)
+    }
 }
 
 impl Reader {
@@ -35,8 +54,7 @@ impl Reader {
     pub fn new(ebpf: &mut Ebpf) -> Result<Self, ReaderError> {
         let ring = ebpf.take_map(maps::EVENTS).ok_or(ReaderError::NoMap(maps::EVENTS))?;
         let ring = RingBuf::try_from(ring).map_err(|e| ReaderError::Map(maps::EVENTS, e))?;
-        let lost = ebpf.take_map(maps::LOST).ok_or(ReaderError::NoMap(maps::LOST))?;
-        let lost = PerCpuArray::try_from(lost).map_err(|e| ReaderError::Map(maps::LOST, e))?;
+        let lost = LostCounters::new(ebpf)?;
         // SAFETY: the ring buffer owns its fd and is moved into the AsyncFd,
         // which deregisters it before dropping it.
         let ring = unsafe { AsyncFd::register(ring) }.map_err(|e| ReaderError::Io(e.into()))?;
@@ -68,19 +86,11 @@ impl Reader {
         }
     }
 
-    /// Total lost events per source, summed over CPUs.
+    /// Total lost events per source of the ring buffer, summed over CPUs.
     pub fn lost(&self) -> Vec<(LostSource, u64)> {
-        LostSource::ALL
-            .iter()
-            .map(|&s| {
-                let n = self
-                    .lost
-                    .get(&(s as u32), 0)
-                    .map(|v| v.iter().copied().sum::<u64>())
-                    .unwrap_or(0);
-                (s, n)
-            })
-            .collect()
+        // `Stats` counts packets `tracer top` could not count, which never
+        // go through the ring buffer.
+        LostSource::ALL.iter().filter(|s| **s != LostSource::Stats).map(|&s| (s, self.lost.total(s))).collect()
     }
 }
 

@@ -1,5 +1,6 @@
-//! Attaching the two packet programs (loaded once) to many interfaces in
-//! many namespaces, and releasing them again.
+//! Attaching a pair of TC programs (loaded once: [`PACKET_PROGRAMS`] for
+//! `tracer packets`, [`TOP_PROGRAMS`] for `tracer top`) to many interfaces
+//! in many namespaces, and releasing them again.
 //!
 //! Each attachment is made from inside the interface's namespace
 //! (`sys::in_netns`), since interface names and indexes only mean something
@@ -58,6 +59,18 @@ impl TcMode {
     }
 }
 
+/// The ingress and egress program of a job, by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProgramPair {
+    pub ingress: &'static str,
+    pub egress: &'static str,
+}
+
+/// Copy packets to the ring buffer.
+pub const PACKET_PROGRAMS: ProgramPair = ProgramPair { ingress: p::PKT_INGRESS, egress: p::PKT_EGRESS };
+/// Count packets per interface and flow in maps.
+pub const TOP_PROGRAMS: ProgramPair = ProgramPair { ingress: p::TOP_INGRESS, egress: p::TOP_EGRESS };
+
 /// One interface the programs are attached to.
 struct Attached {
     /// The namespace's cookie: inode numbers are reused as soon as a
@@ -77,34 +90,37 @@ struct Attached {
 pub struct Changes {
     pub attached: Vec<String>,
     pub released: Vec<String>,
+    /// (namespace inode, ifindex) of each released interface.
+    pub released_keys: Vec<(u64, u32)>,
     /// Interfaces that could not be attached, with the reason (reported once).
     pub failed: Vec<(String, String)>,
 }
 
 pub struct Attacher {
     mode: TcMode,
+    programs: ProgramPair,
     attached: HashMap<(u64, u32), Attached>,
     /// Interfaces that failed once, with their namespace's cookie: not
     /// retried while they are the same interface.
     failed: HashSet<(u64, Option<u64>, u32)>,
 }
 
-/// The two loaded programs, borrowed together from the object.
-fn programs(ebpf: &mut Ebpf) -> Result<(&mut SchedClassifier, &mut SchedClassifier), HookError> {
+/// The two programs of `pair`, borrowed together from the object.
+fn programs(ebpf: &mut Ebpf, pair: ProgramPair) -> Result<(&mut SchedClassifier, &mut SchedClassifier), HookError> {
     let (mut ingress, mut egress) = (None, None);
     for (name, prog) in ebpf.programs_mut() {
-        if name == p::PKT_INGRESS {
+        if name == pair.ingress {
             ingress = Some(prog);
-        } else if name == p::PKT_EGRESS {
+        } else if name == pair.egress {
             egress = Some(prog);
         }
     }
-    let ingress = ingress.ok_or(HookError::NoProgram(p::PKT_INGRESS))?;
-    let egress = egress.ok_or(HookError::NoProgram(p::PKT_EGRESS))?;
+    let ingress = ingress.ok_or(HookError::NoProgram(pair.ingress))?;
+    let egress = egress.ok_or(HookError::NoProgram(pair.egress))?;
     let ingress: &mut SchedClassifier =
-        ingress.try_into().map_err(|source| HookError::Load { program: p::PKT_INGRESS, source })?;
+        ingress.try_into().map_err(|source| HookError::Load { program: pair.ingress, source })?;
     let egress: &mut SchedClassifier =
-        egress.try_into().map_err(|source| HookError::Load { program: p::PKT_EGRESS, source })?;
+        egress.try_into().map_err(|source| HookError::Load { program: pair.egress, source })?;
     Ok((ingress, egress))
 }
 
@@ -134,12 +150,13 @@ fn describe(e: &ProgramError) -> String {
 }
 
 impl Attacher {
-    /// Loads both programs into the kernel (once; they are attached many times).
-    pub fn new(ebpf: &mut Ebpf, mode: TcMode) -> Result<Self, HookError> {
-        let (ingress, egress) = programs(ebpf)?;
-        ingress.load().map_err(|source| HookError::Load { program: p::PKT_INGRESS, source })?;
-        egress.load().map_err(|source| HookError::Load { program: p::PKT_EGRESS, source })?;
-        Ok(Self { mode, attached: HashMap::new(), failed: HashSet::new() })
+    /// Loads both programs of `pair` into the kernel (once; they are
+    /// attached many times).
+    pub fn new(ebpf: &mut Ebpf, mode: TcMode, pair: ProgramPair) -> Result<Self, HookError> {
+        let (ingress, egress) = programs(ebpf, pair)?;
+        ingress.load().map_err(|source| HookError::Load { program: pair.ingress, source })?;
+        egress.load().map_err(|source| HookError::Load { program: pair.egress, source })?;
+        Ok(Self { mode, programs: pair, attached: HashMap::new(), failed: HashSet::new() })
     }
 
     pub fn mode(&self) -> TcMode {
@@ -155,6 +172,11 @@ impl Attacher {
         self.attached.is_empty()
     }
 
+    /// (namespace inode, ifindex) of every interface attached now.
+    pub fn keys(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        self.attached.keys().copied()
+    }
+
     /// Makes the attachments match `want`: (namespace, interfaces to trace
     /// in it). Interfaces no longer wanted, or gone, are released.
     pub fn sync(&mut self, ebpf: &mut Ebpf, want: &BTreeMap<u64, (Netns, Vec<Iface>)>) -> Changes {
@@ -167,6 +189,7 @@ impl Attacher {
         for key in gone {
             if let Some(a) = self.attached.remove(&key) {
                 changes.released.push(a.label.clone());
+                changes.released_keys.push(key);
                 // Alive: the same namespace, not another one with its inode.
                 let ns_alive = want.contains_key(&key.0) && cookie(&key.0) == a.cookie;
                 self.release(key.1, a, ns_alive);
@@ -176,7 +199,7 @@ impl Attacher {
         // that reuses the index gets its own try.
         self.failed.retain(|k| wanted.contains(k));
 
-        let Ok((ingress, egress)) = programs(ebpf) else { return changes };
+        let Ok((ingress, egress)) = programs(ebpf, self.programs) else { return changes };
         for (ino, (ns, ifs)) in want {
             let todo: Vec<&Iface> = ifs
                 .iter()

@@ -12,16 +12,17 @@
 pub mod attach;
 pub mod decode;
 pub mod filter;
+pub mod follow;
 pub mod hops;
 pub mod pcapng;
 
 use std::{
     cmp::Reverse,
-    collections::{BTreeMap, BinaryHeap, HashMap},
+    collections::{BinaryHeap, HashMap},
     future::Future,
     path::PathBuf,
-    sync::{Arc, Mutex, mpsc},
-    time::{Duration, Instant},
+    sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use serde_json::Value;
@@ -38,20 +39,13 @@ use crate::{
     event::{RawEvent, read_pod},
     hooks,
     netlink::{self, NetlinkEvent},
-    ns::{self, Iface, Netns, Registry},
+    ns::{self, Iface, Registry},
     output::{Render, Sink},
     reader::{LostTracker, Reader},
 };
-use attach::{Attacher, TcMode};
+use attach::{Attacher, PACKET_PROGRAMS, TcMode};
 use filter::FilterProgram;
-
-/// Interface kinds traced by default: what container networking is made
-/// of. Physical NICs (no kind), loopback, and `ifb`/`vrf` (which only
-/// repeat packets other interfaces carry) need `--iface`.
-pub const DEFAULT_KINDS: &[&str] = &[
-    "veth", "bridge", "macvlan", "macvtap", "ipvlan", "ipvtap", "vxlan", "geneve", "vlan", "bond", "team", "tun",
-    "wireguard", "netkit", "gre", "gretap", "ip6gre", "ip6gretap", "ipip", "sit", "ip6tnl", "erspan", "bareudp", "dummy",
-];
+pub use follow::{DEFAULT_KINDS, FOLLOW_INTERVAL, Follower, Scope, Selection, Topology, glob_match};
 
 /// Bytes captured per packet when printing: enough for Ethernet, a VLAN
 /// tag, IPv6 and a TCP header with options.
@@ -59,9 +53,6 @@ pub const DEFAULT_SNAPLEN: u32 = 128;
 
 /// How often the ring buffer is drained without being woken.
 pub const DRAIN_INTERVAL: Duration = Duration::from_millis(20);
-
-/// How often namespaces and interfaces are looked for.
-pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PacketsError {
@@ -73,24 +64,11 @@ pub enum PacketsError {
     Filter(#[from] filter::FilterError),
 }
 
-/// Which namespaces are traced.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Scope {
-    /// Every namespace, including those created later.
-    All,
-    /// One namespace (its interfaces are still followed).
-    Netns(u64),
-    /// The namespace of one container (by full id), followed when the
-    /// container restarts into a new one.
-    Container(String),
-}
-
 /// The validated form of `tracer packets`.
 #[derive(Clone, Debug)]
 pub struct PacketsJob {
-    pub scope: Scope,
-    /// `--iface`: name globs; `None` means the [`DEFAULT_KINDS`].
-    pub iface_globs: Option<Vec<String>>,
+    /// Namespaces and interfaces.
+    pub select: Selection,
     pub snaplen: u32,
     pub write: Option<PathBuf>,
     pub hops: bool,
@@ -102,8 +80,7 @@ impl Default for PacketsJob {
     /// What the default job traces: everything.
     fn default() -> Self {
         Self {
-            scope: Scope::All,
-            iface_globs: None,
+            select: Selection::default(),
             snaplen: DEFAULT_SNAPLEN,
             write: None,
             hops: false,
@@ -114,39 +91,8 @@ impl Default for PacketsJob {
 
 impl PacketsJob {
     pub fn from_args(a: &PacketArgs) -> Result<Self, Error> {
-        let sel = &a.sel;
-        let selectors = [sel.netns.is_some(), sel.pid.is_some(), sel.container.is_some()].iter().filter(|b| **b).count();
-        if selectors > 1 || (a.all && selectors > 0) {
-            return Err(Error::Usage("give one of --all, --netns, --pid, --container".into()));
-        }
-        let scope = if let Some(n) = &sel.netns {
-            Scope::Netns(ns::resolve_netns(n)?)
-        } else if let Some(pid) = sel.pid {
-            Scope::Netns(ns::resolve_pid(pid)?)
-        } else if let Some(c) = &sel.container {
-            let (container, _) = Registry::new().resolve_container(c)?;
-            Scope::Container(container.id)
-        } else {
-            Scope::All
-        };
-        let expr = match (&a.filter, a.expr.is_empty()) {
-            (Some(_), false) => {
-                return Err(Error::Usage("give the filter either with --filter or as trailing words, not both".into()));
-            }
-            (Some(f), true) => f.clone(),
-            (None, _) => a.expr.join(" "),
-        };
-        let filter = filter::compile(&expr).map_err(|e| Error::Usage(e.to_string()))?;
-        let iface_globs = match &a.iface {
-            Some(g) => {
-                let globs: Vec<String> = g.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
-                if globs.is_empty() {
-                    return Err(Error::Usage("--iface needs a name or a glob such as 'veth*'".into()));
-                }
-                Some(globs)
-            }
-            None => None,
-        };
+        let select = Selection::from_args(&a.sel, a.all, a.iface.as_deref())?;
+        let filter = filter::from_args(a.filter.as_deref(), &a.expr)?;
         let max = PKT_DATA_MAX as u32;
         let snaplen = match a.snaplen {
             // As tcpdump: 0 means as much as possible.
@@ -160,23 +106,13 @@ impl PacketsJob {
             None if a.write.is_some() => max,
             None => DEFAULT_SNAPLEN,
         };
-        Ok(Self { scope, iface_globs, snaplen, write: a.write.clone(), hops: a.hops, filter })
+        Ok(Self { select, snaplen, write: a.write.clone(), hops: a.hops, filter })
     }
 
     /// Whether an interface is traced.
     pub fn wants(&self, i: &Iface) -> bool {
-        match &self.iface_globs {
-            Some(globs) => globs.iter().any(|g| glob_match(g, &i.name)),
-            None => i.kind.as_deref().is_some_and(|k| DEFAULT_KINDS.contains(&k)),
-        }
+        self.select.wants(i)
     }
-}
-
-/// Shell-style match (`*`, `?`, `[...]`), as interface globs are written.
-pub fn glob_match(pattern: &str, name: &str) -> bool {
-    let (Ok(p), Ok(n)) = (std::ffi::CString::new(pattern), std::ffi::CString::new(name)) else { return false };
-    // SAFETY: fnmatch reads two valid C strings.
-    unsafe { libc::fnmatch(p.as_ptr(), n.as_ptr(), 0) == 0 }
 }
 
 /// One packet seen on one interface, decoded.
@@ -380,130 +316,6 @@ impl Render for PacketEvent {
     }
 }
 
-/// Names of namespaces, interfaces and containers, kept by the attach
-/// thread and read when decoding. Interfaces that went away stay a while,
-/// for the events still in the ring buffer.
-#[derive(Default, Debug)]
-pub struct Topology {
-    ifaces: HashMap<(u64, u32), (String, Instant)>,
-    /// inode -> (name, container as JSON).
-    namespaces: HashMap<u64, (Option<String>, Option<Value>)>,
-    /// The tracer's own namespace.
-    pub host_netns: Option<u64>,
-}
-
-/// How long the name of a vanished interface is remembered.
-const FORGET_AFTER: Duration = Duration::from_secs(30);
-
-impl Topology {
-    fn update(&mut self, reg: &Registry, want: &BTreeMap<u64, (Netns, Vec<Iface>)>) {
-        let now = Instant::now();
-        for ino in want.keys() {
-            let container = reg.container_for_netns(*ino).and_then(|c| serde_json::to_value(c).ok());
-            self.namespaces.insert(*ino, (reg.netns_name(*ino), container));
-        }
-        for (ino, (_, ifs)) in want {
-            for i in ifs {
-                self.ifaces.insert((*ino, i.ifindex), (i.name.clone(), now));
-            }
-        }
-        self.ifaces.retain(|_, (_, seen)| now.duration_since(*seen) < FORGET_AFTER);
-    }
-
-    pub fn ifname(&self, ns: u64, ifindex: u32) -> String {
-        self.ifaces.get(&(ns, ifindex)).map(|(n, _)| n.clone()).unwrap_or_else(|| format!("if{ifindex}"))
-    }
-
-    pub fn ns_name(&self, ns: u64) -> Option<String> {
-        self.namespaces.get(&ns).and_then(|(n, _)| n.clone())
-    }
-
-    pub fn container(&self, ns: u64) -> Option<Value> {
-        self.namespaces.get(&ns).and_then(|(_, c)| c.clone())
-    }
-}
-
-/// The namespaces and interfaces `job` selects, as they are now.
-fn wanted(job: &PacketsJob, reg: &mut Registry) -> BTreeMap<u64, (Netns, Vec<Iface>)> {
-    let mut out = BTreeMap::new();
-    if reg.rescan(true).is_err() {
-        return out;
-    }
-    for n in reg.namespaces() {
-        let selected = match &job.scope {
-            Scope::All => true,
-            Scope::Netns(only) => n.inode == *only,
-            Scope::Container(id) => n.containers.iter().any(|c| &c.id == id),
-        };
-        // A namespace whose interfaces cannot be read (it vanished during
-        // the scan) has nothing to trace.
-        if !selected || n.error.is_some() {
-            continue;
-        }
-        let ifs: Vec<Iface> = n.interfaces.iter().filter(|i| job.wants(i)).cloned().collect();
-        out.insert(n.inode, (n.clone(), ifs));
-    }
-    out
-}
-
-/// What the first attach pass found, for the `ready` line.
-struct FirstPass {
-    interfaces: usize,
-    namespaces: usize,
-}
-
-/// The attach thread: discovers, attaches and releases every
-/// [`FOLLOW_INTERVAL`] until told to stop, then releases everything. It
-/// owns the eBPF object, so the netlink tracepoints detach with it too.
-fn follow(
-    mut ebpf: aya::Ebpf,
-    mut attacher: Attacher,
-    job: PacketsJob,
-    topo: Arc<Mutex<Topology>>,
-    first: tokio::sync::oneshot::Sender<FirstPass>,
-    stop: mpsc::Receiver<()>,
-) {
-    let mut first = Some(first);
-    let mut reg = Registry::new();
-    loop {
-        let want = wanted(&job, &mut reg);
-        if let Ok(mut t) = topo.lock() {
-            t.update(&reg, &want);
-        }
-        let changes = attacher.sync(&mut ebpf, &want);
-        for (label, why) in &changes.failed {
-            eprintln!("tracer: cannot trace {label}: {why}");
-        }
-        if let Some(tx) = first.take() {
-            let namespaces = want.values().filter(|(_, ifs)| !ifs.is_empty()).count();
-            let _ = tx.send(FirstPass { interfaces: attacher.len(), namespaces });
-        }
-        match stop.recv_timeout(FOLLOW_INTERVAL) {
-            Err(mpsc::RecvTimeoutError::Timeout) => continue,
-            _ => break,
-        }
-    }
-    attacher.release_all();
-    drop(ebpf);
-}
-
-/// The attach thread, stopped and joined when this is dropped, so that an
-/// error anywhere in [`run`] still detaches everything (which matters for
-/// netlink-tc, whose filters outlive the process).
-struct Follower {
-    stop: mpsc::Sender<()>,
-    handle: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Follower {
-    fn drop(&mut self) {
-        let _ = self.stop.send(());
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
-    }
-}
-
 /// Something to print, ordered by time in the merged timeline.
 enum Item {
     Netlink(Box<NetlinkEvent>),
@@ -589,8 +401,7 @@ pub async fn run(
     // may be read half-written.
     filter::install(&mut loaded.ebpf, &job.filter).map_err(PacketsError::from)?;
     let mut reader = Reader::new(&mut loaded.ebpf)?;
-    let attacher = Attacher::new(&mut loaded.ebpf, TcMode::detect())?;
-    let mode = attacher.mode();
+    let attacher = Attacher::new(&mut loaded.ebpf, TcMode::detect(), PACKET_PROGRAMS)?;
     let mut out = match &job.write {
         Some(path) => Out::Pcapng(pcapng::PcapngOut::create(path, job.snaplen).map_err(PacketsError::from)?, Sink::new(common.json)),
         None => Out::Sink(Sink::new(common.json)),
@@ -598,19 +409,9 @@ pub async fn run(
 
     // The namespace the tracer runs in is the host, as users see it.
     let host_netns = ns::resolve_pid(std::process::id()).ok();
-    let topo = Arc::new(Mutex::new(Topology { host_netns, ..Default::default() }));
-    let (first_tx, first_rx) = tokio::sync::oneshot::channel();
-    let (stop_tx, stop_rx) = mpsc::channel();
-    let handle = {
-        let (job, topo) = (job.clone(), topo.clone());
-        std::thread::Builder::new()
-            .name("tracer-attach".into())
-            .spawn(move || follow(loaded.ebpf, attacher, job, topo, first_tx, stop_rx))
-            .map_err(|_| PacketsError::Follower)?
-    };
-    let mut follower = Follower { stop: stop_tx, handle: Some(handle) };
-    let first = first_rx.await.map_err(|_| PacketsError::Follower)?;
-    if first.interfaces == 0 && job.scope != Scope::All {
+    let topo = Arc::new(Mutex::new(Topology::new(host_netns)));
+    let (mut follower, first) = Follower::start(loaded.ebpf, attacher, job.select.clone(), topo.clone()).await?;
+    if first.interfaces == 0 && job.select.scope != Scope::All {
         eprintln!("tracer: nothing to trace there yet; waiting for an interface to appear");
     }
     let what = if netlink_job.is_some() { "netlink audit and packets" } else { "packets" };
@@ -618,7 +419,7 @@ pub async fn run(
         "tracer: ready: tracing {what} on {} interfaces in {} namespaces ({})",
         first.interfaces,
         first.namespaces,
-        mode.name()
+        first.mode.name()
     );
 
     let clock = Clock::new();
@@ -657,10 +458,7 @@ pub async fn run(
             // Let the last answers and packets arrive, detach, then take
             // what is left in the ring buffer.
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let _ = follower.stop.send(());
-            if let Some(h) = follower.handle.take() {
-                let _ = tokio::task::spawn_blocking(move || h.join()).await;
-            }
+            follower.stop().await;
             reader.drain(&mut batch);
             done = true;
         }
@@ -759,12 +557,9 @@ mod tests {
     fn default_interfaces_are_virtual_ones() {
         let job = PacketsJob::default();
         assert!(job.wants(&iface("veth1", Some("veth"))));
-        assert!(job.wants(&iface("br0", Some("bridge"))));
-        assert!(job.wants(&iface("vx0", Some("vxlan"))));
         assert!(!job.wants(&iface("eth0", None)), "physical NIC");
-        assert!(!job.wants(&iface("lo", Some("loopback"))));
-        assert!(!job.wants(&iface("ifb0", Some("ifb"))));
-        let job = PacketsJob { iface_globs: Some(vec!["eth*".into(), "lo".into()]), ..Default::default() };
+        let select = Selection { iface_globs: Some(vec!["eth*".into(), "lo".into()]), ..Default::default() };
+        let job = PacketsJob { select, ..Default::default() };
         assert!(job.wants(&iface("eth0", None)));
         assert!(job.wants(&iface("lo", None)));
         assert!(!job.wants(&iface("veth1", Some("veth"))));

@@ -1,0 +1,366 @@
+//! `tracer top`: counts made in the kernel, checked against traffic of
+//! known size and number sent between lab namespaces (python3 sockets),
+//! against the kernel's own interface counters, and against the kernel's
+//! list of attached programs once the tracer has stopped.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use tracer_tests::{Lab, LabNs, Tracer, program_exists, sh, tcx_programs, tracer_run};
+
+/// UDP header plus IPv4 plus Ethernet: a datagram of payload P is a frame of P + 42 bytes.
+const UDP_OVERHEAD: u64 = 42;
+
+fn host_inode() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/net").expect("own netns").ino()
+}
+
+/// Sends `count` datagrams of `size` bytes from `from` (bound to `sport`)
+/// to `to`:`dport`, and to `dport + i % ports` when `ports` > 1.
+fn udp_blast(from: &LabNs, to: &str, sport: u16, dport: u16, ports: u32, count: u32, size: usize) {
+    let py = format!(
+        "import socket\n\
+         s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         s.bind(('',{sport}))\n\
+         p=b'x'*{size}\n\
+         for i in range({count}):\n    s.sendto(p,('{to}',{dport}+i%{ports}))\n"
+    );
+    from.sh(&format!("python3 -c {}", tracer_tests::shell_quote(&py)));
+}
+
+/// No IPv6 in the lab's namespaces, on its bridge and host veths: no
+/// router solicitations, neighbour discovery or MLD reports that would
+/// make interface counts vary from run to run.
+fn quiet(lab: &Lab) {
+    for ns in &lab.ns {
+        ns.sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 && sysctl -qw net.ipv6.conf.default.disable_ipv6=1");
+        sh(&format!("sysctl -qw net.ipv6.conf.{}.disable_ipv6=1", ns.host_veth));
+    }
+    sh(&format!("sysctl -qw net.ipv6.conf.{}.disable_ipv6=1", lab.bridge));
+}
+
+fn top_rows(events: &[Value]) -> Vec<Value> {
+    events.iter().filter(|e| e["type"] == "top").cloned().collect()
+}
+
+fn lost(events: &[Value], source: &str) -> u64 {
+    events.iter().filter(|e| e["type"] == "lost" && e["source"] == source).filter_map(|e| e["count"].as_u64()).sum()
+}
+
+fn u(v: &Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or_else(|| panic!("no {k} in {v}"))
+}
+
+/// (namespace inode, ifname, direction) -> (packets, bytes), summed over
+/// every report, of the flow rows that `pred` picks.
+fn flow_sums(rows: &[Value], pred: impl Fn(&Value) -> bool) -> BTreeMap<(u64, String, String), (u64, u64)> {
+    let mut out = BTreeMap::new();
+    for r in rows.iter().filter(|r| pred(r)) {
+        let dir = r["direction"].as_str().expect("direction").to_string();
+        let (p, b) = if dir == "egress" {
+            assert_eq!((u(r, "rx_packets"), u(r, "rx_bytes")), (0, 0), "an egress flow receives nothing: {r}");
+            (u(r, "tx_packets"), u(r, "tx_bytes"))
+        } else {
+            assert_eq!((u(r, "tx_packets"), u(r, "tx_bytes")), (0, 0), "an ingress flow sends nothing: {r}");
+            (u(r, "rx_packets"), u(r, "rx_bytes"))
+        };
+        let key = (r["netns"]["inode"].as_u64().expect("inode"), r["ifname"].as_str().expect("ifname").to_string(), dir);
+        let e = out.entry(key).or_insert((0, 0));
+        e.0 += p;
+        e.1 += b;
+    }
+    out
+}
+
+/// (namespace inode, ifname) -> (rx packets, rx bytes, tx packets, tx bytes) over every report.
+fn iface_sums(rows: &[Value]) -> BTreeMap<(u64, String), [u64; 4]> {
+    let mut out: BTreeMap<(u64, String), [u64; 4]> = BTreeMap::new();
+    for r in rows {
+        let e = out.entry((r["netns"]["inode"].as_u64().expect("inode"), r["ifname"].as_str().expect("ifname").to_string())).or_default();
+        for (i, k) in ["rx_packets", "rx_bytes", "tx_packets", "tx_bytes"].iter().enumerate() {
+            e[i] += u(r, k);
+        }
+    }
+    out
+}
+
+fn is_flow(r: &Value, from: &LabNs, to: &LabNs, sport: u16, dport: u16) -> bool {
+    r["proto"] == "udp" && r["src"] == from.ip.as_str() && r["dst"] == to.ip.as_str() && r["sport"] == sport && r["dport"] == dport
+}
+
+/// The four places a packet from `a` to `b` crosses.
+fn path(a: &LabNs, b: &LabNs) -> Vec<(u64, String, String)> {
+    let h = host_inode();
+    vec![
+        (a.inode(), "eth0".into(), "egress".into()),
+        (h, a.host_veth.clone(), "ingress".into()),
+        (h, b.host_veth.clone(), "egress".into()),
+        (b.inode(), "eth0".into(), "ingress".into()),
+    ]
+}
+
+fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+fn sysfs(ns: &LabNs, stat: &str) -> u64 {
+    ns.sh(&format!("cat /sys/class/net/eth0/statistics/{stat}")).trim().parse().expect("counter")
+}
+
+#[test]
+fn a_flow_is_counted_exactly_on_each_of_its_four_hops() {
+    let lab = Lab::new(2);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    let mut t = Tracer::start(&["top", "--by", "flow", "--json", "--interval", "0.3"]);
+    let (n, size) = (250u64, 100usize);
+    udp_blast(a, &b.ip, 41001, 5000, 1, n as u32, size);
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(t.stop(), 0, "{}", t.stderr());
+    let events = t.events();
+    let rows = top_rows(&events);
+    let ours: Vec<&Value> = rows.iter().filter(|r| is_flow(r, a, b, 41001, 5000)).collect();
+    assert!(!ours.is_empty(), "no row of the flow: {rows:#?}");
+    let sums = flow_sums(&rows, |r| is_flow(r, a, b, 41001, 5000));
+    let want: BTreeMap<_, _> = path(a, b).into_iter().map(|k| (k, (n, n * (size as u64 + UDP_OVERHEAD)))).collect();
+    assert_eq!(sums, want, "each hop counts every datagram, once");
+    for r in &ours {
+        assert_eq!((r["by"].as_str(), r["l3"].as_str()), (Some("flow"), Some("ipv4")));
+        assert!(r["time"].as_str().is_some_and(|s| s.ends_with('Z') && s.len() == 30), "{}", r["time"]);
+        assert!(r["ifindex"].as_u64().is_some_and(|i| i > 0));
+        assert!(r["container"].is_null());
+        let inode = r["netns"]["inode"].as_u64();
+        let name = if inode == Some(a.inode()) {
+            Some(a.name.as_str())
+        } else if inode == Some(b.inode()) {
+            Some(b.name.as_str())
+        } else {
+            None
+        };
+        assert_eq!(r["netns"]["name"].as_str(), name, "{r}");
+    }
+    // Nothing lost, and the summary says so.
+    assert!(events.iter().all(|e| e["type"] != "lost"), "{events:?}");
+    assert!(t.stderr().contains("lost: flow=0 stats=0"), "{}", t.stderr());
+}
+
+#[test]
+fn interface_counts_equal_the_kernels_and_rates_match_counts() {
+    let lab = Lab::new(2);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    quiet(&lab);
+    // Let anything the lab started before going quiet pass.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut t = Tracer::start(&["top", "--by", "iface", "--json", "--interval", "0.3"]);
+    let before = [sysfs(a, "tx_packets"), sysfs(a, "tx_bytes"), sysfs(b, "rx_packets"), sysfs(b, "rx_bytes")];
+    let (n, size) = (300u64, 200usize);
+    udp_blast(a, &b.ip, 41002, 5000, 1, n as u32, size);
+    std::thread::sleep(Duration::from_millis(700));
+    let after = [sysfs(a, "tx_packets"), sysfs(a, "tx_bytes"), sysfs(b, "rx_packets"), sysfs(b, "rx_bytes")];
+    assert_eq!(t.stop(), 0, "{}", t.stderr());
+    let rows = top_rows(&t.events());
+    let sums = iface_sums(&rows);
+    let at_a = sums.get(&(a.inode(), "eth0".into())).copied().unwrap_or_else(|| panic!("no row of a/eth0: {sums:?}"));
+    let at_b = sums.get(&(b.inode(), "eth0".into())).copied().unwrap_or_else(|| panic!("no row of b/eth0: {sums:?}"));
+    let delta: Vec<u64> = after.iter().zip(&before).map(|(x, y)| x - y).collect();
+    // The namespaces are quiet: everything they sent and received while
+    // the tracer ran is in both counts.
+    assert_eq!([at_a[2], at_a[3], at_b[0], at_b[1]].to_vec(), delta, "top's counts vs the kernel's (a tx, b rx)");
+    // ... and the datagrams are part of it (the rest: ARP, ICMP errors).
+    assert!(at_a[2] >= n && at_a[3] >= n * (size as u64 + UDP_OVERHEAD), "{at_a:?}");
+    assert!(at_a[2] <= n + 4, "{at_a:?}");
+    // The host veths saw the same frames.
+    let host_a = sums[&(host_inode(), a.host_veth.clone())];
+    assert_eq!((host_a[0], host_a[1]), (at_a[2], at_a[3]), "a's veth pair");
+
+    // Every report has a row for each lab interface, rates are counts over
+    // the measured interval, and intervals are what was asked.
+    let times: BTreeSet<&str> = rows.iter().filter_map(|r| r["time"].as_str()).collect();
+    assert!(times.len() >= 3, "{times:?}");
+    let last = *times.last().expect("a report");
+    for time in &times {
+        let of: Vec<&Value> = rows.iter().filter(|r| r["time"] == *time).collect();
+        for (ino, ifname) in [(a.inode(), "eth0"), (b.inode(), "eth0"), (host_inode(), a.host_veth.as_str()), (host_inode(), lab.bridge.as_str())] {
+            assert!(of.iter().any(|r| r["netns"]["inode"] == ino && r["ifname"] == ifname), "{time}: no {ifname}");
+        }
+        for r in of {
+            let secs = r["interval_s"].as_f64().expect("interval_s");
+            if *time != last {
+                assert!((0.25..0.6).contains(&secs), "interval {secs}: {r}");
+            }
+            for (n, pps, bytes, bps) in [("rx_packets", "rx_pps", "rx_bytes", "rx_bps"), ("tx_packets", "tx_pps", "tx_bytes", "tx_bps")] {
+                let want_pps = u(r, n) as f64 / secs;
+                let want_bps = u(r, bytes) as f64 * 8.0 / secs;
+                assert!((r[pps].as_f64().expect("pps") - want_pps).abs() <= 0.01 + want_pps * 1e-5, "{r}");
+                assert!((r[bps].as_f64().expect("bps") - want_bps).abs() <= 0.01 + want_bps * 1e-5, "{r}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_filter_restricts_what_is_counted_and_netns_one_namespace() {
+    let lab = Lab::new(2);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    // Interfaces: only the selected namespace's, and only what the filter passes.
+    let mut t = Tracer::start(&["top", "--by", "iface", "--json", "--interval", "0.3", "--netns", &a.name, "udp", "port", "5001"]);
+    let mut f = Tracer::start(&["top", "--by", "flow", "--json", "--interval", "0.3", "udp port 5001"]);
+    udp_blast(a, &b.ip, 41003, 5001, 1, 40, 64);
+    udp_blast(a, &b.ip, 41004, 5002, 1, 60, 64);
+    a.sh(&format!("ping -c 2 -i 0.2 -W 2 {}", b.ip));
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(t.stop(), 0, "{}", t.stderr());
+    assert_eq!(f.stop(), 0, "{}", f.stderr());
+
+    let rows = top_rows(&t.events());
+    assert!(!rows.is_empty());
+    assert!(rows.iter().all(|r| r["netns"]["inode"] == a.inode() && r["ifname"] == "eth0"), "--netns leaked: {rows:?}");
+    let sums = iface_sums(&rows);
+    assert_eq!(sums[&(a.inode(), "eth0".to_string())], [0, 0, 40, 40 * (64 + UDP_OVERHEAD)], "only port 5001");
+
+    let rows = top_rows(&f.events());
+    assert!(!rows.is_empty());
+    for r in &rows {
+        assert_eq!(r["proto"], "udp", "{r}");
+        assert!(r["sport"] == 5001 || r["dport"] == 5001, "{r}");
+    }
+    let want: BTreeMap<_, _> = path(a, b).into_iter().map(|k| (k, (40, 40 * (64 + UDP_OVERHEAD)))).collect();
+    assert_eq!(flow_sums(&rows, |r| is_flow(r, a, b, 41003, 5001)), want);
+}
+
+#[test]
+fn packets_of_evicted_flows_are_counted_as_lost() {
+    let lab = Lab::new(2);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    // 6,000 datagrams to as many ports, seen on four interfaces: 24,000
+    // flows for a table of 16,384.
+    let filter = format!("udp and src host {} and dst host {}", a.ip, b.ip);
+    let mut t = Tracer::start(&["top", "--by", "flow", "--json", "--interval", "0.25", &filter]);
+    let n = 6000u64;
+    udp_blast(a, &b.ip, 41005, 20000, n as u32, n as u32, 16);
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(t.stop(), 0, "{}", t.stderr());
+    let events = t.events();
+    let rows = top_rows(&events);
+    let counted: u64 = rows.iter().map(|r| u(r, "rx_packets") + u(r, "tx_packets")).sum();
+    let flow_lost = lost(&events, "flow");
+    assert!(flow_lost > 0, "24,000 flows fit in the table? {counted} counted");
+    assert_eq!(counted + flow_lost, 4 * n, "every packet is in a flow row or counted as lost ({counted} + {flow_lost})");
+    assert_eq!(lost(&events, "stats"), 0);
+    assert!(t.stderr().contains(&format!("lost: flow={flow_lost} stats=0")), "{}", t.stderr());
+}
+
+#[test]
+fn interfaces_that_go_away_leave_the_report() {
+    let lab = Lab::new(2);
+    let a = &lab.ns[0];
+    let c = lab.join_bridge("c", 70);
+    let c_inode = c.inode();
+    let mut t = Tracer::start(&["top", "--by", "iface", "--json", "--interval", "0.3"]);
+    udp_blast(&c, &a.ip, 41006, 5000, 1, 20, 64);
+    let seen = t
+        .wait_for(Duration::from_secs(5), |e| e["netns"]["inode"] == c_inode && e["tx_packets"].as_u64().is_some_and(|p| p > 0))
+        .unwrap_or_else(|| panic!("no row of c with its traffic: {:?}", t.lines()));
+    assert_eq!(seen["netns"]["name"], c.name.as_str());
+    sh(&format!("ip netns del {}", c.name));
+    // The host veth lingers about a second; then two reports without either end.
+    let gone = |e: &Value| e["netns"]["inode"] == c_inode || e["ifname"] == c.host_veth.as_str();
+    let reports = |t: &Tracer| -> Vec<String> {
+        let mut v: Vec<String> = t.events().iter().filter_map(|e| e["time"].as_str().map(String::from)).collect();
+        v.dedup();
+        v
+    };
+    let n0 = reports(&t).len();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let events = t.events();
+            let times = reports(&t);
+            times.len() >= n0 + 2 && times[times.len() - 2..].iter().all(|time| !events.iter().any(|e| e["time"] == time.as_str() && gone(e)))
+        }),
+        "rows of the deleted namespace stay: {:?}",
+        t.lines().iter().rev().take(12).collect::<Vec<_>>()
+    );
+    // The rest of the lab is still reported.
+    let last = reports(&t).pop().expect("a report");
+    assert!(t.events().iter().any(|e| e["time"] == last.as_str() && e["netns"]["inode"] == a.inode()));
+    assert_eq!(t.stop(), 0);
+}
+
+#[test]
+fn nothing_is_left_attached_after_top_stops() {
+    let lab = Lab::new(2);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    let places = [
+        (Some(a.path()), "eth0".to_string()),
+        (Some(b.path()), "eth0".to_string()),
+        (None, a.host_veth.clone()),
+        (None, lab.bridge.clone()),
+    ];
+    let snapshot = || -> BTreeSet<u32> {
+        places.iter().flat_map(|(ns, i)| [true, false].map(|ing| tcx_programs(ns.clone(), i, ing))).flatten().collect()
+    };
+    let before = snapshot();
+    let mut t = Tracer::start(&["top"]);
+    let during = snapshot();
+    let ours: BTreeSet<u32> = during.difference(&before).copied().collect();
+    assert_eq!(ours.len(), 2, "expected top's two programs: before {before:?}, during {during:?}");
+    for (ns, i) in &places {
+        for ing in [true, false] {
+            let ids = tcx_programs(ns.clone(), i, ing);
+            assert!(ours.contains(&ids[0]), "{i} ({ns:?}) ingress={ing}: not first: {ids:?}");
+        }
+    }
+    assert_eq!(t.stop(), 0);
+    assert!(wait_until(Duration::from_secs(3), || snapshot().is_disjoint(&ours)), "programs still attached: {:?}", snapshot());
+    assert!(wait_until(Duration::from_secs(3), || ours.iter().all(|id| !program_exists(*id))), "programs still loaded");
+}
+
+#[test]
+fn netlink_tc_fallback_counts_and_leaves_no_qdisc() {
+    let lab = Lab::new(2);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    // SAFETY: the tests run one at a time (--test-threads=1).
+    unsafe { std::env::set_var("TRACER_TC", "netlink") };
+    let mut t = Tracer::start(&["top", "--by", "iface", "--json", "--netns", &a.name, "--interval", "0.3", "udp port 5007"]);
+    // SAFETY: as above.
+    unsafe { std::env::remove_var("TRACER_TC") };
+    assert!(wait_until(Duration::from_secs(2), || t.stderr().contains("(netlink-tc,")), "{}", t.stderr());
+    let filters = a.sh("tc filter show dev eth0 ingress; tc filter show dev eth0 egress");
+    assert!(filters.contains("top_ingress") && filters.contains("top_egress"), "{filters}");
+    udp_blast(a, &b.ip, 41007, 5007, 1, 30, 10);
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(t.stop(), 0);
+    assert_eq!(iface_sums(&top_rows(&t.events()))[&(a.inode(), "eth0".to_string())], [0, 0, 30, 30 * (10 + UDP_OVERHEAD)]);
+    let qdisc = a.sh("tc qdisc show dev eth0");
+    assert!(!qdisc.contains("clsact"), "clsact left behind: {qdisc}");
+    let filters = a.sh("tc filter show dev eth0 ingress; tc filter show dev eth0 egress");
+    assert!(filters.trim().is_empty(), "filters left behind: {filters}");
+}
+
+#[test]
+fn text_reports_one_table_per_interval_and_count_stops() {
+    let lab = Lab::new(1);
+    let a = &lab.ns[0];
+    let (code, out, err) = tracer_run(&["top", "-c", "3", "--interval", "0.2", "--netns", &a.name]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("ready") && err.contains("3 reports"), "{err}");
+    let headers: Vec<&str> = out.lines().filter(|l| l.contains("by container  over")).collect();
+    assert_eq!(headers.len(), 3, "{out}");
+    let rows: Vec<&str> = out.lines().filter(|l| l.starts_with(&a.name)).collect();
+    assert_eq!(rows.len(), 3, "one row per report, the namespace's: {out}");
+    assert!(out.lines().filter(|l| l.starts_with("CONTAINER")).count() == 3, "{out}");
+    // By interface, the row is NAMESPACE/IFACE.
+    let (code, out, err) = tracer_run(&["top", "-c", "1", "--interval", "0.2", "--by", "iface", "--netns", &a.name]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().any(|l| l.starts_with(&format!("{}/eth0 ", a.name))), "{out}");
+}

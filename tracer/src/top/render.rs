@@ -1,0 +1,298 @@
+//! How `tracer top` prints an interval: one JSON object per row, or a
+//! table (redrawn in place on a terminal, one after another otherwise).
+
+use std::{io, net::IpAddr};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::stats::{By, Row, rate};
+use crate::clock;
+
+/// One interval, ready to print.
+pub struct Report<'a> {
+    pub by: By,
+    pub wall_ns: u64,
+    /// Seconds the counts were gathered over (measured, not the nominal interval).
+    pub secs: f64,
+    pub rows: &'a [Row],
+    /// Lost so far, by source, for the table's header.
+    pub lost: &'a [(&'static str, u64)],
+}
+
+#[derive(Serialize)]
+struct NetnsJson<'a> {
+    inode: u64,
+    name: &'a Option<String>,
+}
+
+/// A row as JSON: DESIGN.md's contract (`type`, `time`, `netns`,
+/// `container`), then what the grouping has, then counts and rates.
+#[derive(Serialize)]
+struct RowJson<'a> {
+    #[serde(rename = "type")]
+    ty: &'static str,
+    time: &'a str,
+    interval_s: f64,
+    by: &'static str,
+    netns: NetnsJson<'a>,
+    container: &'a Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ifname: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ifindex: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interfaces: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    direction: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    l3: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    proto: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    src: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dst: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sport: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dport: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vlan: Option<u16>,
+    rx_packets: u64,
+    rx_bytes: u64,
+    tx_packets: u64,
+    tx_bytes: u64,
+    rx_pps: f64,
+    /// Bits per second, as iftop and interface speeds count them.
+    rx_bps: f64,
+    tx_pps: f64,
+    tx_bps: f64,
+}
+
+/// Rates to 3 decimals: enough for any interval, and stable to compare.
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+pub fn json_line(r: &Row, rep: &Report<'_>, time: &str) -> String {
+    let f = r.flow.as_ref();
+    let j = RowJson {
+        ty: "top",
+        time,
+        interval_s: (rep.secs * 1e6).round() / 1e6,
+        by: rep.by.name(),
+        netns: NetnsJson { inode: r.netns, name: &r.netns_name },
+        container: &r.container,
+        ifname: r.ifname.as_deref(),
+        ifindex: r.ifindex,
+        interfaces: r.interfaces,
+        direction: f.map(|f| f.direction_name()),
+        l3: f.map(|f| f.l3.as_str()),
+        proto: f.and_then(|f| f.proto.as_deref()),
+        src: f.and_then(|f| f.src),
+        dst: f.and_then(|f| f.dst),
+        sport: f.and_then(|f| f.sport),
+        dport: f.and_then(|f| f.dport),
+        vlan: f.and_then(|f| f.vlan),
+        rx_packets: r.rx.packets,
+        rx_bytes: r.rx.bytes,
+        tx_packets: r.tx.packets,
+        tx_bytes: r.tx.bytes,
+        rx_pps: round3(rate(r.rx.packets, rep.secs)),
+        rx_bps: round3(rate(r.rx.bytes * 8, rep.secs)),
+        tx_pps: round3(rate(r.tx.packets, rep.secs)),
+        tx_bps: round3(rate(r.tx.bytes * 8, rep.secs)),
+    };
+    serde_json::to_string(&j).unwrap_or_default()
+}
+
+/// `987`, `1.23k`, `45.6M`, `789G`: three significant digits.
+pub fn human(x: f64) -> String {
+    let (v, unit) = match x {
+        x if x >= 1e12 => (x / 1e12, "T"),
+        x if x >= 1e9 => (x / 1e9, "G"),
+        x if x >= 1e6 => (x / 1e6, "M"),
+        x if x >= 1e3 => (x / 1e3, "k"),
+        x => return format!("{x:.0}"),
+    };
+    if v >= 100.0 {
+        format!("{v:.0}{unit}")
+    } else if v >= 10.0 {
+        format!("{v:.1}{unit}")
+    } else {
+        format!("{v:.2}{unit}")
+    }
+}
+
+/// The header line of a table: time, grouping, interval and losses.
+pub fn header(rep: &Report<'_>) -> String {
+    let lost: Vec<String> = rep.lost.iter().filter(|(_, n)| *n > 0).map(|(s, n)| format!("{s}={n}")).collect();
+    let lost = if lost.is_empty() { "none".to_string() } else { lost.join(" ") };
+    format!(
+        "{}  by {}  over {:.2} s  {} rows  lost: {lost}",
+        clock::hms_micros(rep.wall_ns),
+        rep.by.name(),
+        rep.secs,
+        rep.rows.len()
+    )
+}
+
+/// Writes the table: at most `limit` rows, the largest first.
+pub fn table(rep: &Report<'_>, limit: usize, out: &mut impl io::Write) -> io::Result<()> {
+    let rows = &rep.rows[..rep.rows.len().min(limit)];
+    let s = rep.secs;
+    writeln!(out, "{}", header(rep))?;
+    match rep.by {
+        By::Container => {
+            let w = rows.iter().map(|r| r.label.len()).max().unwrap_or(0).max(9);
+            writeln!(out, "{:<w$}  {:>6}  {:>9}  {:>9}  {:>9}  {:>9}", "CONTAINER", "IFACES", "RX PKT/S", "RX BIT/S", "TX PKT/S", "TX BIT/S")?;
+            for r in rows {
+                writeln!(
+                    out,
+                    "{:<w$}  {:>6}  {:>9}  {:>9}  {:>9}  {:>9}",
+                    r.label,
+                    r.interfaces.unwrap_or(0),
+                    human(rate(r.rx.packets, s)),
+                    human(rate(r.rx.bytes * 8, s)),
+                    human(rate(r.tx.packets, s)),
+                    human(rate(r.tx.bytes * 8, s)),
+                )?;
+            }
+        }
+        By::Iface => {
+            let name = |r: &Row| format!("{}/{}", r.label, r.ifname.as_deref().unwrap_or("?"));
+            let w = rows.iter().map(|r| name(r).len()).max().unwrap_or(0).max(9);
+            writeln!(out, "{:<w$}  {:>9}  {:>9}  {:>9}  {:>9}", "INTERFACE", "RX PKT/S", "RX BIT/S", "TX PKT/S", "TX BIT/S")?;
+            for r in rows {
+                writeln!(
+                    out,
+                    "{:<w$}  {:>9}  {:>9}  {:>9}  {:>9}",
+                    name(r),
+                    human(rate(r.rx.packets, s)),
+                    human(rate(r.rx.bytes * 8, s)),
+                    human(rate(r.tx.packets, s)),
+                    human(rate(r.tx.bytes * 8, s)),
+                )?;
+            }
+        }
+        By::Flow => {
+            let name = |r: &Row| format!("{}/{}", r.label, r.ifname.as_deref().unwrap_or("?"));
+            let w = rows.iter().map(|r| name(r).len()).max().unwrap_or(0).max(9);
+            writeln!(out, "{:<w$}  {:<3}  {:>9}  {:>9}  {:>9}  FLOW", "INTERFACE", "DIR", "PKT/S", "BIT/S", "BYTES")?;
+            for r in rows {
+                let c = if r.rx.is_zero() { r.tx } else { r.rx };
+                let dir = if r.rx.is_zero() { "Out" } else { "In" };
+                writeln!(
+                    out,
+                    "{:<w$}  {:<3}  {:>9}  {:>9}  {:>9}  {}",
+                    name(r),
+                    dir,
+                    human(rate(c.packets, s)),
+                    human(rate(c.bytes * 8, s)),
+                    c.bytes,
+                    r.flow.as_ref().map(|f| f.describe()).unwrap_or_default(),
+                )?;
+            }
+        }
+    }
+    if rows.len() < rep.rows.len() {
+        writeln!(out, "({} more rows)", rep.rows.len() - rows.len())?;
+    }
+    Ok(())
+}
+
+/// Rows of the terminal, when stdout is one.
+pub fn terminal_rows() -> Option<usize> {
+    // SAFETY: isatty and ioctl(TIOCGWINSZ) on our own stdout, into a local struct.
+    unsafe {
+        if libc::isatty(1) != 1 {
+            return None;
+        }
+        let mut ws: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) == 0 && ws.ws_row > 0 { Some(usize::from(ws.ws_row)) } else { Some(24) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::top::stats::{Count, FlowFields};
+
+    fn row() -> Row {
+        Row {
+            netns: 7,
+            netns_name: Some("lab-a".into()),
+            container: None,
+            label: "lab-a".into(),
+            ifname: Some("eth0".into()),
+            ifindex: Some(2),
+            interfaces: None,
+            flow: None,
+            rx: Count { packets: 3, bytes: 300 },
+            tx: Count { packets: 10, bytes: 1_000_000 },
+        }
+    }
+
+    #[test]
+    fn json_rows_carry_counts_and_rates() {
+        let rows = [row()];
+        let rep = Report { by: By::Iface, wall_ns: 0, secs: 0.5, rows: &rows, lost: &[] };
+        let v: Value = serde_json::from_str(&json_line(&rows[0], &rep, "T")).expect("json");
+        assert_eq!(v["type"], "top");
+        assert_eq!(v["time"], "T");
+        assert_eq!(v["by"], "iface");
+        assert_eq!(v["interval_s"], 0.5);
+        assert_eq!(v["netns"], serde_json::json!({"inode": 7, "name": "lab-a"}));
+        assert!(v["container"].is_null());
+        assert_eq!((v["ifname"].as_str(), v["ifindex"].as_u64()), (Some("eth0"), Some(2)));
+        assert_eq!((v["rx_packets"].as_u64(), v["rx_bytes"].as_u64()), (Some(3), Some(300)));
+        assert_eq!((v["rx_pps"].as_f64(), v["rx_bps"].as_f64()), (Some(6.0), Some(4800.0)));
+        assert_eq!((v["tx_pps"].as_f64(), v["tx_bps"].as_f64()), (Some(20.0), Some(16_000_000.0)));
+        assert!(v.get("direction").is_none() && v.get("interfaces").is_none());
+    }
+
+    #[test]
+    fn json_flow_rows_name_the_flow() {
+        let mut r = row();
+        r.flow = Some(FlowFields {
+            direction: 1,
+            l3: "ipv4".into(),
+            proto: Some("udp".into()),
+            src: "10.0.0.1".parse().ok(),
+            dst: "10.0.0.2".parse().ok(),
+            sport: Some(1),
+            dport: Some(2),
+            vlan: None,
+        });
+        let rows = [r];
+        let rep = Report { by: By::Flow, wall_ns: 0, secs: 1.0, rows: &rows, lost: &[] };
+        let v: Value = serde_json::from_str(&json_line(&rows[0], &rep, "T")).expect("json");
+        assert_eq!(v["direction"], "egress");
+        assert_eq!((v["proto"].as_str(), v["src"].as_str(), v["dport"].as_u64()), (Some("udp"), Some("10.0.0.1"), Some(2)));
+        assert!(v.get("vlan").is_none());
+    }
+
+    #[test]
+    fn human_numbers() {
+        assert_eq!(human(0.0), "0");
+        assert_eq!(human(999.0), "999");
+        assert_eq!(human(1234.0), "1.23k");
+        assert_eq!(human(45_600_000.0), "45.6M");
+        assert_eq!(human(789e9), "789G");
+    }
+
+    #[test]
+    fn tables_are_limited_and_say_so() {
+        let rows = vec![row(), Row { label: "lab-b".into(), ..row() }, Row { label: "lab-c".into(), ..row() }];
+        let rep = Report { by: By::Iface, wall_ns: 0, secs: 1.0, rows: &rows, lost: &[("flow", 0), ("stats", 2)] };
+        let mut out = Vec::new();
+        table(&rep, 2, &mut out).expect("write");
+        let text = String::from_utf8(out).expect("utf8");
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].contains("by iface") && lines[0].ends_with("lost: stats=2"), "{text}");
+        assert!(lines[1].starts_with("INTERFACE"), "{text}");
+        assert!(lines[2].starts_with("lab-a/eth0") && lines[2].contains("8.00M"), "{text}");
+        assert_eq!(lines[4], "(1 more rows)");
+    }
+}
