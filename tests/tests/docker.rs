@@ -196,3 +196,46 @@ fn containerd_task_is_found_by_its_cgroup() {
     assert_eq!(only.len(), 1);
     assert_eq!(only[0]["inode"], inode);
 }
+
+/// `tracer top --by container`: each container's row carries its identity
+/// and counts exactly its own pings (ICMP only, so nothing else counts);
+/// `--container` restricts the count to one.
+#[test]
+fn top_counts_each_containers_traffic_under_its_name() {
+    let d = engine();
+    let web = d.run("web", &[], &["sleep", "3600"]);
+    let db = d.run("db", &[], &["sleep", "3600"]);
+    let db_ip = d.docker(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", &db.name]);
+    let mut all = Tracer::start(&["top", "--by", "container", "--json", "--interval", "0.3", "icmp"]);
+    let mut one = Tracer::start(&["top", "--by", "iface", "--json", "--interval", "0.3", "--container", &web.name, "icmp"]);
+    // 100 bytes of data: 142-byte frames (Ethernet, IPv4, ICMP header).
+    let out = web.exec(&format!("ping -c 3 -s 100 {db_ip}"));
+    assert!(out.status.success(), "ping: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(all.stop(), 0, "{}", all.stderr());
+    assert_eq!(one.stop(), 0, "{}", one.stderr());
+    let sum = |rows: &[Value], inode: u64| -> [u64; 4] {
+        let mut s = [0u64; 4];
+        for r in rows.iter().filter(|r| r["type"] == "top" && r["netns"]["inode"] == inode) {
+            for (i, k) in ["rx_packets", "rx_bytes", "tx_packets", "tx_bytes"].iter().enumerate() {
+                s[i] += r[k].as_u64().expect("count");
+            }
+        }
+        s
+    };
+    let rows = all.events();
+    for c in [&web, &db] {
+        let row = rows
+            .iter()
+            .find(|r| r["type"] == "top" && r["netns"]["inode"] == c.netns_inode())
+            .unwrap_or_else(|| panic!("no row of {}: {rows:?}", c.name));
+        assert_eq!(row["by"], "container");
+        assert_eq!(row["container"], json!({"runtime": "docker", "id": c.id, "name": c.name}));
+        assert_eq!(row["netns"]["name"], c.name.as_str());
+        assert_eq!(row["interfaces"], 1, "eth0 (lo is not traced by default)");
+        assert_eq!(sum(&rows, c.netns_inode()), [3, 3 * 142, 3, 3 * 142], "{}: three requests and three replies", c.name);
+    }
+    let rows = one.events();
+    assert!(rows.iter().filter(|r| r["type"] == "top").all(|r| r["netns"]["inode"] == web.netns_inode() && r["ifname"] == "eth0"), "{rows:?}");
+    assert_eq!(sum(&rows, web.netns_inode()), [3, 3 * 142, 3, 3 * 142]);
+}

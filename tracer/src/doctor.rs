@@ -143,12 +143,12 @@ pub fn print_text(r: &Report, w: &mut impl Write) -> std::io::Result<()> {
     writeln!(w, "capabilities  {}", caps.join(" "))?;
     writeln!(w, "tracefs       {}", r.tracefs)?;
     writeln!(w)?;
-    writeln!(w, "{:<12} {:<10} {:<11} {:<16} reason", "program", "status", "min kernel", "used by")?;
+    writeln!(w, "{:<12} {:<10} {:<11} {:<20} reason", "program", "status", "min kernel", "used by")?;
     for k in &r.kinds {
         let used = if k.used_by.is_empty() { "-".to_string() } else { k.used_by.join(", ") };
         writeln!(
             w,
-            "{:<12} {:<10} {:<11} {:<16} {}",
+            "{:<12} {:<10} {:<11} {:<20} {}",
             k.kind,
             if k.available { "available" } else { "refused" },
             k.min_kernel,

@@ -82,6 +82,8 @@ impl ProgramKind {
 pub enum Capability {
     NetlinkAudit,
     PacketTracing,
+    /// `tracer top`: counters per interface and flow.
+    Top,
 }
 
 impl Capability {
@@ -89,6 +91,7 @@ impl Capability {
         match self {
             Self::NetlinkAudit => "netlink audit",
             Self::PacketTracing => "packet tracing",
+            Self::Top => "top",
         }
     }
 }
@@ -118,6 +121,7 @@ pub const NETLINK_HOOKS: &[TracepointHook] = &[
 pub const CAPABILITY_KINDS: &[(Capability, &[ProgramKind])] = &[
     (Capability::NetlinkAudit, &[ProgramKind::Tracepoint]),
     (Capability::PacketTracing, &[ProgramKind::Tcx, ProgramKind::NetlinkTc]),
+    (Capability::Top, &[ProgramKind::Tcx, ProgramKind::NetlinkTc]),
 ];
 
 #[derive(Debug, thiserror::Error)]
