@@ -19,6 +19,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod bench;
 pub mod docker;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);

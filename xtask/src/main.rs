@@ -296,7 +296,7 @@ fn main() -> ExitCode {
 }
 
 /// Benchmark binaries of tests/src/bin, run in this order.
-const BENCHES: &[&str] = &["bench-netlink", "bench-packets"];
+const BENCHES: &[&str] = &["bench-netlink", "bench-packets", "bench-top"];
 
 fn bench(args: &[String]) -> Result<()> {
     let bin = build()?;
