@@ -27,6 +27,11 @@ use crate::{
 #[map(name = "TOP_IFACES")]
 static TOP_IFACES: PerCpuHashMap<IfaceKey, Counters> = PerCpuHashMap::with_max_entries(TOP_IFACES_MAX, 0);
 
+// One LRU list for all CPUs: with BPF_F_NO_COMMON_LRU each CPU would get
+// its own share of the table (256 entries on 64 CPUs), and a busy CPU would
+// evict its flows while others sit idle. Measured here, per-CPU lists made
+// a packet that creates a flow (and evicts one) 20% cheaper (845 against
+// 1054 ns); a packet of a known flow costs the same either way.
 #[map(name = "TOP_FLOWS")]
 static TOP_FLOWS: LruPerCpuHashMap<FlowKey, Counters> = LruPerCpuHashMap::with_max_entries(TOP_FLOWS_MAX, 0);
 

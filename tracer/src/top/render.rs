@@ -145,8 +145,8 @@ pub fn table(rep: &Report<'_>, limit: usize, out: &mut impl io::Write) -> io::Re
     writeln!(out, "{}", header(rep))?;
     match rep.by {
         By::Container => {
-            let w = rows.iter().map(|r| r.label.len()).max().unwrap_or(0).max(9);
-            writeln!(out, "{:<w$}  {:>6}  {:>9}  {:>9}  {:>9}  {:>9}", "CONTAINER", "IFACES", "RX PKT/S", "RX BIT/S", "TX PKT/S", "TX BIT/S")?;
+            let w = rows.iter().map(|r| r.label.len()).max().unwrap_or(0).max(15);
+            writeln!(out, "{:<w$}  {:>6}  {:>9}  {:>9}  {:>9}  {:>9}", "CONTAINER/NETNS", "IFACES", "RX PKT/S", "RX BIT/S", "TX PKT/S", "TX BIT/S")?;
             for r in rows {
                 writeln!(
                     out,
@@ -179,18 +179,17 @@ pub fn table(rep: &Report<'_>, limit: usize, out: &mut impl io::Write) -> io::Re
         By::Flow => {
             let name = |r: &Row| format!("{}/{}", r.label, r.ifname.as_deref().unwrap_or("?"));
             let w = rows.iter().map(|r| name(r).len()).max().unwrap_or(0).max(9);
-            writeln!(out, "{:<w$}  {:<3}  {:>9}  {:>9}  {:>9}  FLOW", "INTERFACE", "DIR", "PKT/S", "BIT/S", "BYTES")?;
+            writeln!(out, "{:<w$}  {:<3}  {:>9}  {:>9}  FLOW", "INTERFACE", "DIR", "PKT/S", "BIT/S")?;
             for r in rows {
                 let c = if r.rx.is_zero() { r.tx } else { r.rx };
                 let dir = if r.rx.is_zero() { "Out" } else { "In" };
                 writeln!(
                     out,
-                    "{:<w$}  {:<3}  {:>9}  {:>9}  {:>9}  {}",
+                    "{:<w$}  {:<3}  {:>9}  {:>9}  {}",
                     name(r),
                     dir,
                     human(rate(c.packets, s)),
                     human(rate(c.bytes * 8, s)),
-                    c.bytes,
                     r.flow.as_ref().map(|f| f.describe()).unwrap_or_default(),
                 )?;
             }
