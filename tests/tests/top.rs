@@ -120,9 +120,26 @@ fn sysfs(ns: &LabNs, stat: &str) -> u64 {
 
 #[test]
 fn a_flow_is_counted_exactly_on_each_of_its_four_hops() {
+    flow_counted_exactly(false);
+}
+
+/// The same, with the maps read key by key as on kernels without batch
+/// lookups (before 5.6).
+#[test]
+fn a_flow_is_counted_exactly_when_maps_are_walked_key_by_key() {
+    flow_counted_exactly(true);
+}
+
+fn flow_counted_exactly(walk: bool) {
     let lab = Lab::new(2);
     let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    if walk {
+        // SAFETY: the tests run one at a time (--test-threads=1).
+        unsafe { std::env::set_var("TRACER_MAP_READ", "walk") };
+    }
     let mut t = Tracer::start(&["top", "--by", "flow", "--json", "--interval", "0.3"]);
+    // SAFETY: as above.
+    unsafe { std::env::remove_var("TRACER_MAP_READ") };
     let (n, size) = (250u64, 100usize);
     udp_blast(a, &b.ip, 41001, 5000, 1, n as u32, size);
     std::thread::sleep(Duration::from_millis(400));

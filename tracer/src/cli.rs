@@ -29,7 +29,7 @@ pub struct CommonArgs {
     /// Stop after this many seconds.
     #[arg(long, global = true, value_name = "SECS")]
     pub duration: Option<f64>,
-    /// Stop after this many events.
+    /// Stop after this many events (`top`: reports).
     #[arg(short = 'c', long, global = true, value_name = "N")]
     pub count: Option<u64>,
     /// Size of the kernel ring buffer in KiB (a power of two; default 16384).
