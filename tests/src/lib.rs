@@ -178,6 +178,13 @@ impl Drop for Lab {
     }
 }
 
+/// (major, minor) of the running kernel.
+pub fn kernel_version() -> (u32, u32) {
+    let rel = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    let mut it = rel.trim().split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse().ok());
+    (it.next().unwrap_or(0), it.next().unwrap_or(0))
+}
+
 /// Path of the tracer binary under test (`TRACER_BIN`, set by `cargo xtask test`).
 pub fn tracer_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("TRACER_BIN") {
@@ -356,6 +363,36 @@ pub fn tcx_programs(netns: Option<String>, ifname: &str, ingress: bool) -> Vec<u
     })
     .join()
     .expect("query thread")
+}
+
+/// The cls_bpf programs on `ifname` (netlink-tc), in the chain's order,
+/// from inside the namespace at `netns` (a path) or the current one.
+pub fn tc_filter_programs(netns: Option<String>, ifname: &str, ingress: bool) -> Vec<u32> {
+    let ns = netns.map(|p| format!("-netns {} ", p.rsplit('/').next().unwrap_or(&p))).unwrap_or_default();
+    let dir = if ingress { "ingress" } else { "egress" };
+    // No clsact qdisc means no filters: tc says so on stderr.
+    let out = sh_out(&format!("tc {ns}filter show dev {ifname} {dir}"));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(" bpf "))
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            w.by_ref().find(|t| *t == "id")?;
+            w.next()?.parse().ok()
+        })
+        .collect()
+}
+
+/// TCX is in every kernel >= 6.6; before it, the tracer must fall back to
+/// netlink-tc by itself.
+pub fn kernel_has_tcx() -> bool {
+    kernel_version() >= (6, 6)
+}
+
+/// The TC programs on `ifname`, first in the chain first: TCX links where
+/// the kernel has them, cls_bpf filters (the tracer's fallback) before 6.6.
+pub fn attached_programs(netns: Option<String>, ifname: &str, ingress: bool) -> Vec<u32> {
+    if kernel_has_tcx() { tcx_programs(netns, ifname, ingress) } else { tc_filter_programs(netns, ifname, ingress) }
 }
 
 /// Whether a BPF program with this id still exists.

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use tracer_tests::{Lab, Tracer, pid_and_run, tracer_run};
+use tracer_tests::{Lab, Tracer, kernel_version, pid_and_run, tracer_run};
 
 #[test]
 fn doctor_reports_every_program_kind() {
@@ -32,12 +32,6 @@ fn doctor_reports_every_program_kind() {
     assert_eq!(kind("tcx")["available"], (major, minor) >= (6, 6), "TCX is in every kernel >= 6.6");
     let netlink = r["features"].as_array().expect("features").iter().find(|f| f["capability"] == "netlink audit").cloned();
     assert_eq!(netlink.expect("netlink feature")["via"], "tracepoint");
-}
-
-fn kernel_version() -> (u32, u32) {
-    let rel = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
-    let mut it = rel.trim().split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse().ok());
-    (it.next().unwrap_or(0), it.next().unwrap_or(0))
 }
 
 #[test]

@@ -232,10 +232,21 @@ fn duration_and_count_stop_cleanly() {
     let mut child = std::process::Command::new(tracer_tests::tracer_bin())
         .args(["netlink", "--json", "-c", "2", "--netns", &ns.name])
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn");
-    std::thread::sleep(Duration::from_secs(3));
+    // Loading takes seconds on a slow (emulated) machine: wait for `ready`.
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("ready") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60)).expect("-c 2 never said ready");
     for i in 0..4 {
         let _ = sh_out(&format!("ip -n {} link add trc{i} type bridge", ns.name));
     }

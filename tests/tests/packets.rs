@@ -11,7 +11,7 @@ use std::{
 };
 
 use serde_json::Value;
-use tracer_tests::{Lab, LabNs, Tracer, program_exists, sh, sh_out, tcx_programs, tracer_run};
+use tracer_tests::{Lab, LabNs, Tracer, attached_programs, kernel_has_tcx, program_exists, sh, sh_out, tracer_run};
 
 /// The inode of the namespace the tests (and the tracer) run in.
 fn host_inode() -> u64 {
@@ -404,26 +404,48 @@ fn nothing_is_left_attached_after_the_tracer_stops() {
         (None, a.host_veth.clone()),
         (None, lab.bridge.clone()),
     ];
+    let tcx = kernel_has_tcx();
     let snapshot = || -> BTreeSet<u32> {
-        places.iter().flat_map(|(ns, i)| [true, false].map(|ing| tcx_programs(ns.clone(), i, ing))).flatten().collect()
+        places.iter().flat_map(|(ns, i)| [true, false].map(|ing| attached_programs(ns.clone(), i, ing))).flatten().collect()
+    };
+    let qdiscs = || -> String {
+        places
+            .iter()
+            .map(|(ns, i)| {
+                let ns = ns.as_ref().map(|p| format!("-netns {} ", p.rsplit('/').next().unwrap_or(p))).unwrap_or_default();
+                sh(&format!("tc {ns}qdisc show dev {i}"))
+            })
+            .collect()
     };
     let before = snapshot();
     let mut t = Tracer::start(&["packets", "--all"]);
+    let mode = if tcx { "(tcx)" } else { "(netlink-tc)" };
+    assert!(
+        wait_until(Duration::from_secs(2), || t.stderr().contains(mode)),
+        "Linux {:?} calls for {mode}: {}",
+        tracer_tests::kernel_version(),
+        t.stderr()
+    );
     let during = snapshot();
     let ours: BTreeSet<u32> = during.difference(&before).copied().collect();
     // One ingress and one egress program, attached everywhere.
     assert_eq!(ours.len(), 2, "expected the tracer's two programs: before {before:?}, during {during:?}");
     for (ns, i) in &places {
         for ing in [true, false] {
-            let ids = tcx_programs(ns.clone(), i, ing);
+            let ids = attached_programs(ns.clone(), i, ing);
             assert!(ids.iter().any(|id| ours.contains(id)), "{i} ({ns:?}) ingress={ing}: {ids:?}");
             // First in the chain, so nothing placed before it can hide a packet.
             assert!(ours.contains(&ids[0]), "{i}: not first: {ids:?}");
         }
     }
+    if !tcx {
+        assert_eq!(qdiscs().matches("qdisc clsact").count(), places.len(), "one clsact per interface: {}", qdiscs());
+    }
     assert_eq!(t.stop(), 0);
     assert!(wait_until(Duration::from_secs(3), || snapshot().is_disjoint(&ours)), "programs still attached: {:?}", snapshot());
     assert!(wait_until(Duration::from_secs(3), || ours.iter().all(|id| !program_exists(*id))), "programs still loaded");
+    // The fallback's qdiscs were added by the tracer, so it removes them.
+    assert!(!qdiscs().contains("clsact"), "clsact left behind: {}", qdiscs());
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::{
 };
 
 use serde_json::Value;
-use tracer_tests::{Lab, LabNs, Tracer, program_exists, sh, tcx_programs, tracer_run};
+use tracer_tests::{Lab, LabNs, Tracer, attached_programs, program_exists, sh, tracer_run};
 
 /// UDP header plus IPv4 plus Ethernet: a datagram of payload P is a frame of P + 42 bytes.
 const UDP_OVERHEAD: u64 = 42;
@@ -324,7 +324,7 @@ fn nothing_is_left_attached_after_top_stops() {
         (None, lab.bridge.clone()),
     ];
     let snapshot = || -> BTreeSet<u32> {
-        places.iter().flat_map(|(ns, i)| [true, false].map(|ing| tcx_programs(ns.clone(), i, ing))).flatten().collect()
+        places.iter().flat_map(|(ns, i)| [true, false].map(|ing| attached_programs(ns.clone(), i, ing))).flatten().collect()
     };
     let before = snapshot();
     let mut t = Tracer::start(&["top"]);
@@ -333,7 +333,7 @@ fn nothing_is_left_attached_after_top_stops() {
     assert_eq!(ours.len(), 2, "expected top's two programs: before {before:?}, during {during:?}");
     for (ns, i) in &places {
         for ing in [true, false] {
-            let ids = tcx_programs(ns.clone(), i, ing);
+            let ids = attached_programs(ns.clone(), i, ing);
             assert!(ours.contains(&ids[0]), "{i} ({ns:?}) ingress={ing}: not first: {ids:?}");
         }
     }

@@ -4,7 +4,7 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid,
         bpf_get_current_uid_gid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
         bpf_probe_read_kernel,
     },
@@ -63,6 +63,29 @@ pub fn kread<T>(base: *const u8, off: u32) -> Option<T> {
     unsafe { bpf_probe_read_kernel(base.wrapping_add(off as usize) as *const T).ok() }
 }
 
+/// Like [`kread`], but zero when the read fails, and without a branch: the
+/// helper zeroes its destination itself. A read that may fail otherwise
+/// splits the verifier's walk into a path with 0 and one with an unknown
+/// value, which 6.1 cannot merge later (the two spill differently to the
+/// stack), doubling the states of everything after it.
+#[inline(always)]
+pub fn kread_or_zero<T>(base: *const u8, off: u32) -> T {
+    let mut v = core::mem::MaybeUninit::<T>::zeroed();
+    if off != KernelOffsets::MISSING {
+        // SAFETY: the helper validates the address and zeroes `v` on failure.
+        unsafe {
+            aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+                v.as_mut_ptr() as *mut _,
+                core::mem::size_of::<T>() as u32,
+                base.wrapping_add(off as usize) as *const _,
+            )
+        };
+    }
+    // SAFETY: zeroed, then possibly overwritten by the helper; callers use
+    // plain integer types, for which every bit pattern is valid.
+    unsafe { v.assume_init() }
+}
+
 /// True when the current task is the tracer itself.
 #[inline(always)]
 pub fn is_self() -> bool {
@@ -92,8 +115,18 @@ pub fn task_header(kind: u32, netns_ino: u32, payload_len: u32) -> EventHeader {
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         netns_ino,
         payload_len,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        comm: current_comm(),
     }
+}
+
+/// The task's comm; zeroed by the helper itself if it fails, without the
+/// branch (and the doubled verifier states) of `unwrap_or`.
+#[inline(always)]
+fn current_comm() -> [u8; 16] {
+    let mut comm = [0u8; 16];
+    // SAFETY: the helper writes at most 16 bytes into `comm`.
+    unsafe { aya_ebpf::helpers::generated::bpf_get_current_comm(comm.as_mut_ptr() as *mut _, 16) };
+    comm
 }
 
 /// Sends the first `len` bytes of the scratch buffer as one record.

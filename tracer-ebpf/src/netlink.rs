@@ -19,7 +19,7 @@ use tracer_common::{
     },
 };
 
-use crate::kernel::{HDR, SCRATCH, kread, is_self, offsets, output, task_header};
+use crate::kernel::{HDR, SCRATCH, kread, kread_or_zero, is_self, offsets, output, task_header};
 
 const AF_NETLINK: u16 = 16;
 const S_IFMT: u16 = 0o170000;
@@ -113,9 +113,23 @@ fn netlink_sock(fd: u64) -> Option<NlSock> {
     }
     let protocol: u16 = kread(sk, o.sk_protocol)?;
     let net: *const u8 = kread(sk, o.sk_net)?;
-    let netns: u32 = kread(net, o.net_inum).unwrap_or(0);
-    let portid: u32 = kread(sk, o.nlk_portid).unwrap_or(0);
+    let netns: u32 = kread_or_zero(net, o.net_inum);
+    let portid: u32 = kread_or_zero(sk, o.nlk_portid);
     Some(NlSock { sk: sk as u64, netns, protocol, portid, fds: fds as u64, max_fds })
+}
+
+/// `n` (already at most `max`, a power of two) as a copy size the verifier
+/// can bound. LLVM drops a mask or a comparison it can prove redundant, and
+/// may spill the unclamped value to the stack before the clamp; 6.1 and
+/// 5.10 forget the bounds of an unbounded scalar spilled to the stack, so
+/// the size reloaded for the helper call is unbounded there (6.18 keeps
+/// them). A volatile read hides the value from LLVM: the mask and the check
+/// are then real instructions, next to the call.
+#[inline(always)]
+fn verifier_bounded(n: usize, max: usize) -> Option<u32> {
+    // SAFETY: reads a local.
+    let n = unsafe { core::ptr::read_volatile(&n) } & (max * 2 - 1);
+    if n > max { None } else { Some(n as u32) }
 }
 
 /// Copies one user buffer sent to a netlink socket into a `NetlinkSend` record.
@@ -147,15 +161,11 @@ fn emit_send(nl: &NlSock, ns: &NsFds, syscall: Syscall, fd: u64, seg: u32, ubuf:
         core::ptr::write_unaligned(base as *mut _, hdr);
         core::ptr::write_unaligned(base.add(HDR) as *mut _, meta);
         let data = base.add(HDR + meta_len);
-        // Mask keeps the size provably bounded for the verifier.
-        let n = n & (NL_DATA_MAX * 2 - 1);
-        if n > NL_DATA_MAX {
+        let Some(n) = verifier_bounded(n, NL_DATA_MAX) else { return };
+        if raw_read_user(data as *mut _, n, ubuf as *const _) != 0 {
             return;
         }
-        if raw_read_user(data as *mut _, n as u32, ubuf as *const _) != 0 {
-            return;
-        }
-        output(scratch, HDR + meta_len + n, LostSource::Netlink);
+        output(scratch, HDR + meta_len + n as usize, LostSource::Netlink);
     }
 }
 
@@ -349,14 +359,11 @@ fn finish_recv(ctx: &TracePointContext) -> u32 {
         let base = (*scratch).buf.as_mut_ptr();
         core::ptr::write_unaligned(base as *mut _, hdr);
         core::ptr::write_unaligned(base.add(HDR) as *mut _, meta);
-        let n = n & (NL_ACK_MAX * 2 - 1);
-        if n > NL_ACK_MAX {
+        let Some(n) = verifier_bounded(n, NL_ACK_MAX) else { return 0 };
+        if raw_read_user(base.add(HDR + meta_len) as *mut _, n, buf as *const _) != 0 {
             return 0;
         }
-        if raw_read_user(base.add(HDR + meta_len) as *mut _, n as u32, buf as *const _) != 0 {
-            return 0;
-        }
-        output(scratch, HDR + meta_len + n, LostSource::NetlinkAck);
+        output(scratch, HDR + meta_len + n as usize, LostSource::NetlinkAck);
     }
     0
 }

@@ -14,6 +14,8 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod vm;
+
 #[derive(Parser)]
 #[command(name = "xtask", about = "Build, run and test tracer")]
 struct Cli {
@@ -39,6 +41,14 @@ enum Cmd {
         /// Skip the unit tests.
         #[arg(long)]
         integration_only: bool,
+    },
+    /// The integration tests on other kernels (Debian's), booted under QEMU.
+    Vmtest {
+        /// 5.10, 6.1, 6.12, 6.18 or all.
+        #[arg(long, default_value = "all")]
+        kernel: String,
+        /// A test file (foundation, netlink, packets...) or a test name filter.
+        filter: Option<String>,
     },
     /// Benchmarks that print their figures.
     Bench {
@@ -285,6 +295,7 @@ fn main() -> ExitCode {
         Cmd::Run { args } => build().and_then(|bin| exec_as_root(&bin, &args)),
         Cmd::Test { filter, integration_only } => test(filter, integration_only).map(|_| ExitCode::SUCCESS),
         Cmd::Bench { args } => bench(&args).map(|_| ExitCode::SUCCESS),
+        Cmd::Vmtest { kernel, filter } => vm::vmtest(&kernel, filter).map(|_| ExitCode::SUCCESS),
     };
     match r {
         Ok(c) => c,
