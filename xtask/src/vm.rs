@@ -50,18 +50,31 @@ const BULLSEYE: Release = Release {
 const TRIXIE_BACKPORTS: Release =
     Release { name: "trixie-backports", sources: &["deb http://deb.debian.org/debian trixie-backports main"] };
 
-/// A kernel `vmtest` can boot: the Debian meta-package that names it.
+/// How the kernel's package is found in its release.
+enum Pick {
+    /// The package this meta-package depends on.
+    Meta(&'static str),
+    /// The newest `<prefix><version>+<suffix>` (backports move on to newer
+    /// kernels, and their meta-package with them).
+    Newest { prefix: &'static str, suffix: &'static str },
+}
+
+/// A kernel `vmtest` can boot.
 struct Kernel {
     name: &'static str,
     release: &'static Release,
-    meta: &'static str,
+    pick: Pick,
 }
 
 const KERNELS: &[Kernel] = &[
-    Kernel { name: "5.10", release: &BULLSEYE, meta: "linux-image-amd64" },
-    Kernel { name: "6.1", release: &BOOKWORM, meta: "linux-image-amd64" },
-    Kernel { name: "6.12", release: &BOOKWORM, meta: "linux-image-6.12-amd64" },
-    Kernel { name: "6.18", release: &TRIXIE_BACKPORTS, meta: "linux-image-amd64" },
+    Kernel { name: "5.10", release: &BULLSEYE, pick: Pick::Meta("linux-image-amd64") },
+    Kernel { name: "6.1", release: &BOOKWORM, pick: Pick::Meta("linux-image-amd64") },
+    Kernel { name: "6.12", release: &BOOKWORM, pick: Pick::Meta("linux-image-6.12-amd64") },
+    Kernel {
+        name: "6.18",
+        release: &TRIXIE_BACKPORTS,
+        pick: Pick::Newest { prefix: "linux-image-6.18.", suffix: "+deb13-amd64" },
+    },
 ];
 
 /// Modules the initramfs loads before it can mount the host's root. Their
@@ -149,7 +162,9 @@ pub fn vmtest(kernel: &str, filter: Option<String>) -> Result<()> {
             Ok(Some(p)) => p,
             Ok(None) => continue,
             Err(e) => {
-                results.push(KernelResult::failed(k.name, format!("{e:#}")));
+                let r = KernelResult::failed(k.name, format!("{e:#}"));
+                print_kernel(&r);
+                results.push(r);
                 continue;
             }
         };
@@ -264,14 +279,8 @@ fn prepare(k: &Kernel) -> Result<Option<Prepared>> {
             );
             return Ok(None);
         }
-        let deps = output(Command::new("apt-cache").args(&opts).args(["depends", k.meta]), "resolving the kernel package")?;
-        let Some(pkg) = deps
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("Depends: "))
-            .find(|p| p.starts_with("linux-image-"))
-            .map(str::to_string)
-        else {
-            eprintln!("xtask: Debian {} has no {} here, so Linux {} is skipped.", k.release.name, k.meta, k.name);
+        let Some(pkg) = pick_package(k, &opts)? else {
+            eprintln!("xtask: Debian {} has no package of Linux {} now, so it is skipped.", k.release.name, k.name);
             return Ok(None);
         };
         step(&format!("Linux {}: fetching {pkg}", k.name));
@@ -298,8 +307,34 @@ fn prepare(k: &Kernel) -> Result<Option<Prepared>> {
     let package = fs::read_to_string(&stamp)?.trim().to_string();
     let release = kernel_release(&tree)?;
     let modules = tree.join("lib/modules").join(&release);
+    let vmlinuz = tree.join(format!("boot/vmlinuz-{release}"));
+    if !vmlinuz.exists() {
+        bail!("{package} has no boot/vmlinuz-{release}");
+    }
     let initramfs = initramfs(k, &dir, &modules)?;
-    Ok(Some(Prepared { vmlinuz: tree.join(format!("boot/vmlinuz-{release}")), release, package, initramfs, modules }))
+    Ok(Some(Prepared { vmlinuz, release, package, initramfs, modules }))
+}
+
+/// The name of the package that holds the kernel, if the release has one.
+fn pick_package(k: &Kernel, opts: &[String]) -> Result<Option<String>> {
+    match k.pick {
+        Pick::Meta(meta) => {
+            let deps = output(Command::new("apt-cache").args(opts).args(["depends", meta]), "resolving the kernel package")?;
+            Ok(deps
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("Depends: "))
+                .find(|p| p.starts_with("linux-image-"))
+                .map(str::to_string))
+        }
+        Pick::Newest { prefix, suffix } => {
+            let names = output(Command::new("apt-cache").args(opts).args(["pkgnames", prefix]), "listing kernel packages")?;
+            let version = |n: &str| -> Option<Vec<u32>> {
+                let v = n.strip_prefix(prefix)?.strip_suffix(suffix)?;
+                v.split('.').map(|x| x.parse().ok()).collect()
+            };
+            Ok(names.lines().filter_map(|n| Some((version(n)?, n.to_string()))).max().map(|(_, n)| n))
+        }
+    }
 }
 
 fn kernel_release(tree: &Path) -> Result<String> {
