@@ -30,6 +30,12 @@ fn doctor_reports_every_program_kind() {
     assert_eq!(kind("kprobe")["available"], kprobes_built);
     let (major, minor) = kernel_version();
     assert_eq!(kind("tcx")["available"], (major, minor) >= (6, 6), "TCX is in every kernel >= 6.6");
+    // BPF LSM programs attach but never run unless bpf is an active LSM.
+    if let Ok(lsms) = std::fs::read_to_string("/sys/kernel/security/lsm")
+        && !lsms.trim().split(',').any(|l| l == "bpf")
+    {
+        assert_eq!(kind("lsm")["available"], false, "active LSMs: {lsms}");
+    }
     let netlink = r["features"].as_array().expect("features").iter().find(|f| f["capability"] == "netlink audit").cloned();
     assert_eq!(netlink.expect("netlink feature")["via"], "tracepoint");
 }

@@ -260,9 +260,12 @@ fn packets_of_evicted_flows_are_counted_as_lost() {
     let lab = Lab::new(2);
     let (a, b) = (&lab.ns[0], &lab.ns[1]);
     // 6,000 datagrams to as many ports, seen on four interfaces: 24,000
-    // flows for a table of 16,384.
+    // flows for a table of 16,384. One interval outlasts the blast, so
+    // flows are evicted before any read, however slow the machine (an
+    // emulated one sends for seconds, and a flow read before its eviction
+    // is not lost).
     let filter = format!("udp and src host {} and dst host {}", a.ip, b.ip);
-    let mut t = Tracer::start(&["top", "--by", "flow", "--json", "--interval", "0.25", &filter]);
+    let mut t = Tracer::start(&["top", "--by", "flow", "--json", "--interval", "60", &filter]);
     let n = 6000u64;
     udp_blast(a, &b.ip, 41005, 20000, n as u32, n as u32, 16);
     std::thread::sleep(Duration::from_millis(400));

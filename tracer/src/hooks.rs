@@ -220,6 +220,13 @@ fn probe_inner(ebpf: &mut Ebpf, btf: Option<&Btf>, kind: ProgramKind, name: &str
             prog.load("socket_create", need_btf()?).map_err(|e| describe(&e))?;
             let link = prog.attach().map_err(|e| describe(&e))?;
             prog.detach(link).map_err(|e| describe(&e))?;
+            // Kernels built with BPF LSM but booted without it in their LSM
+            // list (Debian's 5.10) accept the program and never run it.
+            if let Some(lsms) = crate::sys::active_lsms()
+                && !lsms.iter().any(|l| l == "bpf")
+            {
+                return Err(format!("attaches but never runs: bpf is not among the active LSMs ({}); boot with lsm=...,bpf", lsms.join(",")));
+            }
         }
         ProgramKind::Kprobe => {
             let prog: &mut KProbe = prog.try_into().map_err(|e| describe(&e))?;

@@ -18,20 +18,29 @@ pub fn kernel_version() -> (u32, u32) {
     (major, minor)
 }
 
-/// The bracketed mode of /sys/kernel/security/lockdown, if it can be read
-/// (securityfs is mounted for it when missing, like tracefs).
-pub fn lockdown() -> Option<String> {
-    let path = Path::new("/sys/kernel/security/lockdown");
+/// A file of securityfs, which is mounted when missing, like tracefs.
+fn securityfs_file(name: &str) -> Option<String> {
+    let path = Path::new("/sys/kernel/security").join(name);
     if !path.exists() {
         let fs = c"securityfs";
         let target = c"/sys/kernel/security";
-        // SAFETY: valid C strings; failure only means lockdown stays unknown.
+        // SAFETY: valid C strings; failure only means the file stays unknown.
         unsafe { libc::mount(fs.as_ptr(), target.as_ptr(), fs.as_ptr(), 0, std::ptr::null()) };
     }
-    let s = fs::read_to_string(path).ok()?;
+    fs::read_to_string(path).ok()
+}
+
+/// The bracketed mode of /sys/kernel/security/lockdown, if it can be read.
+pub fn lockdown() -> Option<String> {
+    let s = securityfs_file("lockdown")?;
     let start = s.find('[')?;
     let end = s[start..].find(']')? + start;
     Some(s[start + 1..end].to_string())
+}
+
+/// The active LSMs, in order, if securityfs can be read.
+pub fn active_lsms() -> Option<Vec<String>> {
+    Some(securityfs_file("lsm")?.trim().split(',').map(str::to_string).collect())
 }
 
 /// The capabilities the tracer cares about, by number.

@@ -97,11 +97,12 @@ fn default_selection() -> Vec<(String, Vec<String>)> {
         ("foundation".into(), vec!["doctor_".into(), "ring_buffer_event_carries_sender_namespace_and_result".into()]),
         ("netlink".into(), vec![]),
         ("packets".into(), vec![]),
+        ("top".into(), vec![]),
     ]
 }
 
 /// Test files that can run in a guest (the Docker ones cannot).
-const GUEST_FILES: &[&str] = &["foundation", "netlink", "packets", "filter", "ns"];
+const GUEST_FILES: &[&str] = &["foundation", "netlink", "packets", "top", "filter", "ns"];
 
 /// Hard limit for one guest, boot to power-off.
 const GUEST_TIMEOUT: Duration = Duration::from_secs(45 * 60);
@@ -213,10 +214,11 @@ fn test_binaries() -> Result<Vec<(String, PathBuf)>> {
     for line in out.lines() {
         let Ok(m) = serde_json::from_str::<Value>(line) else { continue };
         let is_test = m["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|x| x == "test"));
-        if m["reason"] == "compiler-artifact" && is_test {
-            if let (Some(name), Some(exe)) = (m["target"]["name"].as_str(), m["executable"].as_str()) {
-                v.push((name.to_string(), PathBuf::from(exe)));
-            }
+        if m["reason"] == "compiler-artifact"
+            && is_test
+            && let (Some(name), Some(exe)) = (m["target"]["name"].as_str(), m["executable"].as_str())
+        {
+            v.push((name.to_string(), PathBuf::from(exe)));
         }
     }
     Ok(v)
@@ -725,7 +727,8 @@ fn print_kernel(r: &KernelResult) {
         }
         None => {}
     }
-    for t in &r.tests {
+    // Files a name filter left empty say nothing.
+    for t in r.tests.iter().filter(|t| t.status != Some(0) || !t.passed.is_empty() || !t.failed.is_empty()) {
         let status = match t.status {
             Some(0) => String::new(),
             Some(124) => " (timed out)".into(),
