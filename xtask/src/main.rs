@@ -249,8 +249,16 @@ fn test(filter: Option<String>, integration_only: bool) -> Result<()> {
     }
     let before = leftovers();
     run(&mut c, "the integration tests")?;
-    let after = leftovers();
-    let left: Vec<&String> = after.iter().filter(|x| !before.contains(x)).collect();
+    // A deleted namespace goes away asynchronously (its host-side veth
+    // lingers about a second): give teardown a few seconds before judging.
+    let mut left: Vec<String> = Vec::new();
+    for _ in 0..20 {
+        left = leftovers().into_iter().filter(|x| !before.contains(x)).collect();
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
     if !left.is_empty() {
         bail!("the integration tests left these behind: {}", left.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
     }
