@@ -26,7 +26,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{sh_out, unique_id};
+use crate::{sh_out, unique_id, wait_until};
 
 pub const IMAGE: &str = "trc-busybox:test";
 pub const PIDFILE: &str = "/run/trc-dockerd.pid";
@@ -198,16 +198,6 @@ pub fn engine() -> &'static Engine {
     })
 }
 
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    false
-}
 
 impl Engine {
     /// Runs the docker client; returns the output whatever the status.

@@ -409,3 +409,24 @@ pub fn program_exists(id: u32) -> bool {
     }
     false
 }
+
+/// Calls `f` every 50 ms until it holds or `timeout` passes; the last answer.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+/// `tracer ns --json ARGS`, which must succeed, as parsed lines.
+pub fn ns_json(args: &[&str]) -> Vec<Value> {
+    let mut a = vec!["ns", "--json"];
+    a.extend_from_slice(args);
+    let (code, out, err) = tracer_run(&a);
+    assert_eq!(code, 0, "tracer {a:?} failed: {err}");
+    out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect()
+}

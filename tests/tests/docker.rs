@@ -6,15 +6,8 @@
 use std::{os::unix::fs::MetadataExt, time::Duration};
 
 use serde_json::{Value, json};
-use tracer_tests::{Tracer, docker::engine, tracer_run};
+use tracer_tests::{ns_json, Tracer, docker::engine, tracer_run};
 
-fn ns_json(args: &[&str]) -> Vec<Value> {
-    let mut a = vec!["ns", "--json"];
-    a.extend_from_slice(args);
-    let (code, out, err) = tracer_run(&a);
-    assert_eq!(code, 0, "tracer {a:?} failed: {err}");
-    out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect()
-}
 
 fn host_inode() -> u64 {
     std::fs::metadata("/proc/self/ns/net").expect("own netns").ino()

@@ -5,15 +5,8 @@
 use std::{os::unix::fs::MetadataExt, path::PathBuf};
 
 use serde_json::Value;
-use tracer_tests::{Lab, sh, sh_out, tracer_run, unique_id};
+use tracer_tests::{ns_json, Lab, sh, sh_out, tracer_run, unique_id};
 
-fn ns_json(args: &[&str]) -> Vec<Value> {
-    let mut a = vec!["ns", "--json"];
-    a.extend_from_slice(args);
-    let (code, out, err) = tracer_run(&a);
-    assert_eq!(code, 0, "tracer {a:?} failed: {err}");
-    out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect()
-}
 
 fn by_inode(list: &[Value], inode: u64) -> Value {
     list.iter().find(|n| n["inode"] == inode).cloned().unwrap_or_else(|| panic!("no namespace {inode} in {list:?}"))

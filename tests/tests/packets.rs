@@ -11,7 +11,7 @@ use std::{
 };
 
 use serde_json::Value;
-use tracer_tests::{Lab, LabNs, Tracer, attached_programs, kernel_has_tcx, program_exists, sh, sh_out, tracer_run};
+use tracer_tests::{wait_until, Lab, LabNs, Tracer, attached_programs, kernel_has_tcx, program_exists, sh, sh_out, tracer_run};
 
 /// The inode of the namespace the tests (and the tracer) run in.
 fn host_inode() -> u64 {
@@ -115,16 +115,6 @@ fn stream_bytes(events: &[Value], dport: u16, inode: u64) -> u64 {
     seen
 }
 
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    f()
-}
 
 #[test]
 fn udp_tcp_and_icmp_carry_directions_addresses_ports_and_namespaces() {

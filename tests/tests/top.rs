@@ -5,11 +5,11 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::Value;
-use tracer_tests::{Lab, LabNs, Tracer, attached_programs, program_exists, sh, tracer_run};
+use tracer_tests::{wait_until, Lab, LabNs, Tracer, attached_programs, program_exists, sh, tracer_run};
 
 /// UDP header plus IPv4 plus Ethernet: a datagram of payload P is a frame of P + 42 bytes.
 const UDP_OVERHEAD: u64 = 42;
@@ -103,16 +103,6 @@ fn path(a: &LabNs, b: &LabNs) -> Vec<(u64, String, String)> {
     ]
 }
 
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    f()
-}
 
 fn sysfs(ns: &LabNs, stat: &str) -> u64 {
     ns.sh(&format!("cat /sys/class/net/eth0/statistics/{stat}")).trim().parse().expect("counter")
