@@ -40,7 +40,7 @@ use crate::{
     hooks,
     netlink::{self, NetlinkEvent},
     ns::{self, Iface, Registry},
-    output::{Render, Sink},
+    output::{self, Render, Sink},
     reader::{LostTracker, Reader},
 };
 use attach::{Attacher, PACKET_PROGRAMS, TcMode};
@@ -200,6 +200,12 @@ impl PacketEvent {
         }
     }
 
+    /// `NAMESPACE/INTERFACE` for text output: both names cut and escaped
+    /// (a container's name and an interface's are chosen by its owner).
+    pub fn where_text(&self) -> String {
+        format!("{}/{}", output::name(&self.ns_label()), output::name(&self.ifname))
+    }
+
     pub fn summary(&self) -> String {
         decode::summary(&self.decoded, self.len)
     }
@@ -312,7 +318,7 @@ impl Render for PacketEvent {
     }
 
     fn text(&self) -> String {
-        format!("{} {}/{} {} {}", clock::hms_micros(self.wall_ns), self.ns_label(), self.ifname, self.dir_short(), self.summary())
+        format!("{} {} {} {}", clock::hms_micros(self.wall_ns), self.where_text(), self.dir_short(), self.summary())
     }
 }
 
@@ -577,6 +583,38 @@ mod tests {
         assert!(matches!(PacketsJob::from_args(&a), Err(Error::Usage(_))));
         let a = PacketArgs { iface: Some(" , ".into()), ..Default::default() };
         assert!(matches!(PacketsJob::from_args(&a), Err(Error::Usage(_))));
+    }
+
+    #[test]
+    fn text_escapes_and_cuts_names_and_json_keeps_them() {
+        let f = vec![0u8; 20];
+        let p = PacketEvent {
+            wall_ns: 0,
+            cpu: 0,
+            netns_ino: 1,
+            netns_name: None,
+            host_netns: false,
+            container: Some(serde_json::json!({"runtime": "docker", "id": "ab", "name": format!("w\x1b]0;x\x07{}", "w".repeat(100))})),
+            ifindex: 3,
+            ifname: "e\x1b[31m\u{9b}".into(),
+            direction: 0,
+            len: 20,
+            hash: 0,
+            mark: 0,
+            ethernet: true,
+            decoded: decode::decode(&f, true),
+            frame: f,
+        };
+        let text = p.text();
+        let want = format!(r"w\x1b]0;x\x07{}.../e\x1b[31m\x9b In ", "w".repeat(crate::output::NAME_MAX - 3 - 13));
+        assert!(text.contains(&want), "{text}");
+        assert!(!text.chars().any(char::is_control), "{text:?}");
+        let j: Value = serde_json::from_str(&p.json_line()).expect("json");
+        assert_eq!(j["ifname"], "e\x1b[31m\u{9b}");
+        let mut g = hops::Grouper::default();
+        g.push(p);
+        let path = g.ready(0, true).pop().expect("path");
+        assert!(path.text().contains(&want), "{}", path.text());
     }
 
     #[test]
