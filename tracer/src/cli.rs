@@ -102,7 +102,8 @@ pub struct PacketArgs {
     /// Bytes of each packet to capture.
     #[arg(long, value_name = "N")]
     pub snaplen: Option<u32>,
-    /// Write packets to this pcapng file.
+    /// Write packets as pcapng to FILE, or to standard output with `-`
+    /// (never through a symbolic link; a new file is made 0600).
     #[arg(short = 'w', value_name = "FILE")]
     pub write: Option<PathBuf>,
     /// Show each packet's path across interfaces, with transit times.

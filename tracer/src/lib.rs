@@ -208,7 +208,7 @@ pub fn run_ns(job: &NsJob, json: bool) -> Result<usize, Error> {
     if json {
         use std::io::Write as _;
         for n in &list {
-            writeln!(out, "{}", serde_json::to_string(n).unwrap_or_default())?;
+            writeln!(out, "{}", output::json_safe(serde_json::to_string(n).unwrap_or_default()))?;
         }
     } else {
         ns::write_table(&list, &mut out)?;

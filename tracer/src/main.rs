@@ -12,7 +12,7 @@ async fn main() {
             // One sentence, not clap's whole usage block.
             let msg = e.to_string();
             let first = msg.lines().next().unwrap_or("invalid arguments");
-            eprintln!("tracer: {} (see tracer --help)", first.trim_start_matches("error: "));
+            eprintln!("tracer: {} (see tracer --help)", tracer::output::field(first.trim_start_matches("error: "), tracer::output::SENTENCE_MAX));
             std::process::exit(2);
         }
     };
@@ -28,7 +28,9 @@ async fn main() {
     match tracer::run(cli, shutdown).await {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("tracer: {e}");
+            // The sentence may quote names from outside (containers,
+            // namespaces, paths): escaped and cut, like all text output.
+            eprintln!("tracer: {}", tracer::output::field(&e.to_string(), tracer::output::SENTENCE_MAX));
             std::process::exit(match e {
                 tracer::Error::Usage(_) => 2,
                 _ => 1,

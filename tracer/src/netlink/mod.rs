@@ -15,7 +15,7 @@ use tracer_common::netlink::{NetlinkAck, NetlinkSend, Syscall};
 use crate::{
     clock::{self, Clock},
     event::{RawEvent, read_pod},
-    output::Render,
+    output::{self, MESSAGE_MAX, Render},
 };
 use decode::NlHeader;
 use enrich::Enricher;
@@ -105,16 +105,18 @@ impl Render for NetlinkEvent {
         v
     }
 
+    /// Names, attribute values and the extended ack come from the sender:
+    /// each is cut ([`output::field`]); the Sink escapes the line.
     fn text(&self) -> String {
         let ns = match &self.netns_name {
-            Some(n) => format!("{n}({})", self.netns_ino),
+            Some(n) => format!("{}({})", output::name(n), self.netns_ino),
             None => format!("{}", self.netns_ino),
         };
         let container = self
             .container
             .as_ref()
             .and_then(|c| c.get("name").and_then(Value::as_str).or_else(|| c.get("id").and_then(Value::as_str)))
-            .unwrap_or("-");
+            .map_or(std::borrow::Cow::Borrowed("-"), output::name);
         let result = match self.result {
             // The kernel answers only failures of requests without NLM_F_ACK.
             None if self.header.flags & decode::NLM_F_ACK == 0 => "-> (no ack requested, no error seen)".to_string(),
@@ -123,7 +125,7 @@ impl Render for NetlinkEvent {
             Some(e) => {
                 let mut s = format!("-> {}: {}", decode::errno_name(e), decode::errno_text(e));
                 if let Some(x) = &self.extack {
-                    s.push_str(&format!(" ({x})"));
+                    s.push_str(&format!(" ({})", output::field(x, MESSAGE_MAX)));
                 }
                 s
             }
@@ -132,7 +134,7 @@ impl Render for NetlinkEvent {
         format!(
             "{} {}[{}] netns={} container={}  {} {}{}  {}",
             clock::hms_micros(self.wall_ns),
-            self.comm,
+            output::name(&self.comm),
             self.pid,
             ns,
             container,
@@ -351,13 +353,16 @@ impl Correlator {
 }
 
 /// The `ip monitor`-like part of the text line, from the decoded attributes.
+/// Every value is cut to [`output::NAME_MAX`] (names, addresses, kinds) or
+/// [`MESSAGE_MAX`] (anything else), escaped.
 pub fn summary(e: &NetlinkEvent) -> String {
     let a = &e.attrs;
     let s = |k: &str| a.get(k).and_then(|v| match v {
-        Value::String(s) => Some(s.clone()),
+        Value::String(s) => Some(output::name(s).into_owned()),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     });
+    let other = |k: &str, v: &Value| output::field(&format!("{k}={v}"), MESSAGE_MAX).into_owned();
     let dev = |name: &str, idx: &str| s(name).or_else(|| s(idx).map(|i| format!("if{i}")));
     let mut parts: Vec<String> = Vec::new();
     let ty = e.type_name.as_str();
@@ -385,7 +390,7 @@ pub fn summary(e: &NetlinkEvent) -> String {
                 parts.push(d);
             }
             if let Some(p) = a.get("peer").and_then(|p| p.get("ifname")).and_then(Value::as_str) {
-                parts.push(format!("peer {p}"));
+                parts.push(format!("peer {}", output::name(p)));
             }
             if let Some(m) = dev("master", "master_index") {
                 parts.push(format!("master {m}"));
@@ -451,7 +456,7 @@ pub fn summary(e: &NetlinkEvent) -> String {
             }
         } else {
             for (k, v) in a {
-                parts.push(format!("{k}={v}"));
+                parts.push(other(k, v));
             }
         }
     } else if e.protocol == decode::NETLINK_NETFILTER && a.get("subsystem").is_some_and(|s| s == "nftables") {
@@ -479,16 +484,80 @@ pub fn summary(e: &NetlinkEvent) -> String {
     } else {
         for (k, v) in a {
             match v {
-                Value::String(x) => parts.push(format!("{k} {x}")),
-                other => parts.push(format!("{k} {other}")),
+                Value::String(x) => parts.push(output::field(&format!("{k} {x}"), MESSAGE_MAX).into_owned()),
+                v => parts.push(other(k, v)),
             }
         }
     }
     if let Some(t) = &e.target_netns {
-        let name = t.get("name").and_then(Value::as_str).map(String::from).or_else(|| t.get("inode").filter(|v| !v.is_null()).map(|v| v.to_string()));
+        let name = t.get("name").and_then(Value::as_str).map(|n| output::name(n).into_owned()).or_else(|| t.get("inode").filter(|v| !v.is_null()).map(|v| v.to_string()));
         let of = t.get("of").and_then(Value::as_str).unwrap_or("link");
         let what = if of == "peer" { "peer netns" } else { "netns" };
         parts.push(format!("{what} {}", name.unwrap_or_else(|| "?".into())));
     }
     parts.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(comm: &str, protocol: u16, msg_type: u16, type_name: &str, attrs: Value) -> NetlinkEvent {
+        NetlinkEvent {
+            wall_ns: 0,
+            pid: 7,
+            tid: 7,
+            uid: 1000,
+            comm: comm.into(),
+            netns_ino: 4026531840,
+            netns_name: Some("lab\x1b[2J".into()),
+            container: Some(json!({"runtime": "docker", "id": "ab", "name": "c".repeat(300)})),
+            protocol,
+            syscall: Syscall::Sendmsg,
+            header: NlHeader { len: 0, msg_type, flags: decode::NLM_F_ACK | decode::NLM_F_CREATE, seq: 1, pid: 0 },
+            type_name: type_name.into(),
+            attrs: attrs.as_object().cloned().unwrap_or_default(),
+            target_netns: Some(json!({"inode": 5, "name": "t\x07", "of": "peer"})),
+            decode_error: None,
+            truncated: false,
+            result: Some(-22),
+            extack: Some(format!("bad\x1b]0;x\x07{}", "e".repeat(1000))),
+            sock_id: 0,
+            target: None,
+            ns_fds: vec![],
+        }
+    }
+
+    #[test]
+    fn text_escapes_and_cuts_what_the_sender_chose_and_json_keeps_it() {
+        let comm = "py\x1b]0;pwn\x07\u{9b}";
+        let e = event(comm, decode::NETLINK_ROUTE, 16, "RTM_NEWLINK", json!({"ifname": "e\x1b[31m", "kind": "veth", "peer": {"ifname": "p\u{85}"}}));
+        let text = e.text();
+        assert!(text.contains(r"py\x1b]0;pwn\x07\x9b[7] netns=lab\x1b[2J(4026531840) container=ccc"), "{text}");
+        assert!(text.contains(r"create veth e\x1b[31m peer p\x85 peer netns t\x07"), "{text}");
+        assert!(text.contains(&format!("container={}{} ", "c".repeat(crate::output::NAME_MAX - 3), crate::output::ELLIPSIS)), "{text}");
+        // The extended ack is cut at MESSAGE_MAX.
+        let extack = text.split(" (").last().expect("extack").trim_end_matches(')');
+        assert!(extack.starts_with(r"bad\x1b]0;x\x07eee") && extack.ends_with("e..."), "{text}");
+        assert_eq!(extack.chars().count(), MESSAGE_MAX);
+        assert!(!text.chars().any(char::is_control), "{text:?}");
+        // JSON carries every byte.
+        let j = e.json();
+        assert_eq!(j["comm"], comm);
+        assert_eq!(j["attrs"]["ifname"], "e\x1b[31m");
+        assert_eq!(j["result"]["extack"].as_str().map(str::len), Some(1000 + 9));
+        assert_eq!(j["container"]["name"].as_str().map(str::len), Some(300));
+    }
+
+    #[test]
+    fn nftables_names_are_cut() {
+        let long = format!("t\x1b{}", "x".repeat(400));
+        let e = event("nft", decode::NETLINK_NETFILTER, 0xa00, "NFT_MSG_NEWCHAIN", json!({"subsystem": "nftables", "family": "inet", "table": long, "chain": "in\x7fput"}));
+        let s = summary(&e);
+        assert!(s.starts_with(&format!(r"add chain inet t\x1b{}... in\x7fput", "x".repeat(crate::output::NAME_MAX - 8))), "{s}");
+        // Attributes without a known shape are cut one by one.
+        let e = event("x", 99, 16, "X", json!({"blob": "z".repeat(5000), "n": 1}));
+        let s = summary(&e);
+        assert!(s.len() < 2 * MESSAGE_MAX && s.contains("n=1"), "{s}");
+    }
 }

@@ -123,7 +123,8 @@ pub(crate) fn scan(comms: bool) -> Result<Sources, NsError> {
         let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
         // Processes exit while we look: skip them quietly.
         let Ok(ino) = ns_inode(&e.path().join("ns/net")) else { continue };
-        let comm = if comms { fs::read_to_string(e.path().join("comm")).map(|c| c.trim_end().to_string()).unwrap_or_default() } else { String::new() };
+        // Lossy: a name that is not UTF-8 is still shown (not left empty).
+        let comm = if comms { fs::read(e.path().join("comm")).map(|c| comm_text(&c)).unwrap_or_default() } else { String::new() };
         s.pids.entry(ino).or_default().push(NsPid { pid, comm });
     }
     for v in s.pids.values_mut() {
@@ -257,6 +258,12 @@ pub fn resolve_pid(pid: u32) -> Result<u64, SelectError> {
     ns_inode(Path::new(&format!("/proc/{pid}/ns/net"))).map_err(|_| SelectError::UnknownPid(pid))
 }
 
+/// A `/proc/PID/comm` file as text: its one line, exactly (spaces kept),
+/// invalid UTF-8 as U+FFFD.
+fn comm_text(raw: &[u8]) -> String {
+    String::from_utf8_lossy(raw.strip_suffix(b"\n").unwrap_or(raw)).into_owned()
+}
+
 /// Loose match for "did you mean": shared prefix or containment.
 pub fn similar(candidate: &str, wanted: &str) -> bool {
     let (c, w) = (candidate.to_ascii_lowercase(), wanted.to_ascii_lowercase());
@@ -270,6 +277,7 @@ pub fn did_you_mean<'a>(candidates: impl IntoIterator<Item = &'a str>, wanted: &
     close.sort_by_key(|c| (edit_distance(&c.to_ascii_lowercase(), &wanted.to_ascii_lowercase()), *c));
     close.dedup();
     close.truncate(5);
+    let close: Vec<_> = close.into_iter().map(crate::output::name).collect();
     if close.is_empty() { String::new() } else { format!("; did you mean {}?", close.join(", ")) }
 }
 
@@ -287,28 +295,33 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-/// `tracer ns` as a table: one row per namespace.
+/// `tracer ns` as a table: one row per namespace. Names (of namespaces,
+/// containers, processes, interfaces) are cut and every cell is escaped
+/// before the columns are measured (see [`crate::output`]).
 pub fn write_table(list: &[Netns], w: &mut impl std::io::Write) -> std::io::Result<()> {
+    use crate::output::{escape, name};
     let rows: Vec<[String; 6]> = list
         .iter()
         .map(|n| {
             let containers: Vec<String> =
-                n.containers.iter().map(|c| format!("{}:{}", c.runtime, c.label())).collect();
+                n.containers.iter().map(|c| format!("{}:{}", name(&c.runtime), name(c.label()))).collect();
+            let names: Vec<String> = n.names.iter().map(|x| name(x).into_owned()).collect();
             [
                 n.inode.to_string(),
                 n.cookie.map_or("-".into(), |c| c.to_string()),
-                if n.names.is_empty() { "-".into() } else { n.names.join(",") },
+                if names.is_empty() { "-".into() } else { names.join(",") },
                 if containers.is_empty() { "-".into() } else { containers.join(",") },
                 if n.pids.is_empty() { "-".into() } else { registry::pid_list(&n.pids, 3) },
                 n.error.clone().unwrap_or_else(|| n.interfaces.iter().map(iface_text).collect::<Vec<_>>().join(" ")),
             ]
+            .map(|cell| escape(&cell).into_owned())
         })
         .collect();
     let head = ["NETNS", "COOKIE", "NAMES", "CONTAINERS", "PIDS", "INTERFACES"];
     let mut width = head.map(str::len);
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
-            width[i] = width[i].max(c.len());
+            width[i] = width[i].max(c.chars().count());
         }
     }
     for r in std::iter::once(head.map(String::from)).chain(rows) {
@@ -327,16 +340,17 @@ pub fn write_table(list: &[Netns], w: &mut impl std::io::Write) -> std::io::Resu
 
 /// `eth0(veth,up)->veth1a2b@4026531840`, `docker0(bridge)`, `vethab(veth,up,master=docker0)->eth0@4026532301`.
 fn iface_text(i: &Iface) -> String {
-    let mut attrs: Vec<String> = i.kind.iter().cloned().collect();
+    use crate::output::name;
+    let mut attrs: Vec<String> = i.kind.iter().map(|k| name(k).into_owned()).collect();
     if !i.up {
         attrs.push("down".into());
     }
     if let Some(m) = &i.master {
-        attrs.push(format!("master={m}"));
+        attrs.push(format!("master={}", name(m)));
     }
-    let mut s = if attrs.is_empty() { i.name.clone() } else { format!("{}({})", i.name, attrs.join(",")) };
+    let mut s = if attrs.is_empty() { name(&i.name).into_owned() } else { format!("{}({})", name(&i.name), attrs.join(",")) };
     if let Some(p) = &i.peer {
-        s.push_str(&format!("->{}@{}", p.name, p.netns_inode));
+        s.push_str(&format!("->{}@{}", name(&p.name), p.netns_inode));
     }
     s
 }
@@ -389,6 +403,7 @@ mod tests {
         let me = pids.iter().find(|p| p.pid == std::process::id()).expect("own pid");
         let comm = fs::read_to_string("/proc/self/comm").expect("comm");
         assert_eq!(me.comm, comm.trim_end());
+        assert_eq!(comm_text(b"a b \xff\x1b\n"), "a b \u{fffd}\x1b");
     }
 
     #[test]
@@ -421,6 +436,38 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert!(lines[0].starts_with("NETNS       COOKIE  NAMES  CONTAINERS  PIDS       INTERFACES"), "{text}");
         assert_eq!(lines[1], "4026532301  7       web    docker:web  42(sleep)  lo(loopback,down) eth0(veth)->veth1a2b@4026531840");
+    }
+
+    #[test]
+    fn table_escapes_and_cuts_names_from_outside() {
+        let n = Netns {
+            inode: 4026532301,
+            cookie: None,
+            names: vec!["lab\x1b[2J".into()],
+            pids: vec![NsPid { pid: 42, comm: "x\x1b]0;pwn\x07".into() }],
+            containers: vec![Container { runtime: "docker".into(), id: "ab".repeat(32), name: Some("w".repeat(500)) }],
+            interfaces: vec![Iface {
+                name: "e\u{9b}1m".into(),
+                ifindex: 2,
+                kind: Some("veth".into()),
+                master: Some("br\x07".into()),
+                peer: Some(Peer { netns_inode: 1, ifindex: 9, name: "p\x1b".into() }),
+                up: true,
+            }],
+            path: PathBuf::from("/proc/42/ns/net"),
+            mounts: vec![],
+            error: None,
+        };
+        let mut out = Vec::new();
+        write_table(&[n.clone(), Netns { names: vec!["b".into()], containers: vec![], ..n }], &mut out).expect("write");
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text:?}");
+        let lines: Vec<&str> = text.lines().collect();
+        let want_container = format!("docker:{}{}", "w".repeat(crate::output::NAME_MAX - 3), crate::output::ELLIPSIS);
+        assert!(lines[1].contains(&format!("lab\\x1b[2J  {want_container}  42(x\\x1b]0;pwn\\x07)")), "{text}");
+        assert!(lines[1].ends_with(r"e\x9b1m(veth,master=br\x07)->p\x1b@1"), "{text}");
+        // The PIDS column starts at the same place on both rows.
+        assert_eq!(lines[1].find("42(").map(|i| lines[1][..i].chars().count()), lines[2].find("42(").map(|i| lines[2][..i].chars().count()));
     }
 
     #[test]

@@ -244,7 +244,7 @@ fn follow(
         }
         let changes = attacher.sync(&mut ebpf, &want);
         for (label, why) in &changes.failed {
-            eprintln!("tracer: cannot trace {label}: {why}");
+            crate::output::warn(&format!("cannot trace {label}: {why}"));
         }
         if let Ok(mut t) = topo.lock() {
             t.attached = attacher.keys().collect();

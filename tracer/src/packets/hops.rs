@@ -90,7 +90,7 @@ impl Render for PacketPath {
             if i > 0 {
                 s.push_str(&format!(" +{}", micros(h.wall_ns - self.hops[i - 1].wall_ns)));
             }
-            s.push_str(&format!(" {}/{} {}", h.ns_label(), h.ifname, h.dir_short()));
+            s.push_str(&format!(" {} {}", h.where_text(), h.dir_short()));
         }
         if self.hops.len() > 1 {
             s.push_str(&format!("  total {}", micros(self.transit_ns())));

@@ -5,11 +5,13 @@
 //! Layers, data flowing one way: discovery ([`crate::ns::Registry`]) ->
 //! [`attach`] (on a thread of its own, since it enters namespaces) -> the
 //! shared ring buffer ([`crate::reader`]) -> [`decode`] -> output (the
-//! [`crate::output::Sink`], [`pcapng`], or [`hops`]). [`run`] also carries
+//! [`crate::output::Sink`], [`pcapng`] to what [`capfile`] opened, or
+//! [`hops`]). [`run`] also carries
 //! the default job, where netlink requests and packets are merged into one
 //! timeline. [`filter`] compiles tcpdump-style expressions for the kernel.
 
 pub mod attach;
+pub mod capfile;
 pub mod decode;
 pub mod filter;
 pub mod follow;
@@ -40,7 +42,7 @@ use crate::{
     hooks,
     netlink::{self, NetlinkEvent},
     ns::{self, Iface, Registry},
-    output::{Render, Sink},
+    output::{self, Render, Sink, Stream},
     reader::{LostTracker, Reader},
 };
 use attach::{Attacher, PACKET_PROGRAMS, TcMode};
@@ -58,6 +60,8 @@ pub const DRAIN_INTERVAL: Duration = Duration::from_millis(20);
 pub enum PacketsError {
     #[error(transparent)]
     Pcapng(#[from] pcapng::PcapngError),
+    #[error(transparent)]
+    Capture(#[from] capfile::CaptureError),
     #[error("the attach thread stopped unexpectedly")]
     Follower,
     #[error(transparent)]
@@ -200,6 +204,12 @@ impl PacketEvent {
         }
     }
 
+    /// `NAMESPACE/INTERFACE` for text output: both names cut and escaped
+    /// (a container's name and an interface's are chosen by its owner).
+    pub fn where_text(&self) -> String {
+        format!("{}/{}", output::name(&self.ns_label()), output::name(&self.ifname))
+    }
+
     pub fn summary(&self) -> String {
         decode::summary(&self.decoded, self.len)
     }
@@ -312,7 +322,7 @@ impl Render for PacketEvent {
     }
 
     fn text(&self) -> String {
-        format!("{} {}/{} {} {}", clock::hms_micros(self.wall_ns), self.ns_label(), self.ifname, self.dir_short(), self.summary())
+        format!("{} {} {} {}", clock::hms_micros(self.wall_ns), self.where_text(), self.dir_short(), self.summary())
     }
 }
 
@@ -386,6 +396,28 @@ pub async fn run(
     common: CommonArgs,
     shutdown: impl Future<Output = ()>,
 ) -> Result<u64, Error> {
+    tokio::pin!(shutdown);
+    let forever = Duration::from_secs(u64::MAX / 4);
+    let deadline = tokio::time::sleep(common.duration.map(Duration::from_secs_f64).unwrap_or(forever));
+    tokio::pin!(deadline);
+    // The capture target first: a refused path fails before anything is
+    // loaded, and a FIFO's reader is waited for (stoppable) before attaching.
+    let target = job.write.as_deref().map(capfile::Target::from_arg);
+    let capture = match &target {
+        Some(t) => {
+            let stop = async {
+                tokio::select! {
+                    _ = &mut shutdown => {}
+                    _ = &mut deadline => {}
+                }
+            };
+            match capfile::open(t, stop).await.map_err(PacketsError::from)? {
+                Some(f) => Some(f),
+                None => return Ok(0),
+            }
+        }
+        None => None,
+    };
     let mut opts = ebpf::LoadOptions { snaplen: job.snaplen, ..Default::default() };
     if let Some(kib) = common.buffer_kib {
         opts.ring_bytes = kib * 1024;
@@ -402,8 +434,10 @@ pub async fn run(
     filter::install(&mut loaded.ebpf, &job.filter).map_err(PacketsError::from)?;
     let mut reader = Reader::new(&mut loaded.ebpf)?;
     let attacher = Attacher::new(&mut loaded.ebpf, TcMode::detect(), PACKET_PROGRAMS)?;
-    let mut out = match &job.write {
-        Some(path) => Out::Pcapng(pcapng::PcapngOut::create(path, job.snaplen).map_err(PacketsError::from)?, Sink::new(common.json)),
+    // With `-w -` stdout carries pcapng: every line goes to stderr.
+    let lines = if target == Some(capfile::Target::Stdout) { Stream::Stderr } else { Stream::Stdout };
+    let mut out = match capture {
+        Some(f) => Out::Pcapng(pcapng::PcapngOut::new(f, job.snaplen).map_err(PacketsError::from)?, Sink::to(common.json, lines)),
         None => Out::Sink(Sink::new(common.json)),
     };
 
@@ -434,10 +468,6 @@ pub async fn run(
     let mut registry = Registry::new();
     let mut written: u64 = 0;
 
-    tokio::pin!(shutdown);
-    let forever = Duration::from_secs(u64::MAX / 4);
-    let deadline = tokio::time::sleep(common.duration.map(Duration::from_secs_f64).unwrap_or(forever));
-    tokio::pin!(deadline);
     // Packet records do not wake the reader (see tracer-ebpf's
     // packet.rs): the ring is drained on this tick as well.
     let mut tick = tokio::time::interval(DRAIN_INTERVAL);
@@ -514,8 +544,14 @@ pub async fn run(
         }
         match &mut out {
             Out::Pcapng(w, sink) => {
+                // After every drain: a reader on a pipe sees packets live.
                 w.flush().map_err(PacketsError::from)?;
                 sink.flush()?;
+                if w.reader_gone && !stopping {
+                    let what = target.as_ref().map(capfile::Target::describe).unwrap_or_default();
+                    output::warn(&format!("the reader of {what} closed it; stopping"));
+                    stopping = true;
+                }
             }
             Out::Sink(sink) => sink.flush()?,
         }
@@ -529,9 +565,9 @@ pub async fn run(
     }
     let summary: Vec<String> = lost.totals().iter().map(|(s, n)| format!("{s}={n}")).collect();
     if let Out::Pcapng(w, _) = &out
-        && let Some(p) = &job.write
+        && let Some(t) = &target
     {
-        eprintln!("tracer: {} packets written to {}", w.packets, p.display());
+        output::warn(&format!("{} packets written to {}", w.packets, t.describe()));
     }
     if let Some(g) = &grouper {
         let s = g.stats;
@@ -577,6 +613,38 @@ mod tests {
         assert!(matches!(PacketsJob::from_args(&a), Err(Error::Usage(_))));
         let a = PacketArgs { iface: Some(" , ".into()), ..Default::default() };
         assert!(matches!(PacketsJob::from_args(&a), Err(Error::Usage(_))));
+    }
+
+    #[test]
+    fn text_escapes_and_cuts_names_and_json_keeps_them() {
+        let f = vec![0u8; 20];
+        let p = PacketEvent {
+            wall_ns: 0,
+            cpu: 0,
+            netns_ino: 1,
+            netns_name: None,
+            host_netns: false,
+            container: Some(serde_json::json!({"runtime": "docker", "id": "ab", "name": format!("w\x1b]0;x\x07{}", "w".repeat(100))})),
+            ifindex: 3,
+            ifname: "e\x1b[31m\u{9b}".into(),
+            direction: 0,
+            len: 20,
+            hash: 0,
+            mark: 0,
+            ethernet: true,
+            decoded: decode::decode(&f, true),
+            frame: f,
+        };
+        let text = p.text();
+        let want = format!(r"w\x1b]0;x\x07{}.../e\x1b[31m\x9b In ", "w".repeat(crate::output::NAME_MAX - 3 - 13));
+        assert!(text.contains(&want), "{text}");
+        assert!(!text.chars().any(char::is_control), "{text:?}");
+        let j: Value = serde_json::from_str(&p.json_line()).expect("json");
+        assert_eq!(j["ifname"], "e\x1b[31m\u{9b}");
+        let mut g = hops::Grouper::default();
+        g.push(p);
+        let path = g.ready(0, true).pop().expect("path");
+        assert!(path.text().ends_with(want.trim_end()), "{}", path.text());
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! `-w FILE`: packets as pcapng, written with the pcap-file crate.
+//! `-w FILE`: packets as pcapng, written with the pcap-file crate, to a
+//! file, FIFO or standard output that [`super::capfile`] opened.
 //!
 //! One interface description block per (namespace, interface), named like
 //! `lab-a/eth0`, with nanosecond timestamps (`if_tsresol` = 9); each
@@ -6,14 +7,14 @@
 //! comment naming the namespace and the container. Every interface is
 //! declared as Ethernet (L3 devices get a zeroed Ethernet header), because
 //! libpcap, and so tcpdump, refuses a file whose interfaces differ in link
-//! type.
+//! type. When the reader of a pipe goes away (EPIPE), writing stops and
+//! [`PcapngOut::reader_gone`] says so: the tracer then stops cleanly.
 
 use std::{
     borrow::Cow,
     collections::HashMap,
     fs::File,
     io::{self, BufWriter, Write},
-    path::Path,
     time::Duration,
 };
 
@@ -38,8 +39,6 @@ const EPB_OUTBOUND: u32 = 0b10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PcapngError {
-    #[error("cannot create {path}: {source}")]
-    Create { path: String, source: io::Error },
     #[error("cannot write the pcapng file: {0}")]
     Write(#[from] pcap_file::PcapError),
     #[error("cannot write the pcapng file: {0}")]
@@ -51,12 +50,26 @@ pub struct PcapngOut {
     /// (netns inode, ifindex) -> interface id in the file.
     ids: HashMap<(u32, u32), u32>,
     snaplen: u32,
+    /// Packets handed to the file or pipe (by a successful flush).
     pub packets: u64,
+    /// Packets written since the last flush.
+    buffered: u64,
+    /// The reader of a pipe or FIFO closed it: nothing more is written.
+    pub reader_gone: bool,
+}
+
+fn broken_pipe(e: &PcapngError) -> bool {
+    let io = match e {
+        PcapngError::Io(e) | PcapngError::Write(pcap_file::PcapError::IoError(e)) => e,
+        PcapngError::Write(_) => return false,
+    };
+    io.kind() == io::ErrorKind::BrokenPipe
 }
 
 impl PcapngOut {
-    pub fn create(path: &Path, snaplen: u32) -> Result<Self, PcapngError> {
-        let file = File::create(path).map_err(|source| PcapngError::Create { path: path.display().to_string(), source })?;
+    /// Writes the section header to `file` (and flushes it, so that a
+    /// reader on a pipe sees a valid stream at once).
+    pub fn new(file: File, snaplen: u32) -> Result<Self, PcapngError> {
         let section = SectionHeaderBlock {
             endianness: Endianness::native(),
             options: vec![
@@ -67,7 +80,20 @@ impl PcapngOut {
         };
         let w = PcapNgWriter::with_section_header(BufWriter::new(file), section)?;
         // Room for a VLAN tag put back or an Ethernet header made up.
-        Ok(Self { w, ids: HashMap::new(), snaplen: snaplen + 18, packets: 0 })
+        let mut out = Self { w, ids: HashMap::new(), snaplen: snaplen + 18, packets: 0, buffered: 0, reader_gone: false };
+        out.flush()?;
+        Ok(out)
+    }
+
+    /// `r`, except that a broken pipe ends the output instead of failing.
+    fn unless_gone(&mut self, r: Result<(), PcapngError>) -> Result<(), PcapngError> {
+        match r {
+            Err(e) if broken_pipe(&e) => {
+                self.reader_gone = true;
+                Ok(())
+            }
+            r => r,
+        }
     }
 
     fn interface_id(&mut self, e: &PacketEvent) -> Result<u32, PcapngError> {
@@ -97,6 +123,14 @@ impl PcapngOut {
     }
 
     pub fn write(&mut self, e: &PacketEvent) -> Result<(), PcapngError> {
+        if self.reader_gone {
+            return Ok(());
+        }
+        let r = self.write_block(e);
+        self.unless_gone(r)
+    }
+
+    fn write_block(&mut self, e: &PacketEvent) -> Result<(), PcapngError> {
         let interface_id = self.interface_id(e)?;
         let (data, original_len) = if e.ethernet {
             (Cow::Borrowed(&e.frame[..]), e.len)
@@ -125,12 +159,63 @@ impl PcapngOut {
             options: vec![EnhancedPacketOption::Flags(flags), EnhancedPacketOption::Comment(Cow::Owned(comment))],
         };
         self.w.write_pcapng_block(epb)?;
-        self.packets += 1;
+        self.buffered += 1;
         Ok(())
     }
 
     pub fn flush(&mut self) -> Result<(), PcapngError> {
-        self.w.get_mut().flush()?;
-        Ok(())
+        if self.reader_gone {
+            return Ok(());
+        }
+        let r = self.w.get_mut().flush().map_err(PcapngError::from);
+        if r.is_ok() {
+            self.packets += std::mem::take(&mut self.buffered);
+        }
+        self.unless_gone(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::{io::Read, os::fd::OwnedFd};
+
+    fn packet() -> PacketEvent {
+        let f = vec![0u8; 60];
+        PacketEvent {
+            wall_ns: 1,
+            cpu: 0,
+            netns_ino: 1,
+            netns_name: Some("n".into()),
+            host_netns: false,
+            container: None,
+            ifindex: 2,
+            ifname: "eth0".into(),
+            direction: DIR_INGRESS,
+            len: 60,
+            hash: 0,
+            mark: 0,
+            ethernet: true,
+            decoded: super::super::decode::decode(&f, true),
+            frame: f,
+        }
+    }
+
+    #[test]
+    fn a_pipe_gets_the_header_at_once_and_its_closing_ends_the_output() {
+        let (mut r, w) = io::pipe().expect("pipe");
+        let mut out = PcapngOut::new(File::from(OwnedFd::from(w)), 128).expect("header");
+        // The section header block is there before any packet.
+        let mut magic = [0u8; 4];
+        r.read_exact(&mut magic).expect("read");
+        assert_eq!(magic, [0x0a, 0x0d, 0x0d, 0x0a]);
+        out.write(&packet()).expect("write");
+        out.flush().expect("flush");
+        assert!(!out.reader_gone);
+        drop(r);
+        out.write(&packet()).expect("a closed pipe is not an error");
+        out.flush().expect("flush");
+        assert!(out.reader_gone);
+        assert_eq!(out.packets, 1);
     }
 }

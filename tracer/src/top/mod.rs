@@ -33,7 +33,7 @@ use crate::{
     cli::{CommonArgs, TopArgs},
     clock, ebpf,
     ns,
-    output::Sink,
+    output::{self, Sink},
     packets::{
         PacketsError, Scope, Selection, Topology,
         attach::{Attacher, TOP_PROGRAMS, TcMode},
@@ -162,11 +162,12 @@ impl Printer {
         let time = clock::rfc3339(rep.wall_ns);
         if self.json {
             for r in rep.rows.iter().take(self.limit.unwrap_or(usize::MAX)) {
-                buf.extend_from_slice(render::json_line(r, rep, &time).as_bytes());
+                buf.extend_from_slice(output::json_safe(render::json_line(r, rep, &time)).as_bytes());
                 buf.push(b'\n');
             }
         } else if let Some(height) = self.tty {
-            // Home, clear, redraw: header, column names, and what fits.
+            // Home, clear, redraw: header, column names, and what fits. These
+            // are the only terminal controls written: the table escapes names.
             buf.extend_from_slice(b"\x1b[H\x1b[2J");
             let fit = height.saturating_sub(3).max(1);
             render::table(rep, self.limit.unwrap_or(fit).min(fit), &mut buf)?;

@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::stats::{By, Row, rate};
-use crate::clock;
+use crate::{clock, output};
 
 /// One interval, ready to print.
 pub struct Report<'a> {
@@ -138,20 +138,29 @@ pub fn header(rep: &Report<'_>) -> String {
     )
 }
 
-/// Writes the table: at most `limit` rows, the largest first.
+/// `NAMESPACE/INTERFACE` as a table cell: both names cut and escaped.
+fn where_cell(r: &Row) -> String {
+    format!("{}/{}", output::name(&r.label), output::name(r.ifname.as_deref().unwrap_or("?")))
+}
+
+/// Writes the table: at most `limit` rows, the largest first. Names are
+/// cut and escaped here, cell by cell, so that columns stay aligned and
+/// the caller's own terminal controls (the redraw) are the only ones.
 pub fn table(rep: &Report<'_>, limit: usize, out: &mut impl io::Write) -> io::Result<()> {
     let rows = &rep.rows[..rep.rows.len().min(limit)];
     let s = rep.secs;
+    let width = |cells: &[String], min: usize| cells.iter().map(|c| c.chars().count()).max().unwrap_or(0).max(min);
     writeln!(out, "{}", header(rep))?;
     match rep.by {
         By::Container => {
-            let w = rows.iter().map(|r| r.label.len()).max().unwrap_or(0).max(15);
+            let labels: Vec<String> = rows.iter().map(|r| output::name(&r.label).into_owned()).collect();
+            let w = width(&labels, 15);
             writeln!(out, "{:<w$}  {:>6}  {:>9}  {:>9}  {:>9}  {:>9}", "CONTAINER/NETNS", "IFACES", "RX PKT/S", "RX BIT/S", "TX PKT/S", "TX BIT/S")?;
-            for r in rows {
+            for (r, label) in rows.iter().zip(&labels) {
                 writeln!(
                     out,
                     "{:<w$}  {:>6}  {:>9}  {:>9}  {:>9}  {:>9}",
-                    r.label,
+                    label,
                     r.interfaces.unwrap_or(0),
                     human(rate(r.rx.packets, s)),
                     human(rate(r.rx.bytes * 8, s)),
@@ -161,14 +170,14 @@ pub fn table(rep: &Report<'_>, limit: usize, out: &mut impl io::Write) -> io::Re
             }
         }
         By::Iface => {
-            let name = |r: &Row| format!("{}/{}", r.label, r.ifname.as_deref().unwrap_or("?"));
-            let w = rows.iter().map(|r| name(r).len()).max().unwrap_or(0).max(9);
+            let names: Vec<String> = rows.iter().map(where_cell).collect();
+            let w = width(&names, 9);
             writeln!(out, "{:<w$}  {:>9}  {:>9}  {:>9}  {:>9}", "INTERFACE", "RX PKT/S", "RX BIT/S", "TX PKT/S", "TX BIT/S")?;
-            for r in rows {
+            for (r, name) in rows.iter().zip(&names) {
                 writeln!(
                     out,
                     "{:<w$}  {:>9}  {:>9}  {:>9}  {:>9}",
-                    name(r),
+                    name,
                     human(rate(r.rx.packets, s)),
                     human(rate(r.rx.bytes * 8, s)),
                     human(rate(r.tx.packets, s)),
@@ -177,16 +186,16 @@ pub fn table(rep: &Report<'_>, limit: usize, out: &mut impl io::Write) -> io::Re
             }
         }
         By::Flow => {
-            let name = |r: &Row| format!("{}/{}", r.label, r.ifname.as_deref().unwrap_or("?"));
-            let w = rows.iter().map(|r| name(r).len()).max().unwrap_or(0).max(9);
+            let names: Vec<String> = rows.iter().map(where_cell).collect();
+            let w = width(&names, 9);
             writeln!(out, "{:<w$}  {:<3}  {:>9}  {:>9}  FLOW", "INTERFACE", "DIR", "PKT/S", "BIT/S")?;
-            for r in rows {
+            for (r, name) in rows.iter().zip(&names) {
                 let c = if r.rx.is_zero() { r.tx } else { r.rx };
                 let dir = if r.rx.is_zero() { "Out" } else { "In" };
                 writeln!(
                     out,
                     "{:<w$}  {:<3}  {:>9}  {:>9}  {}",
-                    name(r),
+                    name,
                     dir,
                     human(rate(c.packets, s)),
                     human(rate(c.bytes * 8, s)),
@@ -293,5 +302,33 @@ mod tests {
         assert!(lines[1].starts_with("INTERFACE"), "{text}");
         assert!(lines[2].starts_with("lab-a/eth0") && lines[2].contains("8.00M"), "{text}");
         assert_eq!(lines[4], "(1 more rows)");
+    }
+
+    #[test]
+    fn names_in_tables_are_escaped_cut_and_aligned() {
+        let evil = Row { label: "web\x1b]0;pwned\x07".into(), ifname: Some("e\u{9b}1m".into()), ..row() };
+        let long = Row { label: "c".repeat(300), ..row() };
+        let rows = vec![evil, long, row()];
+        for by in [By::Container, By::Iface, By::Flow] {
+            let rep = Report { by, wall_ns: 0, secs: 1.0, rows: &rows, lost: &[] };
+            let mut out = Vec::new();
+            table(&rep, 10, &mut out).expect("write");
+            let text = String::from_utf8(out).expect("utf8");
+            assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{by:?}: {text:?}");
+            let lines: Vec<&str> = text.lines().collect();
+            assert!(lines[2].starts_with("web\\x1b]0;pwned\\x07"), "{text}");
+            if by != By::Container {
+                assert!(lines[2].starts_with("web\\x1b]0;pwned\\x07/e\\x9b1m "), "{text}");
+            }
+            // The long name is cut, and the columns after the names line up.
+            assert!(lines[3].starts_with(&format!("{}{}", "c".repeat(output::NAME_MAX - 3), output::ELLIPSIS)), "{text}");
+            let chars: Vec<Vec<char>> = lines[1..5].iter().map(|l| l.chars().collect()).collect();
+            if by == By::Flow {
+                let dir = lines[1].find("DIR").expect("DIR column");
+                assert!(chars[1..].iter().all(|l| l[dir] == 'I' && l[dir - 1] == ' ' && l[dir - 2] == ' '), "{text}");
+            } else {
+                assert!(chars.iter().all(|l| l.len() == chars[0].len()), "{text}");
+            }
+        }
     }
 }
