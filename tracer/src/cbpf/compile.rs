@@ -165,3 +165,41 @@ fn parse(s: &str) -> Result<CbpfInsn, CompileError> {
     let k = next()?.parse().map_err(|_| bad())?;
     Ok(CbpfInsn { code, jt, jf, k })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libpcap_refusals_come_back_as_its_own_sentence() {
+        let e = Filter::compile("tcp port", LinkType::Ethernet, Dialect::File).expect_err("incomplete");
+        assert!(matches!(e, CompileError::Expression(_)));
+        assert!(e.to_string().contains("syntax error"), "{e}");
+        let e = Filter::compile("port 99999", LinkType::Ethernet, Dialect::File).expect_err("out of range");
+        assert!(e.to_string().contains("99999"), "{e}");
+        assert!(matches!(Filter::compile("tcp\0", LinkType::Ethernet, Dialect::File), Err(CompileError::Nul)));
+        // Raw IP has no link-layer header to test.
+        let e = Filter::compile("ether broadcast", LinkType::RawIp, Dialect::File).expect_err("no ethernet");
+        assert!(matches!(e, CompileError::Expression(_)), "{e}");
+    }
+
+    #[test]
+    fn tcpdump_snaplen_and_userspace_verdicts() {
+        let f = Filter::compile("udp", LinkType::Ethernet, Dialect::File).expect("compiles");
+        let rets: Vec<u32> = f.instructions().iter().filter(|i| i.code == c::RET | c::K).map(|i| i.k).collect();
+        assert!(rets.contains(&(SNAPLEN as u32)) && rets.contains(&0), "{rets:?}");
+        let mut udp = vec![0u8; 42];
+        udp[12..14].copy_from_slice(&[0x08, 0x00]);
+        udp[14] = 0x45;
+        udp[23] = 17;
+        assert!(f.matches(&udp, 42));
+        udp[23] = 6;
+        assert!(!f.matches(&udp, 42));
+        // `greater` reads the length on the wire, not the captured one.
+        assert!(matches("greater 1000", &udp, 1500).expect("compiles"));
+        assert!(!matches("greater 1000", &udp, 42).expect("compiles"));
+        // Raw IP: the frame starts at the IP header.
+        let raw = Filter::compile("ip proto 6", LinkType::RawIp, Dialect::File).expect("compiles");
+        assert!(raw.matches(&udp[14..], 28));
+    }
+}

@@ -29,6 +29,8 @@
 
 pub mod compile;
 pub mod insn;
+#[cfg(test)]
+mod interp;
 pub mod sys;
 pub mod translate;
 
