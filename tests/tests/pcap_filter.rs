@@ -353,6 +353,33 @@ fn raw_ip_programs_agree_with_libpcap() {
     eprintln!("raw IP: {checked} verdicts, all equal to libpcap's");
 }
 
+/// What a filter costs per packet, as the kernel times BPF_PROG_TEST_RUN
+/// (100,000 runs each, on the HTTP request frame), beside the empty filter.
+#[test]
+fn cost_per_packet() {
+    if !need_root() {
+        return;
+    }
+    let frames = ethernet_frames();
+    let http = &frames.iter().find(|f| f.name == "tcp psh-ack http").expect("http frame").bytes;
+    for expr in [
+        "",
+        "tcp",
+        "tcp[tcpflags] & tcp-push != 0",
+        "host 10.0.0.1 and (port 80 or port 443) and not tcp[tcpflags] & tcp-rst != 0",
+        "vlan 10 and tcp port 80",
+        "tcp[((tcp[12:1] & 0xf0) >> 2):4] = 0x47455420",
+    ] {
+        let f = Filter::compile(expr, LinkType::Ethernet, Dialect::Kernel).expect("compiles");
+        let ebpf = translate(f.instructions(), &verdict_options(None)).expect("translates");
+        let prog = sys::load_sched_cls("pcap_test", &ebpf).expect("loads");
+        let (ret, ns) = sys::test_run_repeat(prog.fd.as_fd(), http, 100_000).expect("runs");
+        let want = Filter::compile(expr, LinkType::Ethernet, Dialect::File).expect("compiles").matches(http, http.len() as u32);
+        assert_eq!(ret == 1, want, "{expr:?}");
+        eprintln!("{ns:>4} ns/packet  {:>3} eBPF  match={want}  {expr:?}", ebpf.len());
+    }
+}
+
 /// `inbound`, `outbound` and `ifindex` exist only in live Linux code.
 #[test]
 fn packet_type_and_ifindex_come_from_the_skb() {

@@ -211,16 +211,22 @@ pub fn prog_array_set(prog_array: BorrowedFd<'_>, index: u32, prog: BorrowedFd<'
 /// 14 bytes) and returns its return value. Needs CAP_BPF (or root); no
 /// device, namespace or attachment is involved.
 pub fn test_run(prog: BorrowedFd<'_>, frame: &[u8]) -> Result<u32, BpfError> {
+    test_run_repeat(prog, frame, 1).map(|(ret, _)| ret)
+}
+
+/// Runs it `repeat` times; returns the return value and the kernel's
+/// average time per run in nanoseconds.
+pub fn test_run_repeat(prog: BorrowedFd<'_>, frame: &[u8], repeat: u32) -> Result<(u32, u32), BpfError> {
     let mut attr = TestRunAttr {
         prog_fd: prog.as_raw_fd() as u32,
         data_size_in: u32::try_from(frame.len()).unwrap_or(u32::MAX),
         data_in: frame.as_ptr() as u64,
-        repeat: 1,
+        repeat,
         ..Default::default()
     };
     // SAFETY: TestRunAttr is the BPF_PROG_TEST_RUN prefix of bpf_attr;
     // data_in is valid for data_size_in bytes; no output buffer is given
     // (data_out = 0, data_size_out = 0), so the kernel writes only attr.
     unsafe { bpf(BPF_PROG_TEST_RUN, &mut attr) }.map_err(|source| BpfError::Call { what: "running the program on a test frame", source })?;
-    Ok(attr.retval)
+    Ok((attr.retval, attr.duration))
 }
