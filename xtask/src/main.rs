@@ -307,7 +307,7 @@ fn leftovers() -> Vec<String> {
         v.push(format!("process {l}"));
     }
     // Every tracer program name comes from tracer-common's programs module.
-    for l in sh("command -v bpftool >/dev/null && bpftool prog show 2>/dev/null | grep -oE 'name (nl|pkt|top|probe)_[a-z_]+'").lines() {
+    for l in sh("command -v bpftool >/dev/null && bpftool prog show 2>/dev/null | grep -oE 'name (nl|pkt|top|probe|pcap)_[a-z_]+'").lines() {
         v.push(format!("program {}", l.trim_start_matches("name ")));
     }
     v.sort();

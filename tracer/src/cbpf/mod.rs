@@ -24,6 +24,14 @@
 //! egress). Every program the filters return is `TC_ACT_UNSPEC` (-1), or
 //! whatever the capture body returns: traffic is never changed.
 //!
+//! Which link type an interface gets: [`LinkType::Ethernet`] when its
+//! frames carry a link-layer header in TC (`ARPHRD_ETHER` and
+//! `ARPHRD_LOOPBACK`: veth, bridge, macvlan, vxlan, lo), [`LinkType::RawIp`]
+//! when `skb->data` starts at the IP header (`ARPHRD_NONE`: tun, wireguard;
+//! `ARPHRD_TUNNEL`/`TUNNEL6`/`SIT`: ipip, ip6tnl, sit), as libpcap itself
+//! picks `DLT_EN10MB` or `DLT_RAW` for a live capture on them. libpcap's
+//! code depends on it, hence one program per link type.
+//!
 //! Userspace matching (`tracer packets -r`) uses libpcap's own interpreter:
 //! [`matches`] / [`Filter::matches`].
 
