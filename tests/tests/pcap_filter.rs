@@ -43,7 +43,8 @@ const SOLICITED_B: [u8; 16] = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0
 /// URG/ECE/CWR), UDP (DNS, DHCP broadcast, mDNS multicast, a large
 /// datagram), ICMP of four types, IPv4 with options, fragments, IPv6 TCP,
 /// UDP and four ICMPv6 types (two to multicast), ARP request and reply,
-/// 802.1Q and 802.1ad (QinQ) tagged frames, and truncated frames.
+/// 802.1Q and 802.1ad (QinQ) tagged frames, MPLS, PPPoE, Geneve, LLC/STP,
+/// and truncated frames.
 fn ethernet_frames() -> Vec<Frame> {
     let mut out = Vec::new();
     let mut add = |name: &str, bytes: Vec<u8>| out.push(Frame { name: name.to_string(), bytes });
@@ -121,6 +122,30 @@ fn ethernet_frames() -> Vec<Frame> {
     let mut qinq = build!(ab().double_vlan(vid(100), vid(10)).ipv4(IP_A, IP_B, 64).icmpv4_echo_request(2, 2), b"qinq");
     qinq[12..14].copy_from_slice(&0x88a8u16.to_be_bytes());
     add("qinq 100/10 icmp", qinq);
+    // Encapsulations: MPLS (label 100), a PPPoE session, Geneve (an inner
+    // Ethernet frame), and an 802.3 frame with LLC carrying an STP BPDU.
+    let dns = build!(v4(ab(), IP_A, IP_DNS).udp(5353, 53), b"\x12\x34\x01\x00\x00\x01");
+    let mut mpls = dns[..12].to_vec();
+    mpls.extend([0x88, 0x47]);
+    mpls.extend(((100u32 << 12) | (1 << 8) | 64).to_be_bytes());
+    mpls.extend(&dns[14..]);
+    add("mpls 100 udp dns", mpls);
+    let mut pppoe = dns[..12].to_vec();
+    pppoe.extend([0x88, 0x64, 0x11, 0x00, 0x00, 0x01]);
+    pppoe.extend((dns.len() as u16 - 14 + 2).to_be_bytes());
+    pppoe.extend([0x00, 0x21]);
+    pppoe.extend(&dns[14..]);
+    add("pppoe session udp dns", pppoe);
+    let inner = build!(v4(ab(), IP_A, IP_B).tcp(40000, 80, 1, 64240).syn(), &[]);
+    let mut geneve = vec![0x00, 0x00, 0x65, 0x58, 0x00, 0x00, 0x07, 0x00];
+    geneve.extend(&inner);
+    add("geneve tcp syn", build!(v4(ab(), IP_LAN, IP_B).udp(50000, 6081), &geneve));
+    let mut stp = vec![0x01, 0x80, 0xc2, 0, 0, 0];
+    stp.extend(MAC_A);
+    stp.extend(38u16.to_be_bytes());
+    stp.extend([0x42, 0x42, 0x03]);
+    stp.extend([0u8; 35]);
+    add("llc stp bpdu", stp);
     // Truncated captures: cut inside the TCP header (IPv4 and IPv6), the
     // ARP body, the VLAN tag; and an Ethernet header alone. (This kernel's
     // BPF_PROG_TEST_RUN refuses IPv4 and IPv6 frames shorter than their IP
@@ -260,6 +285,19 @@ const EXPRESSIONS: &[&str] = &[
     "ip and not net 10.0.0.0/8 or ip6 and not ip6 multicast",
     "(icmp or icmp6) and not (ip multicast or ip6 multicast)",
     "not not tcp",
+    // encapsulations and older link-layer protocols (variable offsets)
+    "mpls",
+    "mpls 100 and udp port 53",
+    "pppoes and ip",
+    "pppoes 1 and udp port 53",
+    "geneve and ip",
+    "geneve and tcp[tcpflags] & tcp-syn != 0",
+    "vlan and mpls",
+    "stp",
+    "llc",
+    "ether proto \\ipx",
+    "atalk",
+    "decnet host 1.2",
     "",
 ];
 
@@ -334,7 +372,7 @@ fn every_expression_agrees_with_libpcap_on_every_ethernet_frame() {
     let frames = ethernet_frames();
     // The corpus really holds what the expressions look for.
     let count = |e: &str| frames.iter().filter(|f| cbpf::matches(e, &f.bytes, f.bytes.len() as u32).expect("compiles")).count();
-    for (e, at_least) in [("tcp[tcpflags] & tcp-syn != 0", 3), ("vlan", 4), ("icmp6", 4), ("arp", 2), ("ip[6:2] & 0x1fff != 0", 1), ("multicast", 3)] {
+    for (e, at_least) in [("tcp[tcpflags] & tcp-syn != 0", 3), ("vlan", 4), ("icmp6", 4), ("arp", 2), ("ip[6:2] & 0x1fff != 0", 1), ("multicast", 3), ("mpls", 1), ("pppoes", 1), ("geneve", 1), ("stp", 1)] {
         assert!(count(e) >= at_least, "the corpus has too few frames for {e:?}");
     }
     assert!(EXPRESSIONS.len() >= 60);

@@ -161,6 +161,9 @@ fn malformed_programs_are_refused_with_the_instruction() {
     assert_eq!(t(&[stmt(c::LD | c::W | c::ABS, c::SKF_AD_OFF + 56), ret(1)]), TranslateError::Ancillary { at: 0, k: c::SKF_AD_OFF + 56 });
     assert_eq!(t(&[stmt(c::LD | c::W | c::ABS, 0xffe0_0000), ret(1)]), TranslateError::Ancillary { at: 0, k: 0xffe0_0000 });
     assert_eq!(t(&[stmt(0xff, 0), ret(1)]), TranslateError::Opcode { at: 0, code: 0xff });
+    // libpcap's own `protochain` code loops backwards.
+    let chain = Filter::compile("ip6 protochain 6", LinkType::Ethernet, Dialect::File).expect("compiles");
+    assert!(matches!(translate(chain.instructions(), &verdicts()), Err(TranslateError::Jump { .. })));
 }
 
 #[test]
@@ -238,3 +241,4 @@ fn a_match_tail_calls_the_capture_slot_and_a_miss_returns_unspec() {
     let never = translate(&[ret(0)], &opts).expect("ok");
     assert!(!never.iter().any(|i| i.code == e::JMP | e::CALL));
 }
+
