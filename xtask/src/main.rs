@@ -3,7 +3,8 @@
 //! Everything a fresh machine needs is installed from here: rust-src for the
 //! nightly that builds the eBPF crate, bpf-linker built against that
 //! nightly's own libLLVM (kept in `target/tools`, rebuilt only when the
-//! nightly changes), and the Debian packages the tests use.
+//! nightly changes), the Debian packages the build needs (libpcap-dev) and
+//! those the tests use.
 
 use std::{
     env, fs,
@@ -25,7 +26,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install the toolchain pieces (rust-src, bpf-linker) if missing.
+    /// Install the toolchain pieces (rust-src, bpf-linker, libpcap-dev) if missing.
     Bootstrap,
     /// Release build; the binary lands at target/release/tracer.
     Build,
@@ -95,7 +96,28 @@ fn tool_path() -> std::ffi::OsString {
     env::join_paths(parts).expect("PATH joins")
 }
 
+/// Debian packages the build itself needs, by a file each provides:
+/// libpcap's headers and archive (the filter compiler, linked statically).
+const BUILD_PACKAGES: &[(&str, &str)] = &[("/usr/include/pcap/pcap.h", "libpcap-dev")];
+
+fn build_packages() -> Result<()> {
+    let missing: Vec<&str> = BUILD_PACKAGES.iter().filter(|(file, _)| !Path::new(file).exists()).map(|(_, pkg)| *pkg).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!("building tracer needs the Debian packages {0}: install them as root (apt-get install {0})", missing.join(" "));
+    }
+    step(&format!("installing {}", missing.join(" ")));
+    run(Command::new("apt-get").args(["update", "-qq"]), "apt-get update")?;
+    run(
+        Command::new("apt-get").args(["install", "-y", "-qq", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"),
+        "installing the build's Debian packages",
+    )
+}
+
 fn bootstrap() -> Result<()> {
+    build_packages()?;
     let installed = output(
         Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]),
         "listing the nightly's components",
@@ -285,7 +307,7 @@ fn leftovers() -> Vec<String> {
         v.push(format!("process {l}"));
     }
     // Every tracer program name comes from tracer-common's programs module.
-    for l in sh("command -v bpftool >/dev/null && bpftool prog show 2>/dev/null | grep -oE 'name (nl|pkt|top|probe)_[a-z_]+'").lines() {
+    for l in sh("command -v bpftool >/dev/null && bpftool prog show 2>/dev/null | grep -oE 'name (nl|pkt|top|probe|pcap)_[a-z_]+'").lines() {
         v.push(format!("program {}", l.trim_start_matches("name ")));
     }
     v.sort();

@@ -102,7 +102,7 @@ fn default_selection() -> Vec<(String, Vec<String>)> {
 }
 
 /// Test files that can run in a guest (the Docker ones cannot).
-const GUEST_FILES: &[&str] = &["foundation", "netlink", "packets", "top", "filter", "ns"];
+const GUEST_FILES: &[&str] = &["foundation", "netlink", "packets", "top", "filter", "ns", "pcap_filter"];
 
 /// Hard limit for one guest, boot to power-off.
 const GUEST_TIMEOUT: Duration = Duration::from_secs(45 * 60);
