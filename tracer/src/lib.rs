@@ -255,7 +255,7 @@ pub async fn run_netlink(job: NetlinkJob, common: CommonArgs, shutdown: impl Fut
         if done {
             // Let the last answers arrive before giving up on them.
             tokio::time::sleep(Duration::from_millis(50)).await;
-            reader.drain_final(&mut batch);
+            reader.drain_until_now(&mut batch);
         }
         for ev in batch.drain(..) {
             if matches!(ev.kind, EventKind::NetlinkSend | EventKind::NetlinkAck) {

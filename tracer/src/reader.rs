@@ -154,10 +154,11 @@ impl Reader {
         take_records(self.ring.get_mut(), MAX_RECORDS_PER_READ, None, out, &mut self.malformed);
     }
 
-    /// The last drain before exit: every record stamped until now, however
-    /// many, and none after (programs still attached keep producing, and a
-    /// drain that waited for them could go on for ever).
-    pub fn drain_final(&mut self, out: &mut Vec<RawEvent>) {
+    /// Every record stamped until now, however many, and none after: the
+    /// last drain before exit (programs still attached keep producing, and
+    /// a drain that waited for them to stop could go on for ever). Bounded
+    /// by what the ring holds.
+    pub fn drain_until_now(&mut self, out: &mut Vec<RawEvent>) {
         let now = Clock::now_mono_ns();
         take_records(self.ring.get_mut(), usize::MAX, Some(now), out, &mut self.malformed);
     }

@@ -459,7 +459,7 @@ pub async fn run(
             // what is left in the ring buffer.
             tokio::time::sleep(Duration::from_millis(50)).await;
             follower.stop().await;
-            reader.drain_final(&mut batch);
+            reader.drain_until_now(&mut batch);
             done = true;
         }
         {
