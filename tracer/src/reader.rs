@@ -6,7 +6,7 @@ use std::{collections::VecDeque, io};
 
 use aya::{
     Ebpf,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{Map, MapData, PerCpuArray, RingBuf},
 };
 use tokio::io::unix::AsyncFd;
 use tracer_common::{LostSource, maps};
@@ -32,6 +32,8 @@ pub enum ReaderError {
 
 pub struct Reader {
     ring: AsyncFd<RingBuf<MapData>>,
+    /// The ring's size in bytes.
+    ring_bytes: usize,
     lost: LostCounters,
     /// Records that could not be parsed.
     pub malformed: u64,
@@ -90,35 +92,47 @@ impl RecordSource for VecDeque<Vec<u8>> {
 /// How a [`take_records`] call ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Taken {
-    /// The source ran dry (or reached records newer than the stop time).
+    /// The source ran dry.
     Empty,
-    /// The limit was reached with records left.
+    /// A limit was reached with records perhaps left.
     Limit,
 }
 
-/// Takes up to `max` records from `src`, parsed into `out`; a record that
-/// cannot be parsed counts in `malformed`. With `stop_ns`, stops at the
-/// first record stamped later (consumed, not kept: it happened after the
-/// stop), so a drain at exit ends however fast the programs produce.
-pub fn take_records(
-    src: &mut impl RecordSource,
-    max: usize,
-    stop_ns: Option<u64>,
-    out: &mut Vec<RawEvent>,
-    malformed: &mut u64,
-) -> Taken {
-    let mut taken = 0;
-    while taken < max {
-        let mut past_stop = false;
-        let more = src.take_next(|bytes| match RawEvent::parse(bytes) {
-            Ok(ev) if stop_ns.is_some_and(|s| ev.header.ts_ns > s) => past_stop = true,
-            Ok(ev) => out.push(ev),
-            Err(_) => *malformed += 1,
+/// When a [`take_records`] call stops.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Most records consumed.
+    pub records: usize,
+    /// Most bytes consumed, counted as the ring counts them (8 bytes of
+    /// header per record, rounded up to 8).
+    pub bytes: usize,
+    /// Records stamped later than this are consumed but not kept: they
+    /// happened after the stop.
+    pub stop_ns: Option<u64>,
+}
+
+impl Limits {
+    /// One read of the event loop: [`MAX_RECORDS_PER_READ`].
+    pub const READ: Limits = Limits { records: MAX_RECORDS_PER_READ, bytes: usize::MAX, stop_ns: None };
+}
+
+/// Takes records from `src` until it is dry or a limit is reached, parsed
+/// into `out`; a record that cannot be parsed counts in `malformed`.
+pub fn take_records(src: &mut impl RecordSource, lim: Limits, out: &mut Vec<RawEvent>, malformed: &mut u64) -> Taken {
+    let (mut records, mut bytes) = (0usize, 0usize);
+    while records < lim.records && bytes < lim.bytes {
+        let more = src.take_next(|rec| {
+            bytes = bytes.saturating_add(8 + rec.len().next_multiple_of(8));
+            match RawEvent::parse(rec) {
+                Ok(ev) if lim.stop_ns.is_some_and(|s| ev.header.ts_ns > s) => {}
+                Ok(ev) => out.push(ev),
+                Err(_) => *malformed += 1,
+            }
         });
-        if !more || past_stop {
+        if !more {
             return Taken::Empty;
         }
-        taken += 1;
+        records += 1;
     }
     Taken::Limit
 }
@@ -127,12 +141,16 @@ impl Reader {
     /// Takes the ring buffer and the lost counters out of `ebpf`.
     pub fn new(ebpf: &mut Ebpf) -> Result<Self, ReaderError> {
         let ring = ebpf.take_map(maps::EVENTS).ok_or(ReaderError::NoMap(maps::EVENTS))?;
+        let ring_bytes = match &ring {
+            Map::RingBuf(d) => d.info().map_err(|e| ReaderError::Map(maps::EVENTS, e))?.max_entries() as usize,
+            _ => 0,
+        };
         let ring = RingBuf::try_from(ring).map_err(|e| ReaderError::Map(maps::EVENTS, e))?;
         let lost = LostCounters::new(ebpf)?;
         // SAFETY: the ring buffer owns its fd and is moved into the AsyncFd,
         // which deregisters it before dropping it.
         let ring = unsafe { AsyncFd::register(ring) }.map_err(|e| ReaderError::Io(e.into()))?;
-        Ok(Self { ring, lost, malformed: 0 })
+        Ok(Self { ring, ring_bytes, lost, malformed: 0 })
     }
 
     /// Waits until records are available, then appends up to
@@ -141,7 +159,7 @@ impl Reader {
     /// straight back here after serving whatever else is ready.
     pub async fn read(&mut self, out: &mut Vec<RawEvent>) -> Result<(), ReaderError> {
         let mut guard = self.ring.readable_mut().await?;
-        let taken = take_records(guard.get_inner_mut(), MAX_RECORDS_PER_READ, None, out, &mut self.malformed);
+        let taken = take_records(guard.get_inner_mut(), Limits::READ, out, &mut self.malformed);
         if taken == Taken::Empty {
             guard.clear_ready();
         }
@@ -151,16 +169,18 @@ impl Reader {
     /// Takes up to [`MAX_RECORDS_PER_READ`] records that are already there,
     /// without waiting.
     pub fn drain(&mut self, out: &mut Vec<RawEvent>) {
-        take_records(self.ring.get_mut(), MAX_RECORDS_PER_READ, None, out, &mut self.malformed);
+        take_records(self.ring.get_mut(), Limits::READ, out, &mut self.malformed);
     }
 
     /// Every record stamped until now, however many, and none after: the
-    /// last drain before exit (programs still attached keep producing, and
-    /// a drain that waited for them to stop could go on for ever). Bounded
-    /// by what the ring holds.
+    /// last drain before exit. Programs still attached keep producing, so
+    /// this reads at most twice the ring's size: everything stamped before
+    /// now was in the ring by then (but for a record reserved a moment
+    /// after being stamped, which the slack covers), and a drain that
+    /// waited for the programs to stop could go on for ever.
     pub fn drain_until_now(&mut self, out: &mut Vec<RawEvent>) {
-        let now = Clock::now_mono_ns();
-        take_records(self.ring.get_mut(), usize::MAX, Some(now), out, &mut self.malformed);
+        let lim = Limits { records: usize::MAX, bytes: self.ring_bytes.saturating_mul(2), stop_ns: Some(Clock::now_mono_ns()) };
+        take_records(self.ring.get_mut(), lim, out, &mut self.malformed);
     }
 
     /// Total lost events per source of the ring buffer, summed over CPUs.
@@ -238,6 +258,10 @@ mod tests {
         v
     }
 
+    fn read(n: usize) -> Limits {
+        Limits { records: n, ..Limits::READ }
+    }
+
     fn packets(n: usize) -> VecDeque<Vec<u8>> {
         (0..n).map(|i| record(EventKind::Packet as u32, 100 + i as u64, size_of::<PacketMeta>())).collect()
     }
@@ -246,18 +270,18 @@ mod tests {
     fn a_read_takes_at_most_its_limit_and_says_more_are_left() {
         let mut src = packets(10);
         let (mut out, mut bad) = (Vec::new(), 0);
-        assert_eq!(take_records(&mut src, 4, None, &mut out, &mut bad), Taken::Limit);
+        assert_eq!(take_records(&mut src, read(4), &mut out, &mut bad), Taken::Limit);
         assert_eq!((out.len(), src.len()), (4, 6));
-        assert_eq!(take_records(&mut src, 4, None, &mut out, &mut bad), Taken::Limit);
-        assert_eq!(take_records(&mut src, 4, None, &mut out, &mut bad), Taken::Empty);
+        assert_eq!(take_records(&mut src, read(4), &mut out, &mut bad), Taken::Limit);
+        assert_eq!(take_records(&mut src, read(4), &mut out, &mut bad), Taken::Empty);
         assert_eq!((out.len(), src.len(), bad), (10, 0, 0));
         // In order, each once.
         assert!(out.iter().enumerate().all(|(i, e)| e.header.ts_ns == 100 + i as u64));
         // Exactly the limit left: the next call finds the source dry.
         let mut src = packets(4);
         out.clear();
-        assert_eq!(take_records(&mut src, 4, None, &mut out, &mut bad), Taken::Limit);
-        assert_eq!(take_records(&mut src, 4, None, &mut out, &mut bad), Taken::Empty);
+        assert_eq!(take_records(&mut src, read(4), &mut out, &mut bad), Taken::Limit);
+        assert_eq!(take_records(&mut src, read(4), &mut out, &mut bad), Taken::Empty);
         assert_eq!(out.len(), 4);
     }
 
@@ -274,14 +298,31 @@ mod tests {
         }
         let mut src = Endless(0);
         let (mut out, mut bad) = (Vec::new(), 0);
-        assert_eq!(take_records(&mut src, MAX_RECORDS_PER_READ, None, &mut out, &mut bad), Taken::Limit);
+        assert_eq!(take_records(&mut src, Limits::READ, &mut out, &mut bad), Taken::Limit);
         assert_eq!(out.len(), MAX_RECORDS_PER_READ);
-        // The drain at exit stops at the first record stamped after its start.
+        // The drain at exit keeps what was stamped before its start and
+        // ends after a budget of bytes, however fast records come.
         out.clear();
         let stop = src.0 + 1000;
-        assert_eq!(take_records(&mut src, usize::MAX, Some(stop), &mut out, &mut bad), Taken::Empty);
+        let per_record = 8 + (size_of::<EventHeader>() + size_of::<PacketMeta>()).next_multiple_of(8);
+        let lim = Limits { records: usize::MAX, bytes: 3000 * per_record, stop_ns: Some(stop) };
+        assert_eq!(take_records(&mut src, lim, &mut out, &mut bad), Taken::Limit);
         assert_eq!(out.len(), 1000);
+        assert_eq!(src.0, stop - 1000 + 3000, "3000 records consumed, the budget");
         assert!(out.iter().all(|e| e.header.ts_ns <= stop));
+    }
+
+    #[test]
+    fn the_drain_at_exit_keeps_records_stamped_before_it_behind_later_ones() {
+        // A record reserved a moment after it was stamped can sit behind
+        // one stamped after the stop.
+        let mut src: VecDeque<Vec<u8>> =
+            [10, 20, 31, 25, 40, 29].iter().map(|&ts| record(EventKind::Packet as u32, ts, size_of::<PacketMeta>())).collect();
+        let (mut out, mut bad) = (Vec::new(), 0);
+        let lim = Limits { records: usize::MAX, bytes: usize::MAX, stop_ns: Some(30) };
+        assert_eq!(take_records(&mut src, lim, &mut out, &mut bad), Taken::Empty);
+        let ts: Vec<u64> = out.iter().map(|e| e.header.ts_ns).collect();
+        assert_eq!(ts, vec![10, 20, 25, 29]);
     }
 
     #[test]
@@ -292,7 +333,7 @@ mod tests {
         src.push_back(record(EventKind::Packet as u32, 2, 3)); // payload shorter than PacketMeta
         src.push_back(record(EventKind::Packet as u32, 3, size_of::<PacketMeta>()));
         let (mut out, mut bad) = (Vec::new(), 0);
-        assert_eq!(take_records(&mut src, 10, None, &mut out, &mut bad), Taken::Empty);
+        assert_eq!(take_records(&mut src, read(10), &mut out, &mut bad), Taken::Empty);
         assert_eq!((out.len(), bad), (1, 3));
         assert_eq!(out[0].header.ts_ns, 3);
     }
