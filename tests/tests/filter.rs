@@ -88,7 +88,7 @@ impl Capture {
         filter::install(&mut self.loaded.ebpf, &prog).expect("install the filter");
         // Let programs already running under the old table finish, then discard.
         std::thread::sleep(Duration::from_millis(50));
-        self.reader.drain(&mut Vec::new());
+        self.reader.drain_until_now(&mut Vec::new());
         prog
     }
 
@@ -97,7 +97,7 @@ impl Capture {
     fn take(&mut self) -> Vec<Seen> {
         std::thread::sleep(Duration::from_millis(300));
         let mut raw: Vec<RawEvent> = Vec::new();
-        self.reader.drain(&mut raw);
+        self.reader.drain_until_now(&mut raw);
         let lost: u64 = self.reader.lost().iter().map(|(_, n)| n).sum();
         assert_eq!(lost, 0, "events lost");
         raw.iter()

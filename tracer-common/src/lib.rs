@@ -17,8 +17,13 @@ pub mod maps {
     pub const EVENTS: &str = "EVENTS";
     /// Per-CPU counters of failed ring-buffer reserves, indexed by [`super::LostSource`].
     pub const LOST: &str = "LOST";
-    /// Scratch space (per CPU) used to assemble variable-length records.
+    /// Scratch space (per CPU) where tracepoint programs assemble
+    /// variable-length records.
     pub const SCRATCH: &str = "SCRATCH";
+    /// The same for TC programs: a softirq can run a TC program in the
+    /// middle of a tracepoint program on the same CPU, so the two kinds of
+    /// context never share a buffer.
+    pub const SCRATCH_TC: &str = "SCRATCH_TC";
     /// In-flight netlink receives, keyed by pid_tgid.
     pub const NL_RECV_ARGS: &str = "NL_RECV_ARGS";
     /// The packet filter: an array of one [`super::packet::FilterTable`].
@@ -89,31 +94,83 @@ impl TryFrom<u32> for EventKind {
 }
 
 /// Where an event was lost; index into the `LOST` per-CPU array.
+///
+/// Every place a kernel program gives up on something it should have
+/// reported counts here, so userspace can say what it did not see (the
+/// `{"type":"lost","source":...}` lines and the summary at exit). Names are
+/// part of the output contract: add sources, never rename one.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LostSource {
-    /// Netlink requests.
+    /// Netlink requests that did not fit in the ring buffer.
     Netlink = 0,
+    /// Packets that did not fit in the ring buffer.
     Packet = 1,
-    /// Netlink answers (their requests are then reported without a result).
+    /// Netlink answers that did not fit in the ring buffer (their requests
+    /// are then reported without a result).
     NetlinkAck = 2,
     /// Packets `tracer top` could not count: the interface counters were
     /// full or refused an update.
     Stats = 3,
+    /// Netlink sends whose buffer (or the msghdr, iovec or mmsghdr that
+    /// points at it) could not be read from the sender's memory at syscall
+    /// entry: unmapped (the kernel then fails the send with EFAULT) or not
+    /// resident (paged out, never touched), which the kernel would fault in
+    /// but a tracepoint program may not.
+    NetlinkRead = 4,
+    /// Netlink buffers not looked at: iovecs beyond the first
+    /// [`netlink::NL_MAX_IOV`] of a sendmsg or writev, messages beyond the
+    /// first [`netlink::NL_MAX_MMSG`] of a sendmmsg, iovecs beyond the first
+    /// of one sendmmsg message.
+    NetlinkIov = 5,
+    /// Netlink receives not followed because the in-flight table
+    /// (`NL_RECV_ARGS`, one entry per thread inside a receive) was full;
+    /// the answer they brought back is not seen.
+    NetlinkRecvArgs = 6,
+    /// Netlink answers longer than the [`netlink::NL_ACK_MAX`] bytes
+    /// captured: the result is read from what was captured, what follows
+    /// (the end of an echoed request, extended-ack attributes) is not.
+    NetlinkAckTruncated = 7,
+    /// Netlink receives whose data could not be read back from the
+    /// receiver's memory at syscall exit (an answer may be among them).
+    NetlinkAckRead = 8,
+    /// Packets whose bytes `bpf_skb_load_bytes` could not copy.
+    PacketRead = 9,
 }
 
 impl LostSource {
-    pub const COUNT: u32 = 4;
-    pub const ALL: [LostSource; 4] = [LostSource::Netlink, LostSource::Packet, LostSource::NetlinkAck, LostSource::Stats];
+    pub const COUNT: u32 = 10;
+    pub const ALL: [LostSource; Self::COUNT as usize] = [
+        LostSource::Netlink,
+        LostSource::Packet,
+        LostSource::NetlinkAck,
+        LostSource::Stats,
+        LostSource::NetlinkRead,
+        LostSource::NetlinkIov,
+        LostSource::NetlinkRecvArgs,
+        LostSource::NetlinkAckTruncated,
+        LostSource::NetlinkAckRead,
+        LostSource::PacketRead,
+    ];
     pub const fn name(self) -> &'static str {
         match self {
             Self::Netlink => "netlink",
             Self::Packet => "packet",
             Self::NetlinkAck => "netlink_ack",
             Self::Stats => "stats",
+            Self::NetlinkRead => "netlink_read",
+            Self::NetlinkIov => "netlink_iov",
+            Self::NetlinkRecvArgs => "netlink_recv_args",
+            Self::NetlinkAckTruncated => "netlink_ack_truncated",
+            Self::NetlinkAckRead => "netlink_ack_read",
+            Self::PacketRead => "packet_read",
         }
     }
 }
+
+/// Name of the loss userspace counts itself: ring-buffer records it could
+/// not read (shorter than their header or payload struct, unknown kind).
+pub const LOST_MALFORMED: &str = "malformed";
 
 /// The fixed header every ring-buffer record starts with.
 #[repr(C)]

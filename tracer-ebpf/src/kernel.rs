@@ -1,5 +1,5 @@
 //! What every program shares: the ring buffer, lost-event counters, the
-//! scratch buffer, the settings and kernel offsets userspace sets at load
+//! scratch buffers, the settings and kernel offsets userspace sets at load
 //! time, and small helpers to read kernel memory.
 
 use aya_ebpf::{
@@ -12,11 +12,13 @@ use aya_ebpf::{
     maps::{PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    Config, EventHeader, LostSource, netlink::NL_DATA_MAX, offsets::KernelOffsets,
+    Config, EventHeader, LostSource, netlink::NL_DATA_MAX, offsets::KernelOffsets, packet::PKT_DATA_MAX,
 };
 
-/// Room for a header, a payload struct and the largest data part.
+/// Room for a header, a payload struct and the largest netlink data part.
 pub const SCRATCH_SIZE: usize = 128 + NL_DATA_MAX;
+/// The same for a packet record.
+pub const SCRATCH_TC_SIZE: usize = 128 + PKT_DATA_MAX;
 pub const HDR: usize = core::mem::size_of::<EventHeader>();
 
 #[map(name = "EVENTS")]
@@ -25,13 +27,24 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 #[map(name = "LOST")]
 pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(LostSource::COUNT, 0);
 
+/// Where a record is assembled before it is copied to the ring buffer
+/// (a record of a few KiB does not fit on the 512-byte BPF stack).
 #[repr(C)]
-pub struct Scratch {
-    pub buf: [u8; SCRATCH_SIZE],
+pub struct Scratch<const N: usize> {
+    pub buf: [u8; N],
 }
 
+/// Tracepoint programs' buffer. They never run nested on a CPU (the kernel
+/// skips a tracing program that fires inside another), so one is enough
+/// for all of them.
 #[map(name = "SCRATCH")]
-pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+pub static SCRATCH: PerCpuArray<Scratch<SCRATCH_SIZE>> = PerCpuArray::with_max_entries(1, 0);
+
+/// TC programs' buffer. A softirq can run a TC program on the CPU where a
+/// tracepoint program was interrupted, in the middle of its record: with a
+/// shared buffer it would overwrite that record.
+#[map(name = "SCRATCH_TC")]
+pub static SCRATCH_TC: PerCpuArray<Scratch<SCRATCH_TC_SIZE>> = PerCpuArray::with_max_entries(1, 0);
 
 #[unsafe(no_mangle)]
 static CONFIG: Config = Config { self_tgid: 0, snaplen: 0, nl_netns: 0, _pad: 0 };
@@ -96,9 +109,36 @@ pub fn is_self() -> bool {
 /// Counts one lost event of `source` on this CPU.
 #[inline(always)]
 pub fn count_lost(source: LostSource) {
+    count_lost_n(source, 1);
+}
+
+/// Counts `n` lost events of `source` on this CPU, atomically: a TC
+/// program run by a softirq can interrupt a tracepoint program between the
+/// load and the store of a plain `+=` on the same per-CPU slot, and one of
+/// the two counts would vanish.
+#[inline(always)]
+pub fn count_lost_n(source: LostSource, n: u64) {
     if let Some(p) = LOST.get_ptr_mut(source as u32) {
-        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-        unsafe { *p += 1 };
+        atomic_add(p, n);
+    }
+}
+
+/// `*p += n` as one instruction, BPF's atomic add without fetch (`BPF_XADD`,
+/// every kernel with eBPF). Written in assembly: the BPF target declares no
+/// compare-and-swap, so core's atomics have no `fetch_add` there, and
+/// LLVM's BPF backend is free to lower an atomic of its "single-thread"
+/// model to a plain load and store.
+#[inline(always)]
+fn atomic_add(p: *mut u64, n: u64) {
+    // SAFETY: `p` points at an 8-aligned u64 inside a map value, valid for
+    // the whole program run; the instruction writes nothing else.
+    unsafe {
+        core::arch::asm!(
+            "lock *(u64 *)({p} + 0) += {n}",
+            p = in(reg) p,
+            n = in(reg) n,
+            options(nostack),
+        );
     }
 }
 
@@ -129,15 +169,19 @@ fn current_comm() -> [u8; 16] {
     comm
 }
 
-/// Sends the first `len` bytes of the scratch buffer as one record.
+/// Sends the first `len` bytes of a tracepoint scratch buffer as one
+/// record; a record the ring cannot take is a loss of `source`. Whether it
+/// was sent.
 #[inline(always)]
-pub fn output(scratch: *mut Scratch, len: usize, source: LostSource) {
+pub fn output(scratch: *mut Scratch<SCRATCH_SIZE>, len: usize, source: LostSource) -> bool {
     if len > SCRATCH_SIZE {
-        return;
+        return false;
     }
     // SAFETY: `len` is bounded by the scratch size just above.
     let bytes = unsafe { core::slice::from_raw_parts((*scratch).buf.as_ptr(), len) };
     if EVENTS.output::<[u8]>(bytes, 0).is_err() {
         count_lost(source);
+        return false;
     }
+    true
 }

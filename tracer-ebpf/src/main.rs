@@ -2,6 +2,8 @@
 //! events to userspace through one ring buffer. Decoding happens in userspace.
 #![no_std]
 #![no_main]
+// Inline assembly for the atomic add of the loss counters (kernel.rs).
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 mod filter;
 mod kernel;

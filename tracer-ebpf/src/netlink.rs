@@ -4,6 +4,11 @@
 //!
 //! Each program first checks, through the task's fd table, that the fd is a
 //! netlink socket, so the cost on other fds is a handful of kernel reads.
+//!
+//! Wherever a program gives up on a buffer it should have reported (user
+//! memory it cannot read, segments beyond its loop bounds, a full in-flight
+//! table, an answer longer than it copies), it counts a loss with its
+//! [`LostSource`], so userspace can say what it did not see.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user, generated::bpf_probe_read_user as raw_read_user},
@@ -19,7 +24,9 @@ use tracer_common::{
     },
 };
 
-use crate::kernel::{HDR, SCRATCH, kread, kread_or_zero, is_self, offsets, output, task_header};
+use crate::kernel::{
+    HDR, SCRATCH, count_lost, count_lost_n, is_self, kread, kread_or_zero, offsets, output, task_header,
+};
 
 const AF_NETLINK: u16 = 16;
 const S_IFMT: u16 = 0o170000;
@@ -38,6 +45,9 @@ const RET: usize = 16;
 const MSGHDR_IOV: usize = 16;
 const MSGHDR_IOVLEN: usize = 24;
 const MMSGHDR_SIZE: usize = 64;
+/// Most iovecs the kernel takes in one call (`UIO_MAXIOV`); sendmsg and
+/// writev fail with more, sendmmsg sends at most this many messages.
+const UIO_MAXIOV: u64 = 1024;
 
 #[map(name = "NL_RECV_ARGS")]
 static NL_RECV_ARGS: HashMap<u64, RecvArgs> = HashMap::with_max_entries(4096, 0);
@@ -163,6 +173,7 @@ fn emit_send(nl: &NlSock, ns: &NsFds, syscall: Syscall, fd: u64, seg: u32, ubuf:
         let data = base.add(HDR + meta_len);
         let Some(n) = verifier_bounded(n, NL_DATA_MAX) else { return };
         if raw_read_user(data as *mut _, n, ubuf as *const _) != 0 {
+            count_lost(LostSource::NetlinkRead);
             return;
         }
         output(scratch, HDR + meta_len + n as usize, LostSource::Netlink);
@@ -186,6 +197,17 @@ fn sock_for(ctx: &TracePointContext) -> Option<(u64, NlSock)> {
 
 type NsFds = ([u32; NL_NS_FDS], [u32; NL_NS_FDS]);
 
+/// Counts the `n - limit` segments (iovecs or mmsghdrs) a loop bounded by
+/// `limit` did not look at; none when the kernel refuses that many (a
+/// sendmsg or writev with more than `UIO_MAXIOV` iovecs fails, and
+/// sendmmsg clamps its count, so pass that clamped).
+#[inline(always)]
+fn count_beyond(n: u64, limit: u32) {
+    if n > limit as u64 && n <= UIO_MAXIOV {
+        count_lost_n(LostSource::NetlinkIov, n - limit as u64);
+    }
+}
+
 /// Walks an iovec array in user memory, one record per segment.
 #[inline(always)]
 fn emit_iov(nl: &NlSock, syscall: Syscall, fd: u64, iov: u64, iovlen: u64) {
@@ -198,16 +220,17 @@ fn emit_iov(nl: &NlSock, syscall: Syscall, fd: u64, iov: u64, iovlen: u64) {
         // SAFETY: bpf_probe_read_user validates the address.
         let base: u64 = match unsafe { bpf_probe_read_user(entry as *const u64) } {
             Ok(v) => v,
-            Err(_) => return,
+            Err(_) => return count_lost(LostSource::NetlinkRead),
         };
         let len: u64 = match unsafe { bpf_probe_read_user((entry + 8) as *const u64) } {
             Ok(v) => v,
-            Err(_) => return,
+            Err(_) => return count_lost(LostSource::NetlinkRead),
         };
         if len > 0 {
             emit_send(nl, &ns, syscall, fd, i, base, len);
         }
     }
+    count_beyond(iovlen, NL_MAX_IOV);
 }
 
 #[tracepoint]
@@ -216,10 +239,17 @@ pub fn nl_sendmsg(ctx: TracePointContext) -> u32 {
     // SAFETY: reads inside the tracepoint record and user memory by helper.
     unsafe {
         let Ok(msg) = ctx.read_at::<u64>(arg(1)) else { return 0 };
-        let Ok(iov) = bpf_probe_read_user((msg + MSGHDR_IOV as u64) as *const u64) else { return 0 };
-        let Ok(iovlen) = bpf_probe_read_user((msg + MSGHDR_IOVLEN as u64) as *const u64) else { return 0 };
+        let Ok(iov) = bpf_probe_read_user((msg + MSGHDR_IOV as u64) as *const u64) else { return lost_read() };
+        let Ok(iovlen) = bpf_probe_read_user((msg + MSGHDR_IOVLEN as u64) as *const u64) else { return lost_read() };
         emit_iov(&nl, Syscall::Sendmsg, fd, iov, iovlen);
     }
+    0
+}
+
+/// Counts a send whose description could not be read; the program's result.
+#[inline(always)]
+fn lost_read() -> u32 {
+    count_lost(LostSource::NetlinkRead);
     0
 }
 
@@ -271,17 +301,21 @@ pub fn nl_sendmmsg(ctx: TracePointContext) -> u32 {
                 break;
             }
             let msg = vec + (MMSGHDR_SIZE as u64) * i as u64;
-            let Ok(iov) = bpf_probe_read_user((msg + MSGHDR_IOV as u64) as *const u64) else { return 0 };
-            let Ok(iovlen) = bpf_probe_read_user((msg + MSGHDR_IOVLEN as u64) as *const u64) else { return 0 };
+            let Ok(iov) = bpf_probe_read_user((msg + MSGHDR_IOV as u64) as *const u64) else { return lost_read() };
+            let Ok(iovlen) = bpf_probe_read_user((msg + MSGHDR_IOVLEN as u64) as *const u64) else { return lost_read() };
             if iovlen == 0 {
                 continue;
             }
             // One segment per message keeps the program small; nobody
-            // splits a netlink message over several iovs in a sendmmsg.
-            let Ok(base) = bpf_probe_read_user(iov as *const u64) else { return 0 };
-            let Ok(len) = bpf_probe_read_user((iov + 8) as *const u64) else { return 0 };
+            // splits a netlink message over several iovs in a sendmmsg
+            // (and whoever does has the rest counted as lost).
+            let Ok(base) = bpf_probe_read_user(iov as *const u64) else { return lost_read() };
+            let Ok(len) = bpf_probe_read_user((iov + 8) as *const u64) else { return lost_read() };
             emit_send(&nl, &ns, Syscall::Sendmmsg, fd, i, base, len);
+            count_beyond(iovlen, 1);
         }
+        // The kernel sends at most UIO_MAXIOV messages of a longer vector.
+        count_beyond(if vlen > UIO_MAXIOV { UIO_MAXIOV } else { vlen }, NL_MAX_MMSG);
     }
     0
 }
@@ -308,7 +342,10 @@ fn save_recv(ctx: &TracePointContext, syscall: Syscall) -> u32 {
         syscall: syscall as u8,
         _pad: 0,
     };
-    let _ = NL_RECV_ARGS.insert(bpf_get_current_pid_tgid(), args, 0);
+    if NL_RECV_ARGS.insert(bpf_get_current_pid_tgid(), args, 0).is_err() {
+        // Full: one entry per thread inside a netlink receive.
+        count_lost(LostSource::NetlinkRecvArgs);
+    }
     0
 }
 
@@ -325,8 +362,8 @@ fn finish_recv(ctx: &TracePointContext) -> u32 {
     let buf = if args.syscall == Syscall::Recvmsg as u8 {
         // SAFETY: user memory read by helper.
         unsafe {
-            let Ok(iov) = bpf_probe_read_user((args.ptr + MSGHDR_IOV as u64) as *const u64) else { return 0 };
-            let Ok(base) = bpf_probe_read_user(iov as *const u64) else { return 0 };
+            let Ok(iov) = bpf_probe_read_user((args.ptr + MSGHDR_IOV as u64) as *const u64) else { return lost_ack_read() };
+            let Ok(base) = bpf_probe_read_user(iov as *const u64) else { return lost_ack_read() };
             base
         }
     } else {
@@ -334,7 +371,7 @@ fn finish_recv(ctx: &TracePointContext) -> u32 {
     };
     // Only answers matter here: the first message must be NLMSG_ERROR.
     // SAFETY: user memory read by helper.
-    let Ok(ty) = (unsafe { bpf_probe_read_user((buf + 4) as *const u16) }) else { return 0 };
+    let Ok(ty) = (unsafe { bpf_probe_read_user((buf + 4) as *const u16) }) else { return lost_ack_read() };
     if ty != NLMSG_ERROR {
         return 0;
     }
@@ -361,10 +398,21 @@ fn finish_recv(ctx: &TracePointContext) -> u32 {
         core::ptr::write_unaligned(base.add(HDR) as *mut _, meta);
         let Some(n) = verifier_bounded(n, NL_ACK_MAX) else { return 0 };
         if raw_read_user(base.add(HDR + meta_len) as *mut _, n, buf as *const _) != 0 {
-            return 0;
+            return lost_ack_read();
         }
-        output(scratch, HDR + meta_len + n as usize, LostSource::NetlinkAck);
+        // Counted only once the answer is in the ring: one that is not is
+        // a `netlink_ack` loss, whatever its length.
+        if output(scratch, HDR + meta_len + n as usize, LostSource::NetlinkAck) && ret as usize > NL_ACK_MAX {
+            count_lost(LostSource::NetlinkAckTruncated);
+        }
     }
+    0
+}
+
+/// Counts a receive whose data could not be read back; the program's result.
+#[inline(always)]
+fn lost_ack_read() -> u32 {
+    count_lost(LostSource::NetlinkAckRead);
     0
 }
 

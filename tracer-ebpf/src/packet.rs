@@ -17,7 +17,7 @@ use tracer_common::{
     packet::{DIR_EGRESS, DIR_INGRESS, PKT_DATA_MAX, PacketMeta},
 };
 
-use crate::kernel::{EVENTS, HDR, SCRATCH, SCRATCH_SIZE, Scratch, config, count_lost, kread, offsets};
+use crate::kernel::{EVENTS, HDR, SCRATCH_TC, SCRATCH_TC_SIZE, Scratch, config, count_lost, kread, offsets};
 
 /// Namespace inode of the device the packet is on: `skb->dev->nd_net->ns.inum`.
 #[inline(always)]
@@ -46,7 +46,7 @@ fn try_pkt(ctx: &TcContext, direction: u8) -> Option<()> {
     if !crate::filter::packet_matches(ctx, direction) {
         return None;
     }
-    let scratch = SCRATCH.get_ptr_mut(0)?;
+    let scratch = SCRATCH_TC.get_ptr_mut(0)?;
     // SAFETY: ctx.skb.skb points at the program's __sk_buff context.
     let s = unsafe { &*ctx.skb.skb };
     let len = s.len;
@@ -85,7 +85,7 @@ fn try_pkt(ctx: &TcContext, direction: u8) -> Option<()> {
         vlan_proto: s.vlan_proto as u16,
         _pad: 0,
     };
-    // SAFETY: scratch holds header, meta and PKT_DATA_MAX bytes (SCRATCH_SIZE).
+    // SAFETY: scratch holds header, meta and PKT_DATA_MAX bytes (SCRATCH_TC_SIZE).
     unsafe {
         let base = (*scratch).buf.as_mut_ptr();
         core::ptr::write_unaligned(base as *mut _, hdr);
@@ -96,6 +96,7 @@ fn try_pkt(ctx: &TcContext, direction: u8) -> Option<()> {
             let n = ((cap as u32).wrapping_sub(1) & (PKT_DATA_MAX as u32 - 1)) + 1;
             let dst = base.add(HDR + meta_len) as *mut _;
             if bpf_skb_load_bytes(ctx.skb.skb as *const _, 0, dst, n) != 0 {
+                count_lost(LostSource::PacketRead);
                 return None;
             }
         }
@@ -109,8 +110,8 @@ fn try_pkt(ctx: &TcContext, direction: u8) -> Option<()> {
 /// switch) costs more than the program itself. Userspace also drains the
 /// ring on a short timer, so a quiet link is not left waiting.
 #[inline(always)]
-fn output_batched(scratch: *mut Scratch, len: usize) {
-    if len > SCRATCH_SIZE {
+fn output_batched(scratch: *mut Scratch<SCRATCH_TC_SIZE>, len: usize) {
+    if len > SCRATCH_TC_SIZE {
         return;
     }
     let pending = EVENTS.query(BPF_RB_AVAIL_DATA as u64);

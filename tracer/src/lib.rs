@@ -256,7 +256,7 @@ pub async fn run_netlink(job: NetlinkJob, common: CommonArgs, shutdown: impl Fut
         if done {
             // Let the last answers arrive before giving up on them.
             tokio::time::sleep(Duration::from_millis(50)).await;
-            reader.drain(&mut batch);
+            reader.drain_until_now(&mut batch);
         }
         for ev in batch.drain(..) {
             if matches!(ev.kind, EventKind::NetlinkSend | EventKind::NetlinkAck) {
@@ -280,12 +280,11 @@ pub async fn run_netlink(job: NetlinkJob, common: CommonArgs, shutdown: impl Fut
                 break;
             }
         }
-        let totals = reader.lost().into_iter().map(|(s, n)| (s.name(), n)).chain([("malformed", reader.malformed)]);
-        for (src, n) in lost.update(totals) {
+        for (src, n) in lost.update(reader.lost_totals()) {
             sink.lost(src, n, &clock::rfc3339(clock::now_wall_ns()))?;
         }
     }
-    let summary: Vec<String> = lost.totals().iter().map(|(s, n)| format!("{s}={n}")).collect();
-    eprintln!("tracer: {} events, lost: {}", sink.written, summary.join(" "));
+    let summary = lost.summary();
+    eprintln!("tracer: {} events, lost: {summary}", sink.written);
     Ok(sink.written)
 }

@@ -489,7 +489,7 @@ pub async fn run(
             // what is left in the ring buffer.
             tokio::time::sleep(Duration::from_millis(50)).await;
             follower.stop().await;
-            reader.drain(&mut batch);
+            reader.drain_until_now(&mut batch);
             done = true;
         }
         {
@@ -555,15 +555,14 @@ pub async fn run(
             }
             Out::Sink(sink) => sink.flush()?,
         }
-        let totals = reader.lost().into_iter().map(|(s, n)| (s.name(), n)).chain([("malformed", reader.malformed)]);
-        for (src, n) in lost.update(totals) {
+        for (src, n) in lost.update(reader.lost_totals()) {
             let sink = match &mut out {
                 Out::Sink(s) | Out::Pcapng(_, s) => s,
             };
             sink.lost(src, n, &clock::rfc3339(clock::now_wall_ns()))?;
         }
     }
-    let summary: Vec<String> = lost.totals().iter().map(|(s, n)| format!("{s}={n}")).collect();
+    let summary = lost.summary();
     if let Out::Pcapng(w, _) = &out
         && let Some(t) = &target
     {
@@ -577,7 +576,7 @@ pub async fn run(
             s.paths, s.multi_hop, s.hash_stable
         );
     }
-    eprintln!("tracer: {written} events, lost: {}", summary.join(" "));
+    eprintln!("tracer: {written} events, lost: {summary}");
     Ok(written)
 }
 

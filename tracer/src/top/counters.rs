@@ -98,9 +98,16 @@ struct BatchAttr {
     flags: u64,
 }
 
-fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<()> {
-    // SAFETY: `attr` is a repr(C) prefix of `union bpf_attr` for `cmd`,
-    // and every pointer in it points into buffers the caller keeps alive.
+/// The `bpf(2)` system call.
+///
+/// # Safety
+///
+/// `A` must be the `repr(C)` layout of `union bpf_attr`'s member for
+/// `cmd` (or a prefix of it), and every address in `attr` must point into
+/// memory that is valid, and large enough, for what the kernel reads or
+/// writes there for that command: the kernel trusts them both.
+unsafe fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<()> {
+    // SAFETY: as the caller promised.
     let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut A, size_of::<A>() as u32) };
     if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
@@ -171,7 +178,9 @@ impl<K: Pod + Eq + Hash> CounterMap<K> {
                 map_fd: self.fd(),
                 ..Default::default()
             };
-            let r = bpf(BPF_MAP_LOOKUP_BATCH, &mut attr);
+            // SAFETY: a batch attr; `keys` and `values` hold `cap` entries
+            // (keys of K's size, values of `value_stride`), the tokens 8 bytes.
+            let r = unsafe { bpf(BPF_MAP_LOOKUP_BATCH, &mut attr) };
             let done = match r {
                 Ok(()) => false,
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => true,
@@ -211,7 +220,8 @@ impl<K: Pod + Eq + Hash> CounterMap<K> {
                 value_or_next: next.as_mut_ptr() as u64,
                 ..Default::default()
             };
-            match bpf(BPF_MAP_GET_NEXT_KEY, &mut attr) {
+            // SAFETY: an element attr; `key` (when set) and `next` hold a key of K's size.
+            match unsafe { bpf(BPF_MAP_GET_NEXT_KEY, &mut attr) } {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => break,
                 Err(e) => return Err(e),
@@ -224,7 +234,8 @@ impl<K: Pod + Eq + Hash> CounterMap<K> {
                 value_or_next: values.as_mut_ptr() as u64,
                 ..Default::default()
             };
-            match bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) {
+            // SAFETY: an element attr; `key` holds a key, `values` one entry's values.
+            match unsafe { bpf(BPF_MAP_LOOKUP_ELEM, &mut attr) } {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
                 Err(e) => return Err(e),
@@ -239,7 +250,8 @@ impl<K: Pod + Eq + Hash> CounterMap<K> {
     /// Deletes an entry; one that is already gone is no error.
     pub fn delete(&self, key: &K) -> Result<(), CountersError> {
         let mut attr = ElemAttr { map_fd: self.fd(), key: std::ptr::from_ref(key) as u64, ..Default::default() };
-        match bpf(BPF_MAP_DELETE_ELEM, &mut attr) {
+        // SAFETY: an element attr whose key points at a live K.
+        match unsafe { bpf(BPF_MAP_DELETE_ELEM, &mut attr) } {
             Err(e) if e.raw_os_error() != Some(libc::ENOENT) => Err(CountersError::Read(self.name, e)),
             _ => Ok(()),
         }
