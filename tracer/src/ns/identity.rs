@@ -1,0 +1,430 @@
+//! Which container a process and a namespace belong to, and why to believe
+//! it. A process's cgroup only names a candidate (`super::cgroup`, which
+//! looks only under the runtimes' own cgroup parents). The candidate's
+//! runtime must then confirm it runs (`super::runtime`, root-owned records
+//! only), and the process the runtime recorded as the container's first must
+//! still be alive in that container's cgroup, so a stale record whose pid
+//! was reused confirms nothing.
+//!
+//! A namespace is labelled with a container only when that container's own
+//! process is in it (or it is the runtime's bind mount of the container's
+//! sandbox), and the container made it: when several containers share one
+//! (`docker run --network container:X`), the one that made it owns it and
+//! the others are listed as sharing it. The host's namespace is never
+//! labelled: containers on the host network are listed with it instead.
+//!
+//! pid -> candidate entries carry the process's start time (field 22 of
+//! `/proc/PID/stat`) and are read again when it changes, so a pid reused by
+//! another process does not inherit a label.
+
+use std::{
+    collections::{HashMap, HashSet},
+    fs,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use super::{
+    Container,
+    cgroup::{self, Candidate},
+    runtime::{NetMode, Record, Runtimes},
+};
+use crate::sys::ns_inode;
+
+/// What identity needs from `/proc` and the filesystem; tests put in their own.
+pub trait ProcFs: Send + Sync {
+    /// When the process started (field 22 of `/proc/PID/stat`, clock ticks after boot).
+    fn start_time(&self, pid: u32) -> Option<u64>;
+    /// The text of `/proc/PID/cgroup`.
+    fn cgroup(&self, pid: u32) -> Option<String>;
+    /// The inode of the process's network namespace.
+    fn netns(&self, pid: u32) -> Option<u64>;
+    /// The inode of the network namespace a bind mount holds.
+    fn ns_file(&self, path: &Path) -> Option<u64>;
+}
+
+/// The real `/proc`.
+pub struct RealProc;
+
+impl ProcFs for RealProc {
+    fn start_time(&self, pid: u32) -> Option<u64> {
+        start_time_from_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    }
+
+    fn cgroup(&self, pid: u32) -> Option<String> {
+        fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()
+    }
+
+    fn netns(&self, pid: u32) -> Option<u64> {
+        ns_inode(Path::new(&format!("/proc/{pid}/ns/net"))).ok()
+    }
+
+    fn ns_file(&self, path: &Path) -> Option<u64> {
+        ns_inode(path).ok()
+    }
+}
+
+/// Field 22 (`starttime`) of a `/proc/PID/stat` line. The command name
+/// (field 2) is in parentheses and may itself hold spaces and `)`, so the
+/// fields are counted from the last `)`.
+pub fn start_time_from_stat(stat: &str) -> Option<u64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    // Fields 3.. follow: starttime is the 20th of them.
+    rest.split_ascii_whitespace().nth(19)?.parse().ok()
+}
+
+struct PidEntry {
+    start: u64,
+    candidate: Option<Candidate>,
+    read: Instant,
+}
+
+/// pid -> the container candidate its cgroup names, per process lifetime.
+#[derive(Default)]
+pub struct PidCache {
+    map: HashMap<u32, PidEntry>,
+}
+
+impl PidCache {
+    /// The candidate of process `pid`. Read from the cache while the pid
+    /// still belongs to the same process (same start time); "none" is read
+    /// again after `recheck`, because a runtime moves a new process into its
+    /// container's cgroup just after it starts.
+    pub fn lookup(&mut self, proc: &dyn ProcFs, pid: u32, containerd_ns: &[String], recheck: Duration) -> Option<Candidate> {
+        let Some(start) = proc.start_time(pid) else {
+            self.map.remove(&pid);
+            return None;
+        };
+        if let Some(e) = self.map.get(&pid)
+            && e.start == start
+            && (e.candidate.is_some() || e.read.elapsed() < recheck)
+        {
+            return e.candidate.clone();
+        }
+        let text = proc.cgroup(pid)?;
+        // The process may have exited, and its pid been taken, while we read.
+        if proc.start_time(pid) != Some(start) {
+            self.map.remove(&pid);
+            return None;
+        }
+        let candidate = cgroup::container_from_proc_cgroup(&text, containerd_ns);
+        self.map.insert(pid, PidEntry { start, candidate: candidate.clone(), read: Instant::now() });
+        candidate
+    }
+
+    /// Forgets the processes not in `live`.
+    pub fn retain(&mut self, live: &HashSet<u32>) {
+        self.map.retain(|pid, _| live.contains(pid));
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// A container its runtime confirmed, with what tells its namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// Named as the runtime names it.
+    pub container: Container,
+    pub record: Record,
+    /// When its first process started: the earliest of several that claim a
+    /// namespace made it.
+    pub started: u64,
+}
+
+/// Candidates confirmed by their runtimes, each asked again after `ttl`.
+pub struct Confirmer {
+    pub runtimes: Runtimes,
+    cache: HashMap<Candidate, (Option<Member>, Instant)>,
+    pub ttl: Duration,
+}
+
+impl Confirmer {
+    pub fn new(runtimes: Runtimes) -> Self {
+        Confirmer { runtimes, cache: HashMap::new(), ttl: Duration::from_millis(500) }
+    }
+
+    /// The container `c` names, when its runtime says it runs and the
+    /// process the runtime recorded as its first is alive in that very
+    /// container's cgroup (a record left by a dead container, or naming a
+    /// pid since reused, confirms nothing).
+    pub fn confirm(&mut self, proc: &dyn ProcFs, c: &Candidate, containerd_ns: &[String]) -> Option<Member> {
+        if let Some((m, at)) = self.cache.get(c)
+            && at.elapsed() < self.ttl
+        {
+            return m.clone();
+        }
+        let m = self.runtimes.record(c).and_then(|record| {
+            let started = proc.start_time(record.pid)?;
+            let first = cgroup::container_from_proc_cgroup(&proc.cgroup(record.pid)?, containerd_ns)?;
+            if &first != c || proc.start_time(record.pid) != Some(started) {
+                return None;
+            }
+            let container = Container { runtime: record.runtime.to_string(), id: c.id.clone(), name: record.name.clone() };
+            Some(Member { container, record, started })
+        });
+        self.cache.insert(c.clone(), (m.clone(), Instant::now()));
+        m
+    }
+
+    /// Forgets the candidates not in `keep`.
+    pub fn retain(&mut self, keep: &HashSet<Candidate>) {
+        self.cache.retain(|c, _| keep.contains(c));
+    }
+
+    pub fn len(&self) -> usize {
+        self.cache.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cache.is_empty()
+    }
+}
+
+/// Whether namespace `inode` is the member's own: its first process is in
+/// it, or it is the sandbox the runtime keeps for it.
+pub fn owns(proc: &dyn ProcFs, m: &Member, inode: u64) -> bool {
+    proc.netns(m.record.pid) == Some(inode) || m.record.sandbox.as_deref().is_some_and(|p| proc.ns_file(p) == Some(inode))
+}
+
+/// Who a namespace belongs to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// The container that made it, which labels it.
+    pub owner: Option<Container>,
+    /// The owner first, then the containers that share it.
+    pub containers: Vec<Container>,
+    /// For the host's namespace: the containers on the host network.
+    pub host_containers: Vec<Container>,
+}
+
+/// Sorts out the members whose namespace `inode` is (see [`owns`]): the
+/// host's is nobody's; otherwise the earliest started of those that made
+/// their own namespace owns it, and the rest share it.
+pub fn classify(host: Option<u64>, inode: u64, mut members: Vec<Member>) -> Identity {
+    members.sort_by(|a, b| (a.started, &a.container.id).cmp(&(b.started, &b.container.id)));
+    members.dedup_by(|a, b| a.container.id == b.container.id);
+    let all = || members.iter().map(|m| m.container.clone());
+    if host == Some(inode) {
+        return Identity { host_containers: all().collect(), ..Identity::default() };
+    }
+    let owner = members.iter().find(|m| m.record.net == NetMode::Own).map(|m| m.container.clone());
+    let mut containers: Vec<Container> = owner.iter().cloned().collect();
+    containers.extend(all().filter(|c| Some(c) != owner.as_ref()));
+    Identity { owner, containers, host_containers: Vec::new() }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::{path::PathBuf, sync::Mutex};
+
+    use super::*;
+    use crate::ns::runtime::Sources;
+
+    /// A `/proc` whose processes the test sets.
+    #[derive(Default)]
+    pub(crate) struct FakeProc {
+        /// pid -> (start time, cgroup text, netns inode).
+        pub procs: Mutex<HashMap<u32, (u64, String, u64)>>,
+        pub files: Mutex<HashMap<PathBuf, u64>>,
+    }
+
+    impl FakeProc {
+        pub(crate) fn set(&self, pid: u32, start: u64, cgroup: &str, netns: u64) {
+            self.procs.lock().expect("lock").insert(pid, (start, cgroup.to_string(), netns));
+        }
+
+        pub(crate) fn exit(&self, pid: u32) {
+            self.procs.lock().expect("lock").remove(&pid);
+        }
+    }
+
+    impl ProcFs for FakeProc {
+        fn start_time(&self, pid: u32) -> Option<u64> {
+            self.procs.lock().ok()?.get(&pid).map(|p| p.0)
+        }
+        fn cgroup(&self, pid: u32) -> Option<String> {
+            self.procs.lock().ok()?.get(&pid).map(|p| p.1.clone())
+        }
+        fn netns(&self, pid: u32) -> Option<u64> {
+            self.procs.lock().ok()?.get(&pid).map(|p| p.2)
+        }
+        fn ns_file(&self, path: &Path) -> Option<u64> {
+            self.files.lock().ok()?.get(path).copied()
+        }
+    }
+
+    pub(crate) const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    pub(crate) const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    /// A Docker root in a scratch directory with running containers
+    /// `(id, name, pid, network mode)`, trusted as the current user's.
+    pub(crate) fn docker_sources(tag: &str, containers: &[(&str, &str, u32, &str)]) -> (Sources, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("tracer-id-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        for (id, name, pid, mode) in containers {
+            let d = dir.join("docker/containers").join(id);
+            fs::create_dir_all(&d).expect("mkdir");
+            let key = if *mode == "host" { "/var/run/docker/netns/default".to_string() } else { String::new() };
+            fs::write(
+                d.join("config.v2.json"),
+                format!(r#"{{"Name":"/{name}","State":{{"Running":true,"Pid":{pid}}},"NetworkSettings":{{"SandboxKey":"{key}"}}}}"#),
+            )
+            .expect("write");
+            fs::write(d.join("hostconfig.json"), format!(r#"{{"NetworkMode":"{mode}"}}"#)).expect("write");
+        }
+        let src = Sources {
+            docker_sock: dir.join("none.sock"),
+            docker_root: dir.join("docker"),
+            podman_containers: dir.join("none.json"),
+            podman_run: dir.join("none"),
+            containerd_tasks: vec![],
+            timeout: Duration::from_millis(100),
+            // SAFETY: geteuid has no preconditions.
+            trusted_uid: unsafe { libc::geteuid() },
+        };
+        (src, dir)
+    }
+
+    pub(crate) fn docker_cg(id: &str) -> String {
+        format!("4:memory:/docker/{id}\n0::/docker/{id}\n")
+    }
+
+    #[test]
+    fn stat_start_time() {
+        let line = "4242 (a) b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 2215936 200 18446744073709551615";
+        assert_eq!(start_time_from_stat(line), Some(987654));
+        assert_eq!(start_time_from_stat("4242 (x) S 1"), None);
+        assert_eq!(start_time_from_stat("garbage"), None);
+        let own = RealProc.start_time(std::process::id()).expect("own start time");
+        assert_eq!(RealProc.start_time(std::process::id()), Some(own));
+        assert_eq!(RealProc.start_time(u32::MAX), None);
+    }
+
+    /// A pid that exits and is reused by another process does not keep the
+    /// first one's container, even when the cache was filled before.
+    #[test]
+    fn pid_reuse_does_not_inherit_a_container() {
+        let proc = FakeProc::default();
+        let mut cache = PidCache::default();
+        let long = Duration::from_secs(3600);
+        proc.set(100, 5000, &docker_cg(A), 1);
+        assert_eq!(cache.lookup(&proc, 100, &[], long).map(|c| c.id), Some(A.to_string()));
+        // The same process: from the cache, even if its cgroup file changed.
+        proc.set(100, 5000, "0::/\n", 1);
+        assert_eq!(cache.lookup(&proc, 100, &[], long).map(|c| c.id), Some(A.to_string()));
+        // It exits; a host process takes its pid.
+        proc.exit(100);
+        proc.set(100, 9000, "0::/user.slice/user-1000.slice/session-1.scope\n", 2);
+        assert_eq!(cache.lookup(&proc, 100, &[], long), None);
+        // And another container's process after that.
+        proc.set(100, 9500, &docker_cg(B), 3);
+        assert_eq!(cache.lookup(&proc, 100, &[], long).map(|c| c.id), Some(B.to_string()));
+        // Gone: nothing, and forgotten.
+        proc.exit(100);
+        assert_eq!(cache.lookup(&proc, 100, &[], long), None);
+        assert!(cache.is_empty());
+    }
+
+    /// "No container" is looked at again after `recheck`: a runtime moves
+    /// its process into the container's cgroup just after it starts.
+    #[test]
+    fn no_container_is_read_again_later() {
+        let proc = FakeProc::default();
+        let mut cache = PidCache::default();
+        proc.set(7, 1, "0::/\n", 1);
+        assert_eq!(cache.lookup(&proc, 7, &[], Duration::from_secs(3600)), None);
+        proc.set(7, 1, &docker_cg(A), 1);
+        assert_eq!(cache.lookup(&proc, 7, &[], Duration::from_secs(3600)), None);
+        assert_eq!(cache.lookup(&proc, 7, &[], Duration::ZERO).map(|c| c.id), Some(A.to_string()));
+        cache.retain(&HashSet::new());
+        assert_eq!(cache.len(), 0);
+    }
+
+    /// The runtime's record counts only while its first process is alive in
+    /// the container's own cgroup.
+    #[test]
+    fn confirmation_needs_the_recorded_process() {
+        let (src, dir) = docker_sources("confirm", &[(A, "web", 10, "bridge")]);
+        let proc = FakeProc::default();
+        let mut conf = Confirmer::new(Runtimes::new(src));
+        conf.ttl = Duration::ZERO;
+        let cand = cgroup::container_from_cgroup_path(&format!("/docker/{A}"), &[]).expect("candidate");
+        // Not running (no process 10).
+        assert_eq!(conf.confirm(&proc, &cand, &[]), None);
+        // Pid 10 is someone else's.
+        proc.set(10, 50, "0::/\n", 1);
+        assert_eq!(conf.confirm(&proc, &cand, &[]), None);
+        proc.set(10, 50, &docker_cg(B), 1);
+        assert_eq!(conf.confirm(&proc, &cand, &[]), None);
+        // The container's own.
+        proc.set(10, 50, &docker_cg(A), 1);
+        let m = conf.confirm(&proc, &cand, &[]).expect("confirmed");
+        assert_eq!(m.container, Container { runtime: "docker".into(), id: A.into(), name: Some("web".into()) });
+        assert_eq!(m.started, 50);
+        // An id the runtime does not know.
+        let other = cgroup::container_from_cgroup_path(&format!("/docker/{B}"), &[]).expect("candidate");
+        proc.set(11, 60, &docker_cg(B), 1);
+        assert_eq!(conf.confirm(&proc, &other, &[]), None);
+        assert_eq!(conf.len(), 2);
+        conf.retain(&HashSet::from([cand]));
+        assert_eq!(conf.len(), 1);
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    fn member(id: &str, name: &str, started: u64, net: NetMode) -> Member {
+        Member {
+            container: Container { runtime: "docker".into(), id: id.into(), name: Some(name.into()) },
+            record: Record { runtime: "docker", name: Some(name.into()), pid: 1, net, sandbox: None },
+            started,
+        }
+    }
+
+    #[test]
+    fn classify_owner_sharers_and_host() {
+        let web = member(A, "web", 10, NetMode::Own);
+        let side = member(B, "side", 5, NetMode::Joined);
+        // `--network container:web`: web made it, so web owns it, even if
+        // side's process had started first.
+        let id = classify(Some(1), 7, vec![side.clone(), web.clone()]);
+        assert_eq!(id.owner, Some(web.container.clone()));
+        assert_eq!(id.containers, vec![web.container.clone(), side.container.clone()]);
+        assert!(id.host_containers.is_empty());
+        // The host namespace: nobody's, whatever the modes.
+        let hn = member(A, "hn", 10, NetMode::Host);
+        let id = classify(Some(1), 1, vec![hn.clone(), side.clone()]);
+        assert_eq!(id.owner, None);
+        assert!(id.containers.is_empty());
+        assert_eq!(id.host_containers, vec![side.container.clone(), hn.container.clone()]);
+        // Two that both made "their own" (Podman pods): the first started.
+        let infra = member(A, "infra", 3, NetMode::Own);
+        let app = member(B, "app", 4, NetMode::Own);
+        assert_eq!(classify(Some(1), 7, vec![app.clone(), infra.clone()]).owner, Some(infra.container.clone()));
+        // Only sharers: listed, but nobody's label.
+        let id = classify(Some(1), 7, vec![side.clone()]);
+        assert_eq!((id.owner, id.containers), (None, vec![side.container.clone()]));
+        // A host-network container seen outside the host's namespace (a
+        // runtime that runs in a namespace of its own) does not own it.
+        assert_eq!(classify(Some(1), 7, vec![hn]).owner, None);
+        assert_eq!(classify(None, 7, vec![]), Identity::default());
+    }
+
+    #[test]
+    fn owns_by_process_or_sandbox() {
+        let proc = FakeProc::default();
+        proc.set(1, 1, "0::/\n", 70);
+        let mut m = member(A, "web", 1, NetMode::Own);
+        assert!(owns(&proc, &m, 70));
+        assert!(!owns(&proc, &m, 71));
+        m.record.sandbox = Some(PathBuf::from("/run/docker/netns/ab"));
+        proc.files.lock().expect("lock").insert(PathBuf::from("/run/docker/netns/ab"), 71);
+        assert!(owns(&proc, &m, 71));
+        proc.exit(1);
+        assert!(!owns(&proc, &m, 70));
+    }
+}
