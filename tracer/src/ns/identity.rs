@@ -13,14 +13,20 @@
 //! the others are listed as sharing it. The host's namespace is never
 //! labelled: containers on the host network are listed with it instead.
 //!
-//! pid -> candidate entries carry the process's start time (field 22 of
-//! `/proc/PID/stat`) and are read again when it changes, so a pid reused by
-//! another process does not inherit a label.
+//! The sender of an event is best known by the cgroup the kernel saw it in
+//! (the event's cgroup v2 id, resolved to its path through the cgroup
+//! filesystem): that holds after the process exited and whatever its pid
+//! became. Where the id says nothing (no cgroup v2, or the root), its pid
+//! is asked; pid -> candidate entries carry the process's start time (field
+//! 22 of `/proc/PID/stat`) and are read again when it changes, so a pid
+//! reused by another process does not inherit a label.
 
 use std::{
     collections::{HashMap, HashSet},
     fs,
-    path::Path,
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    path::{Path, PathBuf},
+    sync::OnceLock,
     time::{Duration, Instant},
 };
 
@@ -41,10 +47,37 @@ pub trait ProcFs: Send + Sync {
     fn netns(&self, pid: u32) -> Option<u64>;
     /// The inode of the network namespace a bind mount holds.
     fn ns_file(&self, path: &Path) -> Option<u64>;
+    /// The path (from the root of the hierarchy) of the cgroup v2 whose id
+    /// is `id`, as `bpf_get_current_cgroup_id` reports it; `None` when it is
+    /// gone or cannot be looked up.
+    fn cgroup_path(&self, id: u64) -> Option<String>;
 }
 
-/// The real `/proc`.
-pub struct RealProc;
+/// The real `/proc` and cgroup filesystem.
+#[derive(Default)]
+pub struct RealProc {
+    /// Where the cgroup v2 hierarchy is mounted, found on first use.
+    v2_root: OnceLock<Option<PathBuf>>,
+}
+
+impl RealProc {
+    fn v2_root(&self) -> Option<&Path> {
+        self.v2_root
+            .get_or_init(|| {
+                let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+                info.lines().find_map(|l| {
+                    let (left, right) = l.split_once(" - ")?;
+                    let point = left.split(' ').nth(4)?;
+                    (right.split(' ').next()? == "cgroup2").then(|| PathBuf::from(super::unescape_mount(point)))
+                })
+            })
+            .as_deref()
+    }
+}
+
+/// `FILEID_KERNFS`: the file handle type of cgroup v2 directories, whose 8
+/// bytes are the cgroup's id.
+const FILEID_KERNFS: i32 = 0xfe;
 
 impl ProcFs for RealProc {
     fn start_time(&self, pid: u32) -> Option<u64> {
@@ -61,6 +94,32 @@ impl ProcFs for RealProc {
 
     fn ns_file(&self, path: &Path) -> Option<u64> {
         ns_inode(path).ok()
+    }
+
+    fn cgroup_path(&self, id: u64) -> Option<String> {
+        /// `struct file_handle` with room for the 8 bytes of a kernfs handle.
+        #[repr(C)]
+        struct Handle {
+            bytes: u32,
+            kind: i32,
+            id: u64,
+        }
+        let root = self.v2_root()?;
+        let mount = fs::File::open(root).ok()?;
+        let mut h = Handle { bytes: 8, kind: FILEID_KERNFS, id };
+        // SAFETY: `h` is laid out as a `struct file_handle` followed by its
+        // `handle_bytes` (8) bytes of handle; `mount` is an open directory.
+        let fd = unsafe {
+            libc::open_by_handle_at(mount.as_raw_fd(), (&raw mut h).cast(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: the kernel just gave us this descriptor; nothing else owns it.
+        let dir = unsafe { OwnedFd::from_raw_fd(fd) };
+        let path = fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd())).ok()?;
+        let rel = path.strip_prefix(root).ok()?.to_str()?;
+        Some(format!("/{rel}"))
     }
 }
 
@@ -115,6 +174,44 @@ impl PidCache {
     /// Forgets the processes not in `live`.
     pub fn retain(&mut self, live: &HashSet<u32>) {
         self.map.retain(|pid, _| live.contains(pid));
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// cgroup v2 id -> the container candidate its path names. Ids are never
+/// reused while the machine runs, so an answer stays true; the map is
+/// emptied when it reaches [`CgroupIds::CAP`].
+#[derive(Default)]
+pub struct CgroupIds {
+    map: HashMap<u64, Option<Candidate>>,
+}
+
+impl CgroupIds {
+    pub const CAP: usize = 4096;
+
+    /// `None`: the id says nothing (0, the root, gone, not resolvable), so
+    /// ask the pid; `Some(None)`: a cgroup that is no container's.
+    pub fn lookup(&mut self, proc: &dyn ProcFs, id: u64, containerd_ns: &[String]) -> Option<Option<Candidate>> {
+        if id == 0 {
+            return None;
+        }
+        if let Some(c) = self.map.get(&id) {
+            return Some(c.clone());
+        }
+        let path = proc.cgroup_path(id).filter(|p| p != "/")?;
+        let c = cgroup::container_from_cgroup_path(&path, containerd_ns);
+        if self.map.len() >= Self::CAP {
+            self.map.clear();
+        }
+        self.map.insert(id, c.clone());
+        Some(c)
     }
 
     pub fn len(&self) -> usize {
@@ -221,7 +318,7 @@ pub fn classify(host: Option<u64>, inode: u64, mut members: Vec<Member>) -> Iden
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::{path::PathBuf, sync::Mutex};
+    use std::sync::Mutex;
 
     use super::*;
     use crate::ns::runtime::Sources;
@@ -232,6 +329,8 @@ pub(crate) mod tests {
         /// pid -> (start time, cgroup text, netns inode).
         pub procs: Mutex<HashMap<u32, (u64, String, u64)>>,
         pub files: Mutex<HashMap<PathBuf, u64>>,
+        /// cgroup id -> path.
+        pub cgroups: Mutex<HashMap<u64, String>>,
     }
 
     impl FakeProc {
@@ -256,6 +355,9 @@ pub(crate) mod tests {
         }
         fn ns_file(&self, path: &Path) -> Option<u64> {
             self.files.lock().ok()?.get(path).copied()
+        }
+        fn cgroup_path(&self, id: u64) -> Option<String> {
+            self.cgroups.lock().ok()?.get(&id).cloned()
         }
     }
 
@@ -301,9 +403,10 @@ pub(crate) mod tests {
         assert_eq!(start_time_from_stat(line), Some(987654));
         assert_eq!(start_time_from_stat("4242 (x) S 1"), None);
         assert_eq!(start_time_from_stat("garbage"), None);
-        let own = RealProc.start_time(std::process::id()).expect("own start time");
-        assert_eq!(RealProc.start_time(std::process::id()), Some(own));
-        assert_eq!(RealProc.start_time(u32::MAX), None);
+        let real = RealProc::default();
+        let own = real.start_time(std::process::id()).expect("own start time");
+        assert_eq!(real.start_time(std::process::id()), Some(own));
+        assert_eq!(real.start_time(u32::MAX), None);
     }
 
     /// A pid that exits and is reused by another process does not keep the
@@ -344,6 +447,40 @@ pub(crate) mod tests {
         assert_eq!(cache.lookup(&proc, 7, &[], Duration::ZERO).map(|c| c.id), Some(A.to_string()));
         cache.retain(&HashSet::new());
         assert_eq!(cache.len(), 0);
+    }
+
+    /// The kernel's cgroup id of a process, resolved back to its path.
+    #[test]
+    fn cgroup_ids_resolve_to_paths() {
+        let proc = RealProc::default();
+        // Needs cgroup v2 and CAP_DAC_READ_SEARCH (open_by_handle_at).
+        // SAFETY: geteuid has no preconditions.
+        if let Some(root) = proc.v2_root().filter(|_| unsafe { libc::geteuid() } == 0) {
+            let own = fs::read_to_string("/proc/self/cgroup").expect("cgroup");
+            let path = own.lines().find_map(|l| l.strip_prefix("0::")).expect("v2 line").to_string();
+            use std::os::unix::fs::MetadataExt as _;
+            let id = fs::metadata(root.join(path.trim_start_matches('/'))).expect("cgroup dir").ino();
+            assert_eq!(proc.cgroup_path(id), Some(path));
+            assert_eq!(proc.cgroup_path(u64::MAX - 7), None);
+        }
+
+        let fake = FakeProc::default();
+        fake.cgroups.lock().expect("lock").extend([
+            (5, format!("/docker/{A}")),
+            (6, format!("/user.slice/user-1000.slice/docker-{A}.scope")),
+            (1, "/".to_string()),
+        ]);
+        let mut ids = CgroupIds::default();
+        assert_eq!(ids.lookup(&fake, 5, &[]).map(|c| c.map(|c| c.id)), Some(Some(A.to_string())));
+        assert_eq!(ids.lookup(&fake, 6, &[]), Some(None));
+        // The root, an unknown id and no id say nothing: the pid decides.
+        assert_eq!(ids.lookup(&fake, 1, &[]), None);
+        assert_eq!(ids.lookup(&fake, 7, &[]), None);
+        assert_eq!(ids.lookup(&fake, 0, &[]), None);
+        // Answers stay (ids are not reused), within the cap.
+        fake.cgroups.lock().expect("lock").clear();
+        assert_eq!(ids.lookup(&fake, 5, &[]).map(|c| c.map(|c| c.id)), Some(Some(A.to_string())));
+        assert_eq!(ids.len(), 2);
     }
 
     /// The runtime's record counts only while its first process is alive in

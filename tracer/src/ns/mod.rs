@@ -202,7 +202,7 @@ pub fn nsfs_mounts(mountinfo: &str) -> Vec<(u64, PathBuf)> {
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_mount(s: &str) -> String {
+pub(crate) fn unescape_mount(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -218,13 +218,30 @@ fn unescape_mount(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The host's (initial) network namespace: kthreadd's (pid 2) is always in
+/// it and stays readable where pid 1 belongs to someone else.
+pub fn host_netns() -> Option<u64> {
+    ["/proc/1/ns/net", "/proc/2/ns/net"].iter().find_map(|p| ns_inode(Path::new(p)).ok())
+}
+
+/// Whether the entry of `dir` (one of [`NAMED_NS_DIRS`]) for namespace
+/// `inode` is a name of it. Docker keeps a sandbox of its host network,
+/// `/run/docker/netns/default`, which is the host's namespace and no name
+/// of it: the host stays the host whatever containers share it.
+pub fn names_namespace(dir: &str, inode: u64, host: Option<u64>) -> bool {
+    USER_NS_DIRS.contains(&dir) || Some(inode) != host
+}
+
 /// inode -> name, from the bind mounts in [`NAMED_NS_DIRS`].
 pub fn named_namespaces() -> HashMap<u64, String> {
     let mut map = HashMap::new();
+    let host = host_netns();
     for dir in NAMED_NS_DIRS {
         let Ok(entries) = fs::read_dir(dir) else { continue };
         for e in entries.flatten() {
-            if let Ok(ino) = ns_inode(&e.path()) {
+            if let Ok(ino) = ns_inode(&e.path())
+                && names_namespace(dir, ino, host)
+            {
                 map.entry(ino).or_insert_with(|| e.file_name().to_string_lossy().into_owned());
             }
         }
@@ -400,6 +417,10 @@ mod tests {
             ]
         );
         assert_eq!(unescape_mount("a\\011b\\134c"), "a\tb\\c");
+        // Docker's sandbox of the host network names nothing; ip netns names do.
+        assert!(!names_namespace("/run/docker/netns", 1, Some(1)));
+        assert!(names_namespace("/run/docker/netns", 2, Some(1)));
+        assert!(names_namespace("/run/netns", 1, Some(1)));
         assert_eq!(unescape_mount("trailing\\04"), "trailing\\04");
     }
 

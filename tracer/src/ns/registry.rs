@@ -18,7 +18,7 @@ use std::{
 
 use super::{
     Container, Iface, NsError, NsPid, Netns, Peer, SelectError, did_you_mean,
-    identity::{self, Confirmer, Member, PidCache, ProcFs, RealProc},
+    identity::{self, CgroupIds, Confirmer, Member, PidCache, ProcFs, RealProc},
     links::{RawLink, Rtnl},
     runtime,
 };
@@ -29,6 +29,8 @@ pub struct Registry {
     proc: Arc<dyn ProcFs>,
     /// pid -> the container candidate its cgroup names, per process lifetime.
     pids: PidCache,
+    /// cgroup v2 id (as events carry it) -> the candidate its path names.
+    cgroup_ids: CgroupIds,
     /// candidate -> what its runtime confirmed (name included), for a while.
     confirmer: Confirmer,
     containerd_ns: Vec<String>,
@@ -50,7 +52,7 @@ impl Registry {
     }
 
     pub fn with_sources(src: runtime::Sources) -> Self {
-        Self::with_proc(src, Arc::new(RealProc))
+        Self::with_proc(src, Arc::new(RealProc::default()))
     }
 
     fn with_proc(src: runtime::Sources, proc: Arc<dyn ProcFs>) -> Self {
@@ -59,12 +61,11 @@ impl Registry {
             ns: BTreeMap::new(),
             proc,
             pids: PidCache::default(),
+            cgroup_ids: CgroupIds::default(),
             confirmer: Confirmer::new(runtime::Runtimes::new(src)),
             containerd_ns: Vec::new(),
             last: None,
-            // kthreadd (pid 2) is always in the initial namespace, and stays
-            // readable where pid 1 belongs to someone else.
-            host: ["/proc/1/ns/net", "/proc/2/ns/net"].iter().find_map(|p| ns_inode(std::path::Path::new(p)).ok()),
+            host: super::host_netns(),
             min_interval,
         }
     }
@@ -175,12 +176,23 @@ impl Registry {
         self.confirmer.confirm(&*self.proc, &c, &self.containerd_ns)
     }
 
-    /// Name and container for an event from namespace `inode` sent by `pid`:
-    /// the container that owns the namespace, else the one the process is
-    /// in (a host-network container's process in the host's namespace).
-    /// Refreshes (rate limited) when the namespace is new or still unnamed,
-    /// so a container that starts while tracing is named on its first events.
-    pub fn enrich(&mut self, inode: u64, pid: u32) -> (Option<String>, Option<Container>) {
+    /// The container of the process that sent an event, known by the
+    /// cgroup v2 id the kernel saw it in (right after the process exited,
+    /// whatever its pid became), else by its pid.
+    fn member_for_sender(&mut self, pid: u32, cgroup_id: u64) -> Option<Member> {
+        match self.cgroup_ids.lookup(&*self.proc, cgroup_id, &self.containerd_ns) {
+            Some(c) => self.confirmer.confirm(&*self.proc, &c?, &self.containerd_ns),
+            None => self.member_for_pid(pid),
+        }
+    }
+
+    /// Name and container for an event from namespace `inode` sent by `pid`
+    /// in cgroup `cgroup_id` (0 when unknown): the container that owns the
+    /// namespace, else the one the sender is in (a host-network container's
+    /// process in the host's namespace). Refreshes (rate limited) when the
+    /// namespace is new or still unnamed, so a container that starts while
+    /// tracing is named on its first events.
+    pub fn enrich(&mut self, inode: u64, pid: u32, cgroup_id: u64) -> (Option<String>, Option<Container>) {
         let known = self.ns.get(&inode).is_some_and(|n| !n.names.is_empty());
         if !known && Some(inode) != self.host {
             self.refresh();
@@ -188,7 +200,7 @@ impl Registry {
         if let Some(c) = self.container_for_netns(inode) {
             return (self.netns_name(inode), Some(c));
         }
-        let member = self.member_for_pid(pid);
+        let member = self.member_for_sender(pid, cgroup_id);
         // The first process of a container that made this namespace names
         // it, even before the next rescan: its first events must carry the name.
         if let Some(m) = &member
@@ -463,7 +475,7 @@ mod tests {
         assert_eq!(r.container_for_pid(20).and_then(|c| c.name), Some("web".into()));
         proc.exit(20);
         proc.set(20, 99, "0::/user.slice/user-0.slice/session-1.scope\n", 800);
-        assert_eq!(r.enrich(800, 20), (Some("lab".into()), None));
+        assert_eq!(r.enrich(800, 20, 0), (Some("lab".into()), None));
         assert_eq!(r.container_for_pid(20), None);
         let _ = fs::remove_dir_all(dir);
     }
@@ -476,14 +488,39 @@ mod tests {
         let (mut r, proc, dir) = fake_registry("hostnet", &[(B, "hn", 30, "host")]);
         proc.set(30, 70, &docker_cg(B), 1);
         proc.set(31, 80, "0::/\n", 1);
-        assert_eq!(r.enrich(1, 31), (None, None));
-        let (name, c) = r.enrich(1, 30);
+        assert_eq!(r.enrich(1, 31, 0), (None, None));
+        let (name, c) = r.enrich(1, 30, 0);
         assert_eq!((name, c.and_then(|c| c.name)), (None, Some("hn".into())));
-        assert_eq!(r.enrich(1, 31), (None, None));
+        assert_eq!(r.enrich(1, 31, 0), (None, None));
         let host = r.get(1).expect("host adopted");
         assert_eq!((host.container.clone(), host.containers.len()), (None, 0));
         assert_eq!(host.host_containers.iter().map(|c| c.label()).collect::<Vec<_>>(), ["hn"]);
         assert_eq!(r.resolve_container("hn").map(|(_, i)| i), Ok(1));
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    /// The cgroup the kernel saw the sender in decides, after the sender
+    /// exited and whatever its pid became.
+    #[test]
+    fn sender_known_by_its_cgroup_id() {
+        let (mut r, proc, dir) = fake_registry("cgid", &[(B, "hn", 30, "host")]);
+        proc.set(30, 70, &docker_cg(B), 1);
+        proc.cgroups.lock().expect("lock").extend([
+            (500, format!("/docker/{B}")),
+            (501, format!("/user.slice/user-1000.slice/docker-{B}.scope")),
+            (1, "/".to_string()),
+        ]);
+        // A short-lived `docker exec hn ip ...`: gone by the time it is named.
+        assert_eq!(r.enrich(1, 55, 500).1.and_then(|c| c.name), Some("hn".into()));
+        // Its pid now belongs to a host process: the cgroup id still tells.
+        proc.set(55, 99, "0::/\n", 1);
+        assert_eq!(r.enrich(1, 55, 500).1.and_then(|c| c.name), Some("hn".into()));
+        // A look-alike cgroup, whatever the pid's process is now.
+        proc.set(56, 99, &docker_cg(B), 1);
+        assert_eq!(r.enrich(1, 56, 501), (None, None));
+        // The root cgroup says nothing: the pid (with its start time) decides.
+        assert_eq!(r.enrich(1, 56, 1).1.and_then(|c| c.name), Some("hn".into()));
+        assert_eq!(r.enrich(1, 31, 1), (None, None));
         let _ = fs::remove_dir_all(dir);
     }
 
@@ -495,16 +532,16 @@ mod tests {
         proc.set(10, 50, &docker_cg(A), 700);
         r.insert_for_test(ns(800, vec![], vec!["lab"]));
         proc.set(40, 90, &format!("0::/user.slice/user-1000.slice/docker-{A}.scope\n"), 800);
-        assert_eq!(r.enrich(800, 40), (Some("lab".into()), None));
+        assert_eq!(r.enrich(800, 40, 0), (Some("lab".into()), None));
         // Even in the real container's cgroup, a process in another
         // namespace does not make that namespace the container's.
         proc.set(41, 91, &docker_cg(A), 800);
-        let (name, c) = r.enrich(800, 41);
+        let (name, c) = r.enrich(800, 41, 0);
         assert_eq!((name.as_deref(), c.and_then(|c| c.name).as_deref()), (Some("lab"), Some("web")));
         assert_eq!(r.container_for_netns(800), None);
         // Its own first process's namespace is its own.
         r.insert_for_test(ns(700, vec![], vec![]));
-        assert_eq!(r.enrich(700, 10).1.and_then(|c| c.name), Some("web".into()));
+        assert_eq!(r.enrich(700, 10, 0).1.and_then(|c| c.name), Some("web".into()));
         assert_eq!(r.container_for_netns(700).and_then(|c| c.name), Some("web".into()));
         assert_eq!(r.netns_name(700).as_deref(), Some("web"));
         let _ = fs::remove_dir_all(dir);
