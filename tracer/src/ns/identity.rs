@@ -139,12 +139,17 @@ struct PidEntry {
 }
 
 /// pid -> the container candidate its cgroup names, per process lifetime.
+/// Emptied when it reaches [`PidCache::CAP`] (a flood of short-lived
+/// senders between two rescans), else pruned to the live processes at each
+/// rescan.
 #[derive(Default)]
 pub struct PidCache {
     map: HashMap<u32, PidEntry>,
 }
 
 impl PidCache {
+    pub const CAP: usize = 65_536;
+
     /// The candidate of process `pid`. Read from the cache while the pid
     /// still belongs to the same process (same start time); "none" is read
     /// again after `recheck`, because a runtime moves a new process into its
@@ -167,6 +172,9 @@ impl PidCache {
             return None;
         }
         let candidate = cgroup::container_from_proc_cgroup(&text, containerd_ns);
+        if self.map.len() >= Self::CAP {
+            self.map.clear();
+        }
         self.map.insert(pid, PidEntry { start, candidate: candidate.clone(), read: Instant::now() });
         candidate
     }
@@ -235,6 +243,9 @@ pub struct Member {
 }
 
 /// Candidates confirmed by their runtimes, each asked again after `ttl`.
+/// Candidates come only from cgroups under the runtimes' root-owned
+/// parents, so there are about as many as containers; still, the cache is
+/// emptied at [`Confirmer::CAP`].
 pub struct Confirmer {
     pub runtimes: Runtimes,
     cache: HashMap<Candidate, (Option<Member>, Instant)>,
@@ -242,6 +253,8 @@ pub struct Confirmer {
 }
 
 impl Confirmer {
+    pub const CAP: usize = 4096;
+
     pub fn new(runtimes: Runtimes) -> Self {
         Confirmer { runtimes, cache: HashMap::new(), ttl: Duration::from_millis(500) }
     }
@@ -265,6 +278,9 @@ impl Confirmer {
             let container = Container { runtime: record.runtime.to_string(), id: c.id.clone(), name: record.name.clone() };
             Some(Member { container, record, started })
         });
+        if self.cache.len() >= Self::CAP {
+            self.cache.clear();
+        }
         self.cache.insert(c.clone(), (m.clone(), Instant::now()));
         m
     }
@@ -447,6 +463,19 @@ pub(crate) mod tests {
         assert_eq!(cache.lookup(&proc, 7, &[], Duration::ZERO).map(|c| c.id), Some(A.to_string()));
         cache.retain(&HashSet::new());
         assert_eq!(cache.len(), 0);
+    }
+
+    /// A flood of senders between two rescans does not grow it without bound.
+    #[test]
+    fn pid_cache_is_capped() {
+        let proc = FakeProc::default();
+        let mut cache = PidCache::default();
+        for pid in 1..=(PidCache::CAP as u32 + 10) {
+            proc.set(pid, 1, "0::/\n", 1);
+            assert_eq!(cache.lookup(&proc, pid, &[], Duration::from_secs(60)), None);
+            assert!(cache.len() <= PidCache::CAP);
+        }
+        assert_eq!(cache.len(), 10);
     }
 
     /// The kernel's cgroup id of a process, resolved back to its path.
