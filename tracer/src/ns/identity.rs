@@ -194,11 +194,12 @@ impl PidCache {
 }
 
 /// cgroup v2 id -> the container candidate its path names. Ids are never
-/// reused while the machine runs, so an answer stays true; the map is
-/// emptied when it reaches [`CgroupIds::CAP`].
+/// reused while the machine runs, so an answer stays true (a cgroup that is
+/// gone stays gone); the map is emptied when it reaches [`CgroupIds::CAP`].
 #[derive(Default)]
 pub struct CgroupIds {
-    map: HashMap<u64, Option<Candidate>>,
+    /// `None`: the id says nothing (the root, gone, not resolvable).
+    map: HashMap<u64, Option<Option<Candidate>>>,
 }
 
 impl CgroupIds {
@@ -211,15 +212,14 @@ impl CgroupIds {
             return None;
         }
         if let Some(c) = self.map.get(&id) {
-            return Some(c.clone());
+            return c.clone();
         }
-        let path = proc.cgroup_path(id).filter(|p| p != "/")?;
-        let c = cgroup::container_from_cgroup_path(&path, containerd_ns);
+        let said = proc.cgroup_path(id).filter(|p| p != "/").map(|p| cgroup::container_from_cgroup_path(&p, containerd_ns));
         if self.map.len() >= Self::CAP {
             self.map.clear();
         }
-        self.map.insert(id, c.clone());
-        Some(c)
+        self.map.insert(id, said.clone());
+        said
     }
 
     pub fn len(&self) -> usize {
@@ -509,7 +509,12 @@ pub(crate) mod tests {
         // Answers stay (ids are not reused), within the cap.
         fake.cgroups.lock().expect("lock").clear();
         assert_eq!(ids.lookup(&fake, 5, &[]).map(|c| c.map(|c| c.id)), Some(Some(A.to_string())));
-        assert_eq!(ids.len(), 2);
+        assert_eq!(ids.lookup(&fake, 1, &[]), None);
+        assert_eq!(ids.len(), 4);
+        for id in 100..(100 + CgroupIds::CAP as u64) {
+            ids.lookup(&fake, id, &[]);
+            assert!(ids.len() <= CgroupIds::CAP);
+        }
     }
 
     /// The runtime's record counts only while its first process is alive in
