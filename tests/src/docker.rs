@@ -371,6 +371,11 @@ impl Drop for Ctr {
                 .output()
                 .is_ok_and(|o| o.status.success())
         });
+        // containerd leaves the namespace's parent cgroup (`/<namespace>`) in
+        // every hierarchy; its tasks' cgroups are gone with them.
+        for dir in fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+            let _ = fs::remove_dir(dir.path().join(&self.namespace));
+        }
     }
 }
 
@@ -492,4 +497,109 @@ fn threads(pid: i32) -> u32 {
 
 fn is_zombie(pid: i32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
+}
+
+/// The mount points of the cgroup v2 hierarchy and of the v1 `pids`
+/// hierarchy (when mounted), from `/proc/self/mountinfo`.
+fn cgroup_roots() -> Vec<PathBuf> {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut v2 = None;
+    let mut pids = None;
+    for l in info.lines() {
+        let Some((left, right)) = l.split_once(" - ") else { continue };
+        let mut r = right.split(' ');
+        let (fstype, opts) = (r.next().unwrap_or(""), r.nth(1).unwrap_or(""));
+        let Some(point) = left.split(' ').nth(4) else { continue };
+        if fstype == "cgroup2" && v2.is_none() {
+            v2 = Some(PathBuf::from(point));
+        } else if fstype == "cgroup" && opts.split(',').any(|o| o == "pids") && pids.is_none() {
+            pids = Some(PathBuf::from(point));
+        }
+    }
+    v2.into_iter().chain(pids).collect()
+}
+
+/// Cgroups made by hand with names like a runtime's (e.g.
+/// `user.slice/user-1000.slice/docker-<64 hex>.scope`), as any user with a
+/// delegated subtree could make them: each in the cgroup v2 hierarchy and,
+/// where mounted, the v1 `pids` one. On drop, whatever is still in them
+/// goes back to the root cgroup and every directory made is removed, last
+/// made first.
+pub struct HandMadeCgroups {
+    /// Per cgroup, its directory in each hierarchy.
+    leaves: Vec<Vec<PathBuf>>,
+    made: Vec<PathBuf>,
+}
+
+impl HandMadeCgroups {
+    pub fn new(rels: &[&str]) -> HandMadeCgroups {
+        let roots = cgroup_roots();
+        assert!(!roots.is_empty(), "no cgroup hierarchy found in /proc/self/mountinfo");
+        let mut g = HandMadeCgroups { leaves: Vec::new(), made: Vec::new() };
+        for rel in rels {
+            let mut leaves = Vec::new();
+            for root in &roots {
+                let mut dir = root.clone();
+                for comp in rel.split('/').filter(|c| !c.is_empty()) {
+                    dir.push(comp);
+                    if !dir.exists() {
+                        fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+                        g.made.push(dir.clone());
+                    }
+                }
+                leaves.push(dir);
+            }
+            g.leaves.push(leaves);
+        }
+        g
+    }
+
+    /// The `cgroup.procs` files of cgroup `i`, one per hierarchy.
+    pub fn procs_files(&self, i: usize) -> Vec<String> {
+        self.leaves[i].iter().map(|l| l.join("cgroup.procs").to_string_lossy().into_owned()).collect()
+    }
+
+    /// Moves process `pid` into cgroup `i`, in every hierarchy.
+    pub fn add(&self, i: usize, pid: u32) {
+        for f in self.procs_files(i) {
+            fs::write(&f, pid.to_string()).unwrap_or_else(|e| panic!("move {pid} into {f}: {e}"));
+        }
+    }
+}
+
+impl Drop for HandMadeCgroups {
+    fn drop(&mut self) {
+        let roots = cgroup_roots();
+        for leaf in self.leaves.iter().flatten() {
+            let Some(root) = roots.iter().find(|r| leaf.starts_with(r)) else { continue };
+            for pid in fs::read_to_string(leaf.join("cgroup.procs")).unwrap_or_default().split_whitespace() {
+                let _ = fs::write(root.join("cgroup.procs"), pid);
+            }
+        }
+        for dir in self.made.iter().rev() {
+            // An emptied cgroup may take a moment to let go of its last process.
+            let _ = wait_until(Duration::from_secs(2), || fs::remove_dir(dir).is_ok() || !dir.exists());
+        }
+    }
+}
+
+/// Spawns `make()` as process `pid`: sets `kernel.ns_last_pid` to the pid
+/// before it and forks, again and again while other processes of the
+/// machine take the pid first. `None` when it did not happen in `timeout`.
+pub fn spawn_as_pid(pid: u32, timeout: Duration, mut make: impl FnMut() -> Command) -> Option<std::process::Child> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).expect("write ns_last_pid (needs root)");
+        let mut child = make().spawn().expect("spawn");
+        if child.id() == pid {
+            return Some(child);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    None
 }

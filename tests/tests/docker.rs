@@ -1,12 +1,19 @@
 //! Against a real Docker engine (see `tracer_tests::docker`): `tracer ns`
 //! finds each container's namespace, id, name, process and host veth;
 //! `--container` selects it; netlink events are named after the container
-//! that sent them, and dockerd's own changes after dockerd.
+//! that sent them, and dockerd's own changes after dockerd. Identity is
+//! truthful: a host-network container does not relabel the host, a
+//! look-alike cgroup makes no container, a reused pid inherits none, and a
+//! shared namespace is named after the container that made it.
 
 use std::{os::unix::fs::MetadataExt, time::Duration};
 
 use serde_json::{Value, json};
-use tracer_tests::{ns_json, Tracer, docker::engine, tracer_run};
+use tracer_tests::{
+    Lab, Tracer,
+    docker::{HandMadeCgroups, engine, spawn_as_pid},
+    ns_json, tracer_run,
+};
 
 
 fn host_inode() -> u64 {
@@ -231,4 +238,218 @@ fn top_counts_each_containers_traffic_under_its_name() {
     let rows = one.events();
     assert!(rows.iter().filter(|r| r["type"] == "top").all(|r| r["netns"]["inode"] == web.netns_inode() && r["ifname"] == "eth0"), "{rows:?}");
     assert_eq!(sum(&rows, web.netns_inode()), [3, 3 * 142, 3, 3 * 142]);
+}
+
+
+/// `docker run --network host`: the container is listed with the host's
+/// namespace, which keeps its own identity: no container, no name, in
+/// `tracer ns` and on every netlink and packet line of the host namespace;
+/// only the container's own process is reported as the container.
+#[test]
+fn host_network_container_does_not_relabel_the_host() {
+    let d = engine();
+    let hn = d.run("hn", &["--network", "host"], &["sleep", "3600"]);
+    assert_eq!(hn.netns_inode(), host_inode());
+    let hn_json = json!({"runtime": "docker", "id": hn.id, "name": hn.name});
+
+    let list = ns_json(&[]);
+    let host = list.iter().find(|n| n["inode"] == host_inode()).expect("host namespace");
+    assert_eq!(host["container"], Value::Null, "{host}");
+    assert_eq!(host["containers"], json!([]), "{host}");
+    assert!(!host["names"].as_array().expect("names").contains(&json!(hn.name)), "{host}");
+    assert_eq!(host["host_containers"], json!([hn_json]), "{host}");
+    for n in list.iter().filter(|n| n["inode"] != host_inode()) {
+        assert!(!n.to_string().contains(&hn.id), "{n}");
+    }
+    let (code, text, _) = tracer_run(&["ns"]);
+    assert_eq!(code, 0);
+    let row = text.lines().find(|l| l.starts_with(&format!("{} ", host_inode()))).unwrap_or_else(|| panic!("no host row: {text}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols[2], "-", "NAMES of the host: {row}");
+    assert_eq!(cols[3], format!("docker:{}(host-network)", hn.name), "{row}");
+    // --container still finds it: in the host's namespace.
+    let only = ns_json(&["--container", &hn.name]);
+    assert_eq!(only.len(), 1);
+    assert_eq!(only[0]["inode"], host_inode());
+
+    // Traffic and changes in the host namespace: a lab's bridge and host
+    // veths live there.
+    let lab = Lab::new(2);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    let mut json = Tracer::start(&["--json"]);
+    let mut text = Tracer::start(&[]);
+    let mut gets = Tracer::start(&["netlink", "--json", "--include-get", "--type", "RTM_GETLINK"]);
+    let late = lab.join_bridge("c", 3);
+    a.sh(&format!("ping -c 2 -i 0.2 -W 2 {}", b.ip));
+    // Read-only requests from the host namespace: one by a host process,
+    // one by the host-network container's.
+    let (host_pid, out) = tracer_tests::pid_and_run("", "ip link show lo");
+    assert!(out.status.success());
+    let out = hn.exec("ip link show lo");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let in_host = |e: &Value| e["netns"]["inode"] == host_inode();
+    json.wait_for(Duration::from_secs(10), |e| e["type"] == "packet" && in_host(e) && e["ifname"] == a.host_veth.as_str())
+        .unwrap_or_else(|| panic!("no packet on host/{}: {}", a.host_veth, json.stderr()));
+    json.wait_for(Duration::from_secs(10), |e| e["type"] == "netlink" && in_host(e) && e["attrs"]["ifname"] == late.host_veth.as_str())
+        .unwrap_or_else(|| panic!("no RTM_NEWLINK of {} from the host namespace: {:?}", late.host_veth, json.lines()));
+    let host_get = gets
+        .wait_for(Duration::from_secs(10), |e| e["pid"] == host_pid)
+        .unwrap_or_else(|| panic!("no RTM_GETLINK from pid {host_pid}: {:?}", gets.lines()));
+    let hn_get = gets
+        .wait_for(Duration::from_secs(10), |e| e["container"]["id"] == hn.id.as_str())
+        .unwrap_or_else(|| panic!("no RTM_GETLINK from {}: {:?}", hn.name, gets.lines()));
+    let seen = tracer_tests::wait_until(Duration::from_secs(10), || text.lines().iter().any(|l| l.contains(&format!("host/{} ", a.host_veth))));
+    assert!(seen, "no text line of host/{}: {:?}", a.host_veth, text.lines());
+    for t in [&mut json, &mut text, &mut gets] {
+        assert_eq!(t.stop(), 0, "{}", t.stderr());
+    }
+
+    assert_eq!(host_get["netns"], json!({"inode": host_inode(), "name": null}), "{host_get}");
+    assert_eq!(host_get["container"], Value::Null, "{host_get}");
+    // The container's own process is the container's, in the host's namespace.
+    assert_eq!(hn_get["netns"], json!({"inode": host_inode(), "name": null}), "{hn_get}");
+    assert_eq!(hn_get["container"], hn_json, "{hn_get}");
+    let events = json.events();
+    let host_events: Vec<&Value> = events.iter().filter(|e| in_host(e)).collect();
+    assert!(host_events.iter().any(|e| e["type"] == "packet") && host_events.iter().any(|e| e["type"] == "netlink"));
+    for e in &host_events {
+        assert_eq!(e["netns"]["name"], Value::Null, "{e}");
+        assert_eq!(e["container"], Value::Null, "{e}");
+    }
+    let lines = text.lines();
+    assert!(lines.iter().any(|l| l.contains(&format!("host/{} ", a.host_veth))), "{lines:?}");
+    assert!(lines.iter().all(|l| !l.contains(&hn.name)), "{lines:?}");
+}
+
+/// A cgroup anyone with a delegated subtree could make, named like
+/// Docker's (`docker-<64 hex>.scope` under a user slice), even after a real
+/// running container: a process in it is in no container, and its namespace
+/// is nobody's.
+#[test]
+fn look_alike_cgroup_makes_no_container() {
+    let d = engine();
+    let web = d.run("web", &[], &["sleep", "3600"]);
+    let lab = Lab::new(2);
+    let made_up: String = format!("{:0>64}", tracer_tests::unique_id());
+    let groups = HandMadeCgroups::new(&[
+        &format!("user.slice/user-1000.slice/docker-{made_up}.scope"),
+        &format!("user.slice/user-1000.slice/user@1000.service/app.slice/docker-{}.scope", web.id),
+    ]);
+    let mut sleepers = Vec::new();
+    for (i, ns) in lab.ns.iter().enumerate() {
+        let child = ns.spawn("exec sleep 3600");
+        groups.add(i, child.id());
+        let cg = std::fs::read_to_string(format!("/proc/{}/cgroup", child.id())).expect("cgroup");
+        assert!(cg.contains("docker-"), "{cg}");
+        sleepers.push(Sleeper(child));
+    }
+    let list = ns_json(&[]);
+    for ns in &lab.ns {
+        let n = list.iter().find(|n| n["inode"] == ns.inode()).unwrap_or_else(|| panic!("no {}: {list:?}", ns.name));
+        assert_eq!(n["container"], Value::Null, "{n}");
+        assert_eq!(n["containers"], json!([]), "{n}");
+        assert_eq!(n["names"], json!([ns.name]), "{n}");
+    }
+    // The real container is still itself, and only itself.
+    let own = list.iter().find(|n| n["inode"] == web.netns_inode()).expect("web");
+    assert_eq!(own["container"]["id"], web.id.as_str());
+    assert!(list.iter().filter(|n| n.to_string().contains(&web.id)).count() == 1, "{list:?}");
+
+    // A request sent from inside the look-alike: no container either.
+    let mut t = Tracer::start(&["netlink", "--json", "--type", "RTM_NEWLINK"]);
+    let join = groups.procs_files(1).iter().map(|f| format!("echo $$ > {f}; ")).collect::<String>();
+    let (pid, out) = tracer_tests::pid_and_run(&format!("ip netns exec {}", lab.ns[1].name), &format!("sh -c {}", tracer_tests::shell_quote(&format!("{join}exec ip link add trclk0 type bridge"))));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ev = t
+        .wait_for(Duration::from_secs(10), |e| e["pid"] == pid && e["attrs"]["ifname"] == "trclk0")
+        .unwrap_or_else(|| panic!("no RTM_NEWLINK from {pid}: {:?}", t.lines()));
+    assert_eq!(t.stop(), 0);
+    assert_eq!(ev["container"], Value::Null, "{ev}");
+    assert_eq!(ev["netns"], json!({"inode": lab.ns[1].inode(), "name": lab.ns[1].name}), "{ev}");
+}
+
+/// A process of a container, cached by a running tracer, exits and its pid
+/// goes to a process outside any container (forced with
+/// `kernel.ns_last_pid`): that process's request carries no container.
+#[test]
+fn reused_pid_does_not_inherit_a_container() {
+    let d = engine();
+    let web = d.run("web", &[], &["sleep", "3600"]);
+    let lab = Lab::new(1);
+    d.docker(&["exec", "-d", &web.name, "sleep", "1001"]);
+    let mut pid = None;
+    assert!(
+        tracer_tests::wait_until(Duration::from_secs(5), || {
+            pid = find_process(&web.id, "sleep\x001001\x00");
+            pid.is_some()
+        }),
+        "no `sleep 1001` in {}",
+        web.name
+    );
+    let pid = pid.expect("pid");
+    // The tracer reads every process's container when it starts.
+    let mut t = Tracer::start(&["netlink", "--json", "--type", "RTM_NEWLINK"]);
+    // SAFETY: killing the container's sleep, by the pid just found.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    assert!(tracer_tests::wait_until(Duration::from_secs(5), || !std::path::Path::new(&format!("/proc/{pid}")).exists()));
+    let ns = lab.ns[0].name.clone();
+    let child = spawn_as_pid(pid, Duration::from_secs(20), || {
+        let mut c = std::process::Command::new("ip");
+        c.args(["netns", "exec", &ns, "ip", "-batch", "-"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::null());
+        c
+    });
+    let Some(mut child) = child else { panic!("could not get pid {pid} again within 20 s") };
+    let mut stdin = child.stdin.take().expect("stdin");
+    use std::io::Write as _;
+    writeln!(stdin, "link add trcre0 type bridge").expect("write");
+    stdin.flush().expect("flush");
+    // Alive while the tracer names it: its start time, not its pid, tells it apart.
+    let ev = t.wait_for(Duration::from_secs(10), |e| e["pid"] == pid && e["attrs"]["ifname"] == "trcre0");
+    drop(stdin);
+    let _ = child.wait();
+    assert_eq!(t.stop(), 0);
+    let ev = ev.unwrap_or_else(|| panic!("no RTM_NEWLINK from {pid}: {:?}", t.lines()));
+    assert_eq!(ev["container"], Value::Null, "{ev}");
+    assert_eq!(ev["netns"]["inode"], lab.ns[0].inode(), "{ev}");
+}
+
+/// The pid of the process in container `id` whose command line is `cmdline`
+/// (NUL-separated, as in /proc/PID/cmdline).
+fn find_process(id: &str, cmdline: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cg = std::fs::read_to_string(e.path().join("cgroup")).ok()?;
+        let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+        (cg.contains(id) && cmd == cmdline.as_bytes()).then_some(pid)
+    })
+}
+
+/// A background process, killed and reaped on drop.
+struct Sleeper(std::process::Child);
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `docker run --network container:web`: the namespace is web's (it made
+/// it), and `tracer ns` says the other shares it.
+#[test]
+fn shared_namespace_is_named_after_its_owner() {
+    let d = engine();
+    let web = d.run("web", &[], &["sleep", "3600"]);
+    let side = d.run("side", &["--network", &format!("container:{}", web.name)], &["sleep", "3600"]);
+    assert_eq!(side.netns_inode(), web.netns_inode());
+    let list = ns_json(&[]);
+    let n = list.iter().find(|n| n["inode"] == web.netns_inode()).unwrap_or_else(|| panic!("no namespace of {}: {list:?}", web.name));
+    let as_json = |c: &tracer_tests::docker::RunningContainer| json!({"runtime": "docker", "id": c.id, "name": c.name});
+    assert_eq!(n["container"], as_json(&web), "{n}");
+    assert_eq!(n["containers"], json!([as_json(&web), as_json(&side)]), "{n}");
+    assert_eq!(n["names"], json!([web.name]), "{n}");
+    let (code, text, _) = tracer_run(&["ns", "--container", &side.name]);
+    assert_eq!(code, 0);
+    assert!(text.contains(&format!("docker:{},docker:{}(shared)", web.name, side.name)), "{text}");
 }

@@ -269,7 +269,7 @@ pub async fn run_netlink(job: NetlinkJob, common: CommonArgs, shutdown: impl Fut
             }
             // The registry's name (a container's, else /run/netns) wins over
             // the correlator's; the correlator still names Docker's sandboxes.
-            let (name, container) = registry.enrich(u64::from(e.netns_ino), e.pid);
+            let (name, container) = registry.enrich(u64::from(e.netns_ino), e.pid, e.cgroup_id);
             if name.is_some() {
                 e.netns_name = name;
             }

@@ -54,11 +54,14 @@ impl Enricher {
     fn reload_names(&mut self) {
         self.netns_names.clear();
         self.netns_paths.clear();
+        let host = ns::host_netns();
         for dir in ns::NAMED_NS_DIRS {
             let Ok(entries) = std::fs::read_dir(dir) else { continue };
             for ent in entries.flatten() {
                 if let Ok(ino) = sys::ns_inode(&ent.path()) {
-                    self.netns_names.entry(ino).or_insert_with(|| ent.file_name().to_string_lossy().into_owned());
+                    if ns::names_namespace(dir, ino, host) {
+                        self.netns_names.entry(ino).or_insert_with(|| ent.file_name().to_string_lossy().into_owned());
+                    }
                     self.netns_paths.entry(ino).or_insert(ent.path());
                 }
             }

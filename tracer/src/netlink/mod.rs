@@ -29,6 +29,8 @@ pub struct NetlinkEvent {
     pub pid: u32,
     pub tid: u32,
     pub uid: u32,
+    /// The sender's cgroup v2 id, as the kernel saw it (see `ns::identity`).
+    pub cgroup_id: u64,
     pub comm: String,
     pub netns_ino: u32,
     pub netns_name: Option<String>,
@@ -199,6 +201,7 @@ impl Correlator {
                 pid: ev.tgid(),
                 tid: ev.tid(),
                 uid: ev.uid(),
+                cgroup_id: ev.header.cgroup_id,
                 comm: ev.comm(),
                 netns_ino: ev.header.netns_ino,
                 netns_name: None,
@@ -525,6 +528,7 @@ mod tests {
             sock_id: 0,
             target: None,
             ns_fds: vec![],
+            cgroup_id: 0,
         }
     }
 

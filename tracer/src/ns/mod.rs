@@ -1,10 +1,11 @@
 //! Network namespaces and what lives in them: discovery (processes, bind
-//! mounts, nsfs mounts), containers (from cgroups, named by their runtime),
-//! interfaces with their veth peers (rtnetlink inside each namespace), the
+//! mounts, nsfs mounts), containers (candidates from cgroups, confirmed and
+//! named by their runtime, see `identity`), interfaces with their veth peers (rtnetlink inside each namespace), the
 //! cached [`Registry`] that enriches events, and the selectors users give
 //! (`--netns NAME|PATH|INODE`, `--pid PID`, `--container NAME|ID`).
 
 pub mod cgroup;
+pub mod identity;
 pub mod links;
 pub mod registry;
 pub mod runtime;
@@ -33,10 +34,17 @@ pub struct Netns {
     pub inode: u64,
     /// `SO_NETNS_COOKIE`, what eBPF's `bpf_get_netns_cookie` returns.
     pub cookie: Option<u64>,
-    /// Container names first, then `/run/netns` names.
+    /// The owning container's name first, then `/run/netns` names.
     pub names: Vec<String>,
     pub pids: Vec<NsPid>,
+    /// The container that made it and labels it; never set for the host's.
+    pub container: Option<Container>,
+    /// The containers whose network namespace it is: the owner first, then
+    /// those that share it (`--network container:<owner>`).
     pub containers: Vec<Container>,
+    /// For the host's namespace: the containers on the host network, which
+    /// use it without owning it.
+    pub host_containers: Vec<Container>,
     pub interfaces: Vec<Iface>,
     /// A file to open for `setns` into it: a bind mount if there is one
     /// (it outlives processes), else `/proc/PID/ns/net`.
@@ -46,6 +54,13 @@ pub struct Netns {
     /// Why its interfaces could not be read, if they could not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+impl Netns {
+    /// Whether `--container ID` lives here: as owner, sharer, or on the host network.
+    pub fn has_container(&self, id: &str) -> bool {
+        self.containers.iter().chain(&self.host_containers).any(|c| c.id == id)
+    }
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -188,7 +203,7 @@ pub fn nsfs_mounts(mountinfo: &str) -> Vec<(u64, PathBuf)> {
 }
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_mount(s: &str) -> String {
+pub(crate) fn unescape_mount(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -204,13 +219,30 @@ fn unescape_mount(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The host's (initial) network namespace: kthreadd's (pid 2) is always in
+/// it and stays readable where pid 1 belongs to someone else.
+pub fn host_netns() -> Option<u64> {
+    ["/proc/1/ns/net", "/proc/2/ns/net"].iter().find_map(|p| ns_inode(Path::new(p)).ok())
+}
+
+/// Whether the entry of `dir` (one of [`NAMED_NS_DIRS`]) for namespace
+/// `inode` is a name of it. Docker keeps a sandbox of its host network,
+/// `/run/docker/netns/default`, which is the host's namespace and no name
+/// of it: the host stays the host whatever containers share it.
+pub fn names_namespace(dir: &str, inode: u64, host: Option<u64>) -> bool {
+    USER_NS_DIRS.contains(&dir) || Some(inode) != host
+}
+
 /// inode -> name, from the bind mounts in [`NAMED_NS_DIRS`].
 pub fn named_namespaces() -> HashMap<u64, String> {
     let mut map = HashMap::new();
+    let host = host_netns();
     for dir in NAMED_NS_DIRS {
         let Ok(entries) = fs::read_dir(dir) else { continue };
         for e in entries.flatten() {
-            if let Ok(ino) = ns_inode(&e.path()) {
+            if let Ok(ino) = ns_inode(&e.path())
+                && names_namespace(dir, ino, host)
+            {
                 map.entry(ino).or_insert_with(|| e.file_name().to_string_lossy().into_owned());
             }
         }
@@ -303,8 +335,7 @@ pub fn write_table(list: &[Netns], w: &mut impl std::io::Write) -> std::io::Resu
     let rows: Vec<[String; 6]> = list
         .iter()
         .map(|n| {
-            let containers: Vec<String> =
-                n.containers.iter().map(|c| format!("{}:{}", name(&c.runtime), name(c.label()))).collect();
+            let containers = containers_text(n);
             let names: Vec<String> = n.names.iter().map(|x| name(x).into_owned()).collect();
             [
                 n.inode.to_string(),
@@ -336,6 +367,15 @@ pub fn write_table(list: &[Netns], w: &mut impl std::io::Write) -> std::io::Resu
         writeln!(w, "{}", line.trim_end())?;
     }
     Ok(())
+}
+
+/// The owner as `docker:web`, then the containers sharing it as
+/// `docker:side(shared)`, or those on the host network as `docker:hn(host-network)`.
+fn containers_text(n: &Netns) -> Vec<String> {
+    use crate::output::name;
+    let text = |c: &Container, how: &str| format!("{}:{}{how}", name(&c.runtime), name(c.label()));
+    let shared = n.containers.iter().map(|c| if n.container.as_ref() == Some(c) { text(c, "") } else { text(c, "(shared)") });
+    shared.chain(n.host_containers.iter().map(|c| text(c, "(host-network)"))).collect()
 }
 
 /// `eth0(veth,up)->veth1a2b@4026531840`, `docker0(bridge)`, `vethab(veth,up,master=docker0)->eth0@4026532301`.
@@ -392,6 +432,10 @@ mod tests {
             ]
         );
         assert_eq!(unescape_mount("a\\011b\\134c"), "a\tb\\c");
+        // Docker's sandbox of the host network names nothing; ip netns names do.
+        assert!(!names_namespace("/run/docker/netns", 1, Some(1)));
+        assert!(names_namespace("/run/docker/netns", 2, Some(1)));
+        assert!(names_namespace("/run/netns", 1, Some(1)));
         assert_eq!(unescape_mount("trailing\\04"), "trailing\\04");
     }
 
@@ -406,14 +450,21 @@ mod tests {
         assert_eq!(comm_text(b"a b \xff\x1b\n"), "a b \u{fffd}\x1b");
     }
 
+    fn docker(id: char, name: &str) -> Container {
+        Container { runtime: "docker".into(), id: id.to_string().repeat(64), name: Some(name.into()) }
+    }
+
     #[test]
     fn table_rows() {
+        let web = docker('a', "web");
         let n = Netns {
             inode: 4026532301,
             cookie: Some(7),
             names: vec!["web".into()],
             pids: vec![NsPid { pid: 42, comm: "sleep".into() }],
-            containers: vec![Container { runtime: "docker".into(), id: "ab".repeat(32), name: Some("web".into()) }],
+            container: Some(web.clone()),
+            containers: vec![web],
+            host_containers: vec![],
             interfaces: vec![
                 Iface { name: "lo".into(), ifindex: 1, kind: Some("loopback".into()), master: None, peer: None, up: false },
                 Iface {
@@ -438,6 +489,37 @@ mod tests {
         assert_eq!(lines[1], "4026532301  7       web    docker:web  42(sleep)  lo(loopback,down) eth0(veth)->veth1a2b@4026531840");
     }
 
+    /// The owner unmarked, the others marked: a namespace shared with
+    /// `--network container:web`, and the host's with host-network containers.
+    #[test]
+    fn shared_and_host_network_containers() {
+        let (web, side, hn) = (docker('a', "web"), docker('b', "side"), docker('c', "hn"));
+        let shared = Netns {
+            inode: 9,
+            cookie: None,
+            names: vec!["web".into()],
+            pids: vec![],
+            container: Some(web.clone()),
+            containers: vec![web.clone(), side.clone()],
+            host_containers: vec![],
+            interfaces: vec![],
+            path: PathBuf::from("/proc/42/ns/net"),
+            mounts: vec![],
+            error: None,
+        };
+        assert_eq!(containers_text(&shared), ["docker:web", "docker:side(shared)"]);
+        let host = Netns { inode: 1, names: vec![], container: None, containers: vec![], host_containers: vec![hn.clone()], ..shared.clone() };
+        assert_eq!(containers_text(&host), ["docker:hn(host-network)"]);
+        assert!(host.has_container(&hn.id) && shared.has_container(&side.id) && !host.has_container(&web.id));
+        let json = serde_json::to_value(&host).expect("json");
+        assert_eq!(json["container"], serde_json::Value::Null);
+        assert_eq!(json["containers"], serde_json::json!([]));
+        assert_eq!(json["host_containers"], serde_json::json!([{"runtime": "docker", "id": hn.id, "name": "hn"}]));
+        let json = serde_json::to_value(&shared).expect("json");
+        assert_eq!(json["container"]["name"], "web");
+        assert_eq!(json["host_containers"], serde_json::json!([]));
+    }
+
     #[test]
     fn table_escapes_and_cuts_names_from_outside() {
         let n = Netns {
@@ -445,7 +527,9 @@ mod tests {
             cookie: None,
             names: vec!["lab\x1b[2J".into()],
             pids: vec![NsPid { pid: 42, comm: "x\x1b]0;pwn\x07".into() }],
+            container: Some(Container { runtime: "docker".into(), id: "ab".repeat(32), name: Some("w".repeat(500)) }),
             containers: vec![Container { runtime: "docker".into(), id: "ab".repeat(32), name: Some("w".repeat(500)) }],
+            host_containers: vec![],
             interfaces: vec![Iface {
                 name: "e\u{9b}1m".into(),
                 ifindex: 2,
@@ -459,7 +543,7 @@ mod tests {
             error: None,
         };
         let mut out = Vec::new();
-        write_table(&[n.clone(), Netns { names: vec!["b".into()], containers: vec![], ..n }], &mut out).expect("write");
+        write_table(&[n.clone(), Netns { names: vec!["b".into()], container: None, containers: vec![], ..n }], &mut out).expect("write");
         let text = String::from_utf8(out).expect("utf8");
         assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text:?}");
         let lines: Vec<&str> = text.lines().collect();

@@ -1,8 +1,10 @@
 //! The cached view of namespaces and containers that events are enriched
 //! from. A lookup never scans /proc: it reads the cache, and only a miss
 //! (an unknown namespace, an unnamed one) asks for a [`Registry::refresh`],
-//! which rescans at most once per `min_interval`. Per-process container
-//! identity is cached per pid, so a rescan reads only new processes' cgroups.
+//! which rescans at most once per `min_interval`. Which container a process
+//! or a namespace belongs to is decided in `super::identity`; the per-pid
+//! candidates are cached per process lifetime, so a rescan reads only new
+//! processes' cgroups.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -10,27 +12,27 @@ use std::{
     io,
     os::fd::AsRawFd,
     path::PathBuf,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use super::{
-    Container, Iface, NsError, NsPid, Netns, Peer, SelectError, cgroup, did_you_mean,
+    Container, Iface, NsError, NsPid, Netns, Peer, SelectError, did_you_mean,
+    identity::{self, CgroupIds, Confirmer, Member, PidCache, ProcFs, RealProc},
     links::{RawLink, Rtnl},
     runtime,
 };
 use crate::sys::{in_netns, ns_inode};
 
 pub struct Registry {
-    src: runtime::Sources,
     ns: BTreeMap<u64, Netns>,
-    /// pid -> its container without the name (names live in `names`), and
-    /// when that was read: a process is moved into its container's cgroup
-    /// just after it starts, so "no container" is read again later.
-    pids: HashMap<u32, (Option<Container>, Instant)>,
-    /// container id -> name.
-    names: HashMap<String, String>,
-    /// container id -> when a name was last looked for and not found.
-    name_miss: HashMap<String, Instant>,
+    proc: Arc<dyn ProcFs>,
+    /// pid -> the container candidate its cgroup names, per process lifetime.
+    pids: PidCache,
+    /// cgroup v2 id (as events carry it) -> the candidate its path names.
+    cgroup_ids: CgroupIds,
+    /// candidate -> what its runtime confirmed (name included), for a while.
+    confirmer: Confirmer,
     containerd_ns: Vec<String>,
     last: Option<Instant>,
     host: Option<u64>,
@@ -50,18 +52,21 @@ impl Registry {
     }
 
     pub fn with_sources(src: runtime::Sources) -> Self {
+        Self::with_proc(src, Arc::new(RealProc::default()))
+    }
+
+    fn with_proc(src: runtime::Sources, proc: Arc<dyn ProcFs>) -> Self {
+        let min_interval = Duration::from_millis(500);
         Self {
-            src,
             ns: BTreeMap::new(),
-            pids: HashMap::new(),
-            names: HashMap::new(),
-            name_miss: HashMap::new(),
+            proc,
+            pids: PidCache::default(),
+            cgroup_ids: CgroupIds::default(),
+            confirmer: Confirmer::new(runtime::Runtimes::new(src)),
             containerd_ns: Vec::new(),
             last: None,
-            // kthreadd (pid 2) is always in the initial namespace, and stays
-            // readable where pid 1 belongs to someone else.
-            host: ["/proc/1/ns/net", "/proc/2/ns/net"].iter().find_map(|p| ns_inode(std::path::Path::new(p)).ok()),
-            min_interval: Duration::from_millis(500),
+            host: super::host_netns(),
+            min_interval,
         }
     }
 
@@ -76,25 +81,34 @@ impl Registry {
     /// Rescans now. `interfaces`: also read every namespace's links (setns
     /// into each; slower, needs CAP_SYS_ADMIN) and process names.
     pub fn rescan(&mut self, interfaces: bool) -> Result<(), NsError> {
-        self.containerd_ns = runtime::containerd_namespaces(&self.src.containerd_tasks);
+        self.containerd_ns = runtime::containerd_namespaces(&self.confirmer.runtimes.src.containerd_tasks);
+        self.confirmer.ttl = self.min_interval;
+        self.confirmer.runtimes.ttl = self.min_interval;
         let s = super::scan(interfaces)?;
         let live: HashSet<u32> = s.pids.values().flatten().map(|p| p.pid).collect();
-        self.pids.retain(|pid, _| live.contains(pid));
+        self.pids.retain(&live);
+        let mut seen = HashSet::new();
         let mut out = BTreeMap::new();
         let inodes: Vec<u64> = s.pids.keys().chain(s.mounts.keys()).copied().collect::<HashSet<_>>().into_iter().collect();
         for ino in inodes {
             let pids = s.pids.get(&ino).cloned().unwrap_or_default();
             let mounts = s.mounts.get(&ino).cloned().unwrap_or_default();
-            let mut containers: Vec<Container> = Vec::new();
+            let mut candidates = Vec::new();
             for p in &pids {
-                if let Some(mut c) = self.pid_container(p.pid)
-                    && !containers.iter().any(|x| x.id == c.id)
+                if let Some(c) = self.pids.lookup(&*self.proc, p.pid, &self.containerd_ns, self.min_interval)
+                    && !candidates.contains(&c)
                 {
-                    c.name = self.name_for(&c);
-                    containers.push(c);
+                    candidates.push(c);
                 }
             }
-            let mut names: Vec<String> = containers.iter().filter_map(|c| c.name.clone()).collect();
+            let members: Vec<Member> = candidates
+                .iter()
+                .filter_map(|c| self.confirmer.confirm(&*self.proc, c, &self.containerd_ns))
+                .filter(|m| identity::owns(&*self.proc, m, ino))
+                .collect();
+            seen.extend(candidates);
+            let id = identity::classify(self.host, ino, members);
+            let mut names: Vec<String> = id.owner.iter().filter_map(|c| c.name.clone()).collect();
             for n in mounts.iter().filter_map(|(_, n)| n.clone()) {
                 if !names.contains(&n) {
                     names.push(n);
@@ -113,7 +127,9 @@ impl Registry {
                     cookie: old.and_then(|o| o.cookie),
                     names,
                     pids,
-                    containers,
+                    container: id.owner,
+                    containers: id.containers,
+                    host_containers: id.host_containers,
                     interfaces: old.map(|o| o.interfaces.clone()).unwrap_or_default(),
                     path,
                     mounts: mounts.into_iter().map(|(p, _)| p).collect(),
@@ -121,6 +137,7 @@ impl Registry {
                 },
             );
         }
+        self.confirmer.retain(&seen);
         self.ns = out;
         if interfaces {
             self.read_interfaces();
@@ -143,23 +160,39 @@ impl Registry {
         self.ns.get(&inode)?.names.first().cloned()
     }
 
+    /// The container that owns the namespace (never one merely on the host network).
     pub fn container_for_netns(&self, inode: u64) -> Option<Container> {
-        self.ns.get(&inode)?.containers.first().cloned()
+        self.ns.get(&inode)?.container.clone()
     }
 
-    /// The container a process is in (from its cgroup), named when the
-    /// runtime says; cached per pid.
+    /// The container a process is in, as its runtime confirms and names it;
+    /// the cgroup's candidate is cached per process lifetime.
     pub fn container_for_pid(&mut self, pid: u32) -> Option<Container> {
-        let mut c = self.pid_container(pid)?;
-        c.name = self.name_for(&c);
-        Some(c)
+        self.member_for_pid(pid).map(|m| m.container)
     }
 
-    /// Name and container for an event from namespace `inode` sent by `pid`:
-    /// the container of the namespace, else the one the process is in.
-    /// Refreshes (rate limited) when the namespace is new or still unnamed,
-    /// so a container that starts while tracing is named on its first events.
-    pub fn enrich(&mut self, inode: u64, pid: u32) -> (Option<String>, Option<Container>) {
+    fn member_for_pid(&mut self, pid: u32) -> Option<Member> {
+        let c = self.pids.lookup(&*self.proc, pid, &self.containerd_ns, self.min_interval)?;
+        self.confirmer.confirm(&*self.proc, &c, &self.containerd_ns)
+    }
+
+    /// The container of the process that sent an event, known by the
+    /// cgroup v2 id the kernel saw it in (right after the process exited,
+    /// whatever its pid became), else by its pid.
+    fn member_for_sender(&mut self, pid: u32, cgroup_id: u64) -> Option<Member> {
+        match self.cgroup_ids.lookup(&*self.proc, cgroup_id, &self.containerd_ns) {
+            Some(c) => self.confirmer.confirm(&*self.proc, &c?, &self.containerd_ns),
+            None => self.member_for_pid(pid),
+        }
+    }
+
+    /// Name and container for an event from namespace `inode` sent by `pid`
+    /// in cgroup `cgroup_id` (0 when unknown): the container that owns the
+    /// namespace, else the one the sender is in (a host-network container's
+    /// process in the host's namespace). Refreshes (rate limited) when the
+    /// namespace is new or still unnamed, so a container that starts while
+    /// tracing is named on its first events.
+    pub fn enrich(&mut self, inode: u64, pid: u32, cgroup_id: u64) -> (Option<String>, Option<Container>) {
         let known = self.ns.get(&inode).is_some_and(|n| !n.names.is_empty());
         if !known && Some(inode) != self.host {
             self.refresh();
@@ -167,45 +200,64 @@ impl Registry {
         if let Some(c) = self.container_for_netns(inode) {
             return (self.netns_name(inode), Some(c));
         }
-        let container = self.container_for_pid(pid);
-        // A process of a container that is in this namespace names it, even
-        // before the next rescan: its first events must carry the name.
-        if let Some(c) = &container
-            && ns_inode(std::path::Path::new(&format!("/proc/{pid}/ns/net"))).ok() == Some(inode)
+        let member = self.member_for_sender(pid, cgroup_id);
+        // The first process of a container that made this namespace names
+        // it, even before the next rescan: its first events must carry the name.
+        if let Some(m) = &member
+            && self.proc.netns(pid) == Some(inode)
         {
-            self.adopt(inode, pid, c.clone());
+            self.adopt(inode, pid, m.clone());
         }
-        (self.netns_name(inode), container)
+        (self.netns_name(inode), member.map(|m| m.container))
     }
 
-    /// Records `c` (seen in a process of namespace `inode`) as the namespace's container.
-    fn adopt(&mut self, inode: u64, pid: u32, c: Container) {
+    /// Records `m` (seen in a process of namespace `inode`) as the
+    /// namespace's container, if it owns the namespace.
+    fn adopt(&mut self, inode: u64, pid: u32, m: Member) {
+        if !identity::owns(&*self.proc, &m, inode) {
+            return;
+        }
+        let id = identity::classify(self.host, inode, vec![m]);
         let n = self.ns.entry(inode).or_insert_with(|| Netns {
             inode,
             cookie: None,
             names: Vec::new(),
             pids: Vec::new(),
+            container: None,
             containers: Vec::new(),
+            host_containers: Vec::new(),
             interfaces: Vec::new(),
             path: PathBuf::from(format!("/proc/{pid}/ns/net")),
             mounts: Vec::new(),
             error: None,
         });
-        if let Some(name) = &c.name
+        for c in id.host_containers {
+            if !n.host_containers.contains(&c) {
+                n.host_containers.push(c);
+            }
+        }
+        let Some(owner) = id.owner else { return };
+        if let Some(name) = &owner.name
             && !n.names.contains(name)
         {
             n.names.insert(0, name.clone());
         }
-        n.containers.push(c);
+        n.containers.retain(|c| c.id != owner.id);
+        n.containers.insert(0, owner.clone());
+        n.container = Some(owner);
     }
 
-    /// `--container NAME|ID-prefix` -> the container and its namespace inode.
+    /// `--container NAME|ID-prefix` -> the container and its namespace inode
+    /// (the host's for a container on the host network).
     pub fn resolve_container(&mut self, sel: &str) -> Result<(Container, u64), SelectError> {
         if self.last.is_none() {
             self.rescan(false)?;
         }
-        let all: Vec<(Container, u64)> =
-            self.ns.values().flat_map(|n| n.containers.iter().map(move |c| (c.clone(), n.inode))).collect();
+        let all: Vec<(Container, u64)> = self
+            .ns
+            .values()
+            .flat_map(|n| n.containers.iter().chain(&n.host_containers).map(move |c| (c.clone(), n.inode)))
+            .collect();
         let want = sel.trim_start_matches('/');
         if let Some(hit) = all.iter().find(|(c, _)| c.name.as_deref() == Some(want) || c.id == want) {
             return Ok(hit.clone());
@@ -224,49 +276,6 @@ impl Registry {
             many => {
                 let list: Vec<String> = many.iter().map(|(c, _)| format!("{} ({})", &c.id[..c.id.len().min(12)], c.label())).collect();
                 Err(SelectError::AmbiguousContainer(sel.to_string(), list.join(", ")))
-            }
-        }
-    }
-
-    fn pid_container(&mut self, pid: u32) -> Option<Container> {
-        if let Some((c, at)) = self.pids.get(&pid)
-            && (c.is_some() || at.elapsed() < self.min_interval)
-        {
-            return c.clone();
-        }
-        let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-        let c = cgroup::container_from_proc_cgroup(&text, &self.containerd_ns);
-        self.pids.insert(pid, (c.clone(), Instant::now()));
-        c
-    }
-
-    /// The runtime's name for a container, cached; a runtime that does not
-    /// know it is asked again only after `min_interval`.
-    fn name_for(&mut self, c: &Container) -> Option<String> {
-        if let Some(n) = self.names.get(&c.id) {
-            return Some(n.clone());
-        }
-        if self.name_miss.get(&c.id).is_some_and(|t| t.elapsed() < self.min_interval) {
-            return None;
-        }
-        match c.runtime.as_str() {
-            cgroup::DOCKER => {
-                // The on-disk metadata first: no daemon round trip, and it
-                // works while dockerd is busy or gone.
-                if let Some(n) = runtime::docker_name_on_disk(&self.src.docker_root, &c.id) {
-                    self.names.insert(c.id.clone(), n);
-                } else if let Some(all) = runtime::docker_names_api(&self.src) {
-                    self.names.extend(all);
-                }
-            }
-            cgroup::PODMAN => self.names.extend(runtime::podman_names(&self.src.podman_containers)),
-            _ => {}
-        }
-        match self.names.get(&c.id) {
-            Some(n) => Some(n.clone()),
-            None => {
-                self.name_miss.insert(c.id.clone(), Instant::now());
-                None
             }
         }
     }
@@ -382,6 +391,7 @@ pub fn pid_list(pids: &[NsPid], max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ns::identity::tests::{A, B, FakeProc, docker_cg, docker_sources};
 
     fn ns(inode: u64, containers: Vec<Container>, names: Vec<&str>) -> Netns {
         Netns {
@@ -389,7 +399,9 @@ mod tests {
             cookie: None,
             names: names.into_iter().map(String::from).collect(),
             pids: vec![],
+            container: containers.first().cloned(),
             containers,
+            host_containers: vec![],
             interfaces: vec![],
             path: PathBuf::from("/nonexistent"),
             mounts: vec![],
@@ -437,6 +449,102 @@ mod tests {
         assert!(!r.refresh(), "second within min_interval does not");
         let own = ns_inode(std::path::Path::new("/proc/self/ns/net")).expect("own");
         assert!(r.get(own).is_some_and(|n| n.pids.iter().any(|p| p.pid == std::process::id())));
+    }
+
+    /// A registry over a fake `/proc` and a scratch Docker root, whose host
+    /// namespace is inode 1 and which never rescans.
+    fn fake_registry(tag: &str, containers: &[(&str, &str, u32, &str)]) -> (Registry, Arc<FakeProc>, PathBuf) {
+        let (src, dir) = docker_sources(tag, containers);
+        let proc = Arc::new(FakeProc::default());
+        let mut r = Registry::with_proc(src, proc.clone());
+        r.host = Some(1);
+        // No rescan of the real /proc: the tests say what exists.
+        r.last = Some(Instant::now());
+        r.min_interval = Duration::from_secs(3600);
+        (r, proc, dir)
+    }
+
+    /// A pid that named a container and is then reused by a process outside
+    /// it does not keep the label, in a namespace that needs no rescan.
+    #[test]
+    fn reused_pid_loses_its_container() {
+        let (mut r, proc, dir) = fake_registry("reuse", &[(A, "web", 10, "bridge")]);
+        r.insert_for_test(ns(800, vec![], vec!["lab"]));
+        proc.set(10, 50, &docker_cg(A), 700);
+        proc.set(20, 60, &docker_cg(A), 700);
+        assert_eq!(r.container_for_pid(20).and_then(|c| c.name), Some("web".into()));
+        proc.exit(20);
+        proc.set(20, 99, "0::/user.slice/user-0.slice/session-1.scope\n", 800);
+        assert_eq!(r.enrich(800, 20, 0), (Some("lab".into()), None));
+        assert_eq!(r.container_for_pid(20), None);
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    /// The host's namespace stays the host's: a host process's events carry
+    /// no container, a host-network container's process its own, and the
+    /// container is listed with the namespace without labelling it.
+    #[test]
+    fn host_network_container_does_not_label_the_host() {
+        let (mut r, proc, dir) = fake_registry("hostnet", &[(B, "hn", 30, "host")]);
+        proc.set(30, 70, &docker_cg(B), 1);
+        proc.set(31, 80, "0::/\n", 1);
+        assert_eq!(r.enrich(1, 31, 0), (None, None));
+        let (name, c) = r.enrich(1, 30, 0);
+        assert_eq!((name, c.and_then(|c| c.name)), (None, Some("hn".into())));
+        assert_eq!(r.enrich(1, 31, 0), (None, None));
+        let host = r.get(1).expect("host adopted");
+        assert_eq!((host.container.clone(), host.containers.len()), (None, 0));
+        assert_eq!(host.host_containers.iter().map(|c| c.label()).collect::<Vec<_>>(), ["hn"]);
+        assert_eq!(r.resolve_container("hn").map(|(_, i)| i), Ok(1));
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    /// The cgroup the kernel saw the sender in decides, after the sender
+    /// exited and whatever its pid became.
+    #[test]
+    fn sender_known_by_its_cgroup_id() {
+        let (mut r, proc, dir) = fake_registry("cgid", &[(B, "hn", 30, "host")]);
+        proc.set(30, 70, &docker_cg(B), 1);
+        proc.cgroups.lock().expect("lock").extend([
+            (500, format!("/docker/{B}")),
+            (501, format!("/user.slice/user-1000.slice/docker-{B}.scope")),
+            (1, "/".to_string()),
+        ]);
+        // A short-lived `docker exec hn ip ...`: gone by the time it is named.
+        assert_eq!(r.enrich(1, 55, 500).1.and_then(|c| c.name), Some("hn".into()));
+        // Its pid now belongs to a host process: the cgroup id still tells.
+        proc.set(55, 99, "0::/\n", 1);
+        assert_eq!(r.enrich(1, 55, 500).1.and_then(|c| c.name), Some("hn".into()));
+        // A look-alike cgroup, whatever the pid's process is now.
+        proc.set(56, 99, &docker_cg(B), 1);
+        assert_eq!(r.enrich(1, 56, 501), (None, None));
+        // The root cgroup says nothing: the pid (with its start time) decides.
+        assert_eq!(r.enrich(1, 56, 1).1.and_then(|c| c.name), Some("hn".into()));
+        assert_eq!(r.enrich(1, 31, 1), (None, None));
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    /// A process in a cgroup a user named after a real, running container
+    /// is not that container, and does not label its namespace.
+    #[test]
+    fn look_alike_cgroup_names_nothing() {
+        let (mut r, proc, dir) = fake_registry("alike", &[(A, "web", 10, "bridge")]);
+        proc.set(10, 50, &docker_cg(A), 700);
+        r.insert_for_test(ns(800, vec![], vec!["lab"]));
+        proc.set(40, 90, &format!("0::/user.slice/user-1000.slice/docker-{A}.scope\n"), 800);
+        assert_eq!(r.enrich(800, 40, 0), (Some("lab".into()), None));
+        // Even in the real container's cgroup, a process in another
+        // namespace does not make that namespace the container's.
+        proc.set(41, 91, &docker_cg(A), 800);
+        let (name, c) = r.enrich(800, 41, 0);
+        assert_eq!((name.as_deref(), c.and_then(|c| c.name).as_deref()), (Some("lab"), Some("web")));
+        assert_eq!(r.container_for_netns(800), None);
+        // Its own first process's namespace is its own.
+        r.insert_for_test(ns(700, vec![], vec![]));
+        assert_eq!(r.enrich(700, 10, 0).1.and_then(|c| c.name), Some("web".into()));
+        assert_eq!(r.container_for_netns(700).and_then(|c| c.name), Some("web".into()));
+        assert_eq!(r.netns_name(700).as_deref(), Some("web"));
+        let _ = fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -104,7 +104,7 @@ impl Selection {
         match &self.scope {
             Scope::All => true,
             Scope::Netns(only) => n.inode == *only,
-            Scope::Container(id) => n.containers.iter().any(|c| &c.id == id),
+            Scope::Container(id) => n.has_container(id),
         }
     }
 }

@@ -517,7 +517,7 @@ pub async fn run(
                 if !nj.wants(&e) {
                     continue;
                 }
-                let (name, container) = registry.enrich(u64::from(e.netns_ino), e.pid);
+                let (name, container) = registry.enrich(u64::from(e.netns_ino), e.pid, e.cgroup_id);
                 if name.is_some() {
                     e.netns_name = name;
                 }
