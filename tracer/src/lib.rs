@@ -7,6 +7,7 @@
 //! The binary is thin: [`run`] is what it and the tests call.
 
 pub mod btf;
+pub mod cache;
 pub mod cli;
 pub mod clock;
 pub mod doctor;

@@ -4,10 +4,13 @@
 
 pub mod decode;
 pub mod enrich;
+pub mod lookup;
 pub mod nfgen;
 pub mod route;
+#[cfg(test)]
+mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use serde_json::{Map, Value, json};
 use tracer_common::netlink::{NetlinkAck, NetlinkSend, Syscall};
@@ -18,7 +21,7 @@ use crate::{
     output::Render,
 };
 use decode::NlHeader;
-use enrich::Enricher;
+use enrich::{EnrichStats, Enricher, IfName};
 use nfgen::GenlFamilies;
 use route::TargetRef;
 
@@ -51,6 +54,9 @@ pub struct NetlinkEvent {
     sock_id: u64,
     target: Option<TargetRef>,
     ns_fds: Vec<(u32, u32)>,
+    /// (namespace, ifindex) whose names were being looked up when the
+    /// request was read: it is held until they are in (see [`Correlator::ready`]).
+    lookups: Vec<(u64, u32)>,
 }
 
 impl NetlinkEvent {
@@ -147,24 +153,78 @@ impl Render for NetlinkEvent {
 /// How long a request waits for its answer before it is printed without one.
 pub const ACK_WAIT_NS: u64 = 300_000_000;
 
+/// Requests waiting for their answer, at most. A sender that never reads
+/// its answers (or sends faster than it reads) would otherwise make this
+/// queue grow for as long as it sends: past the cap, the oldest requests
+/// are printed at once without their result, and counted.
+pub const MAX_PENDING: usize = 16_384;
+/// The same, by the memory the waiting requests take (estimated from their
+/// length: each may carry up to 16 KiB of attributes).
+pub const MAX_PENDING_BYTES: usize = 24 << 20;
+
+/// A request waiting for its answer.
+struct Pending {
+    /// Kernel monotonic time it was sent at.
+    ts: u64,
+    /// Its estimated size in memory.
+    bytes: usize,
+    e: NetlinkEvent,
+}
+
+/// What the correlator had to give up on, for the summary at exit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CorrelatorStats {
+    /// Requests printed before their answer came because too many waited.
+    pub flushed_early: u64,
+    /// The most requests that waited at once.
+    pub max_pending: usize,
+    pub enrich: EnrichStats,
+}
+
 /// Pairs requests with answers. Requests come out in the order they were sent.
 pub struct Correlator {
     clock: Clock,
-    pending: Vec<(u64, NetlinkEvent)>,
-    by_key: HashMap<(u64, u32), usize>,
+    pending: VecDeque<Pending>,
+    /// The position of `pending[0]` in the sequence of all requests ever
+    /// queued, so that `by_key` stays valid as requests leave the front.
+    base: u64,
+    pending_bytes: usize,
+    /// (socket, seq) -> position in that sequence.
+    by_key: HashMap<(u64, u32), u64>,
     families: GenlFamilies,
     enricher: Enricher,
+    stats: CorrelatorStats,
 }
 
 impl Correlator {
     pub fn new(clock: Clock) -> Self {
+        Self::with_enricher(clock, Enricher::new())
+    }
+
+    pub fn with_enricher(clock: Clock, enricher: Enricher) -> Self {
         Self {
             clock,
-            pending: Vec::new(),
+            pending: VecDeque::new(),
+            base: 0,
+            pending_bytes: 0,
             by_key: HashMap::new(),
             families: GenlFamilies::load(),
-            enricher: Enricher::new(),
+            enricher,
+            stats: CorrelatorStats::default(),
         }
+    }
+
+    pub fn stats(&self) -> CorrelatorStats {
+        CorrelatorStats { enrich: self.enricher.stats(), ..self.stats }
+    }
+
+    /// One line for stderr at exit.
+    pub fn summary(&self) -> String {
+        let s = self.stats();
+        format!(
+            "netlink: {} interface-name lookups ({} refused, lookup thread busy; {} names evicted), {} requests printed before their answer ({} waiting at most, cap {MAX_PENDING})",
+            s.enrich.lookups, s.enrich.over_budget, s.enrich.evicted, s.flushed_early, s.max_pending
+        )
     }
 
     /// Takes one raw event; sends become pending requests, acks fill results.
@@ -214,11 +274,15 @@ impl Correlator {
                 sock_id: meta.sock_id,
                 target: msg.decoded.target,
                 ns_fds: ns_fds.clone(),
+                lookups: Vec::new(),
             };
             let mut e = e;
             self.resolve_early(&mut e);
-            self.by_key.insert((meta.sock_id, e.header.seq), self.pending.len());
-            self.pending.push((ev.header.ts_ns, e));
+            let bytes = 512 + 2 * (msg.header.len as usize).min(data.len());
+            self.by_key.insert((meta.sock_id, e.header.seq), self.base + self.pending.len() as u64);
+            self.pending_bytes += bytes;
+            self.pending.push_back(Pending { ts: ev.header.ts_ns, bytes, e });
+            self.stats.max_pending = self.stats.max_pending.max(self.pending.len());
         }
     }
 
@@ -228,38 +292,58 @@ impl Correlator {
         let data = &data[..(meta.data_len as usize).min(data.len())];
         for ack in decode::parse_acks(data) {
             if let Some(&i) = self.by_key.get(&(meta.sock_id, ack.seq))
-                && let Some((_, e)) = self.pending.get_mut(i)
-                    && e.sock_id == meta.sock_id && e.header.seq == ack.seq && e.result.is_none() {
-                        e.result = Some(ack.errno);
-                        e.extack = ack.extack;
-                    }
+                && let Some(p) = i.checked_sub(self.base).and_then(|i| self.pending.get_mut(i as usize))
+                && p.e.sock_id == meta.sock_id
+                && p.e.header.seq == ack.seq
+                && p.e.result.is_none()
+            {
+                p.e.result = Some(ack.errno);
+                p.e.extack = ack.extack;
+            }
         }
     }
 
-    /// Requests ready to print: answered, or waited for long enough
-    /// (`now_ns` in kernel monotonic time). `flush_all` empties the queue.
+    /// Requests ready to print: answered (and their interface names looked
+    /// up), or waited for long enough (`now_ns` in kernel monotonic time),
+    /// or pushed out by the caps ([`MAX_PENDING`], [`MAX_PENDING_BYTES`]).
+    /// `flush_all` empties the queue.
     pub fn ready(&mut self, now_ns: u64, flush_all: bool) -> Vec<NetlinkEvent> {
+        self.enricher.poll();
+        // Over the caps, the oldest go now, answered or not.
+        let (mut forced, mut len, mut bytes) = (0, self.pending.len(), self.pending_bytes);
+        for p in &self.pending {
+            if len <= MAX_PENDING && bytes <= MAX_PENDING_BYTES {
+                break;
+            }
+            forced += 1;
+            len -= 1;
+            bytes -= p.bytes;
+        }
         // Print in send order: stop at the first request still waiting.
         let mut n = 0;
-        for (ts, e) in &self.pending {
-            let waited = now_ns.saturating_sub(*ts) >= ACK_WAIT_NS;
-            if flush_all || e.result.is_some() || waited {
+        for (i, p) in self.pending.iter().enumerate() {
+            let waited = now_ns.saturating_sub(p.ts) >= ACK_WAIT_NS;
+            let named = p.e.lookups.iter().all(|(ino, idx)| !self.enricher.awaiting(*ino, *idx));
+            if flush_all || i < forced || waited || (p.e.result.is_some() && named) {
+                if !flush_all && !waited && p.e.result.is_none() {
+                    self.stats.flushed_early += 1;
+                }
                 n += 1;
             } else {
                 break;
             }
         }
-        if n == 0 {
-            return Vec::new();
-        }
-        let out: Vec<NetlinkEvent> = self.pending.drain(..n).map(|(_, e)| e).collect();
-        let out = out.into_iter().map(|mut e| {
-            self.enrich(&mut e);
-            e
-        }).collect();
-        self.by_key.clear();
-        for (i, (_, e)) in self.pending.iter().enumerate() {
-            self.by_key.insert((e.sock_id, e.header.seq), i);
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let Some(mut p) = self.pending.pop_front() else { break };
+            let key = (p.e.sock_id, p.e.header.seq);
+            if self.by_key.get(&key) == Some(&self.base) {
+                self.by_key.remove(&key);
+            }
+            self.base += 1;
+            self.pending_bytes -= p.bytes;
+            self.enrich(&mut p.e);
+            out.push(p.e);
         }
         out
     }
@@ -283,25 +367,35 @@ impl Correlator {
         self.learn_links(e);
     }
 
-    /// Puts names next to interface indexes; with `final_pass`, a name that
-    /// cannot be found is reported as `null`.
+    /// Puts names next to interface indexes. The first pass (when the
+    /// request is read) takes what the cache knows and starts lookups for
+    /// the rest; the final pass (when it is printed) takes their answers,
+    /// and a name that could not be found is reported as `null`.
     fn name_indexes(&mut self, e: &mut NetlinkEvent, final_pass: bool) {
         let ino = u64::from(e.netns_ino);
         for (idx_key, name_key) in [("ifindex", "ifname"), ("master_index", "master"), ("oif_index", "oif"), ("iif_index", "iif"), ("link_index", "link")] {
-            let Some(idx) = e.attrs.get(idx_key).and_then(Value::as_u64) else { continue };
+            let Some(idx) = e.attrs.get(idx_key).and_then(Value::as_u64).and_then(|i| u32::try_from(i).ok()) else { continue };
             if let Some(n) = e.attrs.get(name_key).and_then(Value::as_str) {
-                let n = n.to_string();
-                self.enricher.learn(ino, idx as u32, &n);
+                // Only a request the kernel accepted says what a link is
+                // called: anyone may send any name (and unprivileged users
+                // do), and the kernel refuses it.
+                if final_pass && e.result == Some(0) {
+                    let n = n.to_string();
+                    self.enricher.learn(ino, idx, &n);
+                }
                 continue;
             }
-            match self.enricher.ifname(ino, e.pid, idx as u32) {
-                Some(name) => {
+            if final_pass {
+                let name = self.enricher.cached_name(ino, idx).map_or(Value::Null, Value::from);
+                e.attrs.insert(name_key.to_string(), name);
+                continue;
+            }
+            match self.enricher.ifname(ino, e.pid, idx) {
+                IfName::Known(name) => {
                     e.attrs.insert(name_key.to_string(), json!(name));
                 }
-                None if final_pass => {
-                    e.attrs.insert(name_key.to_string(), Value::Null);
-                }
-                None => {}
+                IfName::Pending => e.lookups.push((ino, idx)),
+                IfName::Unknown => {}
             }
         }
     }
