@@ -286,6 +286,7 @@ pub async fn run_netlink(job: NetlinkJob, common: CommonArgs, shutdown: impl Fut
         }
     }
     let summary: Vec<String> = lost.totals().iter().map(|(s, n)| format!("{s}={n}")).collect();
+    eprintln!("tracer: {}", corr.summary());
     eprintln!("tracer: {} events, lost: {}", sink.written, summary.join(" "));
     Ok(sink.written)
 }

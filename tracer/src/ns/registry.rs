@@ -18,7 +18,16 @@ use super::{
     links::{RawLink, Rtnl},
     runtime,
 };
-use crate::sys::{in_netns, ns_inode};
+use crate::{
+    cache::BoundedMap,
+    sys::{in_netns, ns_inode},
+};
+
+/// Processes whose container is remembered, at most (senders come and go
+/// faster than rescans forget them); the oldest looked up go first.
+pub const PIDS_MAX: usize = 16_384;
+/// Container names and failed name lookups remembered, at most.
+pub const CONTAINER_NAMES_MAX: usize = 4096;
 
 pub struct Registry {
     src: runtime::Sources,
@@ -26,11 +35,11 @@ pub struct Registry {
     /// pid -> its container without the name (names live in `names`), and
     /// when that was read: a process is moved into its container's cgroup
     /// just after it starts, so "no container" is read again later.
-    pids: HashMap<u32, (Option<Container>, Instant)>,
+    pids: BoundedMap<u32, (Option<Container>, Instant)>,
     /// container id -> name.
-    names: HashMap<String, String>,
+    names: BoundedMap<String, String>,
     /// container id -> when a name was last looked for and not found.
-    name_miss: HashMap<String, Instant>,
+    name_miss: BoundedMap<String, Instant>,
     containerd_ns: Vec<String>,
     last: Option<Instant>,
     host: Option<u64>,
@@ -53,9 +62,9 @@ impl Registry {
         Self {
             src,
             ns: BTreeMap::new(),
-            pids: HashMap::new(),
-            names: HashMap::new(),
-            name_miss: HashMap::new(),
+            pids: BoundedMap::new(PIDS_MAX),
+            names: BoundedMap::new(CONTAINER_NAMES_MAX),
+            name_miss: BoundedMap::new(CONTAINER_NAMES_MAX),
             containerd_ns: Vec::new(),
             last: None,
             // kthreadd (pid 2) is always in the initial namespace, and stays
@@ -428,6 +437,25 @@ mod tests {
         let e = r.resolve_container("web").expect_err("none").to_string();
         assert!(e.contains("no running containers were found"), "{e}");
         assert_eq!(e.lines().count(), 1);
+    }
+
+    #[test]
+    fn per_process_and_per_container_caches_are_bounded() {
+        let mut r = Registry::new();
+        for pid in 0..(PIDS_MAX as u32 + 100) {
+            r.pids.insert(pid, (None, Instant::now()));
+        }
+        r.names.extend((0..CONTAINER_NAMES_MAX + 100).map(|i| (format!("{i:064x}"), format!("c{i}"))));
+        for i in 0..CONTAINER_NAMES_MAX + 100 {
+            r.name_miss.insert(format!("{i:064x}"), Instant::now());
+        }
+        assert_eq!((r.pids.len(), r.names.len(), r.name_miss.len()), (PIDS_MAX, CONTAINER_NAMES_MAX, CONTAINER_NAMES_MAX));
+        // The newest stay: this process's own entry is read again and kept.
+        let me = std::process::id();
+        r.pids.remove(&me);
+        let _ = r.container_for_pid(me);
+        assert!(r.pids.get(&me).is_some());
+        assert!(r.pids.get(&0).is_none());
     }
 
     #[test]
