@@ -3,7 +3,7 @@
 
 usage: nlflood.py COUNT [NAME_LEN] [--as-nobody]
   COUNT RTM_SETLINK requests, each with an IFLA_IFNAME of NAME_LEN bytes
-  (default 4096, far beyond IFNAMSIZ) and a random ifindex, sent as fast as
+  (default 4096, far beyond IFNAMSIZ; 0: no name) and a random ifindex, sent as fast as
   possible on one socket whose answers are never read. With --as-nobody the
   process drops to the user `nobody` before opening the socket: the kernel
   refuses every request (EPERM), but the syscall tracepoints see them all.
@@ -36,9 +36,11 @@ def main():
     if "--as-nobody" in sys.argv:
         drop_to_nobody()
     print(os.getpid(), flush=True)
-    name = (b"x" * name_len) + b"\0"
-    attr_len = 4 + len(name)
-    attr = struct.pack("HH", attr_len, IFLA_IFNAME) + name + b"\0" * ((4 - attr_len % 4) % 4)
+    attr = b""
+    if name_len > 0:
+        name = (b"x" * name_len) + b"\0"
+        attr_len = 4 + len(name)
+        attr = struct.pack("HH", attr_len, IFLA_IFNAME) + name + b"\0" * ((4 - attr_len % 4) % 4)
     # nlmsghdr (16) + ifinfomsg (16) + the name.
     msg = bytearray(struct.pack("IHHII", 32 + len(attr), RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK, 0, 0)
                     + struct.pack("BBHiII", socket.AF_UNSPEC, 0, 0, 0, 0, 0) + attr)

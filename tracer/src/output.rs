@@ -42,6 +42,11 @@ impl Sink {
         self.written += 1;
     }
 
+    /// Bytes deferred and not yet written.
+    pub fn buffered(&self) -> usize {
+        self.pending.len()
+    }
+
     pub fn flush(&mut self) -> io::Result<()> {
         if self.pending.is_empty() {
             return Ok(());

@@ -57,11 +57,20 @@ pub struct NetlinkEvent {
     /// (namespace, ifindex) whose names were being looked up when the
     /// request was read: it is held until they are in (see [`Correlator::ready`]).
     lookups: Vec<(u64, u32)>,
+    /// About the memory it takes (see [`NetlinkEvent::mem_bytes`]).
+    mem_bytes: usize,
 }
 
 impl NetlinkEvent {
     pub fn msg_type_name(&self) -> String {
         self.type_name.clone()
+    }
+
+    /// About the memory this event takes, from the length of its message:
+    /// its attributes (names, addresses, decoded or as hex) are at most
+    /// twice the bytes they came from, plus a fixed part.
+    pub fn mem_bytes(&self) -> usize {
+        self.mem_bytes
     }
 
     pub fn is_get(&self) -> bool {
@@ -275,10 +284,11 @@ impl Correlator {
                 target: msg.decoded.target,
                 ns_fds: ns_fds.clone(),
                 lookups: Vec::new(),
+                mem_bytes: 512 + 2 * (msg.header.len as usize).min(data.len()),
             };
             let mut e = e;
             self.resolve_early(&mut e);
-            let bytes = 512 + 2 * (msg.header.len as usize).min(data.len());
+            let bytes = e.mem_bytes;
             self.by_key.insert((meta.sock_id, e.header.seq), self.base + self.pending.len() as u64);
             self.pending_bytes += bytes;
             self.pending.push_back(Pending { ts: ev.header.ts_ns, bytes, e });

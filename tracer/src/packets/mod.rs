@@ -54,6 +54,9 @@ pub const DEFAULT_SNAPLEN: u32 = 128;
 /// How often the ring buffer is drained without being woken.
 pub const DRAIN_INTERVAL: Duration = Duration::from_millis(20);
 
+/// Output bytes deferred before they are written anyway.
+const SINK_MAX_BUFFERED: usize = 1 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum PacketsError {
     #[error(transparent)]
@@ -325,11 +328,10 @@ enum Item {
 
 impl Item {
     /// About the memory it takes: the captured bytes and a fixed part for
-    /// the decoded fields and names (a netlink request's attributes were
-    /// already bounded by the correlator).
+    /// the decoded fields and names.
     fn bytes(&self) -> usize {
         match self {
-            Item::Netlink(_) => 2048,
+            Item::Netlink(e) => e.mem_bytes(),
             Item::Packet(p) => 512 + p.frame.len(),
             Item::Path(p) => p.hops.iter().map(|h| 512 + h.frame.len()).sum(),
         }
@@ -533,7 +535,14 @@ pub async fn run(
             let Some(item) = merger.pop_ready(now_wall, done) else { break };
             match (&mut out, &item) {
                 (Out::Pcapng(w, _), Item::Packet(p)) => w.write(p).map_err(PacketsError::from)?,
-                (Out::Pcapng(_, sink), _) | (Out::Sink(sink), _) => sink.defer(item.render()),
+                (Out::Pcapng(_, sink), _) | (Out::Sink(sink), _) => {
+                    sink.defer(item.render());
+                    // Lines are written once per pass, but a pass may let
+                    // out tens of thousands: not all of them in one buffer.
+                    if sink.buffered() > SINK_MAX_BUFFERED {
+                        sink.flush()?;
+                    }
+                }
             }
             written += 1;
             if common.count.is_some_and(|c| written >= c) {
