@@ -191,6 +191,9 @@ impl Enricher {
             None if index == 0 => return IfName::Unknown,
             None => {}
         }
+        if self.lookups.busy() {
+            return IfName::Unknown;
+        }
         let now = Instant::now();
         let Some(ns) = self.netns_file(ino, pid) else {
             self.ifnames.insert((ino, index), (Entry::Missing, now));
@@ -251,7 +254,7 @@ impl Enricher {
             return;
         }
         let key = (ino, name.to_string());
-        if self.created.get(&key).is_some_and(|at| at.elapsed() < IFNAME_TTL) {
+        if self.created.get(&key).is_some_and(|at| at.elapsed() < IFNAME_TTL) || self.lookups.busy() {
             return;
         }
         let Some(ns) = self.netns_file(ino, pid) else { return };
