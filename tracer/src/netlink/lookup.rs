@@ -60,13 +60,19 @@ pub enum Answer {
     Index { ino: u64, name: String, index: Option<u32> },
 }
 
-type Resolver = Box<dyn FnMut(Request) -> Answer + Send>;
+/// What answers the requests of a [`Worker`], on its thread.
+pub type Resolver<Q, A> = Box<dyn FnMut(Q) -> A + Send>;
 
-/// The lookup thread, started by the first request.
-pub struct Lookups {
-    resolver: Option<Resolver>,
-    tx: Option<SyncSender<Request>>,
-    rx: Option<Receiver<Answer>>,
+/// Interface-name lookups.
+pub type Lookups = Worker<Request, Answer>;
+
+/// A thread answering requests of type `Q` with answers of type `A`, fed
+/// through a bounded queue, started by the first request.
+pub struct Worker<Q, A> {
+    name: &'static str,
+    resolver: Option<Resolver<Q, A>>,
+    tx: Option<SyncSender<Q>>,
+    rx: Option<Receiver<A>>,
     queue: usize,
     /// Requests handed to the thread.
     pub submitted: u64,
@@ -89,8 +95,15 @@ impl Lookups {
     }
 
     /// Lookups answered by `resolver` on the thread (tests give their own).
-    pub fn with_resolver(queue: usize, resolver: Resolver) -> Self {
-        Self { resolver: Some(resolver), tx: None, rx: None, queue, submitted: 0, over_budget: 0, answered: 0 }
+    pub fn with_resolver(queue: usize, resolver: Resolver<Request, Answer>) -> Self {
+        Worker::named("tracer-lookup", queue, resolver)
+    }
+}
+
+impl<Q: Send + 'static, A: Send + 'static> Worker<Q, A> {
+    /// A worker whose thread, `name`, answers with `resolver`.
+    pub fn named(name: &'static str, queue: usize, resolver: Resolver<Q, A>) -> Self {
+        Self { name, resolver: Some(resolver), tx: None, rx: None, queue, submitted: 0, over_budget: 0, answered: 0 }
     }
 
     /// Whether a request would be refused now: as many are on their way as
@@ -106,7 +119,7 @@ impl Lookups {
 
     /// Hands a request to the thread without waiting. `false`: the queue is
     /// full (counted) or the thread is gone; the answer is "unknown".
-    pub fn submit(&mut self, req: Request) -> bool {
+    pub fn submit(&mut self, req: Q) -> bool {
         if self.tx.is_none() {
             self.start();
         }
@@ -128,20 +141,20 @@ impl Lookups {
     }
 
     /// The answers that came in since the last call.
-    pub fn answers(&mut self) -> Vec<Answer> {
-        let a: Vec<Answer> = self.rx.as_ref().map(|rx| rx.try_iter().collect()).unwrap_or_default();
+    pub fn answers(&mut self) -> Vec<A> {
+        let a: Vec<A> = self.rx.as_ref().map(|rx| rx.try_iter().collect()).unwrap_or_default();
         self.answered += a.len() as u64;
         a
     }
 
     fn start(&mut self) {
         let Some(mut resolver) = self.resolver.take() else { return };
-        let (req_tx, req_rx) = mpsc::sync_channel::<Request>(self.queue);
+        let (req_tx, req_rx) = mpsc::sync_channel::<Q>(self.queue);
         // Unbounded, but never longer than the requests the loop handed
         // over: each request gives one answer.
         let (ans_tx, ans_rx) = mpsc::channel();
-        let spawned = std::thread::Builder::new().name("tracer-lookup".into()).spawn(move || {
-            // Ends when the sending side (the Enricher) is dropped.
+        let spawned = std::thread::Builder::new().name(self.name.into()).spawn(move || {
+            // Ends when the sending side (the Worker) is dropped.
             while let Ok(req) = req_rx.recv() {
                 if ans_tx.send(resolver(req)).is_err() {
                     break;
@@ -228,7 +241,7 @@ mod tests {
 
     use super::*;
 
-    fn slow(per_lookup: Duration) -> Resolver {
+    fn slow(per_lookup: Duration) -> Resolver<Request, Answer> {
         Box::new(move |req: Request| {
             std::thread::sleep(per_lookup);
             match req.query {

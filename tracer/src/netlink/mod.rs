@@ -4,6 +4,7 @@
 
 pub mod decode;
 pub mod enrich;
+pub mod identity;
 pub mod lookup;
 pub mod nfgen;
 pub mod route;
@@ -22,6 +23,7 @@ use crate::{
 };
 use decode::NlHeader;
 use enrich::{EnrichStats, Enricher, IfName};
+use identity::Identities;
 use nfgen::GenlFamilies;
 use route::TargetRef;
 
@@ -202,15 +204,17 @@ pub struct Correlator {
     by_key: HashMap<(u64, u32), u64>,
     families: GenlFamilies,
     enricher: Enricher,
+    identities: Identities,
     stats: CorrelatorStats,
 }
 
 impl Correlator {
     pub fn new(clock: Clock) -> Self {
-        Self::with_enricher(clock, Enricher::new())
+        Self::with_parts(clock, Enricher::new(), Identities::new())
     }
 
-    pub fn with_enricher(clock: Clock, enricher: Enricher) -> Self {
+    /// A correlator whose lookups go where the parts say (tests give fakes).
+    pub fn with_parts(clock: Clock, enricher: Enricher, identities: Identities) -> Self {
         Self {
             clock,
             pending: VecDeque::new(),
@@ -219,6 +223,7 @@ impl Correlator {
             by_key: HashMap::new(),
             families: GenlFamilies::load(),
             enricher,
+            identities,
             stats: CorrelatorStats::default(),
         }
     }
@@ -230,8 +235,9 @@ impl Correlator {
     /// One line for stderr at exit.
     pub fn summary(&self) -> String {
         let s = self.stats();
+        let (asked, refused) = self.identities.counts();
         format!(
-            "netlink: {} interface-name lookups ({} refused, lookup thread busy; {} names evicted), {} requests printed before their answer ({} waiting at most, cap {MAX_PENDING})",
+            "netlink: {} interface-name lookups ({} refused, lookup thread busy; {} names evicted), {asked} sender identities asked ({refused} refused, registry thread busy), {} requests printed before their answer ({} waiting at most, cap {MAX_PENDING})",
             s.enrich.lookups, s.enrich.over_budget, s.enrich.evicted, s.flushed_early, s.max_pending
         )
     }
@@ -253,6 +259,9 @@ impl Correlator {
         let wall_ns = self.clock.wall_ns(ev.header.ts_ns);
         let ns_fds: Vec<(u32, u32)> =
             meta.ns_fds.iter().zip(meta.ns_inos.iter()).filter(|(_, i)| **i != 0).map(|(f, i)| (*f, *i)).collect();
+        // Now, while the sender still exists: `ip` is gone long before its
+        // request is printed.
+        self.identities.request((u64::from(ev.header.netns_ino), ev.tgid()));
         for msg in decode::split_messages(meta.protocol, data) {
             let type_name = match meta.protocol {
                 decode::NETLINK_GENERIC if msg.header.msg_type >= 16 => match self.families.name(msg.header.msg_type) {
@@ -319,6 +328,7 @@ impl Correlator {
     /// `flush_all` empties the queue.
     pub fn ready(&mut self, now_ns: u64, flush_all: bool) -> Vec<NetlinkEvent> {
         self.enricher.poll();
+        self.identities.poll();
         // Over the caps, the oldest go now, answered or not.
         let (mut forced, mut len, mut bytes) = (0, self.pending.len(), self.pending_bytes);
         for p in &self.pending {
@@ -333,7 +343,8 @@ impl Correlator {
         let mut n = 0;
         for (i, p) in self.pending.iter().enumerate() {
             let waited = now_ns.saturating_sub(p.ts) >= ACK_WAIT_NS;
-            let named = p.e.lookups.iter().all(|(ino, idx)| !self.enricher.awaiting(*ino, *idx));
+            let named = p.e.lookups.iter().all(|(ino, idx)| !self.enricher.awaiting(*ino, *idx))
+                && !self.identities.awaiting((u64::from(p.e.netns_ino), p.e.pid));
             if flush_all || i < forced || waited || (p.e.result.is_some() && named) {
                 if !flush_all && !waited && p.e.result.is_none() {
                     self.stats.flushed_early += 1;
@@ -410,10 +421,19 @@ impl Correlator {
         }
     }
 
-    /// Fills in names: namespace, interfaces behind indexes, target namespace.
+    /// Fills in names: namespace, container, interfaces behind indexes,
+    /// target namespace.
     fn enrich(&mut self, e: &mut NetlinkEvent) {
         let ino = u64::from(e.netns_ino);
         e.netns_name = self.enricher.netns_name(ino);
+        // The registry's name (a container's, else /run/netns) wins over the
+        // enricher's; the enricher still names Docker's sandboxes.
+        if let Some(id) = self.identities.get((ino, e.pid)) {
+            if id.netns_name.is_some() {
+                e.netns_name = id.netns_name.clone();
+            }
+            e.container = id.container.clone();
+        }
         if e.protocol != decode::NETLINK_ROUTE || e.is_get() {
             return;
         }

@@ -16,6 +16,7 @@ use tracer_common::{
 use super::{
     ACK_WAIT_NS, Correlator, MAX_PENDING, MAX_PENDING_BYTES,
     enrich::Enricher,
+    identity::{Identities, Identity, Sender},
     lookup::{Answer, Lookups, Query, Request},
 };
 use crate::{clock::Clock, event::RawEvent, sys};
@@ -104,7 +105,7 @@ fn correlator(delay: Duration) -> Correlator {
             }
         }),
     );
-    Correlator::with_enricher(Clock::new(), Enricher::with_lookups(lookups))
+    Correlator::with_parts(Clock::new(), Enricher::with_lookups(lookups), Identities::off())
 }
 
 #[test]
@@ -216,4 +217,31 @@ fn only_accepted_requests_teach_names() {
     assert_eq!(c.ready(2, false).len(), 2);
     assert_eq!(c.enricher.cached_name(ino, 9), None, "EPERM: the kernel took no name");
     assert_eq!(c.enricher.cached_name(ino, 8).as_deref(), Some("goodgoodgoodgoo"), "cut to IFNAMSIZ");
+}
+
+#[test]
+fn a_request_is_held_until_the_registry_says_who_sent_it() {
+    let ids = Identities::with_resolver(
+        8,
+        Box::new(|who: Sender| {
+            std::thread::sleep(Duration::from_millis(150));
+            let c = serde_json::json!({"runtime": "docker", "id": "c0ffee", "name": "web"});
+            (who, Identity { netns_name: Some("web".into()), container: Some(c) })
+        }),
+    );
+    let lookups = Lookups::with_resolver(8, Box::new(|r: Request| Answer::Name { ino: r.ino, index: 0, name: None }));
+    let mut c = Correlator::with_parts(Clock::new(), Enricher::with_lookups(lookups), ids);
+    c.push(&send(1, &setlink(1, 0, Some("eth0"))));
+    c.push(&ack(1, 0));
+    let start = Instant::now();
+    let mut out = c.ready(2, false);
+    while out.is_empty() && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
+        out = c.ready(2, false);
+    }
+    assert!(start.elapsed() >= Duration::from_millis(100), "held for the registry: {:?}", start.elapsed());
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].netns_name.as_deref(), Some("web"));
+    assert_eq!(out[0].container.as_ref().map(|c| c["name"].clone()), Some(serde_json::json!("web")));
+    assert_eq!(c.identities.counts(), (1, 0));
 }

@@ -39,7 +39,7 @@ use crate::{
     event::{RawEvent, read_pod},
     hooks,
     netlink::{self, NetlinkEvent},
-    ns::{self, Iface, Registry},
+    ns::{self, Iface},
     output::{Render, Sink},
     reader::{LostTracker, Reader},
 };
@@ -461,8 +461,6 @@ pub async fn run(
     let hold_ns = if netlink_job.is_some() { netlink::ACK_WAIT_NS + 100_000_000 } else { 0 };
     let mut merger = Merger::new(hold_ns);
     let mut lost = LostTracker::default();
-    // Names and containers of netlink senders (see run_netlink).
-    let mut registry = Registry::new();
     let mut written: u64 = 0;
 
     tokio::pin!(shutdown);
@@ -514,15 +512,10 @@ pub async fn run(
         }
         let now_wall = clock.wall_ns(Clock::now_mono_ns());
         if let Some(nj) = &netlink_job {
-            for mut e in corr.ready(Clock::now_mono_ns(), done) {
+            for e in corr.ready(Clock::now_mono_ns(), done) {
                 if !nj.wants(&e) {
                     continue;
                 }
-                let (name, container) = registry.enrich(u64::from(e.netns_ino), e.pid);
-                if name.is_some() {
-                    e.netns_name = name;
-                }
-                e.container = container.and_then(|c| serde_json::to_value(c).ok());
                 merger.push(Item::Netlink(Box::new(e)));
             }
         }
