@@ -162,7 +162,9 @@ mod tests {
         }
         assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
         let (asked, refused) = ids.counts();
-        assert_eq!((asked, asked + refused), (9, 10_000));
+        // The queue, and the one the thread may have taken already.
+        assert!((8..=9).contains(&asked), "{asked}");
+        assert_eq!(asked + refused, 10_000);
         assert!(!ids.awaiting((1, 9_999)) && ids.get((1, 9_999)).is_none());
         assert!(ids.cache.len() <= IDENTITY_CACHE_MAX);
     }

@@ -70,7 +70,7 @@ impl NetlinkEvent {
 
     /// About the memory this event takes, from the length of its message:
     /// its attributes (names, addresses, decoded or as hex) are at most
-    /// twice the bytes they came from, plus a fixed part.
+    /// twice the bytes they came from, plus [`EVENT_BASE_BYTES`].
     pub fn mem_bytes(&self) -> usize {
         self.mem_bytes
     }
@@ -172,6 +172,11 @@ pub const MAX_PENDING: usize = 16_384;
 /// The same, by the memory the waiting requests take (estimated from their
 /// length: each may carry up to 16 KiB of attributes).
 pub const MAX_PENDING_BYTES: usize = 24 << 20;
+
+/// What a request's event takes in memory besides its attributes' text:
+/// the struct, its strings, and the attribute map's node (measured: a
+/// little over 1 KiB for a request of a few attributes).
+pub const EVENT_BASE_BYTES: usize = 1024;
 
 /// A request waiting for its answer.
 struct Pending {
@@ -293,7 +298,7 @@ impl Correlator {
                 target: msg.decoded.target,
                 ns_fds: ns_fds.clone(),
                 lookups: Vec::new(),
-                mem_bytes: 512 + 2 * (msg.header.len as usize).min(data.len()),
+                mem_bytes: EVENT_BASE_BYTES + 2 * (msg.header.len as usize).min(data.len()),
             };
             let mut e = e;
             self.resolve_early(&mut e);

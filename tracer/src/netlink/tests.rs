@@ -14,7 +14,7 @@ use tracer_common::{
 };
 
 use super::{
-    ACK_WAIT_NS, Correlator, MAX_PENDING, MAX_PENDING_BYTES,
+    ACK_WAIT_NS, Correlator, EVENT_BASE_BYTES, MAX_PENDING, MAX_PENDING_BYTES,
     enrich::Enricher,
     identity::{Identities, Identity, Sender},
     lookup::{Answer, Lookups, Query, Request},
@@ -134,7 +134,7 @@ fn a_sender_that_never_reads_answers_cannot_grow_the_queue() {
 fn large_requests_are_capped_by_their_size() {
     let mut c = correlator(Duration::ZERO);
     let name = "n".repeat(8192);
-    let per = 512 + 2 * setlink(0, 0, Some(&name)).len();
+    let per = EVENT_BASE_BYTES + 2 * setlink(0, 0, Some(&name)).len();
     let fits = MAX_PENDING_BYTES / per;
     for seq in 0..(fits + 50) as u32 {
         c.push(&send(1, &setlink(seq, 0, Some(&name))));
