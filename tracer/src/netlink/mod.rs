@@ -168,10 +168,10 @@ pub const ACK_WAIT_NS: u64 = 300_000_000;
 /// its answers (or sends faster than it reads) would otherwise make this
 /// queue grow for as long as it sends: past the cap, the oldest requests
 /// are printed at once without their result, and counted.
-pub const MAX_PENDING: usize = 16_384;
+pub const MAX_PENDING: usize = 8192;
 /// The same, by the memory the waiting requests take (estimated from their
 /// length: each may carry up to 16 KiB of attributes).
-pub const MAX_PENDING_BYTES: usize = 24 << 20;
+pub const MAX_PENDING_BYTES: usize = 16 << 20;
 
 /// What a request's event takes in memory besides its attributes' text:
 /// the struct, its strings, and the attribute map's node (measured: a

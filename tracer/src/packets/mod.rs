@@ -359,8 +359,8 @@ impl Item {
 /// packets, 60 MiB): past either cap, the oldest come out before their hold is
 /// over, counted, which may put a late netlink request after packets that
 /// followed it.
-const MERGER_MAX_ITEMS: usize = 32_768;
-const MERGER_MAX_BYTES: usize = 24 << 20;
+const MERGER_MAX_ITEMS: usize = 16_384;
+const MERGER_MAX_BYTES: usize = 16 << 20;
 
 /// Holds items for `hold_ns` so that late ones (netlink requests wait for
 /// their answer) still come out in time order.
