@@ -8,7 +8,8 @@
 //! and nothing queues without bound. Answers come back on a channel the
 //! event loop polls; the requests it waits for are held (see
 //! [`super::Correlator::ready`]) until their answers are in or their time
-//! is up.
+//! is up. The thread and its queue are a generic [`Worker`], which also
+//! runs the namespace registry (see [`super::identity`]).
 
 use std::{
     fs::File,
