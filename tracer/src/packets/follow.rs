@@ -139,7 +139,7 @@ pub struct Topology {
 /// How long the name of a vanished interface or namespace is remembered.
 const FORGET_AFTER: Duration = Duration::from_secs(30);
 /// Interfaces named, at most (traced ones and those gone for less than
-/// [`FORGET_AFTER`]); the oldest seen go first.
+/// 30 s); the oldest seen go first.
 pub const TOPO_IFACES_MAX: usize = 65_536;
 /// Namespaces named, at most.
 pub const TOPO_NAMESPACES_MAX: usize = 16_384;
