@@ -21,6 +21,7 @@ use serde_json::Value;
 
 pub mod bench;
 pub mod docker;
+pub mod flood;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 

@@ -8,6 +8,7 @@
 
 pub mod btf;
 pub mod cbpf;
+pub mod cache;
 pub mod cli;
 pub mod clock;
 pub mod doctor;
@@ -233,10 +234,6 @@ pub async fn run_netlink(job: NetlinkJob, common: CommonArgs, shutdown: impl Fut
     let mut corr = netlink::Correlator::new(clock);
     let mut sink = Sink::new(common.json);
     let mut lost = LostTracker::default();
-    // Namespace names and containers; refreshed (rate limited) when an
-    // event comes from a namespace it does not know or cannot name yet.
-    let mut registry = ns::Registry::new();
-    registry.refresh();
     eprintln!("tracer: ready: netlink audit attached to {} tracepoints", hooks::NETLINK_HOOKS.len());
 
     tokio::pin!(shutdown);
@@ -263,17 +260,11 @@ pub async fn run_netlink(job: NetlinkJob, common: CommonArgs, shutdown: impl Fut
                 corr.push(&ev);
             }
         }
-        for mut e in corr.ready(Clock::now_mono_ns(), flush_all) {
+        // Named and attributed to their container by the correlator.
+        for e in corr.ready(Clock::now_mono_ns(), flush_all) {
             if !job.wants(&e) {
                 continue;
             }
-            // The registry's name (a container's, else /run/netns) wins over
-            // the correlator's; the correlator still names Docker's sandboxes.
-            let (name, container) = registry.enrich(u64::from(e.netns_ino), e.pid, e.cgroup_id);
-            if name.is_some() {
-                e.netns_name = name;
-            }
-            e.container = container.and_then(|c| serde_json::to_value(c).ok());
             sink.emit(&e)?;
             if common.count.is_some_and(|c| sink.written >= c) {
                 done = true;
@@ -285,6 +276,7 @@ pub async fn run_netlink(job: NetlinkJob, common: CommonArgs, shutdown: impl Fut
         }
     }
     let summary = lost.summary();
+    eprintln!("tracer: {}", corr.summary());
     eprintln!("tracer: {} events, lost: {summary}", sink.written);
     Ok(sink.written)
 }

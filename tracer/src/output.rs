@@ -203,6 +203,11 @@ impl Sink {
         }
     }
 
+    /// Bytes deferred and not yet written.
+    pub fn buffered(&self) -> usize {
+        self.pending.len()
+    }
+
     pub fn flush(&mut self) -> io::Result<()> {
         if self.pending.is_empty() {
             return Ok(());

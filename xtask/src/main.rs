@@ -337,7 +337,7 @@ fn main() -> ExitCode {
 }
 
 /// Benchmark binaries of tests/src/bin, run in this order.
-const BENCHES: &[&str] = &["bench-netlink", "bench-packets", "bench-top"];
+const BENCHES: &[&str] = &["bench-netlink", "bench-packets", "bench-top", "bench-flood"];
 
 fn bench(args: &[String]) -> Result<()> {
     let bin = build()?;

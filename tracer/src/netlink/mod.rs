@@ -4,10 +4,14 @@
 
 pub mod decode;
 pub mod enrich;
+pub mod identity;
+pub mod lookup;
 pub mod nfgen;
 pub mod route;
+#[cfg(test)]
+mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use serde_json::{Map, Value, json};
 use tracer_common::netlink::{NetlinkAck, NetlinkSend, Syscall};
@@ -18,7 +22,8 @@ use crate::{
     output::{self, MESSAGE_MAX, Render},
 };
 use decode::NlHeader;
-use enrich::Enricher;
+use enrich::{EnrichStats, Enricher, IfName};
+use identity::Identities;
 use nfgen::GenlFamilies;
 use route::TargetRef;
 
@@ -53,11 +58,23 @@ pub struct NetlinkEvent {
     sock_id: u64,
     target: Option<TargetRef>,
     ns_fds: Vec<(u32, u32)>,
+    /// (namespace, ifindex) whose names were being looked up when the
+    /// request was read: it is held until they are in (see [`Correlator::ready`]).
+    lookups: Vec<(u64, u32)>,
+    /// About the memory it takes (see [`NetlinkEvent::mem_bytes`]).
+    mem_bytes: usize,
 }
 
 impl NetlinkEvent {
     pub fn msg_type_name(&self) -> String {
         self.type_name.clone()
+    }
+
+    /// About the memory this event takes, from the length of its message:
+    /// its attributes (names, addresses, decoded or as hex) are at most
+    /// twice the bytes they came from, plus [`EVENT_BASE_BYTES`].
+    pub fn mem_bytes(&self) -> usize {
+        self.mem_bytes
     }
 
     pub fn is_get(&self) -> bool {
@@ -151,24 +168,87 @@ impl Render for NetlinkEvent {
 /// How long a request waits for its answer before it is printed without one.
 pub const ACK_WAIT_NS: u64 = 300_000_000;
 
+/// Requests waiting for their answer, at most. A sender that never reads
+/// its answers (or sends faster than it reads) would otherwise make this
+/// queue grow for as long as it sends: past the cap, the oldest requests
+/// are printed at once without their result, and counted.
+pub const MAX_PENDING: usize = 8192;
+/// The same, by the memory the waiting requests take (estimated from their
+/// length: each may carry up to 16 KiB of attributes).
+pub const MAX_PENDING_BYTES: usize = 16 << 20;
+
+/// What a request's event takes in memory besides its attributes' text:
+/// the struct, its strings, and the attribute map's node (measured: a
+/// little over 1 KiB for a request of a few attributes).
+pub const EVENT_BASE_BYTES: usize = 1024;
+
+/// A request waiting for its answer.
+struct Pending {
+    /// Kernel monotonic time it was sent at.
+    ts: u64,
+    /// Its estimated size in memory.
+    bytes: usize,
+    e: NetlinkEvent,
+}
+
+/// What the correlator had to give up on, for the summary at exit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CorrelatorStats {
+    /// Requests printed before their answer came because too many waited.
+    pub flushed_early: u64,
+    /// The most requests that waited at once.
+    pub max_pending: usize,
+    pub enrich: EnrichStats,
+}
+
 /// Pairs requests with answers. Requests come out in the order they were sent.
 pub struct Correlator {
     clock: Clock,
-    pending: Vec<(u64, NetlinkEvent)>,
-    by_key: HashMap<(u64, u32), usize>,
+    pending: VecDeque<Pending>,
+    /// The position of `pending[0]` in the sequence of all requests ever
+    /// queued, so that `by_key` stays valid as requests leave the front.
+    base: u64,
+    pending_bytes: usize,
+    /// (socket, seq) -> position in that sequence.
+    by_key: HashMap<(u64, u32), u64>,
     families: GenlFamilies,
     enricher: Enricher,
+    identities: Identities,
+    stats: CorrelatorStats,
 }
 
 impl Correlator {
     pub fn new(clock: Clock) -> Self {
+        Self::with_parts(clock, Enricher::new(), Identities::new())
+    }
+
+    /// A correlator whose lookups go where the parts say (tests give fakes).
+    pub fn with_parts(clock: Clock, enricher: Enricher, identities: Identities) -> Self {
         Self {
             clock,
-            pending: Vec::new(),
+            pending: VecDeque::new(),
+            base: 0,
+            pending_bytes: 0,
             by_key: HashMap::new(),
             families: GenlFamilies::load(),
-            enricher: Enricher::new(),
+            enricher,
+            identities,
+            stats: CorrelatorStats::default(),
         }
+    }
+
+    pub fn stats(&self) -> CorrelatorStats {
+        CorrelatorStats { enrich: self.enricher.stats(), ..self.stats }
+    }
+
+    /// One line for stderr at exit.
+    pub fn summary(&self) -> String {
+        let s = self.stats();
+        let (asked, refused) = self.identities.counts();
+        format!(
+            "netlink: {} interface-name lookups ({} refused, lookup thread busy; {} names evicted), {asked} sender identities asked ({refused} refused, registry thread busy), {} requests printed before their answer ({} waiting at most, cap {MAX_PENDING})",
+            s.enrich.lookups, s.enrich.over_budget, s.enrich.evicted, s.flushed_early, s.max_pending
+        )
     }
 
     /// Takes one raw event; sends become pending requests, acks fill results.
@@ -188,6 +268,9 @@ impl Correlator {
         let wall_ns = self.clock.wall_ns(ev.header.ts_ns);
         let ns_fds: Vec<(u32, u32)> =
             meta.ns_fds.iter().zip(meta.ns_inos.iter()).filter(|(_, i)| **i != 0).map(|(f, i)| (*f, *i)).collect();
+        // Now, while the sender still exists: `ip` is gone long before its
+        // request is printed.
+        self.identities.request((u64::from(ev.header.netns_ino), ev.tgid(), ev.header.cgroup_id));
         for msg in decode::split_messages(meta.protocol, data) {
             let type_name = match meta.protocol {
                 decode::NETLINK_GENERIC if msg.header.msg_type >= 16 => match self.families.name(msg.header.msg_type) {
@@ -219,11 +302,16 @@ impl Correlator {
                 sock_id: meta.sock_id,
                 target: msg.decoded.target,
                 ns_fds: ns_fds.clone(),
+                lookups: Vec::new(),
+                mem_bytes: EVENT_BASE_BYTES + 2 * (msg.header.len as usize).min(data.len()),
             };
             let mut e = e;
             self.resolve_early(&mut e);
-            self.by_key.insert((meta.sock_id, e.header.seq), self.pending.len());
-            self.pending.push((ev.header.ts_ns, e));
+            let bytes = e.mem_bytes;
+            self.by_key.insert((meta.sock_id, e.header.seq), self.base + self.pending.len() as u64);
+            self.pending_bytes += bytes;
+            self.pending.push_back(Pending { ts: ev.header.ts_ns, bytes, e });
+            self.stats.max_pending = self.stats.max_pending.max(self.pending.len());
         }
     }
 
@@ -233,38 +321,60 @@ impl Correlator {
         let data = &data[..(meta.data_len as usize).min(data.len())];
         for ack in decode::parse_acks(data) {
             if let Some(&i) = self.by_key.get(&(meta.sock_id, ack.seq))
-                && let Some((_, e)) = self.pending.get_mut(i)
-                    && e.sock_id == meta.sock_id && e.header.seq == ack.seq && e.result.is_none() {
-                        e.result = Some(ack.errno);
-                        e.extack = ack.extack;
-                    }
+                && let Some(p) = i.checked_sub(self.base).and_then(|i| self.pending.get_mut(i as usize))
+                && p.e.sock_id == meta.sock_id
+                && p.e.header.seq == ack.seq
+                && p.e.result.is_none()
+            {
+                p.e.result = Some(ack.errno);
+                p.e.extack = ack.extack;
+            }
         }
     }
 
-    /// Requests ready to print: answered, or waited for long enough
-    /// (`now_ns` in kernel monotonic time). `flush_all` empties the queue.
+    /// Requests ready to print: answered (and their interface names looked
+    /// up), or waited for long enough (`now_ns` in kernel monotonic time),
+    /// or pushed out by the caps ([`MAX_PENDING`], [`MAX_PENDING_BYTES`]).
+    /// `flush_all` empties the queue.
     pub fn ready(&mut self, now_ns: u64, flush_all: bool) -> Vec<NetlinkEvent> {
+        self.enricher.poll();
+        self.identities.poll();
+        // Over the caps, the oldest go now, answered or not.
+        let (mut forced, mut len, mut bytes) = (0, self.pending.len(), self.pending_bytes);
+        for p in &self.pending {
+            if len <= MAX_PENDING && bytes <= MAX_PENDING_BYTES {
+                break;
+            }
+            forced += 1;
+            len -= 1;
+            bytes -= p.bytes;
+        }
         // Print in send order: stop at the first request still waiting.
         let mut n = 0;
-        for (ts, e) in &self.pending {
-            let waited = now_ns.saturating_sub(*ts) >= ACK_WAIT_NS;
-            if flush_all || e.result.is_some() || waited {
+        for (i, p) in self.pending.iter().enumerate() {
+            let waited = now_ns.saturating_sub(p.ts) >= ACK_WAIT_NS;
+            let named = p.e.lookups.iter().all(|(ino, idx)| !self.enricher.awaiting(*ino, *idx))
+                && !self.identities.awaiting((u64::from(p.e.netns_ino), p.e.pid, p.e.cgroup_id));
+            if flush_all || i < forced || waited || (p.e.result.is_some() && named) {
+                if !flush_all && !waited && p.e.result.is_none() {
+                    self.stats.flushed_early += 1;
+                }
                 n += 1;
             } else {
                 break;
             }
         }
-        if n == 0 {
-            return Vec::new();
-        }
-        let out: Vec<NetlinkEvent> = self.pending.drain(..n).map(|(_, e)| e).collect();
-        let out = out.into_iter().map(|mut e| {
-            self.enrich(&mut e);
-            e
-        }).collect();
-        self.by_key.clear();
-        for (i, (_, e)) in self.pending.iter().enumerate() {
-            self.by_key.insert((e.sock_id, e.header.seq), i);
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let Some(mut p) = self.pending.pop_front() else { break };
+            let key = (p.e.sock_id, p.e.header.seq);
+            if self.by_key.get(&key) == Some(&self.base) {
+                self.by_key.remove(&key);
+            }
+            self.base += 1;
+            self.pending_bytes -= p.bytes;
+            self.enrich(&mut p.e);
+            out.push(p.e);
         }
         out
     }
@@ -288,33 +398,52 @@ impl Correlator {
         self.learn_links(e);
     }
 
-    /// Puts names next to interface indexes; with `final_pass`, a name that
-    /// cannot be found is reported as `null`.
+    /// Puts names next to interface indexes. The first pass (when the
+    /// request is read) takes what the cache knows and starts lookups for
+    /// the rest; the final pass (when it is printed) takes their answers,
+    /// and a name that could not be found is reported as `null`.
     fn name_indexes(&mut self, e: &mut NetlinkEvent, final_pass: bool) {
         let ino = u64::from(e.netns_ino);
         for (idx_key, name_key) in [("ifindex", "ifname"), ("master_index", "master"), ("oif_index", "oif"), ("iif_index", "iif"), ("link_index", "link")] {
-            let Some(idx) = e.attrs.get(idx_key).and_then(Value::as_u64) else { continue };
+            let Some(idx) = e.attrs.get(idx_key).and_then(Value::as_u64).and_then(|i| u32::try_from(i).ok()) else { continue };
             if let Some(n) = e.attrs.get(name_key).and_then(Value::as_str) {
-                let n = n.to_string();
-                self.enricher.learn(ino, idx as u32, &n);
+                // Only a request the kernel accepted says what a link is
+                // called: anyone may send any name (and unprivileged users
+                // do), and the kernel refuses it.
+                if final_pass && e.result == Some(0) {
+                    let n = n.to_string();
+                    self.enricher.learn(ino, idx, &n);
+                }
                 continue;
             }
-            match self.enricher.ifname(ino, e.pid, idx as u32) {
-                Some(name) => {
+            if final_pass {
+                let name = self.enricher.cached_name(ino, idx).map_or(Value::Null, Value::from);
+                e.attrs.insert(name_key.to_string(), name);
+                continue;
+            }
+            match self.enricher.ifname(ino, e.pid, idx) {
+                IfName::Known(name) => {
                     e.attrs.insert(name_key.to_string(), json!(name));
                 }
-                None if final_pass => {
-                    e.attrs.insert(name_key.to_string(), Value::Null);
-                }
-                None => {}
+                IfName::Pending => e.lookups.push((ino, idx)),
+                IfName::Unknown => {}
             }
         }
     }
 
-    /// Fills in names: namespace, interfaces behind indexes, target namespace.
+    /// Fills in names: namespace, container, interfaces behind indexes,
+    /// target namespace.
     fn enrich(&mut self, e: &mut NetlinkEvent) {
         let ino = u64::from(e.netns_ino);
         e.netns_name = self.enricher.netns_name(ino);
+        // The registry's name (a container's, else /run/netns) wins over the
+        // enricher's; the enricher still names Docker's sandboxes.
+        if let Some(id) = self.identities.get((ino, e.pid, e.cgroup_id)) {
+            if id.netns_name.is_some() {
+                e.netns_name = id.netns_name.clone();
+            }
+            e.container = id.container.clone();
+        }
         if e.protocol != decode::NETLINK_ROUTE || e.is_get() {
             return;
         }
@@ -502,7 +631,7 @@ pub fn summary(e: &NetlinkEvent) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+mod text_tests {
     use super::*;
 
     fn event(comm: &str, protocol: u16, msg_type: u16, type_name: &str, attrs: Value) -> NetlinkEvent {
@@ -529,6 +658,8 @@ mod tests {
             target: None,
             ns_fds: vec![],
             cgroup_id: 0,
+            lookups: Vec::new(),
+            mem_bytes: 0,
         }
     }
 

@@ -24,6 +24,7 @@ use super::{
 };
 use crate::sys::{in_netns, ns_inode};
 
+
 pub struct Registry {
     ns: BTreeMap<u64, Netns>,
     proc: Arc<dyn ProcFs>,

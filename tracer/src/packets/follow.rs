@@ -6,7 +6,7 @@
 //! with its own pair of programs.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashSet},
     sync::{Arc, Mutex, mpsc},
     time::{Duration, Instant},
 };
@@ -19,6 +19,7 @@ use super::{
 };
 use crate::{
     Error,
+    cache::BoundedMap,
     cli::Selectors,
     ns::{self, Iface, Netns, Registry},
 };
@@ -117,23 +118,45 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
 }
 
 /// Names of namespaces, interfaces and containers, kept by the attach
-/// thread and read when decoding. Interfaces that went away stay a while,
-/// for the events still in the ring buffer.
-#[derive(Default, Debug)]
+/// thread and read when decoding. Interfaces and namespaces that went away
+/// stay a while, for the events still in the ring buffer; any user can make
+/// and delete them by the thousand, so both tables are bounded too.
+#[derive(Debug)]
 pub struct Topology {
-    ifaces: HashMap<(u64, u32), (String, Instant)>,
-    /// inode -> (name, container as JSON).
-    namespaces: HashMap<u64, (Option<String>, Option<Value>)>,
+    ifaces: BoundedMap<(u64, u32), (String, Instant)>,
+    /// inode -> (name, container as JSON, when last seen).
+    namespaces: BoundedMap<u64, (Option<String>, Option<Value>, Instant)>,
     /// The tracer's own namespace.
     pub host_netns: Option<u64>,
     /// (namespace, ifindex) of every interface the programs are attached to now.
     pub attached: HashSet<(u64, u32)>,
-    /// Interfaces released since the reader last took them (see [`Topology::take_released`]).
+    /// Interfaces released since the reader last took them (see
+    /// [`Topology::take_released`]); only `tracer top` takes them, so the
+    /// newest [`RELEASED_MAX`] are kept.
     released: Vec<(u64, u32)>,
 }
 
-/// How long the name of a vanished interface is remembered.
+/// How long the name of a vanished interface or namespace is remembered.
 const FORGET_AFTER: Duration = Duration::from_secs(30);
+/// Interfaces named, at most (traced ones and those gone for less than
+/// 30 s); the oldest seen go first.
+pub const TOPO_IFACES_MAX: usize = 65_536;
+/// Namespaces named, at most.
+pub const TOPO_NAMESPACES_MAX: usize = 16_384;
+/// Released interfaces waiting to be taken, at most.
+pub const RELEASED_MAX: usize = 65_536;
+
+impl Default for Topology {
+    fn default() -> Self {
+        Self {
+            ifaces: BoundedMap::new(TOPO_IFACES_MAX),
+            namespaces: BoundedMap::new(TOPO_NAMESPACES_MAX),
+            host_netns: None,
+            attached: HashSet::new(),
+            released: Vec::new(),
+        }
+    }
+}
 
 impl Topology {
     pub fn new(host_netns: Option<u64>) -> Self {
@@ -141,22 +164,33 @@ impl Topology {
     }
 
     fn update(&mut self, reg: &Registry, want: &BTreeMap<u64, (Netns, Vec<Iface>)>) {
-        let now = Instant::now();
+        self.update_at(Instant::now(), reg, want);
+    }
+
+    fn update_at(&mut self, now: Instant, reg: &Registry, want: &BTreeMap<u64, (Netns, Vec<Iface>)>) {
         for ino in want.keys() {
             let container = reg.container_for_netns(*ino).and_then(|c| serde_json::to_value(c).ok());
-            self.namespaces.insert(*ino, (reg.netns_name(*ino), container));
+            self.namespaces.insert(*ino, (reg.netns_name(*ino), container, now));
         }
         for (ino, (_, ifs)) in want {
             for i in ifs {
                 self.ifaces.insert((*ino, i.ifindex), (i.name.clone(), now));
             }
         }
-        self.ifaces.retain(|_, (_, seen)| now.duration_since(*seen) < FORGET_AFTER);
+        self.ifaces.retain(|_, (_, seen)| now.saturating_duration_since(*seen) < FORGET_AFTER);
+        self.namespaces.retain(|_, (_, _, seen)| now.saturating_duration_since(*seen) < FORGET_AFTER);
+    }
+
+    /// Adds interfaces released by the attacher, keeping the newest.
+    fn add_released(&mut self, keys: &[(u64, u32)]) {
+        self.released.extend_from_slice(keys);
+        let excess = self.released.len().saturating_sub(RELEASED_MAX);
+        self.released.drain(..excess);
     }
 
     /// Records a namespace and an interface by hand (tests of the readers).
     pub fn insert(&mut self, ns: u64, name: Option<String>, container: Option<Value>, ifaces: &[(u32, &str)]) {
-        self.namespaces.insert(ns, (name, container));
+        self.namespaces.insert(ns, (name, container, Instant::now()));
         for (idx, n) in ifaces {
             self.ifaces.insert((ns, *idx), (n.to_string(), Instant::now()));
             self.attached.insert((ns, *idx));
@@ -168,11 +202,11 @@ impl Topology {
     }
 
     pub fn ns_name(&self, ns: u64) -> Option<String> {
-        self.namespaces.get(&ns).and_then(|(n, _)| n.clone())
+        self.namespaces.get(&ns).and_then(|(n, _, _)| n.clone())
     }
 
     pub fn container(&self, ns: u64) -> Option<Value> {
-        self.namespaces.get(&ns).and_then(|(_, c)| c.clone())
+        self.namespaces.get(&ns).and_then(|(_, c, _)| c.clone())
     }
 
     /// How a namespace is shown: its container's name (else id), else its
@@ -248,7 +282,7 @@ fn follow(
         }
         if let Ok(mut t) = topo.lock() {
             t.attached = attacher.keys().collect();
-            t.released.extend(changes.released_keys.iter().copied());
+            t.add_released(&changes.released_keys);
         }
         if let Some(tx) = first.take() {
             let namespaces = want.values().filter(|(_, ifs)| !ifs.is_empty()).count();
@@ -359,5 +393,29 @@ mod tests {
         assert_eq!(t.ns_label(5), "5");
         assert_eq!(t.ifname(2, 2), "eth0");
         assert_eq!(t.ifname(2, 9), "if9");
+    }
+
+    #[test]
+    fn topology_forgets_what_went_away_and_stays_bounded() {
+        let mut t = Topology::new(Some(1));
+        t.insert(2, Some("lab".into()), None, &[(2, "eth0")]);
+        let reg = Registry::new();
+        // Still there a moment later, gone FORGET_AFTER after last seen.
+        t.update_at(Instant::now() + Duration::from_secs(1), &reg, &BTreeMap::new());
+        assert_eq!((t.ns_label(2), t.ifname(2, 2)), ("lab".to_string(), "eth0".to_string()));
+        t.update_at(Instant::now() + FORGET_AFTER + Duration::from_secs(1), &reg, &BTreeMap::new());
+        assert_eq!((t.ns_label(2), t.ifname(2, 2)), ("2".to_string(), "if2".to_string()));
+        // Interfaces and namespaces made faster than they are forgotten.
+        for i in 0..(TOPO_IFACES_MAX as u32 + 10) {
+            t.insert(u64::from(i % (TOPO_NAMESPACES_MAX as u32 + 10)), None, None, &[(i, "veth")]);
+        }
+        assert_eq!((t.ifaces.len(), t.namespaces.len()), (TOPO_IFACES_MAX, TOPO_NAMESPACES_MAX));
+        assert_eq!(t.ifname(0, 0), "if0", "the oldest went first");
+        // Released interfaces nobody takes (only top does): the newest stay.
+        for i in 0..3 {
+            t.add_released(&vec![(1, i); RELEASED_MAX / 2]);
+        }
+        let r = t.take_released();
+        assert_eq!((r.len(), r[0], r[r.len() - 1]), (RELEASED_MAX, (1, 1), (1, 2)));
     }
 }

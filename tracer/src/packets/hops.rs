@@ -10,6 +10,11 @@
 //! it stayed the same). A group stays open for [`WINDOW_NS`] after its first
 //! event and one (namespace, interface, direction) appears in it once, so a
 //! retransmission starts a new path.
+//!
+//! Memory is bounded: a path has at most [`MAX_HOPS_PER_PATH`] hops (then a
+//! new one starts), and at most [`MAX_HELD_HOPS`] hops wait in open paths;
+//! past that the oldest paths are printed before their hold is over, counted
+//! in [`HopStats::early`].
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -22,6 +27,10 @@ use crate::{clock, output::Render};
 pub const WINDOW_NS: u64 = 100_000_000;
 /// How long a path is held before it is printed.
 pub const HOLD_NS: u64 = 200_000_000;
+/// Hops one path may have; a packet crosses far fewer interfaces.
+pub const MAX_HOPS_PER_PATH: usize = 64;
+/// Hops held in open paths, at most (200 ms at 160k packets/s).
+pub const MAX_HELD_HOPS: usize = 32_768;
 
 pub struct PacketPath {
     /// The hops in time order; the first one describes the packet.
@@ -106,6 +115,8 @@ pub struct HopStats {
     pub multi_hop: u64,
     pub hash_stable: u64,
     pub transit_ns_sum: u64,
+    /// Paths printed before their hold was over, because too many hops were held.
+    pub early: u64,
 }
 
 struct Group {
@@ -119,6 +130,8 @@ pub struct Grouper {
     groups: BTreeMap<u64, Group>,
     /// hop key -> the open group's id
     open: HashMap<u64, u64>,
+    /// Hops in all groups.
+    held: usize,
     pub stats: HopStats,
 }
 
@@ -131,8 +144,9 @@ impl Grouper {
             let first = g.hops[0].wall_ns;
             let seen_here =
                 g.hops.iter().any(|h| h.netns_ino == e.netns_ino && h.ifindex == e.ifindex && h.direction == e.direction);
-            if e.wall_ns.abs_diff(first) <= WINDOW_NS && !seen_here {
+            if e.wall_ns.abs_diff(first) <= WINDOW_NS && !seen_here && g.hops.len() < MAX_HOPS_PER_PATH {
                 g.hops.push(e);
+                self.held += 1;
                 return;
             }
         }
@@ -142,17 +156,23 @@ impl Grouper {
             self.open.insert(key, id);
         }
         self.groups.insert(id, Group { key, hops: vec![e] });
+        self.held += 1;
     }
 
     /// Paths whose first hop is older than [`HOLD_NS`] before `now_wall_ns`
-    /// (all of them with `flush`), in the order they started.
+    /// (all of them with `flush`; the oldest while more than
+    /// [`MAX_HELD_HOPS`] are held), in the order they started.
     pub fn ready(&mut self, now_wall_ns: u64, flush: bool) -> Vec<PacketPath> {
         let mut out = Vec::new();
         while let Some(entry) = self.groups.first_entry() {
             if !flush && entry.get().hops[0].wall_ns + HOLD_NS > now_wall_ns {
-                break;
+                if self.held <= MAX_HELD_HOPS {
+                    break;
+                }
+                self.stats.early += 1;
             }
             let (id, mut g) = entry.remove_entry();
+            self.held -= g.hops.len();
             if self.open.get(&g.key) == Some(&id) {
                 self.open.remove(&g.key);
             }
@@ -236,5 +256,26 @@ mod tests {
         g.push(ev(3_000 + WINDOW_NS, 4, 2, DIR_INGRESS, b"x", 0));
         let paths = g.ready(0, true);
         assert_eq!(paths.iter().map(|p| p.hops.len()).collect::<Vec<_>>(), vec![1, 1, 1]);
+    }
+
+    #[test]
+    fn held_hops_are_bounded() {
+        let mut g = Grouper::default();
+        // One packet seen on more interfaces than any path crosses.
+        for i in 0..(MAX_HOPS_PER_PATH as u32 + 3) {
+            g.push(ev(1_000 + u64::from(i), 1, i + 1, DIR_EGRESS, b"same", 0));
+        }
+        // A burst of distinct packets, more than may be held.
+        for i in 0..MAX_HELD_HOPS as u64 {
+            g.push(ev(2_000 + i, 1, 2, DIR_EGRESS, &i.to_be_bytes(), 0));
+        }
+        assert_eq!(g.held, MAX_HELD_HOPS + MAX_HOPS_PER_PATH + 3);
+        // Nothing is old enough, but the oldest paths go to make room.
+        let early = g.ready(0, false);
+        assert_eq!(early.iter().map(|p| p.hops.len()).collect::<Vec<_>>(), vec![MAX_HOPS_PER_PATH, 3]);
+        assert_eq!((g.held, g.stats.early), (MAX_HELD_HOPS, 2));
+        assert!(g.ready(0, false).is_empty());
+        assert_eq!(g.ready(0, true).len(), MAX_HELD_HOPS);
+        assert_eq!(g.held, 0);
     }
 }

@@ -87,6 +87,11 @@ impl<K: Copy + Eq + Hash> Deltas<K> {
 /// packets whose flow was lost (never more: packets counted since only
 /// make the flows larger), reported as it grows. At the end, after
 /// detaching, nothing is in flight and the last read makes it exact.
+///
+/// An interface missing from a read was released and its entries deleted
+/// (see `top::State::read`): its totals were final in the read before, so
+/// after this read's comparison it is forgotten. The tables thus hold only
+/// interfaces the kernel's maps hold, whatever the churn of interfaces.
 #[derive(Debug, Default)]
 pub struct Unattributed {
     iface: HashMap<IfaceKey, u64>,
@@ -123,6 +128,9 @@ impl Unattributed {
                 *r = missing;
             }
         }
+        self.iface.retain(|k, _| ifaces.contains_key(k));
+        self.flows.retain(|k, _| ifaces.contains_key(k));
+        self.reported.retain(|k, _| ifaces.contains_key(k));
         self.iface_prev = self.iface.clone();
     }
 }
@@ -383,6 +391,21 @@ mod tests {
         // Reported once, however often it is looked at.
         u.update(&HashMap::new(), &HashMap::new(), true);
         assert_eq!(u.total, 2);
+    }
+
+    #[test]
+    fn unattributed_forgets_released_interfaces_after_their_last_count() {
+        let mut u = Unattributed::default();
+        let f = |ns: u32| udp(ns, 2, DIR_EGRESS, 1000);
+        // A thousand interfaces come and go, each counted in one read; the
+        // flow of every other one is evicted with its last 3 packets.
+        for ns in 0..1000u32 {
+            let flows = if ns % 2 == 0 { HashMap::from([(f(ns), c(2, 200))]) } else { HashMap::from([(f(ns), c(5, 500))]) };
+            u.update(&HashMap::from([(ik(ns, 2, DIR_EGRESS), c(5, 500))]), &flows, false);
+        }
+        u.update(&HashMap::new(), &HashMap::new(), true);
+        assert_eq!(u.total, 500 * 3);
+        assert!(u.iface.is_empty() && u.flows.is_empty() && u.reported.is_empty() && u.iface_prev.is_empty());
     }
 
     #[test]
