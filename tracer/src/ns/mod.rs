@@ -8,6 +8,7 @@ pub mod cgroup;
 pub mod links;
 pub mod registry;
 pub mod runtime;
+pub mod watch;
 
 use std::{
     collections::{BTreeMap, HashMap},
