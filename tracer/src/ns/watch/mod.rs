@@ -84,7 +84,7 @@ use std::{
 
 pub use msg::{NextHop, RouteMsg as Route};
 pub use types::{
-    Addr, AddrView, EventKind, Limits, Link, LinkView, Move, NsHandle, NsInfo, Place, RouteView, Stats, SyncReason, Tomb,
+    Addr, AddrView, EventKind, Limits, Link, LinkState, LinkView, Move, NsHandle, NsInfo, Place, RouteView, Stats, SyncReason, Tomb,
 };
 
 use run::{Cmd, Worker};
@@ -209,7 +209,7 @@ impl Watcher {
                 let home_ino = sock::netns_inode(home_fd.as_fd()).ok();
                 let cookie = mon.cookie();
                 *t2.write().unwrap_or_else(|e| e.into_inner()) = Table::new(cfg.limits.clone(), home_ino, cookie);
-                let mut w = Worker { mon, req, home_fd, table: t2, tx, cmds: cmd_rx, wake: w2, cfg, scan: None, resync: false };
+                let mut w = Worker { mon, req, home_fd, table: t2, tx, cmds: cmd_rx, wake: w2, cfg, scan: None, last_scan: std::time::Instant::now(), resync: false };
                 w.start();
                 let _ = ready_tx.send(Ok(()));
                 w.run();
@@ -301,8 +301,8 @@ impl Watcher {
         self.t().name(ns, ifindex)
     }
 
-    /// A live link, or `Err` with the tombstone of a recently deleted one.
-    pub fn link(&self, ns: NsHandle, ifindex: u32) -> Option<Result<Link, Tomb>> {
+    /// A live link, or the tombstone of a recently deleted one.
+    pub fn link(&self, ns: NsHandle, ifindex: u32) -> Option<LinkState> {
         self.t().link(ns, ifindex)
     }
 
@@ -363,5 +363,15 @@ impl Drop for Watcher {
 /// Entry points for the integration tests, which drive the watcher
 /// through the library (there is no command for it yet).
 pub mod testing {
+    use std::time::Duration;
+
     pub use super::{Config, Event, EventKind, Source, Watcher};
+
+    /// Holds the table's lock for `d`, as a slow reader would: the thread
+    /// cannot apply notifications meanwhile, so a burst overruns the
+    /// socket's buffer (for testing the recovery).
+    pub fn stall(w: &Watcher, d: Duration) {
+        let _held = w.t();
+        std::thread::sleep(d);
+    }
 }

@@ -33,6 +33,8 @@ const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 /// When to look for the inode of a namespace that appeared, after it did:
 /// its bind mount or first process may come a moment later.
 const SCAN_DELAYS: [Duration; 4] = [Duration::ZERO, Duration::from_millis(100), Duration::from_millis(500), Duration::from_secs(2)];
+/// Least time between two scans for namespace files.
+const SCAN_GAP: Duration = Duration::from_millis(20);
 /// Tries of a dump the kernel marks as interrupted (the table changed meanwhile).
 const DUMP_TRIES: usize = 3;
 
@@ -55,6 +57,7 @@ pub(crate) struct Worker {
     pub cfg: Config,
     /// Namespaces whose inode is still unknown: next scan and tries made.
     pub scan: Option<(Instant, usize)>,
+    pub last_scan: Instant,
     pub resync: bool,
 }
 
@@ -238,8 +241,12 @@ impl Worker {
         }
         self.refresh_xlate(h);
         self.sync(h, reason);
-        if self.cfg.follow && self.scan.is_none() {
-            self.scan = Some((Instant::now() + SCAN_DELAYS[0], 0));
+        if self.cfg.follow {
+            // A new namespace is looked for at once (even when a retry for
+            // another is pending), but scans are spaced out: a burst of new
+            // namespaces costs one scan every SCAN_GAP, not one each.
+            let at = (Instant::now() + SCAN_DELAYS[0]).max(self.last_scan + SCAN_GAP);
+            self.scan = Some((self.scan.map_or(at, |(t, _)| t.min(at)), 0));
         }
         Some(h)
     }
@@ -346,6 +353,7 @@ impl Worker {
     fn identify(&mut self, assign: bool) {
         let tries = self.scan.map_or(0, |(_, n)| n);
         self.scan = None;
+        self.last_scan = Instant::now();
         let Ok(src) = super::super::scan(false) else { return };
         let mut candidates: Vec<(u64, PathBuf, Option<String>)> = Vec::new();
         for (ino, mounts) in &src.mounts {

@@ -14,7 +14,7 @@ use std::{
 
 use super::{
     msg::{AF_BRIDGE, AddrMsg, Body, Hdr, LinkMsg, Msg, NsidMsg, RTM_DELLINK, RouteMsg},
-    types::{Addr, AddrView, EventKind, Limits, Link, LinkView, Move, NsHandle, NsInfo, Place, RouteView, Stats, SyncReason, Tomb},
+    types::{Addr, AddrView, EventKind, Limits, Link, LinkState, LinkView, Move, NsHandle, NsInfo, Place, RouteView, Stats, SyncReason, Tomb},
 };
 
 struct NsEntry {
@@ -304,7 +304,7 @@ impl Table {
 
     /// Applies one notification received from namespace `h`.
     pub fn apply(&mut self, h: NsHandle, msg: &Msg, now: u64) -> Vec<Out> {
-        if !self.ns.get(&h).is_some_and(|e| e.info.gone.is_none()) {
+        if self.ns.get(&h).is_none_or(|e| e.info.gone.is_some()) {
             self.stats.untracked += 1;
             return Vec::new();
         }
@@ -517,12 +517,12 @@ impl Table {
         self.any_link(h, ifindex).map(|l| l.name.clone())
     }
 
-    /// A live link, or `Err` with the tombstone of a deleted one.
-    pub fn link(&self, h: NsHandle, ifindex: u32) -> Option<Result<Link, Tomb>> {
+    /// A live link, or the tombstone of a deleted one.
+    pub fn link(&self, h: NsHandle, ifindex: u32) -> Option<LinkState> {
         if let Some(l) = self.ns.get(&h).and_then(|e| e.links.get(&ifindex)) {
-            return Some(Ok(l.clone()));
+            return Some(LinkState::Live(l.clone()));
         }
-        self.tombs.get(&(h, ifindex)).map(|t| Err(t.clone()))
+        self.tombs.get(&(h, ifindex)).map(|t| LinkState::Deleted(t.clone()))
     }
 
     /// The live link called `name`.
@@ -545,10 +545,10 @@ impl Table {
     pub fn peer(&self, h: NsHandle, ifindex: u32) -> Option<(NsHandle, u32)> {
         let l = self.any_link(h, ifindex)?;
         match (l.link, l.link_netnsid) {
-            (Some(p), None) if p != 0 => return Some((h, p)),
+            (Some(p), None) if p != 0 => return Some(self.follow(h, p)),
             (Some(p), Some(n)) if p != 0 => {
                 if let Some(ns) = self.resolve(h, n) {
-                    return Some((ns, p));
+                    return Some(self.follow(ns, p));
                 }
             }
             _ => {}
@@ -568,6 +568,23 @@ impl Table {
             }
         }
         None
+    }
+
+    /// Where the link at (h, ifindex) is now: the kernel does not announce
+    /// that a veth's peer moved to another namespace (the end that stayed
+    /// keeps its old `IFLA_LINK` until its next change), so a peer that is
+    /// a tombstone of a move is followed to where it went.
+    fn follow(&self, mut h: NsHandle, mut ifindex: u32) -> (NsHandle, u32) {
+        for _ in 0..8 {
+            if self.ns.get(&h).is_some_and(|e| e.links.contains_key(&ifindex)) {
+                break;
+            }
+            match self.tombs.get(&(h, ifindex)).and_then(|t| t.moved_to.as_ref()).and_then(|p| Some((p.ns?, p.ifindex))) {
+                Some(next) => (h, ifindex) = next,
+                None => break,
+            }
+        }
+        (h, ifindex)
     }
 
     /// Whether (and where) a link moved: asked of the namespace it left

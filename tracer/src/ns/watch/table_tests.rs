@@ -90,7 +90,7 @@ fn veth_pair_and_bridge_in_one_namespace() {
     let out = t.apply(h, &msg(RTM_DELLINK, &port), S);
     assert_eq!(kinds(&out), ["PortDeleted"]);
     assert_eq!(t.name(h, 991).as_deref(), Some("wtv0"));
-    assert!(matches!(t.link(h, 991), Some(Ok(_))), "still live");
+    assert!(matches!(t.link(h, 991), Some(LinkState::Live(_))), "still live");
     // A link-only view (no kind in the bridge message) keeps the kind.
     assert_eq!(t.links(h).iter().find(|l| l.ifindex == 991).and_then(|l| l.kind.clone()).as_deref(), Some("veth"));
 }
@@ -105,7 +105,7 @@ fn deleted_links_are_named_from_their_tombstone_until_it_expires() {
     assert_eq!(link_view(&out).link.addrs.len(), 1, "the addresses it had are kept");
     assert_eq!(t.index(h, "vethab12"), None, "not live");
     assert_eq!(t.name(h, 901).as_deref(), Some("vethab12"));
-    assert!(matches!(t.link(h, 901), Some(Err(Tomb { deleted_at, .. })) if deleted_at == 2 * S));
+    assert!(matches!(t.link(h, 901), Some(LinkState::Deleted(Tomb { deleted_at, .. })) if deleted_at == 2 * S));
     assert_eq!(t.addresses(h, 901).len(), 1);
     // A route notification arriving after the delete is still named.
     let r = msg(RTM_DELROUTE, &rt4([10, 0, 0, 0], 24, 254, 2, 253, 1, 901, &[prefsrc4([10, 0, 0, 1])]));
@@ -138,6 +138,8 @@ fn a_move_is_recorded_at_both_ends() {
     let m = t.moved(a, 990).expect("arrived in a");
     assert_eq!((m.from.ns, m.from.ifindex), (Some(h), 990));
     assert_eq!(t.peer(a, 990), Some((h, 991)));
+    // The kernel says nothing to the end that stayed: its peer is followed.
+    assert_eq!(t.peer(h, 991), Some((a, 990)));
     // The home end now points into A: its peer is resolved through nsid 0.
     t.apply(h, &msg(RTM_NEWLINK, &veth(991, b"wtv0", &MAC0, &[link_peer(990), link_netnsid(0)])), 3 * S);
     assert_eq!(t.peer(h, 991), Some((a, 990)));

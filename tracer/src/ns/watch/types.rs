@@ -268,6 +268,14 @@ pub struct Tomb {
     pub moved_to: Option<Place>,
 }
 
+/// A link as a query finds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkState {
+    Live(Link),
+    /// Deleted within the tombstone time.
+    Deleted(Tomb),
+}
+
 /// A link that changed namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Move {
