@@ -351,6 +351,52 @@ fn an_overrun_is_counted_and_the_table_reads_everything_again() {
 }
 
 #[test]
+fn a_burst_is_followed_without_loss() {
+    let id = unique_id();
+    let n = 200;
+    let file = |verb: &str| {
+        let cmds: String = (0..n).map(|i| format!("link {verb} wq{id}{i:03}{}\n", if verb == "add" { format!(" type veth peer name wr{id}{i:03}") } else { String::new() })).collect();
+        let f = std::env::temp_dir().join(format!("watch-burst-{id}-{verb}"));
+        std::fs::write(&f, cmds).expect("batch file");
+        f.display().to_string()
+    };
+    let (add, del) = (file("add"), file("del"));
+    let _c = Cleanup(vec![format!("rm -f {add} {del}"), format!("ip -force -batch {del}")]);
+    let mut w = W::start();
+    let home = w.w.home();
+    // One link: from `ip` returning to the event.
+    let m = w.mark();
+    let t0 = Instant::now();
+    sh(&format!("ip link add wq{id}x type veth peer name wr{id}x && ip link del wq{id}x"));
+    let sh_done = t0.elapsed();
+    w.wait(m, "one delete", |e| is_link(e, home, "deleted", &format!("wr{id}x")));
+    let one = t0.elapsed();
+    // 200 veth pairs at once, then deleted at once.
+    let m = w.mark();
+    let t0 = Instant::now();
+    sh(&format!("ip -force -batch {add}"));
+    let made = t0.elapsed();
+    assert!(wait_until(WAIT, || (0..n).all(|i| w.w.index(home, &format!("wr{id}{i:03}")).is_some())));
+    let listed = t0.elapsed();
+    let t1 = Instant::now();
+    sh(&format!("ip -force -batch {del}"));
+    let deleted_in = t1.elapsed();
+    let last = format!("wr{id}{:03}", n - 1);
+    w.wait(m, "the last delete", |e| is_link(e, home, "deleted", &last));
+    let all = t1.elapsed();
+    let events = w.mark() - m;
+    let s = w.w.stats();
+    eprintln!(
+        "one veth pair add+del: ip took {sh_done:?}, its last event read after {one:?}; {n} pairs: made in {made:?}, all in the table \
+         after {listed:?}; deleted in {deleted_in:?}, last delete read after {all:?}; {events} events; stats {s:?}"
+    );
+    assert_eq!((s.overruns, s.events_dropped, s.links_refused), (0, 0, 0), "{s:?}");
+    let added = w.seen[m..].iter().filter(|e| e.ns == home && matches!(&e.kind, EventKind::LinkAdded(v) if v.link.name.starts_with(&format!("wr{id}")))).count();
+    let deleted = w.seen[m..].iter().filter(|e| e.ns == home && matches!(&e.kind, EventKind::LinkDeleted(v) if v.link.name.starts_with(&format!("wr{id}")))).count();
+    assert_eq!((added, deleted), (n, n), "every add and delete, once");
+}
+
+#[test]
 fn stopping_leaves_no_thread_and_no_fd() {
     let tasks = count_dir("/proc/self/task");
     let fds = count_dir("/proc/self/fd");

@@ -209,7 +209,7 @@ impl Watcher {
                 let home_ino = sock::netns_inode(home_fd.as_fd()).ok();
                 let cookie = mon.cookie();
                 *t2.write().unwrap_or_else(|e| e.into_inner()) = Table::new(cfg.limits.clone(), home_ino, cookie);
-                let mut w = Worker { mon, req, home_fd, table: t2, tx, cmds: cmd_rx, wake: w2, cfg, scan: None, last_scan: std::time::Instant::now(), resync: false };
+                let mut w = Worker { mon, req, home_fd, table: t2, tx, cmds: cmd_rx, wake: w2, cfg, scan: None, last_scan: std::time::Instant::now(), last_resync: std::time::Instant::now(), resync: None };
                 w.start();
                 let _ = ready_tx.send(Ok(()));
                 w.run();

@@ -33,6 +33,8 @@ const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 /// When to look for the inode of a namespace that appeared, after it did:
 /// its bind mount or first process may come a moment later.
 const SCAN_DELAYS: [Duration; 4] = [Duration::ZERO, Duration::from_millis(100), Duration::from_millis(500), Duration::from_secs(2)];
+/// Least time between two re-reads of every namespace.
+const RESYNC_GAP: Duration = Duration::from_millis(500);
 /// Least time between two scans for namespace files.
 const SCAN_GAP: Duration = Duration::from_millis(20);
 /// Tries of a dump the kernel marks as interrupted (the table changed meanwhile).
@@ -58,7 +60,9 @@ pub(crate) struct Worker {
     /// Namespaces whose inode is still unknown: next scan and tries made.
     pub scan: Option<(Instant, usize)>,
     pub last_scan: Instant,
-    pub resync: bool,
+    pub last_resync: Instant,
+    /// A re-read of every namespace is due (after an overrun), not before this.
+    pub resync: Option<Instant>,
 }
 
 fn now_ns() -> u64 {
@@ -120,6 +124,9 @@ impl Worker {
             if let Some((at, _)) = self.scan {
                 deadline = deadline.min(at);
             }
+            if let Some(at) = self.resync {
+                deadline = deadline.min(at);
+            }
             let ready = sock::poll(&[self.mon.fd(), self.wake.as_raw_fd()], deadline.saturating_duration_since(now));
             if ready.get(1).copied().unwrap_or(false) {
                 sock::drain(self.wake.as_fd());
@@ -140,8 +147,9 @@ impl Worker {
             if ready.first().copied().unwrap_or(false) {
                 self.read_notifications(&mut buf);
             }
-            if self.resync {
-                self.resync = false;
+            if self.resync.is_some_and(|at| at <= Instant::now()) {
+                self.resync = None;
+                self.last_resync = Instant::now();
                 self.resync_all();
             }
             if self.scan.is_some_and(|(at, _)| at <= Instant::now()) {
@@ -162,14 +170,15 @@ impl Worker {
                     if truncated {
                         self.write().stats.malformed += 1;
                     }
-                    let data = buf[..n.min(buf.len())].to_vec();
-                    self.datagram(nsid, &data);
+                    self.datagram(nsid, &buf[..n.min(buf.len())]);
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                     // The kernel dropped notifications: which ones is unknown,
                     // so every namespace is read again and compared.
                     self.write().stats.overruns += 1;
-                    self.resync = true;
+                    // Spaced out: a namespace that floods the socket must not
+                    // make the watcher re-read every namespace without pause.
+                    self.resync = Some(Instant::now().max(self.last_resync + RESYNC_GAP));
                 }
                 Err(_) => return,
             }
@@ -224,6 +233,8 @@ impl Worker {
                 self.ensure_ns(id, SyncReason::Appeared);
             } else if self.read().needs_xlate(h, id) {
                 self.refresh_xlate(h);
+                // Not in its table (any more): not asked again per message.
+                self.write().unresolved(h, id);
             }
         }
     }

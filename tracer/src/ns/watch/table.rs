@@ -28,6 +28,20 @@ struct NsEntry {
     path: Option<PathBuf>,
 }
 
+/// Longest label kept (bytes; container names can be long, not unbounded).
+const LABEL_MAX: usize = 256;
+
+fn cap_label(mut l: String) -> String {
+    if l.len() > LABEL_MAX {
+        let mut cut = LABEL_MAX;
+        while !l.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        l.truncate(cut);
+    }
+    l
+}
+
 /// Entries in one namespace's nsid translation cache at most.
 const XLATE_MAX: usize = 1024;
 
@@ -111,7 +125,7 @@ impl Table {
         if e.info.gone.is_some() {
             return None;
         }
-        let label = label.or_else(|| e.info.label.clone());
+        let label = label.map(cap_label).or_else(|| e.info.label.clone());
         let news = e.info.inode != Some(inode) || (cookie.is_some() && e.info.cookie != cookie) || e.info.label != label;
         e.info.inode = Some(inode);
         e.info.cookie = cookie.or(e.info.cookie);
@@ -126,7 +140,7 @@ impl Table {
 
     pub fn set_label(&mut self, h: NsHandle, label: String) {
         if let Some(e) = self.ns.get_mut(&h) {
-            e.info.label = Some(label);
+            e.info.label = Some(cap_label(label));
         }
     }
 
@@ -147,6 +161,16 @@ impl Table {
     pub fn forget_unresolved(&mut self) {
         for e in self.ns.values_mut() {
             e.xlate.retain(|_, m| *m >= 0);
+        }
+    }
+
+    /// Records that `nsid`, as `h` numbers namespaces, names nothing home
+    /// knows (unless it was translated meanwhile).
+    pub fn unresolved(&mut self, h: NsHandle, nsid: i32) {
+        if let Some(e) = self.ns.get_mut(&h)
+            && e.xlate.len() < XLATE_MAX
+        {
+            e.xlate.entry(nsid).or_insert(-1);
         }
     }
 

@@ -284,6 +284,17 @@ fn every_table_is_bounded_and_what_is_turned_away_is_counted() {
 }
 
 #[test]
+fn labels_are_bounded() {
+    let mut t = Table::new(Limits::default(), None, None);
+    let a = t.add_ns(1).expect("room");
+    t.set_label(a, "\u{e9}".repeat(1000));
+    let l = t.info(a).and_then(|i| i.label).expect("label");
+    assert!(l.len() <= 256 && l.len() >= 254 && l.chars().all(|c| c == '\u{e9}'), "{}", l.len());
+    t.bind(a, 7, None, Some("w".repeat(300)), None);
+    assert_eq!(t.info(a).and_then(|i| i.label).map(|l| l.len()), Some(256));
+}
+
+#[test]
 fn ids_other_namespaces_give_are_translated() {
     let mut t = Table::new(Limits::default(), None, None);
     let a = t.add_ns(4).expect("room");
@@ -298,6 +309,9 @@ fn ids_other_namespaces_give_are_translated() {
     assert_eq!(t.resolve(t.home(), 5), Some(b));
     t.forget_unresolved();
     assert!(t.needs_xlate(a, 9), "asked again after home gave a new id");
+    t.unresolved(a, 9);
+    assert!(!t.needs_xlate(a, 9), "not asked again per message");
+    assert_eq!(t.resolve(a, 9), None);
     let out = t.apply(a, &msg(RTM_DELNSID, &nsid_msg(1)), S);
     assert_eq!(out[0].1, EventKind::NsidDeleted { nsid: 1, peer: Some(b) });
     assert!(t.needs_xlate(a, 1));
