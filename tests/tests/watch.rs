@@ -258,9 +258,10 @@ fn a_namespace_made_after_start_is_signalled_at_once() {
     let appeared = w.wait(m, "the new namespace", |e| matches!(e.kind, EventKind::NamespaceAppeared { .. }));
     let took = t0.elapsed();
     let ident = w.wait(m, "its identity", |e| e.ns == appeared.ns && matches!(e.kind, EventKind::NamespaceIdentified { .. }));
-    let EventKind::NamespaceIdentified { inode, label, .. } = &ident.kind else { unreachable!() };
+    let EventKind::NamespaceIdentified { inode, label, path, .. } = &ident.kind else { unreachable!() };
     assert_eq!(*inode, n.inode());
     assert_eq!(label.as_deref(), Some(n.name.as_str()));
+    assert_eq!(path.as_deref(), Some(Path::new(&n.path())), "a file to enter it by, for attaching");
     let identified = t0.elapsed();
     eprintln!("new namespace: appeared after {took:?}, identified after {identified:?}");
     assert!(took < Duration::from_millis(500), "signalled after {took:?}");
@@ -333,8 +334,10 @@ fn an_overrun_is_counted_and_the_table_reads_everything_again() {
         sh(&format!("ip -force -batch {add}"));
     });
     assert!(wait_until(WAIT, || w.stats().overruns > 0), "no overrun: {:?}", w.stats());
-    // After the re-read every link is there, by name.
-    let ok = wait_until(WAIT, || (0..n).all(|i| w.index(home, &format!("wp{id}{i:03}")).is_some()));
+    // After the re-read (spaced out, so it may come a moment later) every
+    // link is there, by name.
+    let all_there = |there: bool| (0..n).all(|i| ["wo", "wp"].iter().all(|p| w.index(home, &format!("{p}{id}{i:03}")).is_some() == there));
+    let ok = wait_until(WAIT, || w.stats().resyncs > 0 && all_there(true));
     assert!(ok, "links missing after the overrun: {:?}", w.stats());
     let s = w.stats();
     assert!(s.resyncs > 0 && s.events_dropped > 0, "{s:?}");
@@ -345,8 +348,7 @@ fn an_overrun_is_counted_and_the_table_reads_everything_again() {
         std::thread::sleep(Duration::from_millis(100));
         sh(&format!("ip -force -batch {del}"));
     });
-    assert!(wait_until(WAIT, || (0..n).all(|i| w.index(home, &format!("wp{id}{i:03}")).is_none())), "{:?}", w.stats());
-    assert!(w.stats().overruns >= 2, "{:?}", w.stats());
+    assert!(wait_until(WAIT, || w.stats().overruns >= 2 && all_there(false)), "{:?}", w.stats());
     assert_eq!(w.name(home, ia), Some(format!("wo{id}000")), "named from the tombstone the re-read made");
 }
 

@@ -25,7 +25,6 @@ struct NsEntry {
     xlate: HashMap<i32, i32>,
     /// This namespace's id for the home namespace.
     home_id: Option<i32>,
-    path: Option<PathBuf>,
 }
 
 /// Longest label kept (bytes; container names can be long, not unbounded).
@@ -75,8 +74,17 @@ impl Table {
             stats: Stats::default(),
         };
         let h = NsHandle(0);
-        let info = NsInfo { handle: h, home: true, nsid: None, inode: home_inode, cookie: home_cookie, label: Some("host".into()), gone: None };
-        t.ns.insert(h, NsEntry { info, links: BTreeMap::new(), xlate: HashMap::new(), home_id: None, path: None });
+        let info = NsInfo {
+            handle: h,
+            home: true,
+            nsid: None,
+            inode: home_inode,
+            cookie: home_cookie,
+            label: Some("host".into()),
+            path: Some("/proc/self/ns/net".into()),
+            gone: None,
+        };
+        t.ns.insert(h, NsEntry { info, links: BTreeMap::new(), xlate: HashMap::new(), home_id: None });
         if let Some(i) = home_inode {
             t.by_inode.insert(i, h);
         }
@@ -113,8 +121,8 @@ impl Table {
         }
         let h = NsHandle(self.next);
         self.next += 1;
-        let info = NsInfo { handle: h, home: false, nsid: Some(nsid), inode: None, cookie: None, label: None, gone: None };
-        self.ns.insert(h, NsEntry { info, links: BTreeMap::new(), xlate: HashMap::new(), home_id: None, path: None });
+        let info = NsInfo { handle: h, home: false, nsid: Some(nsid), inode: None, cookie: None, label: None, path: None, gone: None };
+        self.ns.insert(h, NsEntry { info, links: BTreeMap::new(), xlate: HashMap::new(), home_id: None });
         self.by_nsid.insert(nsid, h);
         Ok(h)
     }
@@ -131,11 +139,11 @@ impl Table {
         e.info.cookie = cookie.or(e.info.cookie);
         e.info.label = label.clone();
         if path.is_some() {
-            e.path = path;
+            e.info.path = path;
         }
-        let cookie = e.info.cookie;
+        let (cookie, path) = (e.info.cookie, e.info.path.clone());
         self.by_inode.insert(inode, h);
-        news.then_some((h, EventKind::NamespaceIdentified { inode, cookie, label }))
+        news.then_some((h, EventKind::NamespaceIdentified { inode, cookie, label, path }))
     }
 
     pub fn set_label(&mut self, h: NsHandle, label: String) {
@@ -145,7 +153,7 @@ impl Table {
     }
 
     pub fn path(&self, h: NsHandle) -> Option<PathBuf> {
-        self.ns.get(&h).and_then(|e| e.path.clone())
+        self.ns.get(&h).and_then(|e| e.info.path.clone())
     }
 
     /// Replaces what `h` calls the others: `map` is its nsid -> home's nsid.

@@ -2,7 +2,7 @@
 //! the events, the bounds and the counters. Plain values, cloned out of
 //! the table so no lock is held while a consumer looks at them.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, path::PathBuf};
 
 use super::msg::{AddrMsg, LinkMsg, RouteMsg};
 
@@ -85,6 +85,9 @@ pub struct NsInfo {
     pub cookie: Option<u64>,
     /// What to call it: `host`, a `/run/netns` name, or what the consumer set.
     pub label: Option<String>,
+    /// A file it was found by (a bind mount, `/proc/PID/ns/net`), to enter
+    /// it, e.g. to attach there; check its inode first: it may be gone.
+    pub path: Option<PathBuf>,
     /// When it went away (monotonic ns), if it did.
     pub gone: Option<u64>,
 }
@@ -254,7 +257,7 @@ pub enum EventKind {
     /// A namespace the watcher did not track: the signal to follow it.
     NamespaceAppeared { nsid: i32 },
     /// Its inode (and cookie) became known.
-    NamespaceIdentified { inode: u64, cookie: Option<u64>, label: Option<String> },
+    NamespaceIdentified { inode: u64, cookie: Option<u64>, label: Option<String>, path: Option<PathBuf> },
     /// It was destroyed; its links are tombstones now.
     NamespaceGone,
     Synced { reason: SyncReason, links: usize, addrs: usize },
