@@ -305,6 +305,30 @@ fn watching_never_keeps_a_deleted_namespace_alive() {
     assert_eq!(w.w.name(h, e0).as_deref(), Some("eth0"), "the gone namespace's links too");
 }
 
+#[test]
+fn a_hostile_link_name_is_in_the_table_and_escaped_in_text() {
+    let lab = Lab::new(1);
+    let ns = &lab.ns[0];
+    let mut w = W::start();
+    let h = w.handle(ns);
+    // Not UTF-8, with a terminal escape and a C1 control: any byte but `/`,
+    // `:` and white space is a valid interface name.
+    let raw: &[u8] = b"e\x1b[2J\xff\xc2\x9b";
+    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let helper = format!("{}/helpers/hostile_name.py", env!("CARGO_MANIFEST_DIR"));
+    let m = w.mark();
+    let out = ns.sh(&format!("python3 {helper} 78 {hex} 0"));
+    assert_eq!(out.lines().nth(1).map(str::trim), Some("0"), "the kernel refused the link: {out}");
+    let want = String::from_utf8_lossy(raw).into_owned();
+    let e = w.wait(m, "the hostile link", |e| e.ns == h && link_of(e).is_some_and(|(k, l)| k == "added" && l.name == want));
+    let text = w.w.render(&e);
+    assert!(!text.chars().any(char::is_control), "{text:?}");
+    assert!(text.contains("e\\x1b[2J\u{fffd}\\x9b: "), "{text}");
+    let idx = link_of(&e).map(|(_, l)| l.ifindex).expect("link");
+    assert_eq!(w.w.index(h, &want), Some(idx));
+    w.agrees(h, &format!("ip -n {}", ns.name));
+}
+
 fn count_dir(p: &str) -> usize {
     std::fs::read_dir(p).map(|d| d.count()).unwrap_or(0)
 }

@@ -380,7 +380,10 @@ impl Worker {
             }
         }
         for (ino, path, name) in candidates {
-            let known = self.read().by_inode(ino).and_then(|h| self.read().info(h)).is_some_and(|i| i.gone.is_none());
+            let known = {
+                let t = self.read();
+                t.by_inode(ino).and_then(|h| t.info(h)).is_some_and(|i| i.gone.is_none())
+            };
             if known {
                 continue;
             }
