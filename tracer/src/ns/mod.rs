@@ -9,6 +9,7 @@ pub mod identity;
 pub mod links;
 pub mod registry;
 pub mod runtime;
+pub mod watch;
 
 use std::{
     collections::{BTreeMap, HashMap},
