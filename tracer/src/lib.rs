@@ -9,9 +9,11 @@
 pub mod btf;
 pub mod cli;
 pub mod clock;
+pub mod contain;
 pub mod doctor;
 pub mod ebpf;
 pub mod event;
+pub mod fuzzing;
 pub mod hooks;
 pub mod netlink;
 pub mod ns;
@@ -111,7 +113,7 @@ impl NetlinkJob {
     }
 
     pub(crate) fn wants(&self, e: &netlink::NetlinkEvent) -> bool {
-        if !self.include_get && (e.is_get() || e.is_probe()) {
+        if !self.include_get && !e.is_malformed() && (e.is_get() || e.is_probe()) {
             return false;
         }
         if let Some(ns) = self.netns
@@ -126,6 +128,10 @@ impl NetlinkJob {
             && (e.protocol != netlink::decode::NETLINK_ROUTE || !ts.contains(&e.header.msg_type)) {
                 return false;
             }
+        // Whatever its header claims to be, a malformed message is shown.
+        if e.is_malformed() {
+            return true;
+        }
         // Answers and end-of-dump markers are not requests.
         if matches!(e.header.msg_type, netlink::decode::NLMSG_ERROR | netlink::decode::NLMSG_DONE) {
             return false;
@@ -286,5 +292,6 @@ pub async fn run_netlink(job: NetlinkJob, common: CommonArgs, shutdown: impl Fut
     }
     let summary: Vec<String> = lost.totals().iter().map(|(s, n)| format!("{s}={n}")).collect();
     eprintln!("tracer: {} events, lost: {}", sink.written, summary.join(" "));
+    netlink::report_malformed(&corr);
     Ok(sink.written)
 }

@@ -45,6 +45,11 @@ pub struct NetlinkEvent {
     pub decode_error: Option<String>,
     /// The buffer ended before this message did.
     pub truncated: bool,
+    /// Bytes of the message captured, header included (`header.len` is
+    /// its real length).
+    pub captured_len: usize,
+    /// The bytes of a malformed message: sent whole, not decodable.
+    pub raw: Option<Vec<u8>>,
     /// `Some(errno)` once the answer was seen (0: success).
     pub result: Option<i32>,
     pub extack: Option<String>,
@@ -66,6 +71,19 @@ impl NetlinkEvent {
     /// before every link command to probe the kernel; it changes nothing.
     pub fn is_probe(&self) -> bool {
         self.protocol == decode::NETLINK_ROUTE && self.header.msg_type == 16 && self.attrs.is_empty() && self.decode_error.is_none()
+    }
+
+    /// Whether the kernel takes these bytes for a message and may answer
+    /// it. Bytes it skips (a length that does not fit, a piece of a header)
+    /// must not take the answer of a message with the same seq.
+    fn answerable(&self) -> bool {
+        let len = self.header.len as usize;
+        self.captured_len >= NlHeader::SIZE && len >= NlHeader::SIZE && (self.truncated || self.captured_len == len)
+    }
+
+    /// Sent whole but not decodable: reported with its bytes, never hidden.
+    pub fn is_malformed(&self) -> bool {
+        self.raw.is_some()
     }
 }
 
@@ -101,6 +119,12 @@ impl Render for NetlinkEvent {
         }
         if self.truncated {
             v["truncated"] = json!(true);
+            v["total_len"] = json!(self.header.len);
+            v["captured_len"] = json!(self.captured_len);
+        }
+        if let Some(raw) = &self.raw {
+            v["malformed"] = json!(true);
+            v["raw"] = json!(hex(raw));
         }
         v
     }
@@ -128,7 +152,20 @@ impl Render for NetlinkEvent {
                 s
             }
         };
-        let trunc = if self.truncated { " [truncated]" } else { "" };
+        let trunc = if self.truncated {
+            format!(" [truncated: {} of {} bytes captured]", self.captured_len, self.header.len)
+        } else {
+            String::new()
+        };
+        let summary = match (&self.raw, &self.decode_error) {
+            (Some(raw), e) => {
+                let shown = &raw[..raw.len().min(RAW_TEXT_MAX)];
+                let more = if raw.len() > shown.len() { format!("... ({} bytes)", raw.len()) } else { String::new() };
+                format!("malformed: {} raw {}{more}", e.as_deref().unwrap_or("?"), hex(shown))
+            }
+            (None, Some(e)) if self.attrs.is_empty() => format!("(not decoded: {e})"),
+            _ => summary(self),
+        };
         format!(
             "{} {}[{}] netns={} container={}  {} {}{}  {}",
             clock::hms_micros(self.wall_ns),
@@ -137,11 +174,25 @@ impl Render for NetlinkEvent {
             ns,
             container,
             self.type_name,
-            summary(self),
+            summary,
             trunc,
             result
         )
     }
+}
+
+/// The exit line for malformed messages, when there were any.
+pub fn report_malformed(corr: &Correlator) {
+    if corr.malformed > 0 {
+        eprintln!("tracer: {} netlink messages could not be decoded (reported as malformed, with their bytes)", corr.malformed);
+    }
+}
+
+/// Bytes of a malformed message shown in text output (JSON has them all).
+const RAW_TEXT_MAX: usize = 64;
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// How long a request waits for its answer before it is printed without one.
@@ -154,6 +205,59 @@ pub struct Correlator {
     by_key: HashMap<(u64, u32), usize>,
     families: GenlFamilies,
     enricher: Enricher,
+    /// Messages that were sent whole but could not be decoded.
+    pub malformed: u64,
+}
+
+/// One event per message of a captured send (a `NetlinkSend` record),
+/// decoded, before any enrichment.
+pub(crate) fn send_events(ev: &RawEvent, clock: &Clock, families: &GenlFamilies) -> Vec<NetlinkEvent> {
+    let Some(meta) = read_pod::<NetlinkSend>(&ev.payload) else { return Vec::new() };
+    let data = &ev.payload[size_of::<NetlinkSend>()..];
+    let data = &data[..(meta.data_len as usize).min(data.len())];
+    let syscall = Syscall::try_from(meta.syscall).unwrap_or(Syscall::Sendmsg);
+    let wall_ns = clock.wall_ns(ev.header.ts_ns);
+    let ns_fds: Vec<(u32, u32)> =
+        meta.ns_fds.iter().zip(meta.ns_inos.iter()).filter(|(_, i)| **i != 0).map(|(f, i)| (*f, *i)).collect();
+    // The kernel copies at most NL_DATA_MAX bytes and says how many were sent.
+    let sent_len = (meta.total_len as usize).max(data.len());
+    let mut out = Vec::new();
+    for msg in decode::split_messages(meta.protocol, data, sent_len) {
+        let type_name = match meta.protocol {
+            _ if msg.captured_len < 6 => "?".to_string(),
+            decode::NETLINK_GENERIC if msg.header.msg_type >= 16 => match families.name(msg.header.msg_type) {
+                Some(n) => format!("genl:{n}"),
+                None => format!("genl:{}", msg.header.msg_type),
+            },
+            p => decode::msg_type_name(p, msg.header.msg_type),
+        };
+        out.push(NetlinkEvent {
+            wall_ns,
+            pid: ev.tgid(),
+            tid: ev.tid(),
+            uid: ev.uid(),
+            comm: ev.comm(),
+            netns_ino: ev.header.netns_ino,
+            netns_name: None,
+            container: None,
+            protocol: meta.protocol,
+            syscall,
+            header: msg.header,
+            type_name,
+            attrs: msg.decoded.attrs,
+            target_netns: None,
+            decode_error: msg.decoded.error,
+            truncated: msg.truncated,
+            captured_len: msg.captured_len,
+            raw: msg.raw,
+            result: None,
+            extack: None,
+            sock_id: meta.sock_id,
+            target: msg.decoded.target,
+            ns_fds: ns_fds.clone(),
+        });
+    }
+    out
 }
 
 impl Correlator {
@@ -164,6 +268,7 @@ impl Correlator {
             by_key: HashMap::new(),
             families: GenlFamilies::load(),
             enricher: Enricher::new(),
+            malformed: 0,
         }
     }
 
@@ -177,47 +282,14 @@ impl Correlator {
     }
 
     fn push_send(&mut self, ev: &RawEvent) {
-        let Some(meta) = read_pod::<NetlinkSend>(&ev.payload) else { return };
-        let data = &ev.payload[size_of::<NetlinkSend>()..];
-        let data = &data[..(meta.data_len as usize).min(data.len())];
-        let syscall = Syscall::try_from(meta.syscall).unwrap_or(Syscall::Sendmsg);
-        let wall_ns = self.clock.wall_ns(ev.header.ts_ns);
-        let ns_fds: Vec<(u32, u32)> =
-            meta.ns_fds.iter().zip(meta.ns_inos.iter()).filter(|(_, i)| **i != 0).map(|(f, i)| (*f, *i)).collect();
-        for msg in decode::split_messages(meta.protocol, data) {
-            let type_name = match meta.protocol {
-                decode::NETLINK_GENERIC if msg.header.msg_type >= 16 => match self.families.name(msg.header.msg_type) {
-                    Some(n) => format!("genl:{n}"),
-                    None => format!("genl:{}", msg.header.msg_type),
-                },
-                p => decode::msg_type_name(p, msg.header.msg_type),
-            };
-            let e = NetlinkEvent {
-                wall_ns,
-                pid: ev.tgid(),
-                tid: ev.tid(),
-                uid: ev.uid(),
-                comm: ev.comm(),
-                netns_ino: ev.header.netns_ino,
-                netns_name: None,
-                container: None,
-                protocol: meta.protocol,
-                syscall,
-                header: msg.header,
-                type_name,
-                attrs: msg.decoded.attrs,
-                target_netns: None,
-                decode_error: msg.decoded.error,
-                truncated: msg.truncated,
-                result: None,
-                extack: None,
-                sock_id: meta.sock_id,
-                target: msg.decoded.target,
-                ns_fds: ns_fds.clone(),
-            };
-            let mut e = e;
+        for mut e in send_events(ev, &self.clock, &self.families) {
+            if e.is_malformed() {
+                self.malformed += 1;
+            }
             self.resolve_early(&mut e);
-            self.by_key.insert((meta.sock_id, e.header.seq), self.pending.len());
+            if e.answerable() {
+                self.by_key.insert((e.sock_id, e.header.seq), self.pending.len());
+            }
             self.pending.push((ev.header.ts_ns, e));
         }
     }
@@ -258,7 +330,7 @@ impl Correlator {
             e
         }).collect();
         self.by_key.clear();
-        for (i, (_, e)) in self.pending.iter().enumerate() {
+        for (i, (_, e)) in self.pending.iter().enumerate().filter(|(_, (_, e))| e.answerable()) {
             self.by_key.insert((e.sock_id, e.header.seq), i);
         }
         out

@@ -90,6 +90,19 @@ pub fn decode(msg_type: u16, body: &[u8]) -> Result<RouteDecoded, String> {
     Ok(d)
 }
 
+/// Size of the fixed header that comes before the attributes of an
+/// rtnetlink message (`struct ifinfomsg`, `ifaddrmsg`, `rtmsg`, ...).
+pub fn fixed_header_len(msg_type: u16) -> Option<usize> {
+    Some(match msg_type {
+        16..=19 => 16,                   // ifinfomsg
+        20..=22 => 8,                    // ifaddrmsg
+        24..=26 | 28..=30 | 32..=34 => 12, // rtmsg, ndmsg, fib_rule_hdr
+        36..=46 | 100..=102 => 20,       // tcmsg
+        88..=90 => 4,                    // rtgenmsg, aligned
+        _ => return None,
+    })
+}
+
 fn ins(d: &mut RouteDecoded, k: &str, v: Value) {
     d.attrs.insert(k.to_string(), v);
 }

@@ -35,6 +35,7 @@ use crate::{
     Error, NetlinkJob,
     cli::{CommonArgs, PacketArgs},
     clock::{self, Clock},
+    contain::contain,
     ebpf,
     event::{RawEvent, read_pod},
     hooks,
@@ -154,7 +155,8 @@ impl PacketEvent {
         } else {
             (data.to_vec(), meta.len)
         };
-        let decoded = if decode_headers { decode::decode(&frame, ethernet) } else { decode::Decoded::default() };
+        // A decoder bug costs this packet only (counted as malformed).
+        let decoded = if decode_headers { contain(|| decode::decode(&frame, ethernet)).ok()? } else { decode::Decoded::default() };
         let ns = u64::from(ev.header.netns_ino);
         Some(Self {
             wall_ns: clock.wall_ns(ev.header.ts_ns),
@@ -542,6 +544,9 @@ pub async fn run(
         );
     }
     eprintln!("tracer: {written} events, lost: {}", summary.join(" "));
+    if netlink_job.is_some() {
+        netlink::report_malformed(&corr);
+    }
     Ok(written)
 }
 
