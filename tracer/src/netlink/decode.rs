@@ -242,7 +242,9 @@ pub fn parse_acks(data: &[u8]) -> Vec<Ack> {
                     });
                 }
             }
-            out.push(Ack { seq, errno: -error, extack });
+            // The kernel sends -errno; any other i32 is possible in a buffer
+            // a process reads (i32::MIN has no negation).
+            out.push(Ack { seq, errno: error.saturating_neg(), extack });
         }
         off = off.saturating_add((len + 3) & !3);
     }
@@ -420,7 +422,7 @@ pub fn errno_text(e: i32) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn msg(ty: u16, flags: u16, seq: u32, body: &[u8]) -> Vec<u8> {

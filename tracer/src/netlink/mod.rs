@@ -6,6 +6,7 @@ pub mod decode;
 pub mod enrich;
 pub mod nfgen;
 pub mod route;
+mod route_check;
 
 use std::collections::HashMap;
 

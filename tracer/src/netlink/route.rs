@@ -46,7 +46,10 @@ pub struct RouteDecoded {
     pub target: Option<TargetRef>,
 }
 
+/// Decodes one rtnetlink message body; an error for any bytes it cannot
+/// decode, never a panic (see `super::route_check`).
 pub fn decode(msg_type: u16, body: &[u8]) -> Result<RouteDecoded, String> {
+    super::route_check::check(msg_type, body)?;
     let msg = RouteNetlinkMessage::parse_with_param(body, msg_type).map_err(|e| e.to_string())?;
     let mut d = RouteDecoded::default();
     use RouteNetlinkMessage as M;
