@@ -523,6 +523,16 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn an_attribute_shorter_than_its_header_makes_the_message_malformed() {
+        let m = unhex("28000000100005000300000000000000000000000000000000000000000000000300030061626364");
+        let msgs = split_messages(NETLINK_ROUTE, &m, m.len());
+        assert_eq!(msgs.len(), 1);
+        assert!(msgs[0].is_malformed());
+        let e = msgs[0].decoded.error.as_deref().expect("error");
+        assert!(e.contains("NLA"), "{e}");
+    }
+
+    #[test]
     fn a_message_longer_than_the_capture_is_truncated_with_its_real_length() {
         // RTM_NEWLINK: ifinfomsg, IFLA_IFNAME, then 20,000 bytes of an unknown attribute.
         let mut body = vec![0u8; 16];
