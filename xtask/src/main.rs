@@ -211,6 +211,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("ping", "iputils-ping"),
     ("tcpdump", "tcpdump"),
     ("tshark", "tshark"),
+    // Helpers run as nobody, who cannot use root's own Python (pyenv).
+    ("/usr/bin/python3", "python3"),
 ];
 
 fn apt_install(pkgs: &[(&str, &str)]) -> Result<()> {
