@@ -29,8 +29,11 @@ use crate::{
     packets::{PacketEvent, filter, follow::Topology, hops::Grouper},
 };
 
+/// A fuzz target's entry point: any bytes in, nothing out, never a panic.
+pub type Entry = fn(&[u8]);
+
 /// Every fuzz target: its name (a `fuzz/fuzz_targets/NAME.rs` file) and entry point.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Entry)] = &[
     ("netlink_route", netlink_route),
     ("netlink_send", netlink_send),
     ("netlink_acks", netlink_acks),

@@ -42,7 +42,7 @@ fn committed(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
-fn entry(target: &str) -> fn(&[u8]) {
+fn entry(target: &str) -> Entry {
     TARGETS.iter().find(|(n, _)| *n == target).map(|(_, f)| *f).unwrap_or_else(|| panic!("no target {target}"))
 }
 
