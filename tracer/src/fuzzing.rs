@@ -141,7 +141,7 @@ fn render_packet(ev: &RawEvent) {
     let Some(p) = PacketEvent::from_raw(ev, &clock(), &topo, true) else { return };
     let _ = (p.json_line(), p.json(), p.text());
     let mut other = p.clone();
-    other.ifindex += 1;
+    other.ifindex = other.ifindex.wrapping_add(1);
     other.wall_ns = other.wall_ns.saturating_add(1000);
     let mut g = Grouper::default();
     g.push(p);
