@@ -151,7 +151,7 @@ impl PacketEvent {
         let protocol = u16::from_be(meta.protocol);
         let ethernet = decode::starts_with_ethernet(data, protocol);
         let (frame, len) = if meta.vlan_present != 0 && ethernet {
-            (decode::reinsert_vlan(data, u16::from_be(meta.vlan_proto), meta.vlan_tci), meta.len + 4)
+            (decode::reinsert_vlan(data, u16::from_be(meta.vlan_proto), meta.vlan_tci), meta.len.saturating_add(4))
         } else {
             (data.to_vec(), meta.len)
         };
