@@ -11,9 +11,11 @@ pub mod cbpf;
 pub mod cache;
 pub mod cli;
 pub mod clock;
+pub mod contain;
 pub mod doctor;
 pub mod ebpf;
 pub mod event;
+pub mod fuzzing;
 pub mod hooks;
 pub mod netlink;
 pub mod ns;
@@ -113,7 +115,7 @@ impl NetlinkJob {
     }
 
     pub(crate) fn wants(&self, e: &netlink::NetlinkEvent) -> bool {
-        if !self.include_get && (e.is_get() || e.is_probe()) {
+        if !self.include_get && !e.is_malformed() && (e.is_get() || e.is_probe()) {
             return false;
         }
         if let Some(ns) = self.netns
@@ -128,6 +130,10 @@ impl NetlinkJob {
             && (e.protocol != netlink::decode::NETLINK_ROUTE || !ts.contains(&e.header.msg_type)) {
                 return false;
             }
+        // Whatever its header claims to be, a malformed message is shown.
+        if e.is_malformed() {
+            return true;
+        }
         // Answers and end-of-dump markers are not requests.
         if matches!(e.header.msg_type, netlink::decode::NLMSG_ERROR | netlink::decode::NLMSG_DONE) {
             return false;
@@ -278,5 +284,6 @@ pub async fn run_netlink(job: NetlinkJob, common: CommonArgs, shutdown: impl Fut
     let summary = lost.summary();
     eprintln!("tracer: {}", corr.summary());
     eprintln!("tracer: {} events, lost: {summary}", sink.written);
+    netlink::report_malformed(&corr);
     Ok(sink.written)
 }

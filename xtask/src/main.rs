@@ -15,6 +15,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod fuzz;
 mod vm;
 
 #[derive(Parser)]
@@ -50,6 +51,14 @@ enum Cmd {
         kernel: String,
         /// A test file (foundation, netlink, packets...) or a test name filter.
         filter: Option<String>,
+    },
+    /// Fuzz the decoders (cargo-fuzz on nightly, installed when missing).
+    Fuzz {
+        /// One target (see fuzz/Cargo.toml); all of them when absent.
+        target: Option<String>,
+        /// How long each target runs.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
     },
     /// Benchmarks that print their figures.
     Bench {
@@ -224,6 +233,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("ping", "iputils-ping"),
     ("tcpdump", "tcpdump"),
     ("tshark", "tshark"),
+    // Helpers run as nobody, who cannot use root's own Python (pyenv).
+    ("/usr/bin/python3", "python3"),
 ];
 
 fn apt_install(pkgs: &[(&str, &str)]) -> Result<()> {
@@ -326,6 +337,7 @@ fn main() -> ExitCode {
         Cmd::Test { filter, integration_only } => test(filter, integration_only).map(|_| ExitCode::SUCCESS),
         Cmd::Bench { args } => bench(&args).map(|_| ExitCode::SUCCESS),
         Cmd::Vmtest { kernel, filter } => vm::vmtest(&kernel, filter).map(|_| ExitCode::SUCCESS),
+        Cmd::Fuzz { target, seconds } => fuzz::fuzz(target, seconds).map(|_| ExitCode::SUCCESS),
     };
     match r {
         Ok(c) => c,

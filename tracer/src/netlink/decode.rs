@@ -4,6 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::{nfgen, route};
+use crate::contain::contain;
 
 pub const NETLINK_ROUTE: u16 = 0;
 pub const NETLINK_XFRM: u16 = 6;
@@ -37,15 +38,15 @@ pub struct NlHeader {
 impl NlHeader {
     pub const SIZE: usize = 16;
 
+    /// The fields that `b` holds whole, zeros for the others.
+    pub fn parse_partial(b: &[u8]) -> Self {
+        let u32_at = |o: usize| b.get(o..o + 4).map_or(0, |s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]]));
+        let u16_at = |o: usize| b.get(o..o + 2).map_or(0, |s| u16::from_ne_bytes([s[0], s[1]]));
+        Self { len: u32_at(0), msg_type: u16_at(4), flags: u16_at(6), seq: u32_at(8), pid: u32_at(12) }
+    }
+
     pub fn parse(b: &[u8]) -> Option<Self> {
-        let b = b.get(..Self::SIZE)?;
-        Some(Self {
-            len: u32::from_ne_bytes(b[0..4].try_into().ok()?),
-            msg_type: u16::from_ne_bytes(b[4..6].try_into().ok()?),
-            flags: u16::from_ne_bytes(b[6..8].try_into().ok()?),
-            seq: u32::from_ne_bytes(b[8..12].try_into().ok()?),
-            pid: u32::from_ne_bytes(b[12..16].try_into().ok()?),
-        })
+        (b.len() >= Self::SIZE).then(|| Self::parse_partial(b))
     }
 }
 
@@ -59,35 +60,125 @@ pub struct Decoded {
     pub error: Option<String>,
 }
 
-/// One message cut out of a send buffer.
-#[derive(Clone, Debug)]
-pub struct Message {
-    pub header: NlHeader,
-    pub decoded: Decoded,
-    /// The captured bytes ended before the message did.
-    pub truncated: bool,
+impl Decoded {
+    fn failed(why: impl Into<String>) -> Self {
+        Self { error: Some(why.into()), ..Default::default() }
+    }
 }
 
-/// Cuts a buffer into its messages (a batch may hold hundreds).
-pub fn split_messages(protocol: u16, data: &[u8]) -> Vec<Message> {
+/// One message cut out of a send buffer, or a piece of one.
+#[derive(Clone, Debug)]
+pub struct Message {
+    /// As far as it could be read (zeros past the captured bytes).
+    pub header: NlHeader,
+    pub decoded: Decoded,
+    /// The captured bytes ended before the message did (the kernel copies
+    /// at most [`tracer_common::netlink::NL_DATA_MAX`] bytes of a send).
+    pub truncated: bool,
+    /// Bytes of the message that were captured, its header included.
+    pub captured_len: usize,
+    /// The captured bytes of a message that was sent whole but could not be
+    /// decoded (reported as malformed, with these bytes in hex).
+    pub raw: Option<Vec<u8>>,
+}
+
+impl Message {
+    pub fn is_malformed(&self) -> bool {
+        self.raw.is_some()
+    }
+}
+
+/// Cuts what was captured of one send (`data`, the first bytes of the
+/// `sent_len` the process passed) into its messages; a batch may hold
+/// hundreds. Never panics and never drops bytes silently: a message the
+/// capture cut short is `truncated` (decoded as far as its whole
+/// attributes go), a message that cannot be decoded, or bytes that are no
+/// message at all, come out malformed with their bytes, and a send cut
+/// between two messages ends with a truncated piece saying how much of it
+/// was not captured. Each message is decoded under [`contain`], so a
+/// decoder bug costs that message only.
+pub fn split_messages(protocol: u16, data: &[u8], sent_len: usize) -> Vec<Message> {
+    let decode = |p, h: &NlHeader, b: &[u8]| contain(|| decode_body(p, h, b)).unwrap_or_else(|e| Decoded::failed(e.to_string()));
+    let cut = sent_len > data.len();
     let mut out = Vec::new();
     let mut off = 0usize;
-    while off + NlHeader::SIZE <= data.len() {
-        let Some(h) = NlHeader::parse(&data[off..]) else { break };
-        let len = h.len as usize;
-        if len < NlHeader::SIZE {
-            break;
+    while off < data.len() {
+        let rest = &data[off..];
+        let header = NlHeader::parse_partial(rest);
+        let len = header.len as usize;
+        if rest.len() < NlHeader::SIZE && cut {
+            // The capture ended inside this header.
+            let decoded = Decoded::failed(format!("the capture ends {} bytes into this message's header", rest.len()));
+            out.push(Message { header, decoded, truncated: true, captured_len: rest.len(), raw: None });
+            return out;
         }
-        let end = off.saturating_add(len);
-        let truncated = end > data.len();
-        let body = &data[off + NlHeader::SIZE..end.min(data.len())];
-        out.push(Message { header: h, decoded: decode_body(protocol, &h, body), truncated });
+        let why = if rest.len() < NlHeader::SIZE {
+            Some(format!("{} bytes after the last message, too few for a netlink header (16)", rest.len()))
+        } else if len < NlHeader::SIZE {
+            Some(format!("its header gives a length of {len}, less than the header itself (16)"))
+        } else if len > rest.len() && !cut {
+            Some(format!("its header gives a length of {len}, but only {} bytes were sent", rest.len()))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            // The kernel stops reading a buffer at such bytes, and so do we.
+            out.push(Message { header, decoded: Decoded::failed(why), truncated: false, captured_len: rest.len(), raw: Some(rest.to_vec()) });
+            return out;
+        }
+        let truncated = len > rest.len();
+        let body = &rest[NlHeader::SIZE..len.min(rest.len())];
+        let mut decoded = if truncated {
+            // What was captured of it: its fixed header and whole attributes.
+            let whole = whole_attributes(protocol, header.msg_type, body);
+            decode(protocol, &header, &body[..whole])
+        } else {
+            decode(protocol, &header, body)
+        };
+        let raw = (!truncated && decoded.error.is_some()).then(|| rest[..len].to_vec());
+        if truncated && let Some(e) = decoded.error.take() {
+            decoded.error = Some(format!("only {} of its {len} bytes were captured: {e}", rest.len()));
+        }
+        out.push(Message { header, decoded, truncated, captured_len: len.min(rest.len()), raw });
         off = off.saturating_add((len + 3) & !3);
+    }
+    if cut && out.last().is_none_or(|m| !m.truncated) {
+        // The capture ended exactly between two messages: what follows was
+        // sent but is not here. Say so, and how much it was.
+        let missing = sent_len - data.len();
+        let header = NlHeader { len: u32::try_from(missing).unwrap_or(u32::MAX), ..Default::default() };
+        let decoded = Decoded::failed(format!("the send was {sent_len} bytes; the {missing} after the first {} were not captured", data.len()));
+        out.push(Message { header, decoded, truncated: true, captured_len: 0, raw: None });
     }
     out
 }
 
+/// How many bytes at the start of `body` (a message's payload) are its
+/// fixed header and whole attributes: what can be decoded of a message the
+/// capture cut. The whole body when the protocol's layout is unknown.
+pub fn whole_attributes(protocol: u16, msg_type: u16, body: &[u8]) -> usize {
+    let fixed = match protocol {
+        NETLINK_ROUTE => route::fixed_header_len(msg_type),
+        // struct nfgenmsg, struct genlmsghdr.
+        NETLINK_NETFILTER | NETLINK_GENERIC => Some(4),
+        _ => None,
+    };
+    let Some(mut off) = fixed else { return body.len() };
+    if off > body.len() {
+        return body.len();
+    }
+    while let Some(a) = body.get(off..off + 4) {
+        let len = usize::from(u16::from_ne_bytes([a[0], a[1]]));
+        if len < 4 || off + len > body.len() {
+            break;
+        }
+        off = (off + ((len + 3) & !3)).min(body.len());
+    }
+    off
+}
+
 /// Decodes the payload of one message with the decoder of its protocol.
+/// Returns an error, never panics, for any bytes (fuzzed: `tracer::fuzzing`).
 pub fn decode_body(protocol: u16, h: &NlHeader, body: &[u8]) -> Decoded {
     if h.msg_type < 16 {
         return Decoded::default();
@@ -95,7 +186,7 @@ pub fn decode_body(protocol: u16, h: &NlHeader, body: &[u8]) -> Decoded {
     match protocol {
         NETLINK_ROUTE => match route::decode(h.msg_type, body) {
             Ok(r) => Decoded { attrs: r.attrs, target: r.target, error: None },
-            Err(e) => Decoded { error: Some(e), ..Default::default() },
+            Err(e) => Decoded::failed(e),
         },
         NETLINK_NETFILTER => Decoded { attrs: nfgen::nf_attrs(h.msg_type, body), ..Default::default() },
         NETLINK_GENERIC => {
@@ -151,7 +242,9 @@ pub fn parse_acks(data: &[u8]) -> Vec<Ack> {
                     });
                 }
             }
-            out.push(Ack { seq, errno: -error, extack });
+            // The kernel sends -errno; any other i32 is possible in a buffer
+            // a process reads (i32::MIN has no negation).
+            out.push(Ack { seq, errno: error.saturating_neg(), extack });
         }
         off = off.saturating_add((len + 3) & !3);
     }
@@ -329,7 +422,7 @@ pub fn errno_text(e: i32) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn msg(ty: u16, flags: u16, seq: u32, body: &[u8]) -> Vec<u8> {
@@ -347,33 +440,142 @@ mod tests {
         v
     }
 
+    fn attr(ty: u16, payload: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
+        v.extend_from_slice(&ty.to_ne_bytes());
+        v.extend_from_slice(payload);
+        while v.len() % 4 != 0 {
+            v.push(0);
+        }
+        v
+    }
+
+    /// The message of issue 8: an unprivileged RTM_NEWLINK whose bareudp
+    /// IFLA_BAREUDP_SRCPORT_MIN has 1 byte where netlink-packet-route
+    /// 0.34 copies 2 without checking (and panics).
+    pub const BAREUDP_PANIC: &str = "3c000000100001040100000000000000000000000000000000000000000000001c0012000c00010062617265756470000c0002000500030001000000";
+
+    pub fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
+    }
+
     #[test]
     fn splits_batches() {
         let mut buf = Vec::new();
         for seq in 1..=50 {
             buf.extend(msg(16, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE, seq, &[0; 16]));
         }
-        let msgs = split_messages(NETLINK_ROUTE, &buf);
+        let msgs = split_messages(NETLINK_ROUTE, &buf, buf.len());
         assert_eq!(msgs.len(), 50);
         assert_eq!(msgs[49].header.seq, 50);
-        assert!(msgs.iter().all(|m| !m.truncated));
+        assert!(msgs.iter().all(|m| !m.truncated && !m.is_malformed() && m.decoded.error.is_none()));
     }
 
     #[test]
-    fn malformed_never_panics() {
-        for len in 0..64 {
+    fn junk_never_panics_and_never_loops() {
+        for len in 0..200 {
             let junk: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
-            let _ = split_messages(NETLINK_ROUTE, &junk);
+            let _ = split_messages(NETLINK_ROUTE, &junk, junk.len());
+            let _ = split_messages(NETLINK_ROUTE, &junk, junk.len() + 100);
             let _ = parse_acks(&junk);
         }
-        // A header claiming more bytes than captured is marked truncated.
+    }
+
+    #[test]
+    fn bytes_that_are_no_message_are_malformed_not_dropped() {
+        // A length shorter than the header: the kernel stops there, and so
+        // do we, but the bytes are reported.
+        let msgs = split_messages(NETLINK_ROUTE, &[0; 32], 32);
+        assert_eq!(msgs.len(), 1);
+        assert!(msgs[0].is_malformed());
+        assert_eq!(msgs[0].raw.as_deref(), Some(&[0u8; 32][..]));
+        assert!(msgs[0].decoded.error.as_deref().is_some_and(|e| e.contains("less than the header")), "{:?}", msgs[0].decoded);
+        // A length longer than what was sent (and captured whole).
         let mut m = msg(16, 1, 7, &[0; 40]);
         m.truncate(30);
-        let msgs = split_messages(NETLINK_ROUTE, &m);
+        let msgs = split_messages(NETLINK_ROUTE, &m, m.len());
         assert_eq!(msgs.len(), 1);
-        assert!(msgs[0].truncated);
-        // Length 0 must not loop forever.
-        assert!(split_messages(NETLINK_ROUTE, &[0; 32]).is_empty());
+        assert!(msgs[0].is_malformed() && !msgs[0].truncated);
+        assert_eq!(msgs[0].header.seq, 7);
+        assert!(msgs[0].decoded.error.as_deref().is_some_and(|e| e.contains("only 30 bytes were sent")));
+        // Bytes after the last message, too few for a header.
+        let mut m = msg(16, 1, 8, &[0; 16]);
+        m.extend_from_slice(&[1, 2, 3, 4, 5]);
+        let msgs = split_messages(NETLINK_ROUTE, &m, m.len());
+        assert_eq!(msgs.len(), 2);
+        assert!(!msgs[0].is_malformed());
+        assert_eq!(msgs[1].raw.as_deref(), Some(&[1u8, 2, 3, 4, 5][..]));
+        assert_eq!(msgs[1].header, NlHeader { len: 0x04030201, ..Default::default() }, "the whole fields there are read");
+    }
+
+    #[test]
+    fn the_bareudp_message_is_malformed_with_its_bytes() {
+        let m = unhex(BAREUDP_PANIC);
+        assert_eq!(m.len(), 60);
+        let msgs = split_messages(NETLINK_ROUTE, &m, m.len());
+        assert_eq!(msgs.len(), 1);
+        assert!(msgs[0].is_malformed());
+        assert_eq!(msgs[0].raw.as_deref(), Some(&m[..]));
+        assert_eq!(msgs[0].header.msg_type, 16);
+        let e = msgs[0].decoded.error.as_deref().expect("error");
+        assert!(e.contains("bareudp") || e.contains("BAREUDP"), "{e}");
+    }
+
+    #[test]
+    fn an_attribute_shorter_than_its_header_makes_the_message_malformed() {
+        let m = unhex("28000000100005000300000000000000000000000000000000000000000000000300030061626364");
+        let msgs = split_messages(NETLINK_ROUTE, &m, m.len());
+        assert_eq!(msgs.len(), 1);
+        assert!(msgs[0].is_malformed());
+        let e = msgs[0].decoded.error.as_deref().expect("error");
+        assert!(e.contains("NLA"), "{e}");
+    }
+
+    #[test]
+    fn a_message_longer_than_the_capture_is_truncated_with_its_real_length() {
+        // RTM_NEWLINK: ifinfomsg, IFLA_IFNAME, then 20,000 bytes of an unknown attribute.
+        let mut body = vec![0u8; 16];
+        body.extend(attr(3, b"big0\0"));
+        body.extend(attr(0x7ff, &[0xaa; 20000]));
+        let m = msg(16, NLM_F_REQUEST | NLM_F_ACK, 9, &body);
+        let cap = &m[..16384];
+        let msgs = split_messages(NETLINK_ROUTE, cap, m.len());
+        assert_eq!(msgs.len(), 1);
+        let t = &msgs[0];
+        assert!(t.truncated && !t.is_malformed());
+        assert_eq!(t.header.len as usize, m.len());
+        assert_eq!(t.captured_len, 16384);
+        // Decoded as far as its whole attributes go.
+        assert_eq!(t.decoded.attrs["ifname"], "big0");
+        assert_eq!(t.decoded.error, None);
+
+        // Cut exactly between two messages: the second is reported missing.
+        let one = msg(16, NLM_F_REQUEST, 1, &[0; 16]);
+        let mut two = one.clone();
+        two.extend(msg(16, NLM_F_REQUEST, 2, &[0; 16]));
+        let msgs = split_messages(NETLINK_ROUTE, &two[..one.len()], two.len());
+        assert_eq!(msgs.len(), 2);
+        assert!(!msgs[0].truncated);
+        assert!(msgs[1].truncated && msgs[1].captured_len == 0);
+        assert_eq!(msgs[1].header.len as usize, two.len() - one.len());
+        // Cut inside the second header.
+        let msgs = split_messages(NETLINK_ROUTE, &two[..one.len() + 10], two.len());
+        assert_eq!(msgs.len(), 2);
+        assert!(msgs[1].truncated && msgs[1].captured_len == 10);
+        assert_eq!(msgs[1].header.msg_type, 16, "the fields captured whole are read");
+    }
+
+    #[test]
+    fn whole_attributes_stop_before_a_cut_one() {
+        let mut body = vec![0u8; 16];
+        body.extend(attr(3, b"eth0\0"));
+        let whole = body.len();
+        body.extend(attr(4, &[0; 100]));
+        assert_eq!(whole_attributes(NETLINK_ROUTE, 16, &body[..whole + 50]), whole);
+        assert_eq!(whole_attributes(NETLINK_ROUTE, 16, &body), body.len());
+        assert_eq!(whole_attributes(NETLINK_ROUTE, 16, &body[..10]), 10, "shorter than the fixed header");
+        assert_eq!(whole_attributes(NETLINK_XFRM, 16, &body[..30]), 30, "unknown layout: all of it");
     }
 
     #[test]

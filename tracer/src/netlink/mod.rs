@@ -8,6 +8,7 @@ pub mod identity;
 pub mod lookup;
 pub mod nfgen;
 pub mod route;
+mod route_check;
 #[cfg(test)]
 mod tests;
 
@@ -52,6 +53,11 @@ pub struct NetlinkEvent {
     pub decode_error: Option<String>,
     /// The buffer ended before this message did.
     pub truncated: bool,
+    /// Bytes of the message captured, header included (`header.len` is
+    /// its real length).
+    pub captured_len: usize,
+    /// The bytes of a malformed message: sent whole, not decodable.
+    pub raw: Option<Vec<u8>>,
     /// `Some(errno)` once the answer was seen (0: success).
     pub result: Option<i32>,
     pub extack: Option<String>,
@@ -85,6 +91,19 @@ impl NetlinkEvent {
     /// before every link command to probe the kernel; it changes nothing.
     pub fn is_probe(&self) -> bool {
         self.protocol == decode::NETLINK_ROUTE && self.header.msg_type == 16 && self.attrs.is_empty() && self.decode_error.is_none()
+    }
+
+    /// Whether the kernel takes these bytes for a message and may answer
+    /// it. Bytes it skips (a length that does not fit, a piece of a header)
+    /// must not take the answer of a message with the same seq.
+    fn answerable(&self) -> bool {
+        let len = self.header.len as usize;
+        self.captured_len >= NlHeader::SIZE && len >= NlHeader::SIZE && (self.truncated || self.captured_len == len)
+    }
+
+    /// Sent whole but not decodable: reported with its bytes, never hidden.
+    pub fn is_malformed(&self) -> bool {
+        self.raw.is_some()
     }
 }
 
@@ -120,6 +139,12 @@ impl Render for NetlinkEvent {
         }
         if self.truncated {
             v["truncated"] = json!(true);
+            v["total_len"] = json!(self.header.len);
+            v["captured_len"] = json!(self.captured_len);
+        }
+        if let Some(raw) = &self.raw {
+            v["malformed"] = json!(true);
+            v["raw"] = json!(hex(raw));
         }
         v
     }
@@ -149,7 +174,20 @@ impl Render for NetlinkEvent {
                 s
             }
         };
-        let trunc = if self.truncated { " [truncated]" } else { "" };
+        let trunc = if self.truncated {
+            format!(" [truncated: {} of {} bytes captured]", self.captured_len, self.header.len)
+        } else {
+            String::new()
+        };
+        let summary = match (&self.raw, &self.decode_error) {
+            (Some(raw), e) => {
+                let shown = &raw[..raw.len().min(RAW_TEXT_MAX)];
+                let more = if raw.len() > shown.len() { format!("... ({} bytes)", raw.len()) } else { String::new() };
+                format!("malformed: {} raw {}{more}", e.as_deref().unwrap_or("?"), hex(shown))
+            }
+            (None, Some(e)) if self.attrs.is_empty() => format!("(not decoded: {e})"),
+            _ => summary(self),
+        };
         format!(
             "{} {}[{}] netns={} container={}  {} {}{}  {}",
             clock::hms_micros(self.wall_ns),
@@ -158,11 +196,25 @@ impl Render for NetlinkEvent {
             ns,
             container,
             self.type_name,
-            summary(self),
+            summary,
             trunc,
             result
         )
     }
+}
+
+/// The exit line for malformed messages, when there were any.
+pub fn report_malformed(corr: &Correlator) {
+    if corr.malformed > 0 {
+        eprintln!("tracer: {} netlink messages could not be decoded (reported as malformed, with their bytes)", corr.malformed);
+    }
+}
+
+/// Bytes of a malformed message shown in text output (JSON has them all).
+const RAW_TEXT_MAX: usize = 64;
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// How long a request waits for its answer before it is printed without one.
@@ -215,6 +267,63 @@ pub struct Correlator {
     enricher: Enricher,
     identities: Identities,
     stats: CorrelatorStats,
+    /// Messages that were sent whole but could not be decoded.
+    pub malformed: u64,
+}
+
+/// One event per message of a captured send (a `NetlinkSend` record),
+/// decoded, before any enrichment.
+pub(crate) fn send_events(ev: &RawEvent, clock: &Clock, families: &GenlFamilies) -> Vec<NetlinkEvent> {
+    let Some(meta) = read_pod::<NetlinkSend>(&ev.payload) else { return Vec::new() };
+    let data = &ev.payload[size_of::<NetlinkSend>()..];
+    let data = &data[..(meta.data_len as usize).min(data.len())];
+    let syscall = Syscall::try_from(meta.syscall).unwrap_or(Syscall::Sendmsg);
+    let wall_ns = clock.wall_ns(ev.header.ts_ns);
+    let ns_fds: Vec<(u32, u32)> =
+        meta.ns_fds.iter().zip(meta.ns_inos.iter()).filter(|(_, i)| **i != 0).map(|(f, i)| (*f, *i)).collect();
+    // The kernel copies at most NL_DATA_MAX bytes and says how many were sent.
+    let sent_len = (meta.total_len as usize).max(data.len());
+    let mut out = Vec::new();
+    for msg in decode::split_messages(meta.protocol, data, sent_len) {
+        let type_name = match meta.protocol {
+            _ if msg.captured_len < 6 => "?".to_string(),
+            decode::NETLINK_GENERIC if msg.header.msg_type >= 16 => match families.name(msg.header.msg_type) {
+                Some(n) => format!("genl:{n}"),
+                None => format!("genl:{}", msg.header.msg_type),
+            },
+            p => decode::msg_type_name(p, msg.header.msg_type),
+        };
+        let raw_len = msg.raw.as_ref().map_or(0, |r| r.len());
+        out.push(NetlinkEvent {
+            wall_ns,
+            pid: ev.tgid(),
+            tid: ev.tid(),
+            uid: ev.uid(),
+            comm: ev.comm(),
+            netns_ino: ev.header.netns_ino,
+            netns_name: None,
+            container: None,
+            protocol: meta.protocol,
+            syscall,
+            header: msg.header,
+            type_name,
+            attrs: msg.decoded.attrs,
+            target_netns: None,
+            decode_error: msg.decoded.error,
+            truncated: msg.truncated,
+            captured_len: msg.captured_len,
+            raw: msg.raw,
+            result: None,
+            extack: None,
+            sock_id: meta.sock_id,
+            target: msg.decoded.target,
+            ns_fds: ns_fds.clone(),
+            cgroup_id: ev.header.cgroup_id,
+            lookups: Vec::new(),
+            mem_bytes: EVENT_BASE_BYTES + 2 * (msg.header.len as usize).min(data.len()) + raw_len,
+        });
+    }
+    out
 }
 
 impl Correlator {
@@ -234,6 +343,7 @@ impl Correlator {
             enricher,
             identities,
             stats: CorrelatorStats::default(),
+            malformed: 0,
         }
     }
 
@@ -261,54 +371,18 @@ impl Correlator {
     }
 
     fn push_send(&mut self, ev: &RawEvent) {
-        let Some(meta) = read_pod::<NetlinkSend>(&ev.payload) else { return };
-        let data = &ev.payload[size_of::<NetlinkSend>()..];
-        let data = &data[..(meta.data_len as usize).min(data.len())];
-        let syscall = Syscall::try_from(meta.syscall).unwrap_or(Syscall::Sendmsg);
-        let wall_ns = self.clock.wall_ns(ev.header.ts_ns);
-        let ns_fds: Vec<(u32, u32)> =
-            meta.ns_fds.iter().zip(meta.ns_inos.iter()).filter(|(_, i)| **i != 0).map(|(f, i)| (*f, *i)).collect();
         // Now, while the sender still exists: `ip` is gone long before its
         // request is printed.
         self.identities.request((u64::from(ev.header.netns_ino), ev.tgid(), ev.header.cgroup_id));
-        for msg in decode::split_messages(meta.protocol, data) {
-            let type_name = match meta.protocol {
-                decode::NETLINK_GENERIC if msg.header.msg_type >= 16 => match self.families.name(msg.header.msg_type) {
-                    Some(n) => format!("genl:{n}"),
-                    None => format!("genl:{}", msg.header.msg_type),
-                },
-                p => decode::msg_type_name(p, msg.header.msg_type),
-            };
-            let e = NetlinkEvent {
-                wall_ns,
-                pid: ev.tgid(),
-                tid: ev.tid(),
-                uid: ev.uid(),
-                cgroup_id: ev.header.cgroup_id,
-                comm: ev.comm(),
-                netns_ino: ev.header.netns_ino,
-                netns_name: None,
-                container: None,
-                protocol: meta.protocol,
-                syscall,
-                header: msg.header,
-                type_name,
-                attrs: msg.decoded.attrs,
-                target_netns: None,
-                decode_error: msg.decoded.error,
-                truncated: msg.truncated,
-                result: None,
-                extack: None,
-                sock_id: meta.sock_id,
-                target: msg.decoded.target,
-                ns_fds: ns_fds.clone(),
-                lookups: Vec::new(),
-                mem_bytes: EVENT_BASE_BYTES + 2 * (msg.header.len as usize).min(data.len()),
-            };
-            let mut e = e;
+        for mut e in send_events(ev, &self.clock, &self.families) {
+            if e.is_malformed() {
+                self.malformed += 1;
+            }
             self.resolve_early(&mut e);
             let bytes = e.mem_bytes;
-            self.by_key.insert((meta.sock_id, e.header.seq), self.base + self.pending.len() as u64);
+            if e.answerable() {
+                self.by_key.insert((e.sock_id, e.header.seq), self.base + self.pending.len() as u64);
+            }
             self.pending_bytes += bytes;
             self.pending.push_back(Pending { ts: ev.header.ts_ns, bytes, e });
             self.stats.max_pending = self.stats.max_pending.max(self.pending.len());
@@ -660,6 +734,8 @@ mod text_tests {
             cgroup_id: 0,
             lookups: Vec::new(),
             mem_bytes: 0,
+            captured_len: 0,
+            raw: None,
         }
     }
 

@@ -46,7 +46,10 @@ pub struct RouteDecoded {
     pub target: Option<TargetRef>,
 }
 
+/// Decodes one rtnetlink message body; an error for any bytes it cannot
+/// decode, never a panic (see `super::route_check`).
 pub fn decode(msg_type: u16, body: &[u8]) -> Result<RouteDecoded, String> {
+    super::route_check::check(msg_type, body)?;
     let msg = RouteNetlinkMessage::parse_with_param(body, msg_type).map_err(|e| e.to_string())?;
     let mut d = RouteDecoded::default();
     use RouteNetlinkMessage as M;
@@ -88,6 +91,19 @@ pub fn decode(msg_type: u16, body: &[u8]) -> Result<RouteDecoded, String> {
         _ => {}
     }
     Ok(d)
+}
+
+/// Size of the fixed header that comes before the attributes of an
+/// rtnetlink message (`struct ifinfomsg`, `ifaddrmsg`, `rtmsg`, ...).
+pub fn fixed_header_len(msg_type: u16) -> Option<usize> {
+    Some(match msg_type {
+        16..=19 => 16,                   // ifinfomsg
+        20..=22 => 8,                    // ifaddrmsg
+        24..=26 | 28..=30 | 32..=34 => 12, // rtmsg, ndmsg, fib_rule_hdr
+        36..=46 | 100..=102 => 20,       // tcmsg
+        88..=90 => 4,                    // rtgenmsg, aligned
+        _ => return None,
+    })
 }
 
 fn ins(d: &mut RouteDecoded, k: &str, v: Value) {

@@ -37,6 +37,7 @@ use crate::{
     Error, NetlinkJob,
     cli::{CommonArgs, PacketArgs},
     clock::{self, Clock},
+    contain::contain,
     ebpf,
     event::{RawEvent, read_pod},
     hooks,
@@ -157,11 +158,12 @@ impl PacketEvent {
         let protocol = u16::from_be(meta.protocol);
         let ethernet = decode::starts_with_ethernet(data, protocol);
         let (frame, len) = if meta.vlan_present != 0 && ethernet {
-            (decode::reinsert_vlan(data, u16::from_be(meta.vlan_proto), meta.vlan_tci), meta.len + 4)
+            (decode::reinsert_vlan(data, u16::from_be(meta.vlan_proto), meta.vlan_tci), meta.len.saturating_add(4))
         } else {
             (data.to_vec(), meta.len)
         };
-        let decoded = if decode_headers { decode::decode(&frame, ethernet) } else { decode::Decoded::default() };
+        // A decoder bug costs this packet only (counted as malformed).
+        let decoded = if decode_headers { contain(|| decode::decode(&frame, ethernet)).ok()? } else { decode::Decoded::default() };
         let ns = u64::from(ev.header.netns_ino);
         Some(Self {
             wall_ns: clock.wall_ns(ev.header.ts_ns),
@@ -617,6 +619,9 @@ pub async fn run(
         eprintln!("tracer: {} events printed before the end of their hold (more than {MERGER_MAX_ITEMS} events or {} MiB held)", merger.early, MERGER_MAX_BYTES >> 20);
     }
     eprintln!("tracer: {written} events, lost: {summary}");
+    if netlink_job.is_some() {
+        netlink::report_malformed(&corr);
+    }
     Ok(written)
 }
 
