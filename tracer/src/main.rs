@@ -5,6 +5,16 @@ use clap::Parser as _;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // First of all: from here on SIGINT, SIGTERM and SIGHUP ask for a clean
+    // stop instead of killing the process, also while programs are being
+    // loaded and attached.
+    let shutdown = match tracer::shutdown::Shutdown::on_signals() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tracer: cannot install the signal handlers: {e}");
+            std::process::exit(1);
+        }
+    };
     let cli = match tracer::cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(),
@@ -16,15 +26,7 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    let shutdown = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
-            (Ok(mut int), Ok(mut term)) => {
-                tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-            }
-            _ => std::future::pending::<()>().await,
-        }
-    };
+    raise_fd_limit();
     match tracer::run(cli, shutdown).await {
         Ok(code) => std::process::exit(code),
         Err(e) => {
@@ -33,6 +35,21 @@ async fn main() {
                 tracer::Error::Usage(_) => 2,
                 _ => 1,
             });
+        }
+    }
+}
+
+/// Lifts the soft limit on open files to the hard one: each traced
+/// interface holds file descriptors (TCX links, or its namespace for
+/// netlink-tc), and hundreds of interfaces pass the usual soft 1024.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit struct; failure only
+    // leaves the limit as it was.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
 }

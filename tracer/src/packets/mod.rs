@@ -10,16 +10,17 @@
 //! timeline. [`filter`] compiles tcpdump-style expressions for the kernel.
 
 pub mod attach;
+pub mod clsact;
 pub mod decode;
 pub mod filter;
 pub mod follow;
 pub mod hops;
 pub mod pcapng;
+pub mod stale;
 
 use std::{
     cmp::Reverse,
     collections::{BinaryHeap, HashMap},
-    future::Future,
     path::PathBuf,
     sync::{Arc, Mutex},
     time::Duration,
@@ -42,6 +43,7 @@ use crate::{
     ns::{self, Iface, Registry},
     output::{Render, Sink},
     reader::{LostTracker, Reader},
+    shutdown::Shutdown,
 };
 use attach::{Attacher, PACKET_PROGRAMS, TcMode};
 use filter::FilterProgram;
@@ -384,7 +386,7 @@ pub async fn run(
     netlink_job: Option<NetlinkJob>,
     job: PacketsJob,
     common: CommonArgs,
-    shutdown: impl Future<Output = ()>,
+    stop: Shutdown,
 ) -> Result<u64, Error> {
     let mut opts = ebpf::LoadOptions { snaplen: job.snaplen, ..Default::default() };
     if let Some(kib) = common.buffer_kib {
@@ -406,11 +408,19 @@ pub async fn run(
         Some(path) => Out::Pcapng(pcapng::PcapngOut::create(path, job.snaplen).map_err(PacketsError::from)?, Sink::new(common.json)),
         None => Out::Sink(Sink::new(common.json)),
     };
+    if crate::stopped_during_start_up(&stop) {
+        return Ok(0);
+    }
 
     // The namespace the tracer runs in is the host, as users see it.
     let host_netns = ns::resolve_pid(std::process::id()).ok();
     let topo = Arc::new(Mutex::new(Topology::new(host_netns)));
-    let (mut follower, first) = Follower::start(loaded.ebpf, attacher, job.select.clone(), topo.clone()).await?;
+    let (mut follower, first) = Follower::start(loaded.ebpf, attacher, job.select.clone(), topo.clone(), stop.clone()).await?;
+    if stop.is_set() {
+        follower.stop().await;
+        crate::stopped_during_start_up(&stop);
+        return Ok(0);
+    }
     if first.interfaces == 0 && job.select.scope != Scope::All {
         eprintln!("tracer: nothing to trace there yet; waiting for an interface to appear");
     }
@@ -434,6 +444,7 @@ pub async fn run(
     let mut registry = Registry::new();
     let mut written: u64 = 0;
 
+    let shutdown = stop.wait();
     tokio::pin!(shutdown);
     let forever = Duration::from_secs(u64::MAX / 4);
     let deadline = tokio::time::sleep(common.duration.map(Duration::from_secs_f64).unwrap_or(forever));
