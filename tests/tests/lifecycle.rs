@@ -158,8 +158,13 @@ fn qdiscs_of_others_survive_a_run_and_ours_wait_until_they_are_empty() {
     assert!(!has_clsact(a, "hl0"));
     let f = filters(a, "eth0");
     assert!(has_clsact(a, "eth0") && f.contains("pref 9") && f.contains("bytecode"), "the user's filter went with our qdisc: {f}");
-    // Once the user's filter is gone, the next run removes the qdisc the
-    // tracer added; the user's own clsact on hl1 still stays.
+    // A run while the user's filter is in it leaves it alone, silently...
+    let (code, _, err) = with_tc_mode(Some("netlink"), || tracer_run(&["packets", "--netns", &b.name, "--duration", "0.3"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("removed"), "{err}");
+    assert!(has_clsact(a, "eth0") && filters(a, "eth0").contains("pref 9"));
+    // ...and once the user's filter is gone, the next run removes the
+    // qdisc the tracer added; the user's own clsact on hl1 still stays.
     a.sh("tc filter del dev eth0 egress prio 9");
     let (code, _, err) = with_tc_mode(Some("netlink"), || tracer_run(&["packets", "--netns", &b.name, "--duration", "0.3"]));
     assert_eq!(code, 0, "{err}");

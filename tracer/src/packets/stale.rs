@@ -66,14 +66,18 @@ impl Claim {
         Some((add, Claim { ns_inode, ns_cookie, ifindex, ifname }))
     }
 
-    /// Whether this is the qdisc of `ifindex`/`ifname` in `ns`: the cookie
-    /// decides where both are known (inodes are reused, cookies are not).
+    /// Whether this is the qdisc of `ifindex`/`ifname` in `ns`.
     pub fn is_at(&self, ns_inode: u64, ns_cookie: Option<u64>, ifindex: u32, ifname: &str) -> bool {
-        let same_ns = match (self.ns_cookie, ns_cookie) {
+        self.in_ns(ns_inode, ns_cookie) && self.ifindex == ifindex && self.ifname == ifname
+    }
+
+    /// Whether this is in namespace `ns`: the cookie decides where both are
+    /// known (inodes are reused, cookies are not).
+    pub fn in_ns(&self, ns_inode: u64, ns_cookie: Option<u64>) -> bool {
+        match (self.ns_cookie, ns_cookie) {
             (Some(a), Some(b)) => a == b,
             _ => self.ns_inode == ns_inode,
-        };
-        same_ns && self.ifindex == ifindex && self.ifname == ifname
+        }
     }
 }
 
@@ -197,11 +201,11 @@ fn private_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// The journals of tracers that are gone, and the qdiscs they still claim.
+/// The journals of tracers that are gone, each with the qdiscs it still
+/// claims.
 #[derive(Debug, Default)]
 pub struct DeadJournals {
-    pub files: Vec<PathBuf>,
-    pub claims: Vec<Claim>,
+    pub files: Vec<(PathBuf, Vec<Claim>)>,
 }
 
 impl DeadJournals {
@@ -231,20 +235,32 @@ impl DeadJournals {
                     open.swap_remove(i);
                 }
             }
-            out.claims.extend(open);
-            out.files.push(e.path());
+            out.files.push((e.path(), open));
         }
+        out.files.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
 
     pub fn claims(&self, ns_inode: u64, ns_cookie: Option<u64>, ifindex: u32, ifname: &str) -> bool {
-        self.claims.iter().any(|c| c.is_at(ns_inode, ns_cookie, ifindex, ifname))
+        self.files.iter().flat_map(|(_, c)| c).any(|c| c.is_at(ns_inode, ns_cookie, ifindex, ifname))
     }
 
-    /// Removes the journals: everything they recorded has been dealt with.
-    pub fn remove(&self) {
-        for f in &self.files {
-            let _ = fs::remove_file(f);
+    /// Everything the journals recorded has been dealt with, except the
+    /// qdiscs in `busy` (they hold others' filters and go once empty): a
+    /// journal is removed, or rewritten to hold only those.
+    pub fn settle(&self, busy: &[Claim]) {
+        for (path, claims) in &self.files {
+            let keep: String = claims.iter().filter(|c| busy.contains(c)).map(|c| c.line("add")).collect();
+            if keep.is_empty() {
+                let _ = fs::remove_file(path);
+            } else {
+                let _ = OpenOptions::new()
+                    .write(true)
+                    .truncate(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                    .open(path)
+                    .and_then(|mut f| f.write_all(keep.as_bytes()));
+            }
         }
     }
 }
@@ -282,14 +298,12 @@ pub struct Swept {
     /// Empty clsact qdiscs that had stale filters of ours but no journal
     /// entry: perhaps the user's, so they stay.
     pub kept_unclaimed: usize,
-    /// Claimed qdiscs that hold filters of others.
-    pub kept_busy: usize,
 }
 
 impl Swept {
     /// The one line that says what was removed, if anything was found.
     pub fn line(&self) -> Option<String> {
-        if self.filters + self.qdiscs + self.kept_unclaimed + self.kept_busy == 0 {
+        if self.filters + self.qdiscs + self.kept_unclaimed == 0 {
             return None;
         }
         let ns = if self.namespaces == 1 { "namespace" } else { "namespaces" };
@@ -304,9 +318,6 @@ impl Swept {
         if self.kept_unclaimed > 0 {
             s.push_str(&format!("; kept {} empty clsact qdisc(s) that no tracer recorded adding", self.kept_unclaimed));
         }
-        if self.kept_busy > 0 {
-            s.push_str(&format!("; kept {} clsact qdisc(s) an earlier tracer added that now hold other filters", self.kept_busy));
-        }
         Some(s)
     }
 }
@@ -318,6 +329,8 @@ impl Swept {
 /// `cancelled`.
 pub fn sweep<'a>(namespaces: impl Iterator<Item = &'a Netns>, own_first_id: u32, cancelled: &dyn Fn() -> bool) -> Swept {
     let dead = DeadJournals::read();
+    // Claimed qdiscs that hold others' filters: their claims are kept.
+    let mut busy: Vec<Claim> = Vec::new();
     let mut held: Option<HashSet<u32>> = None;
     let mut out = Swept::default();
     let mut complete = true;
@@ -344,13 +357,13 @@ pub fn sweep<'a>(namespaces: impl Iterator<Item = &'a Netns>, own_first_id: u32,
                     }
                 }
                 out.filters += removed;
+                let name = ifname(n, ifindex);
+                let claimed = dead.claims(n.inode, n.cookie, ifindex, &name);
                 if listed.len() > removed {
-                    if dead.claims(n.inode, n.cookie, ifindex, &ifname(n, ifindex)) {
-                        out.kept_busy += 1;
+                    if claimed {
+                        busy.push(Claim { ns_inode: n.inode, ns_cookie: n.cookie, ifindex, ifname: name });
                     }
-                    continue;
-                }
-                if dead.claims(n.inode, n.cookie, ifindex, &ifname(n, ifindex)) {
+                } else if claimed {
                     if sock.del_clsact(ifindex).is_ok() {
                         out.qdiscs += 1;
                     }
@@ -363,11 +376,18 @@ pub fn sweep<'a>(namespaces: impl Iterator<Item = &'a Netns>, own_first_id: u32,
         if before != (out.filters, out.qdiscs) {
             out.namespaces += 1;
         }
-        // A namespace that vanished meanwhile took its filters with it.
-        let _ = r;
+        if !matches!(r, Ok(Ok(()))) {
+            // Not looked at (it may be vanishing, taking everything with
+            // it): what a dead tracer claims there is kept for next time.
+            busy.extend(dead.files.iter().flat_map(|(_, c)| c).filter(|c| c.in_ns(n.inode, n.cookie)).cloned());
+        }
     }
     if complete {
-        dead.remove();
+        // The busy claims are rewritten as the namespace names them now;
+        // they match the dead journal's own entries by `Claim::is_at`.
+        let keep: Vec<Claim> =
+            dead.files.iter().flat_map(|(_, c)| c).filter(|c| busy.iter().any(|b| c.is_at(b.ns_inode, b.ns_cookie, b.ifindex, &b.ifname))).cloned().collect();
+        dead.settle(&keep);
     }
     out
 }
@@ -419,12 +439,21 @@ mod tests {
         let mut live = Journal::at(dir.join(journal_name(200, 6)));
         live.add(&claim(5, "eth5"));
         fs::write(dir.join("unrelated"), "add 1 - 2 eth0\n").expect("write");
+        let mut other = Journal::at(dir.join(journal_name(300, 7)));
+        other.add(&claim(6, "eth6"));
+        other.add(&claim(7, "eth7"));
         let found = DeadJournals::read_in(&dir, &|pid, _| pid == 200);
-        assert_eq!(found.claims, vec![claim(2, "eth0")]);
-        assert_eq!(found.files, vec![dir.join(journal_name(100, 5))]);
-        found.remove();
+        assert_eq!(
+            found.files,
+            vec![(dir.join(journal_name(100, 5)), vec![claim(2, "eth0")]), (dir.join(journal_name(300, 7)), vec![claim(6, "eth6"), claim(7, "eth7")])]
+        );
+        assert!(found.claims(1, Some(9), 7, "eth7") && !found.claims(1, Some(9), 5, "eth5"), "the live one's claims do not count");
+        // eth6's qdisc still holds others' filters: only its claim stays.
+        found.settle(&[claim(6, "eth6")]);
         assert!(!dir.join(journal_name(100, 5)).exists());
         assert!(dir.join(journal_name(200, 6)).exists());
+        let again = DeadJournals::read_in(&dir, &|pid, _| pid == 200);
+        assert_eq!(again.files, vec![(dir.join(journal_name(300, 7)), vec![claim(6, "eth6")])]);
         // A journal whose qdiscs are all gone removes itself at exit.
         live.del(&claim(5, "eth5"));
         live.finish();
@@ -473,7 +502,12 @@ mod tests {
         assert_eq!(Swept::default().line(), None);
         let s = Swept { filters: 6, qdiscs: 2, namespaces: 1, ..Default::default() };
         let l = s.line().expect("line");
-        assert!(l.contains("6 filters and 2 clsact qdiscs in 1 namespace"), "{l}");
+        assert_eq!(l, "tracer: removed 6 filters and 2 clsact qdiscs that an earlier tracer left behind (in 1 namespace)");
         assert!(!l.contains('\n'));
+        let s = Swept { filters: 1, namespaces: 2, kept_unclaimed: 1, ..Default::default() };
+        let l = s.line().expect("line");
+        assert!(l.starts_with("tracer: removed 1 filter and 0 clsact qdiscs that an earlier tracer left behind (in 2 namespaces); kept 1 empty"), "{l}");
+        // Only kept ones found: still worth a line.
+        assert!(Swept { kept_unclaimed: 1, ..Default::default() }.line().is_some());
     }
 }
