@@ -39,6 +39,13 @@ fn has_clsact(ns: &LabNs, dev: &str) -> bool {
     ns.sh(&format!("tc qdisc show dev {dev}")).contains("clsact")
 }
 
+/// Whether the journal of the clsact qdiscs that process `pid` added
+/// (`/run/tracer/clsact-PID-START`) is there.
+fn journal_of(pid: u32) -> bool {
+    let prefix = format!("clsact-{pid}-");
+    std::fs::read_dir("/run/tracer").is_ok_and(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with(&prefix)))
+}
+
 fn ours(f: &str) -> bool {
     TC_PROGRAMS.iter().any(|p| f.contains(p))
 }
@@ -98,6 +105,8 @@ fn sigkill_in_netlink_tc_mode_is_cleaned_up_by_the_next_run() {
     }
     let programs: Vec<u32> = loaded_tc_programs().into_iter().filter(|id| !before.contains(id)).collect();
     assert_eq!(programs.len(), 2, "ingress and egress");
+    let pid = t.pid();
+    assert!(journal_of(pid), "the qdiscs it added are not recorded");
     sigkill(t);
     // What a kill leaves: filters running programs nobody reads.
     assert!(ours(&filters(a, "eth0")) && has_clsact(a, "hl0"), "the kill left nothing: the test proves nothing");
@@ -116,6 +125,7 @@ fn sigkill_in_netlink_tc_mode_is_cleaned_up_by_the_next_run() {
         assert!(!has_clsact(a, dev), "{dev}: the clsact the tracer added stayed");
     }
     assert_user_filter_intact(a);
+    assert!(!journal_of(pid), "the dead tracer's journal stayed");
     assert!(wait_until(Duration::from_secs(3), || programs.iter().all(|id| !loaded_tc_programs().contains(id))), "programs still loaded");
     // And a run after that finds nothing to say.
     let (code, _, err) = with_tc_mode(Some("netlink"), || tracer_run(&["packets", "--netns", &b.name, "--duration", "0.3"]));
@@ -248,6 +258,8 @@ fn sighup_and_sigint_stop_cleanly_like_sigterm() {
         // After ready, with filters that would outlive a killed process.
         let t = with_tc_mode(Some("netlink"), || Tracer::start(&["packets", "--all", "-i", &glob]));
         assert!(filters_on_host(&lab).contains("pkt_ingress"));
+        let pid = t.pid();
+        assert!(journal_of(pid));
         // SAFETY: kill on our own child's pid.
         unsafe { libc::kill(t.pid() as i32, signal) };
         assert!(wait_until(Duration::from_secs(10), || t.stderr().contains(" events, lost:")), "signal {signal}: {}", t.stderr());
@@ -255,6 +267,7 @@ fn sighup_and_sigint_stop_cleanly_like_sigterm() {
         // It has stopped by itself; this reaps it and reads its status.
         assert_eq!(t.stop(), 0, "signal {signal}: {}", t.stderr());
         assert_nothing_left(&lab, &before, &format!("signal {signal} after ready"));
+        assert!(!journal_of(pid), "a clean stop leaves no journal");
         // And during start-up.
         let (code, err) = with_tc_mode(Some("netlink"), || signal_after(&["packets", "--netns", &a.name], signal, Duration::from_millis(50)));
         assert_eq!(code, 0, "signal {signal} at 50 ms: {err}");

@@ -148,15 +148,17 @@ impl Journal {
         let r = (|| -> io::Result<()> {
             if self.file.is_none() {
                 let path = self.path.as_ref().ok_or_else(|| io::Error::other("no start time in /proc/self/stat"))?;
-                if let Some(dir) = path.parent() {
-                    private_dir(dir)?;
-                }
-                let f = OpenOptions::new()
-                    .append(true)
-                    .create(true)
-                    .mode(0o600)
-                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                    .open(path)?;
+                let open = || {
+                    if let Some(dir) = path.parent() {
+                        private_dir(dir)?;
+                    }
+                    OpenOptions::new().append(true).create(true).mode(0o600).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path)
+                };
+                // Another tracer may remove the directory, empty, in between.
+                let f = match open() {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => open(),
+                    r => r,
+                }?;
                 self.file = Some(f);
             }
             match &mut self.file {
@@ -182,9 +184,19 @@ impl Journal {
         self.file = None;
         if self.open.is_empty()
             && let Some(p) = &self.path
+            && fs::remove_file(p).is_ok()
         {
-            let _ = fs::remove_file(p);
+            remove_dir_if_empty(p);
         }
+    }
+}
+
+/// Removes the directory of the journal `file` if no journal is left in
+/// it (a tracer that stopped cleanly leaves nothing in /run).
+fn remove_dir_if_empty(file: &Path) {
+    if let Some(dir) = file.parent() {
+        // Fails, harmlessly, while another tracer's journal is in it.
+        let _ = fs::remove_dir(dir);
     }
 }
 
@@ -252,7 +264,9 @@ impl DeadJournals {
         for (path, claims) in &self.files {
             let keep: String = claims.iter().filter(|c| busy.contains(c)).map(|c| c.line("add")).collect();
             if keep.is_empty() {
-                let _ = fs::remove_file(path);
+                if fs::remove_file(path).is_ok() {
+                    remove_dir_if_empty(path);
+                }
             } else {
                 let _ = OpenOptions::new()
                     .write(true)
@@ -458,6 +472,10 @@ mod tests {
         live.del(&claim(5, "eth5"));
         live.finish();
         assert!(!dir.join(journal_name(200, 6)).exists());
+        assert!(dir.exists(), "another journal is still in it");
+        fs::remove_file(dir.join("unrelated")).expect("rm");
+        again.settle(&[]);
+        assert!(!dir.exists(), "the last journal gone, the directory goes too");
         let _ = fs::remove_dir_all(&dir);
     }
 
