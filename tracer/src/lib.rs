@@ -22,10 +22,11 @@ pub mod ns;
 pub mod output;
 pub mod packets;
 pub mod reader;
+pub mod shutdown;
 pub mod sys;
 pub mod top;
 
-use std::{future::Future, time::Duration};
+use std::time::Duration;
 
 use tracer_common::EventKind;
 
@@ -34,6 +35,7 @@ use crate::{
     clock::Clock,
     output::Sink,
     reader::{LostTracker, Reader},
+    shutdown::Shutdown,
 };
 
 /// Everything that can stop the tracer, each as one sentence for the user.
@@ -173,9 +175,10 @@ fn require_root() -> Result<(), Error> {
     Ok(())
 }
 
-/// Runs a job until it ends by itself (`--count`, `--duration`) or `shutdown`
-/// resolves. Returns the process exit code.
-pub async fn run(cli: Cli, shutdown: impl Future<Output = ()>) -> Result<i32, Error> {
+/// Runs a job until it ends by itself (`--count`, `--duration`) or a stop
+/// is asked for (`shutdown`, also during start-up: see
+/// [`stopped_during_start_up`]). Returns the process exit code.
+pub async fn run(cli: Cli, shutdown: Shutdown) -> Result<i32, Error> {
     let job = plan(&cli)?;
     match job {
         Job::Doctor => {
@@ -224,8 +227,19 @@ pub fn run_ns(job: &NsJob, json: bool) -> Result<usize, Error> {
     Ok(list.len())
 }
 
+/// Whether a stop was asked for before the job became ready; if so, says
+/// so. The caller then returns, and whatever it loaded or attached is
+/// released on the way out: a clean stop, exit status 0.
+pub fn stopped_during_start_up(stop: &Shutdown) -> bool {
+    let stopped = stop.is_set();
+    if stopped {
+        eprintln!("tracer: stopped during start-up");
+    }
+    stopped
+}
+
 /// The netlink audit: attach, read, correlate, print.
-pub async fn run_netlink(job: NetlinkJob, common: CommonArgs, shutdown: impl Future<Output = ()>) -> Result<u64, Error> {
+pub async fn run_netlink(job: NetlinkJob, common: CommonArgs, stop: Shutdown) -> Result<u64, Error> {
     let mut opts = ebpf::LoadOptions { nl_netns: job.netns, ..Default::default() };
     if let Some(kib) = common.buffer_kib {
         opts.ring_bytes = kib * 1024;
@@ -235,6 +249,9 @@ pub async fn run_netlink(job: NetlinkJob, common: CommonArgs, shutdown: impl Fut
         return Err(Error::Kernel(format!("its BTF lacks {}", loaded.missing_fields.join(", "))));
     }
     hooks::attach_tracepoints(&mut loaded.ebpf, hooks::NETLINK_HOOKS)?;
+    if stopped_during_start_up(&stop) {
+        return Ok(0);
+    }
     let mut reader = Reader::new(&mut loaded.ebpf)?;
     let clock = Clock::new();
     let mut corr = netlink::Correlator::new(clock);
@@ -242,6 +259,7 @@ pub async fn run_netlink(job: NetlinkJob, common: CommonArgs, shutdown: impl Fut
     let mut lost = LostTracker::default();
     eprintln!("tracer: ready: netlink audit attached to {} tracepoints", hooks::NETLINK_HOOKS.len());
 
+    let shutdown = stop.wait();
     tokio::pin!(shutdown);
     let deadline = tokio::time::sleep(common.duration.map(Duration::from_secs_f64).unwrap_or(Duration::from_secs(u64::MAX / 4)));
     tokio::pin!(deadline);

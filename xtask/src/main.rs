@@ -295,7 +295,7 @@ fn test(filter: Option<String>, integration_only: bool) -> Result<()> {
     if !left.is_empty() {
         bail!("the integration tests left these behind: {}", left.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "));
     }
-    step("nothing left behind: no namespace, interface, tracer process or tracer program");
+    step("nothing left behind: no namespace, interface, clsact qdisc, qdisc journal, tracer process or tracer program");
     Ok(())
 }
 
@@ -316,6 +316,14 @@ fn leftovers() -> Vec<String> {
     }
     for l in sh("pgrep -a -x tracer").lines() {
         v.push(format!("process {l}"));
+    }
+    // netlink-tc leftovers on host interfaces, and journals of the clsact
+    // qdiscs a tracer added that were never removed.
+    for l in sh("tc qdisc show 2>/dev/null | grep clsact").lines() {
+        v.push(format!("qdisc {}", l.trim()));
+    }
+    for l in sh("ls /run/tracer 2>/dev/null").lines() {
+        v.push(format!("journal /run/tracer/{l}"));
     }
     // Every tracer program name comes from tracer-common's programs module.
     for l in sh("command -v bpftool >/dev/null && bpftool prog show 2>/dev/null | grep -oE 'name (nl|pkt|top|probe|pcap)_[a-z_]+'").lines() {

@@ -99,11 +99,12 @@ fn default_selection() -> Vec<(String, Vec<String>)> {
         ("packets".into(), vec![]),
         ("top".into(), vec![]),
         ("losses".into(), vec![]),
+        ("lifecycle".into(), vec![]),
     ]
 }
 
 /// Test files that can run in a guest (the Docker ones cannot).
-const GUEST_FILES: &[&str] = &["foundation", "netlink", "packets", "top", "filter", "ns", "losses", "pcap_filter", "safe_output"];
+const GUEST_FILES: &[&str] = &["foundation", "netlink", "packets", "top", "filter", "ns", "losses", "pcap_filter", "safe_output", "lifecycle"];
 
 /// Hard limit for one guest, boot to power-off.
 const GUEST_TIMEOUT: Duration = Duration::from_secs(45 * 60);

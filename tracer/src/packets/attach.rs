@@ -4,31 +4,35 @@
 //!
 //! Each attachment is made from inside the interface's namespace
 //! (`sys::in_netns`), since interface names and indexes only mean something
-//! there. TCX (Linux >= 6.6) is preferred: a TCX link is an fd, detaches
-//! when closed from any namespace, and leaves nothing behind. Older kernels
-//! get clsact + cls_bpf over netlink, whose pitfalls (DESIGN.md) are handled
-//! here: the clsact qdisc is removed again if this module added it, and a
-//! filter is only ever detached from inside its own namespace, never by an
-//! ifindex that may mean another interface in the tracer's namespace.
+//! there; the namespace entered is checked to be the one discovery saw
+//! (a `/proc/PID/ns/net` path can name another after PID reuse). TCX
+//! (Linux >= 6.6) is preferred: a TCX link is an fd, detaches when closed
+//! from any namespace, also when the process is killed. Older kernels get
+//! clsact + cls_bpf over netlink ([`super::clsact`]), which outlive the
+//! process: those are made recognisable, detached with checks, and what a
+//! killed run left is removed by the next ([`super::stale`]).
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     io,
-    path::{Path, PathBuf},
 };
 
 use aya::{
     Ebpf,
     programs::{
         LinkOrder, ProgramError, SchedClassifier,
-        tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcAttachType, TcError},
+        tc::{SchedClassifierLink, TcAttachOptions, TcAttachType, TcError},
     },
 };
 use tracer_common::programs as p;
 
+use super::{
+    clsact::{self, HeldNs, NlAttachment, Prog},
+    stale::{DeadJournals, Journal},
+};
 use crate::{
     hooks::HookError,
-    ns::{Iface, Netns, links::Rtnl},
+    ns::{Iface, Netns},
 };
 
 /// How TC programs are attached.
@@ -71,18 +75,22 @@ pub const PACKET_PROGRAMS: ProgramPair = ProgramPair { ingress: p::PKT_INGRESS, 
 /// Count packets per interface and flow in maps.
 pub const TOP_PROGRAMS: ProgramPair = ProgramPair { ingress: p::TOP_INGRESS, egress: p::TOP_EGRESS };
 
+/// How one interface is attached.
+enum How {
+    /// Ingress and egress links; dropping them detaches.
+    Tcx(Vec<SchedClassifierLink>),
+    /// Filters that stay until deleted, with their namespace held open.
+    Netlink(NlAttachment),
+}
+
 /// One interface the programs are attached to.
 struct Attached {
     /// The namespace's cookie: inode numbers are reused as soon as a
     /// namespace is freed (a restarted container often gets its old one),
     /// cookies never are.
     cookie: Option<u64>,
-    ns_path: PathBuf,
     label: String,
-    /// Ingress and egress; dropping a link detaches it.
-    links: Vec<SchedClassifierLink>,
-    /// netlink-tc only: the clsact qdisc was added by us.
-    added_qdisc: bool,
+    how: How,
 }
 
 /// What one [`Attacher::sync`] did.
@@ -94,15 +102,21 @@ pub struct Changes {
     pub released_keys: Vec<(u64, u32)>,
     /// Interfaces that could not be attached, with the reason (reported once).
     pub failed: Vec<(String, String)>,
+    /// Interfaces that could not be detached cleanly, with the reason.
+    pub release_failed: Vec<(String, String)>,
 }
 
 pub struct Attacher {
     mode: TcMode,
     programs: ProgramPair,
+    /// Kernel ids of the ingress and egress programs (0 if unknown).
+    prog_ids: [u32; 2],
     attached: HashMap<(u64, u32), Attached>,
     /// Interfaces that failed once, with their namespace's cookie: not
     /// retried while they are the same interface.
     failed: HashSet<(u64, Option<u64>, u32)>,
+    /// The clsact qdiscs added (netlink-tc).
+    journal: Journal,
 }
 
 /// The two programs of `pair`, borrowed together from the object.
@@ -156,7 +170,9 @@ impl Attacher {
         let (ingress, egress) = programs(ebpf, pair)?;
         ingress.load().map_err(|source| HookError::Load { program: pair.ingress, source })?;
         egress.load().map_err(|source| HookError::Load { program: pair.egress, source })?;
-        Ok(Self { mode, programs: pair, attached: HashMap::new(), failed: HashSet::new() })
+        let id = |p: &SchedClassifier| p.info().map(|i| i.id()).unwrap_or(0);
+        let prog_ids = [id(ingress), id(egress)];
+        Ok(Self { mode, programs: pair, prog_ids, attached: HashMap::new(), failed: HashSet::new(), journal: Journal::new() })
     }
 
     pub fn mode(&self) -> TcMode {
@@ -177,11 +193,17 @@ impl Attacher {
         self.attached.keys().copied()
     }
 
+    /// The lowest kernel id of this run's programs (0 if unknown): older
+    /// programs are candidates for [`super::stale::sweep`], newer ones not.
+    pub fn first_program_id(&self) -> u32 {
+        self.prog_ids.iter().copied().filter(|i| *i != 0).min().unwrap_or(0)
+    }
+
     /// Makes the attachments match `want`: (namespace, interfaces to trace
-    /// in it). Interfaces no longer wanted, or gone, are released.
-    pub fn sync(&mut self, ebpf: &mut Ebpf, want: &BTreeMap<u64, (Netns, Vec<Iface>)>) -> Changes {
+    /// in it). Interfaces no longer wanted, or gone, are released. Stops
+    /// attaching as soon as `cancelled` says so (a stop was asked for).
+    pub fn sync(&mut self, ebpf: &mut Ebpf, want: &BTreeMap<u64, (Netns, Vec<Iface>)>, cancelled: &dyn Fn() -> bool) -> Changes {
         let mut changes = Changes::default();
-        let cookie = |ino: &u64| want.get(ino).and_then(|(n, _)| n.cookie);
         let wanted: HashSet<(u64, Option<u64>, u32)> =
             want.iter().flat_map(|(ino, (n, ifs))| ifs.iter().map(move |i| (*ino, n.cookie, i.ifindex))).collect();
         let gone: Vec<(u64, u32)> =
@@ -190,9 +212,10 @@ impl Attacher {
             if let Some(a) = self.attached.remove(&key) {
                 changes.released.push(a.label.clone());
                 changes.released_keys.push(key);
-                // Alive: the same namespace, not another one with its inode.
-                let ns_alive = want.contains_key(&key.0) && cookie(&key.0) == a.cookie;
-                self.release(key.1, a, ns_alive);
+                let label = a.label.clone();
+                if let Err(why) = self.release(a, false) {
+                    changes.release_failed.push((label, why.to_string()));
+                }
             }
         }
         // Failures are forgotten once the interface is gone, so a new one
@@ -200,7 +223,12 @@ impl Attacher {
         self.failed.retain(|k| wanted.contains(k));
 
         let Ok((ingress, egress)) = programs(ebpf, self.programs) else { return changes };
+        let (mode, names, ids) = (self.mode, self.programs, self.prog_ids);
+        let journal = &mut self.journal;
         for (ino, (ns, ifs)) in want {
+            if cancelled() {
+                break;
+            }
             let todo: Vec<&Iface> = ifs
                 .iter()
                 .filter(|i| !self.attached.contains_key(&(*ino, i.ifindex)) && !self.failed.contains(&(*ino, ns.cookie, i.ifindex)))
@@ -208,20 +236,36 @@ impl Attacher {
             if todo.is_empty() {
                 continue;
             }
-            let mode = self.mode;
-            let entered = crate::sys::in_netns(&ns.path, || {
-                todo.iter().map(|i| (i, attach_one(ingress, egress, mode, &i.name))).collect::<Vec<_>>()
+            let entered = crate::sys::in_netns(&ns.path, || -> io::Result<Vec<_>> {
+                // The path may name another namespace by now.
+                let here = HeldNs::here(*ino, ns.cookie)?;
+                Ok(todo
+                    .iter()
+                    .map_while(|i| {
+                        (!cancelled()).then(|| {
+                            let r = match mode {
+                                TcMode::Tcx => attach_tcx(&mut *ingress, &mut *egress, &i.name).map(How::Tcx),
+                                TcMode::NetlinkTc => {
+                                    let ing = Prog { prog: &mut *ingress, name: names.ingress, id: ids[0] };
+                                    let eg = Prog { prog: &mut *egress, name: names.egress, id: ids[1] };
+                                    clsact::attach(&here, ing, eg, &i.name, journal).map(How::Netlink)
+                                }
+                            };
+                            (i, r)
+                        })
+                    })
+                    .collect())
             });
-            // The namespace went away since discovery: nothing to do there.
-            let Ok(results) = entered else { continue };
+            // The namespace went away (or was replaced) since discovery:
+            // nothing to do there.
+            let Ok(Ok(results)) = entered else { continue };
             for (i, r) in results {
                 let label = format!("{}/{}", ns_label(ns), i.name);
                 let key = (*ino, i.ifindex);
                 match r {
-                    Ok((links, added_qdisc)) => {
+                    Ok(how) => {
                         changes.attached.push(label.clone());
-                        let a = Attached { cookie: ns.cookie, ns_path: ns.path.clone(), label, links, added_qdisc };
-                        self.attached.insert(key, a);
+                        self.attached.insert(key, Attached { cookie: ns.cookie, label, how });
                     }
                     Err(e) if vanished(&e) => {}
                     Err(e) => {
@@ -234,39 +278,39 @@ impl Attacher {
         changes
     }
 
-    fn release(&self, ifindex: u32, a: Attached, ns_alive: bool) {
-        match self.mode {
+    /// Detaches one interface. `claimed_by_dead`: a tracer that is gone
+    /// recorded its clsact qdisc as added (see [`super::stale`]).
+    fn release(&mut self, a: Attached, claimed_by_dead: bool) -> io::Result<()> {
+        match a.how {
             // Closing the link fds detaches, from whatever namespace.
-            TcMode::Tcx => drop(a.links),
-            TcMode::NetlinkTc => {
-                let Attached { ns_path, links, added_qdisc, .. } = a;
-                let mut links = Some(links);
-                if ns_alive {
-                    let _ = crate::sys::in_netns(&ns_path, || {
-                        drop(links.take());
-                        if added_qdisc {
-                            let _ = del_clsact(ifindex);
-                        }
-                    });
-                }
-                // A netlink link detaches by ifindex in the thread's current
-                // namespace, where that index may be another interface: when
-                // its own namespace is gone (and the filter with it), it must
-                // not be dropped anywhere else.
-                if let Some(l) = links {
-                    std::mem::forget(l);
+            How::Tcx(links) => drop(links),
+            How::Netlink(att) => {
+                let r = att.release(&mut self.journal, claimed_by_dead)?;
+                if r.qdisc_kept {
+                    eprintln!("tracer: kept the clsact qdisc of {}: it holds filters of others now", a.label);
                 }
             }
         }
+        Ok(())
     }
 
     /// Releases every attachment (at exit).
     pub fn release_all(&mut self) {
         let all: Vec<((u64, u32), Attached)> = self.attached.drain().collect();
-        for ((_, ifindex), a) in all {
-            let alive = Path::new(&a.ns_path).exists();
-            self.release(ifindex, a, alive);
+        // A qdisc another tracer added, that it had to leave because ours
+        // were in it, goes with ours once empty.
+        let dead = if self.mode == TcMode::NetlinkTc { DeadJournals::read() } else { DeadJournals::default() };
+        for (_, a) in all {
+            let label = a.label.clone();
+            let claimed = match &a.how {
+                How::Netlink(att) => att.claim().is_none() && att.is_claimed_by(&dead),
+                How::Tcx(_) => false,
+            };
+            if let Err(e) = self.release(a, claimed) {
+                eprintln!("tracer: cannot detach from {label}: {e}");
+            }
         }
+        self.journal.finish();
     }
 }
 
@@ -281,51 +325,21 @@ pub fn ns_label(ns: &Netns) -> String {
     ns.names.first().cloned().unwrap_or_else(|| ns.inode.to_string())
 }
 
-/// Removes the clsact qdisc of `ifindex` in the thread's namespace.
-fn del_clsact(ifindex: u32) -> io::Result<()> {
-    Rtnl::open()?.del_clsact(ifindex)
-}
-
-/// Attaches ingress and egress to `ifname` in the thread's namespace.
-fn attach_one(
-    ingress: &mut SchedClassifier,
-    egress: &mut SchedClassifier,
-    mode: TcMode,
-    ifname: &str,
-) -> Result<(Vec<SchedClassifierLink>, bool), ProgramError> {
-    let mut added_qdisc = false;
-    if mode == TcMode::NetlinkTc {
-        match tc::qdisc_add_clsact(ifname) {
-            Ok(()) => added_qdisc = true,
-            Err(TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
+/// Attaches ingress and egress to `ifname` in the thread's namespace, as
+/// TCX links, first in the chain, so that a later program that redirects
+/// or drops cannot hide the packet from us; ours always continues.
+fn attach_tcx(ingress: &mut SchedClassifier, egress: &mut SchedClassifier, ifname: &str) -> Result<Vec<SchedClassifierLink>, ProgramError> {
     let mut links = Vec::with_capacity(2);
     for (prog, ty) in [(ingress, TcAttachType::Ingress), (egress, TcAttachType::Egress)] {
-        // First in the chain, so that a later program that redirects or
-        // drops cannot hide the packet from us; ours always continues.
-        let opts = match mode {
-            TcMode::Tcx => TcAttachOptions::TcxOrder(LinkOrder::first()),
-            TcMode::NetlinkTc => TcAttachOptions::Netlink(NlOptions::default()),
-        };
-        let r = prog.attach_with_options(ifname, ty, opts).and_then(|id| prog.take_link(id));
-        match r {
-            Ok(l) => links.push(l),
-            Err(e) => {
-                // Undo the half that worked, still inside the namespace.
-                drop(links);
-                if added_qdisc && let Ok(ifindex) = ifindex_of(ifname) {
-                    let _ = del_clsact(ifindex);
-                }
-                return Err(e);
-            }
-        }
+        let opts = TcAttachOptions::TcxOrder(LinkOrder::first());
+        // On failure the link made so far is dropped, which detaches it.
+        links.push(prog.attach_with_options(ifname, ty, opts).and_then(|id| prog.take_link(id))?);
     }
-    Ok((links, added_qdisc))
+    Ok(links)
 }
 
-fn ifindex_of(name: &str) -> io::Result<u32> {
+/// The index of `name` in the thread's namespace.
+pub(crate) fn ifindex_of(name: &str) -> io::Result<u32> {
     let c = std::ffi::CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: if_nametoindex reads a valid C string.
     match unsafe { libc::if_nametoindex(c.as_ptr()) } {

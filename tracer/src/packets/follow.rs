@@ -16,12 +16,14 @@ use serde_json::Value;
 use super::{
     PacketsError,
     attach::{Attacher, TcMode},
+    stale,
 };
 use crate::{
     Error,
     cache::BoundedMap,
     cli::Selectors,
     ns::{self, Iface, Netns, Registry},
+    shutdown::Shutdown,
 };
 
 /// Interface kinds traced by default: what container networking is made
@@ -257,10 +259,12 @@ pub struct FirstPass {
     pub mode: TcMode,
 }
 
-/// The attach thread: discovers, attaches and releases every
-/// [`FOLLOW_INTERVAL`] until told to stop, then releases everything. It
-/// owns the eBPF object, so whatever else is attached through it (the
-/// netlink tracepoints) detaches with it too.
+/// The attach thread: removes what a killed tracer left (see
+/// [`stale::sweep`]), then discovers, attaches and releases every
+/// [`FOLLOW_INTERVAL`] until told to stop (by [`Follower::stop`] or a stop
+/// request, which it also heeds between two interfaces), then releases
+/// everything. It owns the eBPF object, so whatever else is attached
+/// through it (the netlink tracepoints) detaches with it too.
 fn follow(
     mut ebpf: aya::Ebpf,
     mut attacher: Attacher,
@@ -268,17 +272,31 @@ fn follow(
     topo: Arc<Mutex<Topology>>,
     first: tokio::sync::oneshot::Sender<FirstPass>,
     stop: mpsc::Receiver<()>,
+    shutdown: Shutdown,
 ) {
+    let cancelled = || shutdown.is_set();
     let mut first = Some(first);
     let mut reg = Registry::new();
     loop {
         let want = wanted(&select, &mut reg);
+        if first.is_some() && !cancelled() {
+            // Before anything of ours is attached; the registry holds every
+            // namespace now, not only the selected ones: a killed run may
+            // have traced others.
+            let swept = stale::sweep(reg.namespaces(), attacher.first_program_id(), &cancelled);
+            if let Some(line) = swept.line() {
+                eprintln!("{line}");
+            }
+        }
         if let Ok(mut t) = topo.lock() {
             t.update(&reg, &want);
         }
-        let changes = attacher.sync(&mut ebpf, &want);
+        let changes = attacher.sync(&mut ebpf, &want, &cancelled);
         for (label, why) in &changes.failed {
             crate::output::warn(&format!("cannot trace {label}: {why}"));
+        }
+        for (label, why) in &changes.release_failed {
+            eprintln!("tracer: cannot detach from {label}: {why}");
         }
         if let Ok(mut t) = topo.lock() {
             t.attached = attacher.keys().collect();
@@ -287,6 +305,9 @@ fn follow(
         if let Some(tx) = first.take() {
             let namespaces = want.values().filter(|(_, ifs)| !ifs.is_empty()).count();
             let _ = tx.send(FirstPass { interfaces: attacher.len(), namespaces, mode: attacher.mode() });
+        }
+        if cancelled() {
+            break;
         }
         match stop.recv_timeout(FOLLOW_INTERVAL) {
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
@@ -307,18 +328,20 @@ pub struct Follower {
 
 impl Follower {
     /// Starts the thread (which takes the object and the attacher) and
-    /// waits for its first pass.
+    /// waits for its first pass, which ends early, having attached less,
+    /// when `shutdown` is set meanwhile: the caller checks it.
     pub async fn start(
         ebpf: aya::Ebpf,
         attacher: Attacher,
         select: Selection,
         topo: Arc<Mutex<Topology>>,
+        shutdown: Shutdown,
     ) -> Result<(Self, FirstPass), PacketsError> {
         let (first_tx, first_rx) = tokio::sync::oneshot::channel();
         let (stop_tx, stop_rx) = mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("tracer-attach".into())
-            .spawn(move || follow(ebpf, attacher, select, topo, first_tx, stop_rx))
+            .spawn(move || follow(ebpf, attacher, select, topo, first_tx, stop_rx, shutdown))
             .map_err(|_| PacketsError::Follower)?;
         let follower = Follower { stop: stop_tx, handle: Some(handle) };
         let first = first_rx.await.map_err(|_| PacketsError::Follower)?;

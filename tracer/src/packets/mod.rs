@@ -12,16 +12,17 @@
 
 pub mod attach;
 pub mod capfile;
+pub mod clsact;
 pub mod decode;
 pub mod filter;
 pub mod follow;
 pub mod hops;
 pub mod pcapng;
+pub mod stale;
 
 use std::{
     cmp::Reverse,
     collections::{BinaryHeap, HashMap},
-    future::Future,
     path::PathBuf,
     sync::{Arc, Mutex},
     time::Duration,
@@ -45,6 +46,7 @@ use crate::{
     ns::{self, Iface},
     output::{self, Render, Sink, Stream},
     reader::{LostTracker, Reader},
+    shutdown::Shutdown,
 };
 use attach::{Attacher, PACKET_PROGRAMS, TcMode};
 use filter::FilterProgram;
@@ -427,8 +429,9 @@ pub async fn run(
     netlink_job: Option<NetlinkJob>,
     job: PacketsJob,
     common: CommonArgs,
-    shutdown: impl Future<Output = ()>,
+    stop: Shutdown,
 ) -> Result<u64, Error> {
+    let shutdown = stop.clone().wait();
     tokio::pin!(shutdown);
     let forever = Duration::from_secs(u64::MAX / 4);
     let deadline = tokio::time::sleep(common.duration.map(Duration::from_secs_f64).unwrap_or(forever));
@@ -473,11 +476,19 @@ pub async fn run(
         Some(f) => Out::Pcapng(pcapng::PcapngOut::new(f, job.snaplen).map_err(PacketsError::from)?, Sink::to(common.json, lines)),
         None => Out::Sink(Sink::new(common.json)),
     };
+    if crate::stopped_during_start_up(&stop) {
+        return Ok(0);
+    }
 
     // The namespace the tracer runs in is the host, as users see it.
     let host_netns = ns::resolve_pid(std::process::id()).ok();
     let topo = Arc::new(Mutex::new(Topology::new(host_netns)));
-    let (mut follower, first) = Follower::start(loaded.ebpf, attacher, job.select.clone(), topo.clone()).await?;
+    let (mut follower, first) = Follower::start(loaded.ebpf, attacher, job.select.clone(), topo.clone(), stop.clone()).await?;
+    if stop.is_set() {
+        follower.stop().await;
+        crate::stopped_during_start_up(&stop);
+        return Ok(0);
+    }
     if first.interfaces == 0 && job.select.scope != Scope::All {
         eprintln!("tracer: nothing to trace there yet; waiting for an interface to appear");
     }

@@ -16,7 +16,6 @@ pub mod stats;
 
 use std::{
     collections::HashMap,
-    future::Future,
     io::Write as _,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -41,6 +40,7 @@ use crate::{
         follow::Follower,
     },
     reader::{LostCounters, LostTracker},
+    shutdown::Shutdown,
 };
 use counters::{CounterMap, CountersError};
 pub use stats::By;
@@ -196,7 +196,7 @@ impl Printer {
 /// Counts until `--count` reports, `--duration` or `shutdown`; the last
 /// report covers the time since the one before (after detaching, so it
 /// holds everything counted). Returns the number of reports.
-pub async fn run(job: TopJob, common: CommonArgs, shutdown: impl Future<Output = ()>) -> Result<u64, Error> {
+pub async fn run(job: TopJob, common: CommonArgs, stop: Shutdown) -> Result<u64, Error> {
     // The ring buffer is not used: the smallest one the kernel takes.
     let opts = ebpf::LoadOptions { ring_bytes: 4096, top: true, ..Default::default() };
     let mut loaded = ebpf::load(&opts)?;
@@ -209,10 +209,18 @@ pub async fn run(job: TopJob, common: CommonArgs, shutdown: impl Future<Output =
     let ifaces = CounterMap::take(&mut loaded.ebpf, maps::TOP_IFACES).map_err(TopError::from)?;
     let lost_kernel = LostCounters::new(&mut loaded.ebpf)?;
     let attacher = Attacher::new(&mut loaded.ebpf, TcMode::detect(), TOP_PROGRAMS)?;
+    if crate::stopped_during_start_up(&stop) {
+        return Ok(0);
+    }
 
     let host_netns = ns::resolve_pid(std::process::id()).ok();
     let topo = Arc::new(Mutex::new(Topology::new(host_netns)));
-    let (mut follower, first) = Follower::start(loaded.ebpf, attacher, job.select.clone(), topo.clone()).await?;
+    let (mut follower, first) = Follower::start(loaded.ebpf, attacher, job.select.clone(), topo.clone(), stop.clone()).await?;
+    if stop.is_set() {
+        follower.stop().await;
+        crate::stopped_during_start_up(&stop);
+        return Ok(0);
+    }
     if first.interfaces == 0 && job.select.scope != Scope::All {
         eprintln!("tracer: nothing to count there yet; waiting for an interface to appear");
     }
@@ -243,6 +251,7 @@ pub async fn run(job: TopJob, common: CommonArgs, shutdown: impl Future<Output =
         reports: 0,
     };
 
+    let shutdown = stop.wait();
     tokio::pin!(shutdown);
     let forever = Duration::from_secs(u64::MAX / 4);
     let deadline = tokio::time::sleep(common.duration.map(Duration::from_secs_f64).unwrap_or(forever));
