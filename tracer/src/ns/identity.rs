@@ -269,6 +269,13 @@ impl Confirmer {
         {
             return m.clone();
         }
+        // Only a confirmation is remembered. A container being set up has
+        // no record yet, or one whose process does not run yet, while its
+        // runtime's own processes already send netlink requests from its
+        // cgroup: that "no" must not stand for the requests that come a
+        // moment later. Candidates come only from cgroups under the
+        // runtimes' root-owned parents, so asking again costs a file read
+        // per request of a container that is starting or stopping.
         let m = self.runtimes.record(c).and_then(|record| {
             let started = proc.start_time(record.pid)?;
             let first = cgroup::container_from_proc_cgroup(&proc.cgroup(record.pid)?, containerd_ns)?;
@@ -278,11 +285,15 @@ impl Confirmer {
             let container = Container { runtime: record.runtime.to_string(), id: c.id.clone(), name: record.name.clone() };
             Some(Member { container, record, started })
         });
+        let Some(m) = m else {
+            self.cache.remove(c);
+            return None;
+        };
         if self.cache.len() >= Self::CAP {
             self.cache.clear();
         }
-        self.cache.insert(c.clone(), (m.clone(), Instant::now()));
-        m
+        self.cache.insert(c.clone(), (Some(m.clone()), Instant::now()));
+        Some(m)
     }
 
     /// Forgets the candidates not in `keep`.
@@ -542,8 +553,27 @@ pub(crate) mod tests {
         let other = cgroup::container_from_cgroup_path(&format!("/docker/{B}"), &[]).expect("candidate");
         proc.set(11, 60, &docker_cg(B), 1);
         assert_eq!(conf.confirm(&proc, &other, &[]), None);
-        assert_eq!(conf.len(), 2);
-        conf.retain(&HashSet::from([cand]));
+        assert_eq!(conf.len(), 1, "only confirmations are remembered");
+        conf.retain(&HashSet::new());
+        assert_eq!(conf.len(), 0);
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_container_still_starting_is_confirmed_as_soon_as_its_process_runs() {
+        // Its runtime's processes send requests from its cgroup before its
+        // first process runs: that "no" must not stand for the next request.
+        let (src, dir) = docker_sources("starting", &[(A, "web", 10, "bridge")]);
+        let proc = FakeProc::default();
+        let mut conf = Confirmer::new(Runtimes::new(src));
+        conf.ttl = Duration::from_secs(3600);
+        let cand = cgroup::container_from_cgroup_path(&format!("/docker/{A}"), &[]).expect("candidate");
+        assert_eq!(conf.confirm(&proc, &cand, &[]), None);
+        proc.set(10, 50, &docker_cg(A), 1);
+        assert!(conf.confirm(&proc, &cand, &[]).is_some(), "confirmed once its process runs, within the ttl");
+        // Nor is an id its runtime does not know yet.
+        let other = cgroup::container_from_cgroup_path(&format!("/docker/{B}"), &[]).expect("candidate");
+        assert_eq!(conf.confirm(&proc, &other, &[]), None);
         assert_eq!(conf.len(), 1);
         let _ = fs::remove_dir_all(dir);
     }

@@ -202,17 +202,17 @@ impl Registry {
             return (self.netns_name(inode), Some(c));
         }
         let member = self.member_for_sender(pid, cgroup_id);
-        // The first process of a container that made this namespace names
-        // it, even before the next rescan: its first events must carry the name.
-        if let Some(m) = &member
-            && self.proc.netns(pid) == Some(inode)
-        {
-            self.adopt(inode, pid, m.clone());
+        // The container that made this namespace names it, even before the
+        // next rescan: its first events must carry the name. Whether it
+        // made it is asked of its first process (see `adopt`), not of the
+        // sender, which is often gone by now (`docker exec ... ip` is).
+        if let Some(m) = &member {
+            self.adopt(inode, m.record.pid, m.clone());
         }
         (self.netns_name(inode), member.map(|m| m.container))
     }
 
-    /// Records `m` (seen in a process of namespace `inode`) as the
+    /// Records `m` (a container a sender of namespace `inode` is in) as the
     /// namespace's container, if it owns the namespace.
     fn adopt(&mut self, inode: u64, pid: u32, m: Member) {
         if !identity::owns(&*self.proc, &m, inode) {
