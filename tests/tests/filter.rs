@@ -3,7 +3,7 @@
 //! buffer, and decide every frame exactly as the userspace evaluator does.
 //!
 //! Programs are attached (TCX, ingress and egress) to `eth0` inside the lab
-//! namespaces; events are read with `tracer::reader::Reader`.
+//! namespaces; events are read with the tracer's ring reader.
 
 use std::{
     collections::BTreeSet,
@@ -22,11 +22,13 @@ use etherparse::{
     VlanId,
 };
 use tracer::{
-    ebpf::{self, LoadOptions},
-    event::{RawEvent, read_pod},
-    packets::filter,
-    reader::Reader,
+    bpf::{
+        event::{RawEvent, read_pod},
+        load::{self as ebpf, LoadOptions},
+        ring::Reader,
+    },
     sys::in_netns,
+    tc::filter,
 };
 use tracer_common::{
     EventKind,

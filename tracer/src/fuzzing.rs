@@ -21,12 +21,12 @@ use tracer_common::{
 };
 
 use crate::{
-    clock::Clock,
-    contain,
-    event::{RawEvent, read_pod},
+    bpf::event::{RawEvent, read_pod},
     netlink::{self, decode, nfgen::GenlFamilies},
     output::Render,
-    packets::{PacketEvent, filter, follow::Topology, hops::Grouper},
+    packets::{PacketEvent, hops::Grouper},
+    sys::{clock::Clock, contain},
+    tc::{filter, follow::Topology},
 };
 
 /// A fuzz target's entry point: any bytes in, nothing out, never a panic.

@@ -6,24 +6,16 @@
 //! (`output`). `top` reads counters the kernel keeps instead of events.
 //! The binary is thin: [`run`] is what it and the tests call.
 
-pub mod btf;
-pub mod cbpf;
-pub mod cache;
+pub mod bpf;
 pub mod cli;
-pub mod clock;
-pub mod contain;
 pub mod doctor;
-pub mod ebpf;
-pub mod event;
 pub mod fuzzing;
-pub mod hooks;
 pub mod netlink;
 pub mod ns;
 pub mod output;
 pub mod packets;
-pub mod reader;
-pub mod shutdown;
 pub mod sys;
+pub mod tc;
 pub mod top;
 
 use std::time::Duration;
@@ -31,11 +23,17 @@ use std::time::Duration;
 use tracer_common::EventKind;
 
 use crate::{
+    bpf::{
+        hooks,
+        load as ebpf,
+        ring::{LostTracker, Reader},
+    },
     cli::{Cli, Command, CommonArgs, NetlinkArgs},
-    clock::Clock,
     output::Sink,
-    reader::{LostTracker, Reader},
-    shutdown::Shutdown,
+    sys::{
+        clock::{self, Clock},
+        shutdown::Shutdown,
+    },
 };
 
 /// Everything that can stop the tracer, each as one sentence for the user.
@@ -46,11 +44,11 @@ pub enum Error {
     #[error("tracer must run as root (it loads eBPF programs; missing {0})")]
     NotRoot(&'static str),
     #[error(transparent)]
-    Load(#[from] ebpf::LoadError),
+    Load(#[from] bpf::load::LoadError),
     #[error(transparent)]
-    Hook(#[from] hooks::HookError),
+    Hook(#[from] bpf::hooks::HookError),
     #[error(transparent)]
-    Reader(#[from] reader::ReaderError),
+    Reader(#[from] bpf::ring::ReaderError),
     #[error(transparent)]
     Select(#[from] ns::SelectError),
     #[error(transparent)]

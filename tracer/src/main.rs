@@ -26,7 +26,7 @@ fn main() {
 async fn async_main(old_mask: Option<libc::sigset_t>) -> i32 {
     // From here on SIGINT, SIGTERM and SIGHUP ask for a clean stop, also
     // while programs are being loaded and attached.
-    let shutdown = match tracer::shutdown::Shutdown::on_signals() {
+    let shutdown = match tracer::sys::shutdown::Shutdown::on_signals() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("tracer: cannot install the signal handlers: {e}");

@@ -4,7 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::{nfgen, route};
-use crate::contain::contain;
+use crate::sys::contain::contain;
 
 pub const NETLINK_ROUTE: u16 = 0;
 pub const NETLINK_XFRM: u16 = 6;

@@ -24,8 +24,11 @@ use super::{
     route::{NsRef, TargetRef},
 };
 use crate::{
-    cache::{self, BoundedMap},
-    ns, sys,
+    ns,
+    sys::{
+        self,
+        bounded::{self as cache, BoundedMap},
+    },
 };
 
 /// What the cache knows about one (namespace, ifindex).

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::lookup::{Resolver, Worker};
-use crate::{cache::BoundedMap, ns::Registry};
+use crate::{ns::Registry, sys::bounded::BoundedMap};
 
 /// A sender's namespace name and container (as the JSON contract prints it).
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -26,7 +26,7 @@ use netlink_packet_route::{
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
-use crate::{cache, sys};
+use crate::sys::{self, bounded as cache};
 
 /// Requests waiting for the lookup thread, at most: a few milliseconds of
 /// its work (one lookup takes tens of microseconds).

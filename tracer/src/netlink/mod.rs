@@ -18,9 +18,9 @@ use serde_json::{Map, Value, json};
 use tracer_common::netlink::{NetlinkAck, NetlinkSend, Syscall};
 
 use crate::{
-    clock::{self, Clock},
-    event::{RawEvent, read_pod},
+    bpf::event::{RawEvent, read_pod},
     output::{self, MESSAGE_MAX, Render},
+    sys::clock::{self, Clock},
 };
 use decode::NlHeader;
 use enrich::{EnrichStats, Enricher, IfName};

@@ -4,7 +4,7 @@
 //! (`cargo xtask fuzz netlink_route`) and kept as a regression input in
 //! `fuzz/regressions/netlink_route`. A payload that fails a check is
 //! reported as malformed with the reason; the panic containment around
-//! every decode (`crate::contain`) stays as the net for what is not known.
+//! every decode (`crate::sys::contain`) stays as the net for what is not known.
 
 /// `nlattr` type bits that are flags, not the type.
 const NLA_TYPE_MASK: u16 = 0x3fff;

@@ -19,7 +19,7 @@ use super::{
     identity::{Identities, Identity, Sender},
     lookup::{Answer, Lookups, Query, Request},
 };
-use crate::{clock::Clock, event::RawEvent, sys};
+use crate::{bpf::event::RawEvent, sys::{self, clock::Clock}};
 
 const SOCK: u64 = 0xfeed;
 const IFLA_IFNAME: u16 = 3;
@@ -31,7 +31,7 @@ fn own_ns() -> u32 {
 
 fn header(kind: EventKind, ts_ns: u64, payload_len: usize) -> EventHeader {
     let zero = [0u8; size_of::<EventHeader>()];
-    let mut h: EventHeader = crate::event::read_pod(&zero).expect("zeroed header");
+    let mut h: EventHeader = crate::bpf::event::read_pod(&zero).expect("zeroed header");
     h.kind = kind as u32;
     h.ts_ns = ts_ns;
     let pid = u64::from(std::process::id());

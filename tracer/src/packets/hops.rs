@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::{Value, json};
 
 use super::PacketEvent;
-use crate::{clock, output::Render};
+use crate::{output::Render, sys::clock};
 
 /// How long after its first hop a packet may still be seen elsewhere.
 pub const WINDOW_NS: u64 = 100_000_000;

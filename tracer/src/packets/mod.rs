@@ -4,21 +4,16 @@
 //!
 //! Layers, data flowing one way: discovery ([`crate::ns::Registry`]) ->
 //! [`attach`] (on a thread of its own, since it enters namespaces) -> the
-//! shared ring buffer ([`crate::reader`]) -> [`decode`] -> output (the
+//! shared ring buffer ([`crate::bpf::ring`]) -> [`decode`] -> output (the
 //! [`crate::output::Sink`], [`pcapng`] to what [`capfile`] opened, or
 //! [`hops`]). [`run`] also carries
 //! the default job, where netlink requests and packets are merged into one
 //! timeline. [`filter`] compiles tcpdump-style expressions for the kernel.
 
-pub mod attach;
 pub mod capfile;
-pub mod clsact;
 pub mod decode;
-pub mod filter;
-pub mod follow;
 pub mod hops;
 pub mod pcapng;
-pub mod stale;
 
 use std::{
     cmp::Reverse,
@@ -36,21 +31,27 @@ use tracer_common::{
 
 use crate::{
     Error, NetlinkJob,
+    bpf::{
+        event::{RawEvent, read_pod},
+        hooks,
+        load as ebpf,
+        ring::{LostTracker, Reader},
+    },
     cli::{CommonArgs, PacketArgs},
-    clock::{self, Clock},
-    contain::contain,
-    ebpf,
-    event::{RawEvent, read_pod},
-    hooks,
     netlink::{self, NetlinkEvent},
     ns::{self, Iface},
     output::{self, Render, Sink, Stream},
-    reader::{LostTracker, Reader},
-    shutdown::Shutdown,
+    sys::{
+        clock::{self, Clock},
+        contain::contain,
+        shutdown::Shutdown,
+    },
+    tc::{
+        attach::{Attacher, PACKET_PROGRAMS, TcMode},
+        filter::{self, FilterProgram},
+        follow::{Follower, Scope, Selection, Topology},
+    },
 };
-use attach::{Attacher, PACKET_PROGRAMS, TcMode};
-use filter::FilterProgram;
-pub use follow::{DEFAULT_KINDS, FOLLOW_INTERVAL, Follower, Scope, Selection, Topology, glob_match};
 
 /// Bytes captured per packet when printing: enough for Ethernet, a VLAN
 /// tag, IPv6 and a TCP header with options.

@@ -2,7 +2,7 @@
 //! counted in the kernel.
 //!
 //! Layers, data flowing one way: discovery and attaching are those of
-//! `tracer packets` ([`crate::packets::follow`], with the `top_*`
+//! `tracer packets` ([`crate::tc::follow`], with the `top_*`
 //! programs) -> the kernel counts per interface and per flow in per-CPU
 //! maps -> [`counters`] reads them every interval -> [`stats`] turns
 //! running totals into deltas, rates and rows -> [`render`] prints them.
@@ -29,18 +29,20 @@ use tracer_common::{
 
 use crate::{
     Error,
+    bpf::{
+        load as ebpf,
+        ring::{LostCounters, LostTracker},
+    },
     cli::{CommonArgs, TopArgs},
-    clock, ebpf,
     ns,
     output::{self, Sink},
-    packets::{
-        PacketsError, Scope, Selection, Topology,
+    packets::PacketsError,
+    sys::{clock, shutdown::Shutdown},
+    tc::{
         attach::{Attacher, TOP_PROGRAMS, TcMode},
         filter::{self, FilterProgram},
-        follow::Follower,
+        follow::{Follower, Scope, Selection, Topology},
     },
-    reader::{LostCounters, LostTracker},
-    shutdown::Shutdown,
 };
 use counters::{CounterMap, CountersError};
 pub use stats::By;

@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::stats::{By, Row, rate};
-use crate::{clock, output};
+use crate::{output, sys::clock};
 
 /// One interval, ready to print.
 pub struct Report<'a> {

@@ -24,7 +24,7 @@ use super::{
     table::{Out, Table},
     types::{EventKind, NsHandle, NsInfo, SyncReason},
 };
-use crate::clock::Clock;
+use crate::sys::clock::Clock;
 
 /// Datagrams read per wake-up before commands and timers get a turn.
 const READS_PER_WAKE: usize = 256;

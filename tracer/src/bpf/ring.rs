@@ -11,7 +11,7 @@ use aya::{
 use tokio::io::unix::AsyncFd;
 use tracer_common::{LostSource, maps};
 
-use crate::{clock::Clock, event::RawEvent};
+use crate::{bpf::event::RawEvent, sys::clock::Clock};
 
 /// Most records one [`Reader::read`] or [`Reader::drain`] takes. A producer
 /// that fills the ring as fast as it is read must not keep the event loop

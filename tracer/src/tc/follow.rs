@@ -14,16 +14,15 @@ use std::{
 use serde_json::Value;
 
 use super::{
-    PacketsError,
     attach::{Attacher, TcMode},
     stale,
 };
 use crate::{
     Error,
-    cache::BoundedMap,
     cli::Selectors,
     ns::{self, Iface, Netns, Registry},
-    shutdown::Shutdown,
+    packets::PacketsError,
+    sys::{bounded::BoundedMap, shutdown::Shutdown},
 };
 
 /// Interface kinds traced by default: what container networking is made

@@ -1,5 +1,13 @@
 //! Small facts about the running system: kernel release, capabilities,
-//! lockdown, tracefs, and entering network namespaces.
+//! lockdown, tracefs, and entering network namespaces; and the primitives
+//! every layer above uses: the clock ([`clock`]), panic containment
+//! ([`contain`]), bounded tables ([`bounded`]) and the stop request
+//! ([`shutdown`]).
+
+pub mod bounded;
+pub mod clock;
+pub mod contain;
+pub mod shutdown;
 
 use std::{fs, io, os::fd::AsRawFd, path::Path};
 

@@ -9,7 +9,7 @@ use tracer_common::{
     top::{TOP_FLOWS_MAX, TOP_IFACES_MAX},
 };
 
-use crate::btf::{BtfError, KernelBtf};
+use crate::bpf::btf::{BtfError, KernelBtf};
 
 /// The compiled `tracer-ebpf` object, built by `build.rs` with aya-build.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));

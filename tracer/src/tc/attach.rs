@@ -31,7 +31,7 @@ use super::{
     stale::{DeadJournals, Journal},
 };
 use crate::{
-    hooks::HookError,
+    bpf::hooks::HookError,
     ns::{Iface, Netns},
 };
 
