@@ -41,7 +41,7 @@ async fn async_main(old_mask: Option<libc::sigset_t>) -> i32 {
             // One sentence, not clap's whole usage block.
             let msg = e.to_string();
             let first = msg.lines().next().unwrap_or("invalid arguments");
-            eprintln!("tracer: {} (see tracer --help)", tracer::output::field(first.trim_start_matches("error: "), tracer::output::SENTENCE_MAX));
+            eprintln!("tracer: {} (see tracer --help)", tracer::sys::text::field(first.trim_start_matches("error: "), tracer::sys::text::SENTENCE_MAX));
             return 2;
         }
     };
@@ -51,7 +51,7 @@ async fn async_main(old_mask: Option<libc::sigset_t>) -> i32 {
         Err(e) => {
             // The sentence may quote names from outside (containers,
             // namespaces, paths): escaped and cut, like all text output.
-            eprintln!("tracer: {}", tracer::output::field(&e.to_string(), tracer::output::SENTENCE_MAX));
+            eprintln!("tracer: {}", tracer::sys::text::field(&e.to_string(), tracer::sys::text::SENTENCE_MAX));
             match e {
                 tracer::Error::Usage(_) => 2,
                 _ => 1,

@@ -19,8 +19,11 @@ use tracer_common::netlink::{NetlinkAck, NetlinkSend, Syscall};
 
 use crate::{
     bpf::event::{RawEvent, read_pod},
-    output::{self, MESSAGE_MAX, Render},
-    sys::clock::{self, Clock},
+    output::Render,
+    sys::{
+        clock::{self, Clock},
+        text::{self, MESSAGE_MAX},
+    },
 };
 use decode::NlHeader;
 use enrich::{EnrichStats, Enricher, IfName};
@@ -150,17 +153,17 @@ impl Render for NetlinkEvent {
     }
 
     /// Names, attribute values and the extended ack come from the sender:
-    /// each is cut ([`output::field`]); the Sink escapes the line.
+    /// each is cut ([`text::field`]); the Sink escapes the line.
     fn text(&self) -> String {
         let ns = match &self.netns_name {
-            Some(n) => format!("{}({})", output::name(n), self.netns_ino),
+            Some(n) => format!("{}({})", text::name(n), self.netns_ino),
             None => format!("{}", self.netns_ino),
         };
         let container = self
             .container
             .as_ref()
             .and_then(|c| c.get("name").and_then(Value::as_str).or_else(|| c.get("id").and_then(Value::as_str)))
-            .map_or(std::borrow::Cow::Borrowed("-"), output::name);
+            .map_or(std::borrow::Cow::Borrowed("-"), text::name);
         let result = match self.result {
             // The kernel answers only failures of requests without NLM_F_ACK.
             None if self.header.flags & decode::NLM_F_ACK == 0 => "-> (no ack requested, no error seen)".to_string(),
@@ -169,7 +172,7 @@ impl Render for NetlinkEvent {
             Some(e) => {
                 let mut s = format!("-> {}: {}", decode::errno_name(e), decode::errno_text(e));
                 if let Some(x) = &self.extack {
-                    s.push_str(&format!(" ({})", output::field(x, MESSAGE_MAX)));
+                    s.push_str(&format!(" ({})", text::field(x, MESSAGE_MAX)));
                 }
                 s
             }
@@ -191,7 +194,7 @@ impl Render for NetlinkEvent {
         format!(
             "{} {}[{}] netns={} container={}  {} {}{}  {}",
             clock::hms_micros(self.wall_ns),
-            output::name(&self.comm),
+            text::name(&self.comm),
             self.pid,
             ns,
             container,
@@ -559,16 +562,16 @@ impl Correlator {
 }
 
 /// The `ip monitor`-like part of the text line, from the decoded attributes.
-/// Every value is cut to [`output::NAME_MAX`] (names, addresses, kinds) or
+/// Every value is cut to [`text::NAME_MAX`] (names, addresses, kinds) or
 /// [`MESSAGE_MAX`] (anything else), escaped.
 pub fn summary(e: &NetlinkEvent) -> String {
     let a = &e.attrs;
     let s = |k: &str| a.get(k).and_then(|v| match v {
-        Value::String(s) => Some(output::name(s).into_owned()),
+        Value::String(s) => Some(text::name(s).into_owned()),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     });
-    let other = |k: &str, v: &Value| output::field(&format!("{k}={v}"), MESSAGE_MAX).into_owned();
+    let other = |k: &str, v: &Value| text::field(&format!("{k}={v}"), MESSAGE_MAX).into_owned();
     let dev = |name: &str, idx: &str| s(name).or_else(|| s(idx).map(|i| format!("if{i}")));
     let mut parts: Vec<String> = Vec::new();
     let ty = e.type_name.as_str();
@@ -596,7 +599,7 @@ pub fn summary(e: &NetlinkEvent) -> String {
                 parts.push(d);
             }
             if let Some(p) = a.get("peer").and_then(|p| p.get("ifname")).and_then(Value::as_str) {
-                parts.push(format!("peer {}", output::name(p)));
+                parts.push(format!("peer {}", text::name(p)));
             }
             if let Some(m) = dev("master", "master_index") {
                 parts.push(format!("master {m}"));
@@ -690,13 +693,13 @@ pub fn summary(e: &NetlinkEvent) -> String {
     } else {
         for (k, v) in a {
             match v {
-                Value::String(x) => parts.push(output::field(&format!("{k} {x}"), MESSAGE_MAX).into_owned()),
+                Value::String(x) => parts.push(text::field(&format!("{k} {x}"), MESSAGE_MAX).into_owned()),
                 v => parts.push(other(k, v)),
             }
         }
     }
     if let Some(t) = &e.target_netns {
-        let name = t.get("name").and_then(Value::as_str).map(|n| output::name(n).into_owned()).or_else(|| t.get("inode").filter(|v| !v.is_null()).map(|v| v.to_string()));
+        let name = t.get("name").and_then(Value::as_str).map(|n| text::name(n).into_owned()).or_else(|| t.get("inode").filter(|v| !v.is_null()).map(|v| v.to_string()));
         let of = t.get("of").and_then(Value::as_str).unwrap_or("link");
         let what = if of == "peer" { "peer netns" } else { "netns" };
         parts.push(format!("{what} {}", name.unwrap_or_else(|| "?".into())));
@@ -746,7 +749,7 @@ mod text_tests {
         let text = e.text();
         assert!(text.contains(r"py\x1b]0;pwn\x07\x9b[7] netns=lab\x1b[2J(4026531840) container=ccc"), "{text}");
         assert!(text.contains(r"create veth e\x1b[31m peer p\x85 peer netns t\x07"), "{text}");
-        assert!(text.contains(&format!("container={}{} ", "c".repeat(crate::output::NAME_MAX - 3), crate::output::ELLIPSIS)), "{text}");
+        assert!(text.contains(&format!("container={}{} ", "c".repeat(crate::sys::text::NAME_MAX - 3), crate::sys::text::ELLIPSIS)), "{text}");
         // The extended ack is cut at MESSAGE_MAX.
         let extack = text.split(" (").last().expect("extack").trim_end_matches(')');
         assert!(extack.starts_with(r"bad\x1b]0;x\x07eee") && extack.ends_with("e..."), "{text}");
@@ -765,7 +768,7 @@ mod text_tests {
         let long = format!("t\x1b{}", "x".repeat(400));
         let e = event("nft", decode::NETLINK_NETFILTER, 0xa00, "NFT_MSG_NEWCHAIN", json!({"subsystem": "nftables", "family": "inet", "table": long, "chain": "in\x7fput"}));
         let s = summary(&e);
-        assert!(s.starts_with(&format!(r"add chain inet t\x1b{}... in\x7fput", "x".repeat(crate::output::NAME_MAX - 8))), "{s}");
+        assert!(s.starts_with(&format!(r"add chain inet t\x1b{}... in\x7fput", "x".repeat(crate::sys::text::NAME_MAX - 8))), "{s}");
         // Attributes without a known shape are cut one by one.
         let e = event("x", 99, 16, "X", json!({"blob": "z".repeat(5000), "n": 1}));
         let s = summary(&e);

@@ -310,7 +310,7 @@ pub fn did_you_mean<'a>(candidates: impl IntoIterator<Item = &'a str>, wanted: &
     close.sort_by_key(|c| (edit_distance(&c.to_ascii_lowercase(), &wanted.to_ascii_lowercase()), *c));
     close.dedup();
     close.truncate(5);
-    let close: Vec<_> = close.into_iter().map(crate::output::name).collect();
+    let close: Vec<_> = close.into_iter().map(crate::sys::text::name).collect();
     if close.is_empty() { String::new() } else { format!("; did you mean {}?", close.join(", ")) }
 }
 
@@ -330,9 +330,9 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
 
 /// `tracer ns` as a table: one row per namespace. Names (of namespaces,
 /// containers, processes, interfaces) are cut and every cell is escaped
-/// before the columns are measured (see [`crate::output`]).
+/// before the columns are measured (see [`crate::sys::text`]).
 pub fn write_table(list: &[Netns], w: &mut impl std::io::Write) -> std::io::Result<()> {
-    use crate::output::{escape, name};
+    use crate::sys::text::{escape, name};
     let rows: Vec<[String; 6]> = list
         .iter()
         .map(|n| {
@@ -373,7 +373,7 @@ pub fn write_table(list: &[Netns], w: &mut impl std::io::Write) -> std::io::Resu
 /// The owner as `docker:web`, then the containers sharing it as
 /// `docker:side(shared)`, or those on the host network as `docker:hn(host-network)`.
 fn containers_text(n: &Netns) -> Vec<String> {
-    use crate::output::name;
+    use crate::sys::text::name;
     let text = |c: &Container, how: &str| format!("{}:{}{how}", name(&c.runtime), name(c.label()));
     let shared = n.containers.iter().map(|c| if n.container.as_ref() == Some(c) { text(c, "") } else { text(c, "(shared)") });
     shared.chain(n.host_containers.iter().map(|c| text(c, "(host-network)"))).collect()
@@ -381,7 +381,7 @@ fn containers_text(n: &Netns) -> Vec<String> {
 
 /// `eth0(veth,up)->veth1a2b@4026531840`, `docker0(bridge)`, `vethab(veth,up,master=docker0)->eth0@4026532301`.
 fn iface_text(i: &Iface) -> String {
-    use crate::output::name;
+    use crate::sys::text::name;
     let mut attrs: Vec<String> = i.kind.iter().map(|k| name(k).into_owned()).collect();
     if !i.up {
         attrs.push("down".into());
@@ -548,7 +548,7 @@ mod tests {
         let text = String::from_utf8(out).expect("utf8");
         assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text:?}");
         let lines: Vec<&str> = text.lines().collect();
-        let want_container = format!("docker:{}{}", "w".repeat(crate::output::NAME_MAX - 3), crate::output::ELLIPSIS);
+        let want_container = format!("docker:{}{}", "w".repeat(crate::sys::text::NAME_MAX - 3), crate::sys::text::ELLIPSIS);
         assert!(lines[1].contains(&format!("lab\\x1b[2J  {want_container}  42(x\\x1b]0;pwn\\x07)")), "{text}");
         assert!(lines[1].ends_with(r"e\x9b1m(veth,master=br\x07)->p\x1b@1"), "{text}");
         // The PIDS column starts at the same place on both rows.

@@ -40,8 +40,9 @@ use crate::{
     cli::{CommonArgs, PacketArgs},
     netlink::{self, NetlinkEvent},
     ns::{self, Iface},
-    output::{self, Render, Sink, Stream},
+    output::{Render, Sink, Stream},
     sys::{
+        text,
         clock::{self, Clock},
         contain::contain,
         shutdown::Shutdown,
@@ -215,7 +216,7 @@ impl PacketEvent {
     /// `NAMESPACE/INTERFACE` for text output: both names cut and escaped
     /// (a container's name and an interface's are chosen by its owner).
     pub fn where_text(&self) -> String {
-        format!("{}/{}", output::name(&self.ns_label()), output::name(&self.ifname))
+        format!("{}/{}", text::name(&self.ns_label()), text::name(&self.ifname))
     }
 
     pub fn summary(&self) -> String {
@@ -594,7 +595,7 @@ pub async fn run(
                 sink.flush()?;
                 if w.reader_gone && !stopping {
                     let what = target.as_ref().map(capfile::Target::describe).unwrap_or_default();
-                    output::warn(&format!("the reader of {what} closed it; stopping"));
+                    text::warn(&format!("the reader of {what} closed it; stopping"));
                     stopping = true;
                 }
             }
@@ -611,7 +612,7 @@ pub async fn run(
     if let Out::Pcapng(w, _) = &out
         && let Some(t) = &target
     {
-        output::warn(&format!("{} packets written to {}", w.packets, t.describe()));
+        text::warn(&format!("{} packets written to {}", w.packets, t.describe()));
     }
     if let Some(g) = &grouper {
         let s = g.stats;
@@ -692,7 +693,7 @@ mod tests {
             frame: f,
         };
         let text = p.text();
-        let want = format!(r"w\x1b]0;x\x07{}.../e\x1b[31m\x9b In ", "w".repeat(crate::output::NAME_MAX - 3 - 13));
+        let want = format!(r"w\x1b]0;x\x07{}.../e\x1b[31m\x9b In ", "w".repeat(crate::sys::text::NAME_MAX - 3 - 13));
         assert!(text.contains(&want), "{text}");
         assert!(!text.chars().any(char::is_control), "{text:?}");
         let j: Value = serde_json::from_str(&p.json_line()).expect("json");

@@ -1,13 +1,14 @@
 //! Small facts about the running system: kernel release, capabilities,
 //! lockdown, tracefs, and entering network namespaces; and the primitives
 //! every layer above uses: the clock ([`clock`]), panic containment
-//! ([`contain`]), bounded tables ([`bounded`]) and the stop request
-//! ([`shutdown`]).
+//! ([`contain`]), bounded tables ([`bounded`]), the stop request
+//! ([`shutdown`]) and text made safe for a terminal ([`text`]).
 
 pub mod bounded;
 pub mod clock;
 pub mod contain;
 pub mod shutdown;
+pub mod text;
 
 use std::{fs, io, os::fd::AsRawFd, path::Path};
 

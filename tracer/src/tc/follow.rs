@@ -292,7 +292,7 @@ fn follow(
         }
         let changes = attacher.sync(&mut ebpf, &want, &cancelled);
         for (label, why) in &changes.failed {
-            crate::output::warn(&format!("cannot trace {label}: {why}"));
+            crate::sys::text::warn(&format!("cannot trace {label}: {why}"));
         }
         for (label, why) in &changes.release_failed {
             eprintln!("tracer: cannot detach from {label}: {why}");

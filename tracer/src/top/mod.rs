@@ -35,9 +35,9 @@ use crate::{
     },
     cli::{CommonArgs, TopArgs},
     ns,
-    output::{self, Sink},
+    output::Sink,
     packets::PacketsError,
-    sys::{clock, shutdown::Shutdown},
+    sys::{clock, shutdown::Shutdown, text},
     tc::{
         attach::{Attacher, TOP_PROGRAMS, TcMode},
         filter::{self, FilterProgram},
@@ -164,7 +164,7 @@ impl Printer {
         let time = clock::rfc3339(rep.wall_ns);
         if self.json {
             for r in rep.rows.iter().take(self.limit.unwrap_or(usize::MAX)) {
-                buf.extend_from_slice(output::json_safe(render::json_line(r, rep, &time)).as_bytes());
+                buf.extend_from_slice(text::json_safe(render::json_line(r, rep, &time)).as_bytes());
                 buf.push(b'\n');
             }
         } else if let Some(height) = self.tty {

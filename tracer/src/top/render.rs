@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::stats::{By, Row, rate};
-use crate::{output, sys::clock};
+use crate::sys::{clock, text};
 
 /// One interval, ready to print.
 pub struct Report<'a> {
@@ -140,7 +140,7 @@ pub fn header(rep: &Report<'_>) -> String {
 
 /// `NAMESPACE/INTERFACE` as a table cell: both names cut and escaped.
 fn where_cell(r: &Row) -> String {
-    format!("{}/{}", output::name(&r.label), output::name(r.ifname.as_deref().unwrap_or("?")))
+    format!("{}/{}", text::name(&r.label), text::name(r.ifname.as_deref().unwrap_or("?")))
 }
 
 /// Writes the table: at most `limit` rows, the largest first. Names are
@@ -153,7 +153,7 @@ pub fn table(rep: &Report<'_>, limit: usize, out: &mut impl io::Write) -> io::Re
     writeln!(out, "{}", header(rep))?;
     match rep.by {
         By::Container => {
-            let labels: Vec<String> = rows.iter().map(|r| output::name(&r.label).into_owned()).collect();
+            let labels: Vec<String> = rows.iter().map(|r| text::name(&r.label).into_owned()).collect();
             let w = width(&labels, 15);
             writeln!(out, "{:<w$}  {:>6}  {:>9}  {:>9}  {:>9}  {:>9}", "CONTAINER/NETNS", "IFACES", "RX PKT/S", "RX BIT/S", "TX PKT/S", "TX BIT/S")?;
             for (r, label) in rows.iter().zip(&labels) {
@@ -321,7 +321,7 @@ mod tests {
                 assert!(lines[2].starts_with("web\\x1b]0;pwned\\x07/e\\x9b1m "), "{text}");
             }
             // The long name is cut, and the columns after the names line up.
-            assert!(lines[3].starts_with(&format!("{}{}", "c".repeat(output::NAME_MAX - 3), output::ELLIPSIS)), "{text}");
+            assert!(lines[3].starts_with(&format!("{}{}", "c".repeat(text::NAME_MAX - 3), text::ELLIPSIS)), "{text}");
             let chars: Vec<Vec<char>> = lines[1..5].iter().map(|l| l.chars().collect()).collect();
             if by == By::Flow {
                 let dir = lines[1].find("DIR").expect("DIR column");
