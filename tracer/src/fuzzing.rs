@@ -26,7 +26,7 @@ use crate::{
     output::Render,
     packets::{PacketEvent, hops::Grouper},
     sys::{clock::Clock, contain},
-    tc::{filter, follow::Topology},
+    tc::{filter, topology::Topology},
 };
 
 /// A fuzz target's entry point: any bytes in, nothing out, never a panic.

@@ -10,7 +10,8 @@ use crate::{
     bpf::{
         hooks,
         load as ebpf,
-        ring::{LostTracker, Reader},
+        lost::LostTracker,
+        ring::Reader,
     },
     cli::{self, Cli, Command, CommonArgs, NetlinkArgs},
     doctor, netlink, ns, packets,
@@ -207,7 +208,7 @@ pub fn run_ns(job: &NsJob, json: bool) -> Result<usize, Error> {
             writeln!(out, "{}", text::json_safe(serde_json::to_string(n).unwrap_or_default()))?;
         }
     } else {
-        ns::write_table(&list, &mut out)?;
+        ns::table::write_table(&list, &mut out)?;
     }
     Ok(list.len())
 }

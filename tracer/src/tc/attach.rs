@@ -28,7 +28,7 @@ use tracer_common::programs as p;
 
 use super::{
     clsact::{self, HeldNs, NlAttachment, Prog},
-    stale::{DeadJournals, Journal},
+    journal::{DeadJournals, Journal},
 };
 use crate::{
     bpf::hooks::HookError,
@@ -336,14 +336,4 @@ fn attach_tcx(ingress: &mut SchedClassifier, egress: &mut SchedClassifier, ifnam
         links.push(prog.attach_with_options(ifname, ty, opts).and_then(|id| prog.take_link(id))?);
     }
     Ok(links)
-}
-
-/// The index of `name` in the thread's namespace.
-pub(crate) fn ifindex_of(name: &str) -> io::Result<u32> {
-    let c = std::ffi::CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: if_nametoindex reads a valid C string.
-    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
-        0 => Err(io::Error::last_os_error()),
-        i => Ok(i),
-    }
 }

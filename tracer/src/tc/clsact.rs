@@ -35,7 +35,7 @@ use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkBuffer, N
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 use tracer_common::programs as p;
 
-use super::stale::{Claim, DeadJournals, Journal};
+use super::journal::{Claim, DeadJournals, Journal};
 
 /// The priority of the tracer's filters: 1, the first a filter can have,
 /// so that no filter before it can redirect or drop a packet unseen.
@@ -413,7 +413,7 @@ fn attach_filter(p: &mut Prog<'_>, ifname: &str, ty: TcAttachType, parent: u32) 
 /// Attaches ingress and egress to `ifname`, from inside its namespace
 /// (`ns`, the thread's), adding a clsact qdisc when there is none.
 pub fn attach(ns: &HeldNs, ingress: Prog<'_>, egress: Prog<'_>, ifname: &str, journal: &mut Journal) -> Result<NlAttachment, ProgramError> {
-    let ifindex = super::attach::ifindex_of(ifname).map_err(|e| ProgramError::TcError(TcError::IoError(e)))?;
+    let ifindex = crate::sys::netns::ifindex_of(ifname).map_err(|e| ProgramError::TcError(TcError::IoError(e)))?;
     let mut att = NlAttachment { ns: ns.clone(), ifindex, ifname: ifname.to_string(), placed: Vec::with_capacity(2), claim: None };
     match tc::qdisc_add_clsact(ifname) {
         Ok(()) => {

@@ -31,7 +31,7 @@ use crate::{
     Error,
     bpf::{
         load as ebpf,
-        ring::{LostCounters, LostTracker},
+        lost::{LostCounters, LostTracker},
     },
     cli::{CommonArgs, TopArgs},
     ns,
@@ -41,7 +41,8 @@ use crate::{
     tc::{
         attach::{Attacher, TOP_PROGRAMS, TcMode},
         filter::{self, FilterProgram},
-        follow::{Follower, Scope, Selection, Topology},
+        follow::{Follower, Scope, Selection},
+        topology::Topology,
     },
 };
 use counters::{CounterMap, CountersError};

@@ -18,7 +18,7 @@ use tracer_common::{
 };
 
 use super::counters::Total;
-use crate::{packets::decode, tc::follow::Topology};
+use crate::{packets::decode, tc::topology::Topology};
 
 /// Packets and bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -13,13 +13,16 @@ use tracer_common::{
     netlink::{NetlinkAck, NetlinkSend},
 };
 
-use super::{
-    ACK_WAIT_NS, Correlator, EVENT_BASE_BYTES, MAX_PENDING, MAX_PENDING_BYTES,
-    enrich::Enricher,
-    identity::{Identities, Identity, Sender},
-    lookup::{Answer, Lookups, Query, Request},
+use super::{ACK_WAIT_NS, Correlator, EVENT_BASE_BYTES, MAX_PENDING, MAX_PENDING_BYTES};
+use crate::{
+    bpf::event::RawEvent,
+    netlink::{
+        enrich::Enricher,
+        identity::{Identities, Identity, Sender},
+        lookup::{Answer, Lookups, Query, Request},
+    },
+    sys::{self, clock::Clock},
 };
-use crate::{bpf::event::RawEvent, sys::{self, clock::Clock}};
 
 const SOCK: u64 = 0xfeed;
 const IFLA_IFNAME: u16 = 3;

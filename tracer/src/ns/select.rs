@@ -1,0 +1,99 @@
+//! The selectors users give: `--netns NAME|PATH|INODE`, `--pid PID`,
+//! `--container NAME|ID`, resolved to a namespace, with close matches named
+//! when nothing matches.
+
+use std::path::Path;
+
+use super::{NsError, named::named_namespaces};
+use crate::sys::ns_inode;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SelectError {
+    #[error("no network namespace {0:?}: not a name in /run/netns, a namespace file, or a known inode{1}")]
+    UnknownNetns(String, String),
+    #[error("no process {0}: /proc/{0}/ns/net does not exist")]
+    UnknownPid(u32),
+    #[error("no running container {0:?} (by name or id prefix){1}")]
+    UnknownContainer(String, String),
+    #[error("container id prefix {0:?} matches several containers: {1}; give more of the id or the name")]
+    AmbiguousContainer(String, String),
+    #[error("{0}")]
+    Discovery(String),
+}
+
+impl From<NsError> for SelectError {
+    fn from(e: NsError) -> Self {
+        SelectError::Discovery(e.to_string())
+    }
+}
+
+/// Resolves `--netns NAME|PATH|INODE` to an inode.
+pub fn resolve_netns(arg: &str) -> Result<u64, SelectError> {
+    if let Ok(ino) = arg.parse::<u64>() {
+        return Ok(ino);
+    }
+    if arg.contains('/') {
+        return ns_inode(Path::new(arg)).map_err(|_| SelectError::UnknownNetns(arg.into(), String::new()));
+    }
+    let names = named_namespaces();
+    if let Some((ino, _)) = names.iter().find(|(_, n)| *n == arg) {
+        return Ok(*ino);
+    }
+    Err(SelectError::UnknownNetns(arg.into(), did_you_mean(names.values().map(String::as_str), arg)))
+}
+
+/// Resolves `--pid PID` to the inode of its network namespace.
+pub fn resolve_pid(pid: u32) -> Result<u64, SelectError> {
+    ns_inode(Path::new(&format!("/proc/{pid}/ns/net"))).map_err(|_| SelectError::UnknownPid(pid))
+}
+
+/// Loose match for "did you mean": shared prefix or containment.
+pub fn similar(candidate: &str, wanted: &str) -> bool {
+    let (c, w) = (candidate.to_ascii_lowercase(), wanted.to_ascii_lowercase());
+    c.contains(&w) || w.contains(&c) || c.chars().zip(w.chars()).take_while(|(a, b)| a == b).count() >= 3
+}
+
+/// `"; did you mean a, b?"` for the candidates [`similar`] to `wanted`, or "".
+/// The closest come first (by edit distance), at most five.
+pub fn did_you_mean<'a>(candidates: impl IntoIterator<Item = &'a str>, wanted: &str) -> String {
+    let mut close: Vec<&str> = candidates.into_iter().filter(|n| similar(n, wanted)).collect();
+    close.sort_by_key(|c| (edit_distance(&c.to_ascii_lowercase(), &wanted.to_ascii_lowercase()), *c));
+    close.dedup();
+    close.truncate(5);
+    let close: Vec<_> = close.into_iter().map(crate::sys::text::name).collect();
+    if close.is_empty() { String::new() } else { format!("; did you mean {}?", close.join(", ")) }
+}
+
+/// Levenshtein distance, for ranking suggestions.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolves_inode_and_rejects_unknown() {
+        assert_eq!(resolve_netns("4026531840"), Ok(4026531840));
+        assert!(matches!(resolve_netns("surely-not-a-namespace"), Err(SelectError::UnknownNetns(..))));
+        let own = resolve_pid(std::process::id()).expect("own netns");
+        assert_eq!(resolve_netns("/proc/self/ns/net"), Ok(own));
+        assert_eq!(resolve_pid(u32::MAX), Err(SelectError::UnknownPid(u32::MAX)));
+        assert!(similar("lab-a", "lab-b"));
+        assert!(!similar("web", "db"));
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(did_you_mean(["lab-b", "lab-a", "lab-abc"], "lab-ax"), "; did you mean lab-a, lab-abc, lab-b?");
+        assert_eq!(did_you_mean(["web-1", "db", "web-2"], "web"), "; did you mean web-1, web-2?");
+        assert_eq!(did_you_mean(["db"], "web"), "");
+    }
+}
