@@ -13,5 +13,3 @@ pub mod packets;
 pub mod sys;
 pub mod tc;
 pub mod top;
-
-pub use app::{Error, NetlinkJob, run, stopped_during_start_up};

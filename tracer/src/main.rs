@@ -46,16 +46,13 @@ async fn async_main(old_mask: Option<libc::sigset_t>) -> i32 {
         }
     };
     raise_fd_limit();
-    match tracer::run(cli, shutdown).await {
+    match tracer::app::run(cli, shutdown).await {
         Ok(code) => code,
         Err(e) => {
             // The sentence may quote names from outside (containers,
             // namespaces, paths): escaped and cut, like all text output.
             eprintln!("tracer: {}", tracer::sys::text::field(&e.to_string(), tracer::sys::text::SENTENCE_MAX));
-            match e {
-                tracer::Error::Usage(_) => 2,
-                _ => 1,
-            }
+            e.exit_code()
         }
     }
 }

@@ -56,6 +56,11 @@ impl LostTracker {
         v
     }
 
+    /// Every source seen, with its total, zeros included.
+    pub fn every_source(&self) -> String {
+        self.totals().iter().map(|(s, n)| format!("{s}={n}")).collect::<Vec<_>>().join(" ")
+    }
+
     /// The summary printed at exit: `source=N` for every source that lost
     /// something, or `none`.
     pub fn summary(&self) -> String {

@@ -360,12 +360,5 @@ impl Correlator {
     }
 }
 
-/// The exit line for malformed messages, when there were any.
-pub fn report_malformed(corr: &Correlator) {
-    if corr.malformed > 0 {
-        eprintln!("tracer: {} netlink messages could not be decoded (reported as malformed, with their bytes)", corr.malformed);
-    }
-}
-
 #[cfg(test)]
 mod tests;

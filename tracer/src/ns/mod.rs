@@ -26,7 +26,7 @@ use serde::Serialize;
 
 pub use named::{NAMED_NS_DIRS, USER_NS_DIRS, names_namespace};
 pub use registry::Registry;
-pub use select::{SelectError, did_you_mean, resolve_netns, resolve_pid};
+pub use select::{Scope, SelectError, Selector, did_you_mean, resolve_netns, resolve_pid};
 
 use crate::sys::ns_inode;
 
@@ -220,6 +220,12 @@ pub(crate) fn unescape_mount(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The namespace the tracer runs in, which text output calls `host`: as
+/// the people running it see it, it is the host's.
+pub fn tracer_netns() -> Option<u64> {
+    ns_inode(Path::new("/proc/self/ns/net")).ok()
 }
 
 /// The host's (initial) network namespace: kthreadd's (pid 2) is always in

@@ -1,11 +1,70 @@
 //! The selectors users give: `--netns NAME|PATH|INODE`, `--pid PID`,
-//! `--container NAME|ID`, resolved to a namespace, with close matches named
-//! when nothing matches.
+//! `--container NAME|ID` (at most one), resolved once into the [`Scope`]
+//! of a job, with close matches named when nothing matches.
 
 use std::path::Path;
 
-use super::{NsError, named::named_namespaces};
+use super::{Netns, NsError, Registry, named::named_namespaces};
 use crate::sys::ns_inode;
+
+/// The one selector a command line may give.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selector {
+    /// `--netns NAME|PATH|INODE`
+    Netns(String),
+    /// `--pid PID`: the namespace of that process.
+    Pid(u32),
+    /// `--container NAME|ID-prefix`
+    Container(String),
+}
+
+/// Which namespaces a job covers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every namespace, including those created later.
+    All,
+    /// One namespace.
+    Netns(u64),
+    /// The namespace of one container (by full id): followed into a new
+    /// namespace when the container restarts; `netns` is where it was
+    /// when the selector was resolved (the host's, for a container on the
+    /// host network).
+    Container { id: String, netns: u64 },
+}
+
+impl Scope {
+    /// Resolves a selector (none: every namespace). An unknown namespace,
+    /// process or container is an error that names close matches.
+    pub fn resolve(sel: Option<&Selector>) -> Result<Scope, SelectError> {
+        Ok(match sel {
+            None => Scope::All,
+            Some(Selector::Netns(s)) => Scope::Netns(resolve_netns(s)?),
+            Some(Selector::Pid(pid)) => Scope::Netns(resolve_pid(*pid)?),
+            Some(Selector::Container(c)) => {
+                let (container, netns) = Registry::new().resolve_container(c)?;
+                Scope::Container { id: container.id, netns }
+            }
+        })
+    }
+
+    /// The one namespace selected, as it was when resolved; `None` for all.
+    pub fn netns(&self) -> Option<u64> {
+        match self {
+            Scope::All => None,
+            Scope::Netns(ino) | Scope::Container { netns: ino, .. } => Some(*ino),
+        }
+    }
+
+    /// Whether a namespace is in scope now: a container's is wherever the
+    /// container is (as owner, sharer, or on the host network).
+    pub fn selects(&self, n: &Netns) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Netns(only) => n.inode == *only,
+            Scope::Container { id, .. } => n.has_container(id),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SelectError {

@@ -1,14 +1,9 @@
-//! Packet tracing: the TC programs on every selected interface of every
-//! selected namespace, followed as namespaces and interfaces come and go,
-//! and the packets they see as text, JSON lines, pcapng or per-packet paths.
-//!
-//! Layers, data flowing one way: discovery ([`crate::ns::Registry`]) ->
-//! [`attach`] (on a thread of its own, since it enters namespaces) -> the
-//! shared ring buffer ([`crate::bpf::ring`]) -> [`decode`] -> output (the
-//! [`crate::output::Sink`], [`pcapng`] to what [`capfile`] opened, or
-//! [`hops`]). [`run`] also carries
-//! the default job, where netlink requests and packets are merged into one
-//! timeline. [`filter`] compiles tcpdump-style expressions for the kernel.
+//! Packet tracing: what the TC programs of `tracer packets` (and the
+//! default job) copy to the ring buffer, decoded ([`decode`]) into events
+//! labelled with their namespace, container and interface ([`event`]), and
+//! written as text or JSON lines, pcapng ([`pcapng`], to what [`capfile`]
+//! opened) or per-packet paths across interfaces ([`hops`]). Which
+//! interfaces are traced, and how, is the TC layer's ([`crate::tc`]).
 
 pub mod capfile;
 pub mod decode;
@@ -16,55 +11,22 @@ pub mod event;
 pub mod hops;
 pub mod pcapng;
 
-use std::{
-    cmp::Reverse,
-    collections::{BinaryHeap, HashMap},
-    path::PathBuf,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
-
-use tracer_common::{
-    EventKind,
-    packet::PKT_DATA_MAX,
-};
+use std::{path::PathBuf, time::Duration};
 
 pub use event::PacketEvent;
 
 use crate::{
-    Error, NetlinkJob,
-    bpf::{
-        hooks,
-        load as ebpf,
-        lost::LostTracker,
-        ring::Reader,
-    },
-    cli::{CommonArgs, PacketArgs},
-    netlink::{self, NetlinkEvent},
-    ns::{self, Iface},
-    output::{Render, Sink, Stream},
-    sys::{
-        text,
-        clock::{self, Clock},
-        shutdown::Shutdown,
-    },
-    tc::{
-        attach::{Attacher, PACKET_PROGRAMS, TcMode},
-        filter::{self, FilterProgram},
-        follow::{Follower, Scope, Selection},
-        topology::Topology,
-    },
+    ns::Iface,
+    tc::{filter::FilterProgram, follow::Selection},
 };
 
 /// Bytes captured per packet when printing: enough for Ethernet, a VLAN
 /// tag, IPv6 and a TCP header with options.
 pub const DEFAULT_SNAPLEN: u32 = 128;
 
-/// How often the ring buffer is drained without being woken.
+/// How often the ring buffer is drained without being woken: packet
+/// records do not wake the reader (see tracer-ebpf's packet.rs).
 pub const DRAIN_INTERVAL: Duration = Duration::from_millis(20);
-
-/// Output bytes deferred before they are written anyway.
-const SINK_MAX_BUFFERED: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PacketsError {
@@ -72,10 +34,6 @@ pub enum PacketsError {
     Pcapng(#[from] pcapng::PcapngError),
     #[error(transparent)]
     Capture(#[from] capfile::CaptureError),
-    #[error("the attach thread stopped unexpectedly")]
-    Follower,
-    #[error(transparent)]
-    Filter(#[from] filter::FilterError),
 }
 
 /// The validated form of `tracer packets`.
@@ -104,332 +62,15 @@ impl Default for PacketsJob {
 }
 
 impl PacketsJob {
-    pub fn from_args(a: &PacketArgs) -> Result<Self, Error> {
-        let select = Selection::from_args(&a.sel, a.all, a.iface.as_deref())?;
-        let filter = filter::from_args(a.filter.as_deref(), &a.expr)?;
-        let max = PKT_DATA_MAX as u32;
-        let snaplen = match a.snaplen {
-            // As tcpdump: 0 means as much as possible.
-            Some(0) => max,
-            Some(n) if n > max => {
-                eprintln!("tracer: --snaplen {n} lowered to {max}, the most the kernel side copies");
-                max
-            }
-            Some(n) => n,
-            // A file is for later reading: whole frames, as tcpdump -w.
-            None if a.write.is_some() => max,
-            None => DEFAULT_SNAPLEN,
-        };
-        Ok(Self { select, snaplen, write: a.write.clone(), hops: a.hops, filter })
-    }
-
     /// Whether an interface is traced.
     pub fn wants(&self, i: &Iface) -> bool {
         self.select.wants(i)
     }
-}
 
-/// Something to print, ordered by time in the merged timeline.
-enum Item {
-    Netlink(Box<NetlinkEvent>),
-    Packet(Box<PacketEvent>),
-    Path(hops::PacketPath),
-}
-
-impl Item {
-    /// About the memory it takes: the captured bytes and a fixed part for
-    /// the decoded fields and names.
-    fn bytes(&self) -> usize {
-        match self {
-            Item::Netlink(e) => e.mem_bytes(),
-            Item::Packet(p) => 512 + p.frame.len(),
-            Item::Path(p) => p.hops.iter().map(|h| 512 + h.frame.len()).sum(),
-        }
+    /// Whether the headers are decoded: pcapng needs only the bytes.
+    pub fn decodes(&self) -> bool {
+        self.write.is_none() || self.hops
     }
-
-    fn wall_ns(&self) -> u64 {
-        match self {
-            Item::Netlink(e) => e.wall_ns,
-            Item::Packet(p) => p.wall_ns,
-            Item::Path(p) => p.hops.first().map(|h| h.wall_ns).unwrap_or(0),
-        }
-    }
-
-    fn render(&self) -> &dyn Render {
-        match self {
-            Item::Netlink(e) => e.as_ref(),
-            Item::Packet(p) => p.as_ref(),
-            Item::Path(p) => p,
-        }
-    }
-}
-
-/// Items the merger holds, at most, by count and by estimated memory. The
-/// hold is ~400 ms of everything traced (at 250k packets/s, 100,000
-/// packets, 60 MiB): past either cap, the oldest come out before their hold is
-/// over, counted, which may put a late netlink request after packets that
-/// followed it.
-const MERGER_MAX_ITEMS: usize = 16_384;
-const MERGER_MAX_BYTES: usize = 16 << 20;
-
-/// Holds items for `hold_ns` so that late ones (netlink requests wait for
-/// their answer) still come out in time order.
-struct Merger {
-    hold_ns: u64,
-    seq: u64,
-    heap: BinaryHeap<Reverse<(u64, u64)>>,
-    items: HashMap<u64, (Item, usize)>,
-    bytes: usize,
-    /// Items let out before their hold was over because of the caps.
-    early: u64,
-}
-
-impl Merger {
-    fn new(hold_ns: u64) -> Self {
-        Self { hold_ns, seq: 0, heap: BinaryHeap::new(), items: HashMap::new(), bytes: 0, early: 0 }
-    }
-
-    fn push(&mut self, item: Item) {
-        self.seq += 1;
-        let bytes = item.bytes();
-        self.bytes += bytes;
-        self.heap.push(Reverse((item.wall_ns(), self.seq)));
-        self.items.insert(self.seq, (item, bytes));
-    }
-
-    fn pop_ready(&mut self, now_wall_ns: u64, flush: bool) -> Option<Item> {
-        let Reverse((t, id)) = *self.heap.peek()?;
-        if !flush && t + self.hold_ns > now_wall_ns {
-            if self.items.len() <= MERGER_MAX_ITEMS && self.bytes <= MERGER_MAX_BYTES {
-                return None;
-            }
-            self.early += 1;
-        }
-        self.heap.pop();
-        let (item, bytes) = self.items.remove(&id)?;
-        self.bytes -= bytes;
-        Some(item)
-    }
-}
-
-/// Where printed items go.
-enum Out {
-    Sink(Sink),
-    Pcapng(pcapng::PcapngOut, Sink),
-}
-
-/// Traces packets (and, with `netlink`, netlink requests too, merged into
-/// one timeline) until `--count`, `--duration` or `shutdown`. Returns the
-/// number of events written.
-pub async fn run(
-    netlink_job: Option<NetlinkJob>,
-    job: PacketsJob,
-    common: CommonArgs,
-    stop: Shutdown,
-) -> Result<u64, Error> {
-    let shutdown = stop.clone().wait();
-    tokio::pin!(shutdown);
-    let forever = Duration::from_secs(u64::MAX / 4);
-    let deadline = tokio::time::sleep(common.duration.map(Duration::from_secs_f64).unwrap_or(forever));
-    tokio::pin!(deadline);
-    // The capture target first: a refused path fails before anything is
-    // loaded, and a FIFO's reader is waited for (stoppable) before attaching.
-    let target = job.write.as_deref().map(capfile::Target::from_arg);
-    let capture = match &target {
-        Some(t) => {
-            let stop = async {
-                tokio::select! {
-                    _ = &mut shutdown => {}
-                    _ = &mut deadline => {}
-                }
-            };
-            match capfile::open(t, stop).await.map_err(PacketsError::from)? {
-                Some(f) => Some(f),
-                None => return Ok(0),
-            }
-        }
-        None => None,
-    };
-    let mut opts = ebpf::LoadOptions { snaplen: job.snaplen, ..Default::default() };
-    if let Some(kib) = common.buffer_kib {
-        opts.ring_bytes = kib * 1024;
-    }
-    let mut loaded = ebpf::load(&opts)?;
-    if !loaded.missing_fields.is_empty() {
-        return Err(Error::Kernel(format!("its BTF lacks {}", loaded.missing_fields.join(", "))));
-    }
-    if netlink_job.is_some() {
-        hooks::attach_tracepoints(&mut loaded.ebpf, hooks::NETLINK_HOOKS)?;
-    }
-    // Before any program is attached: a table replaced while packets flow
-    // may be read half-written.
-    filter::install(&mut loaded.ebpf, &job.filter).map_err(PacketsError::from)?;
-    let mut reader = Reader::new(&mut loaded.ebpf)?;
-    let attacher = Attacher::new(&mut loaded.ebpf, TcMode::detect(), PACKET_PROGRAMS)?;
-    // With `-w -` stdout carries pcapng: every line goes to stderr.
-    let lines = if target == Some(capfile::Target::Stdout) { Stream::Stderr } else { Stream::Stdout };
-    let mut out = match capture {
-        Some(f) => Out::Pcapng(pcapng::PcapngOut::new(f, job.snaplen).map_err(PacketsError::from)?, Sink::to(common.json, lines)),
-        None => Out::Sink(Sink::new(common.json)),
-    };
-    if crate::stopped_during_start_up(&stop) {
-        return Ok(0);
-    }
-
-    // The namespace the tracer runs in is the host, as users see it.
-    let host_netns = ns::resolve_pid(std::process::id()).ok();
-    let topo = Arc::new(Mutex::new(Topology::new(host_netns)));
-    let (mut follower, first) = Follower::start(loaded.ebpf, attacher, job.select.clone(), topo.clone(), stop.clone()).await?;
-    if stop.is_set() {
-        follower.stop().await;
-        crate::stopped_during_start_up(&stop);
-        return Ok(0);
-    }
-    if first.interfaces == 0 && job.select.scope != Scope::All {
-        eprintln!("tracer: nothing to trace there yet; waiting for an interface to appear");
-    }
-    let what = if netlink_job.is_some() { "netlink audit and packets" } else { "packets" };
-    eprintln!(
-        "tracer: ready: tracing {what} on {} interfaces in {} namespaces ({})",
-        first.interfaces,
-        first.namespaces,
-        first.mode.name()
-    );
-
-    let clock = Clock::new();
-    let mut corr = netlink::Correlator::new(clock);
-    let mut grouper = job.hops.then(hops::Grouper::default);
-    let want_decode = job.write.is_none() || job.hops;
-    // Netlink requests come out of the correlator up to ACK_WAIT_NS late.
-    let hold_ns = if netlink_job.is_some() { netlink::ACK_WAIT_NS + 100_000_000 } else { 0 };
-    let mut merger = Merger::new(hold_ns);
-    let mut lost = LostTracker::default();
-    let mut written: u64 = 0;
-
-    // Packet records do not wake the reader (see tracer-ebpf's
-    // packet.rs): the ring is drained on this tick as well.
-    let mut tick = tokio::time::interval(DRAIN_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut batch = Vec::new();
-    let mut done = false;
-    let mut stopping = false;
-    while !done {
-        if !stopping {
-            tokio::select! {
-                _ = &mut shutdown => stopping = true,
-                _ = &mut deadline => stopping = true,
-                r = reader.read(&mut batch) => { r?; }
-                _ = tick.tick() => reader.drain(&mut batch),
-            }
-        }
-        if stopping {
-            // Let the last answers and packets arrive, detach, then take
-            // what is left in the ring buffer.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            follower.stop().await;
-            reader.drain_until_now(&mut batch);
-            done = true;
-        }
-        {
-            let topo = topo.lock().map_err(|_| PacketsError::Follower)?;
-            for ev in batch.drain(..) {
-                match ev.kind {
-                    EventKind::Packet => {
-                        let Some(p) = PacketEvent::from_raw(&ev, &clock, &topo, want_decode) else {
-                            reader.malformed += 1;
-                            continue;
-                        };
-                        match &mut grouper {
-                            Some(g) => g.push(p),
-                            None => merger.push(Item::Packet(Box::new(p))),
-                        }
-                    }
-                    EventKind::NetlinkSend | EventKind::NetlinkAck if netlink_job.is_some() => corr.push(&ev),
-                    _ => {}
-                }
-            }
-        }
-        let now_wall = clock.wall_ns(Clock::now_mono_ns());
-        if let Some(nj) = &netlink_job {
-            for e in corr.ready(Clock::now_mono_ns(), done) {
-                if !nj.wants(&e) {
-                    continue;
-                }
-                merger.push(Item::Netlink(Box::new(e)));
-            }
-        }
-        if let Some(g) = &mut grouper {
-            for p in g.ready(now_wall, done) {
-                merger.push(Item::Path(p));
-            }
-        }
-        while common.count.is_none_or(|c| written < c) {
-            let Some(item) = merger.pop_ready(now_wall, done) else { break };
-            match (&mut out, &item) {
-                (Out::Pcapng(w, _), Item::Packet(p)) => w.write(p).map_err(PacketsError::from)?,
-                (Out::Pcapng(_, sink), _) | (Out::Sink(sink), _) => {
-                    sink.defer(item.render());
-                    // Lines are written once per pass, but a pass may let
-                    // out tens of thousands: not all of them in one buffer.
-                    if sink.buffered() > SINK_MAX_BUFFERED {
-                        sink.flush()?;
-                    }
-                }
-            }
-            written += 1;
-            if common.count.is_some_and(|c| written >= c) {
-                stopping = true;
-                break;
-            }
-        }
-        match &mut out {
-            Out::Pcapng(w, sink) => {
-                // After every drain: a reader on a pipe sees packets live.
-                w.flush().map_err(PacketsError::from)?;
-                sink.flush()?;
-                if w.reader_gone && !stopping {
-                    let what = target.as_ref().map(capfile::Target::describe).unwrap_or_default();
-                    text::warn(&format!("the reader of {what} closed it; stopping"));
-                    stopping = true;
-                }
-            }
-            Out::Sink(sink) => sink.flush()?,
-        }
-        for (src, n) in lost.update(reader.lost_totals()) {
-            let sink = match &mut out {
-                Out::Sink(s) | Out::Pcapng(_, s) => s,
-            };
-            sink.lost(src, n, &clock::rfc3339(clock::now_wall_ns()))?;
-        }
-    }
-    let summary = lost.summary();
-    if let Out::Pcapng(w, _) = &out
-        && let Some(t) = &target
-    {
-        text::warn(&format!("{} packets written to {}", w.packets, t.describe()));
-    }
-    if let Some(g) = &grouper {
-        let s = g.stats;
-        let avg = if s.multi_hop > 0 { s.transit_ns_sum as f64 / s.multi_hop as f64 / 1000.0 } else { 0.0 };
-        eprintln!(
-            "tracer: hops: {} packets, {} seen on more than one interface (mean transit {avg:.1}us), skb hash the same on every hop for {}",
-            s.paths, s.multi_hop, s.hash_stable
-        );
-        if s.early > 0 {
-            eprintln!("tracer: hops: {} paths printed before the end of their hold (more than {} hops held)", s.early, hops::MAX_HELD_HOPS);
-        }
-    }
-    if netlink_job.is_some() {
-        eprintln!("tracer: {}", corr.summary());
-    }
-    if merger.early > 0 {
-        eprintln!("tracer: {} events printed before the end of their hold (more than {MERGER_MAX_ITEMS} events or {} MiB held)", merger.early, MERGER_MAX_BYTES >> 20);
-    }
-    eprintln!("tracer: {written} events, lost: {summary}");
-    if netlink_job.is_some() {
-        netlink::report_malformed(&corr);
-    }
-    Ok(written)
 }
 
 #[cfg(test)]
@@ -450,101 +91,5 @@ mod tests {
         assert!(job.wants(&iface("eth0", None)));
         assert!(job.wants(&iface("lo", None)));
         assert!(!job.wants(&iface("veth1", Some("veth"))));
-    }
-
-    #[test]
-    fn args_validate() {
-        let a = PacketArgs { snaplen: Some(0), ..Default::default() };
-        assert_eq!(PacketsJob::from_args(&a).expect("ok").snaplen, PKT_DATA_MAX as u32);
-        let a = PacketArgs { write: Some("/tmp/x".into()), ..Default::default() };
-        assert_eq!(PacketsJob::from_args(&a).expect("ok").snaplen, PKT_DATA_MAX as u32);
-        assert_eq!(PacketsJob::from_args(&PacketArgs::default()).expect("ok").snaplen, DEFAULT_SNAPLEN);
-        let mut a = PacketArgs { all: true, ..Default::default() };
-        a.sel.netns = Some("1".into());
-        assert!(matches!(PacketsJob::from_args(&a), Err(Error::Usage(_))));
-        let a = PacketArgs { iface: Some(" , ".into()), ..Default::default() };
-        assert!(matches!(PacketsJob::from_args(&a), Err(Error::Usage(_))));
-    }
-
-    #[test]
-    fn merger_orders_by_time_after_hold() {
-        let mut m = Merger::new(100);
-        let mk = |t| {
-            let mut g = hops::Grouper::default();
-            let f = vec![0u8; 20];
-            g.push(PacketEvent {
-                wall_ns: t,
-                cpu: 0,
-                netns_ino: 1,
-                netns_name: None,
-                host_netns: false,
-                container: None,
-                ifindex: 1,
-                ifname: "x".into(),
-                direction: 0,
-                len: 20,
-                hash: 0,
-                mark: 0,
-                ethernet: true,
-                decoded: decode::decode(&f, true),
-                frame: f,
-            });
-            Item::Path(g.ready(0, true).pop().expect("path"))
-        };
-        m.push(mk(50));
-        m.push(mk(10));
-        assert!(m.pop_ready(100, false).is_none());
-        assert_eq!(m.pop_ready(110, false).map(|i| i.wall_ns()), Some(10));
-        assert!(m.pop_ready(110, false).is_none());
-        assert_eq!(m.pop_ready(0, true).map(|i| i.wall_ns()), Some(50));
-    }
-
-    fn packet(t: u64, frame_len: usize) -> Item {
-        let f = vec![0u8; frame_len];
-        Item::Packet(Box::new(PacketEvent {
-            wall_ns: t,
-            cpu: 0,
-            netns_ino: 1,
-            netns_name: None,
-            host_netns: false,
-            container: None,
-            ifindex: 1,
-            ifname: "x".into(),
-            direction: 0,
-            len: frame_len as u32,
-            hash: 0,
-            mark: 0,
-            ethernet: true,
-            decoded: decode::Decoded::default(),
-            frame: f,
-        }))
-    }
-
-    #[test]
-    fn merger_lets_the_oldest_out_early_past_its_caps() {
-        let mut m = Merger::new(1_000_000_000);
-        for t in 0..(MERGER_MAX_ITEMS + 10) as u64 {
-            m.push(packet(1000 + t, 20));
-        }
-        let mut out = Vec::new();
-        while let Some(i) = m.pop_ready(0, false) {
-            out.push(i.wall_ns());
-        }
-        assert_eq!((out.len(), out.first(), out.last()), (10, Some(&1000), Some(&1009)), "the 10 oldest, in order");
-        assert_eq!((m.items.len(), m.early), (MERGER_MAX_ITEMS, 10));
-        // By size: full frames reach the byte cap long before the count.
-        let mut m = Merger::new(1_000_000_000);
-        let per = 512 + 9000;
-        for t in 0..(MERGER_MAX_BYTES / per + 5) as u64 {
-            m.push(packet(t, 9000));
-        }
-        let mut n = 0;
-        while m.pop_ready(0, false).is_some() {
-            n += 1;
-        }
-        assert_eq!(n, 5);
-        assert!(m.bytes <= MERGER_MAX_BYTES);
-        // Within the caps, nothing comes out before its time.
-        assert!(m.pop_ready(0, false).is_none());
     }
 }

@@ -1,9 +1,9 @@
-//! Which interfaces a TC job covers, and the thread that keeps them
-//! attached: it rescans namespaces and interfaces every
+//! Which interfaces a TC job covers ([`Selection`]), and the thread that
+//! keeps them attached: it rescans namespaces and interfaces every
 //! [`FOLLOW_INTERVAL`], attaches what appeared, releases what went away,
 //! and keeps the [`Topology`] (names, containers) the reading side labels
-//! its output with up to date. `tracer packets` and `tracer top` both run on it, each
-//! with its own pair of programs.
+//! its output with up to date. Every TC job runs on it, each with its own
+//! pair of programs, started by [`super::session::TcSession::start`].
 
 use std::{
     collections::BTreeMap,
@@ -12,15 +12,13 @@ use std::{
 };
 
 use super::{
+    TcError,
     attach::{Attacher, TcMode},
     stale,
     topology::Topology,
 };
 use crate::{
-    Error,
-    cli::Selectors,
-    ns::{self, Iface, Netns, Registry},
-    packets::PacketsError,
+    ns::{Iface, Netns, Registry, Scope},
     sys::shutdown::Shutdown,
 };
 
@@ -34,18 +32,6 @@ pub const DEFAULT_KINDS: &[&str] = &[
 
 /// How often namespaces and interfaces are looked for.
 pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(500);
-
-/// Which namespaces are traced.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Scope {
-    /// Every namespace, including those created later.
-    All,
-    /// One namespace (its interfaces are still followed).
-    Netns(u64),
-    /// The namespace of one container (by full id), followed when the
-    /// container restarts into a new one.
-    Container(String),
-}
 
 /// The namespaces and interfaces a job covers.
 #[derive(Clone, Debug)]
@@ -63,35 +49,6 @@ impl Default for Selection {
 }
 
 impl Selection {
-    /// From `--all`, `--netns`/`--pid`/`--container` (at most one) and `--iface`.
-    pub fn from_args(sel: &Selectors, all: bool, iface: Option<&str>) -> Result<Self, Error> {
-        let selectors = [sel.netns.is_some(), sel.pid.is_some(), sel.container.is_some()].iter().filter(|b| **b).count();
-        if selectors > 1 || (all && selectors > 0) {
-            return Err(Error::Usage("give one of --all, --netns, --pid, --container".into()));
-        }
-        let scope = if let Some(n) = &sel.netns {
-            Scope::Netns(ns::resolve_netns(n)?)
-        } else if let Some(pid) = sel.pid {
-            Scope::Netns(ns::resolve_pid(pid)?)
-        } else if let Some(c) = &sel.container {
-            let (container, _) = Registry::new().resolve_container(c)?;
-            Scope::Container(container.id)
-        } else {
-            Scope::All
-        };
-        let iface_globs = match iface {
-            Some(g) => {
-                let globs: Vec<String> = g.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
-                if globs.is_empty() {
-                    return Err(Error::Usage("--iface needs a name or a glob such as 'veth*'".into()));
-                }
-                Some(globs)
-            }
-            None => None,
-        };
-        Ok(Self { scope, iface_globs })
-    }
-
     /// Whether an interface is traced.
     pub fn wants(&self, i: &Iface) -> bool {
         match &self.iface_globs {
@@ -102,11 +59,7 @@ impl Selection {
 
     /// Whether a namespace is traced.
     pub fn selects(&self, n: &Netns) -> bool {
-        match &self.scope {
-            Scope::All => true,
-            Scope::Netns(only) => n.inode == *only,
-            Scope::Container(id) => n.has_container(id),
-        }
+        self.scope.selects(n)
     }
 }
 
@@ -213,15 +166,15 @@ impl Follower {
         select: Selection,
         topo: Arc<Mutex<Topology>>,
         shutdown: Shutdown,
-    ) -> Result<(Self, FirstPass), PacketsError> {
+    ) -> Result<(Self, FirstPass), TcError> {
         let (first_tx, first_rx) = tokio::sync::oneshot::channel();
         let (stop_tx, stop_rx) = mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("tracer-attach".into())
             .spawn(move || follow(ebpf, attacher, select, topo, first_tx, stop_rx, shutdown))
-            .map_err(|_| PacketsError::Follower)?;
+            .map_err(|_| TcError::Follower)?;
         let follower = Follower { stop: stop_tx, handle: Some(handle) };
-        let first = first_rx.await.map_err(|_| PacketsError::Follower)?;
+        let first = first_rx.await.map_err(|_| TcError::Follower)?;
         Ok((follower, first))
     }
 
@@ -265,17 +218,5 @@ mod tests {
         assert!(sel.wants(&iface("eth0", None)));
         assert!(sel.wants(&iface("lo", None)));
         assert!(!sel.wants(&iface("veth1", Some("veth"))));
-    }
-
-    #[test]
-    fn selectors_validate() {
-        let mut sel = Selectors { netns: Some("1".into()), ..Default::default() };
-        assert!(matches!(Selection::from_args(&sel, true, None), Err(Error::Usage(_))));
-        sel.pid = Some(1);
-        assert!(matches!(Selection::from_args(&sel, false, None), Err(Error::Usage(_))));
-        assert!(matches!(Selection::from_args(&Selectors::default(), false, Some(" , ")), Err(Error::Usage(_))));
-        let s = Selection::from_args(&Selectors::default(), false, Some("veth*, br0")).expect("ok");
-        assert_eq!(s.iface_globs, Some(vec!["veth*".to_string(), "br0".to_string()]));
-        assert_eq!(s.scope, Scope::All);
     }
 }

@@ -1,7 +1,10 @@
 //! How `tracer top` prints an interval: one JSON object per row, or a
 //! table (redrawn in place on a terminal, one after another otherwise).
 
-use std::{io, net::IpAddr};
+use std::{
+    io::{self, Write as _},
+    net::IpAddr,
+};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -219,6 +222,56 @@ pub fn terminal_rows() -> Option<usize> {
         }
         let mut ws: libc::winsize = std::mem::zeroed();
         if libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) == 0 && ws.ws_row > 0 { Some(usize::from(ws.ws_row)) } else { Some(24) }
+    }
+}
+
+/// Where reports go: stdout, as JSON lines, a table redrawn in place on a
+/// terminal, or one table after another.
+pub struct Printer {
+    json: bool,
+    /// Terminal height when redrawing in place.
+    tty: Option<usize>,
+    limit: Option<usize>,
+    reports: u64,
+}
+
+impl Printer {
+    pub fn new(json: bool, limit: Option<usize>) -> Self {
+        Self { json, tty: if json { None } else { terminal_rows() }, limit, reports: 0 }
+    }
+
+    /// Whether the header of each report shows the losses so far (on a
+    /// terminal); elsewhere they are lines of their own, as every command
+    /// reports them.
+    pub fn shows_losses(&self) -> bool {
+        self.tty.is_some()
+    }
+
+    pub fn print(&mut self, rep: &Report<'_>) -> io::Result<()> {
+        let mut buf: Vec<u8> = Vec::new();
+        let time = clock::rfc3339(rep.wall_ns);
+        if self.json {
+            for r in rep.rows.iter().take(self.limit.unwrap_or(usize::MAX)) {
+                buf.extend_from_slice(text::json_safe(json_line(r, rep, &time)).as_bytes());
+                buf.push(b'\n');
+            }
+        } else if let Some(height) = self.tty {
+            // Home, clear, redraw: header, column names, and what fits. These
+            // are the only terminal controls written: the table escapes names.
+            buf.extend_from_slice(b"\x1b[H\x1b[2J");
+            let fit = height.saturating_sub(3).max(1);
+            table(rep, self.limit.unwrap_or(fit).min(fit), &mut buf)?;
+        } else {
+            if self.reports > 0 {
+                buf.push(b'\n');
+            }
+            table(rep, self.limit.unwrap_or(usize::MAX), &mut buf)?;
+        }
+        let mut out = std::io::stdout().lock();
+        out.write_all(&buf)?;
+        out.flush()?;
+        self.reports += 1;
+        Ok(())
     }
 }
 

@@ -136,7 +136,7 @@ impl Unattributed {
 }
 
 /// How rows are grouped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum By {
     /// One row per container (or namespace without one).
     Container,

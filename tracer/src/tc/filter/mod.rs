@@ -166,19 +166,6 @@ pub fn compile(expr: &str) -> Result<FilterProgram, FilterError> {
     Ok(FilterProgram { expr: expr.to_string(), table })
 }
 
-/// The filter a command line gives, as `--filter EXPR` or as trailing
-/// words (not both); refused expressions are usage errors.
-pub fn from_args(flag: Option<&str>, words: &[String]) -> Result<FilterProgram, crate::Error> {
-    let expr = match (flag, words.is_empty()) {
-        (Some(_), false) => {
-            return Err(crate::Error::Usage("give the filter either with --filter or as trailing words, not both".into()));
-        }
-        (Some(f), true) => f.to_string(),
-        (None, _) => words.join(" "),
-    };
-    compile(&expr).map_err(|e| crate::Error::Usage(e.to_string()))
-}
-
 /// Compiles `expr` restricted to one direction, for a command-line option
 /// such as tcpdump's `-Q in|out`: the same as `(EXPR) and inbound`.
 pub fn compile_with_direction(expr: &str, direction: Option<u8>) -> Result<FilterProgram, FilterError> {
