@@ -9,7 +9,7 @@ use aya::{
 };
 use tracer_common::{LostSource, maps};
 
-use super::ring::ReaderError;
+use super::{MapError, take_map};
 
 /// The kernel's per-CPU counts of lost events, by [`LostSource`].
 pub struct LostCounters {
@@ -18,9 +18,9 @@ pub struct LostCounters {
 
 impl LostCounters {
     /// Takes the counters out of `ebpf`.
-    pub fn new(ebpf: &mut Ebpf) -> Result<Self, ReaderError> {
-        let lost = ebpf.take_map(maps::LOST).ok_or(ReaderError::NoMap(maps::LOST))?;
-        let map = PerCpuArray::try_from(lost).map_err(|e| ReaderError::Map(maps::LOST, e))?;
+    pub fn new(ebpf: &mut Ebpf) -> Result<Self, MapError> {
+        let lost = take_map(ebpf, maps::LOST)?;
+        let map = PerCpuArray::try_from(lost).map_err(|e| MapError::Kind(maps::LOST, e))?;
         Ok(Self { map })
     }
 

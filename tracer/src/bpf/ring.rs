@@ -11,7 +11,7 @@ use aya::{
 use tokio::io::unix::AsyncFd;
 use tracer_common::{LostSource, maps};
 
-use super::lost::LostCounters;
+use super::{MapError, lost::LostCounters, take_map};
 use crate::{bpf::event::RawEvent, sys::clock::Clock};
 
 /// Most records one [`Reader::read`] or [`Reader::drain`] takes. A producer
@@ -29,10 +29,8 @@ pub const MAX_BYTES_PER_READ: usize = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReaderError {
-    #[error("the eBPF object has no map {0}")]
-    NoMap(&'static str),
-    #[error("map {0}: {1}")]
-    Map(&'static str, aya::maps::MapError),
+    #[error(transparent)]
+    Map(#[from] MapError),
     #[error("cannot poll the ring buffer: {0}")]
     Io(#[from] io::Error),
 }
@@ -128,12 +126,12 @@ pub fn take_records(src: &mut impl RecordSource, lim: Limits, out: &mut Vec<RawE
 impl Reader {
     /// Takes the ring buffer and the lost counters out of `ebpf`.
     pub fn new(ebpf: &mut Ebpf) -> Result<Self, ReaderError> {
-        let ring = ebpf.take_map(maps::EVENTS).ok_or(ReaderError::NoMap(maps::EVENTS))?;
+        let ring = take_map(ebpf, maps::EVENTS)?;
         let ring_bytes = match &ring {
-            Map::RingBuf(d) => d.info().map_err(|e| ReaderError::Map(maps::EVENTS, e))?.max_entries() as usize,
+            Map::RingBuf(d) => d.info().map_err(|e| MapError::Kind(maps::EVENTS, e))?.max_entries() as usize,
             _ => 0,
         };
-        let ring = RingBuf::try_from(ring).map_err(|e| ReaderError::Map(maps::EVENTS, e))?;
+        let ring = RingBuf::try_from(ring).map_err(|e| MapError::Kind(maps::EVENTS, e))?;
         let lost = LostCounters::new(ebpf)?;
         // SAFETY: the ring buffer owns its fd and is moved into the AsyncFd,
         // which deregisters it before dropping it.

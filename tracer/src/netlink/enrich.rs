@@ -118,20 +118,10 @@ impl Enricher {
     fn reload_names(&mut self) {
         self.netns_names.clear();
         self.netns_paths.clear();
-        let host = ns::host_netns();
-        for dir in ns::NAMED_NS_DIRS {
-            let Ok(entries) = std::fs::read_dir(dir) else { continue };
-            for ent in entries.flatten() {
-                if self.netns_paths.len() >= NETNS_NAMES_MAX {
-                    break;
-                }
-                if let Ok(ino) = sys::ns_inode(&ent.path()) {
-                    if ns::names_namespace(dir, ino, host) {
-                        self.netns_names.entry(ino).or_insert_with(|| ent.file_name().to_string_lossy().into_owned());
-                    }
-                    self.netns_paths.entry(ino).or_insert(ent.path());
-                }
-            }
+        let mounts = ns::named::mounts(NETNS_NAMES_MAX);
+        self.netns_names = ns::named::named_namespaces(&mounts);
+        for m in mounts {
+            self.netns_paths.entry(m.inode).or_insert(m.path);
         }
         self.names_at = Instant::now();
     }

@@ -1,16 +1,16 @@
 //! Network namespaces and what lives in them: discovery (processes, bind
 //! mounts, nsfs mounts), containers (candidates from cgroups, confirmed and
 //! named by their runtime, see [`identity`]), interfaces with their veth
-//! peers (rtnetlink inside each namespace, [`links`]), the names in
+//! peers (rtnetlink inside each namespace, [`rtnl`]), the names in
 //! `/run/netns` ([`named`]), the cached [`Registry`] that enriches events,
 //! the selectors users give ([`select`]), `tracer ns`'s table ([`table`]),
 //! and the interface watcher ([`watch`]).
 
 pub mod cgroup;
 pub mod identity;
-pub mod links;
 pub mod named;
 pub mod registry;
+pub mod rtnl;
 pub mod runtime;
 pub mod select;
 pub mod table;
@@ -24,7 +24,6 @@ use std::{
 
 use serde::Serialize;
 
-pub use named::{NAMED_NS_DIRS, USER_NS_DIRS, names_namespace};
 pub use registry::Registry;
 pub use select::{Scope, SelectError, Selector, did_you_mean, resolve_netns, resolve_pid};
 
@@ -148,26 +147,9 @@ pub(crate) fn scan(comms: bool) -> Result<Sources, NsError> {
     for v in s.pids.values_mut() {
         v.sort_by_key(|p| p.pid);
     }
-    let mut seen_dirs = Vec::new();
-    for dir in NAMED_NS_DIRS {
-        // /var/run is usually a link to /run: list each directory once.
-        let Ok(real) = fs::canonicalize(dir) else { continue };
-        if seen_dirs.contains(&real) {
-            continue;
-        }
-        seen_dirs.push(real.clone());
-        let user = USER_NS_DIRS.contains(dir);
-        let Ok(entries) = fs::read_dir(&real) else { continue };
-        for e in entries.flatten() {
-            if let Ok(ino) = ns_inode(&e.path()) {
-                // An empty file left by a failed `ip netns add` is no namespace.
-                if !is_nsfs(&e.path()) {
-                    continue;
-                }
-                let name = user.then(|| e.file_name().to_string_lossy().into_owned());
-                s.mounts.entry(ino).or_default().push((e.path(), name));
-            }
-        }
+    for m in named::mounts(usize::MAX) {
+        let name = m.user_named().then_some(m.name);
+        s.mounts.entry(m.inode).or_default().push((m.path, name));
     }
     if let Ok(text) = fs::read_to_string("/proc/self/mountinfo") {
         for (ino, path) in nsfs_mounts(&text) {
@@ -180,13 +162,6 @@ pub(crate) fn scan(comms: bool) -> Result<Sources, NsError> {
     Ok(s)
 }
 
-fn is_nsfs(p: &Path) -> bool {
-    const NSFS_MAGIC: i64 = 0x6e73_6673;
-    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else { return false };
-    // SAFETY: statfs into a zeroed struct with a valid C path.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    (unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0) && st.f_type as i64 == NSFS_MAGIC
-}
 
 /// (inode, mount point) of every network namespace mounted somewhere, from
 /// the text of `/proc/self/mountinfo`.
@@ -262,10 +237,6 @@ mod tests {
             ]
         );
         assert_eq!(unescape_mount("a\\011b\\134c"), "a\tb\\c");
-        // Docker's sandbox of the host network names nothing; ip netns names do.
-        assert!(!names_namespace("/run/docker/netns", 1, Some(1)));
-        assert!(names_namespace("/run/docker/netns", 2, Some(1)));
-        assert!(names_namespace("/run/netns", 1, Some(1)));
         assert_eq!(unescape_mount("trailing\\04"), "trailing\\04");
     }
 

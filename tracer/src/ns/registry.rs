@@ -19,7 +19,7 @@ use std::{
 use super::{
     Container, Iface, NsError, NsPid, Netns, Peer, SelectError, did_you_mean,
     identity::{self, CgroupIds, Confirmer, Member, PidCache, ProcFs, RealProc},
-    links::{RawLink, Rtnl},
+    rtnl::{RawLink, Rtnl},
     runtime,
 };
 use crate::sys::{in_netns, ns_inode};

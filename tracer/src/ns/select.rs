@@ -4,7 +4,10 @@
 
 use std::path::Path;
 
-use super::{Netns, NsError, Registry, named::named_namespaces};
+use super::{
+    Netns, NsError, Registry,
+    named::{self, named_namespaces},
+};
 use crate::sys::ns_inode;
 
 /// The one selector a command line may give.
@@ -94,7 +97,7 @@ pub fn resolve_netns(arg: &str) -> Result<u64, SelectError> {
     if arg.contains('/') {
         return ns_inode(Path::new(arg)).map_err(|_| SelectError::UnknownNetns(arg.into(), String::new()));
     }
-    let names = named_namespaces();
+    let names = named_namespaces(&named::mounts(usize::MAX));
     if let Some((ino, _)) = names.iter().find(|(_, n)| *n == arg) {
         return Ok(*ino);
     }

@@ -1,5 +1,6 @@
 //! Small facts about the running system: kernel release, capabilities,
-//! lockdown, tracefs; network namespace files ([`netns`]); and the primitives
+//! lockdown, tracefs; network namespace files ([`netns`]); netlink on the
+//! wire ([`nlmsg`]); and the primitives
 //! every layer above uses: the clock ([`clock`]), panic containment
 //! ([`contain`]), bounded tables ([`bounded`]), the stop request
 //! ([`shutdown`]) and text made safe for a terminal ([`text`]).
@@ -8,6 +9,7 @@ pub mod bounded;
 pub mod clock;
 pub mod contain;
 pub mod netns;
+pub mod nlmsg;
 pub mod proc;
 pub mod shutdown;
 pub mod text;

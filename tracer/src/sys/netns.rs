@@ -1,8 +1,19 @@
-//! Network namespace files: a namespace's inode, entering one for the
-//! length of a call, and the index of an interface inside the one the
-//! thread is in.
+//! Network namespace files: a namespace's inode and cookie, whether a file
+//! is one, entering one for the length of a call, and the index of an
+//! interface inside the one the thread is in.
 
-use std::{fs, io, os::fd::AsRawFd, path::Path};
+use std::{
+    fs, io,
+    os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+    path::Path,
+};
+
+/// `SO_NETNS_COOKIE` (Linux 5.14); not in every libc crate version.
+const SO_NETNS_COOKIE: libc::c_int = 71;
+/// `statfs` type of the namespace filesystem.
+const NSFS_MAGIC: i64 = 0x6e73_6673;
+/// `NS_GET_NSTYPE` = `_IO(0xb7, 0x3)`.
+const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
 
 /// Inode of a namespace file such as `/proc/self/ns/net`.
 pub fn ns_inode(path: &Path) -> io::Result<u64> {
@@ -52,6 +63,77 @@ pub fn ifindex_of(name: &str) -> io::Result<u32> {
     }
 }
 
+/// Whether `p` is a namespace file (a bind mount of one, or
+/// `/proc/PID/ns/*`): an empty file left by a failed `ip netns add` is not.
+pub fn is_nsfs(p: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else { return false };
+    // SAFETY: statfs into a zeroed struct with a valid C path.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    (unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0) && st.f_type as i64 == NSFS_MAGIC
+}
+
+/// Checks that `fd` is a network namespace file and returns its inode.
+pub fn netns_inode(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    // SAFETY: fstatfs/fstat/ioctl on a borrowed, open fd into zeroed structs.
+    unsafe {
+        let mut sfs: libc::statfs = std::mem::zeroed();
+        if libc::fstatfs(fd.as_raw_fd(), &mut sfs) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if sfs.f_type as i64 != NSFS_MAGIC {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a namespace file"));
+        }
+        let t = libc::ioctl(fd.as_raw_fd(), NS_GET_NSTYPE as _);
+        if t != libc::CLONE_NEWNET {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a network namespace"));
+        }
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(fd.as_raw_fd(), &mut st) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(st.st_ino)
+    }
+}
+
+/// The namespace file of the calling thread.
+pub fn own_netns() -> io::Result<OwnedFd> {
+    Ok(std::fs::File::open("/proc/thread-self/ns/net")?.into())
+}
+
+/// A namespace's cookie (`SO_NETNS_COOKIE`, Linux 5.14): the calling thread
+/// enters it just long enough to make a socket there. `None` when the
+/// kernel has no cookies or the namespace cannot be entered.
+pub fn cookie_of(ns: BorrowedFd<'_>) -> Option<u64> {
+    let home = own_netns().ok()?;
+    // SAFETY: setns on fds we hold open.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return None;
+    }
+    // SAFETY: socket(2) with constant arguments; the fd is owned at once.
+    let s = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    // SAFETY: as above; returning home cannot be skipped.
+    if unsafe { libc::setns(home.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        // The thread is stranded in a foreign namespace; nothing sane can follow.
+        eprintln!("tracer: cannot return to the original network namespace: {}", io::Error::last_os_error());
+        std::process::abort();
+    }
+    if s < 0 {
+        return None;
+    }
+    // SAFETY: `s` is a new fd nobody else owns.
+    let s = unsafe { OwnedFd::from_raw_fd(s) };
+    socket_cookie(s.as_fd())
+}
+
+/// The cookie of the namespace a socket belongs to.
+pub fn socket_cookie(s: BorrowedFd<'_>) -> Option<u64> {
+    let mut v: u64 = 0;
+    let mut len = size_of::<u64>() as libc::socklen_t;
+    // SAFETY: getsockopt into a u64 of the advertised length.
+    let rc = unsafe { libc::getsockopt(s.as_raw_fd(), libc::SOL_SOCKET, SO_NETNS_COOKIE, (&raw mut v).cast(), &mut len) };
+    (rc == 0 && len as usize == size_of::<u64>()).then_some(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,5 +180,17 @@ mod tests {
         let _ = done_tx.send(());
         let _ = holder.join();
         assert_eq!(r, (Some("inside".to_string()), home), "the panic came out and the thread went home");
+    }
+
+    #[test]
+    fn own_namespace_is_a_netns_and_other_files_are_not() {
+        let me = own_netns().expect("own netns");
+        let ino = netns_inode(me.as_fd()).expect("inode");
+        let want = ns_inode(std::path::Path::new("/proc/self/ns/net")).expect("inode");
+        assert_eq!(ino, want);
+        let f = std::fs::File::open("/proc/self/status").expect("file");
+        assert!(netns_inode(f.as_fd()).is_err());
+        let uts = std::fs::File::open("/proc/self/ns/uts").expect("uts");
+        assert!(netns_inode(uts.as_fd()).is_err());
     }
 }

@@ -31,7 +31,7 @@ use super::{
     journal::{DeadJournals, Journal},
 };
 use crate::{
-    bpf::hooks::HookError,
+    bpf::{describe, hooks::HookError},
     ns::{Iface, Netns},
 };
 
@@ -150,17 +150,6 @@ fn vanished(e: &ProgramError) -> bool {
         Some(code) => code == libc::ENODEV || code == libc::ENOENT || code == libc::ENXIO,
         None => matches!(e, ProgramError::UnknownInterface { .. }),
     }
-}
-
-fn describe(e: &ProgramError) -> String {
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }
 
 impl Attacher {

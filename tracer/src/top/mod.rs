@@ -24,7 +24,7 @@ use tracer_common::{
 };
 
 use crate::{
-    bpf::{lost::LostCounters, ring::ReaderError},
+    bpf::{MapError, lost::LostCounters},
     tc::{filter::FilterProgram, follow::Selection},
 };
 use counters::{CounterMap, CountersError};
@@ -50,7 +50,7 @@ pub enum TopError {
     #[error(transparent)]
     Counters(#[from] CountersError),
     #[error(transparent)]
-    Lost(#[from] ReaderError),
+    Lost(#[from] MapError),
 }
 
 /// The counter maps, read every interval: what changed since the read

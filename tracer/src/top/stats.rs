@@ -18,7 +18,7 @@ use tracer_common::{
 };
 
 use super::counters::Total;
-use crate::{packets::decode, tc::topology::Topology};
+use crate::tc::{filter::proto_name, topology::Topology};
 
 /// Packets and bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -176,9 +176,9 @@ impl FlowFields {
         let v4 = |a: &[u8; 16]| IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]));
         let v6 = |a: &[u8; 16]| IpAddr::V6(Ipv6Addr::from(*a));
         let (l3, proto, src, dst) = if p.flags & key_flags::IP4 != 0 {
-            ("ipv4".to_string(), Some(decode::proto_name(p.proto)), Some(v4(&p.src)), Some(v4(&p.dst)))
+            ("ipv4".to_string(), Some(proto_name(p.proto)), Some(v4(&p.src)), Some(v4(&p.dst)))
         } else if p.flags & key_flags::IP6 != 0 {
-            ("ipv6".to_string(), Some(decode::proto_name(p.proto)), Some(v6(&p.src)), Some(v6(&p.dst)))
+            ("ipv6".to_string(), Some(proto_name(p.proto)), Some(v6(&p.src)), Some(v6(&p.dst)))
         } else if p.flags & key_flags::ARP4 != 0 {
             ("arp".to_string(), None, Some(v4(&p.src)), Some(v4(&p.dst)))
         } else {

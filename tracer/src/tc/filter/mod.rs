@@ -59,12 +59,27 @@ mod tests;
 use std::fmt;
 
 use aya::maps::{Array, MapError};
+use etherparse::IpNumber;
 use tracer_common::{
     maps,
     packet::{FILTER_MAX_CLAUSES, FILTER_MAX_INSNS, FilterClause, FilterInsn, FilterTable, PacketKey},
 };
 
 pub use frame::frame_key;
+
+/// An IP protocol number as text output names it: `tcp`, `udp`, `icmp`,
+/// `icmp6`, ..., else the number.
+pub fn proto_name(p: u8) -> String {
+    match p {
+        1 => "icmp".into(),
+        58 => "icmp6".into(),
+        p => match IpNumber(p).keyword_str() {
+            Some(k) => k.to_ascii_lowercase(),
+            None => p.to_string(),
+        },
+    }
+}
+
 
 /// What the subset covers, for error messages.
 pub const SUPPORTED: &str = "tcp, udp, sctp, icmp, icmp6, arp, ip, ip6, vlan [ID], \
