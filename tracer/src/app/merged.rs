@@ -99,7 +99,7 @@ impl Merger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packets::decode;
+    use crate::{ns::NetnsId, packets::decode};
 
     #[test]
     fn merger_orders_by_time_after_hold() {
@@ -110,10 +110,7 @@ mod tests {
             g.push(PacketEvent {
                 wall_ns: t,
                 cpu: 0,
-                netns_ino: 1,
-                netns_name: None,
-                host_netns: false,
-                container: None,
+                netns: NetnsId { inode: 1, ..Default::default() },
                 ifindex: 1,
                 ifname: "x".into(),
                 direction: 0,
@@ -139,10 +136,7 @@ mod tests {
         Item::Packet(Box::new(PacketEvent {
             wall_ns: t,
             cpu: 0,
-            netns_ino: 1,
-            netns_name: None,
-            host_netns: false,
-            container: None,
+            netns: NetnsId { inode: 1, ..Default::default() },
             ifindex: 1,
             ifname: "x".into(),
             direction: 0,

@@ -16,6 +16,7 @@ use super::{
 };
 use crate::{
     bpf::event::{RawEvent, read_pod},
+    ns::NetnsId,
     sys::clock::Clock,
 };
 
@@ -68,6 +69,8 @@ pub struct Correlator {
     families: GenlFamilies,
     enricher: Enricher,
     identities: Identities,
+    /// The tracer's own namespace, `host` in text.
+    host: Option<u64>,
     stats: CorrelatorStats,
     /// Messages that were sent whole but could not be decoded.
     pub malformed: u64,
@@ -102,8 +105,7 @@ pub(crate) fn send_events(ev: &RawEvent, clock: &Clock, families: &GenlFamilies)
             tid: ev.tid(),
             uid: ev.uid(),
             comm: ev.comm(),
-            netns_ino: ev.header.netns_ino,
-            netns_name: None,
+            netns: NetnsId { inode: u64::from(ev.header.netns_ino), ..Default::default() },
             container: None,
             protocol: meta.protocol,
             syscall,
@@ -144,6 +146,7 @@ impl Correlator {
             families: GenlFamilies::load(),
             enricher,
             identities,
+            host: crate::ns::tracer_netns(),
             stats: CorrelatorStats::default(),
             malformed: 0,
         }
@@ -230,7 +233,7 @@ impl Correlator {
         for (i, p) in self.pending.iter().enumerate() {
             let waited = now_ns.saturating_sub(p.ts) >= ACK_WAIT_NS;
             let named = p.e.lookups.iter().all(|(ino, idx)| !self.enricher.awaiting(*ino, *idx))
-                && !self.identities.awaiting((u64::from(p.e.netns_ino), p.e.pid, p.e.cgroup_id));
+                && !self.identities.awaiting((p.e.netns.inode, p.e.pid, p.e.cgroup_id));
             if flush_all || i < forced || waited || (p.e.result.is_some() && named) {
                 if !flush_all && !waited && p.e.result.is_none() {
                     self.stats.flushed_early += 1;
@@ -279,7 +282,7 @@ impl Correlator {
     /// the rest; the final pass (when it is printed) takes their answers,
     /// and a name that could not be found is reported as `null`.
     fn name_indexes(&mut self, e: &mut NetlinkEvent, final_pass: bool) {
-        let ino = u64::from(e.netns_ino);
+        let ino = e.netns.inode;
         for (idx_key, name_key) in [("ifindex", "ifname"), ("master_index", "master"), ("oif_index", "oif"), ("iif_index", "iif"), ("link_index", "link")] {
             let Some(idx) = e.attrs.get(idx_key).and_then(Value::as_u64).and_then(|i| u32::try_from(i).ok()) else { continue };
             if let Some(n) = e.attrs.get(name_key).and_then(Value::as_str) {
@@ -310,21 +313,23 @@ impl Correlator {
     /// Fills in names: namespace, container, interfaces behind indexes,
     /// target namespace.
     fn enrich(&mut self, e: &mut NetlinkEvent) {
-        let ino = u64::from(e.netns_ino);
-        e.netns_name = self.enricher.netns_name(ino);
+        let ino = e.netns.inode;
+        e.netns.host = self.host == Some(ino);
+        e.netns.name = self.enricher.netns_name(ino);
         // The registry's name (a container's, else /run/netns) wins over the
         // enricher's; the enricher still names Docker's sandboxes.
         if let Some(id) = self.identities.get((ino, e.pid, e.cgroup_id)) {
             if id.netns_name.is_some() {
-                e.netns_name = id.netns_name.clone();
+                e.netns.name = id.netns_name.clone();
             }
+            e.netns.owner = id.owner.clone();
             e.container = id.container.clone();
         }
         if e.protocol != decode::NETLINK_ROUTE || e.is_get() {
             return;
         }
         self.name_indexes(e, true);
-        if e.target_netns.as_ref().is_none_or(|t| t["inode"].is_null())
+        if e.target_netns.as_ref().is_none_or(|t| t.inode.is_none())
             && let Some(t) = &e.target {
                 e.target_netns = Some(self.enricher.target(t, e.pid, &e.ns_fds));
             }
@@ -336,12 +341,12 @@ impl Correlator {
     /// Learns the index of a link a request creates (and of its veth peer),
     /// so later requests that name it only by index are named.
     fn learn_links(&mut self, e: &NetlinkEvent) {
-        let ino = u64::from(e.netns_ino);
+        let ino = e.netns.inode;
         let created = e.header.msg_type == 16 && e.header.flags & decode::NLM_F_CREATE != 0;
         if created {
             // Where the new link lives: the target namespace when it moved there.
             let link_ns = match &e.target_netns {
-                Some(t) if t["of"] == "link" => t["inode"].as_u64(),
+                Some(t) if t.of == "link" => t.inode,
                 _ => Some(ino),
             };
             if let (Some(ns), Some(name)) = (link_ns, e.attrs.get("ifname").and_then(Value::as_str)) {
@@ -349,7 +354,7 @@ impl Correlator {
                 self.enricher.learn_created(ns, e.pid, &name);
             }
             let peer_ns = match &e.target_netns {
-                Some(t) if t["of"] == "peer" => t["inode"].as_u64(),
+                Some(t) if t.of == "peer" => t.inode,
                 _ => Some(ino),
             };
             if let (Some(ns), Some(name)) = (peer_ns, e.attrs.get("peer").and_then(|p| p.get("ifname")).and_then(Value::as_str)) {

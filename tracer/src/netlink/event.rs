@@ -9,6 +9,7 @@ use super::{
     route::TargetRef,
 };
 use crate::{
+    ns::{Container, NetnsId, TargetNetns},
     output::Render,
     sys::{
         clock,
@@ -26,9 +27,11 @@ pub struct NetlinkEvent {
     /// The sender's cgroup v2 id, as the kernel saw it (see `ns::identity`).
     pub cgroup_id: u64,
     pub comm: String,
-    pub netns_ino: u32,
-    pub netns_name: Option<String>,
-    pub container: Option<Value>,
+    /// The sender's socket's namespace (the registry names it when the
+    /// request is printed).
+    pub netns: NetnsId,
+    /// The container that owns that namespace, else the one the sender is in.
+    pub container: Option<Container>,
     pub protocol: u16,
     pub syscall: Syscall,
     pub header: NlHeader,
@@ -36,8 +39,8 @@ pub struct NetlinkEvent {
     pub type_name: String,
     /// Decoded attributes (interface names filled in by enrichment).
     pub attrs: Map<String, Value>,
-    /// `{inode, name, of}` when the request acts on another namespace.
-    pub target_netns: Option<Value>,
+    /// When the request acts on another namespace.
+    pub target_netns: Option<TargetNetns>,
     pub decode_error: Option<String>,
     /// The buffer ended before this message did.
     pub truncated: bool,
@@ -111,7 +114,7 @@ impl Render for NetlinkEvent {
             "tid": self.tid,
             "comm": self.comm,
             "uid": self.uid,
-            "netns": {"inode": self.netns_ino, "name": self.netns_name},
+            "netns": self.netns,
             "container": self.container,
             "protocol": decode::protocol_name(self.protocol),
             "syscall": self.syscall.name(),
@@ -140,15 +143,11 @@ impl Render for NetlinkEvent {
     /// Names, attribute values and the extended ack come from the sender:
     /// each is cut ([`text::field`]); the Sink escapes the line.
     fn text(&self) -> String {
-        let ns = match &self.netns_name {
-            Some(n) => format!("{}({})", text::name(n), self.netns_ino),
-            None => format!("{}", self.netns_ino),
+        let ns = match self.netns.label() {
+            l if l == self.netns.inode.to_string() => l.into_owned(),
+            l => format!("{}({})", text::name(&l), self.netns.inode),
         };
-        let container = self
-            .container
-            .as_ref()
-            .and_then(|c| c.get("name").and_then(Value::as_str).or_else(|| c.get("id").and_then(Value::as_str)))
-            .map_or(std::borrow::Cow::Borrowed("-"), text::name);
+        let container = self.container.as_ref().map_or(std::borrow::Cow::Borrowed("-"), |c| text::name(c.label()));
         let result = match self.result {
             // The kernel answers only failures of requests without NLM_F_ACK.
             None if self.header.flags & decode::NLM_F_ACK == 0 => "-> (no ack requested, no error seen)".to_string(),
@@ -336,10 +335,8 @@ pub fn summary(e: &NetlinkEvent) -> String {
         }
     }
     if let Some(t) = &e.target_netns {
-        let name = t.get("name").and_then(Value::as_str).map(|n| text::name(n).into_owned()).or_else(|| t.get("inode").filter(|v| !v.is_null()).map(|v| v.to_string()));
-        let of = t.get("of").and_then(Value::as_str).unwrap_or("link");
-        let what = if of == "peer" { "peer netns" } else { "netns" };
-        parts.push(format!("{what} {}", name.unwrap_or_else(|| "?".into())));
+        let what = if t.of == "peer" { "peer netns" } else { "netns" };
+        parts.push(format!("{what} {}", text::name(&t.label())));
     }
     parts.join(" ")
 }
@@ -355,15 +352,14 @@ mod text_tests {
             tid: 7,
             uid: 1000,
             comm: comm.into(),
-            netns_ino: 4026531840,
-            netns_name: Some("lab\x1b[2J".into()),
-            container: Some(json!({"runtime": "docker", "id": "ab", "name": "c".repeat(300)})),
+            netns: NetnsId { inode: 4026531840, name: Some("lab\x1b[2J".into()), ..Default::default() },
+            container: Some(Container { runtime: "docker".into(), id: "ab".into(), name: Some("c".repeat(300)) }),
             protocol,
             syscall: Syscall::Sendmsg,
             header: NlHeader { len: 0, msg_type, flags: decode::NLM_F_ACK | decode::NLM_F_CREATE, seq: 1, pid: 0 },
             type_name: type_name.into(),
             attrs: attrs.as_object().cloned().unwrap_or_default(),
-            target_netns: Some(json!({"inode": 5, "name": "t\x07", "of": "peer"})),
+            target_netns: Some(TargetNetns { inode: Some(5), name: Some("t\x07".into()), host: false, of: "peer", by: crate::ns::NsRef::Fd(3) }),
             decode_error: None,
             truncated: false,
             result: Some(-22),

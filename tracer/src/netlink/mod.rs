@@ -39,7 +39,7 @@ impl NetlinkJob {
             return false;
         }
         if let Some(ns) = self.netns
-            && u64::from(e.netns_ino) != ns
+            && e.netns.inode != ns
         {
             return false;
         }

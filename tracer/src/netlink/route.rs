@@ -20,16 +20,7 @@ use netlink_packet_route::{
 };
 use serde_json::{Map, Value, json};
 
-/// A reference to a namespace inside a request, resolved by enrichment.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum NsRef {
-    /// `IFLA_NET_NS_FD`: an fd in the sender's table.
-    Fd(i32),
-    /// `IFLA_NET_NS_PID`: the namespace of that process.
-    Pid(u32),
-    /// `IFLA_TARGET_NETNSID` and friends: an nsid in the sender's namespace.
-    Nsid(i32),
-}
+pub use crate::ns::NsRef;
 
 /// Which object of the request the reference is for.
 #[derive(Clone, Debug, PartialEq, Eq)]

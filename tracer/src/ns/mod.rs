@@ -1,6 +1,7 @@
 //! Network namespaces and what lives in them: discovery (processes, bind
 //! mounts, nsfs mounts), containers (candidates from cgroups, confirmed and
-//! named by their runtime, see [`identity`]), interfaces with their veth
+//! named by their runtime, see [`identity`]), the types events name them
+//! by ([`label`]), interfaces with their veth
 //! peers (rtnetlink inside each namespace, [`rtnl`]), the names in
 //! `/run/netns` ([`named`]), the cached [`Registry`] that enriches events,
 //! the selectors users give ([`select`]), `tracer ns`'s table ([`table`]),
@@ -8,6 +9,7 @@
 
 pub mod cgroup;
 pub mod identity;
+pub mod label;
 pub mod named;
 pub mod registry;
 pub mod rtnl;
@@ -24,6 +26,7 @@ use std::{
 
 use serde::Serialize;
 
+pub use label::{Container, NetnsId, NsRef, TargetNetns};
 pub use registry::Registry;
 pub use select::{Scope, SelectError, Selector, did_you_mean, resolve_netns, resolve_pid};
 
@@ -63,28 +66,22 @@ impl Netns {
     pub fn has_container(&self, id: &str) -> bool {
         self.containers.iter().chain(&self.host_containers).any(|c| c.id == id)
     }
+
+    /// How events name it (see [`NetnsId::label`]).
+    pub fn id(&self) -> NetnsId {
+        NetnsId {
+            inode: self.inode,
+            name: self.names.first().cloned(),
+            owner: self.container.clone(),
+            host: tracer_netns() == Some(self.inode),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct NsPid {
     pub pid: u32,
     pub comm: String,
-}
-
-/// A container, as the DESIGN.md contract prints it.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Container {
-    pub runtime: String,
-    /// The full id.
-    pub id: String,
-    pub name: Option<String>,
-}
-
-impl Container {
-    /// The name if the runtime gave one, else the short id, as people write it.
-    pub fn label(&self) -> &str {
-        self.name.as_deref().unwrap_or(&self.id[..self.id.len().min(12)])
-    }
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -249,13 +246,5 @@ mod tests {
         let comm = fs::read_to_string("/proc/self/comm").expect("comm");
         assert_eq!(me.comm, comm.trim_end());
         assert_eq!(comm_text(b"a b \xff\x1b\n"), "a b \u{fffd}\x1b");
-    }
-
-
-    #[test]
-    fn container_label() {
-        let c = Container { runtime: "docker".into(), id: "0123456789abcdef".into(), name: None };
-        assert_eq!(c.label(), "0123456789ab");
-        assert_eq!(Container { name: Some("web".into()), ..c }.label(), "web");
     }
 }

@@ -275,7 +275,7 @@ impl Registry {
                 Err(SelectError::UnknownContainer(sel.to_string(), hint))
             }
             many => {
-                let list: Vec<String> = many.iter().map(|(c, _)| format!("{} ({})", &c.id[..c.id.len().min(12)], c.label())).collect();
+                let list: Vec<String> = many.iter().map(|(c, _)| format!("{} ({})", c.short_id(), c.label())).collect();
                 Err(SelectError::AmbiguousContainer(sel.to_string(), list.join(", ")))
             }
         }

@@ -14,6 +14,7 @@ use crate::{
         contain::contain,
         text,
     },
+    ns::{Container, NetnsId},
     tc::topology::Topology,
 };
 
@@ -22,11 +23,8 @@ use crate::{
 pub struct PacketEvent {
     pub wall_ns: u64,
     pub cpu: u32,
-    pub netns_ino: u32,
-    pub netns_name: Option<String>,
-    /// The tracer's own (the host's) namespace.
-    pub host_netns: bool,
-    pub container: Option<Value>,
+    /// The interface's namespace, with the container that owns it.
+    pub netns: NetnsId,
     pub ifindex: u32,
     pub ifname: String,
     pub direction: u8,
@@ -62,10 +60,7 @@ impl PacketEvent {
         Some(Self {
             wall_ns: clock.wall_ns(ev.header.ts_ns),
             cpu: ev.header.cpu,
-            netns_ino: ev.header.netns_ino,
-            netns_name: topo.ns_name(ns),
-            host_netns: topo.host_netns == Some(ns),
-            container: topo.container(ns),
+            netns: topo.netns(ns),
             ifindex: meta.ifindex,
             ifname: topo.ifname(ns, meta.ifindex),
             direction: meta.direction,
@@ -87,26 +82,15 @@ impl PacketEvent {
         if self.direction == DIR_INGRESS { "In" } else { "Out" }
     }
 
-    pub fn container_label(&self) -> Option<&str> {
-        let c = self.container.as_ref()?;
-        c.get("name").and_then(Value::as_str).or_else(|| c.get("id").and_then(Value::as_str))
-    }
-
-    /// The container's name, else the namespace's, else `host` for the
-    /// tracer's own namespace, else the inode.
-    pub fn ns_label(&self) -> String {
-        match (self.container_label(), &self.netns_name) {
-            (Some(c), _) => c.to_string(),
-            (None, Some(n)) => n.clone(),
-            (None, None) if self.host_netns => "host".into(),
-            (None, None) => self.netns_ino.to_string(),
-        }
+    /// The container that owns the interface's namespace.
+    pub fn container(&self) -> Option<&Container> {
+        self.netns.owner.as_ref()
     }
 
     /// `NAMESPACE/INTERFACE` for text output: both names cut and escaped
     /// (a container's name and an interface's are chosen by its owner).
     pub fn where_text(&self) -> String {
-        format!("{}/{}", text::name(&self.ns_label()), text::name(&self.ifname))
+        format!("{}/{}", text::name(&self.netns.label()), text::name(&self.ifname))
     }
 
     pub fn summary(&self) -> String {
@@ -121,8 +105,8 @@ struct PacketJson<'a> {
     #[serde(rename = "type")]
     ty: &'static str,
     time: String,
-    netns: NetnsJson<'a>,
-    container: &'a Option<Value>,
+    netns: &'a NetnsId,
+    container: Option<&'a Container>,
     ifname: &'a str,
     ifindex: u32,
     direction: &'static str,
@@ -163,20 +147,14 @@ struct PacketJson<'a> {
     mark: Option<u32>,
 }
 
-#[derive(serde::Serialize)]
-struct NetnsJson<'a> {
-    inode: u32,
-    name: &'a Option<String>,
-}
-
 impl PacketEvent {
     fn to_json(&self) -> PacketJson<'_> {
         let d = &self.decoded;
         PacketJson {
             ty: "packet",
             time: clock::rfc3339(self.wall_ns),
-            netns: NetnsJson { inode: self.netns_ino, name: &self.netns_name },
-            container: &self.container,
+            netns: &self.netns,
+            container: self.container(),
             ifname: &self.ifname,
             ifindex: self.ifindex,
             direction: self.direction_name(),
@@ -236,10 +214,11 @@ mod tests {
         let p = PacketEvent {
             wall_ns: 0,
             cpu: 0,
-            netns_ino: 1,
-            netns_name: None,
-            host_netns: false,
-            container: Some(serde_json::json!({"runtime": "docker", "id": "ab", "name": format!("w\x1b]0;x\x07{}", "w".repeat(100))})),
+            netns: NetnsId {
+                inode: 1,
+                owner: Some(Container { runtime: "docker".into(), id: "ab".into(), name: Some(format!("w\x1b]0;x\x07{}", "w".repeat(100))) }),
+                ..Default::default()
+            },
             ifindex: 3,
             ifname: "e\x1b[31m\u{9b}".into(),
             direction: 0,

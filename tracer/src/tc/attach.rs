@@ -249,7 +249,7 @@ impl Attacher {
             // nothing to do there.
             let Ok(Ok(results)) = entered else { continue };
             for (i, r) in results {
-                let label = format!("{}/{}", ns_label(ns), i.name);
+                let label = format!("{}/{}", ns.id().label(), i.name);
                 let key = (*ino, i.ifindex);
                 match r {
                     Ok(how) => {
@@ -307,11 +307,6 @@ impl Drop for Attacher {
     fn drop(&mut self) {
         self.release_all();
     }
-}
-
-/// How a namespace is named in labels: its (container's) name, else its inode.
-pub fn ns_label(ns: &Netns) -> String {
-    ns.names.first().cloned().unwrap_or_else(|| ns.inode.to_string())
 }
 
 /// Attaches ingress and egress to `ifname` in the thread's namespace, as

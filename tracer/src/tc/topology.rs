@@ -6,10 +6,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
-
 use crate::{
-    ns::{Iface, Netns, Registry},
+    ns::{Container, Iface, Netns, NetnsId, Registry},
     sys::bounded::BoundedMap,
 };
 
@@ -20,8 +18,8 @@ use crate::{
 #[derive(Debug)]
 pub struct Topology {
     ifaces: BoundedMap<(u64, u32), (String, Instant)>,
-    /// inode -> (name, container as JSON, when last seen).
-    namespaces: BoundedMap<u64, (Option<String>, Option<Value>, Instant)>,
+    /// inode -> (name and owner, when last seen).
+    namespaces: BoundedMap<u64, (NetnsId, Instant)>,
     /// The tracer's own namespace.
     pub host_netns: Option<u64>,
     /// (namespace, ifindex) of every interface the programs are attached to now.
@@ -65,8 +63,8 @@ impl Topology {
 
     fn update_at(&mut self, now: Instant, reg: &Registry, want: &BTreeMap<u64, (Netns, Vec<Iface>)>) {
         for ino in want.keys() {
-            let container = reg.container_for_netns(*ino).and_then(|c| serde_json::to_value(c).ok());
-            self.namespaces.insert(*ino, (reg.netns_name(*ino), container, now));
+            let id = NetnsId { inode: *ino, name: reg.netns_name(*ino), owner: reg.container_for_netns(*ino), host: self.host_netns == Some(*ino) };
+            self.namespaces.insert(*ino, (id, now));
         }
         for (ino, (_, ifs)) in want {
             for i in ifs {
@@ -74,7 +72,7 @@ impl Topology {
             }
         }
         self.ifaces.retain(|_, (_, seen)| now.saturating_duration_since(*seen) < FORGET_AFTER);
-        self.namespaces.retain(|_, (_, _, seen)| now.saturating_duration_since(*seen) < FORGET_AFTER);
+        self.namespaces.retain(|_, (_, seen)| now.saturating_duration_since(*seen) < FORGET_AFTER);
     }
 
     /// Adds interfaces released by the attacher, keeping the newest.
@@ -85,8 +83,9 @@ impl Topology {
     }
 
     /// Records a namespace and an interface by hand (tests of the readers).
-    pub fn insert(&mut self, ns: u64, name: Option<String>, container: Option<Value>, ifaces: &[(u32, &str)]) {
-        self.namespaces.insert(ns, (name, container, Instant::now()));
+    pub fn insert(&mut self, ns: u64, name: Option<String>, owner: Option<Container>, ifaces: &[(u32, &str)]) {
+        let id = NetnsId { inode: ns, name, owner, host: self.host_netns == Some(ns) };
+        self.namespaces.insert(ns, (id, Instant::now()));
         for (idx, n) in ifaces {
             self.ifaces.insert((ns, *idx), (n.to_string(), Instant::now()));
             self.attached.insert((ns, *idx));
@@ -97,28 +96,18 @@ impl Topology {
         self.ifaces.get(&(ns, ifindex)).map(|(n, _)| n.clone()).unwrap_or_else(|| format!("if{ifindex}"))
     }
 
-    pub fn ns_name(&self, ns: u64) -> Option<String> {
-        self.namespaces.get(&ns).and_then(|(n, _, _)| n.clone())
-    }
-
-    pub fn container(&self, ns: u64) -> Option<Value> {
-        self.namespaces.get(&ns).and_then(|(_, c, _)| c.clone())
-    }
-
-    /// How a namespace is shown: its container's name (else id), else its
-    /// name, else `host` for the tracer's own namespace, else the inode.
-    pub fn ns_label(&self, ns: u64) -> String {
-        let container = self.container(ns);
-        // A container without a name by its short id, as `docker ps` shows it.
-        let c = container.as_ref().and_then(|c| {
-            c.get("name").and_then(Value::as_str).or_else(|| c.get("id").and_then(Value::as_str).map(|id| &id[..id.len().min(12)]))
-        });
-        match (c, self.ns_name(ns)) {
-            (Some(c), _) => c.to_string(),
-            (None, Some(n)) => n,
-            (None, None) if self.host_netns == Some(ns) => "host".into(),
-            (None, None) => ns.to_string(),
+    /// A namespace as events name it; one that is not known (yet, or any
+    /// more) by its inode alone.
+    pub fn netns(&self, ns: u64) -> NetnsId {
+        match self.namespaces.get(&ns) {
+            Some((id, _)) => id.clone(),
+            None => NetnsId { inode: ns, host: self.host_netns == Some(ns), ..Default::default() },
         }
+    }
+
+    /// How text names a namespace (see [`NetnsId::label`]).
+    pub fn ns_label(&self, ns: u64) -> String {
+        self.netns(ns).label().into_owned()
     }
 
     /// Interfaces released since the last call.
@@ -136,8 +125,8 @@ mod tests {
         let mut t = Topology::new(Some(1));
         t.insert(1, None, None, &[(3, "veth0")]);
         t.insert(2, Some("lab".into()), None, &[(2, "eth0")]);
-        t.insert(3, Some("web".into()), Some(serde_json::json!({"runtime":"docker","id":"abc","name":"web"})), &[]);
-        t.insert(4, None, Some(serde_json::json!({"runtime":"docker","id":"0123456789abcdef","name":null})), &[]);
+        t.insert(3, Some("web".into()), Some(Container { runtime: "docker".into(), id: "abc".into(), name: Some("web".into()) }), &[]);
+        t.insert(4, None, Some(Container { runtime: "docker".into(), id: "0123456789abcdef".into(), name: None }), &[]);
         assert_eq!(t.ns_label(1), "host");
         assert_eq!(t.ns_label(2), "lab");
         assert_eq!(t.ns_label(3), "web");

@@ -7,10 +7,12 @@ use std::{
 };
 
 use serde::Serialize;
-use serde_json::Value;
 
 use super::stats::{By, Row, rate};
-use crate::sys::{clock, text};
+use crate::{
+    ns::{Container, NetnsId},
+    sys::{clock, text},
+};
 
 /// One interval, ready to print.
 pub struct Report<'a> {
@@ -23,12 +25,6 @@ pub struct Report<'a> {
     pub lost: &'a [(&'static str, u64)],
 }
 
-#[derive(Serialize)]
-struct NetnsJson<'a> {
-    inode: u64,
-    name: &'a Option<String>,
-}
-
 /// A row as JSON: DESIGN.md's contract (`type`, `time`, `netns`,
 /// `container`), then what the grouping has, then counts and rates.
 #[derive(Serialize)]
@@ -38,8 +34,8 @@ struct RowJson<'a> {
     time: &'a str,
     interval_s: f64,
     by: &'static str,
-    netns: NetnsJson<'a>,
-    container: &'a Option<Value>,
+    netns: &'a NetnsId,
+    container: &'a Option<Container>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ifname: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -85,8 +81,8 @@ pub fn json_line(r: &Row, rep: &Report<'_>, time: &str) -> String {
         time,
         interval_s: (rep.secs * 1e6).round() / 1e6,
         by: rep.by.name(),
-        netns: NetnsJson { inode: r.netns, name: &r.netns_name },
-        container: &r.container,
+        netns: &r.netns,
+        container: &r.netns.owner,
         ifname: r.ifname.as_deref(),
         ifindex: r.ifindex,
         interfaces: r.interfaces,
@@ -277,14 +273,14 @@ impl Printer {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
     use crate::top::stats::{Count, FlowFields};
 
     fn row() -> Row {
         Row {
-            netns: 7,
-            netns_name: Some("lab-a".into()),
-            container: None,
+            netns: NetnsId { inode: 7, name: Some("lab-a".into()), ..Default::default() },
             label: "lab-a".into(),
             ifname: Some("eth0".into()),
             ifindex: Some(2),
