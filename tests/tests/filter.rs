@@ -21,15 +21,7 @@ use etherparse::{
     ArpHardwareId, ArpOperation, ArpPacket, EtherType, NetSlice, PacketBuilder, SlicedPacket, TransportSlice,
     VlanId,
 };
-use tracer::{
-    bpf::{
-        event::{RawEvent, read_pod},
-        load::{self as ebpf, LoadOptions},
-        ring::Reader,
-    },
-    sys::in_netns,
-    tc::filter,
-};
+use tracer::testing::{LoadOptions, Loaded, RawEvent, Reader, filter, in_netns, load, read_pod};
 use tracer_common::{
     EventKind,
     packet::{DIR_EGRESS, DIR_INGRESS, PacketMeta},
@@ -49,7 +41,7 @@ struct Seen {
 struct Capture {
     // Dropped before the object and the runtime it registered with.
     reader: Reader,
-    loaded: ebpf::Loaded,
+    loaded: Loaded,
     _rt: tokio::runtime::Runtime,
 }
 
@@ -60,7 +52,7 @@ impl Capture {
         let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().expect("tokio runtime");
         let _guard = rt.enter();
         // Snaplen 256: every frame of these tests is shorter, so events carry whole frames.
-        let mut loaded = ebpf::load(&LoadOptions { snaplen: 256, ..LoadOptions::default() }).expect("load the eBPF object");
+        let mut loaded = load(&LoadOptions { snaplen: 256, ..LoadOptions::default() }).expect("load the eBPF object");
         for (name, kind) in [(programs::PKT_INGRESS, TcAttachType::Ingress), (programs::PKT_EGRESS, TcAttachType::Egress)] {
             let prog: &mut SchedClassifier =
                 loaded.ebpf.program_mut(name).expect("program in object").try_into().expect("a classifier");

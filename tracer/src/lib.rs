@@ -1,15 +1,35 @@
 //! tracer: an eBPF tracer for Linux network namespaces and containers.
-//! The binary is thin: [`app::run`] is what it calls.
+//!
+//! The layers, bottom to top; each module imports only from those below it
+//! (and from `tracer-common`), and no capability imports another:
+//!
+//! - [`sys`]: facts and primitives of the running system (kernel, namespace
+//!   files, netlink on the wire, clock, text made safe, stop requests).
+//! - `bpf`: the eBPF object: loading, BTF offsets, the hook table, the ring
+//!   buffer reader, raw events, lost-event counts.
+//! - `ns` and `output`: namespaces, containers, interfaces and the types
+//!   events name them by; where events are printed.
+//! - `tc`: what every TC job shares: attaching, following, naming, filters,
+//!   and the one start-up sequence.
+//! - capabilities: `netlink`, `packets`, `top`, `doctor`: each a decoder,
+//!   its events and their renderers, and its validated job.
+//! - [`app`]: the only reader of [`cli`]: the job plan, the one run loop,
+//!   the default job's timeline, the error a user sees.
+//!
+//! The public surface is what the binary, the integration tests
+//! ([`testing`]) and the fuzz targets ([`fuzzing`]) call; the rest is the
+//! crate's own.
 
 pub mod app;
-pub mod bpf;
+pub(crate) mod bpf;
 pub mod cli;
-pub mod doctor;
+pub(crate) mod doctor;
 pub mod fuzzing;
-pub mod netlink;
-pub mod ns;
-pub mod output;
-pub mod packets;
-pub mod sys;
-pub mod tc;
-pub mod top;
+pub(crate) mod netlink;
+pub(crate) mod ns;
+pub(crate) mod output;
+pub(crate) mod packets;
+pub(crate) mod sys;
+pub(crate) mod tc;
+pub mod testing;
+pub(crate) mod top;

@@ -50,11 +50,6 @@ impl Sink {
         Self { json, stream, written: 0, pending: Vec::new() }
     }
 
-    pub fn emit(&mut self, ev: &dyn Render) -> io::Result<()> {
-        self.defer(ev);
-        self.flush()
-    }
-
     /// Adds an event's line to what the next [`Sink::flush`] writes: at
     /// packet rates one write per batch instead of one per line.
     pub fn defer(&mut self, ev: &dyn Render) {

@@ -109,7 +109,6 @@ mod tests {
             let f = vec![0u8; 20];
             g.push(PacketEvent {
                 wall_ns: t,
-                cpu: 0,
                 netns: NetnsId { inode: 1, ..Default::default() },
                 ifindex: 1,
                 ifname: "x".into(),
@@ -135,7 +134,6 @@ mod tests {
         let f = vec![0u8; frame_len];
         Item::Packet(Box::new(PacketEvent {
             wall_ns: t,
-            cpu: 0,
             netns: NetnsId { inode: 1, ..Default::default() },
             ifindex: 1,
             ifname: "x".into(),

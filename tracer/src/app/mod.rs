@@ -7,11 +7,11 @@
 
 mod events;
 mod merged;
-pub mod plan;
+mod plan;
 mod run;
 mod top;
 
-use std::io::Write as _;
+use std::{borrow::Cow, io::Write as _};
 
 use tokio::time::Instant;
 
@@ -21,10 +21,11 @@ use crate::{
     doctor,
     ns::{self, NsError, SelectError},
     packets::PacketsError,
-    sys::{self, shutdown::Shutdown, text},
+    sys::{self, text},
     tc::TcError,
     top::TopError,
 };
+pub use crate::sys::shutdown::Shutdown;
 use plan::{Job, NsJob};
 use run::Limits;
 
@@ -102,6 +103,12 @@ pub async fn run(cli: Cli, shutdown: Shutdown) -> Result<i32, Error> {
             top::run(tj, plan.json, limits, shutdown).await.map(|_| 0)
         }
     }
+}
+
+/// A sentence for stderr that may quote names from outside (containers,
+/// namespaces, paths, arguments): escaped and cut, like all text output.
+pub fn sentence(s: &str) -> Cow<'_, str> {
+    text::field(s, text::SENTENCE_MAX)
 }
 
 fn require_root() -> Result<(), Error> {

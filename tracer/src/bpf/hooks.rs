@@ -160,7 +160,6 @@ pub fn attach_tracepoints(ebpf: &mut Ebpf, hooks: &[TracepointHook]) -> Result<(
 /// Result of probing one program kind.
 #[derive(Clone, Debug)]
 pub struct ProbeResult {
-    pub kind: ProgramKind,
     pub ok: bool,
     pub detail: String,
 }
@@ -173,9 +172,9 @@ pub fn probe(ebpf: &mut Ebpf, btf: Option<&Btf>, kind: ProgramKind) -> ProbeResu
     let name = kind.probe_program();
     let r = probe_inner(ebpf, btf, kind, name);
     match r {
-        Ok(()) => ProbeResult { kind, ok: true, detail: String::new() },
+        Ok(()) => ProbeResult { ok: true, detail: String::new() },
         // One cell of doctor's table.
-        Err(detail) => ProbeResult { kind, ok: false, detail: detail.chars().take(PROBE_DETAIL_MAX).collect() },
+        Err(detail) => ProbeResult { ok: false, detail: detail.chars().take(PROBE_DETAIL_MAX).collect() },
     }
 }
 

@@ -258,6 +258,7 @@ impl Correlator {
         out
     }
 
+    #[cfg(test)]
     pub fn pending(&self) -> usize {
         self.pending.len()
     }

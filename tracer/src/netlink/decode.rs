@@ -62,6 +62,7 @@ pub struct Message {
 }
 
 impl Message {
+    #[cfg(test)]
     pub fn is_malformed(&self) -> bool {
         self.raw.is_some()
     }

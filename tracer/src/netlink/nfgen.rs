@@ -121,11 +121,6 @@ impl GenlFamilies {
         }
         self.names.get(&id).map(String::as_str)
     }
-
-    #[cfg(test)]
-    pub fn from_map(names: HashMap<u16, String>) -> Self {
-        Self { names }
-    }
 }
 
 fn query_families() -> std::io::Result<HashMap<u16, String>> {

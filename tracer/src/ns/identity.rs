@@ -175,10 +175,12 @@ impl PidCache {
         self.map.retain(|pid, _| live.contains(pid));
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.map.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
@@ -213,12 +215,9 @@ impl CgroupIds {
         said
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
     }
 }
 
@@ -292,12 +291,9 @@ impl Confirmer {
         self.cache.retain(|c, _| keep.contains(c));
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.cache.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.cache.is_empty()
     }
 }
 

@@ -28,7 +28,7 @@ use serde::Serialize;
 
 pub use label::{Container, NetnsId, NsRef, TargetNetns};
 pub use registry::Registry;
-pub use select::{Scope, SelectError, Selector, did_you_mean, resolve_netns, resolve_pid};
+pub use select::{Scope, SelectError, Selector, did_you_mean};
 
 use crate::sys::ns_inode;
 
@@ -240,7 +240,7 @@ mod tests {
     #[test]
     fn scan_finds_own_namespace_and_process() {
         let s = scan(true).expect("scan");
-        let own = resolve_pid(std::process::id()).expect("own");
+        let own = select::resolve_pid(std::process::id()).expect("own");
         let pids = s.pids.get(&own).expect("own namespace");
         let me = pids.iter().find(|p| p.pid == std::process::id()).expect("own pid");
         let comm = fs::read_to_string("/proc/self/comm").expect("comm");

@@ -75,6 +75,7 @@ impl Registry {
         self.ns.values()
     }
 
+    #[cfg(test)]
     pub fn get(&self, inode: u64) -> Option<&Netns> {
         self.ns.get(&inode)
     }
@@ -168,6 +169,7 @@ impl Registry {
 
     /// The container a process is in, as its runtime confirms and names it;
     /// the cgroup's candidate is cached per process lifetime.
+    #[cfg(test)]
     pub fn container_for_pid(&mut self, pid: u32) -> Option<Container> {
         self.member_for_pid(pid).map(|m| m.container)
     }

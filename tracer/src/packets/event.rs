@@ -22,7 +22,6 @@ use crate::{
 #[derive(Clone, Debug)]
 pub struct PacketEvent {
     pub wall_ns: u64,
-    pub cpu: u32,
     /// The interface's namespace, with the container that owns it.
     pub netns: NetnsId,
     pub ifindex: u32,
@@ -59,7 +58,6 @@ impl PacketEvent {
         let ns = u64::from(ev.header.netns_ino);
         Some(Self {
             wall_ns: clock.wall_ns(ev.header.ts_ns),
-            cpu: ev.header.cpu,
             netns: topo.netns(ns),
             ifindex: meta.ifindex,
             ifname: topo.ifname(ns, meta.ifindex),
@@ -213,7 +211,6 @@ mod tests {
         let f = vec![0u8; 20];
         let p = PacketEvent {
             wall_ns: 0,
-            cpu: 0,
             netns: NetnsId {
                 inode: 1,
                 owner: Some(Container { runtime: "docker".into(), id: "ab".into(), name: Some(format!("w\x1b]0;x\x07{}", "w".repeat(100))) }),

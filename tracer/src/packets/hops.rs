@@ -206,7 +206,6 @@ mod tests {
         let decoded = decode::decode(&f, true);
         PacketEvent {
             wall_ns,
-            cpu: 0,
             netns: NetnsId { inode: u64::from(ns), name: Some(format!("ns{ns}")), ..Default::default() },
             ifindex,
             ifname: format!("if{ifindex}"),

@@ -15,10 +15,7 @@ use std::{path::PathBuf, time::Duration};
 
 pub use event::PacketEvent;
 
-use crate::{
-    ns::Iface,
-    tc::{filter::FilterProgram, follow::Selection},
-};
+use crate::tc::{filter::FilterProgram, follow::Selection};
 
 /// Bytes captured per packet when printing: enough for Ethernet, a VLAN
 /// tag, IPv6 and a TCP header with options.
@@ -62,34 +59,8 @@ impl Default for PacketsJob {
 }
 
 impl PacketsJob {
-    /// Whether an interface is traced.
-    pub fn wants(&self, i: &Iface) -> bool {
-        self.select.wants(i)
-    }
-
     /// Whether the headers are decoded: pcapng needs only the bytes.
     pub fn decodes(&self) -> bool {
         self.write.is_none() || self.hops
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn iface(name: &str, kind: Option<&str>) -> Iface {
-        Iface { ifindex: 2, name: name.into(), kind: kind.map(String::from), master: None, peer: None, up: true }
-    }
-
-    #[test]
-    fn default_interfaces_are_virtual_ones() {
-        let job = PacketsJob::default();
-        assert!(job.wants(&iface("veth1", Some("veth"))));
-        assert!(!job.wants(&iface("eth0", None)), "physical NIC");
-        let select = Selection { iface_globs: Some(vec!["eth*".into(), "lo".into()]), ..Default::default() };
-        let job = PacketsJob { select, ..Default::default() };
-        assert!(job.wants(&iface("eth0", None)));
-        assert!(job.wants(&iface("lo", None)));
-        assert!(!job.wants(&iface("veth1", Some("veth"))));
     }
 }

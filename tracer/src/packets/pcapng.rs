@@ -184,7 +184,6 @@ mod tests {
         let f = vec![0u8; 60];
         PacketEvent {
             wall_ns: 1,
-            cpu: 0,
             netns: crate::ns::NetnsId { inode: 1, name: Some("n".into()), ..Default::default() },
             ifindex: 2,
             ifname: "eth0".into(),

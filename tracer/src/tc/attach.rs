@@ -173,10 +173,6 @@ impl Attacher {
         self.attached.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.attached.is_empty()
-    }
-
     /// (namespace inode, ifindex) of every interface attached now.
     pub fn keys(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
         self.attached.keys().copied()

@@ -100,6 +100,7 @@ impl Journal {
     }
 
     /// A journal kept elsewhere (tests).
+    #[cfg(test)]
     pub fn at(path: PathBuf) -> Self {
         Self { path: Some(path), ..Default::default() }
     }
@@ -145,11 +146,6 @@ impl Journal {
             let at = self.path.as_ref().map_or(JOURNAL_DIR.into(), |p| p.display().to_string());
             eprintln!("tracer: cannot record the clsact qdiscs it adds in {at} ({e}); if the tracer is killed, the next run will not remove them");
         }
-    }
-
-    /// Claims added and not removed.
-    pub fn outstanding(&self) -> usize {
-        self.open.len()
     }
 
     /// At exit: the file goes when every qdisc it records is gone; else it

@@ -7,7 +7,7 @@ use std::{
 };
 
 use crate::{
-    ns::{Container, Iface, Netns, NetnsId, Registry},
+    ns::{Iface, Netns, NetnsId, Registry},
     sys::bounded::BoundedMap,
 };
 
@@ -83,7 +83,8 @@ impl Topology {
     }
 
     /// Records a namespace and an interface by hand (tests of the readers).
-    pub fn insert(&mut self, ns: u64, name: Option<String>, owner: Option<Container>, ifaces: &[(u32, &str)]) {
+    #[cfg(test)]
+    pub fn insert(&mut self, ns: u64, name: Option<String>, owner: Option<crate::ns::Container>, ifaces: &[(u32, &str)]) {
         let id = NetnsId { inode: ns, name, owner, host: self.host_netns == Some(ns) };
         self.namespaces.insert(ns, (id, Instant::now()));
         for (idx, n) in ifaces {
@@ -106,6 +107,7 @@ impl Topology {
     }
 
     /// How text names a namespace (see [`NetnsId::label`]).
+    #[cfg(test)]
     pub fn ns_label(&self, ns: u64) -> String {
         self.netns(ns).label().into_owned()
     }
@@ -119,6 +121,7 @@ impl Topology {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ns::Container;
 
     #[test]
     fn labels_prefer_container_then_name_then_host() {
