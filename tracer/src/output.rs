@@ -10,7 +10,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::sys::text::{escape, json_safe, warn};
+use crate::sys::text::{SENTENCE_MAX, escape, field, json_safe};
 
 /// One printable event: its JSON form and its text line.
 pub trait Render {
@@ -39,6 +39,9 @@ pub struct Sink {
     pub written: u64,
     /// Lines kept by [`Sink::defer`] until [`Sink::flush`].
     pending: Vec<u8>,
+    /// What was written, by stream, instead of writing it (tests).
+    #[cfg(test)]
+    captured: Option<Vec<(Stream, String)>>,
 }
 
 impl Sink {
@@ -47,7 +50,14 @@ impl Sink {
     }
 
     pub fn to(json: bool, stream: Stream) -> Self {
-        Self { json, stream, written: 0, pending: Vec::new() }
+        Self {
+            json,
+            stream,
+            written: 0,
+            pending: Vec::new(),
+            #[cfg(test)]
+            captured: None,
+        }
     }
 
     /// Adds an event's line to what the next [`Sink::flush`] writes: at
@@ -67,8 +77,13 @@ impl Sink {
         self.written += 1;
     }
 
-    fn write_out(&self, bytes: &[u8]) -> io::Result<()> {
-        match self.stream {
+    fn write_out(&mut self, stream: Stream, bytes: &[u8]) -> io::Result<()> {
+        #[cfg(test)]
+        if let Some(c) = &mut self.captured {
+            c.push((stream, String::from_utf8_lossy(bytes).into_owned()));
+            return Ok(());
+        }
+        match stream {
             Stream::Stdout => {
                 let mut out = io::stdout().lock();
                 out.write_all(bytes).and_then(|_| out.flush())
@@ -89,20 +104,24 @@ impl Sink {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let r = self.write_out(&self.pending);
+        let pending = std::mem::take(&mut self.pending);
+        let r = self.write_out(self.stream, &pending);
+        // The buffer is kept for the next lines.
+        self.pending = pending;
         self.pending.clear();
         r
     }
 
-    /// Reports lost events; in JSON as `{"type":"lost",...}` lines, in text on stderr.
+    /// Reports lost events: in JSON as a `{"type":"lost",...}` line among
+    /// the others, in text as a line on stderr.
     pub fn lost(&mut self, source: &str, count: u64, time: &str) -> io::Result<()> {
         self.flush()?;
         if self.json {
             let v = serde_json::json!({"type": "lost", "time": time, "source": source, "count": count});
-            self.write_out(format!("{v}\n").as_bytes())
+            self.write_out(self.stream, format!("{v}\n").as_bytes())
         } else {
-            warn(&format!("lost {count} {source} events"));
-            Ok(())
+            let line = format!("tracer: {}\n", field(&format!("lost {count} {source} events"), SENTENCE_MAX));
+            self.write_out(Stream::Stderr, line.as_bytes())
         }
     }
 }
@@ -132,5 +151,51 @@ mod tests {
         assert_eq!(line, "{\"name\":\"a\\u001b\\u0085\"}\n");
         let v: Value = serde_json::from_str(line.trim_end()).expect("json");
         assert_eq!(v["name"], "a\x1b\u{85}");
+    }
+
+    fn captured(json: bool, stream: Stream) -> Sink {
+        Sink { captured: Some(Vec::new()), ..Sink::to(json, stream) }
+    }
+
+    fn written(s: &Sink) -> Vec<(Stream, String)> {
+        s.captured.clone().unwrap_or_default()
+    }
+
+    #[test]
+    fn lines_are_written_together_at_flush_on_the_sinks_stream() {
+        let mut s = captured(false, Stream::Stdout);
+        s.defer(&Ev("a"));
+        s.defer(&Ev("b\x07"));
+        assert_eq!((s.written, s.buffered()), (2, "name=a\nname=b\\x07\n".len()));
+        assert!(written(&s).is_empty(), "nothing before the flush");
+        s.flush().expect("flush");
+        assert_eq!(written(&s), vec![(Stream::Stdout, "name=a\nname=b\\x07\n".to_string())]);
+        assert_eq!(s.buffered(), 0);
+        s.flush().expect("flush");
+        assert_eq!(written(&s).len(), 1, "an empty flush writes nothing");
+    }
+
+    #[test]
+    fn lost_events_are_json_lines_in_json_and_stderr_lines_in_text() {
+        let mut s = captured(true, Stream::Stdout);
+        s.defer(&Ev("x"));
+        s.lost("netlink_iov", 2, "T").expect("lost");
+        let w = written(&s);
+        // The pending line first, then the loss, both on stdout.
+        assert_eq!(w.iter().map(|(st, _)| *st).collect::<Vec<_>>(), [Stream::Stdout, Stream::Stdout]);
+        let v: Value = serde_json::from_str(w[1].1.trim_end()).expect("json");
+        assert_eq!(v, serde_json::json!({"type": "lost", "time": "T", "source": "netlink_iov", "count": 2}));
+        let mut s = captured(false, Stream::Stdout);
+        s.lost("packet", 5, "T").expect("lost");
+        assert_eq!(written(&s), vec![(Stream::Stderr, "tracer: lost 5 packet events\n".to_string())]);
+    }
+
+    #[test]
+    fn with_pcapng_on_stdout_every_line_goes_to_stderr() {
+        let mut s = captured(true, Stream::Stderr);
+        s.defer(&Ev("x"));
+        s.lost("packet", 1, "T").expect("lost");
+        assert!(written(&s).iter().all(|(st, _)| *st == Stream::Stderr), "{:?}", written(&s));
+        assert_eq!(written(&s).len(), 2);
     }
 }
