@@ -1,5 +1,5 @@
 //! Command-line flags, as clap parses them: nothing here but their shapes
-//! and help. [`crate::app`] alone reads them, and validates them into one
+//! and help. `app` alone reads them, and validates them into one
 //! job before anything touches the kernel.
 
 use std::path::PathBuf;

@@ -369,31 +369,10 @@ pub fn errno_text(e: i32) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::sys::nlmsg::build::{self, attr};
 
     fn msg(ty: u16, flags: u16, seq: u32, body: &[u8]) -> Vec<u8> {
-        let len = (NlHeader::SIZE + body.len()) as u32;
-        let mut v = Vec::new();
-        v.extend_from_slice(&len.to_ne_bytes());
-        v.extend_from_slice(&ty.to_ne_bytes());
-        v.extend_from_slice(&flags.to_ne_bytes());
-        v.extend_from_slice(&seq.to_ne_bytes());
-        v.extend_from_slice(&0u32.to_ne_bytes());
-        v.extend_from_slice(body);
-        while v.len() % 4 != 0 {
-            v.push(0);
-        }
-        v
-    }
-
-    fn attr(ty: u16, payload: &[u8]) -> Vec<u8> {
-        let mut v = Vec::new();
-        v.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
-        v.extend_from_slice(&ty.to_ne_bytes());
-        v.extend_from_slice(payload);
-        while v.len() % 4 != 0 {
-            v.push(0);
-        }
-        v
+        build::message(ty, flags, seq, 0, body)
     }
 
     /// The message of issue 8: an unprivileged RTM_NEWLINK whose bareudp

@@ -82,7 +82,10 @@ fn link_info(b: &[u8], depth: usize) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netlink::decode::tests::{BAREUDP_PANIC, unhex};
+    use crate::{
+        netlink::decode::tests::{BAREUDP_PANIC, unhex},
+        sys::nlmsg::build::attr,
+    };
 
     #[test]
     fn the_bareudp_message_fails_the_check() {
@@ -95,24 +98,14 @@ mod tests {
         assert_eq!(check(16, &ok[16..]), Ok(()));
     }
 
-    fn nla(ty: u16, p: &[u8]) -> Vec<u8> {
-        let mut v = u16::try_from(4 + p.len()).expect("small").to_ne_bytes().to_vec();
-        v.extend_from_slice(&ty.to_ne_bytes());
-        v.extend_from_slice(p);
-        while v.len() % 4 != 0 {
-            v.push(0);
-        }
-        v
-    }
-
     /// A veth whose peer is a veth whose peer is... `depth` levels.
     fn nested_veth(depth: usize) -> Vec<u8> {
         let mut body = vec![0u8; IFINFOMSG_LEN];
         for _ in 0..depth {
-            let mut info = nla(IFLA_INFO_KIND, b"veth\0");
-            info.extend(nla(IFLA_INFO_DATA, &nla(VETH_INFO_PEER, &body)));
+            let mut info = attr(IFLA_INFO_KIND, b"veth\0");
+            info.extend(attr(IFLA_INFO_DATA, &attr(VETH_INFO_PEER, &body)));
             let mut b = vec![0u8; IFINFOMSG_LEN];
-            b.extend(nla(IFLA_LINKINFO, &info));
+            b.extend(attr(IFLA_LINKINFO, &info));
             body = b;
         }
         body

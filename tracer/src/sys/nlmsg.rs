@@ -246,29 +246,41 @@ impl NlSocket {
     }
 }
 
+/// Builders of raw messages, for the unit tests of every decoder.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod build {
+    use super::{NlHeader, align};
 
-    fn msg(ty: u16, seq: u32, body: &[u8]) -> Vec<u8> {
-        let mut v = Vec::new();
-        v.extend_from_slice(&((NlHeader::SIZE + body.len()) as u32).to_ne_bytes());
+    /// A message: `nlmsghdr` then `body`, padded.
+    pub fn message(ty: u16, flags: u16, seq: u32, pid: u32, body: &[u8]) -> Vec<u8> {
+        let mut v = Vec::with_capacity(align(NlHeader::SIZE + body.len()));
+        v.extend_from_slice(&u32::try_from(NlHeader::SIZE + body.len()).unwrap_or(u32::MAX).to_ne_bytes());
         v.extend_from_slice(&ty.to_ne_bytes());
-        v.extend_from_slice(&0u16.to_ne_bytes());
+        v.extend_from_slice(&flags.to_ne_bytes());
         v.extend_from_slice(&seq.to_ne_bytes());
-        v.extend_from_slice(&0u32.to_ne_bytes());
+        v.extend_from_slice(&pid.to_ne_bytes());
         v.extend_from_slice(body);
         v.resize(align(v.len()), 0);
         v
     }
 
-    fn attr(ty: u16, payload: &[u8]) -> Vec<u8> {
-        let mut v = Vec::new();
-        v.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
+    /// An attribute: `nlattr` then `payload`, padded.
+    pub fn attr(ty: u16, payload: &[u8]) -> Vec<u8> {
+        let mut v = Vec::with_capacity(align(4 + payload.len()));
+        v.extend_from_slice(&u16::try_from(4 + payload.len()).unwrap_or(u16::MAX).to_ne_bytes());
         v.extend_from_slice(&ty.to_ne_bytes());
         v.extend_from_slice(payload);
         v.resize(align(v.len()), 0);
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{build::attr, *};
+
+    fn msg(ty: u16, seq: u32, body: &[u8]) -> Vec<u8> {
+        build::message(ty, 0, seq, 0, body)
     }
 
     #[test]

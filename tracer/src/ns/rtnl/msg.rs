@@ -518,32 +518,9 @@ impl Request {
 /// table, the renderer and the decoder share them).
 #[cfg(test)]
 pub(crate) mod build {
+    pub use crate::sys::nlmsg::build::{attr, message as nlmsg};
+
     use super::*;
-
-    pub fn nlmsg(ty: u16, flags: u16, seq: u32, pid: u32, payload: &[u8]) -> Vec<u8> {
-        let mut b = Vec::new();
-        b.extend_from_slice(&((16 + payload.len()) as u32).to_ne_bytes());
-        b.extend_from_slice(&ty.to_ne_bytes());
-        b.extend_from_slice(&flags.to_ne_bytes());
-        b.extend_from_slice(&seq.to_ne_bytes());
-        b.extend_from_slice(&pid.to_ne_bytes());
-        b.extend_from_slice(payload);
-        while b.len() % 4 != 0 {
-            b.push(0);
-        }
-        b
-    }
-
-    pub fn attr(t: u16, v: &[u8]) -> Vec<u8> {
-        let mut b = Vec::new();
-        b.extend_from_slice(&((4 + v.len()) as u16).to_ne_bytes());
-        b.extend_from_slice(&t.to_ne_bytes());
-        b.extend_from_slice(v);
-        while b.len() % 4 != 0 {
-            b.push(0);
-        }
-        b
-    }
 
     pub fn ifinfo(family: u8, ifindex: u32, flags: u32, attrs: &[Vec<u8>]) -> Vec<u8> {
         let mut b = vec![family, 0, 1, 0];
