@@ -5,7 +5,7 @@
 //! so the rest of the library's surface can shrink without breaking the
 //! fuzz crate.
 //!
-//! Every entry point turns panic containment off ([`contain::strict`]): a
+//! Every entry point turns panic containment off (`sys::contain::strict`): a
 //! panic anywhere is a crash to fix, even where the tracer would contain
 //! it. The unit tests below replay the committed inputs (`fuzz/seeds`,
 //! `fuzz/regressions`) and a few thousand seeded mutations of them through

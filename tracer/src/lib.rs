@@ -3,7 +3,7 @@
 //! The layers, bottom to top; each module imports only from those below it
 //! (and from `tracer-common`), and no capability imports another:
 //!
-//! - [`sys`]: facts and primitives of the running system (kernel, namespace
+//! - `sys`: facts and primitives of the running system (kernel, namespace
 //!   files, netlink on the wire, clock, text made safe, stop requests).
 //! - `bpf`: the eBPF object: loading, BTF offsets, the hook table, the ring
 //!   buffer reader, raw events, lost-event counts.

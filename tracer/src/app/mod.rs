@@ -1,9 +1,10 @@
 //! The application, the top layer: the only reader of the command line
-//! ([`crate::cli`]), which [`plan`] validates into one job; the jobs
-//! started and run in the one run loop ([`run`]): the ring-buffer jobs
-//! ([`events`], with the default job's timeline in [`merged`]) and `top`
-//! ([`top`]); `doctor` and `ns`, which print once; and [`Error`], every
-//! way the tracer can stop, each as one sentence.
+//! ([`crate::cli`]), which `plan.rs` validates into one job; the jobs
+//! started and run in the one run loop (`run.rs`): the ring-buffer jobs
+//! (`events.rs`, with the default job's timeline in `merged.rs`) and `top`
+//! (`top.rs`); `doctor` and `ns`, which print once; and [`Error`], every
+//! way the tracer can stop, each as one sentence. [`run()`] is what the
+//! binary calls.
 
 mod events;
 mod merged;

@@ -140,7 +140,7 @@ impl Reader {
     }
 
     /// Waits until records are available, then appends up to
-    /// [`MAX_RECORDS_PER_READ`] of them to `out`. When more are left the
+    /// `MAX_RECORDS_PER_READ` of them to `out`. When more are left the
     /// ring stays marked readable, so the caller's next `select!` comes
     /// straight back here after serving whatever else is ready.
     pub async fn read(&mut self, out: &mut Vec<RawEvent>) -> Result<(), ReaderError> {
@@ -152,7 +152,7 @@ impl Reader {
         Ok(())
     }
 
-    /// Takes up to [`MAX_RECORDS_PER_READ`] records that are already there,
+    /// Takes up to `MAX_RECORDS_PER_READ` records that are already there,
     /// without waiting.
     pub fn drain(&mut self, out: &mut Vec<RawEvent>) {
         take_records(self.ring.get_mut(), Limits::READ, out, &mut self.malformed);

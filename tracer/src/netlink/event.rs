@@ -56,7 +56,7 @@ pub struct NetlinkEvent {
     pub(super) target: Option<TargetRef>,
     pub(super) ns_fds: Vec<(u32, u32)>,
     /// (namespace, ifindex) whose names were being looked up when the
-    /// request was read: it is held until they are in (see [`Correlator::ready`]).
+    /// request was read: it is held until they are in (see [`super::Correlator::ready`]).
     pub(super) lookups: Vec<(u64, u32)>,
     /// About the memory it takes (see [`NetlinkEvent::mem_bytes`]).
     pub(super) mem_bytes: usize,
@@ -69,7 +69,7 @@ impl NetlinkEvent {
 
     /// About the memory this event takes, from the length of its message:
     /// its attributes (names, addresses, decoded or as hex) are at most
-    /// twice the bytes they came from, plus [`EVENT_BASE_BYTES`].
+    /// twice the bytes they came from, plus [`super::correlate::EVENT_BASE_BYTES`].
     pub fn mem_bytes(&self) -> usize {
         self.mem_bytes
     }
