@@ -59,9 +59,9 @@ impl Out {
 /// The netlink audit, the packet tracing, or both, running.
 struct Events {
     reader: Reader,
-    /// The object, while no TC session holds it (the netlink audit alone):
-    /// its tracepoints stay attached as long as it lives.
-    ebpf: Option<Ebpf>,
+    /// The object, held while no TC session holds it (the netlink audit
+    /// alone): its tracepoints stay attached as long as it lives.
+    _ebpf: Option<Ebpf>,
     tc: Option<TcSession>,
     clock: Clock,
     netlink: Option<(NetlinkJob, Correlator)>,
@@ -153,7 +153,7 @@ pub async fn run(
     let hold_ns = if netlink.is_some() && packets.is_some() { netlink::ACK_WAIT_NS + 100_000_000 } else { 0 };
     let mut job = Events {
         reader,
-        ebpf,
+        _ebpf: ebpf,
         tc,
         clock,
         netlink: netlink.map(|j| (j, Correlator::new(clock))),
@@ -166,8 +166,6 @@ pub async fn run(
         ready,
     };
     run::run(&mut job, limits, stop).await?;
-    // Detached already; the object goes last.
-    drop(job.ebpf.take());
     Ok(())
 }
 
