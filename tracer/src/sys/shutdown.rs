@@ -72,6 +72,17 @@ impl Shutdown {
         *self.rx.borrow()
     }
 
+    /// Whether a stop was asked for before the job became ready; if so,
+    /// says so. The caller then returns, and whatever it loaded or attached
+    /// is released on the way out: a clean stop, exit status 0.
+    pub fn stopped_during_start_up(&self) -> bool {
+        let stopped = self.is_set();
+        if stopped {
+            eprintln!("tracer: stopped during start-up");
+        }
+        stopped
+    }
+
     /// Resolves once a stop is asked for (never, for [`Shutdown::never`]).
     pub async fn wait(mut self) {
         if self.rx.wait_for(|v| *v).await.is_err() {

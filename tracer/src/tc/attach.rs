@@ -28,10 +28,10 @@ use tracer_common::programs as p;
 
 use super::{
     clsact::{self, HeldNs, NlAttachment, Prog},
-    stale::{DeadJournals, Journal},
+    journal::{DeadJournals, Journal},
 };
 use crate::{
-    hooks::HookError,
+    bpf::{describe, hooks::HookError},
     ns::{Iface, Netns},
 };
 
@@ -152,17 +152,6 @@ fn vanished(e: &ProgramError) -> bool {
     }
 }
 
-fn describe(e: &ProgramError) -> String {
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
-}
-
 impl Attacher {
     /// Loads both programs of `pair` into the kernel (once; they are
     /// attached many times).
@@ -182,10 +171,6 @@ impl Attacher {
     /// Number of interfaces attached now.
     pub fn len(&self) -> usize {
         self.attached.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.attached.is_empty()
     }
 
     /// (namespace inode, ifindex) of every interface attached now.
@@ -260,7 +245,7 @@ impl Attacher {
             // nothing to do there.
             let Ok(Ok(results)) = entered else { continue };
             for (i, r) in results {
-                let label = format!("{}/{}", ns_label(ns), i.name);
+                let label = format!("{}/{}", ns.id().label(), i.name);
                 let key = (*ino, i.ifindex);
                 match r {
                     Ok(how) => {
@@ -320,11 +305,6 @@ impl Drop for Attacher {
     }
 }
 
-/// How a namespace is named in labels: its (container's) name, else its inode.
-pub fn ns_label(ns: &Netns) -> String {
-    ns.names.first().cloned().unwrap_or_else(|| ns.inode.to_string())
-}
-
 /// Attaches ingress and egress to `ifname` in the thread's namespace, as
 /// TCX links, first in the chain, so that a later program that redirects
 /// or drops cannot hide the packet from us; ours always continues.
@@ -336,14 +316,4 @@ fn attach_tcx(ingress: &mut SchedClassifier, egress: &mut SchedClassifier, ifnam
         links.push(prog.attach_with_options(ifname, ty, opts).and_then(|id| prog.take_link(id))?);
     }
     Ok(links)
-}
-
-/// The index of `name` in the thread's namespace.
-pub(crate) fn ifindex_of(name: &str) -> io::Result<u32> {
-    let c = std::ffi::CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: if_nametoindex reads a valid C string.
-    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
-        0 => Err(io::Error::last_os_error()),
-        i => Ok(i),
-    }
 }

@@ -31,11 +31,12 @@ use aya::programs::{
     ProgramError, SchedClassifier,
     tc::{self, NlOptions, TcAttachOptions, TcAttachType, TcError, TcHandle},
 };
-use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkBuffer, NlaBuffer, NlasIterator};
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_sys::protocols::NETLINK_ROUTE;
 use tracer_common::programs as p;
 
-use super::stale::{Claim, DeadJournals, Journal};
+use super::journal::{Claim, DeadJournals, Journal};
+use crate::sys::nlmsg::{self, NlSocket};
 
 /// The priority of the tracer's filters: 1, the first a filter can have,
 /// so that no filter before it can redirect or drop a packet unseen.
@@ -61,15 +62,11 @@ const RTM_GETQDISC: u16 = 38;
 const RTM_NEWTFILTER: u16 = 44;
 const RTM_DELTFILTER: u16 = 45;
 const RTM_GETTFILTER: u16 = 46;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
 const TCA_KIND: u16 = 1;
 const TCA_OPTIONS: u16 = 2;
 const TCA_CHAIN: u16 = 11;
 const TCA_BPF_NAME: u16 = 7;
 const TCA_BPF_ID: u16 = 11;
-/// `SO_NETNS_COOKIE` (Linux 5.14); not in every libc crate version.
-const SO_NETNS_COOKIE: libc::c_int = 71;
 /// Answers must come quickly: a namespace being torn down must not hang us.
 const TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -135,12 +132,6 @@ fn u32_at(b: &[u8], off: usize) -> Option<u32> {
     Some(u32::from_ne_bytes(b.get(off..off + 4)?.try_into().ok()?))
 }
 
-/// A NUL-terminated string attribute, cut at the first NUL.
-fn attr_str(v: &[u8]) -> String {
-    let end = v.iter().position(|c| *c == 0).unwrap_or(v.len());
-    String::from_utf8_lossy(&v[..end]).into_owned()
-}
-
 /// The `tcmsg` of an answer and its attributes: kind, options, chain.
 fn parse_tc(payload: &[u8]) -> Option<(Tcm, Filter)> {
     let tcm = Tcm {
@@ -157,17 +148,15 @@ fn parse_tc(payload: &[u8]) -> Option<(Tcm, Filter)> {
         handle: tcm.handle,
         ..Default::default()
     };
-    for nla in NlasIterator::new(payload.get(TCM_LEN..)?) {
-        let Ok(nla) = nla else { break };
-        match nla.kind() {
-            TCA_KIND => f.kind = attr_str(nla.value()),
-            TCA_CHAIN => f.chain = u32_at(nla.value(), 0).unwrap_or(0),
+    for (ty, v) in nlmsg::attrs(payload.get(TCM_LEN..)?) {
+        match ty {
+            TCA_KIND => f.kind = nlmsg::attr_str(v),
+            TCA_CHAIN => f.chain = u32_at(v, 0).unwrap_or(0),
             TCA_OPTIONS => {
-                for opt in NlasIterator::new(nla.value()) {
-                    let Ok(opt): Result<NlaBuffer<&[u8]>, _> = opt else { break };
-                    match opt.kind() {
-                        TCA_BPF_NAME => f.bpf_name = Some(attr_str(opt.value())),
-                        TCA_BPF_ID => f.bpf_id = u32_at(opt.value(), 0),
+                for (ty, v) in nlmsg::attrs(v) {
+                    match ty {
+                        TCA_BPF_NAME => f.bpf_name = Some(nlmsg::attr_str(v)),
+                        TCA_BPF_ID => f.bpf_id = u32_at(v, 0),
                         _ => {}
                     }
                 }
@@ -181,71 +170,31 @@ fn parse_tc(payload: &[u8]) -> Option<(Tcm, Filter)> {
 /// A route socket for tc, answering for the namespace the thread was in
 /// when it was opened.
 pub struct TcSock {
-    sock: Socket,
-    seq: u32,
+    sock: NlSocket,
 }
 
 impl TcSock {
     pub fn open() -> io::Result<Self> {
-        let mut sock = Socket::new(NETLINK_ROUTE)?;
-        sock.bind_auto()?;
-        let tv = libc::timeval { tv_sec: TIMEOUT.as_secs() as libc::time_t, tv_usec: 0 };
-        // SAFETY: setsockopt on our own fd with a correctly sized timeval.
-        let rc = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&raw const tv).cast(),
-                size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Self { sock, seq: 0 })
+        Ok(Self { sock: NlSocket::open(NETLINK_ROUTE, TIMEOUT)? })
     }
 
     /// The namespace's cookie; `None` before Linux 5.14.
     pub fn cookie(&self) -> Option<u64> {
-        let mut v: u64 = 0;
-        let mut len = size_of::<u64>() as libc::socklen_t;
-        // SAFETY: getsockopt into a u64 of the advertised length.
-        let rc = unsafe { libc::getsockopt(self.sock.as_raw_fd(), libc::SOL_SOCKET, SO_NETNS_COOKIE, (&raw mut v).cast(), &mut len) };
-        (rc == 0 && len as usize == size_of::<u64>()).then_some(v)
+        self.sock.cookie()
     }
 
     /// Sends a request and returns the payloads of the answers of type
     /// `answer` (all of a dump; none for a plain request, which ends with
     /// its ack).
     fn request(&mut self, ty: u16, flags: u16, tcm: Tcm, attrs: &[(u16, &[u8])], answer: u16) -> io::Result<Vec<Vec<u8>>> {
-        self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
-        self.sock.send_to(&encode(ty, flags, seq, tcm, attrs), &SocketAddr::new(0, 0), 0)?;
+        let seq = self.sock.next_seq();
         let mut out = Vec::new();
-        loop {
-            let (data, _) = self.sock.recv_from_full()?;
-            if data.is_empty() {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "route socket closed"));
+        self.sock.exchange(&encode(ty, flags, seq, tcm, attrs), seq, flags & NLM_F_DUMP == NLM_F_DUMP, |m| {
+            if m.header.msg_type == answer {
+                out.push(m.payload.to_vec());
             }
-            let mut off = 0;
-            while off < data.len() {
-                let Ok(msg) = NetlinkBuffer::new_checked(&data[off..]) else { break };
-                off += (msg.length() as usize).next_multiple_of(4);
-                if msg.sequence_number() != seq {
-                    continue;
-                }
-                match msg.message_type() {
-                    NLMSG_DONE => return Ok(out),
-                    NLMSG_ERROR => {
-                        let code = msg.payload().get(..4).map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
-                        return if code == 0 { Ok(out) } else { Err(io::Error::from_raw_os_error(-code)) };
-                    }
-                    t if t == answer => out.push(msg.payload().to_vec()),
-                    _ => {}
-                }
-            }
-        }
+        })?;
+        Ok(out)
     }
 
     /// Interfaces (ifindex) that have a clsact qdisc.
@@ -413,7 +362,7 @@ fn attach_filter(p: &mut Prog<'_>, ifname: &str, ty: TcAttachType, parent: u32) 
 /// Attaches ingress and egress to `ifname`, from inside its namespace
 /// (`ns`, the thread's), adding a clsact qdisc when there is none.
 pub fn attach(ns: &HeldNs, ingress: Prog<'_>, egress: Prog<'_>, ifname: &str, journal: &mut Journal) -> Result<NlAttachment, ProgramError> {
-    let ifindex = super::attach::ifindex_of(ifname).map_err(|e| ProgramError::TcError(TcError::IoError(e)))?;
+    let ifindex = crate::sys::netns::ifindex_of(ifname).map_err(|e| ProgramError::TcError(TcError::IoError(e)))?;
     let mut att = NlAttachment { ns: ns.clone(), ifindex, ifname: ifname.to_string(), placed: Vec::with_capacity(2), claim: None };
     match tc::qdisc_add_clsact(ifname) {
         Ok(()) => {
@@ -568,7 +517,7 @@ mod tests {
         let m = encode(RTM_DELQDISC, NLM_F_REQUEST | NLM_F_ACK, 7, Tcm { ifindex: 3, handle: CLSACT_HANDLE, parent: TC_H_CLSACT, info: 0 }, &[(TCA_KIND, b"clsact\0")]);
         assert_eq!(m.len(), 16 + TCM_LEN + 12);
         assert_eq!(u32_at(&m, 0), Some(m.len() as u32));
-        let buf = NetlinkBuffer::new_checked(&m[..]).expect("valid");
-        assert_eq!((buf.message_type(), buf.sequence_number()), (RTM_DELQDISC, 7));
+        let walked: Vec<_> = nlmsg::messages(&m).map(|x| (x.header.msg_type, x.header.seq, x.is_whole())).collect();
+        assert_eq!(walked, vec![(RTM_DELQDISC, 7, true)]);
     }
 }

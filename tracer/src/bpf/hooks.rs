@@ -12,6 +12,8 @@ use aya::{
 };
 use tracer_common::programs as p;
 
+use super::describe;
+
 /// Program kinds the tracer can use, as `tracer doctor` names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ProgramKind {
@@ -158,31 +160,21 @@ pub fn attach_tracepoints(ebpf: &mut Ebpf, hooks: &[TracepointHook]) -> Result<(
 /// Result of probing one program kind.
 #[derive(Clone, Debug)]
 pub struct ProbeResult {
-    pub kind: ProgramKind,
     pub ok: bool,
     pub detail: String,
 }
 
-fn describe(e: &ProgramError) -> String {
-    // The verifier log is empty when the kernel refuses outright; the errno
-    // is what tells a person why.
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s.lines().next().unwrap_or_default().chars().take(160).collect()
-}
+/// Characters of a refusal's reason shown in doctor's table.
+const PROBE_DETAIL_MAX: usize = 160;
 
 /// Loads and attaches the tiny program of `kind`, then detaches it.
 pub fn probe(ebpf: &mut Ebpf, btf: Option<&Btf>, kind: ProgramKind) -> ProbeResult {
     let name = kind.probe_program();
     let r = probe_inner(ebpf, btf, kind, name);
     match r {
-        Ok(()) => ProbeResult { kind, ok: true, detail: String::new() },
-        Err(detail) => ProbeResult { kind, ok: false, detail },
+        Ok(()) => ProbeResult { ok: true, detail: String::new() },
+        // One cell of doctor's table.
+        Err(detail) => ProbeResult { ok: false, detail: detail.chars().take(PROBE_DETAIL_MAX).collect() },
     }
 }
 

@@ -59,12 +59,27 @@ mod tests;
 use std::fmt;
 
 use aya::maps::{Array, MapError};
+use etherparse::IpNumber;
 use tracer_common::{
     maps,
     packet::{FILTER_MAX_CLAUSES, FILTER_MAX_INSNS, FilterClause, FilterInsn, FilterTable, PacketKey},
 };
 
 pub use frame::frame_key;
+
+/// An IP protocol number as text output names it: `tcp`, `udp`, `icmp`,
+/// `icmp6`, ..., else the number.
+pub fn proto_name(p: u8) -> String {
+    match p {
+        1 => "icmp".into(),
+        58 => "icmp6".into(),
+        p => match IpNumber(p).keyword_str() {
+            Some(k) => k.to_ascii_lowercase(),
+            None => p.to_string(),
+        },
+    }
+}
+
 
 /// What the subset covers, for error messages.
 pub const SUPPORTED: &str = "tcp, udp, sctp, icmp, icmp6, arp, ip, ip6, vlan [ID], \
@@ -164,19 +179,6 @@ pub fn compile(expr: &str) -> Result<FilterProgram, FilterError> {
     }
     debug_assert!(c.insns.len() <= FILTER_MAX_INSNS && c.clauses.len() <= FILTER_MAX_CLAUSES);
     Ok(FilterProgram { expr: expr.to_string(), table })
-}
-
-/// The filter a command line gives, as `--filter EXPR` or as trailing
-/// words (not both); refused expressions are usage errors.
-pub fn from_args(flag: Option<&str>, words: &[String]) -> Result<FilterProgram, crate::Error> {
-    let expr = match (flag, words.is_empty()) {
-        (Some(_), false) => {
-            return Err(crate::Error::Usage("give the filter either with --filter or as trailing words, not both".into()));
-        }
-        (Some(f), true) => f.to_string(),
-        (None, _) => words.join(" "),
-    };
-    compile(&expr).map_err(|e| crate::Error::Usage(e.to_string()))
 }
 
 /// Compiles `expr` restricted to one direction, for a command-line option

@@ -1,17 +1,18 @@
 //! Reads the ring buffer from tokio without copying records twice, and
-//! keeps count of every event lost: failed reserves counted per CPU by the
-//! kernel, and records userspace could not parse.
+//! counts the records userspace could not parse; with the kernel's counts
+//! ([`super::lost`]) that is every event lost on the way.
 
 use std::{collections::VecDeque, io};
 
 use aya::{
     Ebpf,
-    maps::{Map, MapData, PerCpuArray, RingBuf},
+    maps::{Map, MapData, RingBuf},
 };
 use tokio::io::unix::AsyncFd;
 use tracer_common::{LostSource, maps};
 
-use crate::{clock::Clock, event::RawEvent};
+use super::{MapError, lost::LostCounters, take_map};
+use crate::{bpf::event::RawEvent, sys::clock::Clock};
 
 /// Most records one [`Reader::read`] or [`Reader::drain`] takes. A producer
 /// that fills the ring as fast as it is read must not keep the event loop
@@ -28,10 +29,8 @@ pub const MAX_BYTES_PER_READ: usize = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReaderError {
-    #[error("the eBPF object has no map {0}")]
-    NoMap(&'static str),
-    #[error("map {0}: {1}")]
-    Map(&'static str, aya::maps::MapError),
+    #[error(transparent)]
+    Map(#[from] MapError),
     #[error("cannot poll the ring buffer: {0}")]
     Io(#[from] io::Error),
 }
@@ -43,25 +42,6 @@ pub struct Reader {
     lost: LostCounters,
     /// Records that could not be parsed.
     pub malformed: u64,
-}
-
-/// The kernel's per-CPU counts of lost events, by [`LostSource`].
-pub struct LostCounters {
-    map: PerCpuArray<MapData, u64>,
-}
-
-impl LostCounters {
-    /// Takes the counters out of `ebpf`.
-    pub fn new(ebpf: &mut Ebpf) -> Result<Self, ReaderError> {
-        let lost = ebpf.take_map(maps::LOST).ok_or(ReaderError::NoMap(maps::LOST))?;
-        let map = PerCpuArray::try_from(lost).map_err(|e| ReaderError::Map(maps::LOST, e))?;
-        Ok(Self { map })
-    }
-
-    /// Total lost events of one source, summed over CPUs.
-    pub fn total(&self, s: LostSource) -> u64 {
-        self.map.get(&(s as u32), 0).map(|v| v.iter().copied().sum::<u64>()).unwrap_or(0)
-    }
 }
 
 /// Where records come from, one at a time: the ring buffer, or a queue in
@@ -146,12 +126,12 @@ pub fn take_records(src: &mut impl RecordSource, lim: Limits, out: &mut Vec<RawE
 impl Reader {
     /// Takes the ring buffer and the lost counters out of `ebpf`.
     pub fn new(ebpf: &mut Ebpf) -> Result<Self, ReaderError> {
-        let ring = ebpf.take_map(maps::EVENTS).ok_or(ReaderError::NoMap(maps::EVENTS))?;
+        let ring = take_map(ebpf, maps::EVENTS)?;
         let ring_bytes = match &ring {
-            Map::RingBuf(d) => d.info().map_err(|e| ReaderError::Map(maps::EVENTS, e))?.max_entries() as usize,
+            Map::RingBuf(d) => d.info().map_err(|e| MapError::Kind(maps::EVENTS, e))?.max_entries() as usize,
             _ => 0,
         };
-        let ring = RingBuf::try_from(ring).map_err(|e| ReaderError::Map(maps::EVENTS, e))?;
+        let ring = RingBuf::try_from(ring).map_err(|e| MapError::Kind(maps::EVENTS, e))?;
         let lost = LostCounters::new(ebpf)?;
         // SAFETY: the ring buffer owns its fd and is moved into the AsyncFd,
         // which deregisters it before dropping it.
@@ -160,7 +140,7 @@ impl Reader {
     }
 
     /// Waits until records are available, then appends up to
-    /// [`MAX_RECORDS_PER_READ`] of them to `out`. When more are left the
+    /// `MAX_RECORDS_PER_READ` of them to `out`. When more are left the
     /// ring stays marked readable, so the caller's next `select!` comes
     /// straight back here after serving whatever else is ready.
     pub async fn read(&mut self, out: &mut Vec<RawEvent>) -> Result<(), ReaderError> {
@@ -172,7 +152,7 @@ impl Reader {
         Ok(())
     }
 
-    /// Takes up to [`MAX_RECORDS_PER_READ`] records that are already there,
+    /// Takes up to `MAX_RECORDS_PER_READ` records that are already there,
     /// without waiting.
     pub fn drain(&mut self, out: &mut Vec<RawEvent>) {
         take_records(self.ring.get_mut(), Limits::READ, out, &mut self.malformed);
@@ -202,40 +182,6 @@ impl Reader {
         let mut v: Vec<_> = self.lost().into_iter().map(|(s, n)| (s.name(), n)).collect();
         v.push((tracer_common::LOST_MALFORMED, self.malformed));
         v
-    }
-}
-
-/// Turns running totals into deltas, so each loss is reported once.
-#[derive(Default, Debug)]
-pub struct LostTracker {
-    seen: std::collections::HashMap<&'static str, u64>,
-}
-
-impl LostTracker {
-    /// New losses since the last call, as (source, count) with count > 0.
-    pub fn update(&mut self, totals: impl IntoIterator<Item = (&'static str, u64)>) -> Vec<(&'static str, u64)> {
-        let mut out = Vec::new();
-        for (src, total) in totals {
-            let prev = self.seen.entry(src).or_insert(0);
-            if total > *prev {
-                out.push((src, total - *prev));
-                *prev = total;
-            }
-        }
-        out
-    }
-
-    pub fn totals(&self) -> Vec<(&'static str, u64)> {
-        let mut v: Vec<_> = self.seen.iter().map(|(k, v)| (*k, *v)).collect();
-        v.sort();
-        v
-    }
-
-    /// The summary printed at exit: `source=N` for every source that lost
-    /// something, or `none`.
-    pub fn summary(&self) -> String {
-        let v: Vec<String> = self.totals().into_iter().filter(|(_, n)| *n > 0).map(|(s, n)| format!("{s}={n}")).collect();
-        if v.is_empty() { "none".to_string() } else { v.join(" ") }
     }
 }
 
@@ -357,44 +303,4 @@ mod tests {
         assert_eq!(out[0].header.ts_ns, 3);
     }
 
-    #[test]
-    fn every_kernel_loss_source_has_its_own_name() {
-        let names: std::collections::HashSet<_> = LostSource::ALL.iter().map(|s| s.name()).collect();
-        assert_eq!(names.len(), LostSource::COUNT as usize);
-        assert!(!names.contains(tracer_common::LOST_MALFORMED));
-        for (i, s) in LostSource::ALL.iter().enumerate() {
-            assert_eq!(*s as usize, i, "{} indexes LOST by its place in ALL", s.name());
-        }
-        for n in ["netlink", "packet", "netlink_ack", "stats", "netlink_read", "netlink_iov", "netlink_recv_args", "netlink_ack_truncated", "netlink_ack_read", "packet_read"] {
-            assert!(names.contains(n), "{n}");
-        }
-    }
-
-    #[test]
-    fn new_sources_are_tracked_and_summarised_like_the_old_ones() {
-        let mut t = LostTracker::default();
-        assert_eq!(t.summary(), "none");
-        let zero = [("netlink", 0), ("netlink_iov", 0), ("netlink_read", 0), ("netlink_recv_args", 0), ("malformed", 0)];
-        assert_eq!(t.update(zero), vec![]);
-        assert_eq!(t.summary(), "none");
-        assert_eq!(t.update([("netlink", 0), ("netlink_iov", 2), ("netlink_read", 1), ("netlink_recv_args", 0), ("malformed", 0)]), vec![
-            ("netlink_iov", 2),
-            ("netlink_read", 1)
-        ]);
-        assert_eq!(t.update([("netlink", 0), ("netlink_iov", 5), ("netlink_read", 1), ("netlink_recv_args", 0), ("malformed", 4)]), vec![
-            ("netlink_iov", 3),
-            ("malformed", 4)
-        ]);
-        assert_eq!(t.summary(), "malformed=4 netlink_iov=5 netlink_read=1");
-        assert_eq!(t.totals().iter().find(|(s, _)| *s == "netlink_recv_args"), Some(&("netlink_recv_args", 0)));
-    }
-
-    #[test]
-    fn lost_deltas() {
-        let mut t = LostTracker::default();
-        assert_eq!(t.update([("netlink", 0), ("packet", 3)]), vec![("packet", 3)]);
-        assert_eq!(t.update([("netlink", 2), ("packet", 3)]), vec![("netlink", 2)]);
-        assert_eq!(t.update([("netlink", 2), ("packet", 3)]), vec![]);
-        assert_eq!(t.totals(), vec![("netlink", 2), ("packet", 3)]);
-    }
 }

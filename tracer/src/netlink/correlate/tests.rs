@@ -13,13 +13,18 @@ use tracer_common::{
     netlink::{NetlinkAck, NetlinkSend},
 };
 
-use super::{
-    ACK_WAIT_NS, Correlator, EVENT_BASE_BYTES, MAX_PENDING, MAX_PENDING_BYTES,
-    enrich::Enricher,
-    identity::{Identities, Identity, Sender},
-    lookup::{Answer, Lookups, Query, Request},
+use super::{ACK_WAIT_NS, Correlator, EVENT_BASE_BYTES, MAX_PENDING, MAX_PENDING_BYTES};
+use crate::{
+    bpf::event::RawEvent,
+    output::Render,
+    ns::Container,
+    netlink::{
+        enrich::Enricher,
+        identity::{Identities, Identity, Sender},
+        lookup::{Answer, Lookups, Query, Request},
+    },
+    sys::{self, clock::Clock},
 };
-use crate::{clock::Clock, event::RawEvent, sys};
 
 const SOCK: u64 = 0xfeed;
 const IFLA_IFNAME: u16 = 3;
@@ -31,7 +36,7 @@ fn own_ns() -> u32 {
 
 fn header(kind: EventKind, ts_ns: u64, payload_len: usize) -> EventHeader {
     let zero = [0u8; size_of::<EventHeader>()];
-    let mut h: EventHeader = crate::event::read_pod(&zero).expect("zeroed header");
+    let mut h: EventHeader = crate::bpf::event::read_pod(&zero).expect("zeroed header");
     h.kind = kind as u32;
     h.ts_ns = ts_ns;
     let pid = u64::from(std::process::id());
@@ -78,6 +83,11 @@ fn send(ts_ns: u64, msg: &[u8]) -> RawEvent {
 }
 
 fn ack(seq: u32, errno: i32) -> RawEvent {
+    ack_on(SOCK, seq, errno)
+}
+
+/// The kernel's answer to request `seq` of socket `sock`.
+fn ack_on(sock: u64, seq: u32, errno: i32) -> RawEvent {
     let mut m = Vec::new();
     m.extend_from_slice(&36u32.to_ne_bytes());
     m.extend_from_slice(&2u16.to_ne_bytes());
@@ -87,7 +97,7 @@ fn ack(seq: u32, errno: i32) -> RawEvent {
     m.extend_from_slice(&(-errno).to_ne_bytes());
     m.extend_from_slice(&setlink(seq, 0, None)[..16]);
     let mut p = vec![0u8; size_of::<NetlinkAck>()];
-    put(&mut p, offset_of!(NetlinkAck, sock_id), SOCK.to_ne_bytes());
+    put(&mut p, offset_of!(NetlinkAck, sock_id), sock.to_ne_bytes());
     put(&mut p, offset_of!(NetlinkAck, data_len), (m.len() as u32).to_ne_bytes());
     p.extend_from_slice(&m);
     RawEvent { header: header(EventKind::NetlinkAck, 0, p.len()), kind: EventKind::NetlinkAck, payload: Bytes::from(p) }
@@ -225,8 +235,8 @@ fn a_request_is_held_until_the_registry_says_who_sent_it() {
         8,
         Box::new(|who: Sender| {
             std::thread::sleep(Duration::from_millis(150));
-            let c = serde_json::json!({"runtime": "docker", "id": "c0ffee", "name": "web"});
-            (who, Identity { netns_name: Some("web".into()), container: Some(c) })
+            let c = Container { runtime: "docker".into(), id: "c0ffee".into(), name: Some("web".into()) };
+            (who, Identity { netns_name: Some("web".into()), owner: Some(c.clone()), container: Some(c) })
         }),
     );
     let lookups = Lookups::with_resolver(8, Box::new(|r: Request| Answer::Name { ino: r.ino, index: 0, name: None }));
@@ -241,7 +251,73 @@ fn a_request_is_held_until_the_registry_says_who_sent_it() {
     }
     assert!(start.elapsed() >= Duration::from_millis(100), "held for the registry: {:?}", start.elapsed());
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].netns_name.as_deref(), Some("web"));
-    assert_eq!(out[0].container.as_ref().map(|c| c["name"].clone()), Some(serde_json::json!("web")));
+    assert_eq!(out[0].netns.name.as_deref(), Some("web"));
+    assert_eq!(out[0].container.as_ref().and_then(|c| c.name.as_deref()), Some("web"));
+    assert_eq!(out[0].netns.label(), "web");
     assert_eq!(c.identities.counts(), (1, 0));
+}
+
+#[test]
+fn an_answer_pairs_with_its_socket_and_sequence_number_only() {
+    let mut c = correlator(Duration::ZERO);
+    c.push(&send(1, &setlink(7, 0, Some("eth0"))));
+    // Another socket's answer to its own request 7 is not this one's.
+    c.push(&ack_on(SOCK + 1, 7, 1));
+    assert!(c.ready(2, false).is_empty(), "still waiting for its own answer");
+    c.push(&ack(7, 17));
+    // A second answer with the same number does not replace the first.
+    c.push(&ack(7, 0));
+    let out = c.ready(2, false);
+    assert_eq!(out.iter().map(|e| (e.header.seq, e.result)).collect::<Vec<_>>(), vec![(7, Some(17))]);
+    assert!(c.ready(10 * ACK_WAIT_NS, true).is_empty(), "the stray answers made no request");
+}
+
+#[test]
+fn at_the_end_everything_comes_out_and_late_answers_find_nothing() {
+    let mut c = correlator(Duration::ZERO);
+    for seq in 1..=3 {
+        c.push(&send(1, &setlink(seq, 0, Some("eth0"))));
+    }
+    c.push(&ack(2, 0));
+    // Not waited long enough, but the job is ending: all of them, in order,
+    // the unanswered ones without a result.
+    let out = c.ready(2, true);
+    assert_eq!(out.iter().map(|e| (e.header.seq, e.result)).collect::<Vec<_>>(), vec![(1, None), (2, Some(0)), (3, None)]);
+    assert_eq!(c.pending(), 0);
+    // An answer after its request went out pairs with nothing, not with a
+    // later request of the same number.
+    c.push(&ack(1, 0));
+    c.push(&send(5, &setlink(1, 0, Some("eth1"))));
+    assert!(c.ready(6, false).is_empty(), "the new request 1 still waits for its own answer");
+    assert_eq!(c.ready(5 + ACK_WAIT_NS, false).iter().map(|e| e.result).collect::<Vec<_>>(), vec![None]);
+}
+
+#[test]
+fn the_tracers_own_namespace_is_host_in_text_and_an_inode_in_json() {
+    let mut c = correlator(Duration::ZERO);
+    c.push(&send(1, &setlink(1, 0, Some("eth0"))));
+    c.push(&ack(1, 0));
+    let out = c.ready(2, false);
+    assert_eq!(out.len(), 1);
+    let e = &out[0];
+    assert!(e.netns.host && e.netns.name.is_none());
+    let ino = u64::from(own_ns());
+    assert!(e.text().contains(&format!(" netns=host({ino}) container=- ")), "{}", e.text());
+    assert_eq!(e.json()["netns"], serde_json::json!({"inode": ino, "name": null}));
+}
+
+#[test]
+fn undecodable_messages_are_counted_and_still_paired() {
+    let mut c = correlator(Duration::ZERO);
+    // A length shorter than a header: malformed, with its bytes.
+    let mut bad = setlink(9, 0, None);
+    bad[..4].copy_from_slice(&8u32.to_ne_bytes());
+    c.push(&send(1, &bad));
+    c.push(&send(1, &setlink(10, 0, Some("eth0"))));
+    c.push(&ack(10, 0));
+    let out = c.ready(1 + ACK_WAIT_NS, false);
+    assert_eq!(c.malformed, 1);
+    assert_eq!(out.len(), 2);
+    assert!(out[0].is_malformed() && out[0].result.is_none());
+    assert_eq!((out[1].header.seq, out[1].result), (10, Some(0)));
 }

@@ -7,7 +7,7 @@
 use etherparse::{PacketBuilder, VlanId};
 
 use super::*;
-use crate::cbpf::{
+use crate::tc::cbpf::{
     compile::{Dialect, Filter, LinkType},
     interp::{Exit, Skb, run},
 };

@@ -1,5 +1,5 @@
-//! The rtnetlink messages the watcher reads (link, address, route and nsid
-//! notifications and dump answers) decoded into plain structs, and the few
+//! The rtnetlink messages the tracer reads (link, address, route and nsid
+//! answers and notifications) decoded into plain structs, and the few
 //! requests it sends.
 //!
 //! Decoding is done here rather than with netlink-packet-route's message
@@ -7,22 +7,22 @@
 //! is unexpected, e.g. an interface name that is not UTF-8 (the kernel
 //! allows any byte but `/`, `:` and white space, and an unprivileged user
 //! can name links in its own namespace). A link that cannot be decoded
-//! would be missing from the table, so the walker here keeps what it can
-//! read, names lossily, and never panics. Attribute iteration and the
-//! header checks come from netlink-packet-core; requests are built with
-//! netlink-packet-route, whose encoding is not in doubt.
+//! would be missing (from the watcher's table, from discovery), so the
+//! decoder here keeps what it can read, names lossily, and never panics.
+//! Messages and attributes are walked by [`crate::sys::nlmsg`]; requests
+//! are built with netlink-packet-route, whose encoding is not in doubt.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use netlink_packet_core::{
-    NLM_F_DUMP, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NlaBuffer, NlasIterator,
-};
+use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::{
     RouteNetlinkMessage,
     address::{AddressAttribute, AddressMessage},
     link::{LinkAttribute, LinkMessage},
     nsid::{NsidAttribute, NsidMessage},
 };
+
+use crate::sys::nlmsg;
 
 /// Longest interface name the kernel keeps (IFNAMSIZ - 1 bytes).
 pub const IFNAME_MAX: usize = 15;
@@ -232,21 +232,23 @@ pub enum Malformed {
 /// invalid header (its length cannot be trusted to find the next one).
 pub fn split(buf: &[u8]) -> Vec<Result<Msg, Malformed>> {
     let mut out = Vec::new();
-    let mut off = 0usize;
-    while off < buf.len() {
-        let Ok(nl) = NetlinkBuffer::new_checked(&buf[off..]) else {
+    let mut walk = nlmsg::messages(buf);
+    for m in walk.by_ref() {
+        if !m.is_whole() {
             out.push(Err(Malformed::Header));
-            break;
-        };
-        let len = nl.length() as usize;
-        let hdr = Hdr { ty: nl.message_type(), flags: nl.flags(), seq: nl.sequence_number(), pid: nl.port_number() };
-        out.push(decode(hdr, nl.payload()));
-        off += (len + 3) & !3;
+            return out;
+        }
+        let h = m.header;
+        out.push(decode(Hdr { ty: h.msg_type, flags: h.flags, seq: h.seq, pid: h.pid }, m.payload));
+    }
+    if !walk.rest().is_empty() {
+        out.push(Err(Malformed::Header));
     }
     out
 }
 
-fn decode(hdr: Hdr, p: &[u8]) -> Result<Msg, Malformed> {
+/// Decodes one message's payload.
+pub fn decode(hdr: Hdr, p: &[u8]) -> Result<Msg, Malformed> {
     let body = match hdr.ty {
         NLMSG_DONE => Body::Done,
         NLMSG_ERROR => Body::Error(i32_at(p, 0).ok_or(Malformed::Short(hdr.ty))?),
@@ -277,11 +279,7 @@ fn i32_at(b: &[u8], at: usize) -> Option<i32> {
 /// as (type without the nested/byte-order bits, value). A malformed
 /// attribute ends the walk; what came before it is kept.
 fn attrs(p: &[u8], fixed: usize) -> impl Iterator<Item = (u16, &[u8])> {
-    let rest = p.get((fixed + 3) & !3..).unwrap_or(&[]);
-    NlasIterator::new(rest).map_while(Result::ok).map(|nla: NlaBuffer<&[u8]>| {
-        let (kind, len) = (nla.kind() & 0x3fff, usize::from(nla.length()));
-        (kind, nla.into_inner().get(4..len).unwrap_or(&[]))
-    })
+    nlmsg::attrs(p.get(nlmsg::align(fixed)..).unwrap_or(&[]))
 }
 
 /// A NUL-terminated string attribute, cut to `max` bytes, invalid UTF-8 as U+FFFD.
@@ -438,6 +436,10 @@ fn nsid(p: &[u8]) -> Option<NsidMsg> {
 pub enum Request {
     /// Every link of the namespace with this nsid (the requester's own when `None`).
     DumpLinks(Option<i32>),
+    /// The link with this index.
+    GetLink(u32),
+    /// The link with this name.
+    GetLinkByName(String),
     /// Every IPv4 and IPv6 address of the namespace with this nsid.
     DumpAddrs(Option<i32>),
     /// The nsid table of the namespace with this nsid: each entry's
@@ -461,6 +463,16 @@ impl Request {
                     m.attributes.push(LinkAttribute::IfNetnsId(*t));
                 }
                 (RouteNetlinkMessage::GetLink(m), NLM_F_REQUEST | NLM_F_DUMP)
+            }
+            Request::GetLink(index) => {
+                let mut m = LinkMessage::default();
+                m.header.index = *index;
+                (RouteNetlinkMessage::GetLink(m), NLM_F_REQUEST)
+            }
+            Request::GetLinkByName(name) => {
+                let mut m = LinkMessage::default();
+                m.attributes.push(LinkAttribute::IfName(name.clone()));
+                (RouteNetlinkMessage::GetLink(m), NLM_F_REQUEST)
             }
             Request::DumpAddrs(target) => {
                 let mut m = AddressMessage::default();
@@ -506,32 +518,9 @@ impl Request {
 /// table, the renderer and the decoder share them).
 #[cfg(test)]
 pub(crate) mod build {
+    pub use crate::sys::nlmsg::build::{attr, message as nlmsg};
+
     use super::*;
-
-    pub fn nlmsg(ty: u16, flags: u16, seq: u32, pid: u32, payload: &[u8]) -> Vec<u8> {
-        let mut b = Vec::new();
-        b.extend_from_slice(&((16 + payload.len()) as u32).to_ne_bytes());
-        b.extend_from_slice(&ty.to_ne_bytes());
-        b.extend_from_slice(&flags.to_ne_bytes());
-        b.extend_from_slice(&seq.to_ne_bytes());
-        b.extend_from_slice(&pid.to_ne_bytes());
-        b.extend_from_slice(payload);
-        while b.len() % 4 != 0 {
-            b.push(0);
-        }
-        b
-    }
-
-    pub fn attr(t: u16, v: &[u8]) -> Vec<u8> {
-        let mut b = Vec::new();
-        b.extend_from_slice(&((4 + v.len()) as u16).to_ne_bytes());
-        b.extend_from_slice(&t.to_ne_bytes());
-        b.extend_from_slice(v);
-        while b.len() % 4 != 0 {
-            b.push(0);
-        }
-        b
-    }
 
     pub fn ifinfo(family: u8, ifindex: u32, flags: u32, attrs: &[Vec<u8>]) -> Vec<u8> {
         let mut b = vec![family, 0, 1, 0];

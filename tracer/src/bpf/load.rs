@@ -9,7 +9,7 @@ use tracer_common::{
     top::{TOP_FLOWS_MAX, TOP_IFACES_MAX},
 };
 
-use crate::btf::{BtfError, KernelBtf};
+use crate::bpf::btf::{BtfError, KernelBtf};
 
 /// The compiled `tracer-ebpf` object, built by `build.rs` with aya-build.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
@@ -20,6 +20,8 @@ pub enum LoadError {
     Btf(#[from] BtfError),
     #[error("the kernel refused the tracer's maps: {0} (is tracer running as root, with CAP_BPF?)")]
     Ebpf(#[from] aya::EbpfError),
+    #[error("the kernel cannot run the tracer here: its BTF lacks {} (see `tracer doctor`)", .0.join(", "))]
+    MissingFields(Vec<String>),
 }
 
 #[derive(Clone, Debug)]
@@ -52,6 +54,17 @@ pub struct Loaded {
     pub missing_fields: Vec<String>,
 }
 
+/// Loads the object for a job: a kernel whose BTF lacks a field the
+/// programs read is refused, since they would stay silent.
+pub fn load_for_job(opts: &LoadOptions) -> Result<Loaded, LoadError> {
+    let loaded = load(opts)?;
+    if !loaded.missing_fields.is_empty() {
+        return Err(LoadError::MissingFields(loaded.missing_fields));
+    }
+    Ok(loaded)
+}
+
+/// Loads the object whatever the kernel lacks (`tracer doctor` says what).
 pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     let btf = KernelBtf::open()?;
     let (offsets, missing_fields) = btf.kernel_offsets();

@@ -11,8 +11,6 @@ use std::{
 
 /// IFNAMSIZ (16) less the NUL: the longest interface name the kernel takes.
 pub const IFNAME_MAX: usize = 15;
-/// TASK_COMM_LEN (16) less the NUL: the longest process name.
-pub const COMM_MAX: usize = 15;
 
 /// `s` cut to at most `max` bytes, on a character boundary.
 pub fn cut(s: &str, max: usize) -> &str {
@@ -45,26 +43,16 @@ impl<K: Eq + Hash + Clone, V> BoundedMap<K, V> {
         Self { cap: cap.max(1), map: HashMap::new(), order: VecDeque::new(), next_gen: 0, evicted: 0 }
     }
 
-    pub fn cap(&self) -> usize {
-        self.cap
-    }
-
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
     }
 
     pub fn get(&self, k: &K) -> Option<&V> {
         self.map.get(k).map(|(v, _)| v)
     }
 
-    pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
-        self.map.get_mut(k).map(|(v, _)| v)
-    }
-
+    #[cfg(test)]
     pub fn contains_key(&self, k: &K) -> bool {
         self.map.contains_key(k)
     }
@@ -91,6 +79,7 @@ impl<K: Eq + Hash + Clone, V> BoundedMap<K, V> {
         old
     }
 
+    #[cfg(test)]
     pub fn remove(&mut self, k: &K) -> Option<V> {
         self.map.remove(k).map(|(v, _)| v)
     }
@@ -99,15 +88,7 @@ impl<K: Eq + Hash + Clone, V> BoundedMap<K, V> {
         self.map.retain(|k, (v, _)| f(k, v));
     }
 
-    pub fn clear(&mut self) {
-        self.map.clear();
-        self.order.clear();
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.map.iter().map(|(k, (v, _))| (k, v))
-    }
-
+    #[cfg(test)]
     pub fn keys(&self) -> impl Iterator<Item = &K> {
         self.map.keys()
     }
