@@ -12,6 +12,7 @@ mod bench;
 mod bootstrap;
 mod fuzz;
 mod host;
+mod image;
 mod test;
 mod vm;
 
@@ -57,6 +58,8 @@ enum Cmd {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
+    /// Container image `tracer:VERSION` from this repository, loaded into the local Docker engine.
+    Image,
     /// Benchmarks that print their figures.
     Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
         }),
         Cmd::Run { args } => bootstrap::build().and_then(|bin| host::exec_as_root(&bin, &args)),
         Cmd::Test { filter, integration_only } => test::test(filter, integration_only).map(ok),
+        Cmd::Image => image::image().map(ok),
         Cmd::Bench { args } => bench::bench(&args).map(ok),
         Cmd::Vmtest { kernel, filter } => vm::vmtest(&kernel, filter).map(ok),
         Cmd::Fuzz { target, seconds } => fuzz::fuzz(target, seconds).map(ok),
