@@ -78,8 +78,10 @@ fn boot_module_paths(modules: &Path) -> Result<Vec<String>> {
 
 /// The init of the initramfs: mounts, modules, the guest script in a chroot
 /// of the host's root, then power-off. Parameters come from the kernel
-/// command line: `vmtest.out` (the writable share's path on the host) and
-/// `vmtest.modules` (the unpacked modules, which the guest sees over 9p).
+/// command line: `vmtest.out` (the writable share's path on the host),
+/// `vmtest.modules` (the unpacked modules, which the guest sees over 9p) and
+/// `vmtest.root` (the workspace, which must stay visible at its path when
+/// it is under one of the directories the guest covers with a tmpfs).
 fn init_script() -> String {
     format!(
         r#"#!/bin/busybox sh
@@ -92,9 +94,13 @@ for m in $(cat /boot-modules); do insmod /boot-modules.d/$m || echo "vmtest: ins
 arg() {{ sed -n "s/.*vmtest\.$1=\([^ ]*\).*/\1/p" /proc/cmdline; }}
 out=$(arg out)
 mods=$(arg modules)
+ws=$(arg root)
 h=/host
 mount -t 9p -o trans=virtio,version=9p2000.L,msize={MSIZE},cache=loose,ro hostroot $h || {{ echo "vmtest: cannot mount the host's root"; reboot -f; }}
-mount -t 9p -o trans=virtio,version=9p2000.L,msize={MSIZE} vmout $h$out || {{ echo "vmtest: cannot mount $out"; reboot -f; }}
+# The workspace, kept to be put back where the host has it if a tmpfs below
+# covers it (a clone in /tmp).
+mkdir -p /keep
+mount --bind $h$ws /keep
 # modprobe (the tests' and the kernel's own requests) finds the unpacked tree.
 mkdir -p /lib/modules/$(uname -r) /sbin
 mount --bind $h$mods /lib/modules/$(uname -r)
@@ -107,6 +113,8 @@ mkdir -p $h/dev/pts $h/dev/shm
 mount -t devpts devpts $h/dev/pts
 mount -t tmpfs tmpfs $h/dev/shm
 for d in run tmp var/tmp root; do mount -t tmpfs -o mode=1777 tmpfs $h/$d; done
+[ -e $h$ws/Cargo.toml ] || {{ mkdir -p $h$ws && mount --bind /keep $h$ws; }}
+mount -t 9p -o trans=virtio,version=9p2000.L,msize={MSIZE} vmout $h$out || {{ echo "vmtest: cannot mount $out"; reboot -f; }}
 mount -t tracefs tracefs $h/sys/kernel/tracing
 mount -t debugfs debugfs $h/sys/kernel/debug
 mount -t bpf bpf $h/sys/fs/bpf

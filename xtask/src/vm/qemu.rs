@@ -67,9 +67,10 @@ pub fn boot_and_test(
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     fs::write(out.join("guest.sh"), guest_script(&out, bin, tests))?;
     let append = format!(
-        "console=ttyS0 quiet panic=-1 vmtest.out={} vmtest.modules={}",
+        "console=ttyS0 quiet panic=-1 vmtest.out={} vmtest.modules={} vmtest.root={}",
         out.display(),
-        p.modules.display()
+        p.modules.display(),
+        root().display()
     );
     let mut cmd = Command::new("nice");
     cmd.args(["-n", "19", "qemu-system-x86_64", "-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2", "-m", "2048"])
