@@ -357,13 +357,14 @@ fn main() -> ExitCode {
 }
 
 /// Benchmark binaries of tests/src/bin, run in this order.
-const BENCHES: &[&str] = &["bench-netlink", "bench-packets", "bench-top", "bench-flood"];
+const BENCHES: &[&str] = &["bench-throughput", "bench-scale", "bench-netlink", "bench-flood"];
 
 fn bench(args: &[String]) -> Result<()> {
     let bin = build()?;
     if !is_root() {
         bail!("the benchmarks need root: run `sudo -E cargo xtask bench`");
     }
+    apt_install(TEST_PACKAGES)?;
     for b in BENCHES {
         step(&format!("benchmark {b}"));
         let mut c = cargo();
