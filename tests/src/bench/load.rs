@@ -112,25 +112,46 @@ const UDP_PORT: u16 = 9999;
 /// (they are delivered, then dropped at its full buffer: no ICMP comes
 /// back). `b_if` is the receiving interface, whose counter says how many arrived.
 pub fn udp_flood(a_ns: &str, b_ns: &str, b_ip: &str, b_if: &str, secs: f64) -> Flood {
+    flood(a_ns, b_ns, b_ip, b_if, secs, false)
+}
+
+/// [`udp_flood`], each datagram to the next of 50,000 ports: a new flow
+/// for almost every packet (a flow table's worst case). Nothing listens
+/// there; B answers some with ICMP errors (rate-limited by its kernel).
+pub fn udp_flood_new_flows(a_ns: &str, b_ns: &str, b_ip: &str, b_if: &str, secs: f64) -> Flood {
+    flood(a_ns, b_ns, b_ip, b_if, secs, true)
+}
+
+fn flood(a_ns: &str, b_ns: &str, b_ip: &str, b_if: &str, secs: f64, spread: bool) -> Flood {
     let ip = b_ip.to_string();
     let sink = in_netns(b_ns, move || UdpSocket::bind((ip.as_str(), UDP_PORT)).expect("bind")).join().expect("sink thread");
     let ip = b_ip.to_string();
     let s = in_netns(a_ns, move || {
         let s = UdpSocket::bind("0.0.0.0:0").expect("bind sender");
-        s.connect((ip.as_str(), UDP_PORT)).expect("connect");
+        if !spread {
+            s.connect((ip.as_str(), UDP_PORT)).expect("connect");
+        }
         s
     })
     .join()
     .expect("sender thread");
+    let dst: std::net::Ipv4Addr = b_ip.parse().expect("an IPv4 address");
     let rx = |m: HashMap<String, (u64, u64)>| m.get(b_if).map(|(r, _)| *r).unwrap_or(0);
     let before = rx(if_packets(Some(b_ns)));
     let payload = [b'x'; 64];
     let t = Instant::now();
     let end = t + Duration::from_secs_f64(secs);
     let mut sent = 0u64;
+    let mut port = 0u32;
     while Instant::now() < end {
         for _ in 0..256 {
-            if s.send(&payload).is_ok() {
+            let r = if spread {
+                port = (port + 1) % 50_000;
+                s.send_to(&payload, (dst, 10_000 + port as u16))
+            } else {
+                s.send(&payload)
+            };
+            if r.is_ok() {
                 sent += 1;
             }
         }

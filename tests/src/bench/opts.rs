@@ -133,10 +133,10 @@ mod tests {
 
     #[test]
     fn bad_words_are_refused() {
-        assert!(p(&["througput"]).unwrap_err().contains("unknown benchmark"));
-        assert!(p(&["--rounds"]).unwrap_err().contains("needs"));
-        assert!(p(&["--rounds", "x"]).unwrap_err().contains("takes a number"));
-        assert!(p(&["--seconds", "0"]).unwrap_err().contains("between"));
-        assert!(p(&["--fast"]).unwrap_err().contains("unknown option"));
+        assert!(p(&["througput"]).err().unwrap_or_default().contains("unknown benchmark"));
+        assert!(p(&["--rounds"]).err().unwrap_or_default().contains("needs"));
+        assert!(p(&["--rounds", "x"]).err().unwrap_or_default().contains("takes a number"));
+        assert!(p(&["--seconds", "0"]).err().unwrap_or_default().contains("between"));
+        assert!(p(&["--fast"]).err().unwrap_or_default().contains("unknown option"));
     }
 }

@@ -38,7 +38,7 @@ pub fn run(rig: &Rig, modes: &[Mode], secs: f64) {
         let m = round::run_with(rig, mode, load, secs, Some(&data));
         let rate = match load {
             Load::Tcp => format!("{:.1} Gbit/s", m.rate),
-            Load::Udp => format!("{:.0}k datagrams/s", m.rate / 1000.0),
+            Load::Udp | Load::UdpNewFlows => format!("{:.0}k datagrams/s", m.rate / 1000.0),
         };
         println!("\n## Profile: {} under {load:?} ({rate}), {secs} s, every CPU, cpu-clock samples\n", mode.label);
         let report = |sort: &str, limit: &str| {

@@ -115,6 +115,8 @@ impl Drop for Rig {
 pub enum Load {
     Tcp,
     Udp,
+    /// UDP, a new flow for almost every datagram.
+    UdpNewFlows,
 }
 
 /// What one round measured.
@@ -193,8 +195,12 @@ pub fn run_with(rig: &Rig, mode: &Mode, load: Load, secs: f64, perf_data: Option
     });
     match load {
         Load::Tcp => m.rate = load::tcp_stream(&a, &b, &rig.b.ip, secs),
-        Load::Udp => {
-            let f: Flood = load::udp_flood(&a, &b, &rig.b.ip, "eth0", secs);
+        Load::Udp | Load::UdpNewFlows => {
+            let f: Flood = if load == Load::Udp {
+                load::udp_flood(&a, &b, &rig.b.ip, "eth0", secs)
+            } else {
+                load::udp_flood_new_flows(&a, &b, &rig.b.ip, "eth0", secs)
+            };
             m.rate = f.sent_rate();
             m.delivered_rate = Some(f.delivered as f64 / f.secs.max(1e-9));
         }

@@ -41,6 +41,8 @@ fn main() {
     if !opts.wants(&["netlink"]) {
         return;
     }
+    let began = std::time::Instant::now();
+    let nice = tracer_tests::bench::prioritize();
     let rounds = opts.rounds(5);
     let changes = opts.count.unwrap_or(20_000).max(2);
     let pairs = (changes / 2) as u32;
@@ -54,7 +56,7 @@ fn main() {
     .collect();
     let lab = Lab::new(1);
     let ns = lab.ns[0].clone();
-    println!("# netlink audit, {} (load average {} at start)", today(), loadavg());
+    println!("# netlink audit, {} (nice {nice}, load average {} at start)", today(), loadavg());
     let mut res: Vec<Vec<Round>> = modes.iter().map(|_| Vec::new()).collect();
     for r in 0..rounds {
         for k in 0..modes.len() {
@@ -89,6 +91,7 @@ fn main() {
         ]);
     }
     println!("{}", t.render());
+    println!("(load average {} at the end; {:.0} s in all)", loadavg(), began.elapsed().as_secs_f64());
 }
 
 fn run(ns_path: &str, ns_name: &str, args: Option<&[&str]>, pairs: u32) -> Round {

@@ -44,6 +44,8 @@ fn main() {
     if !(modes || attach || lru) {
         return;
     }
+    let began = std::time::Instant::now();
+    let nice = tracer_tests::bench::prioritize();
     let n = opts.namespaces.unwrap_or(200).max(3);
     let secs = opts.seconds(3.0);
     // On for the whole run: no throughput is measured here.
@@ -64,7 +66,7 @@ fn main() {
     }
     let took = lab.grow(n);
     println!(
-        "# scale, {}: {n} namespaces, one veth each on bridge {} ({} interfaces with the bridge), made in {took:.1} s; load average {}",
+        "# scale, {}: {n} namespaces, one veth each on bridge {} ({} interfaces with the bridge), made in {took:.1} s; nice {nice}, load average {}",
         today(),
         lab.bridge,
         2 * n + 1,
@@ -88,7 +90,7 @@ fn main() {
     if attach {
         attach_table(&lab, &opts);
     }
-    println!("(load average {} at the end)", loadavg());
+    println!("(load average {} at the end; {:.0} s in all)", loadavg(), began.elapsed().as_secs_f64());
 }
 
 /// Packets (rx + tx) the lab's host veths counted so far.
@@ -111,7 +113,7 @@ fn args(v: &[&str]) -> Vec<String> {
 /// flow table's fill each second, the distinct flows it reported, and the
 /// flow packets it called lost.
 fn lru_part(lab: &ScaleLab) {
-    let flows = Arc::new(Mutex::new((BTreeSet::<String>::new(), 0u64)));
+    let flows = Arc::new(Mutex::new((BTreeSet::<String>::new(), 0u64, BTreeMap::<String, BTreeSet<String>>::new())));
     let f2 = flows.clone();
     let lines = Stdout::Lines(Box::new(move |l: &str| {
         let v: Value = serde_json::from_str(l).unwrap_or_default();
@@ -122,6 +124,7 @@ fn lru_part(lab: &ScaleLab) {
                     "{}/{}/{}/{}/{}/{}/{}/{}",
                     v["netns"]["inode"], v["ifindex"], v["direction"], v["proto"], v["src"], v["dst"], v["sport"], v["dport"]
                 );
+                f.2.entry(dst_class(&v)).or_default().insert(key.clone());
                 f.0.insert(key);
             }
             Some("lost") if v["source"] == "flow" => f.1 += v["count"].as_u64().unwrap_or(0),
@@ -146,7 +149,9 @@ fn lru_part(lab: &ScaleLab) {
     let stopped = t.stop();
     let packets = lab_packets(lab) - p0;
     let s = Summary::of(&stopped.stderr);
-    let (distinct, lost_lines) = flows.lock().map(|f| (f.0.len(), f.1)).unwrap_or_default();
+    let (distinct, lost_lines, classes) = flows.lock().map(|f| (f.0.len(), f.1, f.2.clone())).unwrap_or_default();
+    let mut classes: Vec<(String, usize)> = classes.into_iter().map(|(k, v)| (k, v.len())).collect();
+    classes.sort_by_key(|c| std::cmp::Reverse(c.1));
     println!("\n## `top`'s flow table with {} fresh namespaces (16 s from the tracer's start, no traffic but their own)\n", lab.ns.len());
     println!(
         "- table: {} (LRU per-CPU hash, max {} entries, flags {:#x}); entries each second: {}",
@@ -156,8 +161,29 @@ fn lru_part(lab: &ScaleLab) {
         fill.iter().map(|x| count(*x)).collect::<Vec<_>>().join(" ")
     );
     println!("- distinct flows reported (interface, direction, addresses, ports): {}", count(distinct as u64));
+    println!(
+        "- by destination: {}",
+        classes.iter().take(8).map(|(k, n)| format!("{k} {}", count(*n as u64))).collect::<Vec<_>>().join(", ")
+    );
     println!("- flow packets reported lost: {} (summary: {})", count(lost_lines), s.lost_text());
     println!("- packets on the lab's host veths meanwhile: {} ({:.0}/s)", count(packets), packets as f64 / 16.0);
+}
+
+/// What kind of destination a flow row has: the multicast group (the
+/// solicited-node groups together), broadcast, or unicast.
+fn dst_class(v: &Value) -> String {
+    let proto = v["proto"].as_str().or(v["l3"].as_str()).unwrap_or("?");
+    let dst = v["dst"].as_str().unwrap_or("");
+    let what = if dst.starts_with("ff02::1:ff") {
+        "ff02::1:ff00:0/104".to_string()
+    } else if dst.starts_with("ff") || dst.starts_with("224.") || dst.starts_with("239.") {
+        dst.to_string()
+    } else if dst.ends_with(".255") {
+        "broadcast".to_string()
+    } else {
+        "unicast".to_string()
+    };
+    format!("{proto} to {what}")
 }
 
 struct ModeRow {
