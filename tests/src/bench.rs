@@ -99,6 +99,17 @@ pub fn prioritize() -> i32 {
     }
 }
 
+/// IRQ work interrupts on all CPUs so far (`IWI` in /proc/interrupts):
+/// how a BPF ring buffer's wakeups reach the reader, one per wakeup that
+/// was not already pending.
+pub fn irq_work_interrupts() -> u64 {
+    let s = std::fs::read_to_string("/proc/interrupts").unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.trim_start().strip_prefix("IWI:"))
+        .map(|rest| rest.split_whitespace().map_while(|x| x.parse::<u64>().ok()).sum())
+        .unwrap_or(0)
+}
+
 /// Whether `cmd` is on PATH.
 pub fn which(cmd: &str) -> bool {
     std::process::Command::new("sh")

@@ -15,7 +15,7 @@ use std::{
 use serde_json::Value;
 
 use super::{
-    CpuWindow,
+    CpuWindow, irq_work_interrupts,
     bpf::{self, Cost},
     load::{self, Flood},
     tool::{Stdout, Summary, Tool},
@@ -140,6 +140,8 @@ pub struct Measured {
     pub lost_lines: u64,
     /// Per program name, when BPF statistics are on.
     pub costs: BTreeMap<String, Cost>,
+    /// IRQ work interrupts (ring buffer wakeups among them) while the load ran.
+    pub irq_work: u64,
     pub error: Option<String>,
 }
 
@@ -187,6 +189,7 @@ pub fn run_with(rig: &Rig, mode: &Mode, load: Load, secs: f64, perf_data: Option
     let progs0 = tool.as_ref().map(|t| bpf::programs(t.pid())).unwrap_or_default();
     let of0 = rig.packets(mode.scope);
     let cpu = tool.as_ref().map(|t| CpuWindow::start(t.pid()));
+    let iwi = irq_work_interrupts();
     let (a, b) = (rig.a.path(), rig.b.path());
     let perf = perf_data.and_then(|p| {
         let mut c = Command::new("perf");
@@ -205,6 +208,7 @@ pub fn run_with(rig: &Rig, mode: &Mode, load: Load, secs: f64, perf_data: Option
             m.delivered_rate = Some(f.delivered as f64 / f.secs.max(1e-9));
         }
     }
+    m.irq_work = irq_work_interrupts().saturating_sub(iwi);
     if let Some(p) = perf {
         p.stop();
     }

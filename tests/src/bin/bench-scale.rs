@@ -24,6 +24,7 @@ use tracer_tests::{
     bench::{
         CpuWindow,
         bpf::{self, StatsOn},
+        irq_work_interrupts,
         load::{self, in_netns},
         loadavg,
         opts::Opts,
@@ -235,7 +236,9 @@ fn measure(lab: &ScaleLab, r: &ModeRow, secs: f64) -> (Vec<String>, f64) {
     let idle_ns: u64 = bpf::cost(&p0, &p1).values().map(|c| c.ns).sum();
     let tc = r.key != "netlink";
     let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    let iwi = irq_work_interrupts();
     let flood = tc.then(|| load::udp_flood(&a.path(), &b.path(), &b.ip, "eth0", secs));
+    let iwi = irq_work_interrupts().saturating_sub(iwi);
     let p2 = bpf::programs(pid);
     let mut c = bpf::Cost::default();
     for (_, v) in bpf::cost(&p1, &p2).iter().filter(|(k, _)| k.starts_with("pkt_") || k.starts_with("top_")) {
@@ -256,12 +259,13 @@ fn measure(lab: &ScaleLab, r: &ModeRow, secs: f64) -> (Vec<String>, f64) {
         if tc { format!("{:.3}", idle_ns as f64 / 1e9 / idle_secs * 100.0) } else { "-".into() },
         c.per_run().map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into()),
         flood.map(|f| format!("{:.0}k", f.sent_rate() / 1000.0)).unwrap_or_else(|| "-".into()),
+        if c.runs > 0 { format!("{:.1}", iwi as f64 * 1000.0 / c.runs as f64) } else { "-".into() },
         s.lost_text(),
     ];
     ([head, cells].concat(), idle_rate)
 }
 
-const MODE_HEAD: &[&str] = &["mode", "namespaces", "ready s", "VmHWM MiB", "VmRSS MiB", "VmHWM at end MiB", "idle CPU %", "idle BPF %", "ns/packet (flood)", "flood sent/s", "lost"];
+const MODE_HEAD: &[&str] = &["mode", "namespaces", "ready s", "VmHWM MiB", "VmRSS MiB", "VmHWM at end MiB", "idle CPU %", "idle BPF %", "ns/packet (flood)", "flood sent/s", "IRQ work per 1,000 runs", "lost"];
 
 fn print_modes(n: usize, rows: Vec<Vec<String>>, idle_rates: &[f64], secs: f64) {
     let mut t = Table::new(MODE_HEAD);

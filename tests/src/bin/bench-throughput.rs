@@ -167,6 +167,10 @@ fn udp_table(rig: &Rig, modes: &[Mode], rounds: usize, secs: f64) {
     println!("{}", t.render());
 }
 
+fn per_k(n: u64, runs: u64) -> String {
+    if runs == 0 { "-".into() } else { format!("{:.1}", n as f64 * 1000.0 / runs as f64) }
+}
+
 fn programs_table(rig: &Rig, modes: &[Mode], secs: f64) {
     let Some(_stats) = StatsOn::enable() else {
         println!("\n(BPF run-time statistics cannot be turned on here: no program costs)");
@@ -180,6 +184,7 @@ fn programs_table(rig: &Rig, modes: &[Mode], secs: f64) {
         "UDP, new flow each: ns/packet (lost)",
         "per program (TCP / UDP)",
         "runs per packet seen (TCP / UDP)",
+        "IRQ work per 1,000 runs (TCP / UDP)",
     ]);
     let all = |x: &Measured| {
         let mut c = bpf::Cost::default();
@@ -208,8 +213,9 @@ fn programs_table(rig: &Rig, modes: &[Mode], secs: f64) {
             spread.map(|s| format!("{} ({})", ns(all(&s)), s.summary.lost_text())).unwrap_or_else(|| "-".into()),
             per.join(", "),
             format!("{} / {}", rpp(ct, tcp.of), rpp(cu, udp.of)),
+            format!("{} / {}", per_k(tcp.irq_work, ct.runs), per_k(udp.irq_work, cu.runs)),
         ]);
     }
     println!("{}", t.render());
-    println!("\nOne round of {secs} s per load and mode. The statistics add two clock reads to every run; the throughput rounds above ran without them.");
+    println!("\nOne round of {secs} s per load and mode. The statistics add two clock reads to every run; the throughput rounds above ran without them. IRQ work: interrupts on all CPUs while the load ran (/proc/interrupts IWI), the way a ring buffer wakeup reaches the reader.");
 }
