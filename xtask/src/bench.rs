@@ -6,17 +6,19 @@ use anyhow::{Result, bail};
 
 use crate::{
     bootstrap::build,
-    host::{cargo, is_root, run, step},
+    host::{apt_install, cargo, is_root, run, step},
+    test::TEST_PACKAGES,
 };
 
 /// Benchmark binaries of tests/src/bin, run in this order.
-const BENCHES: &[&str] = &["bench-netlink", "bench-packets", "bench-top", "bench-flood"];
+const BENCHES: &[&str] = &["bench-throughput", "bench-scale", "bench-netlink", "bench-flood"];
 
 pub fn bench(args: &[String]) -> Result<()> {
     let bin = build()?;
     if !is_root() {
         bail!("the benchmarks need root: run `sudo -E cargo xtask bench`");
     }
+    apt_install(TEST_PACKAGES, "the benchmarks")?;
     for b in BENCHES {
         step(&format!("benchmark {b}"));
         let mut c = cargo();
