@@ -28,11 +28,28 @@ pub mod maps {
     pub const NL_RECV_ARGS: &str = "NL_RECV_ARGS";
     /// The packet filter: an array of one [`super::packet::FilterTable`].
     pub const PKT_FILTER: &str = "PKT_FILTER";
+    /// The program array the TC entry programs tail-call through: the
+    /// libpcap filters and the capture bodies, slots in [`super::slots`].
+    pub const PROGS: &str = "PROGS";
     /// `tracer top`: per-CPU packet and byte counters per interface and
     /// direction, keyed by [`super::top::IfaceKey`].
     pub const TOP_IFACES: &str = "TOP_IFACES";
     /// `tracer top`: per-CPU counters per flow (LRU), keyed by [`super::top::FlowKey`].
     pub const TOP_FLOWS: &str = "TOP_FLOWS";
+}
+
+/// Slots of the [`maps::PROGS`] program array: the filter per link type
+/// and direction, and the capture body a matching filter continues into.
+pub mod slots {
+    pub const FILTER_ETH_INGRESS: u32 = 0;
+    pub const FILTER_ETH_EGRESS: u32 = 1;
+    /// Raw-IP slots are the Ethernet ones plus this.
+    pub const RAW_IP: u32 = 2;
+    pub const FILTER_RAW_INGRESS: u32 = 2;
+    pub const FILTER_RAW_EGRESS: u32 = 3;
+    pub const CAPTURE_INGRESS: u32 = 4;
+    pub const CAPTURE_EGRESS: u32 = 5;
+    pub const SLOTS: u32 = 6;
 }
 
 /// Names of the global variables userspace sets at load time.
@@ -59,6 +76,12 @@ pub mod programs {
     /// `tracer top`: count packets per interface and flow, send nothing.
     pub const TOP_INGRESS: &str = "top_ingress";
     pub const TOP_EGRESS: &str = "top_egress";
+    /// The capture bodies a matching filter tail-calls (the entry
+    /// programs without their filter step).
+    pub const PKT_INGRESS_BODY: &str = "pkt_ingress_body";
+    pub const PKT_EGRESS_BODY: &str = "pkt_egress_body";
+    pub const TOP_INGRESS_BODY: &str = "top_ingress_body";
+    pub const TOP_EGRESS_BODY: &str = "top_egress_body";
     /// Tiny programs `tracer doctor` loads to probe what the kernel accepts.
     pub const PROBE_TRACEPOINT: &str = "probe_tracepoint";
     pub const PROBE_TP_BTF: &str = "probe_tp_btf";
@@ -209,7 +232,9 @@ pub struct Config {
     /// so a selected namespace costs nothing for the others and its lost
     /// counts are its own.
     pub nl_netns: u32,
-    pub _pad: u32,
+    /// Non-zero when a packet filter is installed: the TC entry programs
+    /// then tail-call it through [`maps::PROGS`] instead of capturing.
+    pub pkt_filter: u32,
 }
 const _: () = assert!(core::mem::size_of::<Config>() == 16);
 

@@ -45,7 +45,9 @@ pub struct KernelOffsets {
     pub inode_sb: u32,
     /// `super_block.s_magic`
     pub sb_magic: u32,
-    pub _pad: [u32; 2],
+    /// `net_device.type` (an `ARPHRD_*`): which link type's filter applies.
+    pub dev_type: u32,
+    pub _pad: u32,
 }
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 80);
 
@@ -74,7 +76,8 @@ impl KernelOffsets {
             inode_ino: m,
             inode_sb: m,
             sb_magic: m,
-            _pad: [0; 2],
+            dev_type: m,
+            _pad: 0,
         }
     }
 }

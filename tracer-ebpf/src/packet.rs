@@ -2,6 +2,15 @@
 //! interface, ingress and egress. It copies a summary and the first
 //! `snaplen` bytes of each frame to the ring buffer and always lets the
 //! packet continue; decoding happens in userspace.
+//!
+//! With a filter (`Config::pkt_filter`), the attached entry program does
+//! nothing but tail-call the filter for its interface's link type through
+//! [`PROGS`]; userspace translated libpcap's classic BPF into that program
+//! (tracer's `tc::cbpf`), and on a match it tail-calls the capture body
+//! (`pkt_*_body`, the same capture without the filter step). A tail call
+//! that fails means "no match": the slot of an installed filter is never
+//! empty. Two tail calls per packet, and no function calls in the entry
+//! program, which keeps it verifiable from 5.10 on.
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE, TC_ACT_UNSPEC},
@@ -9,15 +18,47 @@ use aya_ebpf::{
         bpf_get_hash_recalc, bpf_get_smp_processor_id, bpf_ktime_get_ns,
         generated::bpf_skb_load_bytes,
     },
-    macros::classifier,
+    macros::{classifier, map},
+    maps::ProgramArray,
     programs::TcContext,
 };
 use tracer_common::{
     EventHeader, EventKind, LostSource,
     packet::{DIR_EGRESS, DIR_INGRESS, PKT_DATA_MAX, PacketMeta},
+    slots,
 };
 
-use crate::kernel::{EVENTS, HDR, SCRATCH_TC, SCRATCH_TC_SIZE, Scratch, config, count_lost, kread, offsets};
+use crate::kernel::{EVENTS, HDR, SCRATCH_TC, SCRATCH_TC_SIZE, Scratch, config, count_lost, kread, kread_or_zero, offsets};
+
+/// The filters and capture bodies ([`tracer_common::slots`]).
+#[map(name = "PROGS")]
+pub static PROGS: ProgramArray = ProgramArray::with_max_entries(slots::SLOTS, 0);
+
+/// `ARPHRD_*` of devices whose frames start at the IP header in TC, for
+/// which libpcap (and so the filter) uses `DLT_RAW`.
+const ARPHRD_RAWIP: u16 = 519;
+const ARPHRD_TUNNEL: u16 = 768;
+const ARPHRD_TUNNEL6: u16 = 769;
+const ARPHRD_SIT: u16 = 776;
+const ARPHRD_NONE: u16 = 0xfffe;
+
+/// When a filter is installed, tail-calls it and does not return (a
+/// failed call: no match). `eth_slot` is the Ethernet slot of the hook.
+#[inline(always)]
+pub fn run_filter(ctx: &TcContext, eth_slot: u32) -> bool {
+    if config().pkt_filter == 0 {
+        return false;
+    }
+    let o = offsets();
+    let dev: *const u8 = kread_or_zero(ctx.skb.skb as *const u8, o.skb_dev);
+    let ty: u16 = if dev.is_null() { 0 } else { kread_or_zero(dev, o.dev_type) };
+    let raw = matches!(ty, ARPHRD_RAWIP | ARPHRD_TUNNEL | ARPHRD_TUNNEL6 | ARPHRD_SIT | ARPHRD_NONE);
+    let slot = if raw { eth_slot + slots::RAW_IP } else { eth_slot };
+    // SAFETY: a tail call on the program's own context; on success it
+    // does not return, on failure the packet is not captured.
+    unsafe { PROGS.tail_call(ctx, slot) };
+    true
+}
 
 /// Namespace inode of the device the packet is on: `skb->dev->nd_net->ns.inum`.
 #[inline(always)]
@@ -32,20 +73,35 @@ pub fn device_netns(ctx: &TcContext) -> u32 {
 
 #[classifier]
 pub fn pkt_ingress(ctx: TcContext) -> i32 {
-    let _ = try_pkt(&ctx, DIR_INGRESS);
+    if !run_filter(&ctx, slots::FILTER_ETH_INGRESS) {
+        let _ = try_pkt(&ctx, DIR_INGRESS);
+    }
     TC_ACT_UNSPEC
 }
 
 #[classifier]
 pub fn pkt_egress(ctx: TcContext) -> i32 {
+    if !run_filter(&ctx, slots::FILTER_ETH_EGRESS) {
+        let _ = try_pkt(&ctx, DIR_EGRESS);
+    }
+    TC_ACT_UNSPEC
+}
+
+/// What a matching ingress filter continues into.
+#[classifier]
+pub fn pkt_ingress_body(ctx: TcContext) -> i32 {
+    let _ = try_pkt(&ctx, DIR_INGRESS);
+    TC_ACT_UNSPEC
+}
+
+#[classifier]
+pub fn pkt_egress_body(ctx: TcContext) -> i32 {
     let _ = try_pkt(&ctx, DIR_EGRESS);
     TC_ACT_UNSPEC
 }
 
+#[inline(always)]
 fn try_pkt(ctx: &TcContext, direction: u8) -> Option<()> {
-    if !crate::filter::packet_matches(ctx, direction) {
-        return None;
-    }
     let scratch = SCRATCH_TC.get_ptr_mut(0)?;
     // SAFETY: ctx.skb.skb points at the program's __sk_buff context.
     let s = unsafe { &*ctx.skb.skb };

@@ -107,6 +107,7 @@ pub async fn run(
         snaplen: packets.as_ref().map_or(0, |p| p.snaplen),
         // Without packets the kernel filters netlink by namespace itself.
         nl_netns: if packets.is_none() { netlink.as_ref().and_then(|n| n.netns) } else { None },
+        pkt_filter: packets.as_ref().is_some_and(|p| !p.filter.is_match_all()),
         ..Default::default()
     };
     if let Some(b) = ring_bytes {

@@ -13,7 +13,7 @@ use crate::{
     ns::{Scope, Selector},
     packets::{DEFAULT_SNAPLEN, PacketsJob},
     tc::{
-        filter::{self, FilterProgram},
+        cbpf::PacketFilter,
         follow::Selection,
     },
     top::{self, MIN_INTERVAL, TopJob},
@@ -128,7 +128,7 @@ fn selection(a: &TcArgs) -> Result<Selection, Error> {
 
 /// The filter of a TC job, as `--filter EXPR` or as trailing words (not
 /// both); refused expressions are usage errors.
-fn filter(a: &TcArgs) -> Result<FilterProgram, Error> {
+fn filter(a: &TcArgs) -> Result<PacketFilter, Error> {
     let expr = match (&a.filter, a.expr.is_empty()) {
         (Some(_), false) => {
             return Err(Error::Usage("give the filter either with --filter or as trailing words, not both".into()));
@@ -136,7 +136,7 @@ fn filter(a: &TcArgs) -> Result<FilterProgram, Error> {
         (Some(f), true) => f.clone(),
         (None, _) => a.expr.join(" "),
     };
-    filter::compile(&expr).map_err(|e| Error::Usage(e.to_string()))
+    PacketFilter::parse(&expr).map_err(|e| Error::Usage(format!("invalid filter \"{}\": {e}", expr.trim())))
 }
 
 fn packets_job(a: &PacketArgs) -> Result<PacketsJob, Error> {
@@ -286,7 +286,12 @@ mod tests {
             j => panic!("{j:?}"),
         }
         assert!(usage(&["packets", "--filter", "tcp", "udp"]).contains("not both"));
-        assert!(usage(&["top", "tcp[13]"]).contains("unsupported filter"));
+        assert!(usage(&["top", "tcp[13"]).starts_with("invalid filter \"tcp[13\": "));
+        // The whole language, not a subset.
+        match plan_of(&["top", "tcp[tcpflags]", "&", "tcp-syn", "!=", "0"]).expect("libpcap accepts it").job {
+            Job::Top(j) => assert_eq!(j.filter.expression(), "tcp[tcpflags] & tcp-syn != 0"),
+            j => panic!("{j:?}"),
+        }
         assert!(usage(&["packets", "-i", " , "]).contains("--iface needs"));
         match plan_of(&["packets", "-i", "veth*, br0"]).expect("plan").job {
             Job::Packets(j) => assert_eq!(j.select.iface_globs, Some(vec!["veth*".to_string(), "br0".to_string()])),

@@ -32,7 +32,7 @@ struct Top {
 /// Counts until `limits` or `stop`.
 pub async fn run(job: TopJob, json: bool, limits: Limits, stop: Shutdown) -> Result<(), Error> {
     // The ring buffer is not used: the smallest one the kernel takes.
-    let mut loaded = load::load_for_job(&LoadOptions { ring_bytes: 4096, top: true, ..Default::default() })?;
+    let mut loaded = load::load_for_job(&LoadOptions { ring_bytes: 4096, top: true, pkt_filter: !job.filter.is_match_all(), ..Default::default() })?;
     let meter = Meter::take(&mut loaded.ebpf)?;
     let Some((tc, first)) = TcSession::start(loaded.ebpf, TOP_PROGRAMS, &job.filter, &job.select, "count", &stop).await? else {
         return Ok(());

@@ -129,6 +129,7 @@ impl KernelBtf {
         set(&mut o.inode_ino, "inode", "i_ino");
         set(&mut o.inode_sb, "inode", "i_sb");
         set(&mut o.sb_magic, "super_block", "s_magic");
+        set(&mut o.dev_type, "net_device", "type");
         (o, missing)
     }
 }

@@ -35,11 +35,13 @@ pub struct LoadOptions {
     /// maps, since the per-CPU flow table is preallocated (about 24 bytes
     /// per flow and CPU).
     pub top: bool,
+    /// A packet filter will be installed: the TC entry programs tail-call it.
+    pub pkt_filter: bool,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { ring_bytes: 16 * 1024 * 1024, snaplen: 0, nl_netns: None, top: false }
+        Self { ring_bytes: 16 * 1024 * 1024, snaplen: 0, nl_netns: None, top: false, pkt_filter: false }
     }
 }
 
@@ -72,7 +74,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         self_tgid: std::process::id(),
         snaplen: opts.snaplen,
         nl_netns: opts.nl_netns.and_then(|i| u32::try_from(i).ok()).unwrap_or(0),
-        _pad: 0,
+        pkt_filter: u32::from(opts.pkt_filter),
     };
     let ring = opts.ring_bytes.next_power_of_two().max(4096);
     let (flows, ifaces) = if opts.top { (TOP_FLOWS_MAX, TOP_IFACES_MAX) } else { (UNUSED_MAP_ENTRIES, UNUSED_MAP_ENTRIES) };

@@ -15,7 +15,7 @@ use std::{path::PathBuf, time::Duration};
 
 pub use event::PacketEvent;
 
-use crate::tc::{filter::FilterProgram, follow::Selection};
+use crate::tc::{cbpf::PacketFilter, follow::Selection};
 
 /// Bytes captured per packet when printing: enough for Ethernet, a VLAN
 /// tag, IPv6 and a TCP header with options.
@@ -42,7 +42,7 @@ pub struct PacketsJob {
     pub write: Option<PathBuf>,
     pub hops: bool,
     /// Runs in the kernel; matches everything when no expression was given.
-    pub filter: FilterProgram,
+    pub filter: PacketFilter,
 }
 
 impl Default for PacketsJob {
@@ -53,7 +53,7 @@ impl Default for PacketsJob {
             snaplen: DEFAULT_SNAPLEN,
             write: None,
             hops: false,
-            filter: FilterProgram::match_all(),
+            filter: PacketFilter::match_all(),
         }
     }
 }

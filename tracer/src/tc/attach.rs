@@ -63,17 +63,22 @@ impl TcMode {
     }
 }
 
-/// The ingress and egress program of a job, by name.
+/// The ingress and egress program of a job, by name, and the bodies a
+/// matching packet filter tail-calls (`tc::cbpf`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProgramPair {
     pub ingress: &'static str,
     pub egress: &'static str,
+    pub ingress_body: &'static str,
+    pub egress_body: &'static str,
 }
 
 /// Copy packets to the ring buffer.
-pub const PACKET_PROGRAMS: ProgramPair = ProgramPair { ingress: p::PKT_INGRESS, egress: p::PKT_EGRESS };
+pub const PACKET_PROGRAMS: ProgramPair =
+    ProgramPair { ingress: p::PKT_INGRESS, egress: p::PKT_EGRESS, ingress_body: p::PKT_INGRESS_BODY, egress_body: p::PKT_EGRESS_BODY };
 /// Count packets per interface and flow in maps.
-pub const TOP_PROGRAMS: ProgramPair = ProgramPair { ingress: p::TOP_INGRESS, egress: p::TOP_EGRESS };
+pub const TOP_PROGRAMS: ProgramPair =
+    ProgramPair { ingress: p::TOP_INGRESS, egress: p::TOP_EGRESS, ingress_body: p::TOP_INGRESS_BODY, egress_body: p::TOP_EGRESS_BODY };
 
 /// How one interface is attached.
 enum How {

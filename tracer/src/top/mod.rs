@@ -25,7 +25,7 @@ use tracer_common::{
 
 use crate::{
     bpf::{MapError, lost::LostCounters},
-    tc::{filter::FilterProgram, follow::Selection},
+    tc::{cbpf::PacketFilter, follow::Selection},
 };
 use counters::{CounterMap, CountersError};
 pub use stats::By;
@@ -39,7 +39,7 @@ pub const MIN_INTERVAL: f64 = 0.05;
 #[derive(Clone, Debug)]
 pub struct TopJob {
     pub select: Selection,
-    pub filter: FilterProgram,
+    pub filter: PacketFilter,
     pub interval: Duration,
     pub by: By,
     pub limit: Option<usize>,
