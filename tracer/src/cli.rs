@@ -119,6 +119,10 @@ pub struct PacketArgs {
     /// (never through a symbolic link; a new file is made 0600).
     #[arg(short = 'w', value_name = "FILE")]
     pub write: Option<PathBuf>,
+    /// Read packets from a pcapng or pcap file (ours or tcpdump's) instead
+    /// of capturing; the filter runs in userspace, as `tcpdump -r` runs it.
+    #[arg(short = 'r', value_name = "FILE", conflicts_with_all = ["all", "netns", "pid", "container", "iface", "hops"])]
+    pub read: Option<PathBuf>,
     /// Show each packet's path across interfaces, with transit times.
     #[arg(long)]
     pub hops: bool,

@@ -91,6 +91,7 @@ pub async fn run(cli: Cli, shutdown: Shutdown) -> Result<i32, Error> {
             require_root()?;
             events::run(Some(nj), None, plan.json, plan.ring_bytes, limits, shutdown).await.map(|_| 0)
         }
+        Job::Packets(pj) if pj.read.is_some() => read_back(&pj, plan.json, limits.count).await.map(|_| 0),
         Job::Packets(pj) => {
             require_root()?;
             events::run(None, Some(pj), plan.json, plan.ring_bytes, limits, shutdown).await.map(|_| 0)
@@ -110,6 +111,23 @@ pub async fn run(cli: Cli, shutdown: Shutdown) -> Result<i32, Error> {
 /// namespaces, paths, arguments): escaped and cut, like all text output.
 pub fn sentence(s: &str) -> Cow<'_, str> {
     text::field(s, text::SENTENCE_MAX)
+}
+
+/// `tracer packets -r FILE`: no kernel involved, no privilege needed.
+async fn read_back(job: &crate::packets::PacketsJob, json: bool, count: Option<u64>) -> Result<(), Error> {
+    use crate::packets::{PacketsError, capfile, pcapng::PcapngOut, readback};
+    let Some(path) = &job.read else { return Ok(()) };
+    let mut out = match &job.write {
+        Some(w) => {
+            let target = capfile::Target::from_arg(w);
+            let Some(file) = capfile::open(&target, std::future::pending::<()>()).await.map_err(PacketsError::from)? else { return Ok(()) };
+            let w = PcapngOut::new(file, job.snaplen).map_err(PacketsError::from)?;
+            readback::ReadOut::Pcapng(Box::new(w))
+        }
+        None => readback::ReadOut::Lines(crate::output::Sink::new(json)),
+    };
+    readback::read(path, &job.filter, &mut out, count).map_err(PacketsError::from)?;
+    Ok(())
 }
 
 fn require_root() -> Result<(), Error> {

@@ -154,7 +154,7 @@ fn packets_job(a: &PacketArgs) -> Result<PacketsJob, Error> {
         None => DEFAULT_SNAPLEN,
     };
     let select = selection(&a.tc)?;
-    Ok(PacketsJob { select, snaplen, write: a.write.clone(), hops: a.hops, filter: filter(&a.tc)? })
+    Ok(PacketsJob { select, snaplen, write: a.write.clone(), hops: a.hops, read: a.read.clone(), filter: filter(&a.tc)? })
 }
 
 fn top_job(a: &TopArgs) -> Result<TopJob, Error> {

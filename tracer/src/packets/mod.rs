@@ -10,6 +10,7 @@ pub mod decode;
 pub mod event;
 pub mod hops;
 pub mod pcapng;
+pub mod readback;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -31,6 +32,8 @@ pub enum PacketsError {
     Pcapng(#[from] pcapng::PcapngError),
     #[error(transparent)]
     Capture(#[from] capfile::CaptureError),
+    #[error(transparent)]
+    Read(#[from] readback::ReadError),
 }
 
 /// The validated form of `tracer packets`.
@@ -41,6 +44,8 @@ pub struct PacketsJob {
     pub snaplen: u32,
     pub write: Option<PathBuf>,
     pub hops: bool,
+    /// `-r FILE`: read this capture instead of capturing.
+    pub read: Option<PathBuf>,
     /// Runs in the kernel; matches everything when no expression was given.
     pub filter: PacketFilter,
 }
@@ -53,6 +58,7 @@ impl Default for PacketsJob {
             snaplen: DEFAULT_SNAPLEN,
             write: None,
             hops: false,
+            read: None,
             filter: PacketFilter::match_all(),
         }
     }
