@@ -247,6 +247,14 @@ fn command(rig: &Rig, mode: &Mode) -> Option<(Command, &'static str)> {
     Some((c, "ready"))
 }
 
+/// A filter with many of libpcap's primitive kinds (ancillary VLAN loads,
+/// byte offsets and masks, addresses, lengths) that still keeps every
+/// packet of the bench's traffic, so that only the filter's cost differs
+/// from `packets-w`. `{B}` is replaced.
+const COMPLEX_FILTER: &str = "not (ether broadcast or ether multicast or vlan or arp or ip6 or icmp) \
+and (tcp[tcpflags] & tcp-rst == 0 or udp) and ip[6:2] & 0x1fff == 0 and ip[0] & 0xf >= 5 \
+and (host {B} or net 10.0.0.0/8) and greater 0 and not portrange 1-19";
+
 /// The modes of the throughput table, keyed for `--modes`. `{A}` is the
 /// sender's namespace, `{B}` the receiver's address, `{pcapng}` a file.
 pub fn modes(rig: &Rig) -> Vec<Mode> {
@@ -265,6 +273,14 @@ pub fn modes(rig: &Rig) -> Vec<Mode> {
         tr("top-flow", "`tracer top --by flow --json`", &["top", "--by", "flow", "--json"], Out::TopRows, Scope::Stream),
         tr("top-filter", "`tracer top --json host B` (filter)", &["top", "--json", "host", "{B}"], Out::TopRows, Scope::Stream),
         tr("packets-w", "`tracer packets --netns A -w FILE`", &["packets", "--netns", "{A}", "-w", "{pcapng}"], Out::Null, Scope::SenderIface),
+        tr("packets-w-host", "`tracer packets --netns A -w FILE host B` (simple filter)", &["packets", "--netns", "{A}", "-w", "{pcapng}", "host", "{B}"], Out::Null, Scope::SenderIface),
+        tr(
+            "packets-w-complex",
+            "`tracer packets --netns A -w FILE` + a 10-term filter",
+            &["packets", "--netns", "{A}", "-w", "{pcapng}", "--filter", COMPLEX_FILTER],
+            Out::Null,
+            Scope::SenderIface,
+        ),
         tr("packets-json", "`tracer packets --netns A --json > FILE`", &["packets", "--netns", "{A}", "--json"], Out::File, Scope::SenderIface),
         tr("packets-all-w", "`tracer packets --all -w FILE` (4 interfaces)", &["packets", "--all", "-w", "{pcapng}"], Out::Null, Scope::Stream),
         Mode { key: "tcpdump", label: "`tcpdump -w FILE` in A".into(), args: None, tcpdump: true, out: Out::Null, scope: Scope::SenderIface },

@@ -23,7 +23,7 @@ use crate::{
     },
     netlink::{self, Correlator, NetlinkJob},
     output::{Sink, Stream},
-    packets::{DRAIN_INTERVAL, PacketEvent, PacketsError, PacketsJob, capfile, hops, pcapng},
+    packets::{DRAIN_INTERVAL, PacketEvent, PacketsError, PacketsJob, capfile, hops, pcapng, rotate},
     sys::{
         clock::{self, Clock},
         shutdown::Shutdown,
@@ -86,7 +86,16 @@ pub async fn run(
 ) -> Result<(), Error> {
     // The capture target first: a refused path fails before anything is
     // loaded, and a FIFO's reader is waited for (stoppable) before attaching.
-    let target = packets.as_ref().and_then(|p| p.write.as_deref()).map(capfile::Target::from_arg);
+    // With -C/-G/-W the first file's name is made as tcpdump makes it.
+    let mut rotator = packets
+        .as_ref()
+        .filter(|p| p.rotation != Default::default())
+        .and_then(|p| Some(rotate::Rotator::new(p.write.as_deref()?, p.rotation)));
+    let first = rotator.as_mut().map(rotate::Rotator::first);
+    let target = match first {
+        Some(f) => Some(capfile::Target::Path(f)),
+        None => packets.as_ref().and_then(|p| p.write.as_deref()).map(capfile::Target::from_arg),
+    };
     let capture = match &target {
         Some(t) => {
             let (deadline, asked) = (limits.deadline(), stop.clone().wait());
@@ -123,7 +132,11 @@ pub async fn run(
     let out = match capture {
         Some(f) => {
             let snaplen = packets.as_ref().map_or(0, |p| p.snaplen);
-            Out::Pcapng(pcapng::PcapngOut::new(f, snaplen).map_err(PacketsError::from)?, Sink::to(json, lines))
+            let mut w = pcapng::PcapngOut::new(f, snaplen).map_err(PacketsError::from)?;
+            if let Some(r) = rotator {
+                w = w.rotating(r);
+            }
+            Out::Pcapng(w, Sink::to(json, lines))
         }
         None => Out::Sink(Sink::new(json)),
     };
@@ -276,7 +289,10 @@ impl Running for Events {
                 // After every drain: a reader on a pipe sees packets live.
                 w.flush().map_err(PacketsError::from)?;
                 sink.flush()?;
-                if w.reader_gone && !last {
+                if w.files_done && !last {
+                    text::warn(&format!("the last of the -W {} files is complete; stopping", w.files));
+                    step.done = true;
+                } else if w.reader_gone && !last {
                     let what = self.target.as_ref().map(capfile::Target::describe).unwrap_or_default();
                     text::warn(&format!("the reader of {what} closed it; stopping"));
                     step.done = true;

@@ -11,7 +11,10 @@ use crate::{
     cli::{self, Cli, Command, NetlinkArgs, PacketArgs, TcArgs, TopArgs},
     netlink::{NetlinkJob, decode},
     ns::{Scope, Selector},
-    packets::{DEFAULT_SNAPLEN, PacketsJob},
+    packets::{
+        DEFAULT_SNAPLEN, PacketsJob,
+        rotate::{self, Rotation},
+    },
     tc::{
         cbpf::PacketFilter,
         follow::Selection,
@@ -154,7 +157,27 @@ fn packets_job(a: &PacketArgs) -> Result<PacketsJob, Error> {
         None => DEFAULT_SNAPLEN,
     };
     let select = selection(&a.tc)?;
-    Ok(PacketsJob { select, snaplen, write: a.write.clone(), hops: a.hops, read: a.read.clone(), filter: filter(&a.tc)? })
+    let rotation = rotation(a)?;
+    Ok(PacketsJob { select, snaplen, write: a.write.clone(), hops: a.hops, read: a.read.clone(), rotation, filter: filter(&a.tc)? })
+}
+
+/// `-C`, `-G`, `-W` as tcpdump takes them.
+fn rotation(a: &PacketArgs) -> Result<Rotation, Error> {
+    let size = a.file_size.as_deref().map(rotate::parse_size).transpose().map_err(Error::Usage)?;
+    if a.rotate_seconds == Some(0) {
+        return Err(Error::Usage("-G needs a number of seconds above 0".into()));
+    }
+    let every = a.rotate_seconds.map(Duration::from_secs);
+    if a.file_count.is_some() && size.is_none() && every.is_none() {
+        return Err(Error::Usage("-W needs -C or -G".into()));
+    }
+    if a.file_count == Some(0) {
+        return Err(Error::Usage("-W needs a number of files above 0".into()));
+    }
+    if (size.is_some() || every.is_some()) && a.write.as_deref().is_some_and(|w| w.as_os_str() == "-") {
+        return Err(Error::Usage("-C and -G need a file name for -w, not standard output".into()));
+    }
+    Ok(Rotation { size, every, files: a.file_count })
 }
 
 fn top_job(a: &TopArgs) -> Result<TopJob, Error> {

@@ -11,6 +11,7 @@ pub mod event;
 pub mod hops;
 pub mod pcapng;
 pub mod readback;
+pub mod rotate;
 
 use std::{path::PathBuf, time::Duration};
 
@@ -44,6 +45,8 @@ pub struct PacketsJob {
     pub snaplen: u32,
     pub write: Option<PathBuf>,
     pub hops: bool,
+    /// `-C`/`-G`/`-W` for `write`.
+    pub rotation: rotate::Rotation,
     /// `-r FILE`: read this capture instead of capturing.
     pub read: Option<PathBuf>,
     /// Runs in the kernel; matches everything when no expression was given.
@@ -59,6 +62,7 @@ impl Default for PacketsJob {
             write: None,
             hops: false,
             read: None,
+            rotation: rotate::Rotation::default(),
             filter: PacketFilter::match_all(),
         }
     }

@@ -9,6 +9,8 @@
 //! libpcap, and so tcpdump, refuses a file whose interfaces differ in link
 //! type. When the reader of a pipe goes away (EPIPE), writing stops and
 //! [`PcapngOut::reader_gone`] says so: the tracer then stops cleanly.
+//! With `-C`/`-G`/`-W` ([`super::rotate`]) a new file is started, with its
+//! own section and interface blocks, when the rotation says so.
 
 use std::{
     borrow::Cow,
@@ -31,7 +33,10 @@ use pcap_file::{
 };
 use tracer_common::packet::DIR_INGRESS;
 
-use super::PacketEvent;
+use super::{
+    PacketEvent, capfile,
+    rotate::{Next, Rotator},
+};
 
 /// EPB flags, bits 0-1: the direction (RFC draft-ietf-opsawg-pcapng, 4.3.1).
 const EPB_INBOUND: u32 = 0b01;
@@ -43,6 +48,8 @@ pub enum PcapngError {
     Write(#[from] pcap_file::PcapError),
     #[error("cannot write the pcapng file: {0}")]
     Io(#[from] io::Error),
+    #[error(transparent)]
+    Rotate(#[from] capfile::CaptureError),
 }
 
 pub struct PcapngOut {
@@ -56,12 +63,17 @@ pub struct PcapngOut {
     buffered: u64,
     /// The reader of a pipe or FIFO closed it: nothing more is written.
     pub reader_gone: bool,
+    rotator: Option<Rotator>,
+    /// `-G` with `-W`: the last file is complete; nothing more is written.
+    pub files_done: bool,
+    /// Files started (1 without rotation).
+    pub files: u32,
 }
 
 fn broken_pipe(e: &PcapngError) -> bool {
     let io = match e {
         PcapngError::Io(e) | PcapngError::Write(pcap_file::PcapError::IoError(e)) => e,
-        PcapngError::Write(_) => return false,
+        PcapngError::Write(_) | PcapngError::Rotate(_) => return false,
     };
     io.kind() == io::ErrorKind::BrokenPipe
 }
@@ -70,6 +82,29 @@ impl PcapngOut {
     /// Writes the section header to `file` (and flushes it, so that a
     /// reader on a pipe sees a valid stream at once).
     pub fn new(file: File, snaplen: u32) -> Result<Self, PcapngError> {
+        // Room for a VLAN tag put back or an Ethernet header made up.
+        let mut out = Self {
+            w: Self::writer(file)?,
+            ids: HashMap::new(),
+            snaplen: snaplen + 18,
+            packets: 0,
+            buffered: 0,
+            reader_gone: false,
+            rotator: None,
+            files_done: false,
+            files: 1,
+        };
+        out.flush()?;
+        Ok(out)
+    }
+
+    /// Rotates as `r` says from now on (the first file is the one given to [`Self::new`]).
+    pub fn rotating(mut self, r: Rotator) -> Self {
+        self.rotator = Some(r);
+        self
+    }
+
+    fn writer(file: File) -> Result<PcapNgWriter<BufWriter<File>>, PcapngError> {
         let section = SectionHeaderBlock {
             endianness: Endianness::native(),
             options: vec![
@@ -78,11 +113,38 @@ impl PcapngOut {
             ],
             ..Default::default()
         };
-        let w = PcapNgWriter::with_section_header(BufWriter::new(file), section)?;
-        // Room for a VLAN tag put back or an Ethernet header made up.
-        let mut out = Self { w, ids: HashMap::new(), snaplen: snaplen + 18, packets: 0, buffered: 0, reader_gone: false };
-        out.flush()?;
-        Ok(out)
+        Ok(PcapNgWriter::with_section_header(BufWriter::new(file), section)?)
+    }
+
+    /// Starts the next file when the rotation says so.
+    fn rotate(&mut self) -> Result<(), PcapngError> {
+        let Some(r) = &mut self.rotator else { return Ok(()) };
+        let len = if r.rotation.size.is_some() {
+            let buffered = self.w.get_ref().buffer().len() as u64;
+            self.w.get_ref().get_ref().metadata()?.len() + buffered
+        } else {
+            0
+        };
+        match r.next(len) {
+            Next::Same => Ok(()),
+            Next::Stop => {
+                self.files_done = true;
+                Ok(())
+            }
+            Next::Open(path) => {
+                self.flush()?;
+                let file = match capfile::open_now(&capfile::Target::Path(path.clone()))? {
+                    capfile::Opened::File(f) => f,
+                    capfile::Opened::NoReader => {
+                        return Err(capfile::CaptureError::Open { path: path.display().to_string(), source: io::ErrorKind::WouldBlock.into() }.into());
+                    }
+                };
+                self.w = Self::writer(file)?;
+                self.ids.clear();
+                self.files += 1;
+                Ok(())
+            }
+        }
     }
 
     /// `r`, except that a broken pipe ends the output instead of failing.
@@ -131,6 +193,10 @@ impl PcapngOut {
     }
 
     fn write_block(&mut self, e: &PacketEvent) -> Result<(), PcapngError> {
+        self.rotate()?;
+        if self.files_done {
+            return Ok(());
+        }
         let interface_id = self.interface_id(e)?;
         let (data, original_len) = if e.ethernet {
             (Cow::Borrowed(&e.frame[..]), e.len)
