@@ -392,3 +392,122 @@ fn refused_expressions_give_libpcaps_sentence_and_exit_2() {
         }
     }
 }
+
+/// Packets in a capture file, as tcpdump counts them (it refuses a file that is not complete).
+fn count_in(file: &Path) -> usize {
+    read_frames(&file.display().to_string()).len()
+}
+
+fn files_in(dir: &Path, prefix: &str) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .expect("dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix)))
+        .collect();
+    v.sort();
+    v
+}
+
+fn written(t: &Tracer) -> usize {
+    let err = t.stderr();
+    let line = err.lines().find(|l| l.contains("packets written to")).unwrap_or_else(|| panic!("no count line: {err}"));
+    line.split_whitespace().next().and_then(|n| n.parse().ok()).expect("a count")
+}
+
+#[test]
+fn size_rotation_makes_complete_files_and_a_ring_keeps_w_of_them() {
+    if !need_root() {
+        return;
+    }
+    let lab = Lab::new(2);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    let dir = std::env::temp_dir().join(format!("tracer-rotate-{}", lab.id));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (all, ring) = (dir.join("all.pcapng"), dir.join("ring.pcapng"));
+    let (all_s, ring_s) = (all.display().to_string(), ring.display().to_string());
+    let mut t_all = Tracer::start(&["packets", "--netns", &b.name, "-i", "eth0", "-B", "1024", "-w", &all_s, "-C", "10k", "icmp"]);
+    let mut t_ring = Tracer::start(&["packets", "--netns", &b.name, "-i", "eth0", "-B", "1024", "-w", &ring_s, "-C", "10k", "-W", "3", "icmp"]);
+    a.sh(&format!("ping -c 100 -i 0.01 -s 500 -q {}", b.ip));
+    std::thread::sleep(SETTLE);
+    assert_eq!(t_all.stop(), 0, "{}", t_all.stderr());
+    assert_eq!(t_ring.stop(), 0, "{}", t_ring.stderr());
+    // 200 packets of ~650 bytes in 10 KiB files: about 13 of them, all,
+    // first without a number, then 1, 2, ... as tcpdump names them.
+    let files = files_in(&dir, "all.pcapng");
+    assert!(files.len() >= 10, "{files:?}");
+    for (i, f) in files.iter().enumerate() {
+        let want = if i == 0 { all.clone() } else { dir.join(format!("all.pcapng{i}")) };
+        assert!(files.contains(&want), "{want:?} missing from {files:?}");
+    }
+    let total: usize = files.iter().map(|f| count_in(f)).sum();
+    assert_eq!(total, 200, "every echo and reply, once, across the files");
+    assert_eq!(written(&t_all), 200);
+    for f in &files {
+        let len = std::fs::metadata(f).expect("meta").len();
+        // A file is closed at the first packet that finds it over 10 KiB.
+        assert!(len < 10 * 1024 + 2048, "{f:?}: {len} bytes");
+    }
+    // The ring: exactly ring.pcapng0..2, each complete, holding the last packets.
+    let files = files_in(&dir, "ring.pcapng");
+    assert_eq!(files, (0..3).map(|i| dir.join(format!("ring.pcapng{i}"))).collect::<Vec<_>>());
+    let kept: usize = files.iter().map(|f| count_in(f)).sum();
+    assert!(kept > 0 && kept < 200, "the ring kept {kept}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn time_rotation_names_files_by_strftime_and_stops_after_w() {
+    if !need_root() {
+        return;
+    }
+    let lab = Lab::new(2);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    let dir = std::env::temp_dir().join(format!("tracer-rotate-g-{}", lab.id));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let pattern = dir.join("g-%s.pcapng").display().to_string();
+    let mut t = Tracer::start(&["packets", "--netns", &b.name, "-i", "eth0", "-B", "1024", "-w", &pattern, "-G", "1", "-W", "2", "icmp"]);
+    let mut ping = a.spawn(&format!("ping -i 0.1 -w 6 {}", b.ip));
+    // The second file is complete at the first packet after two periods: the tracer stops itself.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while !t.stderr().contains("files is complete; stopping") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(t.stderr().contains("the last of the -W 2 files is complete; stopping"), "{}", t.stderr());
+    assert_eq!(t.stop(), 0);
+    let _ = ping.kill();
+    let _ = ping.wait();
+    let files = files_in(&dir, "g-");
+    assert_eq!(files.len(), 2, "{files:?}");
+    for f in &files {
+        let name = f.file_name().expect("name").to_string_lossy().into_owned();
+        let secs: u64 = name.trim_start_matches("g-").trim_end_matches(".pcapng").parse().unwrap_or_else(|_| panic!("{name}: no %s"));
+        assert!(secs > 1_600_000_000);
+        assert!(count_in(f) > 0, "{name} holds packets");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn tshark_reads_packets_live_through_a_pipe() {
+    if !need_root() {
+        return;
+    }
+    let lab = Lab::new(2);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    let cmd = format!(
+        "{} packets --netns {} -i eth0 -w - -c 6 icmp | tshark -r - -T fields -e icmp.type 2>/dev/null",
+        tracer_tests::tracer_bin().display(),
+        b.name
+    );
+    let mut pipe = Command::new("sh").args(["-c", &cmd]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("pipeline");
+    std::thread::sleep(Duration::from_secs(2));
+    a.sh(&format!("ping -c 3 -i 0.2 -q {}", b.ip));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pipe.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "the pipeline did not end after 6 packets");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = pipe.wait_with_output().expect("output");
+    let types: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+    assert_eq!(types, ["8", "0", "8", "0", "8", "0"], "stderr: {}", String::from_utf8_lossy(&out.stderr));
+}

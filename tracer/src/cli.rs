@@ -121,15 +121,15 @@ pub struct PacketArgs {
     pub write: Option<PathBuf>,
     /// With -w: start a new file when the current one is larger than SIZE
     /// millions of bytes (k, m, g: KiB, MiB, GiB), named FILE, FILE1, FILE2...
-    #[arg(short = 'C', value_name = "SIZE", requires = "write")]
+    #[arg(short = 'C', value_name = "SIZE")]
     pub file_size: Option<String>,
     /// With -w: start a new file every SECS seconds; FILE is a strftime(3)
     /// pattern, e.g. `cap-%H%M%S.pcapng`.
-    #[arg(short = 'G', value_name = "SECS", requires = "write")]
+    #[arg(short = 'G', value_name = "SECS")]
     pub rotate_seconds: Option<u64>,
     /// With -C: keep at most N files, overwriting the first ones (a ring);
     /// with -G: stop after N files.
-    #[arg(short = 'W', value_name = "N", requires = "write")]
+    #[arg(short = 'W', value_name = "N")]
     pub file_count: Option<u32>,
     /// Read packets from a pcapng or pcap file (ours or tcpdump's) instead
     /// of capturing; the filter runs in userspace, as `tcpdump -r` runs it.

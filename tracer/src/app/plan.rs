@@ -168,6 +168,9 @@ fn rotation(a: &PacketArgs) -> Result<Rotation, Error> {
         return Err(Error::Usage("-G needs a number of seconds above 0".into()));
     }
     let every = a.rotate_seconds.map(Duration::from_secs);
+    if (size.is_some() || every.is_some() || a.file_count.is_some()) && a.write.is_none() {
+        return Err(Error::Usage("-C, -G and -W rotate the files of -w FILE: give -w".into()));
+    }
     if a.file_count.is_some() && size.is_none() && every.is_none() {
         return Err(Error::Usage("-W needs -C or -G".into()));
     }
