@@ -63,7 +63,7 @@ pub struct PcapngOut {
     buffered: u64,
     /// The reader of a pipe or FIFO closed it: nothing more is written.
     pub reader_gone: bool,
-    rotator: Option<Rotator>,
+    rotator: Option<Box<Rotator>>,
     /// `-G` with `-W`: the last file is complete; nothing more is written.
     pub files_done: bool,
     /// Files started (1 without rotation).
@@ -100,7 +100,7 @@ impl PcapngOut {
 
     /// Rotates as `r` says from now on (the first file is the one given to [`Self::new`]).
     pub fn rotating(mut self, r: Rotator) -> Self {
-        self.rotator = Some(r);
+        self.rotator = Some(Box::new(r));
         self
     }
 
