@@ -26,8 +26,6 @@ pub mod maps {
     pub const SCRATCH_TC: &str = "SCRATCH_TC";
     /// In-flight netlink receives, keyed by pid_tgid.
     pub const NL_RECV_ARGS: &str = "NL_RECV_ARGS";
-    /// The packet filter: an array of one [`super::packet::FilterTable`].
-    pub const PKT_FILTER: &str = "PKT_FILTER";
     /// The program array the TC entry programs tail-call through: the
     /// libpcap filters and the capture bodies, slots in [`super::slots`].
     pub const PROGS: &str = "PROGS";
@@ -248,8 +246,6 @@ mod pod {
     unsafe impl aya::Pod for super::netlink::NetlinkAck {}
     unsafe impl aya::Pod for super::netlink::RecvArgs {}
     unsafe impl aya::Pod for super::packet::PacketMeta {}
-    unsafe impl aya::Pod for super::packet::FilterInsn {}
-    unsafe impl aya::Pod for super::packet::FilterTable {}
     unsafe impl aya::Pod for super::top::IfaceKey {}
     unsafe impl aya::Pod for super::top::FlowKey {}
     unsafe impl aya::Pod for super::top::Counters {}

@@ -2,14 +2,14 @@
 //! interfaces in many namespaces ([`attach`], with [`clsact`], [`journal`]
 //! and [`stale`] for kernels without TCX), the thread that follows namespaces and
 //! interfaces as they come and go ([`follow`]) and names them ([`topology`]), and the in-kernel packet
-//! filter (libpcap's code in the kernel: [`cbpf`]; [`filter`] keeps the
-//! flow-key parser's userspace twin and protocol names); and the
+//! filter (libpcap's code in the kernel: [`cbpf`]), the flow key of `top`
+//! as userspace reads it ([`flowkey`]); and the
 //! start-up sequence all of them take, once ([`session`]).
 
 pub mod attach;
 pub mod cbpf;
 pub mod clsact;
-pub mod filter;
+pub mod flowkey;
 pub mod follow;
 pub mod journal;
 pub mod session;

@@ -19,7 +19,7 @@ use tracer_common::{
 use super::counters::Total;
 use crate::{
     ns::NetnsId,
-    tc::{filter::proto_name, topology::Topology},
+    tc::{flowkey::proto_name, topology::Topology},
 };
 
 /// Packets and bytes.
