@@ -21,8 +21,9 @@ impl PacketFilter {
     }
 
     /// Checks `text` with libpcap. Checked as a capture file's code first
-    /// (no privilege needed); what only a live capture has (`inbound`,
-    /// `ifindex`) is then checked as the kernel's, where that can be asked.
+    /// (no privilege needed); what libpcap refuses only on a file
+    /// (`inbound`, `ifindex`) is then checked as the kernel's, where that
+    /// can be asked (root).
     pub fn parse(text: &str) -> Result<Self, CompileError> {
         let expr = text.trim();
         if expr.is_empty() {
@@ -30,6 +31,10 @@ impl PacketFilter {
         }
         match Filter::compile(expr, LinkType::Ethernet, Dialect::File) {
             Ok(_) => {}
+            // libpcap's words for what only a live capture has (`inbound`,
+            // `ifindex`): opening the live handle costs a packet socket, so
+            // only then.
+            Err(file_err @ CompileError::Expression(_)) if !file_err.to_string().contains("when reading savefiles") => return Err(file_err),
             Err(file_err @ CompileError::Expression(_)) => match Filter::compile(expr, LinkType::Ethernet, Dialect::Kernel) {
                 Ok(_) => {}
                 Err(CompileError::Handle(_)) => return Err(file_err),
