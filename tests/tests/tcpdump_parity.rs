@@ -343,6 +343,9 @@ fn tracer_keeps_what_tcpdump_keeps_live_and_from_a_file() {
 
     let mut failures = Vec::new();
     let mut kept_counts = Vec::new();
+    // tcpdump's own capture of everything, for `-r` on a file of tcpdump's (classic pcap).
+    let everything = dir.join("everything.pcap").display().to_string();
+    let mut whole = Some(tcpdump(b, "", &everything));
     for (batch_no, batch) in exprs.chunks(8).enumerate() {
         let mut running = Vec::new();
         for (i, expr) in batch.iter().enumerate() {
@@ -355,6 +358,9 @@ fn tracer_keeps_what_tcpdump_keeps_live_and_from_a_file() {
         }
         send(a, &frames, &dir);
         std::thread::sleep(SETTLE);
+        if let Some(w) = whole.take() {
+            stop(w);
+        }
         for (expr, mut t, d, ours, theirs) in running {
             stop(d);
             assert_eq!(t.stop(), 0, "tracer {expr:?}: {}", t.stderr());
@@ -379,6 +385,18 @@ fn tracer_keeps_what_tcpdump_keeps_live_and_from_a_file() {
             if read_frames(&back) != read_frames(&tcpdump_back) {
                 failures.push(format!("-r {expr:?}: tracer kept {}, tcpdump {}", read_frames(&back).len(), read_frames(&tcpdump_back).len()));
             }
+        }
+    }
+    let all = read_frames(&everything);
+    assert!(all.len() >= frames.len(), "tcpdump saw {} of {} frames", all.len(), frames.len());
+    for expr in &exprs {
+        let (code, _, err) = tracer_run(&["packets", "-r", &everything, "-w", &format!("{everything}.r.pcapng"), "--filter", expr]);
+        assert_eq!(code, 0, "tracer packets -r {everything} {expr:?}: {err}");
+        let want = Command::new("tcpdump").args(["-r", &everything, "-w", &format!("{everything}.t.pcap"), expr]).stderr(Stdio::null()).status().expect("tcpdump -r");
+        assert!(want.success());
+        let (mine, theirs) = (read_frames(&format!("{everything}.r.pcapng")), read_frames(&format!("{everything}.t.pcap")));
+        if mine != theirs {
+            failures.push(format!("-r tcpdump's file {expr:?}: tracer kept {}, tcpdump {}", mine.len(), theirs.len()));
         }
     }
     let _ = std::fs::remove_dir_all(&dir);

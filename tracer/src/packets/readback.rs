@@ -60,6 +60,8 @@ pub enum ReadOut {
 struct Iface {
     link: Option<LinkType>,
     name: String,
+    /// `if_tsresol`: the unit of its timestamps (default 6, microseconds).
+    ts_resol: u8,
 }
 
 /// Reads `path` to the end (or `count` packets kept); returns how many were kept.
@@ -79,11 +81,15 @@ pub fn read(path: &Path, filter: &PacketFilter, out: &mut ReadOut, count: Option
             match block.map_err(fmt)? {
                 Block::SectionHeader(_) => ifaces.clear(),
                 Block::InterfaceDescription(idb) => {
-                    let name = idb.options.iter().find_map(|o| match o {
-                        InterfaceDescriptionOption::IfName(n) => Some(n.to_string()),
-                        _ => None,
-                    });
-                    ifaces.push(Iface { link: link_of(idb.linktype), name: name.unwrap_or_default() });
+                    let (mut name, mut ts_resol) = (String::new(), 6);
+                    for o in &idb.options {
+                        match o {
+                            InterfaceDescriptionOption::IfName(n) => name = n.to_string(),
+                            InterfaceDescriptionOption::IfTsResol(r) => ts_resol = *r,
+                            _ => {}
+                        }
+                    }
+                    ifaces.push(Iface { link: link_of(idb.linktype), name, ts_resol });
                 }
                 Block::EnhancedPacket(epb) => {
                     let Some(iface) = ifaces.get(epb.interface_id as usize).cloned() else {
@@ -97,7 +103,8 @@ pub fn read(path: &Path, filter: &PacketFilter, out: &mut ReadOut, count: Option
                             _ => {}
                         }
                     }
-                    let ts = u64::try_from(epb.timestamp.as_nanos()).unwrap_or(u64::MAX);
+                    // pcap-file hands the raw count over as nanoseconds.
+                    let ts = to_ns(epb.timestamp.as_nanos(), iface.ts_resol);
                     if run.packet(&iface, ts, &epb.data, epb.original_len, flags, comment.as_deref())? {
                         break;
                     }
@@ -113,7 +120,7 @@ pub fn read(path: &Path, filter: &PacketFilter, out: &mut ReadOut, count: Option
         }
     } else {
         let mut r = PcapReader::new(BufReader::new(file)).map_err(fmt)?;
-        let iface = Iface { link: link_of(r.header().datalink), name: String::new() };
+        let iface = Iface { link: link_of(r.header().datalink), name: String::new(), ts_resol: 9 };
         while let Some(p) = r.next_packet() {
             let p = p.map_err(fmt)?;
             let ts = u64::try_from(p.timestamp.as_nanos()).unwrap_or(u64::MAX);
@@ -127,6 +134,20 @@ pub fn read(path: &Path, filter: &PacketFilter, out: &mut ReadOut, count: Option
         ReadOut::Pcapng(w) => w.flush().map_err(|e| ReadError::Write(e.to_string()))?,
     }
     Ok(run.kept)
+}
+
+/// A pcapng timestamp of `raw` units of `if_tsresol` `resol` (10^-n
+/// seconds, or 2^-n with the high bit set), in nanoseconds.
+fn to_ns(raw: u128, resol: u8) -> u64 {
+    let n = u32::from(resol & 0x7f);
+    let ns = if resol & 0x80 != 0 {
+        (raw.saturating_mul(1_000_000_000)).checked_shr(n).unwrap_or(0)
+    } else if n <= 9 {
+        raw.saturating_mul(10u128.pow(9 - n))
+    } else {
+        raw / 10u128.checked_pow(n - 9).unwrap_or(u128::MAX)
+    };
+    u64::try_from(ns).unwrap_or(u64::MAX)
 }
 
 fn link_of(dl: DataLink) -> Option<LinkType> {
@@ -219,8 +240,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn timestamps_in_every_resolution() {
+        assert_eq!(to_ns(1_500_000, 6), 1_500_000_000);
+        assert_eq!(to_ns(7, 9), 7);
+        assert_eq!(to_ns(3, 0), 3_000_000_000);
+        assert_eq!(to_ns(1 << 20, 0x80 | 20), 1_000_000_000);
+        assert_eq!(to_ns(u128::MAX, 6), u64::MAX);
+        assert_eq!(to_ns(5_000, 12), 5);
+        assert_eq!(to_ns(1, 127), 0);
+    }
+
+    #[test]
     fn our_comments_name_namespace_container_and_direction() {
-        let iface = Iface { link: Some(LinkType::Ethernet), name: "web/eth0".into() };
+        let iface = Iface { link: Some(LinkType::Ethernet), name: "web/eth0".into(), ts_resol: 9 };
         let c = "netns=web inode=4026532000 container=web ifname=eth0 direction=egress";
         let e = event(&iface, LinkType::Ethernet, 5, &[0u8; 60], 60, 0, Some(c));
         assert_eq!((e.netns.inode, e.netns.name.as_deref(), e.ifname.as_str(), e.direction), (4026532000, Some("web"), "eth0", DIR_EGRESS));
