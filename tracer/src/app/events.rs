@@ -129,7 +129,7 @@ pub async fn run(
     let reader = Reader::new(&mut loaded.ebpf)?;
     // With `-w -` stdout carries pcapng: every line goes to stderr.
     let lines = if target == Some(capfile::Target::Stdout) { Stream::Stderr } else { Stream::Stdout };
-    let out = match capture {
+    let mut out = match capture {
         Some(f) => {
             let snaplen = packets.as_ref().map_or(0, |p| p.snaplen);
             let mut w = pcapng::PcapngOut::new(f, snaplen).map_err(PacketsError::from)?;
@@ -145,6 +145,11 @@ pub async fn run(
             let Some((tc, first)) = TcSession::start(loaded.ebpf, PACKET_PROGRAMS, &p.filter, &p.select, "trace", &stop).await? else {
                 return Ok(());
             };
+            // -G's first period starts with the capture, not when the file
+            // was opened before loading (which can take a second or more).
+            if let Out::Pcapng(w, _) = &mut out {
+                w.start_period();
+            }
             let what = if netlink.is_some() { "netlink audit and packets" } else { "packets" };
             let ready = format!(
                 "tracing {what} on {} interfaces in {} namespaces ({})",

@@ -104,6 +104,13 @@ impl PcapngOut {
         self
     }
 
+    /// Restarts `-G`'s clock for the current file: the capture begins now.
+    pub fn start_period(&mut self) {
+        if let Some(r) = &mut self.rotator {
+            r.start_period();
+        }
+    }
+
     fn writer(file: File) -> Result<PcapNgWriter<BufWriter<File>>, PcapngError> {
         let section = SectionHeaderBlock {
             endianness: Endianness::native(),

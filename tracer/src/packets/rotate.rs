@@ -41,7 +41,8 @@ pub struct Rotator {
     size_count: u32,
     /// `-G`'s file number.
     time_count: u32,
-    /// When the current file was opened (Unix seconds).
+    /// When the current file's period began (Unix nanoseconds: a period
+    /// is measured to the nanosecond, not from a whole second as tcpdump's).
     opened_at: i64,
 }
 
@@ -78,8 +79,10 @@ fn pad_digits(files: Option<u32>) -> usize {
     }
 }
 
-fn now_secs() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+const NS: i64 = 1_000_000_000;
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// strftime(3) of `pattern` at `t` in local time (the pattern as it is
@@ -107,13 +110,13 @@ fn strftime(pattern: &str, t: i64) -> String {
 
 impl Rotator {
     pub fn new(base: &Path, rotation: Rotation) -> Self {
-        Self { base: base.to_string_lossy().into_owned(), rotation, size_count: 0, time_count: 0, opened_at: now_secs() }
+        Self { base: base.to_string_lossy().into_owned(), rotation, size_count: 0, time_count: 0, opened_at: now_ns() }
     }
 
     /// tcpdump's MakeFilename: strftime with `-G`, then the count, padded
     /// with `-W`; the count is left out for the first file without `-W`.
     fn name(&self, count: u32, at: i64) -> PathBuf {
-        let base = if self.rotation.every.is_some() { strftime(&self.base, at) } else { self.base.clone() };
+        let base = if self.rotation.every.is_some() { strftime(&self.base, at / NS) } else { self.base.clone() };
         let digits = pad_digits(self.rotation.files.filter(|_| self.rotation.size.is_some()));
         if count == 0 && digits == 0 {
             return PathBuf::from(base);
@@ -123,18 +126,23 @@ impl Rotator {
 
     /// The first file's name (now).
     pub fn first(&mut self) -> PathBuf {
-        self.opened_at = now_secs();
+        self.opened_at = now_ns();
         self.name(0, self.opened_at)
+    }
+
+    /// The current file's period starts now.
+    pub fn start_period(&mut self) {
+        self.opened_at = now_ns();
     }
 
     /// Before a packet: `file_len` is the current file's size so far.
     pub fn next(&mut self, file_len: u64) -> Next {
-        self.next_at(file_len, now_secs())
+        self.next_at(file_len, now_ns())
     }
 
     fn next_at(&mut self, file_len: u64, now: i64) -> Next {
         if let Some(every) = self.rotation.every
-            && now.saturating_sub(self.opened_at) >= every.as_secs() as i64
+            && now.saturating_sub(self.opened_at) >= i64::try_from(every.as_nanos()).unwrap_or(i64::MAX)
         {
             self.time_count += 1;
             if self.rotation.files.is_some_and(|w| self.time_count >= w) {
@@ -196,8 +204,8 @@ mod tests {
         let first = t.first();
         assert!(first.to_string_lossy().starts_with("/x/cap-20"), "{first:?}");
         let at = t.opened_at;
-        assert_eq!(t.next_at(0, at + 9), Next::Same);
-        assert!(matches!(t.next_at(0, at + 10), Next::Open(_)));
-        assert_eq!(t.next_at(0, at + 20), Next::Stop);
+        assert_eq!(t.next_at(0, at + 10 * NS - 1), Next::Same);
+        assert!(matches!(t.next_at(0, at + 10 * NS), Next::Open(_)));
+        assert_eq!(t.next_at(0, at + 20 * NS), Next::Stop);
     }
 }
