@@ -247,12 +247,15 @@ fn command(rig: &Rig, mode: &Mode) -> Option<(Command, &'static str)> {
     Some((c, "ready"))
 }
 
-/// A filter with many of libpcap's primitive kinds (ancillary VLAN loads,
-/// byte offsets and masks, addresses, lengths) that still keeps every
-/// packet of the bench's traffic, so that only the filter's cost differs
-/// from `packets-w`. `{B}` is replaced.
-const COMPLEX_FILTER: &str = "not (ether broadcast or ether multicast or vlan or arp or ip6 or icmp) \
-and (tcp[tcpflags] & tcp-rst == 0 or udp) and ip[6:2] & 0x1fff == 0 and ip[0] & 0xf >= 5 \
+/// A filter with many of libpcap's primitive kinds (link-layer addresses,
+/// byte offsets and masks, named fields, addresses, networks, ports,
+/// lengths) that still keeps every packet of the bench's traffic, so that
+/// only the filter's cost differs from `packets-w`. (No `vlan` in it: in
+/// libpcap that keyword shifts the offsets of everything after it, also
+/// under `not`, and such a filter keeps nothing here, in tcpdump too.)
+/// `{B}` is replaced.
+const COMPLEX_FILTER: &str = "not (ether broadcast or ether multicast or arp or ip6 or icmp) \
+and (tcp[tcpflags] & tcp-rst == 0 or udp) and ip[6:2] & 0x1fff == 0 and ip[0] & 0xf >= 5 and ip[8] > 1 \
 and (host {B} or net 10.0.0.0/8) and greater 0 and not portrange 1-19";
 
 /// The modes of the throughput table, keyed for `--modes`. `{A}` is the
