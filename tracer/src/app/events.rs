@@ -22,6 +22,7 @@ use crate::{
         ring::Reader,
     },
     netlink::{self, Correlator, NetlinkJob},
+    ns::watch::{self, Watcher},
     output::{Sink, Stream},
     packets::{DRAIN_INTERVAL, PacketEvent, PacketsError, PacketsJob, capfile, hops, pcapng},
     sys::{
@@ -72,6 +73,28 @@ struct Events {
     target: Option<capfile::Target>,
     batch: Vec<RawEvent>,
     ready: String,
+    /// The interface watcher's notifications (the watcher itself is the
+    /// correlator's).
+    changes: Option<tokio::sync::mpsc::Receiver<watch::Event>>,
+}
+
+/// Notifications taken from the watcher per step at most (the channel
+/// is bounded too; the rest wait for the next step).
+const CHANGES_PER_STEP: usize = 8192;
+
+/// Starts the interface watcher for the netlink audit. Without it the
+/// audit still runs, naming links by asking the namespaces (one sentence
+/// on stderr says so).
+async fn start_watcher() -> Option<(std::sync::Arc<Watcher>, tokio::sync::mpsc::Receiver<watch::Event>)> {
+    let started = tokio::task::spawn_blocking(|| Watcher::start(watch::Config::default())).await;
+    match started {
+        Ok(Ok((w, rx))) => Some((std::sync::Arc::new(w), rx)),
+        Ok(Err(e)) => {
+            text::warn(&format!("the interface watcher did not start ({e}); deleted and moved links may go unnamed"));
+            None
+        }
+        Err(_) => None,
+    }
 }
 
 /// Runs the netlink audit (`netlink`), packet tracing (`packets`), or both
@@ -148,6 +171,11 @@ pub async fn run(
         }
     };
     let clock = Clock::new();
+    let watched = if netlink.is_some() { start_watcher().await } else { None };
+    let (watcher, changes) = match watched {
+        Some((w, rx)) => (Some(w), Some(rx)),
+        None => (None, None),
+    };
     // Netlink requests come out of the correlator up to ACK_WAIT_NS late:
     // with packets, everything is held that long to stay in time order.
     let hold_ns = if netlink.is_some() && packets.is_some() { netlink::ACK_WAIT_NS + 100_000_000 } else { 0 };
@@ -156,7 +184,10 @@ pub async fn run(
         _ebpf: ebpf,
         tc,
         clock,
-        netlink: netlink.map(|j| (j, Correlator::new(clock))),
+        netlink: netlink.map(|j| {
+            let c = Correlator::new(clock);
+            (j, match watcher { Some(w) => c.with_watcher(w), None => c })
+        }),
         grouper: packets.as_ref().filter(|p| p.hops).map(|_| hops::Grouper::default()),
         packets,
         merger: Merger::new(hold_ns),
@@ -164,6 +195,7 @@ pub async fn run(
         target,
         batch: Vec::new(),
         ready,
+        changes,
     };
     run::run(&mut job, limits, stop).await?;
     Ok(())
@@ -242,10 +274,22 @@ impl Running for Events {
         self.take_batch()?;
         let now_wall = self.clock.wall_ns(Clock::now_mono_ns());
         if let Some((job, corr)) = &mut self.netlink {
+            if let Some(rx) = &mut self.changes {
+                for _ in 0..CHANGES_PER_STEP {
+                    let Ok(ev) = rx.try_recv() else { break };
+                    corr.push_change(&ev);
+                }
+            }
             // Named and attributed to their container by the correlator.
-            for e in corr.ready(Clock::now_mono_ns(), last) {
+            let now = Clock::now_mono_ns();
+            for e in corr.ready(now, last) {
                 if job.wants(&e) {
                     self.merger.push(Item::Netlink(Box::new(e)));
+                }
+            }
+            for c in corr.changes_ready(now, last) {
+                if job.wants_change(&c) {
+                    self.merger.push(Item::Change(Box::new(c)));
                 }
             }
         }

@@ -8,7 +8,7 @@ use std::{
 };
 
 use crate::{
-    netlink::NetlinkEvent,
+    netlink::{NetlinkEvent, effects::Change},
     output::Render,
     packets::{PacketEvent, hops},
 };
@@ -16,6 +16,8 @@ use crate::{
 /// Something to print, ordered by time in the merged timeline.
 pub(super) enum Item {
     Netlink(Box<NetlinkEvent>),
+    /// A kernel notification no request took.
+    Change(Box<Change>),
     Packet(Box<PacketEvent>),
     Path(hops::PacketPath),
 }
@@ -25,7 +27,8 @@ impl Item {
     /// the decoded fields and names.
     fn bytes(&self) -> usize {
         match self {
-            Item::Netlink(e) => e.mem_bytes(),
+            Item::Netlink(e) => e.mem_bytes() + 512 * e.effects.len(),
+            Item::Change(c) => 512 + c.line.len(),
             Item::Packet(p) => 512 + p.frame.len(),
             Item::Path(p) => p.hops.iter().map(|h| 512 + h.frame.len()).sum(),
         }
@@ -34,6 +37,7 @@ impl Item {
     fn wall_ns(&self) -> u64 {
         match self {
             Item::Netlink(e) => e.wall_ns,
+            Item::Change(c) => c.wall_ns,
             Item::Packet(p) => p.wall_ns,
             Item::Path(p) => p.hops.first().map(|h| h.wall_ns).unwrap_or(0),
         }
@@ -42,6 +46,7 @@ impl Item {
     pub(super) fn render(&self) -> &dyn Render {
         match self {
             Item::Netlink(e) => e.as_ref(),
+            Item::Change(c) => c.as_ref(),
             Item::Packet(p) => p.as_ref(),
             Item::Path(p) => p,
         }

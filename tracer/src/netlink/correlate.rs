@@ -2,7 +2,10 @@
 //! refers to (interfaces, namespaces, the sender's container) and hands the
 //! requests out in the order they were sent, within bounded time and memory.
 
-use std::collections::{HashMap, VecDeque};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+};
 
 use serde_json::{Value, json};
 use tracer_common::netlink::{NetlinkAck, NetlinkSend, Syscall};
@@ -16,7 +19,7 @@ use super::{
 };
 use crate::{
     bpf::event::{RawEvent, read_pod},
-    ns::NetnsId,
+    ns::{NetnsId, watch::Watcher},
     sys::clock::Clock,
 };
 
@@ -74,6 +77,10 @@ pub struct Correlator {
     stats: CorrelatorStats,
     /// Messages that were sent whole but could not be decoded.
     pub malformed: u64,
+    /// The interface table and its notifications, when the job started it.
+    watcher: Option<Arc<Watcher>>,
+    /// Notifications no request took yet, and those ready to print alone.
+    changes: watched::Changes,
 }
 
 /// One event per message of a captured send (a `NetlinkSend` record),
@@ -125,6 +132,9 @@ pub(crate) fn send_events(ev: &RawEvent, clock: &Clock, families: &GenlFamilies)
             cgroup_id: ev.header.cgroup_id,
             lookups: Vec::new(),
             mem_bytes: EVENT_BASE_BYTES + 2 * (msg.header.len as usize).min(data.len()) + raw_len,
+            portid: meta.portid,
+            objects: Default::default(),
+            effects: Vec::new(),
         });
     }
     out
@@ -149,7 +159,16 @@ impl Correlator {
             host: crate::ns::tracer_netns(),
             stats: CorrelatorStats::default(),
             malformed: 0,
+            watcher: None,
+            changes: watched::Changes::default(),
         }
+    }
+
+    /// Names links from the watcher's table (also deleted ones, and after
+    /// moves) and puts the notifications it hands in under the requests.
+    pub fn with_watcher(mut self, w: Arc<Watcher>) -> Self {
+        self.watcher = Some(w);
+        self
     }
 
     pub fn stats(&self) -> CorrelatorStats {
@@ -232,7 +251,11 @@ impl Correlator {
         let mut n = 0;
         for (i, p) in self.pending.iter().enumerate() {
             let waited = now_ns.saturating_sub(p.ts) >= ACK_WAIT_NS;
-            let named = p.e.lookups.iter().all(|(ino, idx)| !self.enricher.awaiting(*ino, *idx))
+            // The kernel queues a request's notifications before its
+            // answer, but the watcher reads them on its own thread.
+            let effects_in = self.watcher.is_none() || now_ns.saturating_sub(p.ts) >= watched::EFFECT_WAIT_NS;
+            let named = effects_in
+                && p.e.lookups.iter().all(|(ino, idx)| !self.enricher.awaiting(*ino, *idx))
                 && !self.identities.awaiting((p.e.netns.inode, p.e.pid, p.e.cgroup_id));
             if flush_all || i < forced || waited || (p.e.result.is_some() && named) {
                 if !flush_all && !waited && p.e.result.is_none() {
@@ -253,6 +276,7 @@ impl Correlator {
             self.base += 1;
             self.pending_bytes -= p.bytes;
             self.enrich(&mut p.e);
+            self.released(&mut p.e, p.ts);
             out.push(p.e);
         }
         out
@@ -275,7 +299,10 @@ impl Correlator {
         if let Some(t) = &e.target {
             e.target_netns = Some(self.enricher.target(t, e.pid, &e.ns_fds));
         }
+        self.target_from_watcher(e);
+        self.name_target(e);
         self.learn_links(e);
+        e.objects = self.objects_of(e);
     }
 
     /// Puts names next to interface indexes. The first pass (when the
@@ -294,6 +321,10 @@ impl Correlator {
                     let n = n.to_string();
                     self.enricher.learn(ino, idx, &n);
                 }
+                continue;
+            }
+            if let Some(name) = self.watched_name(ino, idx) {
+                e.attrs.insert(name_key.to_string(), json!(name));
                 continue;
             }
             if final_pass {
@@ -334,6 +365,8 @@ impl Correlator {
             && let Some(t) = &e.target {
                 e.target_netns = Some(self.enricher.target(t, e.pid, &e.ns_fds));
             }
+        self.target_from_watcher(e);
+        self.name_target(e);
         if e.result == Some(0) {
             self.learn_links(e);
         }
@@ -368,3 +401,4 @@ impl Correlator {
 
 #[cfg(test)]
 mod tests;
+mod watched;

@@ -6,6 +6,7 @@ use tracer_common::netlink::Syscall;
 
 use super::{
     decode::{self, NlHeader},
+    effects::{Change, Objects},
     route::TargetRef,
 };
 use crate::{
@@ -60,6 +61,13 @@ pub struct NetlinkEvent {
     pub(super) lookups: Vec<(u64, u32)>,
     /// About the memory it takes (see [`NetlinkEvent::mem_bytes`]).
     pub(super) mem_bytes: usize,
+    /// The sending socket's netlink port id: notifications the request
+    /// caused carry it.
+    pub(super) portid: u32,
+    /// What the request touched, to match the kernel's notifications.
+    pub(super) objects: Objects,
+    /// The notifications the request caused, in the order they came.
+    pub effects: Vec<Change>,
 }
 
 impl NetlinkEvent {
@@ -125,6 +133,9 @@ impl Render for NetlinkEvent {
             "target_netns": self.target_netns,
             "result": result,
         });
+        if !self.effects.is_empty() {
+            v["effects"] = Value::Array(self.effects.iter().map(Change::effect_json).collect());
+        }
         if let Some(e) = &self.decode_error {
             v["decode_error"] = json!(e);
         }
@@ -150,8 +161,8 @@ impl Render for NetlinkEvent {
         let container = self.container.as_ref().map_or(std::borrow::Cow::Borrowed("-"), |c| text::name(c.label()));
         let result = match self.result {
             // The kernel answers only failures of requests without NLM_F_ACK.
-            None if self.header.flags & decode::NLM_F_ACK == 0 => "-> (no ack requested, no error seen)".to_string(),
-            None => "-> ?".to_string(),
+            None if self.header.flags & decode::NLM_F_ACK == 0 => "-> no answer requested (and no error seen)".to_string(),
+            None => format!("-> no answer seen in {} ms", super::ACK_WAIT_NS / 1_000_000),
             Some(0) => "-> ok".to_string(),
             Some(e) => {
                 let mut s = format!("-> {}: {}", decode::errno_name(e), decode::errno_text(e));
@@ -187,6 +198,10 @@ impl Render for NetlinkEvent {
             trunc,
             result
         )
+    }
+
+    fn more_lines(&self) -> Vec<String> {
+        self.effects.iter().map(Change::effect_text).collect()
     }
 }
 
@@ -242,6 +257,12 @@ pub fn summary(e: &NetlinkEvent) -> String {
             }
             if let Some(m) = s("mtu") {
                 parts.push(format!("mtu {m}"));
+            }
+            if let Some(l) = s("lladdr") {
+                parts.push(format!("address {l}"));
+            }
+            if let Some(l) = dev("link", "link_index") {
+                parts.push(format!("link {l}"));
             }
             if let Some(up) = a.get("up").and_then(Value::as_bool) {
                 parts.push(if up { "up".into() } else { "down".into() });
@@ -370,6 +391,9 @@ mod text_tests {
             cgroup_id: 0,
             lookups: Vec::new(),
             mem_bytes: 0,
+            portid: 0,
+            objects: Default::default(),
+            effects: Vec::new(),
             captured_len: 0,
             raw: None,
         }

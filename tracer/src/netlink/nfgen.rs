@@ -51,6 +51,8 @@ pub fn nf_is_get(ty: u16) -> bool {
     match subsys {
         10 => NFT_MSGS.get(msg).is_some_and(|m| m.starts_with("GET")),
         1 | 2 => msg == 1 || msg >= 3,
+        // nft_compat: NFNL_MSG_COMPAT_GET, iptables-nft's revision lookups.
+        11 => msg == 0,
         _ => false,
     }
 }
