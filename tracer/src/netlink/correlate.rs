@@ -256,7 +256,8 @@ impl Correlator {
             let effects_in = self.watcher.is_none() || now_ns.saturating_sub(p.ts) >= watched::EFFECT_WAIT_NS;
             let named = effects_in
                 && p.e.lookups.iter().all(|(ino, idx)| !self.enricher.awaiting(*ino, *idx))
-                && !self.identities.awaiting((p.e.netns.inode, p.e.pid, p.e.cgroup_id));
+                && !self.identities.awaiting((p.e.netns.inode, p.e.pid, p.e.cgroup_id))
+                && !p.e.target_netns.as_ref().and_then(|t| t.inode).is_some_and(|i| self.identities.awaiting((i, 0, 0)));
             if flush_all || i < forced || waited || (p.e.result.is_some() && named) {
                 if !flush_all && !waited && p.e.result.is_none() {
                     self.stats.flushed_early += 1;

@@ -71,6 +71,9 @@ pub struct Change {
     pub(super) objects: Objects,
     /// Set when printed on its own and a request is known to have caused it.
     pub cause: Option<Cause>,
+    /// Found by reading a namespace whole (it appeared, or notifications
+    /// were lost), not announced.
+    pub from_table: bool,
 }
 
 impl Change {
@@ -122,6 +125,7 @@ impl Change {
             line: w.render(ev),
             objects,
             cause: None,
+            from_table: ev.source == watch::Source::Dump,
         })
     }
 
@@ -153,6 +157,7 @@ impl Change {
             "portid": self.portid,
             "seq": self.seq,
             "text": self.line,
+            "source": if self.from_table { "table" } else { "notification" },
         })
     }
 }
@@ -171,6 +176,8 @@ impl Render for Change {
     fn text(&self) -> String {
         let by = match &self.cause {
             Some(c) => format!("  (caused by {}[{}] {} seq {})", text::name(&c.comm), c.pid, c.msg_type, c.seq),
+            None if self.from_table => "  (found when its namespace was read)".into(),
+            None if self.portid != 0 => format!("  (caused by port {} seq {}, not traced)", self.portid, self.seq),
             None => "  (kernel-initiated)".into(),
         };
         let container = self.container.as_ref().map_or(std::borrow::Cow::Borrowed("-"), |c| text::name(c.label()));

@@ -105,7 +105,9 @@ impl Correlator {
         let cause = if c.portid != 0 {
             self.changes.recent.iter().rev().find(|r| r.portid == c.portid && r.seq == c.seq)
         } else {
-            self.changes.recent.iter().rev().find(|r| r.ts <= c.time_ns && r.objects.touches(&c.objects))
+            // Without the kernel's word, only a request answered moments
+            // before: a later change of the same link is not its doing.
+            self.changes.recent.iter().rev().find(|r| r.ts <= c.time_ns && c.time_ns - r.ts < super::ACK_WAIT_NS && r.objects.touches(&c.objects))
         };
         c.cause = cause.map(|r| r.cause.clone());
         self.name_change(&mut c);
@@ -148,7 +150,19 @@ impl Correlator {
         if e.protocol != decode::NETLINK_ROUTE || e.is_get() || e.is_probe() {
             return;
         }
-        e.objects = self.objects_of(e);
+        // What it touched when it was read (a deleted link's peer) and
+        // what is known now (where a link went).
+        let now = self.objects_of(e);
+        for l in now.links {
+            if !e.objects.links.contains(&l) {
+                e.objects.links.push(l);
+            }
+        }
+        for n in now.names {
+            if !e.objects.names.contains(&n) {
+                e.objects.names.push(n);
+            }
+        }
         if self.changes.recent.len() >= RECENT_MAX {
             self.changes.recent.pop_front();
         }
@@ -190,9 +204,22 @@ impl Correlator {
         let th = e.target_netns.as_ref().and_then(|t| t.inode).and_then(|i| w.by_inode(i));
         let of = e.target_netns.as_ref().map(|t| t.of);
         if let Some(h) = h {
+            // `ip link del NAME` names the link only by its name.
+            let by_name = if is_link_request(e) && u32_attr(e, "ifindex").is_none() && e.target_netns.is_none() {
+                str_attr(e, "ifname").and_then(|n| w.index(h, n))
+            } else {
+                None
+            };
             for k in ["ifindex", "master_index", "oif_index"] {
-                if let Some(i) = u32_attr(e, k) {
+                if let Some(i) = u32_attr(e, k).or(if k == "ifindex" { by_name } else { None }) {
                     o.links.push((h, i));
+                    // A veth's other end goes with it (deleted, or its
+                    // carrier follows this end's state).
+                    if k == "ifindex"
+                        && let Some(p) = w.peer(h, i)
+                    {
+                        o.links.push(p);
+                    }
                 }
             }
         }
