@@ -421,6 +421,20 @@ mod text_tests {
     }
 
     #[test]
+    fn results_say_what_was_seen_and_set_requests_what_they_set() {
+        let mut e = event("ip", decode::NETLINK_ROUTE, 19, "RTM_SETLINK", json!({"ifname": "eth0", "lladdr": "02:42:ac:11:00:02", "mtu": 1400}));
+        e.target_netns = None;
+        e.result = None;
+        e.extack = None;
+        let t = e.text();
+        assert!(t.contains("set eth0 mtu 1400 address 02:42:ac:11:00:02"), "{t}");
+        assert!(t.ends_with("-> no answer seen in 300 ms"), "{t}");
+        e.header.flags = 0;
+        assert!(e.text().ends_with("-> no answer requested (and no error seen)"), "{}", e.text());
+        assert!(!e.text().contains('?'));
+    }
+
+    #[test]
     fn nftables_names_are_cut() {
         let long = format!("t\x1b{}", "x".repeat(400));
         let e = event("nft", decode::NETLINK_NETFILTER, 0xa00, "NFT_MSG_NEWCHAIN", json!({"subsystem": "nftables", "family": "inet", "table": long, "chain": "in\x7fput"}));

@@ -161,6 +161,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn nft_compat_revision_lookups_are_gets() {
+        // NFNL_SUBSYS_NFT_COMPAT (11) << 8 | NFNL_MSG_COMPAT_GET (0).
+        assert!(nf_is_get(0x0b00));
+        assert!(!nf_is_get(0x0a00), "NFT_MSG_NEWTABLE");
+        assert!(crate::netlink::decode::is_get(crate::netlink::decode::NETLINK_NETFILTER, 0x0b00, 1));
+    }
+
+    #[test]
     fn nf_names() {
         assert_eq!(nf_type_name(0x10), "NFNL_MSG_BATCH_BEGIN");
         assert_eq!(nf_type_name(10 << 8), "NFT_MSG_NEWTABLE");
