@@ -77,14 +77,14 @@ impl Correlator {
                 self.changes.early += 1;
                 self.alone(old);
             }
-            self.changes.waiting.push_back(c);
+            self.changes.waiting.push_back(*c);
         }
     }
 
     /// Puts `c` under the pending request that caused it: the one its
     /// portid/seq names, else (the kernel names none for links) the last
     /// one sent before it that touched one of its objects.
-    fn attach(&mut self, c: Change) -> Result<(), Change> {
+    fn attach(&mut self, c: Change) -> Result<(), Box<Change>> {
         let i = if c.portid != 0 {
             self.pending.iter().rposition(|p| p.e.portid == c.portid && p.e.header.seq == c.seq && p.e.protocol == decode::NETLINK_ROUTE)
         } else {
@@ -95,7 +95,7 @@ impl Correlator {
                 p.e.effects.push(c);
                 Ok(())
             }
-            _ => Err(c),
+            _ => Err(Box::new(c)),
         }
     }
 
@@ -120,8 +120,8 @@ impl Correlator {
         for c in waiting {
             match self.attach(c) {
                 Ok(()) => {}
-                Err(c) if flush_all || now_ns.saturating_sub(c.time_ns) >= CHANGE_HOLD_NS => self.alone(c),
-                Err(c) => self.changes.waiting.push_back(c),
+                Err(c) if flush_all || now_ns.saturating_sub(c.time_ns) >= CHANGE_HOLD_NS => self.alone(*c),
+                Err(c) => self.changes.waiting.push_back(*c),
             }
         }
         let cutoff = now_ns.saturating_sub(RECENT_NS);
