@@ -45,23 +45,25 @@ impl IpMonitor {
         IpMonitor { child, lines }
     }
 
-    /// The changes it printed, continuation lines joined, `[nsid N]` cut.
-    fn stop(mut self) -> Vec<String> {
+    /// The changes it printed, continuation lines joined, `[nsid N]` cut,
+    /// each with whether it was the host's own (`[nsid current]`).
+    fn stop(mut self) -> Vec<(String, bool)> {
         std::thread::sleep(Duration::from_millis(300));
         let _ = self.child.kill();
         let _ = self.child.wait();
         std::thread::sleep(Duration::from_millis(100));
-        let mut out: Vec<String> = Vec::new();
+        let mut out: Vec<(String, bool)> = Vec::new();
         for l in self.lines.lock().expect("lock").iter() {
             if l.starts_with(char::is_whitespace) {
-                if let Some(last) = out.last_mut() {
+                if let Some((last, _)) = out.last_mut() {
                     last.push(' ');
                     last.push_str(l.trim());
                 }
                 continue;
             }
+            let current = !l.starts_with("[nsid ") || l.starts_with("[nsid current]");
             let l = if l.starts_with("[nsid ") { l.split_once(']').map_or(l.as_str(), |(_, r)| r) } else { l.as_str() };
-            out.push(l.to_string());
+            out.push((l.to_string(), current));
         }
         out
     }
@@ -76,8 +78,11 @@ impl Drop for IpMonitor {
 
 /// What a change is about, the same for `ip monitor`'s line and the
 /// tracer's: `link NAME`, `addr DEV ADDRESS/LEN`, or the route up to its
-/// device, each prefixed `Deleted ` for a deletion.
-fn key(line: &str) -> Option<String> {
+/// device, each prefixed `Deleted ` for a deletion. Without `dev`, the
+/// device of addresses and routes is left out: `ip monitor` names the
+/// device of another namespace's address or route by the ifindex in its
+/// own namespace (a container's `eth0` as the host veth it was made as).
+fn key_of(line: &str, dev: bool) -> Option<String> {
     let (del, rest) = match line.strip_prefix("Deleted ") {
         Some(r) => ("Deleted ", r),
         None => ("", line),
@@ -97,14 +102,19 @@ fn key(line: &str) -> Option<String> {
         let fam = words.next()?;
         let addr = words.next()?;
         if fam.starts_with("inet") {
-            return Some(format!("{del}addr {second} {addr}"));
+            return Some(if dev { format!("{del}addr {second} {addr}") } else { format!("{del}addr {addr}") });
         }
         return None;
     }
     // Routes: everything up to and including `dev NAME`.
     let all: Vec<&str> = rest.split_whitespace().collect();
-    let dev = all.iter().position(|w| *w == "dev")?;
-    Some(format!("{del}route {}", all.get(..=dev + 1)?.join(" ")))
+    let at = all.iter().position(|w| *w == "dev")?;
+    let upto = if dev { at + 1 } else { at.checked_sub(1)? };
+    Some(format!("{del}route {}", all.get(..=upto)?.join(" ")))
+}
+
+fn key(line: &str) -> Option<String> {
+    key_of(line, true)
 }
 
 /// Every change on the tracer's timeline: requests' effects and lines of
@@ -115,14 +125,18 @@ fn tracer_changes(events: &[Value]) -> Vec<(String, Value)> {
         match e["type"].as_str() {
             Some("netlink") => {
                 for c in e["effects"].as_array().into_iter().flatten() {
-                    if let Some(k) = c["text"].as_str().and_then(key) {
-                        out.push((k, e.clone()));
+                    for dev in [true, false] {
+                        if let Some(k) = c["text"].as_str().and_then(|t| key_of(t, dev)) {
+                            out.push((k, e.clone()));
+                        }
                     }
                 }
             }
             Some("change") => {
-                if let Some(k) = e["text"].as_str().and_then(key) {
-                    out.push((k, e.clone()));
+                for dev in [true, false] {
+                    if let Some(k) = e["text"].as_str().and_then(|t| key_of(t, dev)) {
+                        out.push((k, e.clone()));
+                    }
                 }
             }
             _ => {}
@@ -133,10 +147,10 @@ fn tracer_changes(events: &[Value]) -> Vec<(String, Value)> {
 
 /// Asserts that every change `ip monitor` printed is on the tracer's
 /// timeline; returns the tracer's changes.
-fn assert_superset(mon: &[String], events: &[Value]) -> Vec<(String, Value)> {
+fn assert_superset(mon: &[(String, bool)], events: &[Value]) -> Vec<(String, Value)> {
     let ours = tracer_changes(events);
     let keys: BTreeSet<&str> = ours.iter().map(|(k, _)| k.as_str()).collect();
-    let theirs: Vec<(String, &String)> = mon.iter().filter_map(|l| key(l).map(|k| (k, l))).collect();
+    let theirs: Vec<(String, &String)> = mon.iter().filter_map(|(l, current)| key_of(l, *current).map(|k| (k, l))).collect();
     assert!(!theirs.is_empty(), "ip monitor printed nothing usable: {mon:?}");
     let missing: Vec<&(String, &String)> = theirs.iter().filter(|(k, _)| !keys.contains(k.as_str())).collect();
     assert!(missing.is_empty(), "ip monitor printed changes the tracer lacks:\n{missing:#?}\ntracer has: {keys:#?}");

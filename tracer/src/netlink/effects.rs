@@ -69,6 +69,8 @@ pub struct Change {
     /// The `ip monitor` line, names in it already escaped.
     pub line: String,
     pub(super) objects: Objects,
+    /// A link's veth peer as the kernel last named it: (namespace, ifindex, name).
+    pub(super) peer: Option<(NsHandle, u32, Option<String>)>,
     /// Set when printed on its own and a request is known to have caused it.
     pub cause: Option<Cause>,
     /// Found by reading a namespace whole (it appeared, or notifications
@@ -81,6 +83,7 @@ impl Change {
     /// address route` prints; `None` for the watcher's bookkeeping.
     pub fn from_watch(w: &Watcher, ev: &watch::Event, wall_ns: u64) -> Option<Change> {
         let ns = ev.ns;
+        let mut peer = None;
         let (object, deleted, ifindex, ifname, objects) = match &ev.kind {
             EventKind::LinkAdded(v) | EventKind::LinkChanged(v) | EventKind::LinkDeleted(v) | EventKind::PortChanged(v) | EventKind::PortDeleted(v) => {
                 let port = matches!(ev.kind, EventKind::PortChanged(_) | EventKind::PortDeleted(_));
@@ -90,6 +93,7 @@ impl Change {
                     && *pidx != 0
                 {
                     o.links.push((*pns, *pidx));
+                    peer = Some((*pns, *pidx, v.peer.as_ref().and_then(|p| p.2.clone())));
                 }
                 for p in [&v.moved_to, &v.link.moved_from].into_iter().flatten() {
                     if let Some(pns) = p.ns {
@@ -124,6 +128,7 @@ impl Change {
             ifname,
             line: w.render(ev),
             objects,
+            peer,
             cause: None,
             from_table: ev.source == watch::Source::Dump,
         })

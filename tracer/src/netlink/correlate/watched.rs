@@ -15,8 +15,15 @@ use serde_json::Value;
 use super::{Correlator, NetlinkEvent, decode};
 use crate::{
     netlink::effects::{Cause, Change, Objects},
-    ns::{NsRef, watch},
+    ns::{
+        NsRef,
+        watch::{self, NsHandle},
+    },
+    sys::bounded::BoundedMap,
 };
+
+/// Veth pairs remembered, at most.
+pub const PEERS_MAX: usize = 8192;
 
 /// How long after it was sent a request waits for its notifications
 /// (the watcher thread reads them within a millisecond or two).
@@ -45,6 +52,10 @@ pub(super) struct Changes {
     waiting: VecDeque<Change>,
     ready: Vec<Change>,
     recent: VecDeque<Recent>,
+    /// Veth pairs as notifications last named them: a veth's deletion is
+    /// announced after its peer is gone (`@NONE`), so the pair is
+    /// remembered from earlier notifications.
+    peers: Option<BoundedMap<(NsHandle, u32), (NsHandle, u32, String)>>,
     /// Pushed out of `waiting` before their time by the cap.
     pub(super) early: u64,
 }
@@ -66,7 +77,8 @@ impl Correlator {
     /// caused it when that one is still waiting, else held a moment.
     pub fn push_change(&mut self, ev: &watch::Event) {
         let Some(w) = &self.watcher else { return };
-        let Some(c) = Change::from_watch(w, ev, self.clock.wall_ns(ev.time_ns)) else { return };
+        let Some(mut c) = Change::from_watch(w, ev, self.clock.wall_ns(ev.time_ns)) else { return };
+        self.pair(&mut c);
         if c.netns.inode != 0 {
             self.identities.request((c.netns.inode, 0, 0));
         }
@@ -78,6 +90,26 @@ impl Correlator {
                 self.alone(old);
             }
             self.changes.waiting.push_back(*c);
+        }
+    }
+
+    /// Learns the veth pair a link change names, and adds the remembered
+    /// peer of the link to what the change is about.
+    fn pair(&mut self, c: &mut Change) {
+        if c.object != "link" {
+            return;
+        }
+        let peers = self.changes.peers.get_or_insert_with(|| BoundedMap::new(PEERS_MAX));
+        let me = (c.ns, c.ifindex);
+        if let (Some((pns, pidx, Some(pname))), Some(name)) = (&c.peer, &c.ifname) {
+            peers.insert(me, (*pns, *pidx, pname.clone()));
+            peers.insert((*pns, *pidx), (c.ns, c.ifindex, name.clone()));
+        }
+        if let Some((pns, pidx, pname)) = peers.get(&me).cloned() {
+            if !c.objects.links.contains(&(pns, pidx)) {
+                c.objects.links.push((pns, pidx));
+            }
+            c.objects.names.push((Some(pns), pname));
         }
     }
 
