@@ -360,6 +360,7 @@ impl Running for Events {
         }
         if let Some((_, corr)) = &self.netlink {
             lines.push(corr.summary());
+            lines.extend(corr.watch_summary());
         }
         if self.merger.early > 0 {
             lines.push(format!(

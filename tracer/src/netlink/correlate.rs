@@ -185,6 +185,11 @@ impl Correlator {
         )
     }
 
+    /// The interface watcher's line for stderr at exit, when it ran.
+    pub fn watch_summary(&self) -> Option<String> {
+        self.watch_lines()
+    }
+
     /// Takes one raw event; sends become pending requests, acks fill results.
     pub fn push(&mut self, ev: &RawEvent) {
         match ev.kind {

@@ -58,6 +58,10 @@ pub(super) struct Changes {
     peers: Option<BoundedMap<(NsHandle, u32), (NsHandle, u32, String)>>,
     /// Pushed out of `waiting` before their time by the cap.
     pub(super) early: u64,
+    /// Notifications taken, put under a request, printed alone.
+    seen: u64,
+    attached: u64,
+    alone: u64,
 }
 
 fn u32_attr(e: &NetlinkEvent, k: &str) -> Option<u32> {
@@ -78,6 +82,7 @@ impl Correlator {
     pub fn push_change(&mut self, ev: &watch::Event) {
         let Some(w) = &self.watcher else { return };
         let Some(mut c) = Change::from_watch(w, ev, self.clock.wall_ns(ev.time_ns)) else { return };
+        self.changes.seen += 1;
         self.pair(&mut c);
         if c.netns.inode != 0 {
             self.identities.request((c.netns.inode, 0, 0));
@@ -124,6 +129,7 @@ impl Correlator {
         };
         match i.and_then(|i| self.pending.get_mut(i)) {
             Some(p) if p.e.effects.len() < EFFECTS_MAX => {
+                self.changes.attached += 1;
                 p.e.effects.push(c);
                 Ok(())
             }
@@ -143,7 +149,19 @@ impl Correlator {
         };
         c.cause = cause.map(|r| r.cause.clone());
         self.name_change(&mut c);
+        self.changes.alone += 1;
         self.changes.ready.push(c);
+    }
+
+    /// One line for stderr at exit, when the watcher ran.
+    pub(super) fn watch_lines(&self) -> Option<String> {
+        let w = self.watcher.as_ref()?;
+        let s = w.stats();
+        let c = &self.changes;
+        Some(format!(
+            "netlink: {} kernel notifications ({} under the requests that caused them, {} on their own lines; {} held too long, {} dropped by a full channel, {} receive-buffer overruns re-read)",
+            c.seen, c.attached, c.alone, c.early, s.events_dropped, s.overruns
+        ))
     }
 
     /// Notifications no request took, to print on their own.
