@@ -296,6 +296,10 @@ fn docker_network_scenario_matches_ip_monitor() {
     assert_eq!(text.stop(), 0);
     let events = t.events();
     let text = text.lines().join("\n");
+    // For a person to read (the README shows it): TRACER_SCENARIO_OUT=FILE.
+    if let Some(p) = std::env::var_os("TRACER_SCENARIO_OUT") {
+        let _ = std::fs::write(p, format!("{text}\n--- ip monitor ---\n{}\n", mon.iter().map(|(l, _)| l.as_str()).collect::<Vec<_>>().join("\n")));
+    }
     let ours = assert_superset(&mon, &events);
     assert_everything_named(&events, &text);
     assert!(ours.iter().any(|(k, _)| *k == format!("Deleted link {bridge}")), "bridge deletion missing");
