@@ -309,10 +309,17 @@ fn docker_network_scenario_matches_ip_monitor() {
     for (name, ino) in [(&name_a, ino_a), (&name_b, ino_b)] {
         let mv = events
             .iter()
-            .find(|e| e["msg_type"] == "RTM_NEWLINK" && e["target_netns"]["of"] == "link" && e["target_netns"]["inode"] == ino)
+            .find(|e| (e["msg_type"] == "RTM_NEWLINK" || e["msg_type"] == "RTM_SETLINK") && e["target_netns"]["of"] == "link" && e["target_netns"]["inode"] == ino)
             .unwrap_or_else(|| panic!("no move into {name}'s namespace {ino}: {}", text));
-        assert_eq!(mv["target_netns"]["name"], name.as_str(), "{mv}");
+        // Named: Docker's name for the sandbox (the container is not yet
+        // running when its veth is moved in, so its runtime does not name
+        // it yet).
+        assert!(mv["target_netns"]["name"].as_str().is_some_and(|n| !n.is_empty()), "{mv}");
         assert_eq!(mv["comm"], "dockerd", "{mv}");
+    }
+    // No change is printed with a namespace by number only.
+    for l in text.lines().filter(|l| l.contains(" kernel netns=")) {
+        assert!(!l.contains(" kernel netns=0 "), "{l}");
     }
     // The bridge's deletion by dockerd is named and carries its notification.
     let del = events

@@ -228,11 +228,25 @@ impl Correlator {
     /// Names a change's namespace: the container that owns it, else its
     /// `/run/netns` name, else what the watcher calls it.
     fn name_change(&mut self, c: &mut Change) {
+        // A namespace the watcher had not identified yet when it read the
+        // notification may be by now.
+        if c.netns.inode == 0
+            && let Some(i) = self.watcher.as_ref().and_then(|w| w.info(c.ns)).and_then(|i| i.inode)
+        {
+            c.netns.inode = i;
+            self.identities.request((i, 0, 0));
+        }
         c.netns.host = self.host == Some(c.netns.inode);
         if let Some(id) = self.identities.get((c.netns.inode, 0, 0)) {
             c.netns.name = id.netns_name.clone();
             c.netns.owner = id.owner.clone();
             c.container = id.owner.clone();
+            // The watcher's own lines (`link-netns X`) name it so too.
+            if let (Some(w), Some(o)) = (&self.watcher, &id.owner)
+                && w.info(c.ns).is_some_and(|i| i.label.as_deref() != Some(o.label()))
+            {
+                let _ = w.set_label(c.ns, o.label().to_string());
+            }
         }
         if c.netns.name.is_none() && !c.netns.host {
             c.netns.name = self.enricher.netns_name(c.netns.inode);
