@@ -22,6 +22,9 @@ use crate::{
     sys::bounded::BoundedMap,
 };
 
+/// A veth's other end: namespace, ifindex, name.
+type Peer = (NsHandle, u32, String);
+
 /// Veth pairs remembered, at most.
 pub const PEERS_MAX: usize = 8192;
 
@@ -55,7 +58,7 @@ pub(super) struct Changes {
     /// Veth pairs as notifications last named them: a veth's deletion is
     /// announced after its peer is gone (`@NONE`), so the pair is
     /// remembered from earlier notifications.
-    peers: Option<BoundedMap<(NsHandle, u32), (NsHandle, u32, String)>>,
+    peers: Option<BoundedMap<(NsHandle, u32), Peer>>,
     /// Pushed out of `waiting` before their time by the cap.
     pub(super) early: u64,
     /// Notifications taken, put under a request, printed alone.
