@@ -50,6 +50,8 @@ pub enum Command {
     Ns(NsArgs),
     /// Live per-container, per-interface and per-flow rates, counted in the kernel.
     Top(TopArgs),
+    /// Serve packet, byte, netlink and loss counters as Prometheus metrics over HTTP.
+    Serve(ServeArgs),
 }
 
 /// `--netns`, `--pid`, `--container`: at most one of them.
@@ -149,4 +151,18 @@ pub enum By {
     Iface,
     /// One row per flow, interface and direction.
     Flow,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub tc: TcArgs,
+    /// Address and port to listen on [default: 127.0.0.1:9464] (loopback;
+    /// another address exposes the metrics to whoever reaches it).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// Seconds the series of a namespace or interface that went away are
+    /// kept before they are removed [default: 300].
+    #[arg(long, value_name = "SECS")]
+    pub grace: Option<f64>,
 }

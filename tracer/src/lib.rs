@@ -29,6 +29,7 @@ pub(crate) mod netlink;
 pub(crate) mod ns;
 pub(crate) mod output;
 pub(crate) mod packets;
+pub(crate) mod serve;
 pub(crate) mod sys;
 pub(crate) mod tc;
 pub mod testing;

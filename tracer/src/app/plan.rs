@@ -8,10 +8,11 @@ use tracer_common::packet::PKT_DATA_MAX;
 
 use super::Error;
 use crate::{
-    cli::{self, Cli, Command, NetlinkArgs, PacketArgs, TcArgs, TopArgs},
+    cli::{self, Cli, Command, NetlinkArgs, PacketArgs, ServeArgs, TcArgs, TopArgs},
     netlink::{NetlinkJob, decode},
     ns::{Scope, Selector},
     packets::{DEFAULT_SNAPLEN, PacketsJob},
+    serve::{self, ServeJob},
     tc::{
         filter::{self, FilterProgram},
         follow::Selection,
@@ -27,6 +28,7 @@ pub enum Job {
     Netlink(NetlinkJob),
     Packets(PacketsJob),
     Top(TopJob),
+    Serve(ServeJob),
     /// The default job: netlink audit and packets of every namespace, merged.
     All(NetlinkJob, PacketsJob),
 }
@@ -71,6 +73,12 @@ pub fn plan(cli: &Cli) -> Result<Plan, Error> {
         Some(Command::Packets(a)) => Job::Packets(packets_job(a)?),
         Some(Command::Ns(a)) => Job::Ns(NsJob { netns: scope(&a.sel)?.netns() }),
         Some(Command::Top(a)) => Job::Top(top_job(a)?),
+        Some(Command::Serve(a)) => {
+            if c.count.is_some() {
+                return Err(Error::Usage("--count does not apply to serve (it has no events to count); use --duration".into()));
+            }
+            Job::Serve(serve_job(a)?)
+        }
         None => Job::All(NetlinkJob::default(), PacketsJob::default()),
     };
     Ok(Plan { job, json: c.json, duration, count: c.count, ring_bytes: c.buffer_kib.map(|k| k * 1024) })
@@ -171,6 +179,19 @@ fn top_job(a: &TopArgs) -> Result<TopJob, Error> {
     };
     let select = selection(&a.tc)?;
     Ok(TopJob { select, filter: filter(&a.tc)?, interval: Duration::from_secs_f64(a.interval), by, limit: a.limit })
+}
+
+fn serve_job(a: &ServeArgs) -> Result<ServeJob, Error> {
+    let listen = a.listen.as_deref().unwrap_or(serve::DEFAULT_LISTEN);
+    let listen = listen.parse().map_err(|_| {
+        Error::Usage(format!("--listen needs an address and a port, such as 127.0.0.1:9464 or [::1]:9464, not {}", super::sentence(listen)))
+    })?;
+    let grace = match a.grace {
+        None => serve::DEFAULT_GRACE,
+        Some(g) if !(g.is_finite() && g >= 0.0) => return Err(Error::Usage(format!("--grace must be a number of seconds, not {g}"))),
+        Some(g) => Duration::try_from_secs_f64(g).unwrap_or(Duration::MAX),
+    };
+    Ok(ServeJob { listen, select: selection(&a.tc)?, filter: filter(&a.tc)?, grace })
 }
 
 #[cfg(test)]
@@ -294,5 +315,28 @@ mod tests {
         }
         assert!(usage(&["netlink", "--protocol", "bogus"]).contains("unknown netlink protocol"));
         assert!(usage(&["netlink", "--type", "RTM_BOGUS"]).contains("unknown message type"));
+    }
+
+    #[test]
+    fn serve_listens_on_loopback_unless_told() {
+        match plan_of(&["serve"]).expect("plan").job {
+            Job::Serve(j) => {
+                assert_eq!(j.listen, serve::DEFAULT_LISTEN.parse().expect("addr"));
+                assert!(j.listen.ip().is_loopback());
+                assert_eq!((j.grace, j.select.scope), (serve::DEFAULT_GRACE, Scope::All));
+            }
+            j => panic!("{j:?}"),
+        }
+        match plan_of(&["serve", "--listen", "[::]:9000", "--grace", "2", "udp"]).expect("plan").job {
+            Job::Serve(j) => assert_eq!((j.listen.port(), j.grace, j.filter.expression()), (9000, Duration::from_secs(2), "udp")),
+            j => panic!("{j:?}"),
+        }
+        for bad in ["9464", "localhost:9464", "127.0.0.1", "1.2.3.4:99999", "x\u{1b}[31m:1"] {
+            let m = usage(&["serve", "--listen", bad]);
+            assert!(m.starts_with("--listen needs an address and a port"), "{bad}: {m}");
+            assert!(!m.contains('\u{1b}'), "escaped: {m}");
+        }
+        assert!(usage(&["serve", "--grace", "-1"]).contains("--grace"));
+        assert!(usage(&["serve", "-c", "5"]).contains("--count does not apply"));
     }
 }
