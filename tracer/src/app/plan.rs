@@ -336,7 +336,7 @@ mod tests {
             assert!(m.starts_with("--listen needs an address and a port"), "{bad}: {m}");
             assert!(!m.contains('\u{1b}'), "escaped: {m}");
         }
-        assert!(usage(&["serve", "--grace", "-1"]).contains("--grace"));
+        assert!(usage(&["serve", "--grace=-1"]).contains("--grace"));
         assert!(usage(&["serve", "-c", "5"]).contains("--count does not apply"));
     }
 }
