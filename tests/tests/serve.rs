@@ -23,6 +23,8 @@ const PORT: u16 = 40123;
 
 /// The address `tracer serve` says it listens on, from its ready line.
 fn serve_addr(t: &Tracer) -> SocketAddr {
+    // The ready line is seen before it is stored: wait for it.
+    wait_until(Duration::from_secs(5), || t.stderr().contains("/metrics"));
     let err = t.stderr();
     let rest = err.split("serving metrics on http://").nth(1).unwrap_or_else(|| panic!("no address in: {err}"));
     rest.split("/metrics").next().and_then(|a| a.parse().ok()).unwrap_or_else(|| panic!("no address in: {err}"))
@@ -109,8 +111,8 @@ fn prometheus_sees_exact_packet_byte_and_netlink_counts() {
         http_get(addr, "/metrics", "*/*").map(|r| r.2).unwrap_or_default(),
         prom.log()
     );
-    // Two scrapes more, so that the zeros are stored before the traffic.
-    std::thread::sleep(Duration::from_secs(2));
+    // Scrapes more, so that the zeros are stored well before the traffic.
+    std::thread::sleep(Duration::from_secs(3));
     let before = now();
     // Neighbours first (ARP is not counted: the filter is UDP to PORT).
     a.sh(&format!("ping -c1 -W2 {} >/dev/null || true", b.ip));
@@ -138,7 +140,8 @@ fn prometheus_sees_exact_packet_byte_and_netlink_counts() {
     // starts from the 0 stored before the traffic.
     for (ns, c, i, dir, p, by) in &expect {
         assert_eq!(prom.value(&sel("packets", ns, c, i, dir), Some(before)), Some(0.0), "{ns}/{i} {dir} before the traffic");
-        let window = (now() - before).ceil() as u64 + 2;
+        // From a second before the traffic (when every series was at 0).
+        let window = (now() - before).ceil() as u64 + 1;
         let inc = |f: &str| prom.value(&format!("{} - {} offset {window}s", sel(f, ns, c, i, dir), sel(f, ns, c, i, dir)), None);
         assert_eq!((inc("packets"), inc("bytes")), (Some(*p as f64), Some(*by as f64)), "{ns}/{i} {dir}");
     }
