@@ -353,7 +353,7 @@ mod text_tests {
             uid: 1000,
             comm: comm.into(),
             netns: NetnsId { inode: 4026531840, name: Some("lab\x1b[2J".into()), ..Default::default() },
-            container: Some(Container { runtime: "docker".into(), id: "ab".into(), name: Some("c".repeat(300)) }),
+            container: Some(Container { pod: None, runtime: "docker".into(), id: "ab".into(), name: Some("c".repeat(300)) }),
             protocol,
             syscall: Syscall::Sendmsg,
             header: NlHeader { len: 0, msg_type, flags: decode::NLM_F_ACK | decode::NLM_F_CREATE, seq: 1, pid: 0 },

@@ -213,7 +213,7 @@ mod tests {
             wall_ns: 0,
             netns: NetnsId {
                 inode: 1,
-                owner: Some(Container { runtime: "docker".into(), id: "ab".into(), name: Some(format!("w\x1b]0;x\x07{}", "w".repeat(100))) }),
+                owner: Some(Container { pod: None, runtime: "docker".into(), id: "ab".into(), name: Some(format!("w\x1b]0;x\x07{}", "w".repeat(100))) }),
                 ..Default::default()
             },
             ifindex: 3,

@@ -65,6 +65,9 @@ pub struct TrafficLabels {
     /// The owner container's name (else its short id), or empty.
     pub container: String,
     pub runtime: String,
+    /// The owner container's Kubernetes pod and its namespace, or empty.
+    pub pod: String,
+    pub pod_namespace: String,
     pub interface: String,
     /// `ingress` or `egress`.
     pub direction: String,
@@ -76,6 +79,8 @@ pub struct NetlinkLabels {
     pub result: String,
     pub comm: String,
     pub container: String,
+    pub pod: String,
+    pub pod_namespace: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -158,6 +163,8 @@ impl Exporter {
             netns: label(&netns_label(t.netns)),
             container: t.netns.owner.as_ref().map(|c| label(c.label())).unwrap_or_default(),
             runtime: t.netns.owner.as_ref().map(|c| label(&c.runtime)).unwrap_or_default(),
+            pod: pod(t.netns.owner.as_ref(), |p| &p.name),
+            pod_namespace: pod(t.netns.owner.as_ref(), |p| &p.namespace),
             interface: label(t.interface),
             direction: if t.ingress { "ingress" } else { "egress" }.into(),
         };
@@ -177,6 +184,8 @@ impl Exporter {
             result: label(r.result),
             comm: label(r.comm),
             container: r.container.map(|c| label(c.label())).unwrap_or_default(),
+            pod: pod(r.container, |p| &p.name),
+            pod_namespace: pod(r.container, |p| &p.namespace),
         };
         if !self.netlink_seen.contains_key(&labels) && self.netlink_seen.len() >= NETLINK_SERIES_MAX {
             self.refused.get_or_create(&FamilyLabels { family: "netlink".into() }).inc();
@@ -223,6 +232,11 @@ impl Exporter {
     pub fn series(&self) -> (usize, usize) {
         (self.traffic_seen.len(), self.netlink_seen.len())
     }
+}
+
+/// A field of a container's pod as a label value, empty without one.
+fn pod(c: Option<&Container>, field: impl Fn(&crate::ns::Pod) -> &String) -> String {
+    c.and_then(|c| c.pod.as_ref()).map(|p| label(field(p))).unwrap_or_default()
 }
 
 /// The namespace as the `netns` label names it: `host` for the tracer's

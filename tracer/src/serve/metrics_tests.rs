@@ -5,7 +5,7 @@ fn netns(inode: u64, name: Option<&str>, owner: Option<Container>) -> NetnsId {
 }
 
 fn web() -> Container {
-    Container { runtime: "docker".into(), id: "c0ffee".repeat(10), name: Some("web".into()) }
+    Container { pod: None, runtime: "docker".into(), id: "c0ffee".repeat(10), name: Some("web".into()) }
 }
 
 fn render(e: &Exporter, f: Format) -> String {
@@ -27,12 +27,12 @@ fn traffic_adds_up_per_namespace_interface_and_direction() {
     e.traffic(t(&lab, "veth1", false, 0, 0), now);
     let text = render(&e, Format::Prometheus);
     assert!(
-        text.contains(r#"tracer_packets_total{netns="web",container="web",runtime="docker",interface="eth0",direction="ingress"} 5"#),
+        text.contains(r#"tracer_packets_total{netns="web",container="web",runtime="docker",pod="",pod_namespace="",interface="eth0",direction="ingress"} 5"#),
         "{text}"
     );
-    assert!(text.contains(r#"tracer_bytes_total{netns="web",container="web",runtime="docker",interface="eth0",direction="ingress"} 500"#));
+    assert!(text.contains(r#"tracer_bytes_total{netns="web",container="web",runtime="docker",pod="",pod_namespace="",interface="eth0",direction="ingress"} 500"#));
     // Traced but silent: there, at 0, so a scraper sees its first increase.
-    assert!(text.contains(r#"tracer_packets_total{netns="lab-a",container="",runtime="",interface="veth1",direction="egress"} 0"#));
+    assert!(text.contains(r#"tracer_packets_total{netns="lab-a",container="",runtime="",pod="",pod_namespace="",interface="veth1",direction="egress"} 0"#));
     assert!(text.contains("# TYPE tracer_packets_total counter"), "the 0.0.4 format names counters with _total: {text}");
     assert!(!text.contains("# EOF"));
     let om = render(&e, Format::OpenMetrics);
@@ -40,9 +40,22 @@ fn traffic_adds_up_per_namespace_interface_and_direction() {
 }
 
 #[test]
+fn a_pod_s_containers_carry_its_name_and_namespace() {
+    let mut e = Exporter::new(Duration::from_secs(60));
+    let pod = crate::ns::Pod { name: "web-1".into(), namespace: "shop".into(), container: None };
+    let c = Container { runtime: "containerd".into(), id: "x".into(), name: Some("web-1".into()), pod: Some(pod) };
+    let n = netns(3, Some("web-1"), Some(c.clone()));
+    e.traffic(t(&n, "eth0", false, 1, 60), Instant::now());
+    e.request(Request { msg_type: "RTM_NEWLINK", result: "ok", comm: "ip", container: Some(&c) }, Instant::now());
+    let text = render(&e, Format::Prometheus);
+    assert!(text.contains(r#"container="web-1",runtime="containerd",pod="web-1",pod_namespace="shop",interface="eth0""#), "{text}");
+    assert!(text.contains(r#"container="web-1",pod="web-1",pod_namespace="shop"} 1"#), "{text}");
+}
+
+#[test]
 fn hostile_names_are_escaped_and_cut() {
     let mut e = Exporter::new(Duration::from_secs(60));
-    let evil = Container { runtime: "docker".into(), id: "1".into(), name: Some(format!("a\"b\\c\nd\u{1b}[31m{}", "x".repeat(500))) };
+    let evil = Container { pod: None, runtime: "docker".into(), id: "1".into(), name: Some(format!("a\"b\\c\nd\u{1b}[31m{}", "x".repeat(500))) };
     let n = netns(9, None, Some(evil));
     e.traffic(t(&n, "e\"th\n0", false, 1, 1), Instant::now());
     e.request(Request { msg_type: "RTM_NEWLINK", result: "ok", comm: "ip\u{7f}\u{202e}", container: n.owner.as_ref() }, Instant::now());
@@ -71,8 +84,8 @@ fn netlink_requests_count_by_type_result_comm_and_container() {
     }
     e.request(Request { msg_type: "RTM_NEWROUTE", result: "EEXIST", comm: "ip", container: Some(&c) }, now);
     let text = render(&e, Format::Prometheus);
-    assert!(text.contains(r#"tracer_netlink_requests_total{msg_type="RTM_NEWADDR",result="ok",comm="ip",container=""} 3"#), "{text}");
-    assert!(text.contains(r#"tracer_netlink_requests_total{msg_type="RTM_NEWROUTE",result="EEXIST",comm="ip",container="web"} 1"#));
+    assert!(text.contains(r#"tracer_netlink_requests_total{msg_type="RTM_NEWADDR",result="ok",comm="ip",container="",pod="",pod_namespace=""} 3"#), "{text}");
+    assert!(text.contains(r#"tracer_netlink_requests_total{msg_type="RTM_NEWROUTE",result="EEXIST",comm="ip",container="web",pod="",pod_namespace=""} 1"#));
 }
 
 #[test]
@@ -116,7 +129,7 @@ fn a_churning_host_cannot_grow_the_endpoint_past_the_cap() {
     // A series already there still counts at the cap.
     let n = netns(0, None, None);
     e.traffic(t(&n, "eth0", true, 1, 1), now);
-    assert!(render(&e, Format::Prometheus).contains(r#"tracer_packets_total{netns="0",container="",runtime="",interface="eth0",direction="ingress"} 2"#));
+    assert!(render(&e, Format::Prometheus).contains(r#"tracer_packets_total{netns="0",container="",runtime="",pod="",pod_namespace="",interface="eth0",direction="ingress"} 2"#));
 }
 
 #[test]

@@ -128,8 +128,8 @@ mod tests {
         let mut t = Topology::new(Some(1));
         t.insert(1, None, None, &[(3, "veth0")]);
         t.insert(2, Some("lab".into()), None, &[(2, "eth0")]);
-        t.insert(3, Some("web".into()), Some(Container { runtime: "docker".into(), id: "abc".into(), name: Some("web".into()) }), &[]);
-        t.insert(4, None, Some(Container { runtime: "docker".into(), id: "0123456789abcdef".into(), name: None }), &[]);
+        t.insert(3, Some("web".into()), Some(Container { pod: None, runtime: "docker".into(), id: "abc".into(), name: Some("web".into()) }), &[]);
+        t.insert(4, None, Some(Container { pod: None, runtime: "docker".into(), id: "0123456789abcdef".into(), name: None }), &[]);
         assert_eq!(t.ns_label(1), "host");
         assert_eq!(t.ns_label(2), "lab");
         assert_eq!(t.ns_label(3), "web");

@@ -427,7 +427,7 @@ mod tests {
         let mut t = Topology::new(Some(1));
         t.insert(1, None, None, &[(5, "veth-a"), (6, "veth-b")]);
         t.insert(7, Some("lab-a".into()), None, &[(2, "eth0")]);
-        let web = Container { runtime: "docker".into(), id: "c0ffee".into(), name: Some("web".into()) };
+        let web = Container { pod: None, runtime: "docker".into(), id: "c0ffee".into(), name: Some("web".into()) };
         t.insert(8, Some("web".into()), Some(web), &[(2, "eth0"), (3, "eth1")]);
         t
     }

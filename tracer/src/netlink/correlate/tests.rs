@@ -235,7 +235,7 @@ fn a_request_is_held_until_the_registry_says_who_sent_it() {
         8,
         Box::new(|who: Sender| {
             std::thread::sleep(Duration::from_millis(150));
-            let c = Container { runtime: "docker".into(), id: "c0ffee".into(), name: Some("web".into()) };
+            let c = Container { pod: None, runtime: "docker".into(), id: "c0ffee".into(), name: Some("web".into()) };
             (who, Identity { netns_name: Some("web".into()), owner: Some(c.clone()), container: Some(c) })
         }),
     );
