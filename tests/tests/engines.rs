@@ -194,7 +194,7 @@ fn a_podman_container_is_named_in_ns_packets_and_metrics() {
     // tracer serve: its eth0's counts under its name.
     let mut s = Tracer::start(&["serve", "--listen", "127.0.0.1:0", "udp", "port", "40999"]);
     let series = format!(r#"container="{}",runtime="podman",pod="",pod_namespace="",interface="eth0",direction="egress""#, c.name);
-    wait_metrics(&s, &[series.clone()]);
+    wait_metrics(&s, std::slice::from_ref(&series));
     send();
     let mut last = String::new();
     let counted = wait_until(Duration::from_secs(10), || {
