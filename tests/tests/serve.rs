@@ -206,6 +206,19 @@ fn endpoint_serves_metrics_and_healthz_only() {
     assert_eq!(status, 200);
     assert!(head.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
     assert!(body.contains("# TYPE tracer_packets_total counter") && body.contains("tracer_build_info{"), "{body}");
+    // Prometheus's own parser and linter (promtool, from the same package)
+    // takes the 0.0.4 text as it is.
+    let mut check = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package)");
+    std::io::Write::write_all(&mut check.stdin.take().expect("stdin"), body.as_bytes()).expect("feed promtool");
+    let out = check.wait_with_output().expect("promtool");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && said.trim().is_empty(), "promtool check metrics: {said}\n{body}");
     let (_, head, body) = http_get(addr, "/metrics", "application/openmetrics-text;version=1.0.0").expect("answers");
     assert!(head.to_ascii_lowercase().contains("content-type: application/openmetrics-text"), "{head}");
     assert!(body.ends_with("# EOF\n"), "{body}");
