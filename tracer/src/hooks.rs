@@ -163,7 +163,7 @@ pub struct ProbeResult {
     pub detail: String,
 }
 
-fn describe(e: &ProgramError) -> String {
+pub fn describe(e: &ProgramError) -> String {
     // The verifier log is empty when the kernel refuses outright; the errno
     // is what tells a person why.
     let mut s = e.to_string();

@@ -21,6 +21,7 @@ pub mod netlink;
 pub mod ns;
 pub mod output;
 pub mod packets;
+pub mod procs;
 pub mod reader;
 pub mod shutdown;
 pub mod sys;

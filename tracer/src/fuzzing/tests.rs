@@ -474,7 +474,7 @@ fn all_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     for (name, f) in frames().into_iter().take(4) {
         let meta = PacketMeta {
             ifindex: 2, len: f.len() as u32, cap_len: f.len() as u32, hash: 1, protocol: 0x0800u16.to_be(), direction: 1,
-            vlan_present: 0, mark: 0, vlan_tci: 0, vlan_proto: 0, _pad: 0,
+            vlan_present: 0, mark: 0, vlan_tci: 0, vlan_proto: 0, _pad: 0, sock_cookie: 0,
         };
         out.push(("ring_record", format!("packet-{name}"), rec(record(EventKind::Packet, 9, [bytes_of(&meta).to_vec(), f].concat()))));
     }
