@@ -419,18 +419,28 @@ pub fn sock_tcp_ops(ctx: SockOpsContext) -> u32 {
     1
 }
 
+/// Reads a context field with one load at a constant offset: the verifier
+/// refuses a load through a context pointer the compiler moved first.
+macro_rules! ctx_field {
+    ($ctx:expr, $field:ident) => {
+        // SAFETY: a field of the program's own context.
+        unsafe { core::ptr::read_volatile(core::ptr::addr_of!((*$ctx).$field)) }
+    };
+}
+
 #[inline(always)]
 fn on_tcp(ctx: &SockOpsContext, cb: u32) {
-    let family = ctx.family();
+    let ops = ctx.ops;
+    let family = ctx_field!(ops, family);
+    // local_port is in host byte order, remote_port in network order (in
+    // the low 16 bits).
+    let lport = ctx_field!(ops, local_port) as u16;
+    let rport = u16::from_be(ctx_field!(ops, remote_port) as u16);
     let (laddr, raddr) = match family {
-        AF_INET => (ip4(ctx.local_ip4()), ip4(ctx.remote_ip4())),
-        AF_INET6 => (ip6(ctx.local_ip6()), ip6(ctx.remote_ip6())),
+        AF_INET => (ip4(ctx_field!(ops, local_ip4)), ip4(ctx_field!(ops, remote_ip4))),
+        AF_INET6 => (ip6(read_ip6(ops, true)), ip6(read_ip6(ops, false))),
         _ => return,
     };
-    // local_port is in host byte order, remote_port in network order (in
-    // the low 16 bits on this ABI's kernels since 5.x; the upper half is 0).
-    let lport = ctx.local_port() as u16;
-    let rport = u16::from_be(ctx.remote_port() as u16);
     // SAFETY: helper on the program's own context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.ops as *mut _) };
     let netns = sk_netns(ctx_sk(ctx.ops as *const _));
@@ -472,6 +482,30 @@ fn on_tcp(ctx: &SockOpsContext, cb: u32) {
         raddr: if kind == op::LISTEN { [0; 16] } else { raddr },
     };
     emit(hdr, ev);
+}
+
+/// `local_ip6` or `remote_ip6` of a sock_ops context, word by word (each
+/// a load at a constant offset, as the verifier wants).
+#[inline(always)]
+fn read_ip6(ops: *mut aya_ebpf::bindings::bpf_sock_ops, local: bool) -> [u32; 4] {
+    // SAFETY: fields of the program's own context.
+    unsafe {
+        if local {
+            [
+                core::ptr::read_volatile(core::ptr::addr_of!((*ops).local_ip6[0])),
+                core::ptr::read_volatile(core::ptr::addr_of!((*ops).local_ip6[1])),
+                core::ptr::read_volatile(core::ptr::addr_of!((*ops).local_ip6[2])),
+                core::ptr::read_volatile(core::ptr::addr_of!((*ops).local_ip6[3])),
+            ]
+        } else {
+            [
+                core::ptr::read_volatile(core::ptr::addr_of!((*ops).remote_ip6[0])),
+                core::ptr::read_volatile(core::ptr::addr_of!((*ops).remote_ip6[1])),
+                core::ptr::read_volatile(core::ptr::addr_of!((*ops).remote_ip6[2])),
+                core::ptr::read_volatile(core::ptr::addr_of!((*ops).remote_ip6[3])),
+            ]
+        }
+    }
 }
 
 // ---- what the TC programs ask --------------------------------------------

@@ -1,7 +1,7 @@
 //! The socket programs of process attribution, attached to the root of the
 //! cgroup v2 hierarchy ([`super::cgroup2`]) with BPF links (kernel >= 5.7;
-//! `sock_release` needs 5.9) in `AllowMultiple` mode, beside whatever
-//! programs systemd or a container runtime put there. A link closes with
+//! `sock_release` needs 5.9), which run beside whatever programs systemd
+//! or a container runtime put there. A link closes with
 //! the tracer, however it ends, so nothing stays attached. Either all of
 //! them attach or none stays: a kernel that refuses one kind leaves the
 //! tracer without process fields, never with half of them.
@@ -19,6 +19,12 @@ use tracer_common::programs as p;
 
 use super::cgroup2;
 use crate::hooks::describe;
+
+/// Flags 0: the kernel refuses any flag on a cgroup BPF link (EINVAL) and
+/// runs linked programs as `BPF_F_ALLOW_MULTI` anyway, beside the others
+/// attached there. (aya attaches with links from 5.7 on; `sock_release`
+/// needs 5.9, so the exclusive pre-link attachment never happens.)
+const MODE: CgroupAttachMode = CgroupAttachMode::Single;
 
 /// The program types, as `tracer doctor` names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,17 +85,17 @@ fn load_and_attach(prog: &mut Program, kind: HookKind, root: &File) -> Result<()
         HookKind::CgroupSock => {
             let prog: &mut CgroupSock = prog.try_into()?;
             prog.load()?;
-            prog.attach(root, CgroupAttachMode::AllowMultiple)?;
+            prog.attach(root, MODE)?;
         }
         HookKind::CgroupSockAddr => {
             let prog: &mut CgroupSockAddr = prog.try_into()?;
             prog.load()?;
-            prog.attach(root, CgroupAttachMode::AllowMultiple)?;
+            prog.attach(root, MODE)?;
         }
         HookKind::SockOps => {
             let prog: &mut SockOps = prog.try_into()?;
             prog.load()?;
-            prog.attach(root, CgroupAttachMode::AllowMultiple)?;
+            prog.attach(root, MODE)?;
         }
     }
     Ok(())
@@ -120,7 +126,7 @@ pub fn attach_at(ebpf: &mut Ebpf, root: &Path) -> Result<(), AttachError> {
     for (name, kind) in HOOKS {
         let r = match ebpf.program_mut(name) {
             Some(prog) => load_and_attach(prog, *kind, &dir)
-                .map_err(|e| AttachError::Refused { kind: kind.name(), program: name, detail: describe(&e) }),
+                .map_err(|e| { if std::env::var_os("TRACER_DEBUG_VERIFIER").is_some() { eprintln!("{e:?}"); } AttachError::Refused { kind: kind.name(), program: name, detail: describe(&e) } }),
             None => Err(AttachError::NoProgram(name)),
         };
         if let Err(e) = r {

@@ -23,6 +23,7 @@
 pub mod attach;
 pub mod cgroup2;
 pub mod diag;
+pub mod doctor;
 pub mod enrich;
 pub mod fdmap;
 pub mod render;
