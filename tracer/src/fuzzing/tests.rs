@@ -478,6 +478,13 @@ fn all_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         };
         out.push(("ring_record", format!("packet-{name}"), rec(record(EventKind::Packet, 9, [bytes_of(&meta).to_vec(), f].concat()))));
     }
+    // Socket events (process attribution): a bind and a TCP connect.
+    for (name, op, lport, rport) in [("sock-bind", tracer_common::sock::op::BIND, 5000, 0), ("sock-connected", tracer_common::sock::op::CONNECTED, 40000, 80)] {
+        let mut se = tracer_common::sock::SockEvent { cookie: 77, start_ns: 1_000_000_000, op, flags: 1, family: 2, protocol: 6, lport, rport, ..Default::default() };
+        se.laddr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        se.raddr[..4].copy_from_slice(&[10, 0, 0, 2]);
+        out.push(("ring_record", name.to_string(), rec(record(EventKind::Sock, 11, bytes_of(&se).to_vec()))));
+    }
     out
 }
 

@@ -45,6 +45,7 @@ use crate::{
     netlink::{self, NetlinkEvent},
     ns::{self, Iface},
     output::{self, Render, Sink, Stream},
+    procs::{Attribution, Endpoints, PacketProcs, ProcSelect, render},
     reader::{LostTracker, Reader},
     shutdown::Shutdown,
 };
@@ -58,6 +59,11 @@ pub const DEFAULT_SNAPLEN: u32 = 128;
 
 /// How often the ring buffer is drained without being woken.
 pub const DRAIN_INTERVAL: Duration = Duration::from_millis(20);
+
+/// How long packets are held when processes are attributed, so that a
+/// process first seen is shown with its container and command line (found
+/// on another thread, usually within milliseconds).
+const PROCS_HOLD_NS: u64 = 250_000_000;
 
 /// Output bytes deferred before they are written anyway.
 const SINK_MAX_BUFFERED: usize = 1 << 20;
@@ -84,6 +90,8 @@ pub struct PacketsJob {
     pub hops: bool,
     /// Runs in the kernel; matches everything when no expression was given.
     pub filter: FilterProgram,
+    /// Process attribution (`None`: `--no-process`), with its selection.
+    pub procs: Option<ProcSelect>,
 }
 
 impl Default for PacketsJob {
@@ -95,13 +103,28 @@ impl Default for PacketsJob {
             write: None,
             hops: false,
             filter: FilterProgram::match_all(),
+            procs: Some(ProcSelect::default()),
         }
     }
 }
 
 impl PacketsJob {
     pub fn from_args(a: &PacketArgs) -> Result<Self, Error> {
-        let select = Selection::from_args(&a.sel, a.all, a.iface.as_deref())?;
+        let procs = (!a.no_process).then(|| ProcSelect { pid: a.process, comm: a.comm.clone() });
+        if let Some(p) = &procs {
+            p.validate().map_err(Error::Usage)?;
+        }
+        let mut select = Selection::from_args(&a.sel, a.all, a.iface.as_deref())?;
+        // `--process PID` alone: that process's namespace, where its
+        // packets are sent and delivered.
+        if let Some(pid) = a.process
+            && !a.all
+            && a.sel.netns.is_none()
+            && a.sel.pid.is_none()
+            && a.sel.container.is_none()
+        {
+            select.scope = Scope::Netns(ns::resolve_pid(pid)?);
+        }
         let filter = filter::from_args(a.filter.as_deref(), &a.expr)?;
         let max = PKT_DATA_MAX as u32;
         let snaplen = match a.snaplen {
@@ -116,7 +139,7 @@ impl PacketsJob {
             None if a.write.is_some() => max,
             None => DEFAULT_SNAPLEN,
         };
-        Ok(Self { select, snaplen, write: a.write.clone(), hops: a.hops, filter })
+        Ok(Self { select, snaplen, write: a.write.clone(), hops: a.hops, filter, procs })
     }
 
     /// Whether an interface is traced.
@@ -147,6 +170,8 @@ pub struct PacketEvent {
     /// The captured bytes.
     pub frame: Vec<u8>,
     pub decoded: decode::Decoded,
+    /// The local processes at each end (see [`crate::procs`]).
+    pub procs: PacketProcs,
 }
 
 impl PacketEvent {
@@ -183,7 +208,14 @@ impl PacketEvent {
             ethernet,
             frame,
             decoded,
+            procs: PacketProcs { cookie: meta.sock_cookie, mono_ns: ev.header.ts_ns, ..Default::default() },
         })
+    }
+
+    /// The addresses and ports, for finding the sockets at each end.
+    pub fn endpoints(&self) -> Option<Endpoints> {
+        let d = &self.decoded;
+        Some(Endpoints { proto: d.proto?, src: d.src?, sport: d.sport?, dst: d.dst?, dport: d.dport? })
     }
 
     pub fn direction_name(&self) -> &'static str {
@@ -269,6 +301,11 @@ struct PacketJson<'a> {
     arp_op: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     mark: Option<u32>,
+    /// Present (null when not local) when process attribution is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    process: Option<Option<render::ProcessJson<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer_process: Option<Option<render::ProcessJson<'a>>>,
 }
 
 #[derive(serde::Serialize)]
@@ -315,7 +352,14 @@ impl PacketEvent {
                 _ => "other",
             }),
             mark: (self.mark != 0).then_some(self.mark),
+            process: self.procs.on.then(|| self.procs.sender.as_deref().map(render::json)),
+            peer_process: self.procs.on.then(|| self.procs.receiver.as_deref().map(render::json)),
         }
+    }
+
+    /// `  proc: SENDER -> RECEIVER` when attribution is on, else nothing.
+    pub fn procs_text(&self) -> String {
+        if self.procs.on { render::pair_text(self.procs.sender.as_deref(), self.procs.receiver.as_deref()) } else { String::new() }
     }
 }
 
@@ -329,7 +373,7 @@ impl Render for PacketEvent {
     }
 
     fn text(&self) -> String {
-        format!("{} {} {} {}", clock::hms_micros(self.wall_ns), self.where_text(), self.dir_short(), self.summary())
+        format!("{} {} {} {}{}", clock::hms_micros(self.wall_ns), self.where_text(), self.dir_short(), self.summary(), self.procs_text())
     }
 }
 
@@ -356,6 +400,16 @@ impl Item {
             Item::Netlink(e) => e.wall_ns,
             Item::Packet(p) => p.wall_ns,
             Item::Path(p) => p.hops.first().map(|h| h.wall_ns).unwrap_or(0),
+        }
+    }
+
+    /// Shows the processes as they are known now (their container and
+    /// command line may have been found while the item was held).
+    fn refresh_procs(&mut self, a: &Attribution) {
+        match self {
+            Item::Netlink(_) => {}
+            Item::Packet(p) => a.refresh(&mut p.procs),
+            Item::Path(p) => p.hops.iter_mut().for_each(|h| a.refresh(&mut h.procs)),
         }
     }
 
@@ -454,7 +508,7 @@ pub async fn run(
         }
         None => None,
     };
-    let mut opts = ebpf::LoadOptions { snaplen: job.snaplen, ..Default::default() };
+    let mut opts = ebpf::LoadOptions { snaplen: job.snaplen, procs: job.procs.as_ref().map(|p| p.config(true)), ..Default::default() };
     if let Some(kib) = common.buffer_kib {
         opts.ring_bytes = kib * 1024;
     }
@@ -469,6 +523,20 @@ pub async fn run(
     // may be read half-written.
     filter::install(&mut loaded.ebpf, &job.filter).map_err(PacketsError::from)?;
     let mut reader = Reader::new(&mut loaded.ebpf)?;
+    // Before the packet programs: a socket made in between would be missed.
+    let mut attribution = match &job.procs {
+        Some(sel) => match Attribution::start(&mut loaded.ebpf, sel) {
+            Ok(a) => Some(a),
+            // Selecting by process needs it; without a selection, packets
+            // go on without process fields.
+            Err(e) if sel.is_some() => return Err(Error::Kernel(format!("--process and --comm need process attribution: {e}"))),
+            Err(e) => {
+                output::warn(&crate::procs::unavailable(&e));
+                None
+            }
+        },
+        None => None,
+    };
     let attacher = Attacher::new(&mut loaded.ebpf, TcMode::detect(), PACKET_PROGRAMS)?;
     // With `-w -` stdout carries pcapng: every line goes to stderr.
     let lines = if target == Some(capfile::Target::Stdout) { Stream::Stderr } else { Stream::Stdout };
@@ -503,9 +571,17 @@ pub async fn run(
     let clock = Clock::new();
     let mut corr = netlink::Correlator::new(clock);
     let mut grouper = job.hops.then(hops::Grouper::default);
-    let want_decode = job.write.is_none() || job.hops;
-    // Netlink requests come out of the correlator up to ACK_WAIT_NS late.
-    let hold_ns = if netlink_job.is_some() { netlink::ACK_WAIT_NS + 100_000_000 } else { 0 };
+    // Process attribution matches sockets by address and port.
+    let want_decode = job.write.is_none() || job.hops || attribution.is_some();
+    // Netlink requests come out of the correlator up to ACK_WAIT_NS late;
+    // a new process's container and command line take a moment to find.
+    let hold_ns = if netlink_job.is_some() {
+        netlink::ACK_WAIT_NS + 100_000_000
+    } else if attribution.is_some() {
+        PROCS_HOLD_NS
+    } else {
+        0
+    };
     let mut merger = Merger::new(hold_ns);
     let mut lost = LostTracker::default();
     let mut written: u64 = 0;
@@ -538,11 +614,20 @@ pub async fn run(
             let topo = topo.lock().map_err(|_| PacketsError::Follower)?;
             for ev in batch.drain(..) {
                 match ev.kind {
+                    EventKind::Sock => {
+                        if let Some(a) = &mut attribution {
+                            a.push(&ev, &|ns| topo.container(ns));
+                        }
+                    }
                     EventKind::Packet => {
-                        let Some(p) = PacketEvent::from_raw(&ev, &clock, &topo, want_decode) else {
+                        let Some(mut p) = PacketEvent::from_raw(&ev, &clock, &topo, want_decode) else {
                             reader.malformed += 1;
                             continue;
                         };
+                        if let Some(a) = &mut attribution {
+                            let ep = p.endpoints();
+                            a.fill(&mut p.procs, u64::from(p.netns_ino), p.direction != DIR_INGRESS, ep.as_ref());
+                        }
                         match &mut grouper {
                             Some(g) => g.push(p),
                             None => merger.push(Item::Packet(Box::new(p))),
@@ -554,6 +639,9 @@ pub async fn run(
             }
         }
         let now_wall = clock.wall_ns(Clock::now_mono_ns());
+        if let Some(a) = &mut attribution {
+            a.tick(Clock::now_mono_ns());
+        }
         if let Some(nj) = &netlink_job {
             for e in corr.ready(Clock::now_mono_ns(), done) {
                 if !nj.wants(&e) {
@@ -568,7 +656,10 @@ pub async fn run(
             }
         }
         while common.count.is_none_or(|c| written < c) {
-            let Some(item) = merger.pop_ready(now_wall, done) else { break };
+            let Some(mut item) = merger.pop_ready(now_wall, done) else { break };
+            if let Some(a) = &attribution {
+                item.refresh_procs(a);
+            }
             match (&mut out, &item) {
                 (Out::Pcapng(w, _), Item::Packet(p)) => w.write(p).map_err(PacketsError::from)?,
                 (Out::Pcapng(_, sink), _) | (Out::Sink(sink), _) => {
@@ -625,6 +716,9 @@ pub async fn run(
     }
     if netlink_job.is_some() {
         eprintln!("tracer: {}", corr.summary());
+    }
+    if let Some(a) = &attribution {
+        eprintln!("tracer: {}", a.summary());
     }
     if merger.early > 0 {
         eprintln!("tracer: {} events printed before the end of their hold (more than {MERGER_MAX_ITEMS} events or {} MiB held)", merger.early, MERGER_MAX_BYTES >> 20);
@@ -689,6 +783,7 @@ mod tests {
             ethernet: true,
             decoded: decode::decode(&f, true),
             frame: f,
+            procs: PacketProcs::default(),
         };
         let text = p.text();
         let want = format!(r"w\x1b]0;x\x07{}.../e\x1b[31m\x9b In ", "w".repeat(crate::output::NAME_MAX - 3 - 13));
@@ -724,6 +819,7 @@ mod tests {
                 ethernet: true,
                 decoded: decode::decode(&f, true),
                 frame: f,
+                procs: PacketProcs::default(),
             });
             Item::Path(g.ready(0, true).pop().expect("path"))
         };
@@ -753,6 +849,7 @@ mod tests {
             ethernet: true,
             decoded: decode::Decoded::default(),
             frame: f,
+            procs: PacketProcs::default(),
         }))
     }
 

@@ -42,13 +42,9 @@ impl Enricher {
         // Never longer than the requests handed over: one answer each.
         let (ans_tx, rx) = mpsc::channel();
         let spawned = std::thread::Builder::new().name("tracer-procs".into()).spawn(move || {
-            let mut registry: Option<Registry> = None;
+            let mut reg = Registry::new();
+            reg.refresh();
             while let Ok(mut p) = req_rx.recv() {
-                let reg = registry.get_or_insert_with(|| {
-                    let mut r = Registry::new();
-                    r.refresh();
-                    r
-                });
                 let (_, container) = reg.enrich(p.netns_ino, p.pid, p.cgroup_id);
                 p.container = container.and_then(|c| serde_json::to_value(c).ok());
                 p.cmdline = fdmap::cmdline(p.pid, p.start_ticks);
@@ -60,6 +56,14 @@ impl Enricher {
         if spawned.is_ok() {
             self.tx = Some(tx);
             self.rx = Some(rx);
+        }
+    }
+
+    /// Starts the thread and has it read the namespaces and containers of
+    /// the machine once, before any process is asked about.
+    pub fn warm_up(&mut self) {
+        if !self.started {
+            self.start();
         }
     }
 

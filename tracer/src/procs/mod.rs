@@ -90,6 +90,21 @@ impl ProcSelect {
     }
 }
 
+/// A packet's processes, as the output shows them.
+#[derive(Clone, Debug, Default)]
+pub struct PacketProcs {
+    /// Attribution is on: the fields are shown (`-`/null when unknown).
+    pub on: bool,
+    /// The socket cookie the TC program read (0: none).
+    pub cookie: u64,
+    /// `bpf_ktime_get_ns()` of the packet (to compare with socket closes).
+    pub mono_ns: u64,
+    /// The owner of the socket that sent it, if local.
+    pub sender: Option<Arc<Process>>,
+    /// The owner of the socket it is delivered to, if local.
+    pub receiver: Option<Arc<Process>>,
+}
+
 /// Process attribution at work: the kernel's programs attached, the join
 /// tables, the enrichment thread.
 pub struct Attribution {
@@ -101,6 +116,8 @@ pub struct Attribution {
     /// could not be found.
     pub existing: usize,
     pub existing_unowned: usize,
+    /// New processes not yet handed to the enrichment thread.
+    pending: Vec<Arc<Process>>,
 }
 
 /// Why attribution is off, for the one line on stderr.
@@ -139,18 +156,53 @@ impl Attribution {
         if select.is_some() {
             mark_selected(ebpf, &marks);
         }
-        Ok(Self { owners, enricher: enrich::Enricher::new(), root, existing, existing_unowned: unowned })
+        let mut enricher = enrich::Enricher::new();
+        // The registry's first scan takes a while: done now, not on the
+        // first packet's process.
+        enricher.warm_up();
+        Ok(Self { owners, enricher, root, existing, existing_unowned: unowned, pending: Vec::new() })
     }
 
-    /// Takes in a socket event.
-    pub fn push(&mut self, ev: &RawEvent) {
+    /// Takes in a socket event; `container_of` names the container of a
+    /// namespace where the caller knows it (before the enrichment thread
+    /// answers).
+    pub fn push(&mut self, ev: &RawEvent, container_of: &dyn Fn(u64) -> Option<serde_json::Value>) {
         self.owners.push(ev);
+        for p in self.owners.take_new_processes() {
+            let mut q = (*p).clone();
+            q.container = container_of(q.netns_ino);
+            if q.container.is_some() {
+                self.owners.enrich(q);
+            }
+            self.pending.push(p);
+        }
+    }
+
+    /// Fills a packet's processes: seen in namespace `netns`, leaving it
+    /// (`egress`) or arriving, with these addresses if decoded.
+    pub fn fill(&mut self, pp: &mut PacketProcs, netns: u64, egress: bool, ep: Option<&Endpoints>) {
+        let (s, r) = self.owners.attribute(pp.mono_ns, pp.cookie, Hop { netns_ino: netns, egress }, ep);
+        pp.on = true;
+        pp.sender = s;
+        pp.receiver = r;
+    }
+
+    /// The newest form of a packet's processes (enriched meanwhile).
+    pub fn refresh(&self, pp: &mut PacketProcs) {
+        if let Some(p) = &pp.sender {
+            pp.sender = Some(self.owners.newest(p));
+        }
+        if let Some(p) = &pp.receiver {
+            pp.receiver = Some(self.owners.newest(p));
+        }
     }
 
     /// Hands new processes to the enrichment thread and takes its answers;
     /// forgets sockets closed long enough ago. Call often.
     pub fn tick(&mut self, now_mono_ns: u64) {
-        for p in self.owners.take_new_processes() {
+        let mut fresh = std::mem::take(&mut self.pending);
+        fresh.extend(self.owners.take_new_processes());
+        for p in fresh {
             if !self.enricher.submit(&p) {
                 self.owners.counts.unenriched += 1;
             }

@@ -198,15 +198,26 @@ impl Owners {
 
     /// Replaces a process with its enriched form (container, command
     /// line); sockets that name it show the new one from now on.
-    pub fn enrich(&mut self, p: Process) {
+    pub fn enrich(&mut self, mut p: Process) {
         if let Some(old) = self.procs.get_mut(&p.key())
             && old.comm == p.comm
         {
+            // What one source found is not undone by another that did not.
+            if p.container.is_none() {
+                p.container = old.container.clone();
+            }
+            if p.cmdline.is_none() {
+                p.cmdline = old.cmdline.clone();
+            }
             *old = Arc::new(p);
         }
     }
 
     /// The process, as it is known now (enriched if it was).
+    pub fn newest(&self, p: &Arc<Process>) -> Arc<Process> {
+        self.current(p)
+    }
+
     fn current(&self, p: &Arc<Process>) -> Arc<Process> {
         match self.procs.get(&p.key()) {
             Some(q) if q.comm == p.comm && q.tid == p.tid => q.clone(),
