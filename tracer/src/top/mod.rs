@@ -11,6 +11,7 @@
 //! flow evicted before it was read) is counted and reported.
 
 pub mod counters;
+pub mod procs;
 pub mod render;
 pub mod stats;
 
@@ -35,7 +36,7 @@ use crate::{
     output::{self, Sink},
     packets::{
         PacketsError, Scope, Selection, Topology,
-        attach::{Attacher, TOP_PROGRAMS, TcMode},
+        attach::{Attacher, TOP_PROC_PROGRAMS, TOP_PROGRAMS, TcMode},
         filter::{self, FilterProgram},
         follow::Follower,
     },
@@ -84,6 +85,8 @@ struct State {
     lost_kernel: LostCounters,
     lost: LostTracker,
     last_read: Instant,
+    /// `--by process`: the per-socket counters and the attribution.
+    procs: Option<procs::ProcTop>,
 }
 
 /// One read of both maps.
@@ -91,6 +94,8 @@ struct Interval {
     secs: f64,
     ifaces: HashMap<IfaceKey, Count>,
     flows: HashMap<FlowKey, Count>,
+    /// `--by process`: the flows per sending socket.
+    proc_flows: Option<HashMap<tracer_common::top::ProcFlowKey, Count>>,
 }
 
 impl State {
@@ -101,12 +106,19 @@ impl State {
         let released = topo.lock().map_err(|_| PacketsError::Follower)?.take_released();
         // Flows before interfaces, the reverse of the kernel's order (see
         // stats::Unattributed).
-        let flows_now = self.flows.read().map_err(TopError::from)?;
+        let (flows_now, proc_flows) = match &mut self.procs {
+            None => (Some(self.flows.read().map_err(TopError::from)?), None),
+            Some(p) => (None, Some(p.update()?)),
+        };
         let ifaces_now = self.ifaces.read().map_err(TopError::from)?;
         let now = Instant::now();
         let secs = now.duration_since(self.last_read).as_secs_f64();
         self.last_read = now;
-        let flows = self.flow_deltas.update(flows_now);
+        let flows = match (flows_now, &proc_flows) {
+            (Some(f), _) => self.flow_deltas.update(f),
+            (None, Some(pf)) => procs::collapse(pf),
+            (None, None) => HashMap::new(),
+        };
         let ifaces = self.iface_deltas.update(ifaces_now);
         self.unattributed.update(&ifaces, &flows, last);
         if !released.is_empty() {
@@ -118,21 +130,30 @@ impl State {
                     self.ifaces.delete(&k).map_err(TopError::from)?;
                     self.iface_deltas.forget(&k);
                 }
-                for k in flows.keys().filter(|k| k.netns_ino == netns_ino && k.ifindex == ifindex) {
-                    self.flows.delete(k).map_err(TopError::from)?;
-                    self.flow_deltas.forget(k);
+                match (&mut self.procs, &proc_flows) {
+                    (Some(p), Some(pf)) => p.forget_iface(netns_ino, ifindex, pf)?,
+                    _ => {
+                        for k in flows.keys().filter(|k| k.netns_ino == netns_ino && k.ifindex == ifindex) {
+                            self.flows.delete(k).map_err(TopError::from)?;
+                            self.flow_deltas.forget(k);
+                        }
+                    }
                 }
             }
         }
-        Ok(Interval { secs, ifaces, flows })
+        Ok(Interval { secs, ifaces, flows, proc_flows })
     }
 
     /// New losses since the last call, and the totals so far.
     fn losses(&mut self) -> (Losses, Losses) {
-        let new = self.lost.update([
+        let mut sources = vec![
             ("flow", self.unattributed.total),
             (LostSource::Stats.name(), self.lost_kernel.total(LostSource::Stats)),
-        ]);
+        ];
+        if self.procs.is_some() {
+            sources.push((LostSource::Sock.name(), self.lost_kernel.total(LostSource::Sock)));
+        }
+        let new = self.lost.update(sources);
         (new, self.lost.totals())
     }
 }
@@ -198,7 +219,15 @@ impl Printer {
 /// holds everything counted). Returns the number of reports.
 pub async fn run(job: TopJob, common: CommonArgs, stop: Shutdown) -> Result<u64, Error> {
     // The ring buffer is not used: the smallest one the kernel takes.
-    let opts = ebpf::LoadOptions { ring_bytes: 4096, top: true, ..Default::default() };
+    let by_process = job.by == By::Process;
+    let opts = if by_process {
+        // The ring buffer carries socket events, drained on a short timer.
+        let procs = Some(crate::procs::ProcSelect::default().config(false));
+        ebpf::LoadOptions { ring_bytes: 4 << 20, top: true, top_proc: true, procs, ..Default::default() }
+    } else {
+        // The ring buffer is not used: the smallest one the kernel takes.
+        ebpf::LoadOptions { ring_bytes: 4096, top: true, ..Default::default() }
+    };
     let mut loaded = ebpf::load(&opts)?;
     if !loaded.missing_fields.is_empty() {
         return Err(Error::Kernel(format!("its BTF lacks {}", loaded.missing_fields.join(", "))));
@@ -208,7 +237,9 @@ pub async fn run(job: TopJob, common: CommonArgs, stop: Shutdown) -> Result<u64,
     let flows = CounterMap::take(&mut loaded.ebpf, maps::TOP_FLOWS).map_err(TopError::from)?;
     let ifaces = CounterMap::take(&mut loaded.ebpf, maps::TOP_IFACES).map_err(TopError::from)?;
     let lost_kernel = LostCounters::new(&mut loaded.ebpf)?;
-    let attacher = Attacher::new(&mut loaded.ebpf, TcMode::detect(), TOP_PROGRAMS)?;
+    let proc_top = if by_process { Some(procs::ProcTop::start(&mut loaded.ebpf)?) } else { None };
+    let programs = if by_process { TOP_PROC_PROGRAMS } else { TOP_PROGRAMS };
+    let attacher = Attacher::new(&mut loaded.ebpf, TcMode::detect(), programs)?;
     if crate::stopped_during_start_up(&stop) {
         return Ok(0);
     }
@@ -242,6 +273,7 @@ pub async fn run(job: TopJob, common: CommonArgs, stop: Shutdown) -> Result<u64,
         lost_kernel,
         lost: LostTracker::default(),
         last_read: Instant::now(),
+        procs: proc_top,
     };
     let mut printer = Printer {
         json: common.json,
@@ -258,11 +290,21 @@ pub async fn run(job: TopJob, common: CommonArgs, stop: Shutdown) -> Result<u64,
     tokio::pin!(deadline);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + job.interval, job.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // `--by process`: socket events do not wake the reader.
+    let mut drain = tokio::time::interval(Duration::from_millis(100));
+    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let last = tokio::select! {
             _ = &mut shutdown => true,
             _ = &mut deadline => true,
             _ = tick.tick() => false,
+            _ = drain.tick(), if state.procs.is_some() => {
+                if let Some(p) = &mut state.procs {
+                    let t = topo.lock().map_err(|_| PacketsError::Follower)?;
+                    p.drain(&t);
+                }
+                continue;
+            }
         };
         if last {
             // Detach first: then the final read holds every packet counted.
@@ -271,7 +313,14 @@ pub async fn run(job: TopJob, common: CommonArgs, stop: Shutdown) -> Result<u64,
         let iv = state.read(&topo, last)?;
         let rows = {
             let t = topo.lock().map_err(|_| PacketsError::Follower)?;
-            stats::rows(job.by, &iv.ifaces, &iv.flows, &t)
+            match (&mut state.procs, &iv.proc_flows) {
+                (Some(p), Some(pf)) => {
+                    // The owners of every socket that counted, first.
+                    p.drain(&t);
+                    procs::rows(pf, &mut p.attribution, &t)
+                }
+                _ => stats::rows(job.by, &iv.ifaces, &iv.flows, &t),
+            }
         };
         let (new_lost, lost_totals) = state.losses();
         // A stop right on a report's heels has nothing new to say.
@@ -289,6 +338,9 @@ pub async fn run(job: TopJob, common: CommonArgs, stop: Shutdown) -> Result<u64,
         }
     }
     follower.stop().await;
+    if let Some(p) = &state.procs {
+        eprintln!("tracer: {}", p.attribution.summary());
+    }
     let summary: Vec<String> = state.lost.totals().iter().map(|(s, n)| format!("{s}={n}")).collect();
     eprintln!("tracer: {} reports, lost: {}", printer.reports, summary.join(" "));
     Ok(printer.reports)
