@@ -357,7 +357,7 @@ fn main() -> ExitCode {
 }
 
 /// Benchmark binaries of tests/src/bin, run in this order.
-const BENCHES: &[&str] = &["bench-netlink", "bench-packets", "bench-top", "bench-flood"];
+const BENCHES: &[&str] = &["bench-netlink", "bench-packets", "bench-top", "bench-flood", "bench-process"];
 
 fn bench(args: &[String]) -> Result<()> {
     let bin = build()?;
