@@ -271,13 +271,13 @@ fn a_short_lived_process_is_named_after_it_exits() {
     let last_ack = pk
         .iter()
         .filter(|e| on(e, a, "egress"))
-        .last()
+        .next_back()
         .unwrap_or_else(|| panic!("no packet from the client: {pk:#?}"));
     assert_eq!(last_ack["tcp_flags"], serde_json::json!(["ack"]), "the ACK of the server's FIN: {last_ack}");
     assert_eq!(pid_of(&last_ack["process"]), Some(pid), "{last_ack}");
     assert_eq!(last_ack["process"]["comm"], "shortlived");
     // The server's FIN, on its way in to the (closed) client socket.
-    let fin = pk.iter().filter(|e| on(e, a, "ingress")).last().expect("server's FIN");
+    let fin = pk.iter().filter(|e| on(e, a, "ingress")).next_back().expect("server's FIN");
     assert_eq!(pid_of(&fin["peer_process"]), Some(pid), "{fin}");
 }
 

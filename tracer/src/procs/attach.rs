@@ -126,7 +126,7 @@ pub fn attach_at(ebpf: &mut Ebpf, root: &Path) -> Result<(), AttachError> {
     for (name, kind) in HOOKS {
         let r = match ebpf.program_mut(name) {
             Some(prog) => load_and_attach(prog, *kind, &dir)
-                .map_err(|e| { if std::env::var_os("TRACER_DEBUG_VERIFIER").is_some() { eprintln!("{e:?}"); } AttachError::Refused { kind: kind.name(), program: name, detail: describe(&e) } }),
+                .map_err(|e| AttachError::Refused { kind: kind.name(), program: name, detail: describe(&e) }),
             None => Err(AttachError::NoProgram(name)),
         };
         if let Err(e) = r {

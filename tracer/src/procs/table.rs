@@ -441,7 +441,7 @@ impl Owners {
     /// The socket holding `addr:port` (talking to `peer`), as seen at
     /// `hop`; `local`: the packet leaves or enters the socket's own stack
     /// there (an unconnected socket matches only then).
-    fn by_port(&self, proto: u8, addr: IpAddr, port: u16, peer: (IpAddr, u16), hop: Hop, local: bool, now_ns: u64) -> Option<&Sock> {
+    fn by_port(&self, proto: u8, (addr, port): (IpAddr, u16), peer: (IpAddr, u16), hop: Hop, local: bool, now_ns: u64) -> Option<&Sock> {
         let v = self.ports.get(&(proto, port))?;
         let addr = normalize(addr);
         let peer_addr = normalize(peer.0);
@@ -504,14 +504,14 @@ impl Owners {
         if let Some(ep) = ep {
             if sender.is_none() {
                 sender = self
-                    .by_port(ep.proto, ep.src, ep.sport, (ep.dst, ep.dport), hop, hop.egress, now_ns)
+                    .by_port(ep.proto, (ep.src, ep.sport), (ep.dst, ep.dport), hop, hop.egress, now_ns)
                     .and_then(|s| s.owner.clone());
                 if sender.is_some() {
                     self.counts.sender_by_port += 1;
                 }
             }
             receiver = self
-                .by_port(ep.proto, ep.dst, ep.dport, (ep.src, ep.sport), hop, !hop.egress, now_ns)
+                .by_port(ep.proto, (ep.dst, ep.dport), (ep.src, ep.sport), hop, !hop.egress, now_ns)
                 .and_then(|s| s.owner.clone());
             if receiver.is_some() {
                 self.counts.receiver_by_port += 1;

@@ -62,11 +62,13 @@ fn ep(proto: u8, src: &str, sport: u16, dst: &str, dport: u16) -> Endpoints {
     Endpoints { proto, src: ip(src), sport, dst: ip(dst), dport }
 }
 
-fn names(p: (Option<Arc<Process>>, Option<Arc<Process>>)) -> (Option<(u32, String)>, Option<(u32, String)>) {
+type Named = Option<(u32, String)>;
+
+fn names(p: (Option<Arc<Process>>, Option<Arc<Process>>)) -> (Named, Named) {
     (p.0.map(|p| (p.pid, p.comm.clone())), p.1.map(|p| (p.pid, p.comm.clone())))
 }
 
-fn some(pid: u32, comm: &str) -> Option<(u32, String)> {
+fn some(pid: u32, comm: &str) -> Named {
     Some((pid, comm.to_string()))
 }
 
