@@ -268,16 +268,12 @@ fn a_short_lived_process_is_named_after_it_exits() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(t.stop(), 0, "{}", t.stderr());
     let pk = flow_packets(&t.events(), &[5330]);
-    let last_ack = pk
-        .iter()
-        .filter(|e| on(e, a, "egress"))
-        .next_back()
-        .unwrap_or_else(|| panic!("no packet from the client: {pk:#?}"));
+    let last_ack = pk.iter().rfind(|e| on(e, a, "egress")).unwrap_or_else(|| panic!("no packet from the client: {pk:#?}"));
     assert_eq!(last_ack["tcp_flags"], serde_json::json!(["ack"]), "the ACK of the server's FIN: {last_ack}");
     assert_eq!(pid_of(&last_ack["process"]), Some(pid), "{last_ack}");
     assert_eq!(last_ack["process"]["comm"], "shortlived");
     // The server's FIN, on its way in to the (closed) client socket.
-    let fin = pk.iter().filter(|e| on(e, a, "ingress")).next_back().expect("server's FIN");
+    let fin = pk.iter().rfind(|e| on(e, a, "ingress")).expect("server's FIN");
     assert_eq!(pid_of(&fin["peer_process"]), Some(pid), "{fin}");
 }
 
