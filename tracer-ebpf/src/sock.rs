@@ -432,10 +432,12 @@ macro_rules! ctx_field {
 fn on_tcp(ctx: &SockOpsContext, cb: u32) {
     let ops = ctx.ops;
     let family = ctx_field!(ops, family);
-    // local_port is in host byte order, remote_port in network order (in
-    // the low 16 bits).
+    // local_port is in host byte order; remote_port in network order, in
+    // the upper 16 bits on little-endian hosts (the kernel loads skc_dport
+    // and shifts it left by 16), the lower ones elsewhere.
     let lport = ctx_field!(ops, local_port) as u16;
-    let rport = u16::from_be(ctx_field!(ops, remote_port) as u16);
+    let rp = ctx_field!(ops, remote_port);
+    let rport = u16::from_be(if rp > 0xffff { (rp >> 16) as u16 } else { rp as u16 });
     let (laddr, raddr) = match family {
         AF_INET => (ip4(ctx_field!(ops, local_ip4)), ip4(ctx_field!(ops, remote_ip4))),
         AF_INET6 => (ip6(read_ip6(ops, true)), ip6(read_ip6(ops, false))),
