@@ -159,7 +159,7 @@ fn udp_and_tcp_name_both_ends_on_both_eth0s() {
     let p = &out_a[0]["process"];
     assert_eq!(p["uid"], 0);
     assert!(p["tid"].as_u64().is_some());
-    assert!(p["cmdline"].as_str().is_some_and(|c| c.starts_with("python3")), "{p}");
+    assert!(p["cmdline"].as_str().is_some_and(|c| c.contains("python3 -u -c") && c.contains("cli-proc")), "{p}");
     assert!(p["container"].is_null());
     // Text shows both ends.
     drop(srv);

@@ -82,7 +82,9 @@ struct State {
     flow_deltas: Deltas<FlowKey>,
     iface_deltas: Deltas<IfaceKey>,
     unattributed: Unattributed,
-    lost_kernel: LostCounters,
+    /// The kernel's loss counters; with `--by process` the ring buffer's
+    /// reader holds them instead.
+    lost_kernel: Option<LostCounters>,
     lost: LostTracker,
     last_read: Instant,
     /// `--by process`: the per-socket counters and the attribution.
@@ -146,12 +148,11 @@ impl State {
 
     /// New losses since the last call, and the totals so far.
     fn losses(&mut self) -> (Losses, Losses) {
-        let mut sources = vec![
-            ("flow", self.unattributed.total),
-            (LostSource::Stats.name(), self.lost_kernel.total(LostSource::Stats)),
-        ];
+        let kernel = self.lost_kernel.as_ref().or(self.procs.as_ref().map(|p| p.reader.lost_counters()));
+        let total = |s: LostSource| kernel.map_or(0, |k| k.total(s));
+        let mut sources = vec![("flow", self.unattributed.total), (LostSource::Stats.name(), total(LostSource::Stats))];
         if self.procs.is_some() {
-            sources.push((LostSource::Sock.name(), self.lost_kernel.total(LostSource::Sock)));
+            sources.push((LostSource::Sock.name(), total(LostSource::Sock)));
         }
         let new = self.lost.update(sources);
         (new, self.lost.totals())
@@ -236,8 +237,9 @@ pub async fn run(job: TopJob, common: CommonArgs, stop: Shutdown) -> Result<u64,
     filter::install(&mut loaded.ebpf, &job.filter).map_err(PacketsError::from)?;
     let flows = CounterMap::take(&mut loaded.ebpf, maps::TOP_FLOWS).map_err(TopError::from)?;
     let ifaces = CounterMap::take(&mut loaded.ebpf, maps::TOP_IFACES).map_err(TopError::from)?;
-    let lost_kernel = LostCounters::new(&mut loaded.ebpf)?;
+    // With `--by process` the ring buffer's reader takes the loss counters.
     let proc_top = if by_process { Some(procs::ProcTop::start(&mut loaded.ebpf)?) } else { None };
+    let lost_kernel = if by_process { None } else { Some(LostCounters::new(&mut loaded.ebpf)?) };
     let programs = if by_process { TOP_PROC_PROGRAMS } else { TOP_PROGRAMS };
     let attacher = Attacher::new(&mut loaded.ebpf, TcMode::detect(), programs)?;
     if crate::stopped_during_start_up(&stop) {
