@@ -1,5 +1,6 @@
-//! Command-line flags, and their validation into one [`crate::Job`] before
-//! anything touches the kernel.
+//! Command-line flags, as clap parses them: nothing here but their shapes
+//! and help. `app` alone reads them, and validates them into one
+//! job before anything touches the kernel.
 
 use std::path::PathBuf;
 
@@ -51,7 +52,9 @@ pub enum Command {
     Top(TopArgs),
 }
 
+/// `--netns`, `--pid`, `--container`: at most one of them.
 #[derive(Debug, Args, Clone, Default)]
+#[group(multiple = false)]
 pub struct Selectors {
     /// Only this network namespace: a name in /run/netns, a path, or an inode number.
     #[arg(long, value_name = "NAME|PATH|INODE")]
@@ -62,6 +65,25 @@ pub struct Selectors {
     /// Only this container: a name or an id prefix.
     #[arg(long, value_name = "NAME|ID")]
     pub container: Option<String>,
+}
+
+/// What the TC jobs (`packets`, `top`) take alike: where, and which packets.
+#[derive(Debug, Args, Clone, Default)]
+pub struct TcArgs {
+    #[command(flatten)]
+    pub sel: Selectors,
+    /// Every namespace, following those that appear later (the default).
+    #[arg(long, conflicts_with_all = ["netns", "pid", "container"])]
+    pub all: bool,
+    /// Only interfaces whose name matches this glob (comma-separated globs).
+    #[arg(short = 'i', long = "iface", value_name = "GLOB")]
+    pub iface: Option<String>,
+    /// Filter expression (tcpdump syntax subset); may also be given as trailing words.
+    #[arg(long, value_name = "EXPR")]
+    pub filter: Option<String>,
+    /// Filter expression as trailing words, as tcpdump takes it.
+    #[arg(trailing_var_arg = true, value_name = "EXPR")]
+    pub expr: Vec<String>,
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -89,16 +111,7 @@ pub struct NetlinkArgs {
 #[derive(Debug, Args, Clone, Default)]
 pub struct PacketArgs {
     #[command(flatten)]
-    pub sel: Selectors,
-    /// Trace every namespace, following those that appear later.
-    #[arg(long)]
-    pub all: bool,
-    /// Only interfaces whose name matches this glob.
-    #[arg(short = 'i', long = "iface", value_name = "GLOB")]
-    pub iface: Option<String>,
-    /// Filter expression (tcpdump syntax subset); may also be given as trailing words.
-    #[arg(long, value_name = "EXPR")]
-    pub filter: Option<String>,
+    pub tc: TcArgs,
     /// Bytes of each packet to capture.
     #[arg(long, value_name = "N")]
     pub snaplen: Option<u32>,
@@ -122,35 +135,33 @@ pub struct PacketArgs {
     /// v2 root, no process fields).
     #[arg(long, conflicts_with_all = ["process", "comm"])]
     pub no_process: bool,
-    /// Filter expression as trailing words, as tcpdump takes it.
-    #[arg(trailing_var_arg = true, value_name = "EXPR")]
-    pub expr: Vec<String>,
 }
 
 #[derive(Debug, Args, Clone)]
 pub struct TopArgs {
     #[command(flatten)]
-    pub sel: Selectors,
-    /// Count in every namespace, following those that appear later (the default).
-    #[arg(long)]
-    pub all: bool,
-    /// Only interfaces whose name matches this glob (comma-separated globs).
-    #[arg(short = 'i', long = "iface", value_name = "GLOB")]
-    pub iface: Option<String>,
-    /// Filter expression (tcpdump syntax subset); may also be given as trailing words.
-    #[arg(long, value_name = "EXPR")]
-    pub filter: Option<String>,
+    pub tc: TcArgs,
     /// Seconds between reports.
     #[arg(long, value_name = "SECS", default_value_t = 1.0)]
     pub interval: f64,
     /// One row per container (or namespace), interface, or flow.
     #[arg(long, value_enum, default_value = "container")]
-    pub by: crate::top::By,
+    pub by: By,
     /// At most this many rows per report (largest first); on a terminal,
     /// by default as many as fit.
     #[arg(short = 'n', long, value_name = "N")]
     pub limit: Option<usize>,
-    /// Filter expression as trailing words, as tcpdump takes it.
-    #[arg(trailing_var_arg = true, value_name = "EXPR")]
-    pub expr: Vec<String>,
+}
+
+/// `tracer top --by`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum By {
+    /// One row per container (or namespace without one).
+    Container,
+    /// One row per interface.
+    Iface,
+    /// One row per flow, interface and direction.
+    Flow,
+    /// One row per local process: what its sockets sent and received.
+    Process,
 }

@@ -5,7 +5,7 @@
 //! so the rest of the library's surface can shrink without breaking the
 //! fuzz crate.
 //!
-//! Every entry point turns panic containment off ([`contain::strict`]): a
+//! Every entry point turns panic containment off (`sys::contain::strict`): a
 //! panic anywhere is a crash to fix, even where the tracer would contain
 //! it. The unit tests below replay the committed inputs (`fuzz/seeds`,
 //! `fuzz/regressions`) and a few thousand seeded mutations of them through
@@ -21,12 +21,12 @@ use tracer_common::{
 };
 
 use crate::{
-    clock::Clock,
-    contain,
-    event::{RawEvent, read_pod},
+    bpf::event::{RawEvent, read_pod},
     netlink::{self, decode, nfgen::GenlFamilies},
     output::Render,
-    packets::{PacketEvent, filter, follow::Topology, hops::Grouper},
+    packets::{PacketEvent, hops::Grouper},
+    sys::{clock::Clock, contain},
+    tc::{filter, topology::Topology},
 };
 
 /// A fuzz target's entry point: any bytes in, nothing out, never a panic.

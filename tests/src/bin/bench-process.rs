@@ -1,202 +1,166 @@
-//! What process attribution costs: a veth pair between two lab namespaces,
-//! pushed with one TCP stream, 64-byte UDP datagrams on a connected socket
-//! (`send`), the same on an unconnected one (`sendto`, which runs the
-//! `sendmsg4` hook on every datagram) and short TCP connections (a socket,
-//! a connect, a close each: the socket hooks' worst case); each untraced,
-//! with `tracer packets --no-process` and with `tracer packets` (process
-//! attribution on) on both ends, as ratios to the `--no-process` run of the
-//! same load. Then `tracer top`: by interface (what it always ran) against
-//! `--by process`, with the kernel's BPF statistics per program type, and
-//! which program types each loads. Asserts nothing.
+//! What process attribution costs (issue #12): the lab's two namespaces on
+//! a bridge, pushed with one TCP stream and the 64-byte UDP flood, each
+//! untraced, under `tracer packets --netns A --json --no-process` and under
+//! `tracer packets --netns A --json` (attribution on), as ratios to the
+//! `--no-process` round of the same load; rounds interleaved. Then short
+//! TCP connections (a socket, a connect, a send and a close each: the
+//! socket programs' worst case) the same three ways, and `tracer top` by
+//! interface against `--by process` under the UDP flood, with the kernel's
+//! run counts per program. Asserts nothing: it measures.
 //!
-//! `bench-process [SECONDS]` (default 3 per run).
+//! `cargo xtask bench process [--rounds N] [--seconds S]` (default 3 rounds of 3 s).
 
-use std::{
-    collections::BTreeMap,
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::{process::Command, time::Duration};
 
 use tracer_tests::{
-    Lab, LabNs,
-    bench::{Load, ProgramStats, Watched, cpu_ticks, num_cpus, system_ticks, ticks_per_sec, tracer, veth_pair},
-    shell_quote,
+    bench::{
+        CpuWindow,
+        bpf::{self, StatsOn},
+        opts::Opts,
+        prioritize,
+        round::{self, Load, Measured, Mode, Out, Rig, Scope},
+        table::spread,
+        tool::{Stdout, Tool},
+    },
+    shell_quote, tracer_bin,
 };
 
-/// The loads of this benchmark: the shared ones and two of its own.
-#[derive(Clone, Copy)]
-enum Work {
-    Shared(Load),
-    /// 64-byte datagrams with `sendto` on an unconnected socket.
-    UdpSendto,
-    /// TCP connections, each opened, written once and closed.
-    Connections,
-}
-
-/// Runs `work` for `secs`: (rate, unit).
-fn push(work: Work, a: &LabNs, b: &LabNs, b_if: &str, secs: f64) -> (f64, &'static str) {
-    match work {
-        Work::Shared(load) => {
-            let (r, u, _) = tracer_tests::bench::push(load, a, b, b_if, secs);
-            (r, u)
-        }
-        Work::UdpSendto => {
-            let mut sink = b.spawn(&format!(
-                "exec python3 -c {}",
-                shell_quote(&format!("import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('{}',9997))\ntime.sleep({})\n", b.ip, secs + 3.0))
-            ));
-            std::thread::sleep(Duration::from_millis(200));
-            let py = format!(
-                "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nd=('{}',9997)\n\
-                 p=b'x'*64; n=0; end=time.time()+{secs}\n\
-                 while time.time()<end:\n    for i in range(200):\n        s.sendto(p,d)\n    n+=200\nprint(n)\n",
-                b.ip
-            );
-            let n: f64 = a.sh(&format!("python3 -c {}", shell_quote(&py))).trim().parse().unwrap_or(0.0);
-            let _ = sink.kill();
-            let _ = sink.wait();
-            (n / secs, "datagrams/s")
-        }
-        Work::Connections => {
-            let server = format!(
-                "import socket,time\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
-                 s.bind(('{}',9996)); s.listen(512); s.settimeout({})\n\
-                 try:\n    while True:\n        c,_=s.accept(); c.recv(64); c.close()\nexcept OSError: pass\n",
-                b.ip,
-                secs + 3.0
-            );
-            let mut srv = b.spawn(&format!("exec python3 -c {}", shell_quote(&server)));
-            std::thread::sleep(Duration::from_millis(300));
-            let client = format!(
-                "import socket,time\nd=('{}',9996); n=0; end=time.time()+{secs}\n\
-                 while time.time()<end:\n    c=socket.create_connection(d); c.sendall(b'hi'); c.close(); n+=1\nprint(n)\n",
-                b.ip
-            );
-            let n: f64 = a.sh(&format!("python3 -c {}", shell_quote(&client))).trim().parse().unwrap_or(0.0);
-            let _ = srv.kill();
-            let _ = srv.wait();
-            (n / secs, "connections/s")
-        }
+fn mode(key: &'static str, args: &[&str], out: Out, rig: &Rig) -> Mode {
+    let ns = rig.a.name.clone();
+    Mode {
+        key,
+        label: key.into(),
+        args: Some(args.iter().map(|s| s.replace("{A}", &ns)).collect()),
+        tcpdump: false,
+        out,
+        scope: Scope::SenderIface,
     }
 }
 
-/// (runs, ns) of the programs `pid` holds, by BPF program type.
-fn prog_stats(pid: u32) -> BTreeMap<u64, (u64, u64)> {
-    let mut out = BTreeMap::new();
-    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return out };
-    for e in dir.flatten() {
-        let info = std::fs::read_to_string(e.path()).unwrap_or_default();
-        let field = |k: &str| info.lines().find_map(|l| l.strip_prefix(k)).and_then(|v| v.trim().parse::<u64>().ok());
-        if let Some(t) = field("prog_type:") {
-            let s = out.entry(t).or_insert((0, 0));
-            s.0 += field("run_cnt:").unwrap_or(0);
-            s.1 += field("run_time_ns:").unwrap_or(0);
-        }
-    }
-    out
-}
-
-fn type_name(t: u64) -> &'static str {
-    match t {
-        3 => "tc",
-        8 => "cgroup_sock",
-        13 => "sock_ops",
-        18 => "cgroup_sock_addr",
-        _ => "other",
-    }
-}
-
-struct Outcome {
-    rate: f64,
-    unit: &'static str,
-    tool_cpu: Option<f64>,
-    programs: String,
-}
-
-fn run(label: &str, work: Work, a: &LabNs, b: &LabNs, b_if: &str, secs: f64, tool: Option<(Command, &str)>) -> Outcome {
-    let watched = tool.map(|(cmd, ready)| Watched::start(cmd, ready));
-    let cpu0 = watched.as_ref().map(|w| cpu_ticks(w.pid()));
-    let sys0 = system_ticks();
-    let t0 = Instant::now();
-    let (rate, unit) = push(work, a, b, b_if, secs);
-    std::thread::sleep(Duration::from_millis(500));
-    let wall = t0.elapsed().as_secs_f64();
-    let sys1 = system_ticks();
-    let sys_cpu = (sys1.0 - sys0.0) as f64 / (sys1.1 - sys0.1).max(1) as f64 * 100.0 * num_cpus();
-    let tool_cpu = match (&watched, cpu0) {
-        (Some(w), Some(c0)) => Some((cpu_ticks(w.pid()) - c0) as f64 / ticks_per_sec() / wall * 100.0),
-        _ => None,
-    };
-    let programs = watched
-        .as_ref()
-        .map(|w| {
-            prog_stats(w.pid())
-                .iter()
-                .map(|(t, (n, ns))| format!("{} {}x{:.0}ns", type_name(*t), n, if *n > 0 { *ns as f64 / *n as f64 } else { 0.0 }))
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
-        .unwrap_or_default();
-    let note = watched
-        .map(|w| w.stop().into_iter().filter(|l| l.contains("lost:") || l.contains("processes:")).collect::<Vec<_>>().join("; "))
-        .unwrap_or_default();
-    println!(
-        "  {label:<40} {rate:>10.2} {unit:<14} system CPU {sys_cpu:>5.1}%  tool CPU {}  [{programs}]  {note}",
-        tool_cpu.map(|c| format!("{c:>5.1}%")).unwrap_or_else(|| "    -".into()),
+/// TCP connections per second from A to B for `secs`, with `args` (a
+/// tracer command) running, or untraced: (rate, tool CPU %, socket
+/// programs' runs).
+fn connections(rig: &Rig, args: Option<&[&str]>, secs: f64) -> (f64, Option<f64>, u64) {
+    let tool = args.map(|a| {
+        let mut c = Command::new(tracer_bin());
+        c.args(a.iter().map(|s| s.replace("{A}", &rig.a.name)));
+        Tool::start(c, "ready", Stdout::Null, Duration::from_secs(90)).expect("tracer starts")
+    });
+    let server = format!(
+        "import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+         s.bind(('{}',9996)); s.listen(512); s.settimeout({})\n\
+         try:\n    while True:\n        c,_=s.accept(); c.recv(64); c.close()\nexcept OSError: pass\n",
+        rig.b.ip,
+        secs + 3.0
     );
-    Outcome { rate, unit, tool_cpu, programs }
+    let mut srv = rig.b.spawn(&format!("exec python3 -c {}", shell_quote(&server)));
+    std::thread::sleep(Duration::from_millis(300));
+    let progs0 = tool.as_ref().map(|t| bpf::programs(t.pid())).unwrap_or_default();
+    let cpu = tool.as_ref().map(|t| CpuWindow::start(t.pid()));
+    let client = format!(
+        "import socket,time\nd=('{}',9996); n=0; end=time.time()+{secs}\n\
+         while time.time()<end:\n    c=socket.create_connection(d); c.sendall(b'hi'); c.close(); n+=1\nprint(n)\n",
+        rig.b.ip
+    );
+    let n: f64 = rig.a.sh(&format!("python3 -c {}", shell_quote(&client))).trim().parse().unwrap_or(0.0);
+    let tool_cpu = cpu.map(|c| c.percent());
+    let sock_runs = tool
+        .as_ref()
+        .map(|t| {
+            let costs = bpf::cost(&progs0, &bpf::programs(t.pid()));
+            costs.iter().filter(|(name, _)| name.starts_with("sock")).map(|(_, c)| c.runs).sum()
+        })
+        .unwrap_or(0);
+    let _ = srv.kill();
+    let _ = srv.wait();
+    if let Some(t) = tool {
+        t.stop();
+    }
+    (n / secs, tool_cpu, sock_runs)
+}
+
+fn costs(m: &Measured) -> String {
+    m.costs.iter().map(|(n, c)| format!("{n} {}x{:.0}ns", c.runs, c.per_run().unwrap_or(0.0))).collect::<Vec<_>>().join(", ")
 }
 
 fn main() {
-    let secs: f64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(3.0);
-    let lab = Lab::new(0);
-    let (a, b, ia, ib) = veth_pair(&lab);
-    let both = format!("{ia},{ib}");
-    let stats = ProgramStats::enable();
-    println!(
-        "process attribution bench: veth pair {}/{ia} <-> {}/{ib}, {secs} s per run, {} CPUs, BPF run-time statistics {}",
-        a.name,
-        b.name,
-        num_cpus(),
-        if stats.is_some() { "on" } else { "unavailable" }
-    );
-    let works = [
-        ("TCP bulk stream", Work::Shared(Load::Tcp)),
-        ("UDP 64-byte datagrams, connected socket (send)", Work::Shared(Load::Udp)),
-        ("UDP 64-byte datagrams, unconnected socket (sendto)", Work::UdpSendto),
-        ("TCP connections (socket, connect, send, close)", Work::Connections),
-    ];
-    let mut summary = Vec::new();
-    for (name, work) in works {
-        println!("{name}:");
-        let base = run("no tracing", work, &a, &b, &ib, secs, None);
-        let off = run("tracer packets --no-process, both ends", work, &a, &b, &ib, secs, Some(tracer(&["packets", "--all", "-i", &both, "--no-process", "--json"])));
-        let on = run("tracer packets (processes), both ends", work, &a, &b, &ib, secs, Some(tracer(&["packets", "--all", "-i", &both, "--json"])));
-        let ratio = on.rate / off.rate.max(1e-9);
-        println!(
-            "  => {}: attribution on/off {:.3} ({:+.1}%); untraced {:.2}; tracer CPU {} vs {}",
-            base.unit,
-            ratio,
-            (ratio - 1.0) * 100.0,
-            base.rate,
-            on.tool_cpu.map(|c| format!("{c:.1}%")).unwrap_or_default(),
-            off.tool_cpu.map(|c| format!("{c:.1}%")).unwrap_or_default(),
-        );
-        summary.push(format!("{name}: on/off {ratio:.3}"));
+    let opts = Opts::from_env();
+    if !opts.wants(&["process"]) {
+        return;
     }
-    println!("tracer top (one UDP flow, connected socket):");
-    let work = Work::Shared(Load::Udp);
-    let base = run("no tracing", work, &a, &b, &ib, secs, None);
-    let plain = run("tracer top --by iface, both ends", work, &a, &b, &ib, secs, Some(tracer(&["top", "--all", "-i", &both, "--by", "iface", "--json"])));
-    let by_proc = run("tracer top --by process, both ends", work, &a, &b, &ib, secs, Some(tracer(&["top", "--all", "-i", &both, "--by", "process", "--json"])));
+    let nice = prioritize();
+    let rounds = opts.rounds.unwrap_or(3).max(1);
+    let secs = opts.seconds.unwrap_or(3.0);
+    let rig = Rig::new();
+    let untraced = Mode { key: "untraced", label: "untraced".into(), args: None, tcpdump: false, out: Out::Null, scope: Scope::SenderIface };
+    let off = mode("packets --no-process", &["packets", "--netns", "{A}", "--json", "--no-process"], Out::File, &rig);
+    let on = mode("packets (processes)", &["packets", "--netns", "{A}", "--json"], Out::File, &rig);
+    println!("process attribution bench: {} -> {} on a bridge, {rounds} rounds of {secs} s, nice {nice}", rig.a.name, rig.b.name);
+    let mut summary = Vec::new();
+    for (load, name, unit) in [(Load::Tcp, "TCP stream", "Gbit/s"), (Load::Udp, "UDP 64-byte flood", "datagrams/s")] {
+        let mut rates: [Vec<f64>; 3] = Default::default();
+        let mut cpu: [Vec<f64>; 3] = Default::default();
+        let mut ratios = Vec::new();
+        for _ in 0..rounds {
+            let ms: Vec<Measured> = [&untraced, &off, &on].iter().map(|m| round::run(&rig, m, load, secs)).collect();
+            for (i, m) in ms.iter().enumerate() {
+                if let Some(e) = &m.error {
+                    println!("  {name}: {}: {e}", [&untraced, &off, &on][i].label);
+                }
+                rates[i].push(m.rate);
+                cpu[i].extend(m.tool_cpu);
+            }
+            ratios.push(ms[2].rate / ms[1].rate.max(1e-9));
+        }
+        println!(
+            "{name} ({unit}): untraced {}; --no-process {} (tracer CPU {}%); processes {} (tracer CPU {}%); on/off {}",
+            spread(&rates[0], 2),
+            spread(&rates[1], 2),
+            spread(&cpu[1], 1),
+            spread(&rates[2], 2),
+            spread(&cpu[2], 1),
+            spread(&ratios, 3)
+        );
+        summary.push(format!("{name}: on/off {}", spread(&ratios, 3)));
+    }
+    let mut conn: [Vec<f64>; 3] = Default::default();
+    let mut runs = 0;
+    for _ in 0..rounds {
+        conn[0].push(connections(&rig, None, secs).0);
+        conn[1].push(connections(&rig, Some(&["packets", "--netns", "{A}", "--json", "--no-process"]), secs).0);
+        let (r, _, n) = connections(&rig, Some(&["packets", "--netns", "{A}", "--json"]), secs);
+        conn[2].push(r);
+        runs = n;
+    }
+    let ratios: Vec<f64> = conn[2].iter().zip(&conn[1]).map(|(a, b)| a / b.max(1e-9)).collect();
     println!(
-        "  => {}: by process / by iface {:.3}; by iface / untraced {:.3}; programs by iface: [{}] (no socket programs loaded); by process: [{}]",
-        base.unit,
-        by_proc.rate / plain.rate.max(1e-9),
-        plain.rate / base.rate.max(1e-9),
-        plain.programs,
-        by_proc.programs
+        "TCP connections (connections/s): untraced {}; --no-process {}; processes {} ({runs} socket program runs in the last round); on/off {}",
+        spread(&conn[0], 0),
+        spread(&conn[1], 0),
+        spread(&conn[2], 0),
+        spread(&ratios, 3)
+    );
+    summary.push(format!("TCP connections: on/off {}", spread(&ratios, 3)));
+    // `top`: by interface runs no socket program; by process does.
+    let _stats = StatsOn::enable();
+    let by_iface = mode("top --by iface", &["top", "--netns", "{A}", "--by", "iface", "--json"], Out::TopRows, &rig);
+    let by_proc = mode("top --by process", &["top", "--netns", "{A}", "--by", "process", "--json"], Out::TopRows, &rig);
+    let base = round::run(&rig, &untraced, Load::Udp, secs);
+    let a = round::run(&rig, &by_iface, Load::Udp, secs);
+    let b = round::run(&rig, &by_proc, Load::Udp, secs);
+    for (m, md) in [(&a, &by_iface), (&b, &by_proc)] {
+        if let Some(e) = &m.error {
+            println!("  {}: {e}", md.label);
+        }
+    }
+    println!(
+        "top under the UDP flood (datagrams/s, BPF statistics on): untraced {:.0}; --by iface {:.0} [{}]; --by process {:.0} [{}]; by process / by iface {:.3}",
+        base.rate,
+        a.rate,
+        costs(&a),
+        b.rate,
+        costs(&b),
+        b.rate / a.rate.max(1e-9)
     );
     println!("summary: {}", summary.join("; "));
-    drop(stats);
 }

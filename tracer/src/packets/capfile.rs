@@ -179,7 +179,7 @@ pub async fn open(target: &Target, stop: impl Future<Output = ()>) -> Result<Opt
             Opened::File(f) => return Ok(Some(f)),
             Opened::NoReader => {
                 if !told {
-                    crate::output::warn(&format!(
+                    crate::sys::text::warn(&format!(
                         "{} is a FIFO with no reader yet; waiting for one to open it (e.g. `tshark -r {}`)",
                         target.describe(),
                         target.describe()

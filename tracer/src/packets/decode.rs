@@ -12,8 +12,10 @@ use std::{
 };
 
 use etherparse::{
-    IpNumber, LaxNetSlice, LaxSlicedPacket, LinkSlice, TransportSlice, err::Layer,
+    LaxNetSlice, LaxSlicedPacket, LinkSlice, TransportSlice, err::Layer,
 };
+
+use crate::tc::filter::proto_name;
 
 /// Ethernet types tcpdump names.
 const ETH_P_IP: u16 = 0x0800;
@@ -145,17 +147,6 @@ impl Decoded {
     pub fn tcp_flag_names(&self) -> Option<Vec<&'static str>> {
         let t = self.tcp?;
         Some(tcp_flags::NAMES.iter().filter(|(b, _)| t.flags & b != 0).map(|(_, n)| *n).collect())
-    }
-}
-
-pub fn proto_name(p: u8) -> String {
-    match p {
-        1 => "icmp".into(),
-        58 => "icmp6".into(),
-        p => match IpNumber(p).keyword_str() {
-            Some(k) => k.to_ascii_lowercase(),
-            None => p.to_string(),
-        },
     }
 }
 

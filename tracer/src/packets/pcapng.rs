@@ -48,7 +48,7 @@ pub enum PcapngError {
 pub struct PcapngOut {
     w: PcapNgWriter<BufWriter<File>>,
     /// (netns inode, ifindex) -> interface id in the file.
-    ids: HashMap<(u32, u32), u32>,
+    ids: HashMap<(u64, u32), u32>,
     snaplen: u32,
     /// Packets handed to the file or pipe (by a successful flush).
     pub packets: u64,
@@ -97,7 +97,7 @@ impl PcapngOut {
     }
 
     fn interface_id(&mut self, e: &PacketEvent) -> Result<u32, PcapngError> {
-        let key = (e.netns_ino, e.ifindex);
+        let key = (e.netns.inode, e.ifindex);
         if let Some(&id) = self.ids.get(&key) {
             return Ok(id);
         }
@@ -106,12 +106,12 @@ impl PcapngOut {
             linktype: DataLink::ETHERNET,
             snaplen: self.snaplen,
             options: vec![
-                InterfaceDescriptionOption::IfName(Cow::Owned(format!("{}/{}", e.ns_label(), e.ifname))),
+                InterfaceDescriptionOption::IfName(Cow::Owned(format!("{}/{}", e.netns.label(), e.ifname))),
                 InterfaceDescriptionOption::IfDescription(Cow::Owned(format!(
                     "{} in netns {} (inode {}), ifindex {}",
                     e.ifname,
-                    e.netns_name.as_deref().unwrap_or("-"),
-                    e.netns_ino,
+                    e.netns.name.as_deref().unwrap_or("-"),
+                    e.netns.inode,
                     e.ifindex
                 ))),
                 InterfaceDescriptionOption::IfTsResol(9),
@@ -138,15 +138,15 @@ impl PcapngOut {
             (Cow::Owned(super::decode::fake_ethernet(&e.frame)), e.len + 14)
         };
         let flags = if e.direction == DIR_INGRESS { EPB_INBOUND } else { EPB_OUTBOUND };
-        let container = e.container_label().unwrap_or("-");
-        let netns = match &e.netns_name {
+        let container = e.container().map_or("-", |c| c.label());
+        let netns = match &e.netns.name {
             Some(n) => n.as_str(),
-            None if e.host_netns => "host",
+            None if e.netns.host => "host",
             None => "-",
         };
         let mut comment = format!(
             "netns={netns} inode={} container={} ifname={} direction={}",
-            e.netns_ino,
+            e.netns.inode,
             container,
             e.ifname,
             e.direction_name()
@@ -191,11 +191,7 @@ mod tests {
         let f = vec![0u8; 60];
         PacketEvent {
             wall_ns: 1,
-            cpu: 0,
-            netns_ino: 1,
-            netns_name: Some("n".into()),
-            host_netns: false,
-            container: None,
+            netns: crate::ns::NetnsId { inode: 1, name: Some("n".into()), ..Default::default() },
             ifindex: 2,
             ifname: "eth0".into(),
             direction: DIR_INGRESS,

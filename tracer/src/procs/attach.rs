@@ -18,7 +18,7 @@ use aya::{
 use tracer_common::programs as p;
 
 use super::cgroup2;
-use crate::hooks::describe;
+use crate::bpf::describe;
 
 /// Flags 0: the kernel refuses any flag on a cgroup BPF link (EINVAL) and
 /// runs linked programs as `BPF_F_ALLOW_MULTI` anyway, beside the others

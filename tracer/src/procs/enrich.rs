@@ -46,7 +46,7 @@ impl Enricher {
             reg.refresh();
             while let Ok(mut p) = req_rx.recv() {
                 let (_, container) = reg.enrich(p.netns_ino, p.pid, p.cgroup_id);
-                p.container = container.and_then(|c| serde_json::to_value(c).ok());
+                p.container = container;
                 p.cmdline = fdmap::cmdline(p.pid, p.start_ticks);
                 if ans_tx.send(p).is_err() {
                     break;

@@ -81,14 +81,14 @@ pub fn uid_from_status(status: &str) -> Option<u32> {
 /// A process as `/proc/PID` describes it now (`None` once it is gone).
 pub fn process(pid: u32, netns_ino: u64) -> Option<Process> {
     let stat = String::from_utf8(read_capped(&format!("/proc/{pid}/stat"), 4096)?).ok()?;
-    let start_ticks = crate::ns::identity::start_time_from_stat(&stat)?;
+    let start_ticks = crate::sys::proc::parse_stat(&stat)?.0;
     let comm = String::from_utf8_lossy(&read_capped(&format!("/proc/{pid}/comm"), 64)?).trim_end_matches('\n').to_string();
     let status = String::from_utf8_lossy(&read_capped(&format!("/proc/{pid}/status"), 16 * 1024)?).into_owned();
     Some(Process {
         pid,
         tid: pid,
         uid: uid_from_status(&status).unwrap_or(u32::MAX),
-        comm: crate::cache::cut(&comm, crate::cache::COMM_MAX).to_string(),
+        comm: crate::sys::bounded::cut(&comm, super::COMM_MAX).to_string(),
         start_ticks,
         cgroup_id: 0,
         netns_ino,
@@ -104,7 +104,7 @@ pub fn cmdline(pid: u32, start_ticks: u64) -> Option<String> {
     // Read the start time after the command line: if it still matches, the
     // command line was this process's, not a successor's with its pid.
     let stat = String::from_utf8(read_capped(&format!("/proc/{pid}/stat"), 4096)?).ok()?;
-    if start_ticks != 0 && crate::ns::identity::start_time_from_stat(&stat)? != start_ticks {
+    if start_ticks != 0 && crate::sys::proc::parse_stat(&stat)?.0 != start_ticks {
         return None;
     }
     let parts: Vec<String> = raw.split(|&b| b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();

@@ -1,5 +1,8 @@
 //! Process attribution: which local process sent a packet and which one
-//! it is delivered to, without kprobes or trampolines.
+//! it is delivered to, without kprobes or trampolines. A layer of its own
+//! above `ns` (it names containers with `ns::label`) and below the
+//! capabilities: `packets`, `top --by process` and `doctor` all use it,
+//! none of them owns it.
 //!
 //! Design, layer by layer:
 //! - kernel (tracer-ebpf's `sock.rs`): programs on the cgroup v2 root
@@ -39,7 +42,10 @@ use tracer_common::{
 
 pub use table::{Endpoints, Hop, Owners, Process};
 
-use crate::event::RawEvent;
+use crate::{bpf::event::RawEvent, ns::Container, sys::text};
+
+/// TASK_COMM_LEN (16) less the NUL: the longest process name.
+pub const COMM_MAX: usize = 15;
 
 /// `--process PID` and `--comm NAME`: the processes whose sockets' packets
 /// are kept (in the kernel).
@@ -62,11 +68,11 @@ impl ProcSelect {
     /// Checks a `--comm` (at most 15 bytes, as the kernel keeps it).
     pub fn validate(&self) -> Result<(), String> {
         if let Some(c) = &self.comm
-            && (c.is_empty() || c.len() > crate::cache::COMM_MAX || c.contains('\0'))
+            && (c.is_empty() || c.len() > COMM_MAX || c.contains('\0'))
         {
             return Err(format!(
                 "--comm takes a process name of 1 to {} bytes, as the kernel keeps it (see /proc/PID/comm), not {c:?}",
-                crate::cache::COMM_MAX
+                COMM_MAX
             ));
         }
         if self.pid == Some(0) {
@@ -82,7 +88,7 @@ impl ProcSelect {
             c.sel_pid = pid;
         }
         if let Some(comm) = &self.comm {
-            let b = crate::cache::cut(comm, crate::cache::COMM_MAX).as_bytes();
+            let b = crate::sys::bounded::cut(comm, COMM_MAX).as_bytes();
             c.sel_comm[..b.len()].copy_from_slice(b);
             c.sel_comm_on = 1;
         }
@@ -166,7 +172,7 @@ impl Attribution {
     /// Takes in a socket event; `container_of` names the container of a
     /// namespace where the caller knows it (before the enrichment thread
     /// answers).
-    pub fn push(&mut self, ev: &RawEvent, container_of: &dyn Fn(u64) -> Option<serde_json::Value>) {
+    pub fn push(&mut self, ev: &RawEvent, container_of: &dyn Fn(u64) -> Option<Container>) {
         self.owners.push(ev);
         for p in self.owners.take_new_processes() {
             let mut q = (*p).clone();
@@ -223,7 +229,8 @@ impl Attribution {
         let c = self.owners.counts;
         let (socks, ports, procs) = self.owners.sizes();
         format!(
-            "processes: {} socket events; senders named by socket {} and by port {}, receivers by port {}; {} packets with an unknown socket; {} sockets found at start ({} without a process); {socks} sockets, {ports} ports, {procs} processes held ({} forgotten to make room); {} processes without container and command line (enrichment thread busy)",
+            "processes (socket programs on {}): {} socket events; senders named by socket {} and by port {}, receivers by port {}; {} packets with an unknown socket; {} sockets found at start ({} without a process); {socks} sockets, {ports} ports, {procs} processes held ({} forgotten to make room); {} processes without container and command line (enrichment thread busy)",
+            text::escape(&self.root.to_string_lossy()),
             c.events,
             c.sender_by_cookie,
             c.sender_by_port,

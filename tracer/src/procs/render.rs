@@ -4,10 +4,8 @@
 //! `-` for a packet with no local owner at that end.
 
 use serde::Serialize;
-use serde_json::Value;
-
 use super::table::Process;
-use crate::output;
+use crate::{ns::Container, sys::text as output};
 
 /// The JSON form of a process.
 #[derive(Serialize)]
@@ -18,7 +16,7 @@ pub struct ProcessJson<'a> {
     pub uid: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cmdline: Option<&'a str>,
-    pub container: &'a Option<Value>,
+    pub container: &'a Option<Container>,
 }
 
 pub fn json(p: &Process) -> ProcessJson<'_> {
@@ -26,8 +24,8 @@ pub fn json(p: &Process) -> ProcessJson<'_> {
 }
 
 /// A container's name, else its short id.
-pub fn container_label(c: &Value) -> Option<&str> {
-    c.get("name").and_then(Value::as_str).or_else(|| c.get("id").and_then(Value::as_str).map(|id| &id[..id.len().min(12)]))
+pub fn container_label(c: &Container) -> Option<&str> {
+    Some(c.label())
 }
 
 /// `comm[pid]` or `comm[pid] in web`, safe for a terminal; `-` for none.
@@ -59,18 +57,18 @@ pub fn pair_text(sender: Option<&Process>, receiver: Option<&Process>) -> String
 mod tests {
     use super::*;
 
-    fn p(comm: &str, container: Option<Value>) -> Process {
+    fn p(comm: &str, container: Option<Container>) -> Process {
         Process { pid: 812, tid: 813, uid: 0, comm: comm.into(), start_ticks: 1, cgroup_id: 0, netns_ino: 1, cmdline: Some("curl -s x".into()), container }
     }
 
     #[test]
     fn text_json_and_tokens() {
-        let web = serde_json::json!({"runtime": "docker", "id": "ab".repeat(32), "name": "web"});
+        let web = Container { runtime: "docker".into(), id: "ab".repeat(32), name: Some("web".into()) };
         assert_eq!(text(Some(&p("curl", Some(web.clone())))), "curl[812] in web");
         assert_eq!(text(Some(&p("curl", None))), "curl[812]");
         assert_eq!(text(None), "-");
         assert_eq!(pair_text(Some(&p("curl", None)), None), "  proc: curl[812] -> -");
-        let unnamed = serde_json::json!({"runtime": "docker", "id": "0123456789abcdef"});
+        let unnamed = Container { runtime: "docker".into(), id: "0123456789abcdef".into(), name: None };
         assert_eq!(text(Some(&p("x", Some(unnamed)))), "x[812] in 0123456789ab");
         assert_eq!(token(Some(&p("my app", Some(web)))), "my\\x20app[812]@web");
         let j = serde_json::to_value(json(&p("curl", None))).expect("json");

@@ -20,15 +20,13 @@
 //! segments, sent after its process may have exited, are still named).
 
 use std::{
-    collections::HashMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::Arc,
 };
 
-use serde_json::Value;
 use tracer_common::sock::{RELEASE_GRACE_NS, SockEvent, flags, op};
 
-use crate::{cache::BoundedMap, event::RawEvent};
+use crate::{bpf::event::RawEvent, sys::bounded::BoundedMap};
 
 /// Sockets remembered, at most (open ones, and closed ones for the grace
 /// period); the oldest written go first.
@@ -61,7 +59,7 @@ pub struct Process {
     pub netns_ino: u64,
     pub cmdline: Option<String>,
     /// `{runtime, id, name}`, as everywhere in the output.
-    pub container: Option<Value>,
+    pub container: Option<crate::ns::Container>,
 }
 
 /// A process's identity across its sockets.
@@ -246,7 +244,7 @@ impl Owners {
 
     /// Takes in one socket event from the ring buffer.
     pub fn push(&mut self, ev: &RawEvent) {
-        let Some(se) = crate::event::read_pod::<SockEvent>(&ev.payload) else { return };
+        let Some(se) = crate::bpf::event::read_pod::<SockEvent>(&ev.payload) else { return };
         self.counts.events += 1;
         let netns = u64::from(ev.header.netns_ino);
         let owner = (se.flags & flags::TASK != 0).then(|| {
@@ -254,7 +252,7 @@ impl Owners {
                 pid: ev.tgid(),
                 tid: ev.tid(),
                 uid: ev.uid(),
-                comm: crate::cache::cut(&ev.comm(), crate::cache::COMM_MAX).to_string(),
+                comm: crate::sys::bounded::cut(&ev.comm(), super::COMM_MAX).to_string(),
                 start_ticks: se.start_ns / (1_000_000_000 / self.ticks_per_s).max(1),
                 cgroup_id: ev.header.cgroup_id,
                 netns_ino: netns,
@@ -526,11 +524,6 @@ impl Owners {
     /// Sockets and ports held now.
     pub fn sizes(&self) -> (usize, usize, usize) {
         (self.socks.len(), self.ports.len(), self.procs.len())
-    }
-
-    /// Every process that owns a socket now: its key and its sockets.
-    pub fn processes(&self) -> HashMap<ProcKey, Arc<Process>> {
-        self.procs.iter().map(|(k, p)| (*k, p.clone())).collect()
     }
 }
 

@@ -27,12 +27,10 @@ use super::{
     stats::{Count, Deltas, FlowFields, Row},
 };
 use crate::{
-    Error,
-    clock::Clock,
-    event::RawEvent,
-    packets::Topology,
+    bpf::{event::RawEvent, ring::Reader},
     procs::{Attribution, Endpoints, Hop, ProcSelect, Process, render, table::ProcKey},
-    reader::Reader,
+    sys::clock::Clock,
+    tc::topology::Topology,
 };
 
 /// The per-socket flow counters, and the attribution that names them.
@@ -47,11 +45,10 @@ pub struct ProcTop {
 impl ProcTop {
     /// Takes the counters and the ring buffer, and attaches the socket
     /// programs (before the TC programs, so no socket is missed).
-    pub fn start(ebpf: &mut Ebpf) -> Result<Self, Error> {
-        let flows = CounterMap::take(ebpf, maps::TOP_PROC_FLOWS).map_err(TopError::from)?;
+    pub fn start(ebpf: &mut Ebpf) -> Result<Self, TopError> {
+        let flows = CounterMap::take(ebpf, maps::TOP_PROC_FLOWS)?;
         let reader = Reader::new(ebpf)?;
-        let attribution = Attribution::start(ebpf, &ProcSelect::default())
-            .map_err(|e| Error::Kernel(format!("top --by process needs process attribution: {e}")))?;
+        let attribution = Attribution::start(ebpf, &ProcSelect::default()).map_err(TopError::Procs)?;
         Ok(Self { flows, deltas: Deltas::default(), attribution, reader, batch: Vec::new() })
     }
 
@@ -60,22 +57,22 @@ impl ProcTop {
         self.reader.drain(&mut self.batch);
         for ev in self.batch.drain(..) {
             if ev.kind == EventKind::Sock {
-                self.attribution.push(&ev, &|ns| topo.container(ns));
+                self.attribution.push(&ev, &|ns| topo.netns(ns).owner);
             }
         }
         self.attribution.tick(Clock::now_mono_ns());
     }
 
     /// Counts since the last read, per flow and socket.
-    pub fn update(&mut self) -> Result<HashMap<ProcFlowKey, Count>, Error> {
-        let now = self.flows.read().map_err(TopError::from)?;
+    pub fn update(&mut self) -> Result<HashMap<ProcFlowKey, Count>, TopError> {
+        let now = self.flows.read()?;
         Ok(self.deltas.update(now))
     }
 
     /// Deletes the entries of a released interface (all they counted was read).
-    pub fn forget_iface(&mut self, netns_ino: u32, ifindex: u32, seen: &HashMap<ProcFlowKey, Count>) -> Result<(), Error> {
+    pub fn forget_iface(&mut self, netns_ino: u32, ifindex: u32, seen: &HashMap<ProcFlowKey, Count>) -> Result<(), TopError> {
         for k in seen.keys().filter(|k| k.flow.netns_ino == netns_ino && k.flow.ifindex == ifindex) {
-            self.flows.delete(k).map_err(TopError::from)?;
+            self.flows.delete(k)?;
             self.deltas.forget(k);
         }
         Ok(())
@@ -120,13 +117,18 @@ pub fn rows(d: &HashMap<ProcFlowKey, Count>, a: &mut Attribution, topo: &Topolog
     let mut out: Vec<Row> = per
         .into_values()
         .map(|(p, rx, tx)| {
-            let p = p.container.is_none().then(|| topo.container(p.netns_ino)).flatten().map_or(p.clone(), |c| {
-                Arc::new(Process { container: Some(c), ..(*p).clone() })
-            });
+            let mut netns = topo.netns(p.netns_ino);
+            // The process's container, else its namespace's owner: the
+            // same one, found by another way.
+            let p = match (&p.container, &netns.owner) {
+                (None, Some(c)) => Arc::new(Process { container: Some(c.clone()), ..(*p).clone() }),
+                _ => p,
+            };
+            if netns.owner.is_none() {
+                netns.owner = p.container.clone();
+            }
             Row {
-                netns: p.netns_ino,
-                netns_name: topo.ns_name(p.netns_ino),
-                container: p.container.clone(),
+                netns,
                 label: render::text(Some(&p)),
                 ifname: None,
                 ifindex: None,

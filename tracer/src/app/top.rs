@@ -1,0 +1,156 @@
+//! `tracer top` running: the TC session with the counting programs, a
+//! report every interval ([`crate::top`] reads, sums and prints), and a
+//! last one at the end that covers the time since the one before (after
+//! detaching, so it holds everything counted).
+
+use std::{collections::HashSet, time::Duration};
+
+use super::{
+    Error,
+    run::{self, Limits, Running, Step},
+};
+use crate::{
+    bpf::load::{self, LoadOptions},
+    output::Sink,
+    sys::{clock, shutdown::Shutdown},
+    procs::ProcSelect,
+    tc::{
+        TcSession,
+        attach::{TOP_PROC_PROGRAMS, TOP_PROGRAMS},
+    },
+    top::{By, Meter, TopJob, render, stats},
+};
+
+/// `--by process`: how often the socket events are taken from the ring
+/// buffer between reports (they do not wake the reader).
+const PROCS_DRAIN: Duration = Duration::from_millis(100);
+
+struct Top {
+    job: TopJob,
+    tc: TcSession,
+    meter: Meter,
+    printer: render::Printer,
+    /// Lost lines, when the report's header does not show them.
+    sink: Sink,
+    /// The last step printed a report whose header showed the losses.
+    shown: bool,
+    /// A report is due (the tick came); with `--by process` steps also
+    /// follow the drains of socket events, which print nothing.
+    due: bool,
+    ready: String,
+}
+
+/// Counts until `limits` or `stop`.
+pub async fn run(job: TopJob, json: bool, limits: Limits, stop: Shutdown) -> Result<(), Error> {
+    let by_process = job.by == By::Process;
+    let opts = if by_process {
+        // The ring buffer carries socket events, drained on a short timer;
+        // the per-socket flow table is sized only when asked for, so the
+        // other `--by` cost nothing more.
+        LoadOptions { ring_bytes: 4 << 20, top: true, top_proc: true, procs: Some(ProcSelect::default().config(false)), ..Default::default() }
+    } else {
+        // The ring buffer is not used: the smallest one the kernel takes.
+        LoadOptions { ring_bytes: 4096, top: true, ..Default::default() }
+    };
+    let mut loaded = load::load_for_job(&opts)?;
+    let meter = Meter::take(&mut loaded.ebpf, by_process)?;
+    let programs = if by_process { TOP_PROC_PROGRAMS } else { TOP_PROGRAMS };
+    let Some((tc, first)) = TcSession::start(loaded.ebpf, programs, &job.filter, &job.select, "count", &stop).await? else {
+        return Ok(());
+    };
+    let ready = format!(
+        "counting packets on {} interfaces in {} namespaces ({}, {}, by {})",
+        first.interfaces,
+        first.namespaces,
+        first.mode.name(),
+        job.filter,
+        job.by.name()
+    );
+    let printer = render::Printer::new(json, job.limit);
+    let mut top = Top { job, tc, meter, printer, sink: Sink::new(json), shown: false, due: false, ready };
+    run::run(&mut top, limits, stop).await?;
+    Ok(())
+}
+
+impl Running for Top {
+    const UNIT: &'static str = "reports";
+    const EVERY_LOSS_SOURCE: bool = true;
+
+    fn ready(&self) -> String {
+        self.ready.clone()
+    }
+
+    fn tick(&self) -> Duration {
+        self.job.interval
+    }
+
+    async fn wake(&mut self) -> Result<(), Error> {
+        if !self.meter.by_process() {
+            return std::future::pending().await;
+        }
+        tokio::time::sleep(PROCS_DRAIN).await;
+        self.meter.drain(&*self.tc.topology()?);
+        Ok(())
+    }
+
+    fn ticked(&mut self) {
+        self.due = true;
+    }
+
+    async fn stop(&mut self) {
+        // Detach first: then the final read holds every packet counted.
+        self.tc.stop().await;
+    }
+
+    fn step(&mut self, last: bool, budget: Option<u64>) -> Result<Step, Error> {
+        if !last && !std::mem::take(&mut self.due) {
+            // A drain of socket events, not a report.
+            return Ok(Step::default());
+        }
+        self.shown = false;
+        if budget == Some(0) {
+            // --count reports are out: nothing more to read or say.
+            return Ok(Step::default());
+        }
+        let released = self.tc.topology()?.take_released();
+        // Counters of released interfaces go after this read, unless
+        // attached again meanwhile.
+        let attached = if released.is_empty() { HashSet::new() } else { self.tc.topology()?.attached.clone() };
+        let iv = self.meter.read(released, |k| attached.contains(k), last)?;
+        // A stop right on a report's heels has nothing new to say.
+        if last && iv.is_empty() && iv.secs < self.job.interval.as_secs_f64() / 10.0 {
+            return Ok(Step::default());
+        }
+        let topo = self.tc.topology()?;
+        let rows = match self.meter.process_rows(&iv, &topo) {
+            Some(rows) => rows,
+            None => stats::rows(self.job.by, &iv.ifaces, &iv.flows, &topo),
+        };
+        drop(topo);
+        let mut lost = self.meter.lost();
+        lost.sort();
+        let rep = render::Report { by: self.job.by, wall_ns: clock::now_wall_ns(), secs: iv.secs, rows: &rows, lost: &lost };
+        self.printer.print(&rep)?;
+        self.shown = self.printer.shows_losses();
+        Ok(Step { written: 1, done: false })
+    }
+
+    fn lost(&self) -> Vec<(&'static str, u64)> {
+        self.meter.lost()
+    }
+
+    fn exit_lines(&self) -> Vec<String> {
+        self.meter.procs_summary().into_iter().collect()
+    }
+
+    fn say_lost(&mut self, new: &[(&'static str, u64)]) -> Result<(), Error> {
+        if self.shown {
+            return Ok(());
+        }
+        let time = clock::rfc3339(clock::now_wall_ns());
+        for (src, n) in new {
+            self.sink.lost(src, *n, &time)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,104 @@
+//! Loading the eBPF object: the kernel offsets and settings go in as globals
+//! before the kernel sees it. Programs are loaded later, one by one, by the
+//! hook table, so a program kind the kernel refuses costs only its users.
+
+use aya::{Ebpf, EbpfLoader};
+use tracer_common::{
+    Config, globals, maps,
+    offsets::KernelOffsets,
+    sock::{ProcConfig, SOCK_OWNERS_MAX, SOCK_SEL_PORTS_MAX},
+    top::{TOP_FLOWS_MAX, TOP_IFACES_MAX},
+};
+
+use crate::bpf::btf::{BtfError, KernelBtf};
+
+/// The compiled `tracer-ebpf` object, built by `build.rs` with aya-build.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Btf(#[from] BtfError),
+    #[error("the kernel refused the tracer's maps: {0} (is tracer running as root, with CAP_BPF?)")]
+    Ebpf(#[from] aya::EbpfError),
+    #[error("the kernel cannot run the tracer here: its BTF lacks {} (see `tracer doctor`)", .0.join(", "))]
+    MissingFields(Vec<String>),
+}
+
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Ring-buffer size in bytes (a power of two, multiple of the page size).
+    pub ring_bytes: u32,
+    pub snaplen: u32,
+    /// Capture netlink only from sockets of this namespace (in the kernel).
+    pub nl_netns: Option<u64>,
+    /// Size the counters of `tracer top` for use; other jobs get token
+    /// maps, since the per-CPU flow table is preallocated (about 24 bytes
+    /// per flow and CPU).
+    pub top: bool,
+    /// `tracer top --by process`: size its per-socket flow table too.
+    pub top_proc: bool,
+    /// Process attribution (see `crate::procs`): its settings, and its
+    /// maps sized for use; `None` leaves them token-sized.
+    pub procs: Option<ProcConfig>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { ring_bytes: 16 * 1024 * 1024, snaplen: 0, nl_netns: None, top: false, top_proc: false, procs: None }
+    }
+}
+
+/// Entries of the `tracer top` maps when another job loads the object.
+const UNUSED_MAP_ENTRIES: u32 = 64;
+
+/// A loaded object plus what was learned about the kernel while loading it.
+pub struct Loaded {
+    pub ebpf: Ebpf,
+    pub offsets: KernelOffsets,
+    /// Kernel fields the BTF lacks (programs needing them stay silent).
+    pub missing_fields: Vec<String>,
+}
+
+/// Loads the object for a job: a kernel whose BTF lacks a field the
+/// programs read is refused, since they would stay silent.
+pub fn load_for_job(opts: &LoadOptions) -> Result<Loaded, LoadError> {
+    let loaded = load(opts)?;
+    if !loaded.missing_fields.is_empty() {
+        return Err(LoadError::MissingFields(loaded.missing_fields));
+    }
+    Ok(loaded)
+}
+
+/// Loads the object whatever the kernel lacks (`tracer doctor` says what).
+pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
+    let btf = KernelBtf::open()?;
+    let (offsets, missing_fields) = btf.kernel_offsets();
+    let config = Config {
+        self_tgid: std::process::id(),
+        snaplen: opts.snaplen,
+        nl_netns: opts.nl_netns.and_then(|i| u32::try_from(i).ok()).unwrap_or(0),
+        _pad: 0,
+    };
+    let ring = opts.ring_bytes.next_power_of_two().max(4096);
+    let (flows, ifaces) = if opts.top { (TOP_FLOWS_MAX, TOP_IFACES_MAX) } else { (UNUSED_MAP_ENTRIES, UNUSED_MAP_ENTRIES) };
+    let proc_flows = if opts.top_proc { TOP_FLOWS_MAX } else { UNUSED_MAP_ENTRIES };
+    let (owners, sel_ports) = match &opts.procs {
+        Some(c) if c.select != 0 => (SOCK_OWNERS_MAX, SOCK_SEL_PORTS_MAX),
+        Some(_) => (SOCK_OWNERS_MAX, UNUSED_MAP_ENTRIES),
+        None => (UNUSED_MAP_ENTRIES, UNUSED_MAP_ENTRIES),
+    };
+    let proc_config = opts.procs.unwrap_or_default();
+    let ebpf = EbpfLoader::new()
+        .override_global(globals::CONFIG, &config, true)
+        .override_global(globals::OFFSETS, &offsets, true)
+        .override_global(globals::PROC_CONFIG, &proc_config, true)
+        .map_max_entries(maps::EVENTS, ring)
+        .map_max_entries(maps::TOP_FLOWS, flows)
+        .map_max_entries(maps::TOP_IFACES, ifaces)
+        .map_max_entries(maps::TOP_PROC_FLOWS, proc_flows)
+        .map_max_entries(maps::SOCK_OWNERS, owners)
+        .map_max_entries(maps::SOCK_SEL_PORTS, sel_ports)
+        .load(OBJECT)?;
+    Ok(Loaded { ebpf, offsets, missing_fields })
+}
