@@ -377,3 +377,47 @@ fn top_by_process_counts_what_each_process_sends_and_receives() {
     assert_eq!(sum(cpid), [9, 9 * 52, 9, 9 * 52], "the client sent 9 and got 9 echoes: {rows:#?}");
     assert_eq!(sum(u64::from(srv.pid)), [9, 9 * 52, 9, 9 * 52], "the server got 9 and echoed 9: {rows:#?}");
 }
+
+/// The BPF program types (`prog_type` of fdinfo) process `pid` holds.
+fn prog_types(pid: u32) -> Vec<u64> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).expect("fdinfo").flatten() {
+        let info = std::fs::read_to_string(e.path()).unwrap_or_default();
+        if let Some(t) = info.lines().find_map(|l| l.strip_prefix("prog_type:")).and_then(|v| v.trim().parse().ok()) {
+            out.push(t);
+        }
+    }
+    out
+}
+
+/// The socket programs (cgroup_sock 9, sock_ops 13, cgroup_sock_addr 18)
+/// are loaded only where processes are asked for: `top` without
+/// `--by process` and `packets --no-process` run the TC programs alone
+/// (`top` costs nothing more than before); `top --by process` and
+/// `packets` run both.
+#[test]
+fn socket_programs_run_only_where_processes_are_asked_for() {
+    let lab = Lab::new(1);
+    let ns = lab.ns[0].name.as_str();
+    let runs: [(&[&str], bool); 5] = [
+        (&["top", "--netns", ns], false),
+        (&["top", "--netns", ns, "--by", "flow"], false),
+        (&["packets", "--netns", ns, "--no-process"], false),
+        (&["top", "--netns", ns, "--by", "process"], true),
+        (&["packets", "--netns", ns], true),
+    ];
+    for (args, want) in runs {
+        let mut t = Tracer::start(args);
+        let types = prog_types(t.pid());
+        assert_eq!(t.stop(), 0, "{args:?}: {}", t.stderr());
+        assert!(types.contains(&3), "{args:?}: its TC programs: {types:?}");
+        let sock: Vec<u64> = types.iter().copied().filter(|t| [9, 13, 18].contains(t)).collect();
+        if want {
+            for ty in [9, 13, 18] {
+                assert!(sock.contains(&ty), "{args:?}: program type {ty} missing: {types:?}");
+            }
+        } else {
+            assert!(sock.is_empty(), "{args:?}: socket programs loaded: {types:?}");
+        }
+    }
+}
