@@ -266,6 +266,48 @@ mod tests {
     }
 
     #[test]
+    fn process_flags_select_sockets_and_the_process_namespace() {
+        let pid = std::process::id().to_string();
+        // `--process` alone: its namespace, and its sockets in the kernel.
+        match plan_of(&["packets", "--process", &pid]).expect("plan").job {
+            Job::Packets(j) => {
+                assert_eq!(j.select.scope, Scope::Netns(own_netns()));
+                assert_eq!(j.procs, Some(ProcSelect { pid: Some(std::process::id()), comm: None }));
+                assert!(j.decodes(), "attribution matches sockets by address and port");
+            }
+            j => panic!("{j:?}"),
+        }
+        // With `--all` every namespace; `--comm` keeps the scope.
+        match plan_of(&["packets", "--all", "--process", &pid]).expect("plan").job {
+            Job::Packets(j) => assert_eq!(j.select.scope, Scope::All),
+            j => panic!("{j:?}"),
+        }
+        match plan_of(&["packets", "--comm", "curl"]).expect("plan").job {
+            Job::Packets(j) => {
+                assert_eq!(j.select.scope, Scope::All);
+                assert_eq!(j.procs.map(|p| p.comm), Some(Some("curl".into())));
+            }
+            j => panic!("{j:?}"),
+        }
+        // On by default, the default job included; off with --no-process.
+        match plan_of(&[]).expect("plan").job {
+            Job::All(_, p) => assert_eq!(p.procs, Some(ProcSelect::default())),
+            j => panic!("{j:?}"),
+        }
+        match plan_of(&["packets", "--no-process", "-w", "x.pcapng"]).expect("plan").job {
+            Job::Packets(j) => assert!(j.procs.is_none() && !j.decodes()),
+            j => panic!("{j:?}"),
+        }
+        match plan_of(&["top", "--by", "process"]).expect("plan").job {
+            Job::Top(j) => assert_eq!(j.by, top::By::Process),
+            j => panic!("{j:?}"),
+        }
+        assert!(usage(&["packets", "--comm", &"x".repeat(16)]).starts_with("--comm takes a process name of 1 to 15 bytes"));
+        assert_eq!(usage(&["packets", "--process", "0"]), "--process takes a process id, not 0");
+        assert!(Cli::try_parse_from(["tracer", "packets", "--no-process", "--comm", "x"]).is_err(), "--no-process conflicts");
+    }
+
+    #[test]
     fn numbers_out_of_range_are_refused() {
         assert!(usage(&["--buffer-size", "3"]).contains("power of two"));
         assert!(usage(&["--buffer-size", "5000"]).contains("power of two"));
