@@ -3,8 +3,9 @@
 //! untraced, under `tracer packets --netns A --json --no-process` and under
 //! `tracer packets --netns A --json` (attribution on), as ratios to the
 //! `--no-process` round of the same load; rounds interleaved. Then short
-//! TCP connections (a socket, a connect, a send and a close each: the
-//! socket programs' worst case) the same three ways, and `tracer top` by
+//! TCP connections (a socket, a connect, a send, the server's close and
+//! the client's: the socket programs' worst case) the same three ways,
+//! with BPF statistics on, and `tracer top` by
 //! interface against `--by process` under the UDP flood, with the kernel's
 //! run counts per program. Asserts nothing: it measures.
 //!
@@ -37,7 +38,8 @@ fn mode(key: &'static str, args: &[&str], out: Out, rig: &Rig) -> Mode {
     }
 }
 
-/// TCP connections per second from A to B for `secs`, with `args` (a
+/// TCP connections per second from A to B for `secs` (the server closes
+/// first, so the client's ports are not held in TIME_WAIT across rounds), with `args` (a
 /// tracer command) running, or untraced: (rate, tool CPU %, socket
 /// programs' runs).
 fn connections(rig: &Rig, args: Option<&[&str]>, secs: f64) -> (f64, Option<f64>, u64) {
@@ -49,7 +51,7 @@ fn connections(rig: &Rig, args: Option<&[&str]>, secs: f64) -> (f64, Option<f64>
     let server = format!(
         "import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
          s.bind(('{}',9996)); s.listen(512); s.settimeout({})\n\
-         try:\n    while True:\n        c,_=s.accept(); c.recv(64); c.close()\nexcept OSError: pass\n",
+         while True:\n    try:\n        c,_=s.accept()\n    except OSError: break\n    try: c.recv(64); c.close()\n    except OSError: pass\n",
         rig.b.ip,
         secs + 3.0
     );
@@ -59,7 +61,7 @@ fn connections(rig: &Rig, args: Option<&[&str]>, secs: f64) -> (f64, Option<f64>
     let cpu = tool.as_ref().map(|t| CpuWindow::start(t.pid()));
     let client = format!(
         "import socket,time\nd=('{}',9996); n=0; end=time.time()+{secs}\n\
-         while time.time()<end:\n    c=socket.create_connection(d); c.sendall(b'hi'); c.close(); n+=1\nprint(n)\n",
+         while time.time()<end:\n    c=socket.create_connection(d); c.sendall(b'hi'); c.recv(8); c.close(); n+=1\nprint(n)\n",
         rig.b.ip
     );
     let n: f64 = rig.a.sh(&format!("python3 -c {}", shell_quote(&client))).trim().parse().unwrap_or(0.0);
@@ -125,6 +127,8 @@ fn main() {
     }
     let mut conn: [Vec<f64>; 3] = Default::default();
     let mut runs = 0;
+    // Run counts need the kernel's statistics: on for all three alike.
+    let stats = StatsOn::enable();
     for _ in 0..rounds {
         conn[0].push(connections(&rig, None, secs).0);
         conn[1].push(connections(&rig, Some(&["packets", "--netns", "{A}", "--json", "--no-process"]), secs).0);
@@ -132,6 +136,7 @@ fn main() {
         conn[2].push(r);
         runs = n;
     }
+    drop(stats);
     let ratios: Vec<f64> = conn[2].iter().zip(&conn[1]).map(|(a, b)| a / b.max(1e-9)).collect();
     println!(
         "TCP connections (connections/s): untraced {}; --no-process {}; processes {} ({runs} socket program runs in the last round); on/off {}",
