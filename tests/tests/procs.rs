@@ -421,3 +421,65 @@ fn socket_programs_run_only_where_processes_are_asked_for() {
         }
     }
 }
+
+/// `tracer ARGS` in a mount namespace of its own where the cgroup v2
+/// hierarchy is not mounted (unmounted there only; the host keeps it).
+fn without_cgroup2(args: &[&str]) -> Command {
+    let root = std::fs::read_to_string("/proc/self/mountinfo")
+        .expect("mountinfo")
+        .lines()
+        .find(|l| l.split(" - ").nth(1).is_some_and(|t| t.starts_with("cgroup2 ")))
+        .and_then(|l| l.split(' ').nth(4).map(String::from))
+        .expect("this host has a cgroup2 mount");
+    let quoted: Vec<String> = args.iter().map(|a| tracer_tests::shell_quote(a)).collect();
+    let script = format!("umount -l {root} && exec {} {}", tracer_tests::tracer_bin().display(), quoted.join(" "));
+    let mut c = Command::new("unshare");
+    c.args(["-m", "--propagation", "private", "sh", "-c", &script]);
+    c
+}
+
+/// No cgroup v2 hierarchy: packets still flow, without process fields,
+/// after one line saying why; `--process` and `top --by process` refuse in
+/// one sentence; `doctor` says why.
+#[test]
+fn without_cgroup2_packets_flow_without_process_fields() {
+    let lab = Lab::new(2);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    let mut child = without_cgroup2(&["packets", "--netns", &a.name, "--json", "-c", "3", "udp port 5370"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("unshare");
+    // Datagrams until the tracer has three (bounded: 15 s).
+    let start = std::time::Instant::now();
+    while child.try_wait().expect("try_wait").is_none() && start.elapsed() < Duration::from_secs(15) {
+        a.sh(&format!("python3 -c \"import socket; socket.socket(socket.AF_INET,socket.SOCK_DGRAM).sendto(b'x',('{}',5370))\"", b.ip));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("output");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    for e in &lines {
+        assert_eq!(e["dport"], 5370, "{e}");
+        assert!(e.get("process").is_none() && e.get("peer_process").is_none(), "no process fields: {e}");
+    }
+    let off: Vec<&str> = stderr.lines().filter(|l| l.contains("process attribution is off")).collect();
+    assert_eq!(off.len(), 1, "{stderr}");
+    assert!(off[0].contains("cgroup"), "says why: {}", off[0]);
+    // What needs it refuses, in one sentence.
+    for args in [&["packets", "--netns", &a.name, "--process", "1"][..], &["top", "--netns", &a.name, "--by", "process"][..]] {
+        let out = without_cgroup2(args).output().expect("unshare");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        let last = err.lines().last().unwrap_or_default();
+        assert!(last.contains("process attribution") && last.contains("cgroup"), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let out = without_cgroup2(&["doctor"]).output().expect("unshare");
+    let doc = String::from_utf8_lossy(&out.stdout);
+    assert!(doc.lines().any(|l| l.starts_with("processes     no:")), "{doc}");
+    assert!(doc.lines().any(|l| l == "cgroup v2     not mounted"), "{doc}");
+}
