@@ -7,7 +7,7 @@ use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE, TC_ACT_UNSPEC},
     helpers::{
         bpf_get_hash_recalc, bpf_get_smp_processor_id, bpf_ktime_get_ns,
-        generated::bpf_skb_load_bytes,
+        generated::{bpf_get_socket_cookie, bpf_skb_load_bytes},
     },
     macros::classifier,
     programs::TcContext,
@@ -44,6 +44,13 @@ pub fn pkt_egress(ctx: TcContext) -> i32 {
 
 fn try_pkt(ctx: &TcContext, direction: u8) -> Option<()> {
     if !crate::filter::packet_matches(ctx, direction) {
+        return None;
+    }
+    // Process attribution (crate::sock): one helper call when asked for.
+    let pc = crate::sock::proc_config();
+    // SAFETY: helper on the program's own skb.
+    let sock_cookie = if pc.cookies != 0 { unsafe { bpf_get_socket_cookie(ctx.skb.skb as *mut _) } } else { 0 };
+    if pc.select != 0 && !crate::sock::packet_selected(ctx, direction, sock_cookie) {
         return None;
     }
     let scratch = SCRATCH_TC.get_ptr_mut(0)?;
@@ -84,6 +91,7 @@ fn try_pkt(ctx: &TcContext, direction: u8) -> Option<()> {
         vlan_tci: s.vlan_tci as u16,
         vlan_proto: s.vlan_proto as u16,
         _pad: 0,
+        sock_cookie,
     };
     // SAFETY: scratch holds header, meta and PKT_DATA_MAX bytes (SCRATCH_TC_SIZE).
     unsafe {

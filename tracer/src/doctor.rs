@@ -50,6 +50,8 @@ pub struct Report {
     pub features: Vec<CapabilityReport>,
     pub can_run: bool,
     pub problem: Option<String>,
+    /// Per-packet process attribution (see [`crate::procs`]).
+    pub process_attribution: crate::procs::doctor::ProcReport,
 }
 
 pub fn run() -> Report {
@@ -67,8 +69,10 @@ pub fn run() -> Report {
 
     let mut kinds = Vec::new();
     let mut problem = None;
+    let mut process_attribution = crate::procs::doctor::ProcReport::not_probed();
     match ebpf::load(&LoadOptions { ring_bytes: 4096, ..Default::default() }) {
         Ok(mut loaded) => {
+            process_attribution = crate::procs::doctor::probe(&mut loaded.ebpf);
             let aya_btf = aya::Btf::from_sys_fs().ok();
             for kind in ProgramKind::ALL {
                 let r = hooks::probe(&mut loaded.ebpf, aya_btf.as_ref(), kind);
@@ -130,6 +134,7 @@ pub fn run() -> Report {
         features,
         can_run,
         problem,
+        process_attribution,
     }
 }
 
@@ -175,6 +180,7 @@ pub fn print_text(r: &Report, w: &mut impl Write) -> std::io::Result<()> {
             k.reason.as_deref().unwrap_or("")
         )?;
     }
+    crate::procs::doctor::print_text(&r.process_attribution, w)?;
     writeln!(w)?;
     for f in &r.features {
         match f.via {

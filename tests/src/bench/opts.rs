@@ -20,6 +20,7 @@ pub const SELECTORS: &[(&str, &str)] = &[
     ("lru", "bench-scale: top's flow table right after the namespaces were made"),
     ("netlink", "bench-netlink: the 20,000-change loop, untraced and traced, interleaved"),
     ("flood", "bench-flood: the hostile netlink flood of issue #8 (RSS)"),
+    ("process", "bench-process: process attribution on vs off (TCP, UDP, connections) and top by process"),
 ];
 
 #[derive(Debug, Default, Clone)]

@@ -13,9 +13,17 @@ use crate::{
     bpf::load::{self, LoadOptions},
     output::Sink,
     sys::{clock, shutdown::Shutdown},
-    tc::{TcSession, attach::TOP_PROGRAMS},
-    top::{Meter, TopJob, render, stats},
+    procs::ProcSelect,
+    tc::{
+        TcSession,
+        attach::{TOP_PROC_PROGRAMS, TOP_PROGRAMS},
+    },
+    top::{By, Meter, TopJob, render, stats},
 };
+
+/// `--by process`: how often the socket events are taken from the ring
+/// buffer between reports (they do not wake the reader).
+const PROCS_DRAIN: Duration = Duration::from_millis(100);
 
 struct Top {
     job: TopJob,
@@ -26,15 +34,28 @@ struct Top {
     sink: Sink,
     /// The last step printed a report whose header showed the losses.
     shown: bool,
+    /// A report is due (the tick came); with `--by process` steps also
+    /// follow the drains of socket events, which print nothing.
+    due: bool,
     ready: String,
 }
 
 /// Counts until `limits` or `stop`.
 pub async fn run(job: TopJob, json: bool, limits: Limits, stop: Shutdown) -> Result<(), Error> {
-    // The ring buffer is not used: the smallest one the kernel takes.
-    let mut loaded = load::load_for_job(&LoadOptions { ring_bytes: 4096, top: true, ..Default::default() })?;
-    let meter = Meter::take(&mut loaded.ebpf)?;
-    let Some((tc, first)) = TcSession::start(loaded.ebpf, TOP_PROGRAMS, &job.filter, &job.select, "count", &stop).await? else {
+    let by_process = job.by == By::Process;
+    let opts = if by_process {
+        // The ring buffer carries socket events, drained on a short timer;
+        // the per-socket flow table is sized only when asked for, so the
+        // other `--by` cost nothing more.
+        LoadOptions { ring_bytes: 4 << 20, top: true, top_proc: true, procs: Some(ProcSelect::default().config(false)), ..Default::default() }
+    } else {
+        // The ring buffer is not used: the smallest one the kernel takes.
+        LoadOptions { ring_bytes: 4096, top: true, ..Default::default() }
+    };
+    let mut loaded = load::load_for_job(&opts)?;
+    let meter = Meter::take(&mut loaded.ebpf, by_process)?;
+    let programs = if by_process { TOP_PROC_PROGRAMS } else { TOP_PROGRAMS };
+    let Some((tc, first)) = TcSession::start(loaded.ebpf, programs, &job.filter, &job.select, "count", &stop).await? else {
         return Ok(());
     };
     let ready = format!(
@@ -46,7 +67,7 @@ pub async fn run(job: TopJob, json: bool, limits: Limits, stop: Shutdown) -> Res
         job.by.name()
     );
     let printer = render::Printer::new(json, job.limit);
-    let mut top = Top { job, tc, meter, printer, sink: Sink::new(json), shown: false, ready };
+    let mut top = Top { job, tc, meter, printer, sink: Sink::new(json), shown: false, due: false, ready };
     run::run(&mut top, limits, stop).await?;
     Ok(())
 }
@@ -64,7 +85,16 @@ impl Running for Top {
     }
 
     async fn wake(&mut self) -> Result<(), Error> {
-        std::future::pending().await
+        if !self.meter.by_process() {
+            return std::future::pending().await;
+        }
+        tokio::time::sleep(PROCS_DRAIN).await;
+        self.meter.drain(&*self.tc.topology()?);
+        Ok(())
+    }
+
+    fn ticked(&mut self) {
+        self.due = true;
     }
 
     async fn stop(&mut self) {
@@ -73,6 +103,10 @@ impl Running for Top {
     }
 
     fn step(&mut self, last: bool, budget: Option<u64>) -> Result<Step, Error> {
+        if !last && !std::mem::take(&mut self.due) {
+            // A drain of socket events, not a report.
+            return Ok(Step::default());
+        }
         self.shown = false;
         if budget == Some(0) {
             // --count reports are out: nothing more to read or say.
@@ -87,7 +121,12 @@ impl Running for Top {
         if last && iv.is_empty() && iv.secs < self.job.interval.as_secs_f64() / 10.0 {
             return Ok(Step::default());
         }
-        let rows = stats::rows(self.job.by, &iv.ifaces, &iv.flows, &*self.tc.topology()?);
+        let topo = self.tc.topology()?;
+        let rows = match self.meter.process_rows(&iv, &topo) {
+            Some(rows) => rows,
+            None => stats::rows(self.job.by, &iv.ifaces, &iv.flows, &topo),
+        };
+        drop(topo);
         let mut lost = self.meter.lost();
         lost.sort();
         let rep = render::Report { by: self.job.by, wall_ns: clock::now_wall_ns(), secs: iv.secs, rows: &rows, lost: &lost };
@@ -98,6 +137,10 @@ impl Running for Top {
 
     fn lost(&self) -> Vec<(&'static str, u64)> {
         self.meter.lost()
+    }
+
+    fn exit_lines(&self) -> Vec<String> {
+        self.meter.procs_summary().into_iter().collect()
     }
 
     fn say_lost(&mut self, new: &[(&'static str, u64)]) -> Result<(), Error> {

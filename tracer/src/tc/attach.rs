@@ -74,6 +74,8 @@ pub struct ProgramPair {
 pub const PACKET_PROGRAMS: ProgramPair = ProgramPair { ingress: p::PKT_INGRESS, egress: p::PKT_EGRESS };
 /// Count packets per interface and flow in maps.
 pub const TOP_PROGRAMS: ProgramPair = ProgramPair { ingress: p::TOP_INGRESS, egress: p::TOP_EGRESS };
+/// The same, keyed by sending socket too (`tracer top --by process`).
+pub const TOP_PROC_PROGRAMS: ProgramPair = ProgramPair { ingress: p::TOP_PROC_INGRESS, egress: p::TOP_PROC_EGRESS };
 
 /// How one interface is attached.
 enum How {
