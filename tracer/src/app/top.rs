@@ -58,6 +58,8 @@ pub async fn run(job: TopJob, json: bool, limits: Limits, stop: Shutdown) -> Res
     let Some((tc, first)) = TcSession::start(loaded.ebpf, programs, &job.filter, &job.select, "count", &stop).await? else {
         return Ok(());
     };
+    let mut meter = meter;
+    meter.start_interval();
     let ready = format!(
         "counting packets on {} interfaces in {} namespaces ({}, {}, by {})",
         first.interfaces,

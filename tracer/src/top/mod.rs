@@ -115,6 +115,12 @@ impl Meter {
     /// Reads the counters. `last`: the programs are detached, so this read
     /// is final. Entries of the `released` interfaces that are not
     /// `attached` again are deleted after the read: all they counted is in it.
+    /// Counting starts now (the programs are attached): the first
+    /// interval is measured from here, not from loading.
+    pub fn start_interval(&mut self) {
+        self.last_read = Instant::now();
+    }
+
     pub fn read(&mut self, released: Vec<(u64, u32)>, attached: impl Fn(&(u64, u32)) -> bool, last: bool) -> Result<Interval, TopError> {
         // Flows before interfaces, the reverse of the kernel's order (see
         // stats::Unattributed).
