@@ -3,7 +3,7 @@
 //! last one at the end that covers the time since the one before (after
 //! detaching, so it holds everything counted).
 
-use std::{collections::HashSet, time::Duration};
+use std::time::Duration;
 
 use super::{
     Error,
@@ -13,8 +13,11 @@ use crate::{
     bpf::load::{self, LoadOptions},
     output::Sink,
     sys::{clock, shutdown::Shutdown},
-    tc::{TcSession, attach::TOP_PROGRAMS},
-    top::{Meter, TopJob, render, stats},
+    tc::{
+        TcSession,
+        attach::{INTERFACE_COUNTERS, TOP_PROGRAMS},
+    },
+    top::{Covered, Meter, TopJob, render, stats},
 };
 
 struct Top {
@@ -33,15 +36,24 @@ struct Top {
 pub async fn run(job: TopJob, json: bool, limits: Limits, stop: Shutdown) -> Result<(), Error> {
     // The ring buffer is not used: the smallest one the kernel takes.
     let mut loaded = load::load_for_job(&LoadOptions { ring_bytes: 4096, top: true, ..Default::default() })?;
-    let meter = Meter::take(&mut loaded.ebpf)?;
-    let Some((tc, first)) = TcSession::start(loaded.ebpf, TOP_PROGRAMS, &job.filter, &job.select, "count", &stop).await? else {
+    // By interface or container, every packet: the kernel's own counters
+    // of each interface, nothing attached.
+    let kernel = job.interface_counters();
+    let mut meter = Meter::take(&mut loaded.ebpf, kernel)?;
+    let programs = if kernel { INTERFACE_COUNTERS } else { TOP_PROGRAMS };
+    let Some((tc, first)) = TcSession::start(loaded.ebpf, programs, &job.filter, &job.select, "count", &stop).await? else {
         return Ok(());
     };
+    if kernel {
+        // What the interfaces counted before now is not this run's.
+        let covered = covered(&tc)?;
+        meter.read(Vec::new(), &covered, false)?;
+    }
     let ready = format!(
         "counting packets on {} interfaces in {} namespaces ({}, {}, by {})",
         first.interfaces,
         first.namespaces,
-        first.mode.name(),
+        if kernel { "interface counters" } else { first.mode.name() },
         job.filter,
         job.by.name()
     );
@@ -49,6 +61,13 @@ pub async fn run(job: TopJob, json: bool, limits: Limits, stop: Shutdown) -> Res
     let mut top = Top { job, tc, meter, printer, sink: Sink::new(json), shown: false, ready };
     run::run(&mut top, limits, stop).await?;
     Ok(())
+}
+
+/// What the session covers now, copied so the follower is not held up
+/// while the counters are read.
+fn covered(tc: &TcSession) -> Result<Covered, Error> {
+    let t = tc.topology()?;
+    Ok(Covered { attached: t.attached.clone(), entry: t.entry.clone() })
 }
 
 impl Running for Top {
@@ -81,8 +100,8 @@ impl Running for Top {
         let released = self.tc.topology()?.take_released();
         // Counters of released interfaces go after this read, unless
         // attached again meanwhile.
-        let attached = if released.is_empty() { HashSet::new() } else { self.tc.topology()?.attached.clone() };
-        let iv = self.meter.read(released, |k| attached.contains(k), last)?;
+        let covered = covered(&self.tc)?;
+        let iv = self.meter.read(released, &covered, last)?;
         // A stop right on a report's heels has nothing new to say.
         if last && iv.is_empty() && iv.secs < self.job.interval.as_secs_f64() / 10.0 {
             return Ok(Step::default());

@@ -68,12 +68,19 @@ impl TcMode {
 pub struct ProgramPair {
     pub ingress: &'static str,
     pub egress: &'static str,
+    /// Whether they are attached at all: `false` loads them (their ids
+    /// date the stale sweep) and only keeps track of the interfaces, for
+    /// a job that reads the kernel's own counters of each.
+    pub attach: bool,
 }
 
 /// Copy packets to the ring buffer.
-pub const PACKET_PROGRAMS: ProgramPair = ProgramPair { ingress: p::PKT_INGRESS, egress: p::PKT_EGRESS };
+pub const PACKET_PROGRAMS: ProgramPair = ProgramPair { ingress: p::PKT_INGRESS, egress: p::PKT_EGRESS, attach: true };
 /// Count packets per interface and flow in maps.
-pub const TOP_PROGRAMS: ProgramPair = ProgramPair { ingress: p::TOP_INGRESS, egress: p::TOP_EGRESS };
+pub const TOP_PROGRAMS: ProgramPair = ProgramPair { ingress: p::TOP_INGRESS, egress: p::TOP_EGRESS, attach: true };
+/// Nothing attached: `tracer top` by interface or container without a
+/// filter reads each interface's own counters, which cost no packet anything.
+pub const INTERFACE_COUNTERS: ProgramPair = ProgramPair { attach: false, ..TOP_PROGRAMS };
 
 /// How one interface is attached.
 enum How {
@@ -81,6 +88,8 @@ enum How {
     Tcx(Vec<SchedClassifierLink>),
     /// Filters that stay until deleted, with their namespace held open.
     Netlink(NlAttachment),
+    /// Nothing attached, only followed ([`ProgramPair::attach`] false).
+    Tracked,
 }
 
 /// One interface the programs are attached to.
@@ -221,6 +230,14 @@ impl Attacher {
             if todo.is_empty() {
                 continue;
             }
+            if !names.attach {
+                for i in todo {
+                    let label = format!("{}/{}", ns.id().label(), i.name);
+                    changes.attached.push(label.clone());
+                    self.attached.insert((*ino, i.ifindex), Attached { cookie: ns.cookie, label, how: How::Tracked });
+                }
+                continue;
+            }
             let entered = crate::sys::in_netns(&ns.path, || -> io::Result<Vec<_>> {
                 // The path may name another namespace by now.
                 let here = HeldNs::here(*ino, ns.cookie)?;
@@ -269,6 +286,7 @@ impl Attacher {
         match a.how {
             // Closing the link fds detaches, from whatever namespace.
             How::Tcx(links) => drop(links),
+            How::Tracked => {}
             How::Netlink(att) => {
                 let r = att.release(&mut self.journal, claimed_by_dead)?;
                 if r.qdisc_kept {
@@ -289,7 +307,7 @@ impl Attacher {
             let label = a.label.clone();
             let claimed = match &a.how {
                 How::Netlink(att) => att.claim().is_none() && att.is_claimed_by(&dead),
-                How::Tcx(_) => false,
+                How::Tcx(_) | How::Tracked => false,
             };
             if let Err(e) = self.release(a, claimed) {
                 eprintln!("tracer: cannot detach from {label}: {e}");
