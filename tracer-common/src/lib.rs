@@ -33,6 +33,12 @@ pub mod maps {
     pub const TOP_IFACES: &str = "TOP_IFACES";
     /// `tracer top`: per-CPU counters per flow (LRU), keyed by [`super::top::FlowKey`].
     pub const TOP_FLOWS: &str = "TOP_FLOWS";
+    /// TC programs: per CPU, the namespace of the devices last seen (a
+    /// cache of three kernel reads), valid for one attach generation.
+    pub const NETNS_CACHE: &str = "NETNS_CACHE";
+    /// The attach generation (an array of one u64): userspace raises it
+    /// before it attaches to any interface, which empties [`NETNS_CACHE`].
+    pub const ATTACH_GEN: &str = "ATTACH_GEN";
 }
 
 /// Names of the global variables userspace sets at load time.
