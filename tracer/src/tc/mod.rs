@@ -13,6 +13,7 @@ pub mod follow;
 pub mod journal;
 pub mod session;
 pub mod stale;
+pub mod tcx;
 pub mod topology;
 
 pub use session::TcSession;
