@@ -321,7 +321,7 @@ fn top_by_interface_or_container_attaches_nothing_and_reads_the_kernels_counters
     for by in ["container", "iface"] {
         quiet(&lab);
         let mut t = Tracer::start(&["top", "--by", by, "--json", "--interval", "0.3"]);
-        assert!(t.stderr().contains("(interface counters, every packet, by"), "{by}: {}", t.stderr());
+        assert!(wait_until(Duration::from_secs(2), || t.stderr().contains("(interface counters, every packet, by")), "{by}: {}", t.stderr());
         assert_eq!(chains(), before, "{by}: a program was attached");
         let tx0 = sysfs(a, "tx_packets");
         udp_blast(a, &b.ip, 41008, 5000, 1, 50, 32);
@@ -336,6 +336,7 @@ fn top_by_interface_or_container_attaches_nothing_and_reads_the_kernels_counters
     }
     // A filter or flows need the programs again.
     let mut t = Tracer::start(&["top", "--by", "iface", "--json", "udp"]);
+    assert!(wait_until(Duration::from_secs(2), || t.stderr().contains("ready")), "{}", t.stderr());
     assert!(!t.stderr().contains("interface counters"), "{}", t.stderr());
     assert_ne!(chains(), before);
     assert_eq!(t.stop(), 0);
