@@ -15,19 +15,20 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     io,
-    os::fd::{AsFd as _, AsRawFd as _, RawFd},
 };
 
 use aya::{
     Ebpf,
-    programs::{ProgramError, SchedClassifier, tc::TcError},
+    programs::{
+        LinkOrder, ProgramError, SchedClassifier,
+        tc::{SchedClassifierLink, TcAttachOptions, TcAttachType, TcError},
+    },
 };
 use tracer_common::programs as p;
 
 use super::{
     clsact::{self, HeldNs, NlAttachment, Prog},
     journal::{DeadJournals, Journal},
-    tcx,
 };
 use crate::{
     bpf::{describe, hooks::HookError},
@@ -83,8 +84,8 @@ pub const INTERFACE_COUNTERS: ProgramPair = ProgramPair { attach: false, ..TOP_P
 
 /// How one interface is attached.
 enum How {
-    /// Ingress and egress links; closing them detaches.
-    Tcx(tcx::Links),
+    /// Ingress and egress links; dropping them detaches.
+    Tcx(Vec<SchedClassifierLink>),
     /// Filters that stay until deleted, with their namespace held open.
     Netlink(NlAttachment),
     /// Nothing attached, only followed ([`ProgramPair::attach`] false).
@@ -205,29 +206,22 @@ impl Attacher {
     /// Makes the attachments match `want`: (namespace, interfaces to trace
     /// in it). Interfaces no longer wanted, or gone, are released. Stops
     /// attaching as soon as `cancelled` says so (a stop was asked for).
-    pub fn sync(&mut self, ebpf: &mut Ebpf, want: &BTreeMap<u64, (Netns, Vec<Iface>)>, cancelled: &(dyn Fn() -> bool + Sync)) -> Changes {
+    pub fn sync(&mut self, ebpf: &mut Ebpf, want: &BTreeMap<u64, (Netns, Vec<Iface>)>, cancelled: &dyn Fn() -> bool) -> Changes {
         let mut changes = Changes::default();
         let wanted: HashSet<(u64, Option<u64>, u32)> =
             want.iter().flat_map(|(ino, (n, ifs))| ifs.iter().map(move |i| (*ino, n.cookie, i.ifindex))).collect();
         let gone: Vec<(u64, u32)> =
             self.attached.iter().filter(|((ino, idx), a)| !wanted.contains(&(*ino, a.cookie, *idx))).map(|(k, _)| *k).collect();
-        let mut closing = Vec::new();
         for key in gone {
             if let Some(a) = self.attached.remove(&key) {
                 changes.released.push(a.label.clone());
                 changes.released_keys.push(key);
                 let label = a.label.clone();
-                match a.how {
-                    How::Tcx(links) => closing.push(links),
-                    _ => {
-                        if let Err(why) = self.release(a, false) {
-                            changes.release_failed.push((label, why.to_string()));
-                        }
-                    }
+                if let Err(why) = self.release(a, false) {
+                    changes.release_failed.push((label, why.to_string()));
                 }
             }
         }
-        tcx::close_all(closing);
         // Failures are forgotten once the interface is gone, so a new one
         // that reuses the index gets its own try.
         self.failed.retain(|k| wanted.contains(k));
@@ -244,12 +238,6 @@ impl Attacher {
         }
         let Ok((ingress, egress)) = programs(ebpf, self.programs) else { return changes };
         let (mode, names, ids) = (self.mode, self.programs, self.prog_ids);
-        if mode == TcMode::Tcx && names.attach {
-            let (Ok(i), Ok(e)) = (ingress.fd(), egress.fd()) else { return changes };
-            let fds = (i.as_fd().as_raw_fd(), e.as_fd().as_raw_fd());
-            self.attach_tcx(fds, want, cancelled, &mut changes);
-            return changes;
-        }
         let journal = &mut self.journal;
         for (ino, (ns, ifs)) in want {
             if cancelled() {
@@ -277,9 +265,14 @@ impl Attacher {
                     .iter()
                     .map_while(|i| {
                         (!cancelled()).then(|| {
-                            let ing = Prog { prog: &mut *ingress, name: names.ingress, id: ids[0] };
-                            let eg = Prog { prog: &mut *egress, name: names.egress, id: ids[1] };
-                            let r = clsact::attach(&here, ing, eg, &i.name, journal).map(How::Netlink);
+                            let r = match mode {
+                                TcMode::Tcx => attach_tcx(&mut *ingress, &mut *egress, &i.name).map(How::Tcx),
+                                TcMode::NetlinkTc => {
+                                    let ing = Prog { prog: &mut *ingress, name: names.ingress, id: ids[0] };
+                                    let eg = Prog { prog: &mut *egress, name: names.egress, id: ids[1] };
+                                    clsact::attach(&here, ing, eg, &i.name, journal).map(How::Netlink)
+                                }
+                            };
                             (i, r)
                         })
                     })
@@ -307,46 +300,6 @@ impl Attacher {
         changes
     }
 
-    /// TCX: every new interface of `want` at once (see [`tcx`]).
-    fn attach_tcx(
-        &mut self,
-        fds: (RawFd, RawFd),
-        want: &BTreeMap<u64, (Netns, Vec<Iface>)>,
-        cancelled: &(dyn Fn() -> bool + Sync),
-        changes: &mut Changes,
-    ) {
-        let mut labels = HashMap::new();
-        let mut jobs = Vec::new();
-        for (ino, (ns, ifs)) in want {
-            let todo: Vec<((u64, u32), u32, String)> = ifs
-                .iter()
-                .filter(|i| !self.attached.contains_key(&(*ino, i.ifindex)) && !self.failed.contains(&(*ino, ns.cookie, i.ifindex)))
-                .map(|i| ((*ino, i.ifindex), i.ifindex, i.name.clone()))
-                .collect();
-            if todo.is_empty() {
-                continue;
-            }
-            for (key, _, name) in &todo {
-                labels.insert(*key, (format!("{}/{}", ns.id().label(), name), ns.cookie));
-            }
-            jobs.push(tcx::Job { path: ns.path.clone(), inode: *ino, cookie: ns.cookie, ifaces: todo });
-        }
-        for done in tcx::attach_all(fds, jobs, cancelled) {
-            let Some((label, cookie)) = labels.remove(&done.key) else { continue };
-            match done.result {
-                Ok(links) => {
-                    changes.attached.push(label.clone());
-                    self.attached.insert(done.key, Attached { cookie, label, how: How::Tcx(links) });
-                }
-                Err(e) if tcx::vanished(&e) => {}
-                Err(e) => {
-                    self.failed.insert((done.key.0, cookie, done.key.1));
-                    changes.failed.push((label, e.to_string()));
-                }
-            }
-        }
-    }
-
     /// Detaches one interface. `claimed_by_dead`: a tracer that is gone
     /// recorded its clsact qdisc as added (see [`super::stale`]).
     fn release(&mut self, a: Attached, claimed_by_dead: bool) -> io::Result<()> {
@@ -366,16 +319,7 @@ impl Attacher {
 
     /// Releases every attachment (at exit).
     pub fn release_all(&mut self) {
-        let (tcx_links, all): (Vec<_>, Vec<_>) = self.attached.drain().partition(|(_, a)| matches!(a.how, How::Tcx(_)));
-        tcx::close_all(
-            tcx_links
-                .into_iter()
-                .filter_map(|(_, a)| match a.how {
-                    How::Tcx(l) => Some(l),
-                    _ => None,
-                })
-                .collect(),
-        );
+        let all: Vec<((u64, u32), Attached)> = self.attached.drain().collect();
         // A qdisc another tracer added, that it had to leave because ours
         // were in it, goes with ours once empty.
         let dead = if self.mode == TcMode::NetlinkTc { DeadJournals::read() } else { DeadJournals::default() };
@@ -397,4 +341,23 @@ impl Drop for Attacher {
     fn drop(&mut self) {
         self.release_all();
     }
+}
+
+/// Attaches ingress and egress to `ifname` in the thread's namespace, as
+/// TCX links, first in the chain, so that a later program that redirects
+/// or drops cannot hide the packet from us; ours always continues.
+///
+/// Each TCX attach (and detach) waits for an RCU grace period while it
+/// holds the RTNL lock (`bpf_mprog_commit`), 10-40 ms on a busy machine:
+/// 401 interfaces take 8-11 s to attach and as long to detach, and doing
+/// it from many threads at once gains nothing (measured), since the lock
+/// serialises them.
+fn attach_tcx(ingress: &mut SchedClassifier, egress: &mut SchedClassifier, ifname: &str) -> Result<Vec<SchedClassifierLink>, ProgramError> {
+    let mut links = Vec::with_capacity(2);
+    for (prog, ty) in [(ingress, TcAttachType::Ingress), (egress, TcAttachType::Egress)] {
+        let opts = TcAttachOptions::TcxOrder(LinkOrder::first());
+        // On failure the link made so far is dropped, which detaches it.
+        links.push(prog.attach_with_options(ifname, ty, opts).and_then(|id| prog.take_link(id))?);
+    }
+    Ok(links)
 }

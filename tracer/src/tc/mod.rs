@@ -13,7 +13,6 @@ pub mod follow;
 pub mod journal;
 pub mod session;
 pub mod stale;
-pub mod tcx;
 pub mod topology;
 
 pub use session::TcSession;
