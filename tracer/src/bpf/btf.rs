@@ -36,12 +36,7 @@ impl KernelBtf {
     }
 
     pub fn open_path(path: &Path) -> Result<Self, BtfError> {
-        // Read whole, then parsed from memory: btf-rs parsing a file seeks
-        // its buffered reader for every type, over 100,000 lseek(2) calls
-        // for vmlinux (measured), a good part of every start-up.
-        let btf = std::fs::read(path)
-            .map_err(btf_rs::Error::from)
-            .and_then(|bytes| Btf::from_bytes(&bytes))
+        let btf = Btf::from_file(path)
             .map_err(|source| BtfError::Open { path: path.display().to_string(), source })?;
         Ok(Self { btf })
     }
