@@ -41,6 +41,12 @@ pub mod maps {
     pub const SOCK_OWNERS: &str = "SOCK_OWNERS";
     /// [`super::sock::SelPort`] -> cookie of the selected socket holding it (LRU).
     pub const SOCK_SEL_PORTS: &str = "SOCK_SEL_PORTS";
+    /// TC programs: per CPU, the namespace of the devices last seen (a
+    /// cache of three kernel reads), valid for one attach generation.
+    pub const NETNS_CACHE: &str = "NETNS_CACHE";
+    /// The attach generation (an array of one u64): userspace raises it
+    /// before it attaches to any interface, which empties [`NETNS_CACHE`].
+    pub const ATTACH_GEN: &str = "ATTACH_GEN";
 }
 
 /// Names of the global variables userspace sets at load time.

@@ -35,6 +35,7 @@ fn mode(key: &'static str, args: &[&str], out: Out, rig: &Rig) -> Mode {
         tcpdump: false,
         out,
         scope: Scope::SenderIface,
+        bin: None,
     }
 }
 
@@ -94,7 +95,7 @@ fn main() {
     let rounds = opts.rounds.unwrap_or(3).max(1);
     let secs = opts.seconds.unwrap_or(3.0);
     let rig = Rig::new();
-    let untraced = Mode { key: "untraced", label: "untraced".into(), args: None, tcpdump: false, out: Out::Null, scope: Scope::SenderIface };
+    let untraced = Mode { key: "untraced", label: "untraced".into(), args: None, tcpdump: false, out: Out::Null, bin: None, scope: Scope::SenderIface };
     let off = mode("packets --no-process", &["packets", "--netns", "{A}", "--json", "--no-process"], Out::File, &rig);
     let on = mode("packets (processes)", &["packets", "--netns", "{A}", "--json"], Out::File, &rig);
     println!("process attribution bench: {} -> {} on a bridge, {rounds} rounds of {secs} s, nice {nice}", rig.a.name, rig.b.name);

@@ -3,7 +3,7 @@
 //! last one at the end that covers the time since the one before (after
 //! detaching, so it holds everything counted).
 
-use std::{collections::HashSet, time::Duration};
+use std::time::Duration;
 
 use super::{
     Error,
@@ -16,9 +16,9 @@ use crate::{
     procs::ProcSelect,
     tc::{
         TcSession,
-        attach::{TOP_PROC_PROGRAMS, TOP_PROGRAMS},
+        attach::{INTERFACE_COUNTERS, TOP_PROC_PROGRAMS, TOP_PROGRAMS},
     },
-    top::{By, Meter, TopJob, render, stats},
+    top::{By, Covered, Meter, TopJob, render, stats},
 };
 
 /// `--by process`: how often the socket events are taken from the ring
@@ -53,18 +53,30 @@ pub async fn run(job: TopJob, json: bool, limits: Limits, stop: Shutdown) -> Res
         LoadOptions { ring_bytes: 4096, top: true, ..Default::default() }
     };
     let mut loaded = load::load_for_job(&opts)?;
-    let meter = Meter::take(&mut loaded.ebpf, by_process)?;
-    let programs = if by_process { TOP_PROC_PROGRAMS } else { TOP_PROGRAMS };
+    // By interface or container, every packet: the kernel's own counters
+    // of each interface, nothing attached.
+    let kernel = job.interface_counters();
+    let mut meter = Meter::take(&mut loaded.ebpf, by_process, kernel)?;
+    let programs = match (by_process, kernel) {
+        (true, _) => TOP_PROC_PROGRAMS,
+        (false, true) => INTERFACE_COUNTERS,
+        (false, false) => TOP_PROGRAMS,
+    };
     let Some((tc, first)) = TcSession::start(loaded.ebpf, programs, &job.filter, &job.select, "count", &stop).await? else {
         return Ok(());
     };
-    let mut meter = meter;
-    meter.start_interval();
+    if kernel {
+        // What the interfaces counted before now is not this run's.
+        let covered = covered(&tc)?;
+        meter.read(Vec::new(), &covered, false)?;
+    } else {
+        meter.start_interval();
+    }
     let ready = format!(
         "counting packets on {} interfaces in {} namespaces ({}, {}, by {})",
         first.interfaces,
         first.namespaces,
-        first.mode.name(),
+        if kernel { "interface counters" } else { first.mode.name() },
         job.filter,
         job.by.name()
     );
@@ -72,6 +84,13 @@ pub async fn run(job: TopJob, json: bool, limits: Limits, stop: Shutdown) -> Res
     let mut top = Top { job, tc, meter, printer, sink: Sink::new(json), shown: false, due: false, ready };
     run::run(&mut top, limits, stop).await?;
     Ok(())
+}
+
+/// What the session covers now, copied so the follower is not held up
+/// while the counters are read.
+fn covered(tc: &TcSession) -> Result<Covered, Error> {
+    let t = tc.topology()?;
+    Ok(Covered { attached: t.attached.clone(), entry: t.entry.clone() })
 }
 
 impl Running for Top {
@@ -117,8 +136,8 @@ impl Running for Top {
         let released = self.tc.topology()?.take_released();
         // Counters of released interfaces go after this read, unless
         // attached again meanwhile.
-        let attached = if released.is_empty() { HashSet::new() } else { self.tc.topology()?.attached.clone() };
-        let iv = self.meter.read(released, |k| attached.contains(k), last)?;
+        let covered = covered(&self.tc)?;
+        let iv = self.meter.read(released, &covered, last)?;
         // A stop right on a report's heels has nothing new to say.
         if last && iv.is_empty() && iv.secs < self.job.interval.as_secs_f64() / 10.0 {
             return Ok(Step::default());

@@ -10,13 +10,21 @@
 //! report owners through it); what can be lost (an interface counter that could not be
 //! created, packets of a flow evicted before it was read) is counted and
 //! reported.
+//!
+//! By interface or container without a filter nothing is attached at all:
+//! [`ifstats`] reads each interface's own kernel counters instead.
 
 pub mod counters;
+pub mod ifstats;
 pub mod procs;
 pub mod render;
 pub mod stats;
 
-use std::{collections::HashMap, time::{Duration, Instant}};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use aya::Ebpf;
 use tracer_common::{
@@ -31,6 +39,7 @@ use crate::{
     tc::{filter::FilterProgram, follow::Selection, topology::Topology},
 };
 use counters::{CounterMap, CountersError};
+use ifstats::IfaceStats;
 pub use stats::By;
 use stats::{Count, Deltas, Unattributed};
 
@@ -46,6 +55,15 @@ pub struct TopJob {
     pub interval: Duration,
     pub by: By,
     pub limit: Option<usize>,
+}
+
+impl TopJob {
+    /// Whether the interfaces' own counters answer this job: rows by
+    /// interface or container, every packet counted. Flows, filters
+    /// and processes need the programs.
+    pub fn interface_counters(&self) -> bool {
+        matches!(self.by, By::Iface | By::Container) && self.filter.is_match_all()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +92,15 @@ pub struct Meter {
     last_read: Instant,
     /// `--by process`: the per-socket counters and the attribution.
     procs: Option<procs::ProcTop>,
+    /// Set when the interfaces' own counters are read instead of the maps.
+    kernel: Option<IfaceStats>,
+}
+
+/// What a read covers: the (namespace, ifindex) followed now, and how to
+/// enter each namespace (both from the TC session's topology).
+pub struct Covered {
+    pub attached: HashSet<(u64, u32)>,
+    pub entry: BTreeMap<u64, (PathBuf, Option<u64>)>,
 }
 
 /// One read of both maps.
@@ -96,8 +123,10 @@ impl Interval {
 impl Meter {
     /// Takes the counter maps and the loss counters out of `ebpf`; with
     /// `by_process`, also the ring buffer, and attaches the socket
-    /// programs (before the TC programs, so no socket is missed).
-    pub fn take(ebpf: &mut Ebpf, by_process: bool) -> Result<Self, TopError> {
+    /// programs (before the TC programs, so no socket is missed);
+    /// `interface_counters`: read the interfaces' own counters instead of
+    /// the maps (see [`TopJob::interface_counters`]).
+    pub fn take(ebpf: &mut Ebpf, by_process: bool, interface_counters: bool) -> Result<Self, TopError> {
         let procs = if by_process { Some(procs::ProcTop::start(ebpf)?) } else { None };
         let lost_kernel = if by_process { None } else { Some(LostCounters::new(ebpf)?) };
         Ok(Self {
@@ -109,19 +138,31 @@ impl Meter {
             lost_kernel,
             last_read: Instant::now(),
             procs,
+            kernel: interface_counters.then(IfaceStats::default),
         })
     }
 
-    /// Reads the counters. `last`: the programs are detached, so this read
-    /// is final. Entries of the `released` interfaces that are not
-    /// `attached` again are deleted after the read: all they counted is in it.
     /// Counting starts now (the programs are attached): the first
     /// interval is measured from here, not from loading.
     pub fn start_interval(&mut self) {
         self.last_read = Instant::now();
     }
 
-    pub fn read(&mut self, released: Vec<(u64, u32)>, attached: impl Fn(&(u64, u32)) -> bool, last: bool) -> Result<Interval, TopError> {
+    /// Reads the counters. `last`: the programs are detached, so this read
+    /// is final. Entries of the `released` interfaces that are not
+    /// `attached` again are deleted after the read: all they counted is in it.
+    pub fn read(&mut self, released: Vec<(u64, u32)>, covered: &Covered, last: bool) -> Result<Interval, TopError> {
+        if let Some(kernel) = &mut self.kernel {
+            // The kernel's running totals: nothing to delete, nothing in
+            // flight between two maps, so nothing unattributed.
+            let ifaces_now = kernel.read(&covered.entry, &covered.attached);
+            let now = Instant::now();
+            let secs = now.duration_since(self.last_read).as_secs_f64();
+            self.last_read = now;
+            let ifaces = self.iface_deltas.update(ifaces_now);
+            return Ok(Interval { secs, ifaces, flows: HashMap::new(), proc_flows: None });
+        }
+        let attached = |k: &(u64, u32)| covered.attached.contains(k);
         // Flows before interfaces, the reverse of the kernel's order (see
         // stats::Unattributed).
         let (flows_now, proc_flows) = match &mut self.procs {
