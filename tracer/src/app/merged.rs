@@ -11,6 +11,7 @@ use crate::{
     netlink::NetlinkEvent,
     output::Render,
     packets::{PacketEvent, hops},
+    procs::Attribution,
 };
 
 /// Something to print, ordered by time in the merged timeline.
@@ -36,6 +37,16 @@ impl Item {
             Item::Netlink(e) => e.wall_ns,
             Item::Packet(p) => p.wall_ns,
             Item::Path(p) => p.hops.first().map(|h| h.wall_ns).unwrap_or(0),
+        }
+    }
+
+    /// Shows the processes as they are known now (their container and
+    /// command line may have been found while the item was held).
+    pub(super) fn refresh_procs(&mut self, a: &Attribution) {
+        match self {
+            Item::Netlink(_) => {}
+            Item::Packet(p) => a.refresh(&mut p.procs),
+            Item::Path(p) => p.hops.iter_mut().for_each(|h| a.refresh(&mut h.procs)),
         }
     }
 
@@ -119,6 +130,7 @@ mod tests {
                 ethernet: true,
                 decoded: decode::decode(&f, true),
                 frame: f,
+                procs: Default::default(),
             });
             Item::Path(g.ready(0, true).pop().expect("path"))
         };
@@ -144,6 +156,7 @@ mod tests {
             ethernet: true,
             decoded: decode::Decoded::default(),
             frame: f,
+            procs: Default::default(),
         }))
     }
 

@@ -60,6 +60,8 @@ pub enum Error {
     Serve(#[from] ServeError),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
+    #[error("the kernel cannot run the tracer here: {0} (see `tracer doctor`)")]
+    Kernel(String),
 }
 
 impl Error {

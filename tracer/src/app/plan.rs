@@ -12,6 +12,7 @@ use crate::{
     netlink::{NetlinkJob, decode},
     ns::{Scope, Selector},
     packets::{DEFAULT_SNAPLEN, PacketsJob},
+    procs::ProcSelect,
     serve::{self, ServeJob},
     tc::{
         filter::{self, FilterProgram},
@@ -161,8 +162,20 @@ fn packets_job(a: &PacketArgs) -> Result<PacketsJob, Error> {
         None if a.write.is_some() => max,
         None => DEFAULT_SNAPLEN,
     };
-    let select = selection(&a.tc)?;
-    Ok(PacketsJob { select, snaplen, write: a.write.clone(), hops: a.hops, filter: filter(&a.tc)? })
+    let procs = (!a.no_process).then(|| ProcSelect { pid: a.process, comm: a.comm.clone() });
+    if let Some(p) = &procs {
+        p.validate().map_err(Error::Usage)?;
+    }
+    let mut select = selection(&a.tc)?;
+    // `--process PID` alone: that process's namespace, where its packets
+    // are sent and delivered.
+    if let Some(pid) = a.process
+        && !a.tc.all
+        && selector(&a.tc.sel)?.is_none()
+    {
+        select.scope = Scope::resolve(Some(&Selector::Pid(pid)))?;
+    }
+    Ok(PacketsJob { select, snaplen, write: a.write.clone(), hops: a.hops, filter: filter(&a.tc)?, procs })
 }
 
 fn top_job(a: &TopArgs) -> Result<TopJob, Error> {
@@ -176,6 +189,7 @@ fn top_job(a: &TopArgs) -> Result<TopJob, Error> {
         cli::By::Container => top::By::Container,
         cli::By::Iface => top::By::Iface,
         cli::By::Flow => top::By::Flow,
+        cli::By::Process => top::By::Process,
     };
     let select = selection(&a.tc)?;
     Ok(TopJob { select, filter: filter(&a.tc)?, interval: Duration::from_secs_f64(a.interval), by, limit: a.limit })
@@ -270,6 +284,48 @@ mod tests {
             Job::All(n, p) => assert_eq!((n.netns, p.select.scope, p.snaplen), (None, Scope::All, DEFAULT_SNAPLEN)),
             j => panic!("{j:?}"),
         }
+    }
+
+    #[test]
+    fn process_flags_select_sockets_and_the_process_namespace() {
+        let pid = std::process::id().to_string();
+        // `--process` alone: its namespace, and its sockets in the kernel.
+        match plan_of(&["packets", "--process", &pid]).expect("plan").job {
+            Job::Packets(j) => {
+                assert_eq!(j.select.scope, Scope::Netns(own_netns()));
+                assert_eq!(j.procs, Some(ProcSelect { pid: Some(std::process::id()), comm: None }));
+                assert!(j.decodes(), "attribution matches sockets by address and port");
+            }
+            j => panic!("{j:?}"),
+        }
+        // With `--all` every namespace; `--comm` keeps the scope.
+        match plan_of(&["packets", "--all", "--process", &pid]).expect("plan").job {
+            Job::Packets(j) => assert_eq!(j.select.scope, Scope::All),
+            j => panic!("{j:?}"),
+        }
+        match plan_of(&["packets", "--comm", "curl"]).expect("plan").job {
+            Job::Packets(j) => {
+                assert_eq!(j.select.scope, Scope::All);
+                assert_eq!(j.procs.map(|p| p.comm), Some(Some("curl".into())));
+            }
+            j => panic!("{j:?}"),
+        }
+        // On by default, the default job included; off with --no-process.
+        match plan_of(&[]).expect("plan").job {
+            Job::All(_, p) => assert_eq!(p.procs, Some(ProcSelect::default())),
+            j => panic!("{j:?}"),
+        }
+        match plan_of(&["packets", "--no-process", "-w", "x.pcapng"]).expect("plan").job {
+            Job::Packets(j) => assert!(j.procs.is_none() && !j.decodes()),
+            j => panic!("{j:?}"),
+        }
+        match plan_of(&["top", "--by", "process"]).expect("plan").job {
+            Job::Top(j) => assert_eq!(j.by, top::By::Process),
+            j => panic!("{j:?}"),
+        }
+        assert!(usage(&["packets", "--comm", &"x".repeat(16)]).starts_with("--comm takes a process name of 1 to 15 bytes"));
+        assert_eq!(usage(&["packets", "--process", "0"]), "--process takes a process id, not 0");
+        assert!(Cli::try_parse_from(["tracer", "packets", "--no-process", "--comm", "x"]).is_err(), "--no-process conflicts");
     }
 
     #[test]

@@ -23,7 +23,10 @@ use crate::{
         clock::Clock,
         shutdown::Shutdown,
     },
-    tc::{TcSession, attach::TOP_PROGRAMS},
+    tc::{
+        TcSession,
+        attach::{INTERFACE_COUNTERS, TOP_PROGRAMS},
+    },
     top::Meter,
 };
 use tracer_common::packet::DIR_INGRESS;
@@ -54,17 +57,27 @@ pub async fn run(job: ServeJob, ring_bytes: Option<u32>, limits: Limits, stop: S
     let mut loaded = load::load_for_job(&LoadOptions { ring_bytes: ring_bytes.unwrap_or(RING_BYTES), top: true, ..Default::default() })?;
     hooks::attach_tracepoints(&mut loaded.ebpf, hooks::NETLINK_HOOKS)?;
     let reader = Reader::new(&mut loaded.ebpf)?;
-    let meter = Meter::take(&mut loaded.ebpf)?;
-    let Some((tc, first)) = TcSession::start(loaded.ebpf, TOP_PROGRAMS, &job.filter, &job.select, "count", &stop).await? else {
+    // Without a filter, the interfaces' own kernel counters: nothing is
+    // attached, nothing runs per packet. A filter needs top's programs.
+    let kernel = job.filter.is_match_all();
+    let mut meter = Meter::take(&mut loaded.ebpf, false, kernel)?;
+    let programs = if kernel { INTERFACE_COUNTERS } else { TOP_PROGRAMS };
+    let Some((tc, first)) = TcSession::start(loaded.ebpf, programs, &job.filter, &job.select, "count", &stop).await? else {
         return Ok(());
     };
+    if kernel {
+        // What the interfaces counted before now is not this run's.
+        meter.read(Vec::new(), &super::top::covered(&tc)?, false)?;
+    } else {
+        meter.start_interval();
+    }
     let exporter = Exporter::new(job.grace);
     let server = endpoint.spawn(exporter.registry(), stop.clone());
     let ready = format!(
         "serving metrics on http://{addr}/metrics: packets on {} interfaces in {} namespaces ({}, {}), netlink audit on {} tracepoints",
         first.interfaces,
         first.namespaces,
-        first.mode.name(),
+        if kernel { "interface counters" } else { first.mode.name() },
         job.filter,
         hooks::NETLINK_HOOKS.len()
     );
@@ -104,8 +117,7 @@ impl Serve {
     /// series of interfaces gone longer than the grace period.
     fn read_counters(&mut self, last: bool) -> Result<(), Error> {
         let released = self.tc.topology()?.take_released();
-        let attached = if released.is_empty() { HashSet::new() } else { self.tc.topology()?.attached.clone() };
-        let iv = self.meter.read(released, |k| attached.contains(k), last)?;
+        let iv = self.meter.read(released, &super::top::covered(&self.tc)?, last)?;
         let now = Instant::now();
         let topo = self.tc.topology()?;
         let mut seen = HashSet::with_capacity(topo.attached.len() * 2);
