@@ -45,7 +45,10 @@ pub struct KernelOffsets {
     pub inode_sb: u32,
     /// `super_block.s_magic`
     pub sb_magic: u32,
-    pub _pad: [u32; 2],
+    /// `task_struct.start_boottime` (process attribution: tells a pid's
+    /// process from a later one; optional, see `tracer::btf`).
+    pub task_start_boottime: u32,
+    pub _pad: [u32; 1],
 }
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 80);
 
@@ -74,7 +77,8 @@ impl KernelOffsets {
             inode_ino: m,
             inode_sb: m,
             sb_magic: m,
-            _pad: [0; 2],
+            task_start_boottime: m,
+            _pad: [0; 1],
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::{
     netlink::{NetlinkEvent, effects::Change},
     output::Render,
     packets::{PacketEvent, hops},
+    procs::Attribution,
 };
 
 /// Something to print, ordered by time in the merged timeline.
@@ -40,6 +41,16 @@ impl Item {
             Item::Change(c) => c.wall_ns,
             Item::Packet(p) => p.wall_ns,
             Item::Path(p) => p.hops.first().map(|h| h.wall_ns).unwrap_or(0),
+        }
+    }
+
+    /// Shows the processes as they are known now (their container and
+    /// command line may have been found while the item was held).
+    pub(super) fn refresh_procs(&mut self, a: &Attribution) {
+        match self {
+            Item::Netlink(_) | Item::Change(_) => {}
+            Item::Packet(p) => a.refresh(&mut p.procs),
+            Item::Path(p) => p.hops.iter_mut().for_each(|h| a.refresh(&mut h.procs)),
         }
     }
 
@@ -124,6 +135,7 @@ mod tests {
                 ethernet: true,
                 decoded: decode::decode(&f, true),
                 frame: f,
+                procs: Default::default(),
             });
             Item::Path(g.ready(0, true).pop().expect("path"))
         };
@@ -149,6 +161,7 @@ mod tests {
             ethernet: true,
             decoded: decode::Decoded::default(),
             frame: f,
+            procs: Default::default(),
         }))
     }
 

@@ -3,7 +3,7 @@
 //! requests out in the order they were sent, within bounded time and memory.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     sync::Arc,
 };
 
@@ -56,6 +56,8 @@ pub struct CorrelatorStats {
     pub flushed_early: u64,
     /// The most requests that waited at once.
     pub max_pending: usize,
+    /// Requests whose bytes the kernel echoed differently from the capture.
+    pub echo_mismatch: u64,
     pub enrich: EnrichStats,
 }
 
@@ -69,6 +71,9 @@ pub struct Correlator {
     pending_bytes: usize,
     /// (socket, seq) -> position in that sequence.
     by_key: HashMap<(u64, u32), u64>,
+    /// Keys two waiting requests share: an answer cannot tell which of
+    /// them it echoes, so its echo is not compared (at most `by_key`'s size).
+    shared_keys: HashSet<(u64, u32)>,
     families: GenlFamilies,
     enricher: Enricher,
     identities: Identities,
@@ -126,12 +131,14 @@ pub(crate) fn send_events(ev: &RawEvent, clock: &Clock, families: &GenlFamilies)
             raw: msg.raw,
             result: None,
             extack: None,
+            echo_mismatch: None,
+            mem_bytes: EVENT_BASE_BYTES + 2 * (msg.header.len as usize).min(data.len()) + raw_len + msg.sent.len(),
+            sent: msg.sent,
             sock_id: meta.sock_id,
             target: msg.decoded.target,
             ns_fds: ns_fds.clone(),
             cgroup_id: ev.header.cgroup_id,
             lookups: Vec::new(),
-            mem_bytes: EVENT_BASE_BYTES + 2 * (msg.header.len as usize).min(data.len()) + raw_len,
             portid: meta.portid,
             objects: Default::default(),
             effects: Vec::new(),
@@ -153,6 +160,7 @@ impl Correlator {
             base: 0,
             pending_bytes: 0,
             by_key: HashMap::new(),
+            shared_keys: HashSet::new(),
             families: GenlFamilies::load(),
             enricher,
             identities,
@@ -180,8 +188,8 @@ impl Correlator {
         let s = self.stats();
         let (asked, refused) = self.identities.counts();
         format!(
-            "netlink: {} interface-name lookups ({} refused, lookup thread busy; {} names evicted), {asked} sender identities asked ({refused} refused, registry thread busy), {} requests printed before their answer ({} waiting at most, cap {MAX_PENDING})",
-            s.enrich.lookups, s.enrich.over_budget, s.enrich.evicted, s.flushed_early, s.max_pending
+            "netlink: {} interface-name lookups ({} refused, lookup thread busy; {} names evicted), {asked} sender identities asked ({refused} refused, registry thread busy), {} requests printed before their answer ({} waiting at most, cap {MAX_PENDING}), {} changed during the call",
+            s.enrich.lookups, s.enrich.over_budget, s.enrich.evicted, s.flushed_early, s.max_pending, s.echo_mismatch
         )
     }
 
@@ -210,7 +218,10 @@ impl Correlator {
             self.resolve_early(&mut e);
             let bytes = e.mem_bytes;
             if e.answerable() {
-                self.by_key.insert((e.sock_id, e.header.seq), self.base + self.pending.len() as u64);
+                let key = (e.sock_id, e.header.seq);
+                if self.by_key.insert(key, self.base + self.pending.len() as u64).is_some_and(|old| old >= self.base) {
+                    self.shared_keys.insert(key);
+                }
             }
             self.pending_bytes += bytes;
             self.pending.push_back(Pending { ts: ev.header.ts_ns, bytes, e });
@@ -230,6 +241,11 @@ impl Correlator {
                 && p.e.result.is_none()
             {
                 p.e.result = Some(ack.errno);
+                if !self.shared_keys.contains(&(meta.sock_id, ack.seq)) && ack.differs_from(&p.e.sent) {
+                    p.e.echo_mismatch = decode::NlHeader::parse(&ack.echoed);
+                    self.stats.echo_mismatch += 1;
+                }
+                p.e.sent = Vec::new();
                 p.e.extack = ack.extack;
             }
         }
@@ -278,6 +294,7 @@ impl Correlator {
             let key = (p.e.sock_id, p.e.header.seq);
             if self.by_key.get(&key) == Some(&self.base) {
                 self.by_key.remove(&key);
+                self.shared_keys.remove(&key);
             }
             self.base += 1;
             self.pending_bytes -= p.bytes;

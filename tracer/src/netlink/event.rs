@@ -53,6 +53,13 @@ pub struct NetlinkEvent {
     /// `Some(errno)` once the answer was seen (0: success).
     pub result: Option<i32>,
     pub extack: Option<String>,
+    /// The request's header as the kernel echoed it in its answer, when
+    /// that echo differs from what was captured (see
+    /// [`decode::Ack::differs_from`]): the bytes printed are then not the
+    /// ones the kernel acted on.
+    pub echo_mismatch: Option<NlHeader>,
+    /// The first captured bytes, kept until the answer (then dropped).
+    pub(super) sent: Vec<u8>,
     pub(super) sock_id: u64,
     pub(super) target: Option<TargetRef>,
     pub(super) ns_fds: Vec<(u32, u32)>,
@@ -144,6 +151,15 @@ impl Render for NetlinkEvent {
             v["total_len"] = json!(self.header.len);
             v["captured_len"] = json!(self.captured_len);
         }
+        if let Some(h) = &self.echo_mismatch {
+            v["echo_mismatch"] = json!(true);
+            v["echoed"] = json!({
+                "len": h.len,
+                "msg_type": decode::msg_type_name(self.protocol, h.msg_type),
+                "flags": decode::flag_names(self.protocol, h.msg_type, h.flags),
+                "seq": h.seq,
+            });
+        }
         if let Some(raw) = &self.raw {
             v["malformed"] = json!(true);
             v["raw"] = json!(hex(raw));
@@ -176,6 +192,15 @@ impl Render for NetlinkEvent {
             format!(" [truncated: {} of {} bytes captured]", self.captured_len, self.header.len)
         } else {
             String::new()
+        };
+        let trunc = match &self.echo_mismatch {
+            Some(h) => format!(
+                "{trunc} [changed during the call: the kernel's echo is {} len {} seq {}]",
+                decode::msg_type_name(self.protocol, h.msg_type),
+                h.len,
+                h.seq
+            ),
+            None => trunc,
         };
         let summary = match (&self.raw, &self.decode_error) {
             (Some(raw), e) => {
@@ -374,7 +399,7 @@ mod text_tests {
             uid: 1000,
             comm: comm.into(),
             netns: NetnsId { inode: 4026531840, name: Some("lab\x1b[2J".into()), ..Default::default() },
-            container: Some(Container { runtime: "docker".into(), id: "ab".into(), name: Some("c".repeat(300)) }),
+            container: Some(Container { pod: None, runtime: "docker".into(), id: "ab".into(), name: Some("c".repeat(300)) }),
             protocol,
             syscall: Syscall::Sendmsg,
             header: NlHeader { len: 0, msg_type, flags: decode::NLM_F_ACK | decode::NLM_F_CREATE, seq: 1, pid: 0 },
@@ -385,6 +410,8 @@ mod text_tests {
             truncated: false,
             result: Some(-22),
             extack: Some(format!("bad\x1b]0;x\x07{}", "e".repeat(1000))),
+            echo_mismatch: None,
+            sent: Vec::new(),
             sock_id: 0,
             target: None,
             ns_fds: vec![],

@@ -15,7 +15,10 @@ use std::{path::PathBuf, time::Duration};
 
 pub use event::PacketEvent;
 
-use crate::tc::{filter::FilterProgram, follow::Selection};
+use crate::{
+    procs::ProcSelect,
+    tc::{filter::FilterProgram, follow::Selection},
+};
 
 /// Bytes captured per packet when printing: enough for Ethernet, a VLAN
 /// tag, IPv6 and a TCP header with options.
@@ -43,6 +46,8 @@ pub struct PacketsJob {
     pub hops: bool,
     /// Runs in the kernel; matches everything when no expression was given.
     pub filter: FilterProgram,
+    /// Process attribution (`None`: `--no-process`), with its selection.
+    pub procs: Option<ProcSelect>,
 }
 
 impl Default for PacketsJob {
@@ -54,13 +59,15 @@ impl Default for PacketsJob {
             write: None,
             hops: false,
             filter: FilterProgram::match_all(),
+            procs: Some(ProcSelect::default()),
         }
     }
 }
 
 impl PacketsJob {
-    /// Whether the headers are decoded: pcapng needs only the bytes.
+    /// Whether the headers are decoded: pcapng needs only the bytes, but
+    /// process attribution matches sockets by address and port.
     pub fn decodes(&self) -> bool {
-        self.write.is_none() || self.hops
+        self.write.is_none() || self.hops || self.procs.is_some()
     }
 }
