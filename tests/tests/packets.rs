@@ -427,10 +427,10 @@ fn tcx_programs_go_before_a_program_already_there() {
     let ids = |ty| chain(ty).iter().map(|(id, _)| *id).collect::<Vec<_>>();
     assert_eq!((ids(TcAttachType::Ingress), ids(TcAttachType::Egress)), (vec![other_id], vec![other_id]));
     for (args, names) in [
-        (["packets", "--netns", &a.name], [programs::PKT_INGRESS, programs::PKT_EGRESS]),
-        (["top", "--netns", &a.name], [programs::TOP_INGRESS, programs::TOP_EGRESS]),
+        (&["packets", "--netns", &a.name][..], [programs::PKT_INGRESS, programs::PKT_EGRESS]),
+        (&["top", "--by", "flow", "--netns", &a.name][..], [programs::TOP_INGRESS, programs::TOP_EGRESS]),
     ] {
-        let mut t = Tracer::start(&args);
+        let mut t = Tracer::start(args);
         for (ty, name) in [(TcAttachType::Ingress, names[0]), (TcAttachType::Egress, names[1])] {
             let c = chain(ty);
             assert_eq!(c.len(), 2, "{args:?}: {c:?}");

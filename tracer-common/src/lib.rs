@@ -9,6 +9,7 @@
 pub mod netlink;
 pub mod offsets;
 pub mod packet;
+pub mod sock;
 pub mod top;
 
 /// Names of maps, shared so neither side repeats a string literal.
@@ -34,6 +35,19 @@ pub mod maps {
     pub const TOP_IFACES: &str = "TOP_IFACES";
     /// `tracer top`: per-CPU counters per flow (LRU), keyed by [`super::top::FlowKey`].
     pub const TOP_FLOWS: &str = "TOP_FLOWS";
+    /// `tracer top --by process`: per-CPU counters per flow and sending
+    /// socket (LRU), keyed by [`super::top::ProcFlowKey`].
+    pub const TOP_PROC_FLOWS: &str = "TOP_PROC_FLOWS";
+    /// Socket cookie -> [`super::sock::SockOwner`] (LRU).
+    pub const SOCK_OWNERS: &str = "SOCK_OWNERS";
+    /// [`super::sock::SelPort`] -> cookie of the selected socket holding it (LRU).
+    pub const SOCK_SEL_PORTS: &str = "SOCK_SEL_PORTS";
+    /// TC programs: per CPU, the namespace of the devices last seen (a
+    /// cache of three kernel reads), valid for one attach generation.
+    pub const NETNS_CACHE: &str = "NETNS_CACHE";
+    /// The attach generation (an array of one u64): userspace raises it
+    /// before it attaches to any interface, which empties [`NETNS_CACHE`].
+    pub const ATTACH_GEN: &str = "ATTACH_GEN";
 }
 
 /// Slots of the [`maps::PROGS`] program array: the filter per link type
@@ -56,6 +70,8 @@ pub mod globals {
     pub const CONFIG: &str = "CONFIG";
     /// Kernel struct offsets read from BTF, see [`super::offsets::KernelOffsets`].
     pub const OFFSETS: &str = "OFFSETS";
+    /// Process attribution settings, see [`super::sock::ProcConfig`].
+    pub const PROC_CONFIG: &str = "PROC_CONFIG";
 }
 
 /// Names of the programs in the eBPF object.
@@ -80,6 +96,21 @@ pub mod programs {
     pub const PKT_EGRESS_BODY: &str = "pkt_egress_body";
     pub const TOP_INGRESS_BODY: &str = "top_ingress_body";
     pub const TOP_EGRESS_BODY: &str = "top_egress_body";
+    /// `tracer top --by process`: as `top_*`, keyed by socket as well.
+    pub const TOP_PROC_INGRESS: &str = "top_proc_ingress";
+    pub const TOP_PROC_EGRESS: &str = "top_proc_egress";
+    pub const TOP_PROC_INGRESS_BODY: &str = "top_proc_ingress_body";
+    pub const TOP_PROC_EGRESS_BODY: &str = "top_proc_egress_body";
+    /// Process attribution (cgroup v2 root and sock_ops), see [`super::sock`].
+    pub const SOCK_CREATE: &str = "sock_create";
+    pub const SOCK_RELEASE: &str = "sock_release";
+    pub const SOCK_BIND4: &str = "sock_bind4";
+    pub const SOCK_BIND6: &str = "sock_bind6";
+    pub const SOCK_CONNECT4: &str = "sock_connect4";
+    pub const SOCK_CONNECT6: &str = "sock_connect6";
+    pub const SOCK_SENDMSG4: &str = "sock_sendmsg4";
+    pub const SOCK_SENDMSG6: &str = "sock_sendmsg6";
+    pub const SOCK_OPS: &str = "sock_tcp_ops";
     /// Tiny programs `tracer doctor` loads to probe what the kernel accepts.
     pub const PROBE_TRACEPOINT: &str = "probe_tracepoint";
     pub const PROBE_TP_BTF: &str = "probe_tp_btf";
@@ -100,6 +131,8 @@ pub enum EventKind {
     NetlinkAck = 0x101,
     /// A packet seen by a TC program.
     Packet = 0x200,
+    /// A socket's owner or address changed (process attribution).
+    Sock = 0x300,
 }
 
 impl TryFrom<u32> for EventKind {
@@ -109,6 +142,7 @@ impl TryFrom<u32> for EventKind {
             0x100 => Self::NetlinkSend,
             0x101 => Self::NetlinkAck,
             0x200 => Self::Packet,
+            0x300 => Self::Sock,
             other => return Err(other),
         })
     }
@@ -157,10 +191,13 @@ pub enum LostSource {
     NetlinkAckRead = 8,
     /// Packets whose bytes `bpf_skb_load_bytes` could not copy.
     PacketRead = 9,
+    /// Socket events (owners, addresses) that did not fit in the ring
+    /// buffer: packets of those sockets may go unattributed.
+    Sock = 10,
 }
 
 impl LostSource {
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 11;
     pub const ALL: [LostSource; Self::COUNT as usize] = [
         LostSource::Netlink,
         LostSource::Packet,
@@ -172,6 +209,7 @@ impl LostSource {
         LostSource::NetlinkAckTruncated,
         LostSource::NetlinkAckRead,
         LostSource::PacketRead,
+        LostSource::Sock,
     ];
     pub const fn name(self) -> &'static str {
         match self {
@@ -185,6 +223,7 @@ impl LostSource {
             Self::NetlinkAckTruncated => "netlink_ack_truncated",
             Self::NetlinkAckRead => "netlink_ack_read",
             Self::PacketRead => "packet_read",
+            Self::Sock => "sock",
         }
     }
 }
@@ -249,4 +288,9 @@ mod pod {
     unsafe impl aya::Pod for super::top::IfaceKey {}
     unsafe impl aya::Pod for super::top::FlowKey {}
     unsafe impl aya::Pod for super::top::Counters {}
+    unsafe impl aya::Pod for super::top::ProcFlowKey {}
+    unsafe impl aya::Pod for super::sock::SockEvent {}
+    unsafe impl aya::Pod for super::sock::SockOwner {}
+    unsafe impl aya::Pod for super::sock::SelPort {}
+    unsafe impl aya::Pod for super::sock::ProcConfig {}
 }

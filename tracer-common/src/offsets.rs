@@ -47,8 +47,11 @@ pub struct KernelOffsets {
     pub sb_magic: u32,
     /// `net_device.type` (an `ARPHRD_*`): which link type's filter applies.
     pub dev_type: u32,
-    pub _pad: u32,
+    /// `task_struct.start_boottime` (process attribution: tells a pid's
+    /// process from a later one; optional, see `tracer::btf`).
+    pub task_start_boottime: u32,
 }
+// Twenty u32 fields, no padding: the size both sides of the ABI agree on.
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 80);
 
 impl KernelOffsets {
@@ -77,7 +80,7 @@ impl KernelOffsets {
             inode_sb: m,
             sb_magic: m,
             dev_type: m,
-            _pad: 0,
+            task_start_boottime: m,
         }
     }
 }

@@ -31,8 +31,12 @@ pub struct PacketMeta {
     /// TPID of the offloaded tag, network byte order.
     pub vlan_proto: u16,
     pub _pad: u32,
+    /// `bpf_get_socket_cookie(skb)`: the socket that sent the packet
+    /// (`skb->sk`, kept across veths), 0 when none or when process
+    /// attribution is off (see [`crate::sock`]).
+    pub sock_cookie: u64,
 }
-const _: () = assert!(core::mem::size_of::<PacketMeta>() == 32);
+const _: () = assert!(core::mem::size_of::<PacketMeta>() == 40);
 
 /// `PacketKey::flags`: which parts of the key hold parsed values.
 pub mod key_flags {

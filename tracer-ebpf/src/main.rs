@@ -10,7 +10,9 @@ mod kernel;
 mod netlink;
 mod packet;
 mod probe;
+mod sock;
 mod top;
+mod top_proc;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -26,7 +26,7 @@ use crate::{
 };
 
 #[map(name = "TOP_IFACES")]
-static TOP_IFACES: PerCpuHashMap<IfaceKey, Counters> = PerCpuHashMap::with_max_entries(TOP_IFACES_MAX, 0);
+pub static TOP_IFACES: PerCpuHashMap<IfaceKey, Counters> = PerCpuHashMap::with_max_entries(TOP_IFACES_MAX, 0);
 
 // One LRU list for all CPUs: with BPF_F_NO_COMMON_LRU each CPU would get
 // its own share of the table (256 entries on 64 CPUs), and a busy CPU would
@@ -36,7 +36,7 @@ static TOP_IFACES: PerCpuHashMap<IfaceKey, Counters> = PerCpuHashMap::with_max_e
 #[map(name = "TOP_FLOWS")]
 static TOP_FLOWS: LruPerCpuHashMap<FlowKey, Counters> = LruPerCpuHashMap::with_max_entries(TOP_FLOWS_MAX, 0);
 
-const EEXIST: i32 = 17;
+pub(crate) const EEXIST: i32 = 17;
 
 #[classifier]
 pub fn top_ingress(ctx: TcContext) -> i32 {
@@ -102,6 +102,7 @@ macro_rules! add {
         }
     }};
 }
+pub(crate) use add;
 
 #[inline(always)]
 fn count(ctx: &TcContext, direction: u8) {

@@ -50,6 +50,8 @@ pub enum Command {
     Ns(NsArgs),
     /// Live per-container, per-interface and per-flow rates, counted in the kernel.
     Top(TopArgs),
+    /// Serve packet, byte, netlink and loss counters as Prometheus metrics over HTTP.
+    Serve(ServeArgs),
 }
 
 /// `--netns`, `--pid`, `--container`: at most one of them.
@@ -138,6 +140,19 @@ pub struct PacketArgs {
     /// Show each packet's path across interfaces, with transit times.
     #[arg(long)]
     pub hops: bool,
+    /// Only packets of this process's sockets (sent by them or arriving
+    /// for them), selected in the kernel; traces the process's namespace
+    /// unless --all, --netns or --container says otherwise.
+    #[arg(long = "process", value_name = "PID")]
+    pub process: Option<u32>,
+    /// Only packets of the sockets of processes with this name (as
+    /// /proc/PID/comm has it), selected in the kernel.
+    #[arg(long, value_name = "NAME")]
+    pub comm: Option<String>,
+    /// Do not attribute packets to processes (no programs on the cgroup
+    /// v2 root, no process fields).
+    #[arg(long, conflicts_with_all = ["process", "comm"])]
+    pub no_process: bool,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -165,4 +180,20 @@ pub enum By {
     Iface,
     /// One row per flow, interface and direction.
     Flow,
+    /// One row per local process: what its sockets sent and received.
+    Process,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub tc: TcArgs,
+    /// Address and port to listen on [default: 127.0.0.1:9464] (loopback;
+    /// another address exposes the metrics to whoever reaches it).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// Seconds the series of a namespace or interface that went away are
+    /// kept before they are removed [default: 300].
+    #[arg(long, value_name = "SECS")]
+    pub grace: Option<f64>,
 }

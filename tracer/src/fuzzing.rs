@@ -89,6 +89,7 @@ pub fn packet(data: &[u8]) {
         vlan_tci: u16::from_be_bytes([t0, t1]),
         vlan_proto: 0x8100u16.to_be(),
         _pad: 0,
+        sock_cookie: 0,
     };
     let mut payload = bytes_of(&meta).to_vec();
     payload.extend_from_slice(frame);
@@ -137,6 +138,7 @@ pub fn ring_record(data: &[u8]) {
             }
         }
         EventKind::Packet => render_packet(&ev),
+        EventKind::Sock => crate::procs::Owners::default().push(&ev),
     }
 }
 

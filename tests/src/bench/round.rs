@@ -52,6 +52,20 @@ pub struct Mode {
     pub tcpdump: bool,
     pub out: Out,
     pub scope: Scope,
+    /// Another tracer binary than the one under test (`--before`).
+    pub bin: Option<String>,
+}
+
+impl Mode {
+    /// The same mode run with the tracer binary at `path`, keyed `KEY@before`.
+    pub fn before(&self, path: &str) -> Mode {
+        Mode {
+            key: Box::leak(format!("{}@before", self.key).into_boxed_str()),
+            label: format!("{} [before]", self.label),
+            bin: Some(path.to_string()),
+            ..self.clone()
+        }
+    }
 }
 
 /// The lab of a throughput run: two namespaces on a bridge, and files on tmpfs.
@@ -242,7 +256,10 @@ fn command(rig: &Rig, mode: &Mode) -> Option<(Command, &'static str)> {
         return Some((c, "listening on"));
     }
     let args = mode.args.as_ref()?;
-    let mut c = Command::new(tracer_bin());
+    let mut c = match &mode.bin {
+        Some(b) => Command::new(b),
+        None => Command::new(tracer_bin()),
+    };
     c.args(args);
     Some((c, "ready"))
 }
@@ -269,9 +286,10 @@ pub fn modes(rig: &Rig) -> Vec<Mode> {
         tcpdump: false,
         out,
         scope,
+        bin: None,
     };
     vec![
-        Mode { key: "untraced", label: "untraced".into(), args: None, tcpdump: false, out: Out::Null, scope: Scope::Stream },
+        Mode { key: "untraced", label: "untraced".into(), args: None, tcpdump: false, out: Out::Null, scope: Scope::Stream, bin: None },
         tr("top", "`tracer top --json` (by container)", &["top", "--json"], Out::TopRows, Scope::Stream),
         tr("top-flow", "`tracer top --by flow --json`", &["top", "--by", "flow", "--json"], Out::TopRows, Scope::Stream),
         tr("top-filter", "`tracer top --json host B` (filter)", &["top", "--json", "host", "{B}"], Out::TopRows, Scope::Stream),
@@ -286,6 +304,6 @@ pub fn modes(rig: &Rig) -> Vec<Mode> {
         ),
         tr("packets-json", "`tracer packets --netns A --json > FILE`", &["packets", "--netns", "{A}", "--json"], Out::File, Scope::SenderIface),
         tr("packets-all-w", "`tracer packets --all -w FILE` (4 interfaces)", &["packets", "--all", "-w", "{pcapng}"], Out::Null, Scope::Stream),
-        Mode { key: "tcpdump", label: "`tcpdump -w FILE` in A".into(), args: None, tcpdump: true, out: Out::Null, scope: Scope::SenderIface },
+        Mode { key: "tcpdump", label: "`tcpdump -w FILE` in A".into(), args: None, tcpdump: true, out: Out::Null, scope: Scope::SenderIface, bin: None },
     ]
 }

@@ -1,8 +1,9 @@
 //! The application, the top layer: the only reader of the command line
 //! ([`crate::cli`]), which `plan.rs` validates into one job; the jobs
 //! started and run in the one run loop (`run.rs`): the ring-buffer jobs
-//! (`events.rs`, with the default job's timeline in `merged.rs`) and `top`
-//! (`top.rs`); `doctor` and `ns`, which print once; and [`Error`], every
+//! (`events.rs`, with the default job's timeline in `merged.rs`), `top`
+//! (`top.rs`) and `serve` (`serve.rs`, top's counters and the netlink audit
+//! as metrics); `doctor` and `ns`, which print once; and [`Error`], every
 //! way the tracer can stop, each as one sentence. [`run()`] is what the
 //! binary calls.
 
@@ -10,6 +11,7 @@ mod events;
 mod merged;
 mod plan;
 mod run;
+mod serve;
 mod top;
 
 use std::{borrow::Cow, io::Write as _};
@@ -22,6 +24,7 @@ use crate::{
     doctor,
     ns::{self, NsError, SelectError},
     packets::PacketsError,
+    serve::ServeError,
     sys::{self, text},
     tc::TcError,
     top::TopError,
@@ -53,8 +56,12 @@ pub enum Error {
     Packets(#[from] PacketsError),
     #[error(transparent)]
     Top(#[from] TopError),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
+    #[error("the kernel cannot run the tracer here: {0} (see `tracer doctor`)")]
+    Kernel(String),
 }
 
 impl Error {
@@ -103,6 +110,10 @@ pub async fn run(cli: Cli, shutdown: Shutdown) -> Result<i32, Error> {
         Job::Top(tj) => {
             require_root()?;
             top::run(tj, plan.json, limits, shutdown).await.map(|_| 0)
+        }
+        Job::Serve(sj) => {
+            require_root()?;
+            serve::run(sj, plan.ring_bytes, limits, shutdown).await.map(|_| 0)
         }
     }
 }

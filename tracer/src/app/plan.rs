@@ -8,13 +8,15 @@ use tracer_common::packet::PKT_DATA_MAX;
 
 use super::Error;
 use crate::{
-    cli::{self, Cli, Command, NetlinkArgs, PacketArgs, TcArgs, TopArgs},
+    cli::{self, Cli, Command, NetlinkArgs, PacketArgs, ServeArgs, TcArgs, TopArgs},
     netlink::{NetlinkJob, decode},
     ns::{Scope, Selector},
     packets::{
         DEFAULT_SNAPLEN, PacketsJob,
         rotate::{self, Rotation},
     },
+    procs::ProcSelect,
+    serve::{self, ServeJob},
     tc::{
         cbpf::PacketFilter,
         follow::Selection,
@@ -30,6 +32,7 @@ pub enum Job {
     Netlink(NetlinkJob),
     Packets(PacketsJob),
     Top(TopJob),
+    Serve(ServeJob),
     /// The default job: netlink audit and packets of every namespace, merged.
     All(NetlinkJob, PacketsJob),
 }
@@ -74,6 +77,12 @@ pub fn plan(cli: &Cli) -> Result<Plan, Error> {
         Some(Command::Packets(a)) => Job::Packets(packets_job(a)?),
         Some(Command::Ns(a)) => Job::Ns(NsJob { netns: scope(&a.sel)?.netns() }),
         Some(Command::Top(a)) => Job::Top(top_job(a)?),
+        Some(Command::Serve(a)) => {
+            if c.count.is_some() {
+                return Err(Error::Usage("--count does not apply to serve (it has no events to count); use --duration".into()));
+            }
+            Job::Serve(serve_job(a)?)
+        }
         None => Job::All(NetlinkJob::default(), PacketsJob::default()),
     };
     Ok(Plan { job, json: c.json, duration, count: c.count, ring_bytes: c.buffer_kib.map(|k| k * 1024) })
@@ -156,9 +165,21 @@ fn packets_job(a: &PacketArgs) -> Result<PacketsJob, Error> {
         None if a.write.is_some() => max,
         None => DEFAULT_SNAPLEN,
     };
-    let select = selection(&a.tc)?;
+    let procs = (!a.no_process).then(|| ProcSelect { pid: a.process, comm: a.comm.clone() });
+    if let Some(p) = &procs {
+        p.validate().map_err(Error::Usage)?;
+    }
+    let mut select = selection(&a.tc)?;
+    // `--process PID` alone: that process's namespace, where its packets
+    // are sent and delivered.
+    if let Some(pid) = a.process
+        && !a.tc.all
+        && selector(&a.tc.sel)?.is_none()
+    {
+        select.scope = Scope::resolve(Some(&Selector::Pid(pid)))?;
+    }
     let rotation = rotation(a)?;
-    Ok(PacketsJob { select, snaplen, write: a.write.clone(), hops: a.hops, read: a.read.clone(), rotation, filter: filter(&a.tc)? })
+    Ok(PacketsJob { select, snaplen, write: a.write.clone(), hops: a.hops, read: a.read.clone(), rotation, filter: filter(&a.tc)?, procs })
 }
 
 /// `-C`, `-G`, `-W` as tcpdump takes them.
@@ -194,9 +215,23 @@ fn top_job(a: &TopArgs) -> Result<TopJob, Error> {
         cli::By::Container => top::By::Container,
         cli::By::Iface => top::By::Iface,
         cli::By::Flow => top::By::Flow,
+        cli::By::Process => top::By::Process,
     };
     let select = selection(&a.tc)?;
     Ok(TopJob { select, filter: filter(&a.tc)?, interval: Duration::from_secs_f64(a.interval), by, limit: a.limit })
+}
+
+fn serve_job(a: &ServeArgs) -> Result<ServeJob, Error> {
+    let listen = a.listen.as_deref().unwrap_or(serve::DEFAULT_LISTEN);
+    let listen = listen.parse().map_err(|_| {
+        Error::Usage(format!("--listen needs an address and a port, such as 127.0.0.1:9464 or [::1]:9464, not {}", super::sentence(listen)))
+    })?;
+    let grace = match a.grace {
+        None => serve::DEFAULT_GRACE,
+        Some(g) if !(g.is_finite() && g >= 0.0) => return Err(Error::Usage(format!("--grace must be a number of seconds, not {g}"))),
+        Some(g) => Duration::try_from_secs_f64(g).unwrap_or(Duration::MAX),
+    };
+    Ok(ServeJob { listen, select: selection(&a.tc)?, filter: filter(&a.tc)?, grace })
 }
 
 #[cfg(test)]
@@ -278,6 +313,48 @@ mod tests {
     }
 
     #[test]
+    fn process_flags_select_sockets_and_the_process_namespace() {
+        let pid = std::process::id().to_string();
+        // `--process` alone: its namespace, and its sockets in the kernel.
+        match plan_of(&["packets", "--process", &pid]).expect("plan").job {
+            Job::Packets(j) => {
+                assert_eq!(j.select.scope, Scope::Netns(own_netns()));
+                assert_eq!(j.procs, Some(ProcSelect { pid: Some(std::process::id()), comm: None }));
+                assert!(j.decodes(), "attribution matches sockets by address and port");
+            }
+            j => panic!("{j:?}"),
+        }
+        // With `--all` every namespace; `--comm` keeps the scope.
+        match plan_of(&["packets", "--all", "--process", &pid]).expect("plan").job {
+            Job::Packets(j) => assert_eq!(j.select.scope, Scope::All),
+            j => panic!("{j:?}"),
+        }
+        match plan_of(&["packets", "--comm", "curl"]).expect("plan").job {
+            Job::Packets(j) => {
+                assert_eq!(j.select.scope, Scope::All);
+                assert_eq!(j.procs.map(|p| p.comm), Some(Some("curl".into())));
+            }
+            j => panic!("{j:?}"),
+        }
+        // On by default, the default job included; off with --no-process.
+        match plan_of(&[]).expect("plan").job {
+            Job::All(_, p) => assert_eq!(p.procs, Some(ProcSelect::default())),
+            j => panic!("{j:?}"),
+        }
+        match plan_of(&["packets", "--no-process", "-w", "x.pcapng"]).expect("plan").job {
+            Job::Packets(j) => assert!(j.procs.is_none() && !j.decodes()),
+            j => panic!("{j:?}"),
+        }
+        match plan_of(&["top", "--by", "process"]).expect("plan").job {
+            Job::Top(j) => assert_eq!(j.by, top::By::Process),
+            j => panic!("{j:?}"),
+        }
+        assert!(usage(&["packets", "--comm", &"x".repeat(16)]).starts_with("--comm takes a process name of 1 to 15 bytes"));
+        assert_eq!(usage(&["packets", "--process", "0"]), "--process takes a process id, not 0");
+        assert!(Cli::try_parse_from(["tracer", "packets", "--no-process", "--comm", "x"]).is_err(), "--no-process conflicts");
+    }
+
+    #[test]
     fn numbers_out_of_range_are_refused() {
         assert!(usage(&["--buffer-size", "3"]).contains("power of two"));
         assert!(usage(&["--buffer-size", "5000"]).contains("power of two"));
@@ -325,5 +402,28 @@ mod tests {
         }
         assert!(usage(&["netlink", "--protocol", "bogus"]).contains("unknown netlink protocol"));
         assert!(usage(&["netlink", "--type", "RTM_BOGUS"]).contains("unknown message type"));
+    }
+
+    #[test]
+    fn serve_listens_on_loopback_unless_told() {
+        match plan_of(&["serve"]).expect("plan").job {
+            Job::Serve(j) => {
+                assert_eq!(j.listen, serve::DEFAULT_LISTEN.parse().expect("addr"));
+                assert!(j.listen.ip().is_loopback());
+                assert_eq!((j.grace, j.select.scope), (serve::DEFAULT_GRACE, Scope::All));
+            }
+            j => panic!("{j:?}"),
+        }
+        match plan_of(&["serve", "--listen", "[::]:9000", "--grace", "2", "udp"]).expect("plan").job {
+            Job::Serve(j) => assert_eq!((j.listen.port(), j.grace, j.filter.expression()), (9000, Duration::from_secs(2), "udp")),
+            j => panic!("{j:?}"),
+        }
+        for bad in ["9464", "localhost:9464", "127.0.0.1", "1.2.3.4:99999", "x\u{1b}[31m:1"] {
+            let m = usage(&["serve", "--listen", bad]);
+            assert!(m.starts_with("--listen needs an address and a port"), "{bad}: {m}");
+            assert!(!m.contains('\u{1b}'), "escaped: {m}");
+        }
+        assert!(usage(&["serve", "--grace=-1"]).contains("--grace"));
+        assert!(usage(&["serve", "-c", "5"]).contains("--count does not apply"));
     }
 }

@@ -43,6 +43,7 @@ fn fixed_payload(kind: EventKind) -> usize {
         EventKind::NetlinkSend => size_of::<NetlinkSend>(),
         EventKind::NetlinkAck => size_of::<NetlinkAck>(),
         EventKind::Packet => size_of::<PacketMeta>(),
+        EventKind::Sock => size_of::<tracer_common::sock::SockEvent>(),
     }
 }
 

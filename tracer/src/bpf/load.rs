@@ -6,6 +6,7 @@ use aya::{Ebpf, EbpfLoader};
 use tracer_common::{
     Config, globals, maps,
     offsets::KernelOffsets,
+    sock::{ProcConfig, SOCK_OWNERS_MAX, SOCK_SEL_PORTS_MAX},
     top::{TOP_FLOWS_MAX, TOP_IFACES_MAX},
 };
 
@@ -37,11 +38,16 @@ pub struct LoadOptions {
     pub top: bool,
     /// A packet filter will be installed: the TC entry programs tail-call it.
     pub pkt_filter: bool,
+    /// `tracer top --by process`: size its per-socket flow table too.
+    pub top_proc: bool,
+    /// Process attribution (see `crate::procs`): its settings, and its
+    /// maps sized for use; `None` leaves them token-sized.
+    pub procs: Option<ProcConfig>,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { ring_bytes: 16 * 1024 * 1024, snaplen: 0, nl_netns: None, top: false, pkt_filter: false }
+        Self { ring_bytes: 16 * 1024 * 1024, snaplen: 0, nl_netns: None, top: false, pkt_filter: false, top_proc: false, procs: None }
     }
 }
 
@@ -78,12 +84,23 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     };
     let ring = opts.ring_bytes.next_power_of_two().max(4096);
     let (flows, ifaces) = if opts.top { (TOP_FLOWS_MAX, TOP_IFACES_MAX) } else { (UNUSED_MAP_ENTRIES, UNUSED_MAP_ENTRIES) };
+    let proc_flows = if opts.top_proc { TOP_FLOWS_MAX } else { UNUSED_MAP_ENTRIES };
+    let (owners, sel_ports) = match &opts.procs {
+        Some(c) if c.select != 0 => (SOCK_OWNERS_MAX, SOCK_SEL_PORTS_MAX),
+        Some(_) => (SOCK_OWNERS_MAX, UNUSED_MAP_ENTRIES),
+        None => (UNUSED_MAP_ENTRIES, UNUSED_MAP_ENTRIES),
+    };
+    let proc_config = opts.procs.unwrap_or_default();
     let ebpf = EbpfLoader::new()
         .override_global(globals::CONFIG, &config, true)
         .override_global(globals::OFFSETS, &offsets, true)
+        .override_global(globals::PROC_CONFIG, &proc_config, true)
         .map_max_entries(maps::EVENTS, ring)
         .map_max_entries(maps::TOP_FLOWS, flows)
         .map_max_entries(maps::TOP_IFACES, ifaces)
+        .map_max_entries(maps::TOP_PROC_FLOWS, proc_flows)
+        .map_max_entries(maps::SOCK_OWNERS, owners)
+        .map_max_entries(maps::SOCK_SEL_PORTS, sel_ports)
         .load(OBJECT)?;
     Ok(Loaded { ebpf, offsets, missing_fields })
 }

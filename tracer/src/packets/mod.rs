@@ -17,7 +17,10 @@ use std::{path::PathBuf, time::Duration};
 
 pub use event::PacketEvent;
 
-use crate::tc::{cbpf::PacketFilter, follow::Selection};
+use crate::{
+    procs::ProcSelect,
+    tc::{cbpf::PacketFilter, follow::Selection},
+};
 
 /// Bytes captured per packet when printing: enough for Ethernet, a VLAN
 /// tag, IPv6 and a TCP header with options.
@@ -51,6 +54,8 @@ pub struct PacketsJob {
     pub read: Option<PathBuf>,
     /// Runs in the kernel; matches everything when no expression was given.
     pub filter: PacketFilter,
+    /// Process attribution (`None`: `--no-process`), with its selection.
+    pub procs: Option<ProcSelect>,
 }
 
 impl Default for PacketsJob {
@@ -64,13 +69,15 @@ impl Default for PacketsJob {
             read: None,
             rotation: rotate::Rotation::default(),
             filter: PacketFilter::match_all(),
+            procs: Some(ProcSelect::default()),
         }
     }
 }
 
 impl PacketsJob {
-    /// Whether the headers are decoded: pcapng needs only the bytes.
+    /// Whether the headers are decoded: pcapng needs only the bytes, but
+    /// process attribution matches sockets by address and port.
     pub fn decodes(&self) -> bool {
-        self.write.is_none() || self.hops
+        self.write.is_none() || self.hops || self.procs.is_some()
     }
 }

@@ -217,13 +217,20 @@ impl PcapngOut {
             None if e.netns.host => "host",
             None => "-",
         };
-        let comment = format!(
+        let mut comment = format!(
             "netns={netns} inode={} container={} ifname={} direction={}",
             e.netns.inode,
             container,
             e.ifname,
             e.direction_name()
         );
+        if e.procs.on {
+            comment.push_str(&format!(
+                " process={} peer_process={}",
+                crate::procs::render::token(e.procs.sender.as_deref()),
+                crate::procs::render::token(e.procs.receiver.as_deref())
+            ));
+        }
         let epb = EnhancedPacketBlock {
             interface_id,
             timestamp: Duration::from_nanos(e.wall_ns),
@@ -267,6 +274,7 @@ mod tests {
             ethernet: true,
             decoded: super::super::decode::decode(&f, true),
             frame: f,
+            procs: Default::default(),
         }
     }
 

@@ -208,7 +208,7 @@ fn event(iface: &Iface, link: LinkType, ts_ns: u64, data: &[u8], orig_len: u32, 
         _ => DIR_INGRESS,
     };
     let netns_name = field(comment, "netns");
-    let container = field(comment, "container").map(|c| Container { runtime: String::new(), id: c.to_string(), name: Some(c.to_string()) });
+    let container = field(comment, "container").map(|c| Container { runtime: String::new(), id: c.to_string(), name: Some(c.to_string()), pod: None });
     let netns = NetnsId {
         inode: field(comment, "inode").and_then(|i| i.parse().ok()).unwrap_or(0),
         name: netns_name.filter(|n| *n != "host").map(str::to_string),
@@ -232,6 +232,8 @@ fn event(iface: &Iface, link: LinkType, ts_ns: u64, data: &[u8], orig_len: u32, 
         ethernet,
         frame: data.to_vec(),
         decoded,
+        // A file keeps the processes only as comment text: none read back.
+        procs: Default::default(),
     }
 }
 
