@@ -359,7 +359,12 @@ fn top_by_process_counts_what_each_process_sends_and_receives() {
     let body = format!("u=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nfor i in range(9):\n    u.sendto(b'q'*10,('{}',5360)); u.recvfrom(100)\n", b.ip);
     let cli = Py::start(a, "top-cli", &body);
     let cpid = u64::from(cli.pid);
+    // The filter runs before counting: a sender to another port has no row.
+    let other = format!("u=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nfor i in range(9):\n    u.sendto(b'q'*10,('{}',5362))\n", b.ip);
+    let out = Py::start(a, "top-other", &other);
+    let opid = u64::from(out.pid);
     cli.wait();
+    out.wait();
     std::thread::sleep(Duration::from_millis(700));
     assert_eq!(t.stop(), 0, "{}", t.stderr());
     let rows: Vec<Value> = t.events().into_iter().filter(|r| r["type"] == "top").collect();
@@ -376,6 +381,7 @@ fn top_by_process_counts_what_each_process_sends_and_receives() {
     // 10 bytes of data: 52-byte frames.
     assert_eq!(sum(cpid), [9, 9 * 52, 9, 9 * 52], "the client sent 9 and got 9 echoes: {rows:#?}");
     assert_eq!(sum(u64::from(srv.pid)), [9, 9 * 52, 9, 9 * 52], "the server got 9 and echoed 9: {rows:#?}");
+    assert_eq!(sum(opid), [0; 4], "the filter keeps port 5360 only: {rows:#?}");
 }
 
 /// The BPF program types (`prog_type` of fdinfo) process `pid` holds.
