@@ -135,7 +135,7 @@ pub struct PacketArgs {
     pub file_count: Option<u32>,
     /// Read packets from a pcapng or pcap file (ours or tcpdump's) instead
     /// of capturing; the filter runs in userspace, as `tcpdump -r` runs it.
-    #[arg(short = 'r', value_name = "FILE", conflicts_with_all = ["all", "netns", "pid", "container", "iface", "hops"])]
+    #[arg(short = 'r', value_name = "FILE", conflicts_with_all = ["all", "netns", "pid", "container", "iface", "hops", "process", "comm"])]
     pub read: Option<PathBuf>,
     /// Show each packet's path across interfaces, with transit times.
     #[arg(long)]

@@ -352,6 +352,10 @@ mod tests {
         assert!(usage(&["packets", "--comm", &"x".repeat(16)]).starts_with("--comm takes a process name of 1 to 15 bytes"));
         assert_eq!(usage(&["packets", "--process", "0"]), "--process takes a process id, not 0");
         assert!(Cli::try_parse_from(["tracer", "packets", "--no-process", "--comm", "x"]).is_err(), "--no-process conflicts");
+        // A file has no sockets to select by: refused, not ignored.
+        for sel in [["--process", "1"], ["--comm", "x"]] {
+            assert!(Cli::try_parse_from(["tracer", "packets", "-r", "f.pcapng", sel[0], sel[1]]).is_err(), "-r with {sel:?}");
+        }
     }
 
     #[test]
