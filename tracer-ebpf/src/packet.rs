@@ -72,15 +72,14 @@ pub struct NetnsSlot {
 
 /// Slots per CPU, indexed by the low bits of the ifindex: the devices a
 /// CPU sees at a time are few (a stream crosses four).
-const NETNS_SLOTS: usize = 16;
+const NETNS_SLOTS: u32 = 16;
 
-#[repr(C)]
-pub struct NetnsCache {
-    slots: [NetnsSlot; NETNS_SLOTS],
-}
-
+// One map entry per slot, looked up by index: a pointer into one larger
+// value computed from the index was hoisted above its null check by the
+// compiler, which Linux 6.1's verifier refuses ("pointer arithmetic on
+// map_value_or_null").
 #[map(name = "NETNS_CACHE")]
-static NETNS_CACHE: PerCpuArray<NetnsCache> = PerCpuArray::with_max_entries(1, 0);
+static NETNS_CACHE: PerCpuArray<NetnsSlot> = PerCpuArray::with_max_entries(NETNS_SLOTS, 0);
 
 #[map(name = "ATTACH_GEN")]
 static ATTACH_GEN: Array<u64> = Array::with_max_entries(1, 0);
@@ -102,11 +101,8 @@ pub fn device_netns(ctx: &TcContext) -> u32 {
     let Some(dev) = kread::<*const u8>(skb, o.skb_dev) else { return 0 };
     let generation = ATTACH_GEN.get(0).copied().unwrap_or(0);
     // SAFETY: ctx.skb.skb is the program's __sk_buff context.
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex } as usize;
-    let slot = NETNS_CACHE.get_ptr_mut(0).map(|c| {
-        // SAFETY: a per-CPU value of this CPU; the index is masked into the array.
-        unsafe { core::ptr::addr_of_mut!((*c).slots[ifindex & (NETNS_SLOTS - 1)]) }
-    });
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let slot = NETNS_CACHE.get_ptr_mut(ifindex & (NETNS_SLOTS - 1));
     if let Some(s) = slot {
         // SAFETY: `s` points into the map value just looked up.
         let hit = unsafe { (*s).dev == dev as u64 && (*s).generation == generation };
