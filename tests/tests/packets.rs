@@ -368,7 +368,9 @@ fn a_namespace_deleted_while_traced_harms_nothing() {
     assert!(after.is_some(), "tracing stopped after a namespace went away: {}", t.stderr());
     assert_eq!(t.stop(), 0);
     assert_eq!(hops(&packets_with_sport(&t.events(), 41031)), path(a, b).into_iter().collect());
-    let err = t.stderr();
+    // A kernel that refuses the process-attribution programs (6.1 refuses
+    // sock_ops) says so once at the start; that is not about namespaces.
+    let err: String = t.stderr().lines().filter(|l| !l.starts_with("tracer: process attribution is off:")).collect::<Vec<_>>().join("\n");
     assert!(!err.contains("cannot") && !err.contains("error"), "complaints on stderr: {err}");
 }
 

@@ -71,13 +71,12 @@ pub struct NetnsSlot {
 }
 
 /// Slots per CPU, indexed by the low bits of the ifindex: the devices a
-/// CPU sees at a time are few (a stream crosses four).
+/// CPU sees at a time are few (a stream crosses four). One map entry per
+/// slot: the lookup by key hands back the slot itself, so the program does
+/// no arithmetic on a pointer the verifier still holds as maybe-null (6.1's
+/// refuses that, and LLVM computes an array index before the null check).
 const NETNS_SLOTS: u32 = 16;
 
-// One map entry per slot, looked up by index: a pointer into one larger
-// value computed from the index was hoisted above its null check by the
-// compiler, which Linux 6.1's verifier refuses ("pointer arithmetic on
-// map_value_or_null").
 #[map(name = "NETNS_CACHE")]
 static NETNS_CACHE: PerCpuArray<NetnsSlot> = PerCpuArray::with_max_entries(NETNS_SLOTS, 0);
 
@@ -102,9 +101,9 @@ pub fn device_netns(ctx: &TcContext) -> u32 {
     let generation = ATTACH_GEN.get(0).copied().unwrap_or(0);
     // SAFETY: ctx.skb.skb is the program's __sk_buff context.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    let slot = NETNS_CACHE.get_ptr_mut(ifindex & (NETNS_SLOTS - 1));
-    if let Some(s) = slot {
-        // SAFETY: `s` points into the map value just looked up.
+    let key = ifindex & (NETNS_SLOTS - 1);
+    if let Some(s) = NETNS_CACHE.get_ptr_mut(key) {
+        // SAFETY: `s` is this CPU's value of the entry just looked up.
         let hit = unsafe { (*s).dev == dev as u64 && (*s).generation == generation };
         if hit && !dev.is_null() {
             // SAFETY: as above.
@@ -113,8 +112,8 @@ pub fn device_netns(ctx: &TcContext) -> u32 {
     }
     let Some(net) = kread::<*const u8>(dev, o.dev_nd_net) else { return 0 };
     let ino = kread::<u32>(net, o.net_inum).unwrap_or(0);
-    if let Some(s) = slot
-        && ino != 0
+    if ino != 0
+        && let Some(s) = NETNS_CACHE.get_ptr_mut(key)
     {
         // SAFETY: as above. The device goes last (and first to 0): a
         // program that ran in between on this CPU would not match a half-written slot.
@@ -157,6 +156,8 @@ pub fn pkt_egress_body(ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
 }
 
+/// Inlined: as a BPF-to-BPF call taking the context, 6.1's verifier
+/// refuses it ("reg type unsupported for arg#0").
 #[inline(always)]
 fn try_pkt(ctx: &TcContext, direction: u8) -> Option<()> {
     // Process attribution (crate::sock): one helper call when asked for.
