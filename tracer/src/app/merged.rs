@@ -115,28 +115,13 @@ impl Merger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ns::NetnsId, packets::decode};
 
     #[test]
     fn merger_orders_by_time_after_hold() {
         let mut m = Merger::new(100);
         let mk = |t| {
             let mut g = hops::Grouper::default();
-            let f = vec![0u8; 20];
-            g.push(PacketEvent {
-                wall_ns: t,
-                netns: NetnsId { inode: 1, ..Default::default() },
-                ifindex: 1,
-                ifname: "x".into(),
-                direction: 0,
-                len: 20,
-                hash: 0,
-                mark: 0,
-                ethernet: true,
-                decoded: decode::decode(&f, true),
-                frame: f,
-                procs: Default::default(),
-            });
+            g.push(PacketEvent::sample(t, vec![0u8; 20]));
             Item::Path(g.ready(0, true).pop().expect("path"))
         };
         m.push(mk(50));
@@ -148,21 +133,7 @@ mod tests {
     }
 
     fn packet(t: u64, frame_len: usize) -> Item {
-        let f = vec![0u8; frame_len];
-        Item::Packet(Box::new(PacketEvent {
-            wall_ns: t,
-            netns: NetnsId { inode: 1, ..Default::default() },
-            ifindex: 1,
-            ifname: "x".into(),
-            direction: 0,
-            len: frame_len as u32,
-            hash: 0,
-            mark: 0,
-            ethernet: true,
-            decoded: decode::Decoded::default(),
-            frame: f,
-            procs: Default::default(),
-        }))
+        Item::Packet(Box::new(PacketEvent::sample(t, vec![0u8; frame_len])))
     }
 
     #[test]

@@ -41,6 +41,28 @@ pub struct PacketEvent {
     pub procs: PacketProcs,
 }
 
+#[cfg(test)]
+impl PacketEvent {
+    /// A test packet: `frame` (Ethernet) decoded, seen at `wall_ns` on
+    /// interface 1 (`x`) of namespace 1, ingress; fields set as a test needs.
+    pub(crate) fn sample(wall_ns: u64, frame: Vec<u8>) -> Self {
+        PacketEvent {
+            wall_ns,
+            netns: NetnsId { inode: 1, ..Default::default() },
+            ifindex: 1,
+            ifname: "x".into(),
+            direction: 0,
+            len: frame.len() as u32,
+            hash: 0,
+            mark: 0,
+            ethernet: true,
+            decoded: decode::decode(&frame, true),
+            frame,
+            procs: PacketProcs::default(),
+        }
+    }
+}
+
 impl PacketEvent {
     /// Builds the event from a ring-buffer record; `None` if it is
     /// malformed. `decode_headers: false` leaves the headers undecoded (pcapng
