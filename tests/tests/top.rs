@@ -202,11 +202,10 @@ fn interface_counts_equal_the_kernels_and_rates_match_counts() {
         }
         for r in of {
             let secs = r["interval_s"].as_f64().expect("interval_s");
-            // A report is late when the machine is busy (measured: 0.72 s
-            // for 0.3 with other builds running); never early, never
-            // longer than a few intervals.
+            // The first report too: its interval starts when counting
+            // does, not when loading did (0.78 s for 0.3 when it did).
             if *time != last {
-                assert!((0.25..2.0).contains(&secs), "interval {secs}: {r}");
+                assert!((0.25..0.6).contains(&secs), "interval {secs}: {r}");
             }
             for (n, pps, bytes, bps) in [("rx_packets", "rx_pps", "rx_bytes", "rx_bps"), ("tx_packets", "tx_pps", "tx_bytes", "tx_bps")] {
                 let want_pps = u(r, n) as f64 / secs;
