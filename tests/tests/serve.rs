@@ -200,8 +200,18 @@ fn prometheus_sees_exact_packet_byte_and_netlink_counts() {
 
 #[test]
 fn endpoint_serves_metrics_and_healthz_only() {
+    // A namespace of the test's own, so that the traffic families have a
+    // series on a machine that has no other namespace (an empty family is
+    // not written, as Prometheus's own client libraries do).
+    let lab = Lab::new(1);
     let mut t = Tracer::start(&["serve", "--listen", "127.0.0.1:0"]);
     let addr = serve_addr(&t);
+    let has_lab = |b: &str| b.contains(&format!(r#"netns="{}""#, lab.ns[0].name));
+    assert!(
+        wait_until(Duration::from_secs(10), || http_get(addr, "/metrics", "*/*").is_some_and(|r| has_lab(&r.2))),
+        "{} never appeared",
+        lab.ns[0].name
+    );
     let (status, head, body) = http_get(addr, "/metrics", "*/*").expect("answers");
     assert_eq!(status, 200);
     assert!(head.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{head}");
