@@ -246,7 +246,12 @@ fn tcpdump(ns: &LabNs, expr: &str, file: &str) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("tcpdump runs");
-    // "listening on eth0" says the filter is attached.
+    wait_listening(&mut c, expr);
+    c
+}
+
+/// Waits for tcpdump's "listening on", which says its filter is attached.
+fn wait_listening(c: &mut Child, expr: &str) {
     let err = c.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -263,7 +268,6 @@ fn tcpdump(ns: &LabNs, expr: &str, file: &str) -> Child {
             Err(_) => assert!(Instant::now() < deadline, "tcpdump {expr:?} never started listening"),
         }
     }
-    c
 }
 
 fn stop(mut c: Child) {
@@ -541,4 +545,112 @@ fn tshark_reads_packets_live_through_a_pipe() {
     let out = pipe.wait_with_output().expect("output");
     let types: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
     assert_eq!(types, ["8", "0", "8", "0", "8", "0"], "stderr: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// IP packets for a tun device's far end (10.79.0.2) to write towards the
+/// namespace's own address (10.79.0.1): echo requests, a datagram to a
+/// closed port, a SYN to a closed port, a fragment; the kernel answers
+/// each on egress (replies, port unreachable, reset).
+fn tun_packets() -> Vec<Vec<u8>> {
+    let (far, near) = ([10, 79, 0, 2], [10, 79, 0, 1]);
+    let mut out = Vec::new();
+    for seq in 0..3u16 {
+        let b = PacketBuilder::ipv4(far, near, 64).icmpv4_echo_request(0x77, seq);
+        let mut v = Vec::new();
+        b.write(&mut v, &[0xab; 32]).expect("build");
+        out.push(v);
+    }
+    let mut v = Vec::new();
+    PacketBuilder::ipv4(far, near, 64).udp(40000, 9).write(&mut v, &[1; 20]).expect("build");
+    out.push(v);
+    let mut v = Vec::new();
+    PacketBuilder::ipv4(far, near, 32).tcp(40001, 7, 1000, 8192).syn().write(&mut v, &[]).expect("build");
+    out.push(v);
+    out
+}
+
+#[test]
+fn on_a_raw_ip_device_live_the_tracer_keeps_what_tcpdump_keeps() {
+    if !need_root() {
+        return;
+    }
+    // A tun device (no link-layer header: libpcap's LINKTYPE_RAW) in a
+    // namespace of the lab's; a helper process holds it open and writes
+    // the far end's packets into it (the kernel receives them: ingress);
+    // the kernel's answers leave through it (egress).
+    let lab = Lab::new(1);
+    let ns = lab.extra_ns("tun");
+    ns.sh(
+        "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 && \
+         ip tuntap add dev tun0 mode tun && ip addr add 10.79.0.1/32 peer 10.79.0.2 dev tun0 && \
+         ip link set tun0 up && ip link set lo up",
+    );
+    let dir = std::env::temp_dir().join(format!("tracer-parity-tun-{}", lab.id));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let list = dir.join("packets.hex");
+    let packets = tun_packets();
+    std::fs::write(&list, packets.iter().map(|p| p.iter().map(|b| format!("{b:02x}")).collect::<String>() + "\n").collect::<String>()).expect("write");
+    // IFF_TUN | IFF_NO_PI on the persistent device; held open until told to go.
+    let go = dir.join("go");
+    let py = format!(
+        "import fcntl,struct,os,time\nfd=os.open('/dev/net/tun',os.O_RDWR)\n\
+         fcntl.ioctl(fd,0x400454ca,struct.pack('16sH',b'tun0',0x1001))\n\
+         while not os.path.exists('{go}'):\n    time.sleep(0.05)\n\
+         for l in open('{list}'):\n    os.write(fd,bytes.fromhex(l.strip()))\n    time.sleep(0.01)\n\
+         time.sleep(1.5)\n",
+        go = go.display(),
+        list = list.display()
+    );
+    let mut holder = ns.spawn(&format!("python3 -c {}", tracer_tests::shell_quote(&py)));
+    std::thread::sleep(Duration::from_millis(500));
+
+    let exprs = ["", "icmp", "icmp[icmptype] == icmp-echoreply", "src host 10.79.0.1", "udp", "tcp[tcpflags] & tcp-rst != 0", "ip[9] == 6 or ip[9] == 17", "len > 50", "not icmp", "dst port 9"];
+    let mut running = Vec::new();
+    for (i, expr) in exprs.iter().enumerate() {
+        let (ours, theirs) = (dir.join(format!("tracer-{i}.pcapng")).display().to_string(), dir.join(format!("tcpdump-{i}.pcap")).display().to_string());
+        let mut args = vec!["packets", "--netns", &ns.name, "-i", "tun0", "-w", &ours];
+        if !expr.is_empty() {
+            args.extend(["--filter", expr]);
+        }
+        let t = Tracer::start(&args);
+        let d = tcpdump_on(&ns, "tun0", expr, &theirs);
+        running.push((expr, t, d, ours, theirs));
+    }
+    let mut json = Tracer::start(&["packets", "--netns", &ns.name, "-i", "tun0", "--json", "icmp"]);
+    std::fs::write(&go, b"").expect("go");
+    let _ = holder.wait();
+    std::thread::sleep(SETTLE);
+
+    let mut kept = Vec::new();
+    for (expr, mut t, d, ours, theirs) in running {
+        stop(d);
+        assert_eq!(t.stop(), 0, "tracer {expr:?}: {}", t.stderr());
+        // The tracer's pcapng is Ethernet (a made-up header on a raw-IP
+        // device, so that one file holds every interface); tcpdump's is raw IP.
+        let mine: Vec<Vec<u8>> = read_frames(&ours).into_iter().map(|f| f[14..].to_vec()).collect();
+        let want = read_frames(&theirs);
+        assert_eq!(multiset(&mine), multiset(&want), "{expr:?}: tracer kept {}, tcpdump {}", mine.len(), want.len());
+        kept.push(want.len());
+    }
+    // 5 written in, 5 answers out (3 replies, a port unreachable, a reset).
+    assert_eq!(kept[0], 10, "everything: {kept:?}");
+    assert_eq!(&kept[1..], &[7, 3, 5, 1, 1, 3, 7, 3, 1], "{kept:?}");
+    assert_eq!(json.stop(), 0);
+    let ev = json.events();
+    assert_eq!(ev.len(), 7, "{ev:?}");
+    assert!(ev.iter().all(|e| e["ifname"] == "tun0" && e["netns"]["name"] == ns.name.as_str()), "{ev:?}");
+    assert_eq!(ev.iter().filter(|e| e["direction"] == "ingress").count(), 3, "{ev:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A tcpdump capturing `expr` on `dev` in `ns` into `file`.
+fn tcpdump_on(ns: &LabNs, dev: &str, expr: &str, file: &str) -> Child {
+    let mut c = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "tcpdump", "-n", "-p", "--immediate-mode", "-U", "-i", dev, "-w", file, expr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tcpdump runs");
+    wait_listening(&mut c, expr);
+    c
 }
