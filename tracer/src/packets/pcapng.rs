@@ -255,6 +255,30 @@ impl PcapngOut {
     }
 }
 
+/// A capture that kept no packet still names one interface: libpcap (so
+/// tcpdump) refuses a pcapng file without any interface description block,
+/// and "no packet matched" must read as an empty capture, not a broken one.
+impl Drop for PcapngOut {
+    fn drop(&mut self) {
+        if !self.ids.is_empty() || self.reader_gone {
+            return;
+        }
+        let idb = InterfaceDescriptionBlock {
+            linktype: DataLink::ETHERNET,
+            snaplen: self.snaplen,
+            options: vec![
+                InterfaceDescriptionOption::IfName(Cow::Borrowed("none")),
+                InterfaceDescriptionOption::IfDescription(Cow::Borrowed("no packet was kept")),
+                InterfaceDescriptionOption::IfTsResol(9),
+            ],
+        };
+        // Best effort: the file's fate was reported by the last flush.
+        if self.w.write_pcapng_block(idb).is_ok() {
+            let _ = self.w.get_mut().flush();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,5 +318,35 @@ mod tests {
         out.flush().expect("flush");
         assert!(out.reader_gone);
         assert_eq!(out.packets, 1);
+    }
+
+    /// The interface blocks of a pcapng file, read back with pcap-file.
+    fn interfaces(path: &std::path::Path) -> Vec<String> {
+        let mut r = pcap_file::pcapng::PcapNgReader::new(File::open(path).expect("open")).expect("a pcapng file");
+        let mut names = Vec::new();
+        while let Some(b) = r.next_block() {
+            if let pcap_file::pcapng::Block::InterfaceDescription(idb) = b.expect("a block") {
+                for o in idb.options {
+                    if let InterfaceDescriptionOption::IfName(n) = o {
+                        names.push(n.into_owned());
+                    }
+                }
+            }
+        }
+        names
+    }
+
+    #[test]
+    fn an_empty_capture_still_names_an_interface_and_a_full_one_only_its_own() {
+        let dir = std::env::temp_dir().join(format!("tracer-pcapng-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (empty, full) = (dir.join("empty.pcapng"), dir.join("full.pcapng"));
+        drop(PcapngOut::new(File::create(&empty).expect("create"), 128).expect("header"));
+        assert_eq!(interfaces(&empty), vec!["none".to_string()]);
+        let mut out = PcapngOut::new(File::create(&full).expect("create"), 128).expect("header");
+        out.write(&packet()).expect("write");
+        drop(out);
+        assert_eq!(interfaces(&full), vec!["n/eth0".to_string()]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
