@@ -525,7 +525,24 @@ fn tshark_reads_packets_live_through_a_pipe() {
         b.name
     );
     let mut pipe = Command::new("sh").args(["-c", &cmd]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("pipeline");
-    std::thread::sleep(Duration::from_secs(2));
+    // The tracer's stderr (tshark's goes nowhere): ping once it says ready,
+    // which takes more than a few seconds in a slow guest.
+    let err = pipe.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let ready_by = Instant::now() + Duration::from_secs(60);
+    let mut said = Vec::new();
+    while !said.iter().any(|l: &String| l.contains("ready")) {
+        assert!(Instant::now() < ready_by, "the tracer never said ready: {said:?}");
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
+            said.push(l);
+        }
+    }
     a.sh(&format!("ping -c 3 -i 0.2 -q {}", b.ip));
     let deadline = Instant::now() + Duration::from_secs(20);
     while pipe.try_wait().expect("wait").is_none() {
@@ -534,7 +551,8 @@ fn tshark_reads_packets_live_through_a_pipe() {
     }
     let out = pipe.wait_with_output().expect("output");
     let types: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
-    assert_eq!(types, ["8", "0", "8", "0", "8", "0"], "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    said.extend(rx.try_iter());
+    assert_eq!(types, ["8", "0", "8", "0", "8", "0"], "stderr: {said:?}");
 }
 
 /// IP packets for a tun device's far end (10.79.0.2) to write towards the
