@@ -130,6 +130,9 @@ fn udp_tcp_and_icmp_carry_directions_addresses_ports_and_namespaces() {
     let mut t = Tracer::start(&["packets", "--all", "--json"]);
 
     udp_send(a, &b.ip, 41001, 5000, &["hello", "world!"]);
+    // A frame longer than the default snaplen (128): cut to it.
+    let mid = "m".repeat(300);
+    udp_send(a, &b.ip, 41002, 5000, &[mid.as_str()]);
     let (sent, got) = tcp_transfer(a, b, 5001, 3000);
     assert_eq!(sent, got);
     a.sh(&format!("ping -c 2 -i 0.2 -W 2 {}", b.ip));
@@ -164,6 +167,13 @@ fn udp_tcp_and_icmp_carry_directions_addresses_ports_and_namespaces() {
         };
         assert_eq!(e["netns"]["name"].as_str(), name);
         assert!(e["container"].is_null());
+        // JSON output carries the kernel's flow hash (never 0 once computed).
+        assert!(e["hash"].as_u64().is_some_and(|h| h != 0), "hash: {e}");
+    }
+    let mids = packets_with_sport(&events, 41002);
+    assert_eq!(mids.len(), 4, "one datagram x four hops: {mids:#?}");
+    for e in &mids {
+        assert_eq!((e["len"].as_u64(), e["caplen"].as_u64(), e["payload_len"].as_u64()), (Some(342), Some(128), Some(300)), "{e}");
     }
     let lens: BTreeSet<u64> = udp.iter().filter_map(|e| e["payload_len"].as_u64()).collect();
     assert_eq!(lens, BTreeSet::from([5, 6]));
@@ -263,6 +273,10 @@ fn pcapng_is_read_back_by_tcpdump_and_tshark_with_the_same_packets() {
     let mut json = Tracer::start(&["packets", "--all", "--json"]);
     let mut pcap = Tracer::start(&["packets", "--all", "-w", file.to_str().expect("utf-8 path")]);
     udp_send(a, &b.ip, 41010, 5000, &["first", "second!", "third..."]);
+    // Frames of each of the kernel's record sizes (up to 128, 512 and
+    // 2048 bytes of frame), whole: 42 bytes of headers and the payload.
+    let sized: Vec<String> = [60usize, 300, 1200].iter().map(|n| "m".repeat(*n)).collect();
+    udp_send(a, &b.ip, 41011, 5000, &sized.iter().map(String::as_str).collect::<Vec<_>>());
     a.sh(&format!("ping -c 1 -W 2 {}", b.ip));
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(pcap.stop(), 0, "{}", pcap.stderr());
@@ -279,6 +293,23 @@ fn pcapng_is_read_back_by_tcpdump_and_tshark_with_the_same_packets() {
         assert_eq!(text.lines().filter(|l| l.ends_with(&want)).count(), 4, "{payload}: {text}");
     }
     assert_eq!(text.lines().count(), 12, "{text}");
+    // The sized frames arrive whole on every hop, their bytes intact.
+    let out = Command::new("tcpdump").args(["-n", "-x", "-r"]).arg(&file).arg("udp src port 41011").output().expect("tcpdump");
+    assert!(out.status.success(), "tcpdump -r -x: {}", String::from_utf8_lossy(&out.stderr));
+    let mut dumps: Vec<String> = Vec::new();
+    for l in String::from_utf8_lossy(&out.stdout).lines() {
+        match l.trim_start().strip_prefix("0x") {
+            Some(rest) => dumps.last_mut().expect("a packet line first").extend(rest.split_whitespace().skip(1)),
+            None => dumps.push(String::new()),
+        }
+    }
+    // Hex digits: 56 for the IPv4 and UDP headers (20 + 8 bytes), then the payload.
+    for d in &dumps {
+        assert!(d.len() > 56 && d[56..] == "6d".repeat((d.len() - 56) / 2), "headers then only payload bytes: {d}");
+    }
+    let mut lens: Vec<usize> = dumps.iter().map(String::len).collect();
+    lens.sort_unstable();
+    assert_eq!(lens, [60usize, 300, 1200].iter().flat_map(|n| [56 + 2 * n; 4]).collect::<Vec<_>>(), "whole frames");
 
     // tshark: interface names, direction flags, comments, ns timestamps.
     let out = Command::new("tshark")

@@ -21,10 +21,6 @@ pub mod maps {
     /// Scratch space (per CPU) where tracepoint programs assemble
     /// variable-length records.
     pub const SCRATCH: &str = "SCRATCH";
-    /// The same for TC programs: a softirq can run a TC program in the
-    /// middle of a tracepoint program on the same CPU, so the two kinds of
-    /// context never share a buffer.
-    pub const SCRATCH_TC: &str = "SCRATCH_TC";
     /// In-flight netlink receives, keyed by pid_tgid.
     pub const NL_RECV_ARGS: &str = "NL_RECV_ARGS";
     /// The program array the TC entry programs tail-call through: the
@@ -272,8 +268,12 @@ pub struct Config {
     /// Non-zero when a packet filter is installed: the TC entry programs
     /// then tail-call it through [`maps::PROGS`] instead of capturing.
     pub pkt_filter: u32,
+    /// Non-zero when packet records carry the skb's flow hash
+    /// (`PacketMeta::hash`, shown by JSON output and `--hops`); else it is
+    /// 0 and the kernel does not compute one for the tracer.
+    pub pkt_hash: u32,
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 16);
+const _: () = assert!(core::mem::size_of::<Config>() == 20);
 
 #[cfg(feature = "user")]
 mod pod {

@@ -17,7 +17,8 @@ pub struct PacketMeta {
     pub len: u32,
     /// Bytes of the frame copied after this struct.
     pub cap_len: u32,
-    /// `skb->hash` (after `bpf_get_hash_recalc`): a flow hash, not a packet id.
+    /// `skb->hash` (after `bpf_get_hash_recalc`): a flow hash, not a packet
+    /// id; 0 unless `Config::pkt_hash` asked for it.
     pub hash: u32,
     /// `skb->protocol`, network byte order.
     pub protocol: u16,

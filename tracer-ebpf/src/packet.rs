@@ -1,7 +1,8 @@
 //! Packet capture: one TC classifier attached (TCX) to each traced
-//! interface, ingress and egress. It copies a summary and the first
-//! `snaplen` bytes of each frame to the ring buffer and always lets the
-//! packet continue; decoding happens in userspace.
+//! interface, ingress and egress. It reserves a record in the ring buffer
+//! and loads a summary and the first `snaplen` bytes of each frame straight
+//! into it (one copy), and always lets the packet continue; decoding
+//! happens in userspace.
 //!
 //! With a filter (`Config::pkt_filter`), the attached entry program does
 //! nothing but tail-call the filter for its interface's link type through
@@ -28,7 +29,7 @@ use tracer_common::{
     slots,
 };
 
-use crate::kernel::{EVENTS, HDR, SCRATCH_TC, SCRATCH_TC_SIZE, Scratch, config, count_lost, kread, kread_or_zero, offsets};
+use crate::kernel::{EVENTS, config, copy_words, count_lost, kread, kread_or_zero, offsets, zero};
 
 /// The filters and capture bodies ([`tracer_common::slots`]).
 #[map(name = "PROGS")]
@@ -167,12 +168,12 @@ fn try_pkt(ctx: &TcContext, direction: u8) -> Option<()> {
     if pc.select != 0 && !crate::sock::packet_selected(ctx, direction, sock_cookie) {
         return None;
     }
-    let scratch = SCRATCH_TC.get_ptr_mut(0)?;
     // SAFETY: ctx.skb.skb points at the program's __sk_buff context.
     let s = unsafe { &*ctx.skb.skb };
     let len = s.len;
+    let c = config();
     let mut cap = len as usize;
-    let snaplen = config().snaplen as usize;
+    let snaplen = c.snaplen as usize;
     if cap > snaplen {
         cap = snaplen;
     }
@@ -180,24 +181,26 @@ fn try_pkt(ctx: &TcContext, direction: u8) -> Option<()> {
         cap = PKT_DATA_MAX;
     }
     let meta_len = core::mem::size_of::<PacketMeta>();
-    let hdr = EventHeader {
-        kind: EventKind::Packet as u32,
-        // SAFETY: helper calls.
-        cpu: unsafe { bpf_get_smp_processor_id() },
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        pid_tgid: 0,
-        uid_gid: 0,
-        cgroup_id: 0,
-        netns_ino: device_netns(ctx),
-        payload_len: (meta_len + cap) as u32,
-        comm: [0; 16],
-    };
+    // The header's task fields (pid, uid, cgroup, comm) stay zero: a
+    // packet is not in a task's context. `zeroed` keeps that a few stores.
+    let mut hdr_slot = core::mem::MaybeUninit::<EventHeader>::uninit();
+    let hdr = zero(&mut hdr_slot);
+    hdr.kind = EventKind::Packet as u32;
+    // SAFETY: helper calls.
+    hdr.cpu = unsafe { bpf_get_smp_processor_id() };
+    hdr.ts_ns = unsafe { bpf_ktime_get_ns() };
+    hdr.netns_ino = device_netns(ctx);
+    hdr.payload_len = (meta_len + cap) as u32;
+    // The flow hash only when the output shows it (`Config::pkt_hash`):
+    // for a packet whose skb has none yet, the kernel runs its flow
+    // dissector to make one.
+    // SAFETY: helper on the program's own skb.
+    let hash = if c.pkt_hash != 0 { unsafe { bpf_get_hash_recalc(ctx.skb.skb as *mut _) } } else { 0 };
     let meta = PacketMeta {
         ifindex: s.ifindex,
         len,
         cap_len: cap as u32,
-        // SAFETY: helper on the program's own skb.
-        hash: unsafe { bpf_get_hash_recalc(ctx.skb.skb as *mut _) },
+        hash,
         protocol: s.protocol as u16,
         direction,
         vlan_present: (s.vlan_present != 0) as u8,
@@ -207,46 +210,84 @@ fn try_pkt(ctx: &TcContext, direction: u8) -> Option<()> {
         _pad: 0,
         sock_cookie,
     };
-    // SAFETY: scratch holds header, meta and PKT_DATA_MAX bytes (SCRATCH_TC_SIZE).
+    // Records come in three sizes (the ring only reserves sizes known to
+    // the verifier): a small frame does not take a whole 2 KiB record.
+    if cap <= SMALL {
+        emit::<SMALL>(ctx, hdr, &meta, cap)
+    } else if cap <= MEDIUM {
+        emit::<MEDIUM>(ctx, hdr, &meta, cap)
+    } else {
+        emit::<PKT_DATA_MAX>(ctx, hdr, &meta, cap)
+    }
+}
+
+/// Frame bytes of the two smaller record sizes (powers of two): an ACK or
+/// a small datagram, and a mid-sized packet.
+const SMALL: usize = 128;
+const MEDIUM: usize = 512;
+
+/// A packet record as it lies in the ring: the header, the description
+/// and room for `N` bytes of the frame, of which `cap_len` are used
+/// (userspace reads the header's `payload_len` and `cap_len`, not the
+/// record's length).
+#[repr(C)]
+struct PacketRecord<const N: usize> {
+    hdr: EventHeader,
+    meta: PacketMeta,
+    data: [u8; N],
+}
+
+/// Reserves a record in the ring and loads the frame straight into it:
+/// one copy, from the skb to the ring. Whether a record went out; a
+/// reserve the ring refuses is counted as a lost packet, a failed read as
+/// a lost packet read (the record is discarded).
+///
+/// The record is sent without waking the reader, unless the data waiting
+/// crosses a multiple of an eighth of the ring with it: a wakeup per
+/// packet (an irq_work and a context switch) costs more than the program
+/// itself, and so did one per packet once an eighth was waiting, exactly
+/// when the reader was behind (it reads until the ring is empty once
+/// woken, so it needs no more). Userspace also drains the ring on a short
+/// timer, so a quiet link, or a crossing two CPUs both missed, is not left
+/// waiting.
+#[inline(always)]
+fn emit<const N: usize>(ctx: &TcContext, hdr: &EventHeader, meta: &PacketMeta, cap: usize) -> Option<()> {
+    let size = core::mem::size_of::<PacketRecord<N>>() as u64;
+    let pending = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    // The ring's size is a power of two, so is an eighth of it: the two
+    // ends fall in different eighths when they differ in a bit at or above
+    // it (no division).
+    let eighth = EVENTS.query(BPF_RB_RING_SIZE as u64) / 8;
+    let crosses = (pending ^ (pending + size)) >= eighth;
+    let wake = if crosses { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
+    let Some(mut entry) = EVENTS.reserve::<PacketRecord<N>>(0) else {
+        count_lost(LostSource::Packet);
+        return None;
+    };
+    let r = entry.as_mut_ptr();
+    // SAFETY: `r` is the reserved record, `size_of::<PacketRecord<N>>()`
+    // bytes of the ring owned by this program until submitted or discarded.
     unsafe {
-        let base = (*scratch).buf.as_mut_ptr();
-        core::ptr::write_unaligned(base as *mut _, hdr);
-        core::ptr::write_unaligned(base.add(HDR) as *mut _, meta);
+        copy_words(&raw mut (*r).hdr, hdr);
+        copy_words(&raw mut (*r).meta, meta);
         if cap > 0 {
-            // 1..=PKT_DATA_MAX by arithmetic on the very register passed,
-            // which is what the verifier can follow (cap <= PKT_DATA_MAX).
-            let n = ((cap as u32).wrapping_sub(1) & (PKT_DATA_MAX as u32 - 1)) + 1;
-            let dst = base.add(HDR + meta_len) as *mut _;
-            if bpf_skb_load_bytes(ctx.skb.skb as *const _, 0, dst, n) != 0 {
+            // 1..=N by arithmetic on the very register passed, which is
+            // what the verifier can follow (the callers keep cap <= N, for
+            // which this is cap). The mask is applied in assembly: LLVM
+            // knows the range of `cap` in each size's branch and would fold
+            // the mask and the +1 away, leaving a register the verifier
+            // sees as 0..N-1 (a zero-sized read, refused).
+            let mut n = (cap as u64).wrapping_sub(1);
+            core::arch::asm!("{n} &= {m}", n = inout(reg) n, m = in(reg) (N as u64 - 1), options(pure, nomem, nostack));
+            let n = n + 1;
+            let dst = (&raw mut (*r).data) as *mut _;
+            if bpf_skb_load_bytes(ctx.skb.skb as *const _, 0, dst, n as u32) != 0 {
+                entry.discard(BPF_RB_NO_WAKEUP as u64);
                 count_lost(LostSource::PacketRead);
                 return None;
             }
         }
-        output_batched(scratch, HDR + meta_len + cap);
     }
+    entry.submit(wake as u64);
     Some(())
-}
-
-/// Sends a packet record without waking the reader, unless the data
-/// waiting crosses a multiple of an eighth of the ring with this record: a
-/// wakeup per packet (an irq_work and a context switch) costs more than
-/// the program itself, and so did one per packet once an eighth was
-/// waiting, exactly when the reader was behind (it reads until the ring is
-/// empty once woken, so it needs no more). Userspace also drains the ring
-/// on a short timer, so a quiet link, or a crossing two CPUs both missed,
-/// is not left waiting.
-#[inline(always)]
-fn output_batched(scratch: *mut Scratch<SCRATCH_TC_SIZE>, len: usize) {
-    if len > SCRATCH_TC_SIZE {
-        return;
-    }
-    let pending = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    let eighth = EVENTS.query(BPF_RB_RING_SIZE as u64) / 8;
-    let crosses = eighth > 0 && pending / eighth != (pending + len as u64) / eighth;
-    let flags = if crosses { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
-    // SAFETY: `len` is bounded by the scratch size just above.
-    let bytes = unsafe { core::slice::from_raw_parts((*scratch).buf.as_ptr(), len) };
-    if EVENTS.output::<[u8]>(bytes, flags as u64).is_err() {
-        count_lost(LostSource::Packet);
-    }
 }

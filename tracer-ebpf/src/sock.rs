@@ -539,8 +539,10 @@ pub fn packet_selected(ctx: &TcContext, direction: u8, sock_cookie: u64) -> bool
     if selected_owner(sock_cookie) {
         return true;
     }
-    let mut key = PacketKey { direction, ..PacketKey::default() };
-    crate::filter::parse(ctx, &mut key);
+    let mut key_slot = core::mem::MaybeUninit::<PacketKey>::uninit();
+    let key = crate::kernel::zero(&mut key_slot);
+    key.direction = direction;
+    crate::filter::parse(ctx, key);
     if key.flags & key_flags::PORTS == 0 {
         return false;
     }

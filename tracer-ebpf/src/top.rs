@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     LostSource,
-    packet::{DIR_EGRESS, DIR_INGRESS, PacketKey},
+    packet::{DIR_EGRESS, DIR_INGRESS},
     top::{Counters, FlowKey, IfaceKey, TOP_FLOWS_MAX, TOP_IFACES_MAX},
 };
 
@@ -21,7 +21,7 @@ use tracer_common::slots;
 
 use crate::{
     filter::parse,
-    kernel::count_lost,
+    kernel::{count_lost, zero},
     packet::{device_netns, run_filter},
 };
 
@@ -106,7 +106,10 @@ pub(crate) use add;
 
 #[inline(always)]
 fn count(ctx: &TcContext, direction: u8) {
-    let mut key = FlowKey { netns_ino: device_netns(ctx), ifindex: 0, pkt: PacketKey { direction, ..PacketKey::default() } };
+    let mut key_slot = core::mem::MaybeUninit::<FlowKey>::uninit();
+    let key = zero(&mut key_slot);
+    key.netns_ino = device_netns(ctx);
+    key.pkt.direction = direction;
     // SAFETY: ctx.skb.skb is the program's __sk_buff context.
     let (len, ifindex, vlan_present) = unsafe {
         let s = &*ctx.skb.skb;
@@ -120,9 +123,13 @@ fn count(ctx: &TcContext, direction: u8) {
     // to count the packets of flows the LRU evicted before it read them
     // (tracer::top::stats::Unattributed). A flow that cannot be counted is
     // still in its interface's total.
-    let _ = add!(TOP_FLOWS, &key, bytes);
-    let ikey = IfaceKey { netns_ino: key.netns_ino, ifindex, direction, _pad: [0; 7] };
-    if !add!(TOP_IFACES, &ikey, bytes) {
+    let _ = add!(TOP_FLOWS, &*key, bytes);
+    let mut ikey_slot = core::mem::MaybeUninit::<IfaceKey>::uninit();
+    let ikey = zero(&mut ikey_slot);
+    ikey.netns_ino = key.netns_ino;
+    ikey.ifindex = ifindex;
+    ikey.direction = direction;
+    if !add!(TOP_IFACES, &*ikey, bytes) {
         count_lost(LostSource::Stats);
     }
 }

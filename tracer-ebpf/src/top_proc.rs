@@ -15,13 +15,13 @@ use aya_ebpf::{
 };
 use tracer_common::{
     LostSource, slots,
-    packet::{DIR_EGRESS, DIR_INGRESS, PacketKey},
-    top::{Counters, FlowKey, IfaceKey, ProcFlowKey, TOP_FLOWS_MAX},
+    packet::{DIR_EGRESS, DIR_INGRESS},
+    top::{Counters, IfaceKey, ProcFlowKey, TOP_FLOWS_MAX},
 };
 
 use crate::{
     filter::parse,
-    kernel::count_lost,
+    kernel::{count_lost, zero},
     packet::{device_netns, run_filter},
     top::{EEXIST, TOP_IFACES, add},
 };
@@ -60,11 +60,12 @@ pub fn top_proc_egress_body(ctx: TcContext) -> i32 {
 
 #[inline(always)]
 fn count(ctx: &TcContext, direction: u8) {
-    let mut key = ProcFlowKey {
-        flow: FlowKey { netns_ino: device_netns(ctx), ifindex: 0, pkt: PacketKey { direction, ..PacketKey::default() } },
-        // SAFETY: helper on the program's own skb.
-        sock_cookie: unsafe { bpf_get_socket_cookie(ctx.skb.skb as *mut _) },
-    };
+    let mut key_slot = core::mem::MaybeUninit::<ProcFlowKey>::uninit();
+    let key = zero(&mut key_slot);
+    key.flow.netns_ino = device_netns(ctx);
+    key.flow.pkt.direction = direction;
+    // SAFETY: helper on the program's own skb.
+    key.sock_cookie = unsafe { bpf_get_socket_cookie(ctx.skb.skb as *mut _) };
     // SAFETY: ctx.skb.skb is the program's __sk_buff context.
     let (len, ifindex, vlan_present) = unsafe {
         let s = &*ctx.skb.skb;
@@ -73,9 +74,13 @@ fn count(ctx: &TcContext, direction: u8) {
     key.flow.ifindex = ifindex;
     parse(ctx, &mut key.flow.pkt);
     let bytes = len as u64 + if vlan_present != 0 { 4 } else { 0 };
-    let _ = add!(TOP_PROC_FLOWS, &key, bytes);
-    let ikey = IfaceKey { netns_ino: key.flow.netns_ino, ifindex, direction, _pad: [0; 7] };
-    if !add!(TOP_IFACES, &ikey, bytes) {
+    let _ = add!(TOP_PROC_FLOWS, &*key, bytes);
+    let mut ikey_slot = core::mem::MaybeUninit::<IfaceKey>::uninit();
+    let ikey = zero(&mut ikey_slot);
+    ikey.netns_ino = key.flow.netns_ino;
+    ikey.ifindex = ifindex;
+    ikey.direction = direction;
+    if !add!(TOP_IFACES, &*ikey, bytes) {
         count_lost(LostSource::Stats);
     }
 }

@@ -147,6 +147,7 @@ pub async fn run(
         // Without packets the kernel filters netlink by namespace itself.
         nl_netns: if packets.is_none() { netlink.as_ref().and_then(|n| n.netns) } else { None },
         pkt_filter: packets.as_ref().is_some_and(|p| !p.filter.is_match_all()),
+        pkt_hash: packets.as_ref().is_some_and(|p| p.shows_hash(json)),
         procs: packets.as_ref().and_then(|p| p.procs.as_ref()).map(|s| s.config(true)),
         ..Default::default()
     };

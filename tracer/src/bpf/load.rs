@@ -38,6 +38,8 @@ pub struct LoadOptions {
     pub top: bool,
     /// A packet filter will be installed: the TC entry programs tail-call it.
     pub pkt_filter: bool,
+    /// Packet records carry the skb's flow hash (see `Config::pkt_hash`).
+    pub pkt_hash: bool,
     /// `tracer top --by process`: size its per-socket flow table too.
     pub top_proc: bool,
     /// Process attribution (see `crate::procs`): its settings, and its
@@ -47,7 +49,7 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { ring_bytes: 16 * 1024 * 1024, snaplen: 0, nl_netns: None, top: false, pkt_filter: false, top_proc: false, procs: None }
+        Self { ring_bytes: 16 * 1024 * 1024, snaplen: 0, nl_netns: None, top: false, pkt_filter: false, pkt_hash: false, top_proc: false, procs: None }
     }
 }
 
@@ -81,6 +83,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         snaplen: opts.snaplen,
         nl_netns: opts.nl_netns.and_then(|i| u32::try_from(i).ok()).unwrap_or(0),
         pkt_filter: u32::from(opts.pkt_filter),
+        pkt_hash: u32::from(opts.pkt_hash),
     };
     let ring = opts.ring_bytes.next_power_of_two().max(4096);
     let (flows, ifaces) = if opts.top { (TOP_FLOWS_MAX, TOP_IFACES_MAX) } else { (UNUSED_MAP_ENTRIES, UNUSED_MAP_ENTRIES) };

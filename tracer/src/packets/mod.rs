@@ -80,4 +80,26 @@ impl PacketsJob {
     pub fn decodes(&self) -> bool {
         self.write.is_none() || self.hops || self.procs.is_some()
     }
+
+    /// Whether the output shows the skb's flow hash (`hash` of JSON packet
+    /// lines and `--hops` paths, and `--hops`' count of paths whose hash
+    /// stayed the same): only then do the kernel programs ask for it,
+    /// which for a packet without one runs the kernel's flow dissector.
+    pub fn shows_hash(&self, json: bool) -> bool {
+        self.hops || (json && self.write.is_none())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PacketsJob;
+
+    #[test]
+    fn the_kernel_computes_the_flow_hash_only_for_outputs_that_show_it() {
+        let job = |write: bool, hops: bool| PacketsJob { write: write.then(|| "f.pcapng".into()), hops, ..PacketsJob::default() };
+        assert!(job(false, false).shows_hash(true), "JSON lines carry `hash`");
+        assert!(!job(false, false).shows_hash(false), "text lines do not");
+        assert!(!job(true, false).shows_hash(true), "pcapng has no field for it");
+        assert!(job(true, true).shows_hash(false), "--hops reports whether it stayed the same");
+    }
 }
