@@ -107,6 +107,9 @@ pub mod programs {
     pub const SOCK_SENDMSG4: &str = "sock_sendmsg4";
     pub const SOCK_SENDMSG6: &str = "sock_sendmsg6";
     pub const SOCK_OPS: &str = "sock_tcp_ops";
+    /// The same without the current-task helpers, for kernels (6.1) that
+    /// refuse them to sock_ops programs.
+    pub const SOCK_OPS_NOTASK: &str = "sock_ops_notask";
     /// Tiny programs `tracer doctor` loads to probe what the kernel accepts.
     pub const PROBE_TRACEPOINT: &str = "probe_tracepoint";
     pub const PROBE_TP_BTF: &str = "probe_tp_btf";

@@ -17,7 +17,7 @@
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
         generated::{bpf_get_current_task, bpf_get_socket_cookie, bpf_probe_read_kernel},
     },
     macros::{cgroup_sock, cgroup_sock_addr, map, sock_ops},
@@ -141,15 +141,23 @@ fn emit(mut hdr: EventHeader, ev: SockEvent) {
     }
 }
 
-/// A header with no task in it (softirq context).
+/// A header with no task in it (softirq context, or a `sock_ops` program
+/// the kernel lets call none of the current-task helpers): only the two
+/// helpers every program type may call, so it loads everywhere.
 #[inline(always)]
 fn bare_header(netns_ino: u32) -> EventHeader {
-    let mut h = task_header(0, netns_ino, 0);
-    h.pid_tgid = 0;
-    h.uid_gid = 0;
-    h.cgroup_id = 0;
-    h.comm = [0; 16];
-    h
+    EventHeader {
+        kind: 0,
+        // SAFETY: plain helper calls.
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        pid_tgid: 0,
+        uid_gid: 0,
+        cgroup_id: 0,
+        netns_ino,
+        payload_len: 0,
+        comm: [0; 16],
+    }
 }
 
 /// Notes the local port of a selected socket, so the packet programs
@@ -410,11 +418,31 @@ fn on_send(ctx: &SockAddrContext, v6: bool) {
 
 // ---- sock_ops: TCP listen, connect, accept -----------------------------
 
+/// Where the kernel offers `sock_ops` programs the current-task helpers
+/// (`bpf_get_current_pid_tgid`, `_uid_gid`, `_cgroup_id`, `_comm`): this
+/// machine's 6.18 does. Userspace loads it first.
 #[sock_ops]
 pub fn sock_tcp_ops(ctx: SockOpsContext) -> u32 {
     let o = ctx.op();
     if o == BPF_SOCK_OPS_TCP_LISTEN_CB || o == BPF_SOCK_OPS_TCP_CONNECT_CB || o == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB {
-        on_tcp(&ctx, o);
+        on_tcp::<true>(&ctx, o);
+    }
+    1
+}
+
+/// The same without the current-task helpers, for kernels that refuse them
+/// to `sock_ops` (6.1's `sock_ops_func_proto` offers none of them, and its
+/// verifier stops at the first call: "unknown func
+/// bpf_get_current_pid_tgid#14"). Its listen and connect events carry no
+/// task: the owner stays the one the cgroup programs recorded for the
+/// socket at create, bind or connect, in the same process context.
+/// Userspace loads it only when the kernel refuses [`sock_tcp_ops`] for
+/// that reason.
+#[sock_ops]
+pub fn sock_ops_notask(ctx: SockOpsContext) -> u32 {
+    let o = ctx.op();
+    if o == BPF_SOCK_OPS_TCP_LISTEN_CB || o == BPF_SOCK_OPS_TCP_CONNECT_CB || o == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB {
+        on_tcp::<false>(&ctx, o);
     }
     1
 }
@@ -428,8 +456,10 @@ macro_rules! ctx_field {
     };
 }
 
+/// One listen, connect or accept. `TASK`: whether this program may ask
+/// for the current task (see [`sock_ops_notask`] for where it may not).
 #[inline(always)]
-fn on_tcp(ctx: &SockOpsContext, cb: u32) {
+fn on_tcp<const TASK: bool>(ctx: &SockOpsContext, cb: u32) {
     let ops = ctx.ops;
     let family = ctx_field!(ops, family);
     // local_port is in host byte order; remote_port in network order, in
@@ -447,11 +477,17 @@ fn on_tcp(ctx: &SockOpsContext, cb: u32) {
     let cookie = unsafe { bpf_get_socket_cookie(ctx.ops as *mut _) };
     let netns = sk_netns(ctx_sk(ctx.ops as *const _));
     let (kind, hdr) = match cb {
-        BPF_SOCK_OPS_TCP_LISTEN_CB => (op::LISTEN, task_header(0, netns, 0)),
-        BPF_SOCK_OPS_TCP_CONNECT_CB => (op::CONNECTED, task_header(0, netns, 0)),
+        BPF_SOCK_OPS_TCP_LISTEN_CB if TASK => (op::LISTEN, task_header(0, netns, 0)),
+        BPF_SOCK_OPS_TCP_CONNECT_CB if TASK => (op::CONNECTED, task_header(0, netns, 0)),
+        BPF_SOCK_OPS_TCP_LISTEN_CB => (op::LISTEN, bare_header(netns)),
+        BPF_SOCK_OPS_TCP_CONNECT_CB => (op::CONNECTED, bare_header(netns)),
         _ => (op::ACCEPTED, bare_header(netns)),
     };
-    if kind != op::ACCEPTED && is_self() {
+    // Without the task, the tracer's own sockets are those the cgroup
+    // programs (which skip the tracer) left without an owner; so are
+    // sockets older than the tracer, whose events userspace still wants
+    // (its sock_diag scan knows their owners): they go out without a task.
+    if TASK && kind != op::ACCEPTED && is_self() {
         return;
     }
     let mut start_ns = 0;
@@ -468,7 +504,9 @@ fn on_tcp(ctx: &SockOpsContext, cb: u32) {
                 }
             }
         }
-        fl |= flags::TASK;
+        if TASK {
+            fl |= flags::TASK;
+        }
         note_selected_port(cookie, netns, IPPROTO_TCP, lport);
     }
     let ev = SockEvent {

@@ -39,6 +39,47 @@ pub fn describe(e: &ProgramError) -> String {
         s.push_str(&inner.to_string());
         src = inner.source();
     }
-    // A verifier log would make it many lines: its first says enough here.
-    s.lines().next().unwrap_or_default().to_string()
+    // A verifier log would make it many lines. Its first is only where the
+    // verifier started (e.g. "0: R1=ctx(off=0,imm=0) R10=fp0"); why it
+    // stopped is near its end, so that line is added.
+    let mut line = s.lines().next().unwrap_or_default().to_string();
+    if let ProgramError::LoadError { verifier_log, .. } = e {
+        let log = verifier_log.to_string();
+        if let Some(why) = verifier_reason(&log)
+            && !line.ends_with(why)
+        {
+            line.push_str(" ... ");
+            line.push_str(why);
+        }
+    }
+    line
+}
+
+/// The line of a verifier log that says why it refused the program: the
+/// last one that is not one of the statistics the kernel appends
+/// ("processed N insns ...", "verification time ...", "stack depth ...").
+pub fn verifier_reason(log: &str) -> Option<&str> {
+    log.lines()
+        .map(|l| l.trim_matches(|c: char| c.is_whitespace() || c == '\0'))
+        .filter(|l| !l.is_empty())
+        .rfind(|l| !["processed ", "verification time ", "stack depth ", "insns processed"].iter().any(|p| l.starts_with(p)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::verifier_reason;
+
+    #[test]
+    fn the_reason_is_the_last_line_before_the_statistics() {
+        // How Debian's 6.1 refused sock_tcp_ops (its log's first and last lines).
+        let log = "0: R1=ctx(off=0,imm=0) R10=fp0\n; unsafe { (*self.ops).op }\n\
+                   ; fun()\n192: (85) call bpf_get_current_pid_tgid#14\n\
+                   unknown func bpf_get_current_pid_tgid#14\n\
+                   verification time 4721 usec\nstack depth 416+0\n\
+                   processed 126 insns (limit 1000000) max_states_per_insn 0 total_states 7 peak_states 7 mark_read 6\n\0";
+        assert_eq!(verifier_reason(log), Some("unknown func bpf_get_current_pid_tgid#14"));
+        assert_eq!(verifier_reason("0: R1=ctx() R10=fp0\n"), Some("0: R1=ctx() R10=fp0"));
+        assert_eq!(verifier_reason(""), None);
+        assert_eq!(verifier_reason("processed 3 insns\n"), None);
+    }
 }

@@ -5,6 +5,11 @@
 //! the tracer, however it ends, so nothing stays attached. Either all of
 //! them attach or none stays: a kernel that refuses one kind leaves the
 //! tracer without process fields, never with half of them.
+//!
+//! `sock_ops` comes in two forms ([`SockOps`]): the one that asks for the
+//! current task, and, for kernels whose verifier refuses `sock_ops` the
+//! current-task helpers (6.1: "unknown func bpf_get_current_pid_tgid#14"),
+//! one without them, loaded only after the first was refused for that.
 
 use std::{
     fs::File,
@@ -13,7 +18,7 @@ use std::{
 
 use aya::{
     Ebpf,
-    programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr, Program, ProgramError, SockOps},
+    programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr, Program, ProgramError, SockOps as SockOpsProgram},
 };
 use tracer_common::programs as p;
 
@@ -58,6 +63,22 @@ pub const HOOKS: &[(&str, HookKind)] = &[
     (p::SOCK_RELEASE, HookKind::CgroupSock),
 ];
 
+/// The form of `sock_ops` program that one of [`HOOKS`] stands for when
+/// the kernel refuses it the current-task helpers.
+const SOCK_OPS_FALLBACK: (&str, HookKind) = (p::SOCK_OPS_NOTASK, HookKind::SockOps);
+
+/// Which `sock_ops` program is attached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SockOps {
+    /// `sock_tcp_ops`: listen and connect events carry the task that made
+    /// them.
+    WithTask,
+    /// `sock_ops_notask`, because the kernel refused the other one; the
+    /// verifier's line saying so. Listen and connect events carry no task:
+    /// the owner stays the one the cgroup programs recorded for the socket.
+    WithoutTask(String),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AttachError {
     #[error("no cgroup v2 hierarchy is mounted (see /proc/self/mountinfo); mount one, e.g. mount -t cgroup2 none /sys/fs/cgroup/unified")]
@@ -93,7 +114,7 @@ fn load_and_attach(prog: &mut Program, kind: HookKind, root: &File) -> Result<()
             prog.attach(root, MODE)?;
         }
         HookKind::SockOps => {
-            let prog: &mut SockOps = prog.try_into()?;
+            let prog: &mut SockOpsProgram = prog.try_into()?;
             prog.load()?;
             prog.attach(root, MODE)?;
         }
@@ -101,38 +122,100 @@ fn load_and_attach(prog: &mut Program, kind: HookKind, root: &File) -> Result<()
     Ok(())
 }
 
+/// The verifier's line, when it refused a program for calling one of the
+/// current-task helpers (`bpf_get_current_pid_tgid`, `_uid_gid`,
+/// `_cgroup_id`, `_comm`, ...) that the program type is not offered.
+pub fn task_helpers_refused(e: &ProgramError) -> Option<String> {
+    let ProgramError::LoadError { verifier_log, .. } = e else { return None };
+    task_helper_line(&verifier_log.to_string())
+}
+
+/// The line of a verifier log that refuses a current-task helper.
+fn task_helper_line(log: &str) -> Option<String> {
+    let line = log.lines().map(str::trim).find(|l| l.starts_with("unknown func bpf_get_current_"))?;
+    Some(crate::sys::text::field(line, crate::sys::text::SENTENCE_MAX).into_owned())
+}
+
+/// Loads and attaches `sock_tcp_ops`, else, where the kernel refuses it
+/// the current-task helpers, `sock_ops_notask`. Any other refusal is
+/// reported as the first program's. `TRACER_SOCK_OPS=notask` takes the
+/// second where the kernel would take the first, so that it can be tested
+/// on a kernel that offers the helpers.
+fn attach_sock_ops(ebpf: &mut Ebpf, dir: &File) -> Result<SockOps, AttachError> {
+    let kind = HookKind::SockOps;
+    let refused = |program: &'static str, e: &ProgramError| AttachError::Refused { kind: kind.name(), program, detail: describe(e) };
+    let why = if std::env::var("TRACER_SOCK_OPS").is_ok_and(|v| v == "notask") {
+        "TRACER_SOCK_OPS=notask".to_string()
+    } else {
+        let prog = ebpf.program_mut(p::SOCK_OPS).ok_or(AttachError::NoProgram(p::SOCK_OPS))?;
+        let first = match load_and_attach(prog, kind, dir) {
+            Ok(()) => return Ok(SockOps::WithTask),
+            Err(e) => e,
+        };
+        task_helpers_refused(&first).ok_or_else(|| refused(p::SOCK_OPS, &first))?
+    };
+    let (name, kind) = SOCK_OPS_FALLBACK;
+    let prog = ebpf.program_mut(name).ok_or(AttachError::NoProgram(name))?;
+    load_and_attach(prog, kind, dir).map_err(|e| refused(name, &e))?;
+    Ok(SockOps::WithoutTask(why))
+}
+
 /// Unloads (and so detaches) every socket program that was loaded.
 pub fn detach_all(ebpf: &mut Ebpf) {
-    for (name, kind) in HOOKS {
+    for (name, kind) in HOOKS.iter().chain([&SOCK_OPS_FALLBACK]) {
         let Some(prog) = ebpf.program_mut(name) else { continue };
         let _ = match kind {
             HookKind::CgroupSock => <&mut CgroupSock>::try_from(prog).and_then(|p| p.unload()),
             HookKind::CgroupSockAddr => <&mut CgroupSockAddr>::try_from(prog).and_then(|p| p.unload()),
-            HookKind::SockOps => <&mut SockOps>::try_from(prog).and_then(|p| p.unload()),
+            HookKind::SockOps => <&mut SockOpsProgram>::try_from(prog).and_then(|p| p.unload()),
         };
     }
 }
 
-/// Attaches every socket program to the cgroup v2 root; returns the root.
-/// On failure nothing stays attached.
-pub fn attach(ebpf: &mut Ebpf) -> Result<PathBuf, AttachError> {
+/// Attaches every socket program to the cgroup v2 root; returns the root
+/// and the `sock_ops` program chosen. On failure nothing stays attached.
+pub fn attach(ebpf: &mut Ebpf) -> Result<(PathBuf, SockOps), AttachError> {
     let root = cgroup2::root().ok_or(AttachError::NoCgroup2)?;
-    attach_at(ebpf, &root)?;
-    Ok(root)
+    let ops = attach_at(ebpf, &root)?;
+    Ok((root, ops))
 }
 
-pub fn attach_at(ebpf: &mut Ebpf, root: &Path) -> Result<(), AttachError> {
+pub fn attach_at(ebpf: &mut Ebpf, root: &Path) -> Result<SockOps, AttachError> {
     let dir = File::open(root).map_err(|source| AttachError::OpenRoot { path: root.to_path_buf(), source })?;
+    let mut ops = SockOps::WithTask;
     for (name, kind) in HOOKS {
-        let r = match ebpf.program_mut(name) {
-            Some(prog) => load_and_attach(prog, *kind, &dir)
-                .map_err(|e| AttachError::Refused { kind: kind.name(), program: name, detail: describe(&e) }),
-            None => Err(AttachError::NoProgram(name)),
+        let r = if *kind == HookKind::SockOps {
+            attach_sock_ops(ebpf, &dir).map(|o| ops = o)
+        } else {
+            match ebpf.program_mut(name) {
+                Some(prog) => load_and_attach(prog, *kind, &dir)
+                    .map_err(|e| AttachError::Refused { kind: kind.name(), program: name, detail: describe(&e) }),
+                None => Err(AttachError::NoProgram(name)),
+            }
         };
         if let Err(e) = r {
             detach_all(ebpf);
             return Err(e);
         }
     }
-    Ok(())
+    Ok(ops)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::task_helper_line;
+
+    #[test]
+    fn only_a_refused_current_task_helper_falls_back() {
+        let log = "0: R1=ctx(off=0,imm=0) R10=fp0\n191: (85) call bpf_get_current_pid_tgid#14\nunknown func bpf_get_current_pid_tgid#14\nprocessed 80 insns\n";
+        assert_eq!(task_helper_line(log).as_deref(), Some("unknown func bpf_get_current_pid_tgid#14"));
+        assert_eq!(task_helper_line("unknown func bpf_get_current_comm#16\n").as_deref(), Some("unknown func bpf_get_current_comm#16"));
+        // Any other refusal is not this one: reported, not worked around.
+        assert_eq!(task_helper_line("unknown func bpf_sk_storage_get#107\n"), None);
+        assert_eq!(task_helper_line("R1 invalid mem access 'scalar'\nprocessed 3 insns\n"), None);
+        assert_eq!(task_helper_line(""), None);
+        // A hostile log line stays one printable line.
+        let odd = task_helper_line("unknown func bpf_get_current_\x1b[2J#14\n").unwrap_or_default();
+        assert!(!odd.contains('\x1b'), "{odd:?}");
+    }
 }

@@ -17,11 +17,21 @@ pub struct ProcReport {
     /// The program kinds it needs, each with whether it attached.
     pub kinds: Vec<(&'static str, bool)>,
     pub reason: Option<String>,
+    /// Set when `sock_ops` attached without the current task (the kernel
+    /// refuses sock_ops the current-task helpers): the verifier's line, or
+    /// the `TRACER_SOCK_OPS=notask` that asked for it.
+    pub sock_ops_without_task: Option<String>,
 }
 
 impl ProcReport {
     pub fn not_probed() -> Self {
-        Self { available: false, cgroup2: None, kinds: Vec::new(), reason: Some("the eBPF object could not be loaded".into()) }
+        Self {
+            available: false,
+            cgroup2: None,
+            kinds: Vec::new(),
+            reason: Some("the eBPF object could not be loaded".into()),
+            sock_ops_without_task: None,
+        }
     }
 }
 
@@ -37,6 +47,10 @@ pub fn probe(ebpf: &mut Ebpf) -> ProcReport {
     attach::detach_all(ebpf);
     let refused = r.as_ref().err().and_then(|e| e.kind());
     let ok = r.is_ok();
+    let sock_ops_without_task = match &r {
+        Ok(attach::SockOps::WithoutTask(why)) => Some(why.clone()),
+        _ => None,
+    };
     // Kinds after the refused one were not tried; say so by leaving them out.
     let mut kinds = Vec::new();
     for k in KINDS {
@@ -54,6 +68,7 @@ pub fn probe(ebpf: &mut Ebpf) -> ProcReport {
         cgroup2: root.map(|p| p.display().to_string()),
         kinds,
         reason: r.err().map(|e| e.to_string()),
+        sock_ops_without_task,
     }
 }
 
@@ -62,7 +77,16 @@ pub fn print_text(r: &ProcReport, w: &mut impl Write) -> std::io::Result<()> {
     writeln!(w, "cgroup v2     {}", r.cgroup2.as_deref().unwrap_or("not mounted"))?;
     let kinds: Vec<String> = r.kinds.iter().map(|(k, ok)| format!("{k}={}", if *ok { "yes" } else { "no" })).collect();
     match (&r.reason, r.available) {
-        (None, true) => writeln!(w, "processes     yes: socket programs attach to the cgroup v2 root ({})", kinds.join(" ")),
+        (None, true) => {
+            write!(w, "processes     yes: socket programs attach to the cgroup v2 root ({})", kinds.join(" "))?;
+            match &r.sock_ops_without_task {
+                None => writeln!(w),
+                Some(why) => writeln!(
+                    w,
+                    "; sock_ops without the current task ({why}): TCP listen and connect keep the owner recorded at socket, bind or connect"
+                ),
+            }
+        }
         (reason, _) => writeln!(
             w,
             "processes     no: {} (packets are traced without process fields)",

@@ -118,6 +118,8 @@ pub struct Attribution {
     enricher: enrich::Enricher,
     /// The cgroup v2 root the programs are attached to.
     pub root: PathBuf,
+    /// The `sock_ops` program this kernel took.
+    pub sock_ops: attach::SockOps,
     /// Sockets found at start (before the tracer), and those whose process
     /// could not be found.
     pub existing: usize,
@@ -136,7 +138,7 @@ impl Attribution {
     /// before (those made meanwhile are seen by both, which is harmless),
     /// marking the selected ones in the kernel.
     pub fn start(ebpf: &mut Ebpf, select: &ProcSelect) -> Result<Self, attach::AttachError> {
-        let root = attach::attach(ebpf)?;
+        let (root, sock_ops) = attach::attach(ebpf)?;
         let mut owners = Owners::default();
         let scan = existing_sockets();
         let existing = scan.len();
@@ -166,7 +168,7 @@ impl Attribution {
         // The registry's first scan takes a while: done now, not on the
         // first packet's process.
         enricher.warm_up();
-        Ok(Self { owners, enricher, root, existing, existing_unowned: unowned, pending: Vec::new() })
+        Ok(Self { owners, enricher, root, sock_ops, existing, existing_unowned: unowned, pending: Vec::new() })
     }
 
     /// Takes in a socket event; `container_of` names the container of a
@@ -228,8 +230,12 @@ impl Attribution {
     pub fn summary(&self) -> String {
         let c = self.owners.counts;
         let (socks, ports, procs) = self.owners.sizes();
+        let ops = match &self.sock_ops {
+            attach::SockOps::WithTask => String::new(),
+            attach::SockOps::WithoutTask(why) => format!("; sock_ops without the current task ({why})"),
+        };
         format!(
-            "processes (socket programs on {}): {} socket events; senders named by socket {} and by port {}, receivers by port {}; {} packets with an unknown socket; {} sockets found at start ({} without a process); {socks} sockets, {ports} ports, {procs} processes held ({} forgotten to make room); {} processes without container and command line (enrichment thread busy)",
+            "processes (socket programs on {}{ops}): {} socket events; senders named by socket {} and by port {}, receivers by port {}; {} packets with an unknown socket; {} sockets found at start ({} without a process); {socks} sockets, {ports} ports, {procs} processes held ({} forgotten to make room); {} processes without container and command line (enrichment thread busy)",
             text::escape(&self.root.to_string_lossy()),
             c.events,
             c.sender_by_cookie,

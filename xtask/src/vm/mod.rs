@@ -46,12 +46,14 @@ fn default_selection() -> Vec<(String, Vec<String>)> {
         ("tcpdump_parity".into(), vec![]),
         ("losses".into(), vec![]),
         ("lifecycle".into(), vec![]),
+        // Process attribution: which sock_ops program the kernel takes.
+        ("procs".into(), vec![]),
     ]
 }
 
 /// Test files that can run in a guest (the Docker ones cannot).
 const GUEST_FILES: &[&str] =
-    &["foundation", "netlink", "packets", "top", "tcpdump_parity", "ns", "losses", "pcap_filter", "safe_output", "lifecycle"];
+    &["foundation", "netlink", "packets", "top", "tcpdump_parity", "ns", "losses", "pcap_filter", "safe_output", "lifecycle", "procs"];
 
 fn vm_dir() -> PathBuf {
     root().join("target/vm")
