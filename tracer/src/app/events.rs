@@ -22,7 +22,10 @@ use crate::{
         ring::Reader,
     },
     netlink::{self, Correlator, NetlinkJob},
-    ns::watch::{self, Watcher},
+    ns::{
+        trigger::Bell,
+        watch::{self, Watcher},
+    },
     output::{Sink, Stream},
     packets::{DRAIN_INTERVAL, PacketEvent, PacketsError, PacketsJob, capfile, hops, pcapng, rotate},
     procs::{self, Attribution},
@@ -92,8 +95,10 @@ const CHANGES_PER_STEP: usize = 8192;
 /// Starts the interface watcher for the netlink audit. Without it the
 /// audit still runs, naming links by asking the namespaces (one sentence
 /// on stderr says so).
-async fn start_watcher() -> Option<(std::sync::Arc<Watcher>, tokio::sync::mpsc::Receiver<watch::Event>)> {
-    let started = tokio::task::spawn_blocking(|| Watcher::start(watch::Config::default())).await;
+/// `bell` is rung on link and namespace changes (for the packets' attach
+/// thread, which then needs no watcher of its own).
+async fn start_watcher(bell: Option<Bell>) -> Option<(std::sync::Arc<Watcher>, tokio::sync::mpsc::Receiver<watch::Event>)> {
+    let started = tokio::task::spawn_blocking(|| Watcher::start(watch::Config { bell, ..Default::default() })).await;
     match started {
         Ok(Ok((w, rx))) => Some((std::sync::Arc::new(w), rx)),
         Ok(Err(e)) => {
@@ -185,9 +190,15 @@ pub async fn run(
         }
         None => Out::Sink(Sink::new(json)),
     };
+    // With both, the netlink audit's watcher tells the attach thread of changes.
+    let bell = if netlink.is_some() && packets.is_some() {
+        Some(Bell::new().map_err(|e| Error::Kernel(format!("cannot make an eventfd: {e}")))?)
+    } else {
+        None
+    };
     let (ebpf, tc, ready) = match &packets {
         Some(p) => {
-            let Some((tc, first)) = TcSession::start(loaded.ebpf, PACKET_PROGRAMS, &p.filter, &p.select, "trace", &stop).await? else {
+            let Some((tc, first)) = TcSession::start(loaded.ebpf, PACKET_PROGRAMS, &p.filter, &p.select, "trace", &stop, bell.clone()).await? else {
                 return Ok(());
             };
             // -G's first period starts with the capture, not when the file
@@ -212,7 +223,7 @@ pub async fn run(
         }
     };
     let clock = Clock::new();
-    let watched = if netlink.is_some() { start_watcher().await } else { None };
+    let watched = if netlink.is_some() { start_watcher(bell).await } else { None };
     let (watcher, changes) = match watched {
         Some((w, rx)) => (Some(w), Some(rx)),
         None => (None, None),

@@ -14,12 +14,12 @@ use super::{
     TcError,
     attach::{Attacher, ProgramPair, TcMode},
     cbpf::{self, FilterSet, PacketFilter, sys},
-    follow::{FirstPass, Follower, Selection},
+    follow::{FirstPass, Follower, Selection, Watch},
     topology::Topology,
 };
 use crate::{
     bpf::hooks::HookError,
-    ns::{self, Scope},
+    ns::{self, Scope, trigger::Bell},
     sys::shutdown::Shutdown,
 };
 
@@ -47,7 +47,10 @@ impl TcSession {
     /// A stop asked for meanwhile ends the start-up early, says so, and
     /// gives `None`: the caller returns, and everything is released on the
     /// way out. `what` is the job's verb ("trace", "count") for the line
-    /// said when the selection has no interface yet.
+    /// said when the selection has no interface yet. `bell`: the bell of
+    /// the interface watcher the job runs anyway (the netlink audit's),
+    /// rung on link and namespace changes; without one the attach thread
+    /// starts a watcher of its own (one per job, never two).
     pub async fn start(
         mut ebpf: Ebpf,
         programs: ProgramPair,
@@ -55,6 +58,7 @@ impl TcSession {
         select: &Selection,
         what: &str,
         shutdown: &Shutdown,
+        bell: Option<Bell>,
     ) -> Result<Option<(Self, FirstPass)>, TcError> {
         let attacher = Attacher::new(&mut ebpf, TcMode::detect(), programs)?;
         let filters = install_filter(&mut ebpf, programs, filter)?;
@@ -62,7 +66,11 @@ impl TcSession {
             return Ok(None);
         }
         let topology = Arc::new(Mutex::new(Topology::new(ns::tracer_netns())));
-        let (mut follower, first) = Follower::start(ebpf, attacher, select.clone(), topology.clone(), shutdown.clone()).await?;
+        let changes = match bell {
+            Some(b) => (Watch::Shared, b),
+            None => (Watch::Own, Bell::new().map_err(|_| TcError::Follower)?),
+        };
+        let (mut follower, first) = Follower::start(ebpf, attacher, select.clone(), topology.clone(), changes, shutdown.clone()).await?;
         if shutdown.is_set() {
             follower.stop().await;
             shutdown.stopped_during_start_up();

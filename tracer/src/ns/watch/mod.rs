@@ -69,7 +69,7 @@
 
 mod render;
 mod run;
-mod sock;
+pub(super) mod sock;
 mod table;
 mod types;
 
@@ -108,11 +108,15 @@ pub struct Config {
     pub assign_nsids: bool,
     /// Receive buffer of the monitor socket.
     pub rcvbuf: usize,
+    /// Rung when a link or a namespace appears, changes or goes, and once
+    /// when the watcher has started: what a follower waits on (see
+    /// [`crate::ns::trigger`]).
+    pub bell: Option<crate::ns::trigger::Bell>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { limits: Limits::default(), channel: 4096, follow: true, assign_nsids: true, rcvbuf: 8 << 20 }
+        Self { limits: Limits::default(), channel: 4096, follow: true, assign_nsids: true, rcvbuf: 8 << 20, bell: None }
     }
 }
 
@@ -214,6 +218,10 @@ impl Watcher {
                 *t2.write().unwrap_or_else(|e| e.into_inner()) = Table::new(cfg.limits.clone(), home_ino, cookie);
                 let mut w = Worker { mon, req, home_fd, table: t2, tx, cmds: cmd_rx, wake: w2, cfg, scan: None, last_scan: std::time::Instant::now(), last_resync: std::time::Instant::now(), resync: None };
                 w.start();
+                // What changed before the subscription is looked for once.
+                if let Some(b) = &w.cfg.bell {
+                    b.ring();
+                }
                 let _ = ready_tx.send(Ok(()));
                 w.run();
             })
