@@ -86,7 +86,19 @@ struct Events {
     /// The interface watcher's notifications (the watcher itself is the
     /// correlator's).
     changes: Option<tokio::sync::mpsc::Receiver<watch::Event>>,
+    /// Namespaces packets came from unnamed: when the attach thread was
+    /// first and last asked to look again for each.
+    asked: std::collections::HashMap<u64, (std::time::Instant, Option<std::time::Instant>)>,
 }
+
+/// How long the attach thread is asked to look again for one unnamed
+/// namespace (every LOOK_GAP while its packets come): a container's
+/// namespace is made before its process runs, and Docker names it only
+/// once it runs. Bounded, so that a namespace no container or name will
+/// ever own (`unshare -n`) costs a few rescans once, not a rescan a tick.
+const LOOK_FOR: Duration = Duration::from_secs(2);
+const LOOK_GAP: Duration = Duration::from_millis(100);
+const ASKED_MAX: usize = 4096;
 
 /// Notifications taken from the watcher per step at most (the channel
 /// is bounded too; the rest wait for the next step).
@@ -256,6 +268,7 @@ pub async fn run(
         batch: Vec::new(),
         ready,
         changes,
+        asked: std::collections::HashMap::new(),
     };
     run::run(&mut job, limits, stop).await?;
     Ok(())
@@ -287,6 +300,17 @@ impl Events {
                         self.reader.malformed += 1;
                         continue;
                     };
+                    if p.unnamed() {
+                        if self.asked.len() >= ASKED_MAX {
+                            self.asked.clear();
+                        }
+                        let now = std::time::Instant::now();
+                        let (first, last) = self.asked.entry(p.netns.inode).or_insert((now, None));
+                        if now.duration_since(*first) < LOOK_FOR && last.is_none_or(|l| now.duration_since(l) >= LOOK_GAP) {
+                            *last = Some(now);
+                            tc.look_again();
+                        }
+                    }
                     if let Some(a) = &mut self.attribution {
                         let ep = p.endpoints();
                         a.fill(&mut p.procs, p.netns.inode, p.direction != DIR_INGRESS, ep.as_ref());
@@ -371,10 +395,17 @@ impl Running for Events {
             }
         }
         let mut step = Step::default();
+        let topo = match &self.tc {
+            Some(tc) => Some(tc.topology()?),
+            None => None,
+        };
         while budget.is_none_or(|b| step.written < b) {
             let Some(mut item) = self.merger.pop_ready(now_wall, last) else { break };
             if let Some(a) = &self.attribution {
                 item.refresh_procs(a);
+            }
+            if let Some(t) = &topo {
+                item.refresh_names(t);
             }
             match (&mut self.out, &item) {
                 (Out::Pcapng(w, _), Item::Packet(p)) => w.write(p).map_err(PacketsError::from)?,

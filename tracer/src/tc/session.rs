@@ -30,6 +30,8 @@ pub struct TcSession {
     /// The filter programs (the program array holds them too; kept so
     /// that they are known to live as long as the job).
     _filters: Option<FilterSet>,
+    /// The attach thread's bell (see [`TcSession::look_again`]).
+    changes: Bell,
 }
 
 impl TcSession {
@@ -70,6 +72,7 @@ impl TcSession {
             Some(b) => (Watch::Shared, b),
             None => (Watch::Own, Bell::new().map_err(|_| TcError::Follower)?),
         };
+        let bell = changes.1.clone();
         let (mut follower, first) = Follower::start(ebpf, attacher, select.clone(), topology.clone(), changes, shutdown.clone()).await?;
         if shutdown.is_set() {
             follower.stop().await;
@@ -79,12 +82,19 @@ impl TcSession {
         if first.interfaces == 0 && select.scope != Scope::All {
             eprintln!("tracer: nothing to {what} there yet; waiting for an interface to appear");
         }
-        Ok(Some((Self { follower, topology, _filters: filters }, first)))
+        Ok(Some((Self { follower, topology, _filters: filters, changes: bell }, first)))
     }
 
     /// The names of what is traced, as the attach thread last saw it.
     pub fn topology(&self) -> Result<MutexGuard<'_, Topology>, TcError> {
         self.topology.lock().map_err(|_| TcError::Follower)
+    }
+
+    /// Asks the attach thread to look at namespaces and interfaces again
+    /// now: a packet came from one it has no name for (a container whose
+    /// first process started after its namespace was read).
+    pub fn look_again(&self) {
+        self.changes.ring();
     }
 
     /// Detaches everything and waits until it is done.
