@@ -355,6 +355,54 @@ impl Watcher {
     }
 }
 
+impl Watcher {
+    /// The event as it reads now: nsids it mentions that were not resolved
+    /// when it was read are resolved, and a namespace is called by
+    /// `name(inode)` first (the caller's names: the container, the
+    /// `/run/netns` name), then by the table's label.
+    pub fn render_now(&self, ns: NsHandle, kind: &EventKind, name: &dyn Fn(u64) -> Option<String>) -> String {
+        let t = self.t();
+        let k = resolved(&t, ns, kind);
+        render::line(&k, &|h| t.info(h).and_then(|i| i.inode).and_then(name).or_else(|| label_of(&t, h)))
+    }
+
+    /// The inodes of the namespaces the event's line names (other than
+    /// its own), for [`Watcher::render_now`]'s caller to find names for.
+    pub fn mentioned(&self, ns: NsHandle, kind: &EventKind) -> Vec<u64> {
+        let t = self.t();
+        let k = resolved(&t, ns, kind);
+        let seen = std::cell::RefCell::new(Vec::new());
+        let _ = render::line(&k, &|h| {
+            if let Some(i) = t.info(h).and_then(|i| i.inode) {
+                seen.borrow_mut().push(i);
+            }
+            None
+        });
+        seen.into_inner()
+    }
+}
+
+/// `kind` with the nsids its links mention resolved where they were not.
+fn resolved(t: &Table, ns: NsHandle, kind: &EventKind) -> EventKind {
+    let mut k = kind.clone();
+    if let EventKind::LinkAdded(v) | EventKind::LinkChanged(v) | EventKind::LinkDeleted(v) | EventKind::PortChanged(v) | EventKind::PortDeleted(v) =
+        &mut k
+    {
+        if let (Some((pns @ None, _, _)), Some(n)) = (&mut v.peer, v.link.link_netnsid) {
+            // By the nsid, else by the veth pair the table remembers (a
+            // namespace's own ids may never have been read: it is gone).
+            *pns = t.resolve(ns, n).or_else(|| t.peer(ns, v.link.ifindex).map(|(h, _)| h));
+        }
+        if let Some(p) = &mut v.moved_to
+            && p.ns.is_none()
+            && let Some(n) = p.netnsid
+        {
+            p.ns = t.resolve(ns, n);
+        }
+    }
+    k
+}
+
 fn label_of(t: &Table, ns: NsHandle) -> Option<String> {
     let i = t.info(ns)?;
     i.label.or_else(|| i.inode.map(|n| format!("inode {n}"))).or_else(|| i.nsid.map(|n| format!("nsid {n}")))
