@@ -104,7 +104,7 @@ mod tests {
 
     #[test]
     fn a_ring_wakes_once_and_a_stop_wins() {
-        let (changes, stop) = (Bell::new().unwrap(), Bell::new().unwrap());
+        let (changes, stop) = (Bell::new().expect("eventfd"), Bell::new().expect("eventfd"));
         let t = Triggers { changes: changes.clone(), stop: stop.clone(), mountinfo: None };
         assert_eq!(t.wait(Duration::from_millis(10)), Woke::Timeout);
         changes.ring();
