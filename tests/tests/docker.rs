@@ -179,6 +179,46 @@ fn container_started_while_tracing_is_named_on_its_first_events() {
     assert_eq!(ev["container"], json!({"runtime": "docker", "id": late.id, "name": late.name}));
 }
 
+/// Issue #15: a container that pings another at once has its first ARP
+/// and ICMP lines named after it, in `tracer packets --all` and in the
+/// default job: its namespace is attached from the notifications of its
+/// veth (before it runs), and a line decoded before its name was known is
+/// named when it is printed (the hold), not `INODE/ifNNN`.
+#[test]
+fn a_containers_first_packets_carry_its_name() {
+    let d = engine();
+    let peer = d.run("peer", &[], &["sleep", "3600"]);
+    let peer_ip = d.docker(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", &peer.name]);
+    for (i, args) in [&["packets", "--all"][..], &[][..]].iter().enumerate() {
+        let mut t = Tracer::start(args);
+        let pinger = d.run(&format!("pinger{i}"), &[], &["sh", "-c", &format!("ping -c 3 {peer_ip}; sleep 3600")]);
+        let ip = d.docker(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", &pinger.name]);
+        let inode = pinger.netns_inode();
+        std::thread::sleep(Duration::from_millis(2800));
+        assert_eq!(t.stop(), 0, "{}", t.stderr());
+        let lines = t.lines();
+        let all = || format!("tracer {args:?}:\n{}\n{}", lines.join("\n"), t.stderr());
+        let own = format!(" {}/eth0 ", pinger.name);
+        // Its first ARP request and ping are printed; on whichever interface
+        // each was first seen (its eth0's programs may still be attaching,
+        // one RCU grace period per hook, when it starts), named.
+        let first_arp = lines.iter().find(|l| l.contains(&format!("who-has {peer_ip} tell {ip}")));
+        assert!(first_arp.is_some(), "its first ARP request is not printed\n{}", all());
+        let first_echo = lines.iter().find(|l| l.contains(&format!("{ip} > {peer_ip}: ICMP echo request")));
+        assert!(first_echo.is_some_and(|l| l.contains("seq 0,")), "its first ping (seq 0) is not printed: {first_echo:?}\n{}", all());
+        assert!(
+            lines.iter().any(|l| l.contains(&own) && l.contains(&format!("{ip} > {peer_ip}: ICMP echo request"))),
+            "no ping on {own}\n{}",
+            all()
+        );
+        let ifnnn = |l: &str| l.match_indices("/if").any(|(i, _)| l[i + 3..].starts_with(|c: char| c.is_ascii_digit()));
+        // Packet lines (the netlink audit's are `netns=X ...` and their effects indented).
+        let packet = |l: &&String| !l.starts_with(' ') && !l.contains(" netns=");
+        let unnamed: Vec<&String> = lines.iter().filter(packet).filter(|l| l.contains(&inode.to_string()) || ifnnn(l)).collect();
+        assert!(unnamed.is_empty(), "packet lines without names: {unnamed:?}\n{}", all());
+    }
+}
+
 /// containerd without Docker's naming: a task started with `ctr` in its own
 /// containerd namespace, on the containerd that dockerd runs.
 #[test]

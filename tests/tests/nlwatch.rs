@@ -26,8 +26,17 @@ struct IpMonitor {
 
 impl IpMonitor {
     fn start() -> IpMonitor {
-        let mut child = Command::new("ip")
-            .args(["monitor", "all-nsid", "link", "address", "route"])
+        Self::spawn(Command::new("ip").args(["monitor", "all-nsid", "link", "address", "route"]))
+    }
+
+    /// `ip monitor link address route` inside the namespace of process
+    /// `pid` (a container's), as a person debugging it would run it.
+    fn start_in(pid: u32) -> IpMonitor {
+        Self::spawn(Command::new("nsenter").args(["-t", &pid.to_string(), "-n", "ip", "monitor", "link", "address", "route"]))
+    }
+
+    fn spawn(cmd: &mut Command) -> IpMonitor {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -179,6 +188,11 @@ fn assert_everything_named(events: &[Value], lines_of: &str) {
         assert!(!l.contains(" ?") && !l.contains("netns ?"), "{l}");
         assert!(!l.split_whitespace().any(|w| w.strip_prefix("if").is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))), "{l}");
     }
+    // Effects and changes (the watcher's `ip monitor` text): every
+    // namespace they mention by its name, not `nsid:N` or `inode N`.
+    for l in lines_of.lines().filter(|l| l.starts_with("    = ") || l.contains(" kernel netns=")) {
+        assert!(!l.contains("nsid:") && !l.contains("netns ?") && !l.contains("inode "), "a namespace unnamed: {l}");
+    }
 }
 
 /// The lab's namespaces and the process holding one, removed on drop.
@@ -282,16 +296,20 @@ fn docker_network_scenario_matches_ip_monitor() {
     let a = d.run("wa", &["--network", &net], &["sleep", "3600"]);
     let b = d.run("wb", &["--network", &net], &["sleep", "3600"]);
     let ip_b = d.docker(&["inspect", "-f", &format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}"), &b.name]);
+    // And inside the first container, as the seed's method does it.
+    let mon_a = IpMonitor::start_in(a.pid);
     let ping = a.exec(&format!("ping -c 3 -W 2 {ip_b}"));
     assert!(ping.status.success(), "ping {ip_b}: {}", String::from_utf8_lossy(&ping.stdout));
     let (ino_a, ino_b) = (a.netns_inode(), b.netns_inode());
     std::thread::sleep(Duration::from_secs(15));
     let (name_a, name_b) = (a.name.clone(), b.name.clone());
+    let a_name = name_a.clone();
     drop(a);
     drop(b);
     d.docker(&["network", "rm", &net]);
     std::thread::sleep(Duration::from_millis(800));
     let mon = mon.stop();
+    let mon_a = mon_a.stop();
     assert_eq!(t.stop(), 0);
     assert_eq!(text.stop(), 0);
     let events = t.events();
@@ -301,6 +319,14 @@ fn docker_network_scenario_matches_ip_monitor() {
         let _ = std::fs::write(p, format!("{text}\n--- ip monitor ---\n{}\n", mon.iter().map(|(l, _)| l.as_str()).collect::<Vec<_>>().join("\n")));
     }
     let ours = assert_superset(&mon, &events);
+    // What `ip monitor` printed inside the container is on the timeline
+    // too (its lines name the container's own devices).
+    assert!(mon_a.iter().any(|(l, _)| l.starts_with("Deleted")), "ip monitor in {} saw no deletion: {mon_a:?}", a_name);
+    // Compared without the device's name: ip keeps a cache of names, and
+    // dockerd renames eth0 back to its veth name before moving it out, so
+    // ip prints the address's deletion under the old name.
+    let mon_a: Vec<(String, bool)> = mon_a.into_iter().map(|(l, _)| (l, false)).collect();
+    assert_superset(&mon_a, &events);
     assert_everything_named(&events, &text);
     assert!(ours.iter().any(|(k, _)| *k == format!("Deleted link {bridge}")), "bridge deletion missing");
 

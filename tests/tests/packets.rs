@@ -382,6 +382,49 @@ fn a_namespace_created_after_start_is_traced_within_a_second() {
     assert_eq!(e["netns"]["inode"], host_inode());
 }
 
+/// Following is event-driven: a namespace made while tracing is attached
+/// from the link notifications of its veth (and its mount), not by a
+/// rescan every 500 ms, so the first ping sent 100 ms after it was set up,
+/// and the ARP before it, are printed, named. (With the old 500 ms rescan
+/// both namespaces' first pings were printed in about one run in ten.)
+#[test]
+fn a_namespace_made_while_tracing_has_its_first_ping_printed_with_its_name() {
+    let lab = Lab::new(1);
+    let a = &lab.ns[0];
+    let mut t = Tracer::start(&["packets", "--all"]);
+    let made: Vec<LabNs> = ["c", "d"]
+        .iter()
+        .zip([51u8, 52])
+        .map(|(s, o)| {
+            let n = lab.join_bridge(s, o);
+            n.sh(&format!("sleep 0.1; ping -c 2 -i 0.2 -W 1 {}", a.ip));
+            n
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(t.stop(), 0);
+    let lines = t.lines();
+    for n in &made {
+        let own: Vec<&String> = lines.iter().filter(|l| l.contains(&format!(" {}/eth0 ", n.name))).collect();
+        let first_echo = own.iter().find(|l| l.contains("ICMP echo request"));
+        assert!(
+            first_echo.is_some_and(|l| l.contains(", seq 1,")),
+            "{}: its first ping is not printed as its first echo request: {first_echo:?}\n{}\n{}",
+            n.name,
+            lines.join("\n"),
+            t.stderr()
+        );
+        assert!(
+            own.iter().any(|l| l.contains(&format!("who-has {} tell {}", a.ip, n.ip))),
+            "{}: the ARP before its first ping is not printed: {own:?}",
+            n.name
+        );
+        let ifnnn = |l: &str| l.match_indices("/if").any(|(i, _)| l[i + 3..].starts_with(|c: char| c.is_ascii_digit()));
+        let unnamed: Vec<&String> = lines.iter().filter(|l| l.contains(&n.inode().to_string()) || ifnnn(l)).collect();
+        assert!(unnamed.is_empty(), "{}: lines without names: {unnamed:?}", n.name);
+    }
+}
+
 #[test]
 fn a_namespace_deleted_while_traced_harms_nothing() {
     let lab = Lab::new(2);

@@ -203,6 +203,7 @@ fn mode_rows(lab: &ScaleLab) -> Vec<ModeRow> {
         row("packets-json", "`tracer packets --all --json > FILE`", &["packets", "--all", "--json"], true),
         row("packets-w", "`tracer packets --all -w FILE`", &["packets", "--all", "-w", &pcap], false),
         row("top", "`tracer top --all`", &["top", "--all"], false),
+        row("top-filter", "`tracer top --all udp` (filtered: programs attached)", &["top", "--all", "udp"], false),
         row("default", "`tracer` (default job)", &[], false),
     ]
 }

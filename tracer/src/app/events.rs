@@ -22,7 +22,10 @@ use crate::{
         ring::Reader,
     },
     netlink::{self, Correlator, NetlinkJob},
-    ns::watch::{self, Watcher},
+    ns::{
+        trigger::Bell,
+        watch::{self, Watcher},
+    },
     output::{Sink, Stream},
     packets::{DRAIN_INTERVAL, PacketEvent, PacketsError, PacketsJob, capfile, hops, pcapng, rotate},
     procs::{self, Attribution},
@@ -83,7 +86,19 @@ struct Events {
     /// The interface watcher's notifications (the watcher itself is the
     /// correlator's).
     changes: Option<tokio::sync::mpsc::Receiver<watch::Event>>,
+    /// Namespaces packets came from unnamed: when the attach thread was
+    /// first and last asked to look again for each.
+    asked: std::collections::HashMap<u64, (std::time::Instant, Option<std::time::Instant>)>,
 }
+
+/// How long the attach thread is asked to look again for one unnamed
+/// namespace (every LOOK_GAP while its packets come): a container's
+/// namespace is made before its process runs, and Docker names it only
+/// once it runs. Bounded, so that a namespace no container or name will
+/// ever own (`unshare -n`) costs a few rescans once, not a rescan a tick.
+const LOOK_FOR: Duration = Duration::from_secs(2);
+const LOOK_GAP: Duration = Duration::from_millis(100);
+const ASKED_MAX: usize = 4096;
 
 /// Notifications taken from the watcher per step at most (the channel
 /// is bounded too; the rest wait for the next step).
@@ -92,8 +107,10 @@ const CHANGES_PER_STEP: usize = 8192;
 /// Starts the interface watcher for the netlink audit. Without it the
 /// audit still runs, naming links by asking the namespaces (one sentence
 /// on stderr says so).
-async fn start_watcher() -> Option<(std::sync::Arc<Watcher>, tokio::sync::mpsc::Receiver<watch::Event>)> {
-    let started = tokio::task::spawn_blocking(|| Watcher::start(watch::Config::default())).await;
+/// `bell` is rung on link and namespace changes (for the packets' attach
+/// thread, which then needs no watcher of its own).
+async fn start_watcher(bell: Option<Bell>) -> Option<(std::sync::Arc<Watcher>, tokio::sync::mpsc::Receiver<watch::Event>)> {
+    let started = tokio::task::spawn_blocking(|| Watcher::start(watch::Config { bell, ..Default::default() })).await;
     match started {
         Ok(Ok((w, rx))) => Some((std::sync::Arc::new(w), rx)),
         Ok(Err(e)) => {
@@ -186,9 +203,15 @@ pub async fn run(
         }
         None => Out::Sink(Sink::new(json)),
     };
+    // With both, the netlink audit's watcher tells the attach thread of changes.
+    let bell = if netlink.is_some() && packets.is_some() {
+        Some(Bell::new().map_err(|e| Error::Kernel(format!("cannot make an eventfd: {e}")))?)
+    } else {
+        None
+    };
     let (ebpf, tc, ready) = match &packets {
         Some(p) => {
-            let Some((tc, first)) = TcSession::start(loaded.ebpf, PACKET_PROGRAMS, &p.filter, &p.select, "trace", &stop).await? else {
+            let Some((tc, first)) = TcSession::start(loaded.ebpf, PACKET_PROGRAMS, &p.filter, &p.select, "trace", &stop, bell.clone()).await? else {
                 return Ok(());
             };
             // -G's first period starts with the capture, not when the file
@@ -213,7 +236,7 @@ pub async fn run(
         }
     };
     let clock = Clock::new();
-    let watched = if netlink.is_some() { start_watcher().await } else { None };
+    let watched = if netlink.is_some() { start_watcher(bell).await } else { None };
     let (watcher, changes) = match watched {
         Some((w, rx)) => (Some(w), Some(rx)),
         None => (None, None),
@@ -246,6 +269,7 @@ pub async fn run(
         batch: Vec::new(),
         ready,
         changes,
+        asked: std::collections::HashMap::new(),
     };
     run::run(&mut job, limits, stop).await?;
     Ok(())
@@ -277,6 +301,17 @@ impl Events {
                         self.reader.malformed += 1;
                         continue;
                     };
+                    if p.unnamed() {
+                        if self.asked.len() >= ASKED_MAX {
+                            self.asked.clear();
+                        }
+                        let now = std::time::Instant::now();
+                        let (first, last) = self.asked.entry(p.netns.inode).or_insert((now, None));
+                        if now.duration_since(*first) < LOOK_FOR && last.is_none_or(|l| now.duration_since(l) >= LOOK_GAP) {
+                            *last = Some(now);
+                            tc.look_again();
+                        }
+                    }
                     if let Some(a) = &mut self.attribution {
                         let ep = p.endpoints();
                         a.fill(&mut p.procs, p.netns.inode, p.direction != DIR_INGRESS, ep.as_ref());
@@ -361,10 +396,17 @@ impl Running for Events {
             }
         }
         let mut step = Step::default();
+        let topo = match &self.tc {
+            Some(tc) => Some(tc.topology()?),
+            None => None,
+        };
         while budget.is_none_or(|b| step.written < b) {
             let Some(mut item) = self.merger.pop_ready(now_wall, last) else { break };
             if let Some(a) = &self.attribution {
                 item.refresh_procs(a);
+            }
+            if let Some(t) = &topo {
+                item.refresh_names(t);
             }
             match (&mut self.out, &item) {
                 (Out::Pcapng(w, _), Item::Packet(p)) => w.write(p).map_err(PacketsError::from)?,

@@ -12,6 +12,7 @@ use crate::{
     output::Render,
     packets::{PacketEvent, hops},
     procs::Attribution,
+    tc::topology::Topology,
 };
 
 /// Something to print, ordered by time in the merged timeline.
@@ -51,6 +52,16 @@ impl Item {
             Item::Netlink(_) | Item::Change(_) => {}
             Item::Packet(p) => a.refresh(&mut p.procs),
             Item::Path(p) => p.hops.iter_mut().for_each(|h| a.refresh(&mut h.procs)),
+        }
+    }
+
+    /// Names the namespaces and interfaces its packets were decoded
+    /// without, as the attach thread knows them now.
+    pub(super) fn refresh_names(&mut self, topo: &Topology) {
+        match self {
+            Item::Netlink(_) | Item::Change(_) => {}
+            Item::Packet(p) => p.rename(topo),
+            Item::Path(p) => p.hops.iter_mut().for_each(|h| h.rename(topo)),
         }
     }
 

@@ -65,7 +65,7 @@ pub async fn run(job: ServeJob, ring_bytes: Option<u32>, limits: Limits, stop: S
     let kernel = job.filter.is_match_all();
     let mut meter = Meter::take(&mut loaded.ebpf, false, kernel)?;
     let programs = if kernel { INTERFACE_COUNTERS } else { TOP_PROGRAMS };
-    let Some((tc, first)) = TcSession::start(loaded.ebpf, programs, &job.filter, &job.select, "count", &stop).await? else {
+    let Some((tc, first)) = TcSession::start(loaded.ebpf, programs, &job.filter, &job.select, "count", &stop, None).await? else {
         return Ok(());
     };
     if kernel {

@@ -71,7 +71,7 @@ pub async fn run(job: TopJob, json: bool, limits: Limits, stop: Shutdown) -> Res
         (false, true) => INTERFACE_COUNTERS,
         (false, false) => TOP_PROGRAMS,
     };
-    let Some((tc, first)) = TcSession::start(loaded.ebpf, programs, &job.filter, &job.select, "count", &stop).await? else {
+    let Some((tc, first)) = TcSession::start(loaded.ebpf, programs, &job.filter, &job.select, "count", &stop, None).await? else {
         return Ok(());
     };
     if kernel {

@@ -66,8 +66,11 @@ pub struct Change {
     pub deleted: bool,
     pub ifindex: u32,
     pub ifname: Option<String>,
-    /// The `ip monitor` line, names in it already escaped.
+    /// The `ip monitor` line, names in it already escaped (rendered again
+    /// with the names known when it is printed: [`Change::kind`]).
     pub line: String,
+    /// What the notification said, to render the line again by.
+    pub(super) kind: EventKind,
     pub(super) objects: Objects,
     /// A link's veth peer as the kernel last named it: (namespace, ifindex, name).
     pub(super) peer: Option<(NsHandle, u32, Option<String>)>,
@@ -127,6 +130,7 @@ impl Change {
             ifindex,
             ifname,
             line: w.render(ev),
+            kind: ev.kind.clone(),
             objects,
             peer,
             cause: None,

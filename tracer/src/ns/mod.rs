@@ -16,6 +16,7 @@ pub mod rtnl;
 pub mod runtime;
 pub mod select;
 pub mod table;
+pub mod trigger;
 pub mod watch;
 
 use std::{

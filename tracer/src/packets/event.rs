@@ -64,6 +64,27 @@ impl PacketEvent {
 }
 
 impl PacketEvent {
+    /// Whether its namespace or interface is shown by number only (the
+    /// attach thread had not named it when the packet was decoded).
+    pub fn unnamed(&self) -> bool {
+        (self.netns.name.is_none() && !self.netns.host) || self.ifname == format!("if{}", self.ifindex)
+    }
+
+    /// Names what was unnamed from `topo` as it is now: a packet is held a
+    /// moment before it is printed, in which a new container's name or a
+    /// moved interface's is usually found.
+    pub fn rename(&mut self, topo: &Topology) {
+        if self.netns.name.is_none() && !self.netns.host {
+            let now = topo.netns(self.netns.inode);
+            if now.name.is_some() || now.host {
+                self.netns = now;
+            }
+        }
+        if self.ifname == format!("if{}", self.ifindex) {
+            self.ifname = topo.ifname(self.netns.inode, self.ifindex);
+        }
+    }
+
     /// Builds the event from a ring-buffer record; `None` if it is
     /// malformed. `decode_headers: false` leaves the headers undecoded (pcapng
     /// needs only the bytes).
@@ -281,5 +302,25 @@ mod tests {
         g.push(p);
         let path = g.ready(0, true).pop().expect("path");
         assert!(path.text().ends_with(want.trim_end()), "{}", path.text());
+    }
+
+    #[test]
+    fn a_packet_decoded_unnamed_is_named_when_printed() {
+        let mut p = PacketEvent::sample(0, vec![0; 14]);
+        p.netns = NetnsId { inode: 7, ..Default::default() };
+        p.ifindex = 3;
+        p.ifname = "if3".into();
+        assert!(p.unnamed());
+        let mut topo = Topology::default();
+        topo.insert(8, Some("other".into()), None, &[(3, "eth9")]);
+        p.rename(&topo);
+        assert!(p.unnamed(), "another namespace's names are not taken");
+        topo.insert(7, Some("web".into()), None, &[(3, "eth0")]);
+        p.rename(&topo);
+        assert_eq!((p.netns.name.as_deref(), p.ifname.as_str()), (Some("web"), "eth0"));
+        assert!(!p.unnamed());
+        topo.insert(7, Some("renamed".into()), None, &[(3, "eth1")]);
+        p.rename(&topo);
+        assert_eq!((p.netns.name.as_deref(), p.ifname.as_str()), (Some("web"), "eth0"), "a name, once given, stays");
     }
 }

@@ -14,12 +14,12 @@ use super::{
     TcError,
     attach::{Attacher, ProgramPair, TcMode},
     cbpf::{self, FilterSet, PacketFilter, sys},
-    follow::{FirstPass, Follower, Selection},
+    follow::{FirstPass, Follower, Selection, Watch},
     topology::Topology,
 };
 use crate::{
     bpf::hooks::HookError,
-    ns::{self, Scope},
+    ns::{self, Scope, trigger::Bell},
     sys::shutdown::Shutdown,
 };
 
@@ -30,6 +30,8 @@ pub struct TcSession {
     /// The filter programs (the program array holds them too; kept so
     /// that they are known to live as long as the job).
     _filters: Option<FilterSet>,
+    /// The attach thread's bell (see [`TcSession::look_again`]).
+    changes: Bell,
 }
 
 impl TcSession {
@@ -47,7 +49,10 @@ impl TcSession {
     /// A stop asked for meanwhile ends the start-up early, says so, and
     /// gives `None`: the caller returns, and everything is released on the
     /// way out. `what` is the job's verb ("trace", "count") for the line
-    /// said when the selection has no interface yet.
+    /// said when the selection has no interface yet. `bell`: the bell of
+    /// the interface watcher the job runs anyway (the netlink audit's),
+    /// rung on link and namespace changes; without one the attach thread
+    /// starts a watcher of its own (one per job, never two).
     pub async fn start(
         mut ebpf: Ebpf,
         programs: ProgramPair,
@@ -55,6 +60,7 @@ impl TcSession {
         select: &Selection,
         what: &str,
         shutdown: &Shutdown,
+        bell: Option<Bell>,
     ) -> Result<Option<(Self, FirstPass)>, TcError> {
         let attacher = Attacher::new(&mut ebpf, TcMode::detect(), programs)?;
         let filters = install_filter(&mut ebpf, programs, filter)?;
@@ -62,7 +68,12 @@ impl TcSession {
             return Ok(None);
         }
         let topology = Arc::new(Mutex::new(Topology::new(ns::tracer_netns())));
-        let (mut follower, first) = Follower::start(ebpf, attacher, select.clone(), topology.clone(), shutdown.clone()).await?;
+        let changes = match bell {
+            Some(b) => (Watch::Shared, b),
+            None => (Watch::Own, Bell::new().map_err(|_| TcError::Follower)?),
+        };
+        let bell = changes.1.clone();
+        let (mut follower, first) = Follower::start(ebpf, attacher, select.clone(), topology.clone(), changes, shutdown.clone()).await?;
         if shutdown.is_set() {
             follower.stop().await;
             shutdown.stopped_during_start_up();
@@ -71,12 +82,19 @@ impl TcSession {
         if first.interfaces == 0 && select.scope != Scope::All {
             eprintln!("tracer: nothing to {what} there yet; waiting for an interface to appear");
         }
-        Ok(Some((Self { follower, topology, _filters: filters }, first)))
+        Ok(Some((Self { follower, topology, _filters: filters, changes: bell }, first)))
     }
 
     /// The names of what is traced, as the attach thread last saw it.
     pub fn topology(&self) -> Result<MutexGuard<'_, Topology>, TcError> {
         self.topology.lock().map_err(|_| TcError::Follower)
+    }
+
+    /// Asks the attach thread to look at namespaces and interfaces again
+    /// now: a packet came from one it has no name for (a container whose
+    /// first process started after its namespace was read).
+    pub fn look_again(&self) {
+        self.changes.ring();
     }
 
     /// Detaches everything and waits until it is done.

@@ -33,6 +33,9 @@ pub struct Topology {
     /// [`Topology::take_released`]); only `tracer top` takes them, so the
     /// newest [`RELEASED_MAX`] are kept.
     released: Vec<(u64, u32)>,
+    /// Discovery passes made so far (a follower that looks only when told
+    /// makes few; see `follow`).
+    pub rescans: u64,
 }
 
 /// How long the name of a vanished interface or namespace is remembered.
@@ -54,6 +57,7 @@ impl Default for Topology {
             attached: HashSet::new(),
             entry: BTreeMap::new(),
             released: Vec::new(),
+            rescans: 0,
         }
     }
 }

@@ -254,6 +254,27 @@ impl Correlator {
         if c.netns.name.is_none() && !c.netns.host {
             c.netns.name = self.enricher.netns_name(c.netns.inode);
         }
+        // The namespaces its line names (`link-netns`, `new-netns`), by the
+        // same names as everywhere, resolved now rather than when read.
+        let Some(w) = self.watcher.clone() else { return };
+        let mut names = std::collections::HashMap::new();
+        for ino in w.mentioned(c.ns, &c.kind) {
+            if names.contains_key(&ino) {
+                continue;
+            }
+            let name = if self.host == Some(ino) {
+                Some("host".to_string())
+            } else {
+                self.identities.request((ino, 0, 0));
+                let id = self.identities.get((ino, 0, 0));
+                id.and_then(|id| id.owner.as_ref().map(|o| o.label().to_string()).or_else(|| id.netns_name.clone()))
+                    .or_else(|| self.enricher.netns_name(ino))
+            };
+            if let Some(n) = name {
+                names.insert(ino, n);
+            }
+        }
+        c.line = w.render_now(c.ns, &c.kind, &|ino| names.get(&ino).cloned());
     }
 
     /// The name of a link (live, deleted lately, or moved away) from the

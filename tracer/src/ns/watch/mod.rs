@@ -69,7 +69,7 @@
 
 mod render;
 mod run;
-mod sock;
+pub(super) mod sock;
 mod table;
 mod types;
 
@@ -108,11 +108,15 @@ pub struct Config {
     pub assign_nsids: bool,
     /// Receive buffer of the monitor socket.
     pub rcvbuf: usize,
+    /// Rung when a link or a namespace appears, changes or goes, and once
+    /// when the watcher has started: what a follower waits on (see
+    /// [`crate::ns::trigger`]).
+    pub bell: Option<crate::ns::trigger::Bell>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { limits: Limits::default(), channel: 4096, follow: true, assign_nsids: true, rcvbuf: 8 << 20 }
+        Self { limits: Limits::default(), channel: 4096, follow: true, assign_nsids: true, rcvbuf: 8 << 20, bell: None }
     }
 }
 
@@ -214,6 +218,10 @@ impl Watcher {
                 *t2.write().unwrap_or_else(|e| e.into_inner()) = Table::new(cfg.limits.clone(), home_ino, cookie);
                 let mut w = Worker { mon, req, home_fd, table: t2, tx, cmds: cmd_rx, wake: w2, cfg, scan: None, last_scan: std::time::Instant::now(), last_resync: std::time::Instant::now(), resync: None };
                 w.start();
+                // What changed before the subscription is looked for once.
+                if let Some(b) = &w.cfg.bell {
+                    b.ring();
+                }
                 let _ = ready_tx.send(Ok(()));
                 w.run();
             })
@@ -345,6 +353,54 @@ impl Watcher {
         let t = self.t();
         render::line(&ev.kind, &|h| label_of(&t, h))
     }
+}
+
+impl Watcher {
+    /// The event as it reads now: nsids it mentions that were not resolved
+    /// when it was read are resolved, and a namespace is called by
+    /// `name(inode)` first (the caller's names: the container, the
+    /// `/run/netns` name), then by the table's label.
+    pub fn render_now(&self, ns: NsHandle, kind: &EventKind, name: &dyn Fn(u64) -> Option<String>) -> String {
+        let t = self.t();
+        let k = resolved(&t, ns, kind);
+        render::line(&k, &|h| t.info(h).and_then(|i| i.inode).and_then(name).or_else(|| label_of(&t, h)))
+    }
+
+    /// The inodes of the namespaces the event's line names (other than
+    /// its own), for [`Watcher::render_now`]'s caller to find names for.
+    pub fn mentioned(&self, ns: NsHandle, kind: &EventKind) -> Vec<u64> {
+        let t = self.t();
+        let k = resolved(&t, ns, kind);
+        let seen = std::cell::RefCell::new(Vec::new());
+        let _ = render::line(&k, &|h| {
+            if let Some(i) = t.info(h).and_then(|i| i.inode) {
+                seen.borrow_mut().push(i);
+            }
+            None
+        });
+        seen.into_inner()
+    }
+}
+
+/// `kind` with the nsids its links mention resolved where they were not.
+fn resolved(t: &Table, ns: NsHandle, kind: &EventKind) -> EventKind {
+    let mut k = kind.clone();
+    if let EventKind::LinkAdded(v) | EventKind::LinkChanged(v) | EventKind::LinkDeleted(v) | EventKind::PortChanged(v) | EventKind::PortDeleted(v) =
+        &mut k
+    {
+        if let (Some((pns @ None, _, _)), Some(n)) = (&mut v.peer, v.link.link_netnsid) {
+            // By the nsid, else by the veth pair the table remembers (a
+            // namespace's own ids may never have been read: it is gone).
+            *pns = t.resolve(ns, n).or_else(|| t.peer(ns, v.link.ifindex).map(|(h, _)| h));
+        }
+        if let Some(p) = &mut v.moved_to
+            && p.ns.is_none()
+            && let Some(n) = p.netnsid
+        {
+            p.ns = t.resolve(ns, n);
+        }
+    }
+    k
 }
 
 fn label_of(t: &Table, ns: NsHandle) -> Option<String> {

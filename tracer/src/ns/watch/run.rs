@@ -68,6 +68,20 @@ pub(crate) struct Worker {
     pub resync: Option<Instant>,
 }
 
+/// Whether a follower has to look again after this change: links and
+/// namespaces, not addresses or routes.
+fn rings(k: &EventKind) -> bool {
+    matches!(
+        k,
+        EventKind::LinkAdded(_)
+            | EventKind::LinkChanged(_)
+            | EventKind::LinkDeleted(_)
+            | EventKind::NamespaceAppeared { .. }
+            | EventKind::NamespaceIdentified { .. }
+            | EventKind::NamespaceGone
+    )
+}
+
 fn now_ns() -> u64 {
     Clock::now_mono_ns()
 }
@@ -86,6 +100,11 @@ impl Worker {
     fn emit(&self, outs: Vec<Out>, hdr: (u32, u32), source: Source, time_ns: u64) {
         if outs.is_empty() {
             return;
+        }
+        if let Some(b) = &self.cfg.bell
+            && outs.iter().any(|(_, k)| rings(k))
+        {
+            b.ring();
         }
         let evs: Vec<Event> = {
             let t = self.read();
