@@ -6,10 +6,13 @@
 //! the build instead of corrupting a trace.
 #![no_std]
 
+pub mod drops;
 pub mod netlink;
 pub mod offsets;
 pub mod packet;
+pub mod tcp;
 pub mod top;
+pub mod tp;
 
 /// Names of maps, shared so neither side repeats a string literal.
 pub mod maps {
@@ -33,6 +36,19 @@ pub mod maps {
     pub const TOP_IFACES: &str = "TOP_IFACES";
     /// `tracer top`: per-CPU counters per flow (LRU), keyed by [`super::top::FlowKey`].
     pub const TOP_FLOWS: &str = "TOP_FLOWS";
+    /// Namespaces the drop and TCP programs report when
+    /// [`super::tp::ObsConfig::select_netns`] is set (inode -> 1).
+    pub const OBS_NETNS: &str = "OBS_NETNS";
+    /// `tracer top`: per-CPU drop counters by [`super::drops::DropKey`].
+    pub const DROP_COUNTS: &str = "DROP_COUNTS";
+    /// `tracer top`: per-CPU drop counters per flow (LRU).
+    pub const DROP_FLOWS: &str = "DROP_FLOWS";
+    /// `tracer top`: per-CPU TCP counters by namespace inode.
+    pub const TCP_COUNTS: &str = "TCP_COUNTS";
+    /// `tracer top`: per-CPU TCP counters per flow (LRU).
+    pub const TCP_FLOWS: &str = "TCP_FLOWS";
+    /// When `tcp_probe` last sent a reading per socket (LRU).
+    pub const TCP_RTT_SEEN: &str = "TCP_RTT_SEEN";
 }
 
 /// Names of the global variables userspace sets at load time.
@@ -41,6 +57,12 @@ pub mod globals {
     pub const CONFIG: &str = "CONFIG";
     /// Kernel struct offsets read from BTF, see [`super::offsets::KernelOffsets`].
     pub const OFFSETS: &str = "OFFSETS";
+    /// Tracepoint record field offsets, see [`super::tp::TpOffsets`].
+    pub const TP_OFFSETS: &str = "TP_OFFSETS";
+    /// skb, socket and tcp_sock offsets, see [`super::tp::SkOffsets`].
+    pub const SK_OFFSETS: &str = "SK_OFFSETS";
+    /// Settings of the drop and TCP programs, see [`super::tp::ObsConfig`].
+    pub const OBS_CONFIG: &str = "OBS_CONFIG";
 }
 
 /// Names of the programs in the eBPF object.
@@ -59,6 +81,20 @@ pub mod programs {
     /// `tracer top`: count packets per interface and flow, send nothing.
     pub const TOP_INGRESS: &str = "top_ingress";
     pub const TOP_EGRESS: &str = "top_egress";
+    /// `tracer drops` (`skb:kfree_skb`), and its counters for `tracer top`.
+    pub const DROP_KFREE_SKB: &str = "drop_kfree_skb";
+    /// `tracer tcp`: `sock:inet_sock_set_state`.
+    pub const TCP_SET_STATE: &str = "tcp_set_state";
+    /// `tcp:tcp_retransmit_skb`
+    pub const TCP_RETRANSMIT: &str = "tcp_retransmit";
+    /// `tcp:tcp_send_reset`
+    pub const TCP_SEND_RESET: &str = "tcp_send_reset";
+    /// `tcp:tcp_receive_reset`
+    pub const TCP_RECV_RESET: &str = "tcp_recv_reset";
+    /// `tcp:tcp_probe` (sampled)
+    pub const TCP_PROBE: &str = "tcp_probe";
+    /// `tcp:tcp_destroy_sock`
+    pub const TCP_DESTROY: &str = "tcp_destroy";
     /// Tiny programs `tracer doctor` loads to probe what the kernel accepts.
     pub const PROBE_TRACEPOINT: &str = "probe_tracepoint";
     pub const PROBE_TP_BTF: &str = "probe_tp_btf";
@@ -79,6 +115,20 @@ pub enum EventKind {
     NetlinkAck = 0x101,
     /// A packet seen by a TC program.
     Packet = 0x200,
+    /// A packet the kernel dropped (`skb:kfree_skb`).
+    Drop = 0x300,
+    /// A TCP socket changed state.
+    TcpState = 0x301,
+    /// A TCP segment was retransmitted.
+    TcpRetransmit = 0x302,
+    /// A TCP reset was sent.
+    TcpResetSent = 0x303,
+    /// A TCP reset was received.
+    TcpResetReceived = 0x304,
+    /// A sampled reading of a connection's smoothed RTT (`tcp_probe`).
+    TcpRtt = 0x305,
+    /// A TCP socket was destroyed: its totals.
+    TcpDestroy = 0x306,
 }
 
 impl TryFrom<u32> for EventKind {
@@ -88,6 +138,13 @@ impl TryFrom<u32> for EventKind {
             0x100 => Self::NetlinkSend,
             0x101 => Self::NetlinkAck,
             0x200 => Self::Packet,
+            0x300 => Self::Drop,
+            0x301 => Self::TcpState,
+            0x302 => Self::TcpRetransmit,
+            0x303 => Self::TcpResetSent,
+            0x304 => Self::TcpResetReceived,
+            0x305 => Self::TcpRtt,
+            0x306 => Self::TcpDestroy,
             other => return Err(other),
         })
     }
@@ -136,10 +193,22 @@ pub enum LostSource {
     NetlinkAckRead = 8,
     /// Packets whose bytes `bpf_skb_load_bytes` could not copy.
     PacketRead = 9,
+    /// Dropped packets that did not fit in the ring buffer.
+    Drop = 10,
+    /// Dropped packets whose skb or headers could not be read (reported
+    /// without them when the skb itself was read).
+    DropRead = 11,
+    /// TCP events that did not fit in the ring buffer.
+    Tcp = 12,
+    /// Drops `tracer top` could not count: the drop counters were full or
+    /// refused an update.
+    DropStats = 13,
+    /// TCP events `tracer top` could not count.
+    TcpStats = 14,
 }
 
 impl LostSource {
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 15;
     pub const ALL: [LostSource; Self::COUNT as usize] = [
         LostSource::Netlink,
         LostSource::Packet,
@@ -151,6 +220,11 @@ impl LostSource {
         LostSource::NetlinkAckTruncated,
         LostSource::NetlinkAckRead,
         LostSource::PacketRead,
+        LostSource::Drop,
+        LostSource::DropRead,
+        LostSource::Tcp,
+        LostSource::DropStats,
+        LostSource::TcpStats,
     ];
     pub const fn name(self) -> &'static str {
         match self {
@@ -164,6 +238,11 @@ impl LostSource {
             Self::NetlinkAckTruncated => "netlink_ack_truncated",
             Self::NetlinkAckRead => "netlink_ack_read",
             Self::PacketRead => "packet_read",
+            Self::Drop => "drop",
+            Self::DropRead => "drop_read",
+            Self::Tcp => "tcp",
+            Self::DropStats => "drop_stats",
+            Self::TcpStats => "tcp_stats",
         }
     }
 }
@@ -228,4 +307,11 @@ mod pod {
     unsafe impl aya::Pod for super::top::IfaceKey {}
     unsafe impl aya::Pod for super::top::FlowKey {}
     unsafe impl aya::Pod for super::top::Counters {}
+    unsafe impl aya::Pod for super::tp::TpOffsets {}
+    unsafe impl aya::Pod for super::tp::SkOffsets {}
+    unsafe impl aya::Pod for super::tp::ObsConfig {}
+    unsafe impl aya::Pod for super::drops::DropMeta {}
+    unsafe impl aya::Pod for super::drops::DropKey {}
+    unsafe impl aya::Pod for super::tcp::TcpRecord {}
+    unsafe impl aya::Pod for super::tcp::TcpCounts {}
 }

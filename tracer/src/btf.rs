@@ -102,6 +102,25 @@ impl KernelBtf {
         Ok(None)
     }
 
+    /// The members of `enum name` as this kernel numbers them, in BTF
+    /// order: what `tracer drops` names drop reasons by (the enum changes
+    /// between kernels, so no table of it is kept anywhere else).
+    pub fn enum_members(&self, name: &str) -> Result<Vec<(String, u64)>, BtfError> {
+        let types = self.btf.resolve_types_by_name(name).unwrap_or_default();
+        for t in types {
+            match t {
+                Type::Enum(e) if !e.members.is_empty() => {
+                    return Ok(e.members.iter().map(|m| (self.btf.resolve_name(m).unwrap_or_default(), u64::from(m.val()))).collect());
+                }
+                Type::Enum64(e) if !e.members.is_empty() => {
+                    return Ok(e.members.iter().map(|m| (self.btf.resolve_name(m).unwrap_or_default(), m.val())).collect());
+                }
+                _ => {}
+            }
+        }
+        Err(BtfError::NoStruct(format!("enum {name}")))
+    }
+
     /// All offsets the programs use. A field this kernel lacks is left
     /// `MISSING`, and the programs needing it stay silent; `missing()` names them.
     pub fn kernel_offsets(&self) -> (KernelOffsets, Vec<String>) {

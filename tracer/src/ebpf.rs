@@ -4,9 +4,13 @@
 
 use aya::{Ebpf, EbpfLoader};
 use tracer_common::{
-    Config, globals, maps,
+    Config,
+    drops::{DROP_COUNTS_MAX, DROP_FLOWS_MAX},
+    globals, maps,
     offsets::KernelOffsets,
+    tcp::{TCP_COUNTS_MAX, TCP_FLOWS_MAX},
     top::{TOP_FLOWS_MAX, TOP_IFACES_MAX},
+    tp::{ObsConfig, SkOffsets, TpOffsets, mode},
 };
 
 use crate::btf::{BtfError, KernelBtf};
@@ -33,11 +37,13 @@ pub struct LoadOptions {
     /// maps, since the per-CPU flow table is preallocated (about 24 bytes
     /// per flow and CPU).
     pub top: bool,
+    /// Settings of the drop and TCP tracepoint programs (off by default).
+    pub obs: ObsConfig,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { ring_bytes: 16 * 1024 * 1024, snaplen: 0, nl_netns: None, top: false }
+        Self { ring_bytes: 16 * 1024 * 1024, snaplen: 0, nl_netns: None, top: false, obs: ObsConfig::off() }
     }
 }
 
@@ -50,6 +56,13 @@ pub struct Loaded {
     pub offsets: KernelOffsets,
     /// Kernel fields the BTF lacks (programs needing them stay silent).
     pub missing_fields: Vec<String>,
+    /// What the tracepoints of the drop and TCP programs carry here.
+    pub tp_checks: Vec<crate::tp::TpCheck>,
+    /// skb/socket fields the BTF lacks (the drop and TCP programs do without).
+    pub missing_sk_fields: Vec<String>,
+    /// The kernel's drop reason and reset reason names, from BTF.
+    pub drop_reasons: crate::tp::EnumNames,
+    pub rst_reasons: crate::tp::EnumNames,
 }
 
 pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
@@ -63,12 +76,39 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     };
     let ring = opts.ring_bytes.next_power_of_two().max(4096);
     let (flows, ifaces) = if opts.top { (TOP_FLOWS_MAX, TOP_IFACES_MAX) } else { (UNUSED_MAP_ENTRIES, UNUSED_MAP_ENTRIES) };
+    // The drop and TCP programs: record layouts from tracefs (only when
+    // they run: the other jobs need not mount it), struct offsets and
+    // enum names from BTF.
+    let obs_on = opts.obs.drops != mode::OFF || opts.obs.tcp != mode::OFF;
+    let (tp_offsets, tp_checks) = if obs_on && crate::sys::ensure_tracefs().is_ok() {
+        crate::tp::tp_offsets(std::path::Path::new(crate::sys::TRACEFS))
+    } else {
+        (TpOffsets::missing(), Vec::new())
+    };
+    let (sk_offsets, missing_sk_fields) = if obs_on { crate::tp::sk_offsets(&btf) } else { (SkOffsets::missing(), Vec::new()) };
+    let counting = opts.obs.drops == mode::COUNT || opts.obs.tcp == mode::COUNT;
+    let obs_entries = |n: u32| if counting { n } else { UNUSED_MAP_ENTRIES };
     let ebpf = EbpfLoader::new()
         .override_global(globals::CONFIG, &config, true)
         .override_global(globals::OFFSETS, &offsets, true)
+        .override_global(globals::TP_OFFSETS, &tp_offsets, true)
+        .override_global(globals::SK_OFFSETS, &sk_offsets, true)
+        .override_global(globals::OBS_CONFIG, &opts.obs, true)
         .map_max_entries(maps::EVENTS, ring)
         .map_max_entries(maps::TOP_FLOWS, flows)
         .map_max_entries(maps::TOP_IFACES, ifaces)
+        .map_max_entries(maps::DROP_COUNTS, obs_entries(DROP_COUNTS_MAX))
+        .map_max_entries(maps::DROP_FLOWS, obs_entries(DROP_FLOWS_MAX))
+        .map_max_entries(maps::TCP_COUNTS, obs_entries(TCP_COUNTS_MAX))
+        .map_max_entries(maps::TCP_FLOWS, obs_entries(TCP_FLOWS_MAX))
         .load(OBJECT)?;
-    Ok(Loaded { ebpf, offsets, missing_fields })
+    let (drop_reasons, rst_reasons) = if obs_on {
+        (
+            crate::tp::EnumNames::from_btf(&btf, "skb_drop_reason", &["SKB_DROP_REASON_", "SKB_"]),
+            crate::tp::EnumNames::from_btf(&btf, "sk_rst_reason", &["SK_RST_REASON_"]),
+        )
+    } else {
+        Default::default()
+    };
+    Ok(Loaded { ebpf, offsets, missing_fields, tp_checks, missing_sk_fields, drop_reasons, rst_reasons })
 }

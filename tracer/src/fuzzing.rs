@@ -127,6 +127,13 @@ pub fn ring_record(data: &[u8]) {
             }
         }
         EventKind::Packet => render_packet(&ev),
+        EventKind::Drop => render_drop(&ev),
+        EventKind::TcpState
+        | EventKind::TcpRetransmit
+        | EventKind::TcpResetSent
+        | EventKind::TcpResetReceived
+        | EventKind::TcpRtt
+        | EventKind::TcpDestroy => render_tcp(&ev),
     }
 }
 
@@ -134,6 +141,22 @@ fn render_send(ev: &RawEvent) {
     for e in netlink::send_events(ev, &clock(), &GenlFamilies::default()) {
         let _ = (e.json(), e.text(), e.is_get(), e.is_probe());
     }
+}
+
+fn render_drop(ev: &RawEvent) {
+    let names = crate::nsnames::NsNames::default();
+    let reasons = crate::tp::EnumNames::default();
+    let mut sym = |a: u64| Some(format!("f+{a:#x}"));
+    let Some(d) = crate::drops::event::DropEvent::from_raw(ev, &clock(), &names, &reasons, &mut sym, &crate::packets::frame_headers) else { return };
+    let _ = (d.json_line(), d.json(), d.text(), d.comment());
+}
+
+fn render_tcp(ev: &RawEvent) {
+    let names = crate::nsnames::NsNames::default();
+    let Some(mut e) = crate::tcp::event::TcpEvent::from_raw(ev, &clock(), &names, &crate::tp::EnumNames::default()) else { return };
+    let mut t = crate::tcp::tracker::Tracker::with_max(4);
+    t.observe(&mut e);
+    let _ = (e.json_line(), e.json(), e.text());
 }
 
 fn render_packet(ev: &RawEvent) {

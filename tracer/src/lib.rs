@@ -13,18 +13,22 @@ pub mod cli;
 pub mod clock;
 pub mod contain;
 pub mod doctor;
+pub mod drops;
 pub mod ebpf;
 pub mod event;
 pub mod fuzzing;
 pub mod hooks;
 pub mod netlink;
 pub mod ns;
+pub mod nsnames;
 pub mod output;
 pub mod packets;
 pub mod reader;
 pub mod shutdown;
 pub mod sys;
+pub mod tcp;
 pub mod top;
+pub mod tp;
 
 use std::time::Duration;
 

@@ -333,6 +333,39 @@ impl Render for PacketEvent {
     }
 }
 
+/// The headers of an Ethernet frame of wire length `len` as `tracer
+/// packets` prints them (its summary and JSON header fields), for other
+/// commands that show packets (`tracer drops`).
+pub fn frame_headers(frame: &[u8], len: u32) -> crate::drops::event::Headers {
+    let decoded = contain(|| decode::decode(frame, true)).unwrap_or_default();
+    let p = PacketEvent {
+        wall_ns: 0,
+        cpu: 0,
+        netns_ino: 0,
+        netns_name: None,
+        host_netns: false,
+        container: None,
+        ifindex: 0,
+        ifname: String::new(),
+        direction: DIR_INGRESS,
+        len,
+        hash: 0,
+        mark: 0,
+        ethernet: true,
+        frame: Vec::new(),
+        decoded,
+    };
+    let mut fields = match serde_json::to_value(p.to_json()) {
+        Ok(Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    };
+    // What belongs to the capture point, not to the headers.
+    for k in ["type", "time", "netns", "container", "ifname", "ifindex", "direction", "len", "caplen", "hash", "mark"] {
+        fields.remove(k);
+    }
+    crate::drops::event::Headers { summary: p.summary(), fields }
+}
+
 /// Something to print, ordered by time in the merged timeline.
 enum Item {
     Netlink(Box<NetlinkEvent>),
