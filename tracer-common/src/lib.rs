@@ -57,8 +57,6 @@ pub mod globals {
     pub const CONFIG: &str = "CONFIG";
     /// Kernel struct offsets read from BTF, see [`super::offsets::KernelOffsets`].
     pub const OFFSETS: &str = "OFFSETS";
-    /// Tracepoint record field offsets, see [`super::tp::TpOffsets`].
-    pub const TP_OFFSETS: &str = "TP_OFFSETS";
     /// skb, socket and tcp_sock offsets, see [`super::tp::SkOffsets`].
     pub const SK_OFFSETS: &str = "SK_OFFSETS";
     /// Settings of the drop and TCP programs, see [`super::tp::ObsConfig`].
@@ -81,19 +79,25 @@ pub mod programs {
     /// `tracer top`: count packets per interface and flow, send nothing.
     pub const TOP_INGRESS: &str = "top_ingress";
     pub const TOP_EGRESS: &str = "top_egress";
-    /// `tracer drops` (`skb:kfree_skb`), and its counters for `tracer top`.
+    /// `tracer drops` (`tp_btf/kfree_skb`), and its counters for `tracer
+    /// top`: one program per argument list (see [`super::tp`]): `(skb,
+    /// location)` before 5.17, `+ reason`, `+ rx_sk` from 6.11.
     pub const DROP_KFREE_SKB: &str = "drop_kfree_skb";
-    /// `tracer tcp`: `sock:inet_sock_set_state`.
+    pub const DROP_KFREE_SKB_REASON: &str = "drop_kfree_skb_reason";
+    pub const DROP_KFREE_SKB_RX_SK: &str = "drop_kfree_skb_rx_sk";
+    /// `tracer tcp`: `inet_sock_set_state`.
     pub const TCP_SET_STATE: &str = "tcp_set_state";
-    /// `tcp:tcp_retransmit_skb`
+    /// `tcp_retransmit_skb`, and with its `err` (6.14).
     pub const TCP_RETRANSMIT: &str = "tcp_retransmit";
-    /// `tcp:tcp_send_reset`
+    pub const TCP_RETRANSMIT_ERR: &str = "tcp_retransmit_err";
+    /// `tcp_send_reset`, and with its `reason` (6.10).
     pub const TCP_SEND_RESET: &str = "tcp_send_reset";
-    /// `tcp:tcp_receive_reset`
+    pub const TCP_SEND_RESET_REASON: &str = "tcp_send_reset_reason";
+    /// `tcp_receive_reset`
     pub const TCP_RECV_RESET: &str = "tcp_recv_reset";
-    /// `tcp:tcp_probe` (sampled)
+    /// `tcp_probe` (sampled)
     pub const TCP_PROBE: &str = "tcp_probe";
-    /// `tcp:tcp_destroy_sock`
+    /// `tcp_destroy_sock`
     pub const TCP_DESTROY: &str = "tcp_destroy";
     /// Tiny programs `tracer doctor` loads to probe what the kernel accepts.
     pub const PROBE_TRACEPOINT: &str = "probe_tracepoint";
@@ -195,8 +199,7 @@ pub enum LostSource {
     PacketRead = 9,
     /// Dropped packets that did not fit in the ring buffer.
     Drop = 10,
-    /// Dropped packets whose skb or headers could not be read (reported
-    /// without them when the skb itself was read).
+    /// Dropped packets whose headers could not be read (reported without them).
     DropRead = 11,
     /// TCP events that did not fit in the ring buffer.
     Tcp = 12,
@@ -307,7 +310,6 @@ mod pod {
     unsafe impl aya::Pod for super::top::IfaceKey {}
     unsafe impl aya::Pod for super::top::FlowKey {}
     unsafe impl aya::Pod for super::top::Counters {}
-    unsafe impl aya::Pod for super::tp::TpOffsets {}
     unsafe impl aya::Pod for super::tp::SkOffsets {}
     unsafe impl aya::Pod for super::tp::ObsConfig {}
     unsafe impl aya::Pod for super::drops::DropMeta {}

@@ -56,7 +56,9 @@ pub struct TcpRecord {
     /// (`tcp_skb_pcount`, more than 1 with TSO), what the kernel's
     /// `TcpRetransSegs` counter adds.
     pub segs: u32,
-    pub _pad: u32,
+    /// Retransmissions: 0, or the negative errno of an attempt that failed
+    /// (kernels whose tracepoint reports failures).
+    pub err: i32,
 }
 const _: () = assert!(core::mem::size_of::<TcpRecord>() == 96);
 

@@ -1,7 +1,7 @@
-//! What the drop and TCP tracepoint programs share: their settings and the
-//! offsets userspace sets at load time (tracepoint record fields from
-//! tracefs, struct fields from BTF), the namespace selection, and reading
-//! skbs and sockets in kernel memory.
+//! What the drop and TCP programs (BTF tracepoints, see tracer-common's
+//! `tp` for why) share: their settings and the struct offsets userspace
+//! sets at load time, the namespace selection, and reading skbs and
+//! sockets in kernel memory.
 //!
 //! Every early exit comes first and costs little: mode off, a reason not
 //! asked for, a namespace not selected (two reads and a hash lookup), a
@@ -9,24 +9,21 @@
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
+    helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
     macros::map,
     maps::HashMap,
-    programs::TracePointContext,
 };
 use tracer_common::{
-    LostSource,
+    EventHeader, EventKind,
     drops::layer,
     packet::PacketKey,
-    tp::{MISSING, OBS_NETNS_MAX, ObsConfig, SkOffsets, TpOffsets},
+    tp::{MISSING, OBS_NETNS_MAX, ObsConfig, SkOffsets},
 };
 
 use crate::{
     filter::{Frame, parse_l2, parse_l3},
-    kernel::{EVENTS, SCRATCH_SIZE, Scratch, count_lost, kread, kread_or_zero, offsets},
+    kernel::{EVENTS, kread, kread_or_zero, offsets},
 };
-
-#[unsafe(no_mangle)]
-static TP_OFFSETS: TpOffsets = TpOffsets::missing();
 
 #[unsafe(no_mangle)]
 static SK_OFFSETS: SkOffsets = SkOffsets::missing();
@@ -39,15 +36,9 @@ static OBS_CONFIG: ObsConfig = ObsConfig::off();
 static OBS_NETNS: HashMap<u32, u32> = HashMap::with_max_entries(OBS_NETNS_MAX, 0);
 
 #[inline(always)]
-pub fn tp() -> TpOffsets {
+pub fn sko() -> SkOffsets {
     // SAFETY: a read of a global userspace rewrites before loading;
     // volatile so the placeholder is not folded.
-    unsafe { core::ptr::read_volatile(&TP_OFFSETS) }
-}
-
-#[inline(always)]
-pub fn sko() -> SkOffsets {
-    // SAFETY: as for `tp`.
     unsafe { core::ptr::read_volatile(&SK_OFFSETS) }
 }
 
@@ -55,29 +46,6 @@ pub fn sko() -> SkOffsets {
 pub fn cfg() -> ObsConfig {
     // SAFETY: as for `tp`.
     unsafe { core::ptr::read_volatile(&OBS_CONFIG) }
-}
-
-/// Reads a `T` from the tracepoint record at `off`; `None` when the field
-/// is missing on this kernel.
-#[inline(always)]
-pub fn field<T>(ctx: &TracePointContext, off: u32) -> Option<T> {
-    if off == MISSING {
-        return None;
-    }
-    // SAFETY: the helper behind read_at validates the address.
-    unsafe { ctx.read_at::<T>(off as usize) }.ok()
-}
-
-/// Whether the event came from a task (a system call), not from an
-/// interrupt or softirq: only then are the current pid and comm the ones
-/// the event is about. The record's `common_flags` byte says
-/// (`TRACE_FLAG_HARDIRQ | TRACE_FLAG_SOFTIRQ | TRACE_FLAG_NMI`, the same
-/// values on every kernel).
-#[inline(always)]
-pub fn in_task(ctx: &TracePointContext) -> bool {
-    // SAFETY: offset 2 of every tracepoint record is common_flags.
-    let flags: u8 = unsafe { ctx.read_at::<u8>(2) }.unwrap_or(0xff);
-    flags & (0x08 | 0x10 | 0x40) == 0
 }
 
 /// Whether events of namespace `netns` are wanted.
@@ -170,25 +138,28 @@ pub fn parse_skb(d: &SkbData, key: &mut PacketKey) {
     }
 }
 
-/// Sends the first `len` bytes of the tracepoint scratch buffer without
-/// waking the reader, unless an eighth of the ring is waiting (as packet
-/// records do, see packet.rs): a drop flood must not cost a wakeup per
-/// drop. Userspace drains on a short timer. Whether it was sent.
+/// The header of a drop or TCP record. No task: these events mostly come
+/// from softirqs, where the current task is whichever was interrupted.
 #[inline(always)]
-pub fn output_batched(scratch: *mut Scratch<SCRATCH_SIZE>, len: usize, source: LostSource) -> bool {
-    if len > SCRATCH_SIZE {
-        return false;
+pub fn header(kind: EventKind, netns: u32, payload_len: u32) -> EventHeader {
+    EventHeader {
+        kind: kind as u32,
+        // SAFETY: plain helper calls.
+        cpu: unsafe { bpf_get_smp_processor_id() },
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        pid_tgid: 0,
+        uid_gid: 0,
+        cgroup_id: 0,
+        netns_ino: netns,
+        payload_len,
+        comm: [0; 16],
     }
-    let flags = wakeup_flags();
-    // SAFETY: `len` is bounded by the scratch size just above.
-    let bytes = unsafe { core::slice::from_raw_parts((*scratch).buf.as_ptr(), len) };
-    if EVENTS.output::<[u8]>(bytes, flags).is_err() {
-        count_lost(source);
-        return false;
-    }
-    true
 }
 
+/// Flags for a record's submission: no wakeup of the reader unless an
+/// eighth of the ring is waiting (as packet records, see packet.rs): a
+/// drop flood must not cost a wakeup per drop. Userspace drains on a short
+/// timer.
 #[inline(always)]
 pub fn wakeup_flags() -> u64 {
     let pending = EVENTS.query(BPF_RB_AVAIL_DATA as u64);

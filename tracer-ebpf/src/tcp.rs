@@ -1,8 +1,9 @@
-//! `tracer tcp`: TCP state changes (`sock:inet_sock_set_state`),
+//! `tracer tcp`: TCP state changes (`inet_sock_set_state`),
 //! retransmissions, resets sent and received, sampled RTT readings
-//! (`tcp:tcp_probe`) and destroyed sockets, each as one [`TcpRecord`] with
-//! the connection's addresses read from its socket (the same fields on
-//! every kernel, where the records' own address fields changed shape).
+//! (`tcp_probe`) and destroyed sockets, as BTF tracepoints, each as one
+//! [`TcpRecord`] with the connection's addresses, RTT and counters read
+//! from its socket (the same fields on every kernel, where the classic
+//! tracepoints' records changed shape).
 //!
 //! `tcp_probe` fires for every segment a connection receives: it leaves
 //! after one LRU lookup unless the connection's last reading is older than
@@ -14,9 +15,9 @@
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::bpf_ktime_get_ns,
-    macros::{map, tracepoint},
+    macros::{btf_tracepoint, map},
     maps::{LruHashMap, LruPerCpuHashMap, PerCpuHashMap},
-    programs::TracePointContext,
+    programs::BtfTracePointContext,
 };
 use tracer_common::{
     EventKind, LostSource,
@@ -28,8 +29,8 @@ use tracer_common::{
 
 use crate::{
     filter::PKT_FILTER,
-    kernel::{EVENTS, count_lost, kread_or_zero, offsets, task_header},
-    obs::{cfg, field, in_task, parse_skb, selected, sk_netns, skb_data, sko, tp, wakeup_flags},
+    kernel::{EVENTS, atomic_add, count_lost, kread_or_zero, offsets},
+    obs::{cfg, header, parse_skb, selected, sk_netns, skb_data, sko, wakeup_flags},
 };
 
 #[map(name = "TCP_COUNTS")]
@@ -56,39 +57,64 @@ enum Counter {
     ResetReceived,
 }
 
-#[tracepoint]
-pub fn tcp_set_state(ctx: TracePointContext) -> u32 {
-    let _ = try_set_state(&ctx);
+fn ptr(ctx: &BtfTracePointContext, n: usize) -> *const u8 {
+    ctx.arg::<u64>(n) as *const u8
+}
+
+/// `inet_sock_set_state(sk, oldstate, newstate)`.
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn tcp_set_state(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_set_state(ptr(&ctx, 0), ctx.arg::<i32>(1), ctx.arg::<i32>(2));
     0
 }
 
-#[tracepoint]
-pub fn tcp_retransmit(ctx: TracePointContext) -> u32 {
-    let _ = try_retransmit(&ctx);
+/// `tcp_retransmit_skb(sk, skb)`: Linux < 6.14 (fired for sent ones only).
+#[btf_tracepoint(function = "tcp_retransmit_skb")]
+pub fn tcp_retransmit(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_retransmit(ptr(&ctx, 0), ptr(&ctx, 1), 0);
     0
 }
 
-#[tracepoint]
-pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
-    let _ = try_send_reset(&ctx);
+/// `tcp_retransmit_skb(sk, skb, err)`: Linux >= 6.14 (fired for failed
+/// attempts too).
+#[btf_tracepoint(function = "tcp_retransmit_skb")]
+pub fn tcp_retransmit_err(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_retransmit(ptr(&ctx, 0), ptr(&ctx, 1), ctx.arg::<i32>(2));
     0
 }
 
-#[tracepoint]
-pub fn tcp_recv_reset(ctx: TracePointContext) -> u32 {
-    let _ = try_recv_reset(&ctx);
+/// `tcp_send_reset(sk, skb)`: Linux < 6.10.
+#[btf_tracepoint(function = "tcp_send_reset")]
+pub fn tcp_send_reset(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_send_reset(ptr(&ctx, 0), ptr(&ctx, 1), u32::MAX);
     0
 }
 
-#[tracepoint]
-pub fn tcp_probe(ctx: TracePointContext) -> u32 {
-    let _ = try_probe(&ctx);
+/// `tcp_send_reset(sk, skb, reason)`: Linux >= 6.10, `sk` may be NULL.
+#[btf_tracepoint(function = "tcp_send_reset")]
+pub fn tcp_send_reset_reason(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_send_reset(ptr(&ctx, 0), ptr(&ctx, 1), ctx.arg::<u32>(2));
     0
 }
 
-#[tracepoint]
-pub fn tcp_destroy(ctx: TracePointContext) -> u32 {
-    let _ = try_destroy(&ctx);
+/// `tcp_receive_reset(sk)`.
+#[btf_tracepoint(function = "tcp_receive_reset")]
+pub fn tcp_recv_reset(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_recv_reset(ptr(&ctx, 0));
+    0
+}
+
+/// `tcp_probe(sk, skb)`.
+#[btf_tracepoint(function = "tcp_probe")]
+pub fn tcp_probe(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_probe(ptr(&ctx, 0));
+    0
+}
+
+/// `tcp_destroy_sock(sk)`.
+#[btf_tracepoint(function = "tcp_destroy_sock")]
+pub fn tcp_destroy(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_destroy(ptr(&ctx, 0));
     0
 }
 
@@ -153,18 +179,12 @@ fn read_srtt(sk: *const u8, r: &mut TcpRecord) {
 
 /// Sends a record; a full ring is a loss of `tcp`.
 #[inline(never)]
-fn send(ctx: &TracePointContext, kind: EventKind, netns: u32, r: &TcpRecord) {
+fn send(kind: EventKind, netns: u32, r: &TcpRecord) {
     let Some(mut e) = EVENTS.reserve::<Rec>(0) else {
         count_lost(LostSource::Tcp);
         return;
     };
-    let mut hdr = task_header(kind as u32, netns, size_of::<TcpRecord>() as u32);
-    if !in_task(ctx) {
-        hdr.pid_tgid = 0;
-        hdr.uid_gid = 0;
-        hdr.cgroup_id = 0;
-        hdr.comm = [0; 16];
-    }
+    let hdr = header(kind, netns, size_of::<TcpRecord>() as u32);
     let p = e.as_mut_ptr();
     // SAFETY: the reserved entry holds a whole Rec; both parts are
     // written before it is submitted.
@@ -184,7 +204,10 @@ struct Rec {
 /// A socket's event, in events mode: checked against the selection and
 /// the filter, then sent.
 #[inline(always)]
-fn report(ctx: &TracePointContext, kind: EventKind, sk: *const u8, fill: impl FnOnce(&mut TcpRecord)) -> Option<()> {
+fn report(kind: EventKind, sk: *const u8, fill: impl FnOnce(&mut TcpRecord)) -> Option<()> {
+    if sk.is_null() {
+        return None;
+    }
     let netns = sk_netns(sk);
     if !selected(netns) {
         return None;
@@ -194,27 +217,29 @@ fn report(ctx: &TracePointContext, kind: EventKind, sk: *const u8, fill: impl Fn
         return None;
     }
     fill(&mut r);
-    send(ctx, kind, netns, &r);
+    send(kind, netns, &r);
     Some(())
 }
 
 /// `tracer top`: adds one to `which` for the socket's namespace and flow.
 #[inline(never)]
 fn count(netns: u32, r: &TcpRecord, which: Counter, n: u64) {
+    // Atomic: the TCP programs are several, and one may interrupt another
+    // (a softirq retransmission during a task's reset) on the same slot.
     let bump = |p: *mut TcpCounts| {
-        // SAFETY: this CPU's slot; tracepoint programs do not nest on a CPU.
+        // SAFETY: a slot of this CPU's value, valid for the program run.
         unsafe {
             match which {
-                Counter::Retransmit => (*p).retransmits += n,
-                Counter::ResetSent => (*p).resets_sent += n,
-                Counter::ResetReceived => (*p).resets_received += n,
+                Counter::Retransmit => atomic_add(core::ptr::addr_of_mut!((*p).retransmits), n),
+                Counter::ResetSent => atomic_add(core::ptr::addr_of_mut!((*p).resets_sent), n),
+                Counter::ResetReceived => atomic_add(core::ptr::addr_of_mut!((*p).resets_received), n),
             }
         }
     };
-    let one = {
-        let mut v = TcpCounts::default();
-        bump(&mut v);
-        v
+    let one = match which {
+        Counter::Retransmit => TcpCounts { retransmits: n, ..TcpCounts::default() },
+        Counter::ResetSent => TcpCounts { resets_sent: n, ..TcpCounts::default() },
+        Counter::ResetReceived => TcpCounts { resets_received: n, ..TcpCounts::default() },
     };
     let fkey = FlowKey { netns_ino: netns, ifindex: 0, pkt: key_of(r) };
     match TCP_FLOWS.get_ptr_mut(&fkey) {
@@ -240,6 +265,9 @@ fn count(netns: u32, r: &TcpRecord, which: Counter, n: u64) {
 /// In `top` mode: counts `n` for the socket when selected and not filtered out.
 #[inline(always)]
 fn count_sock(sk: *const u8, which: Counter, n: u64) -> Option<()> {
+    if sk.is_null() {
+        return None;
+    }
     let netns = sk_netns(sk);
     if !selected(netns) {
         return None;
@@ -264,20 +292,16 @@ fn segs_of(skb: *const u8) -> Option<u32> {
 }
 
 #[inline(always)]
-fn try_set_state(ctx: &TracePointContext) -> Option<()> {
-    if cfg().tcp != mode::EVENTS {
+fn try_set_state(sk: *const u8, old: i32, new: i32) -> Option<()> {
+    if cfg().tcp != mode::EVENTS || sk.is_null() {
         return None;
     }
-    let t = tp();
-    if let Some(p) = field::<u16>(ctx, t.state_protocol)
-        && p != IPPROTO_TCP
-    {
+    // The tracepoint serves every inet protocol (SCTP, MPTCP too).
+    let proto: u16 = kread_or_zero(sk, offsets().sk_protocol);
+    if proto != IPPROTO_TCP {
         return None;
     }
-    let sk = field::<u64>(ctx, t.state_skaddr)? as *const u8;
-    let old = field::<i32>(ctx, t.state_old)?;
-    let new = field::<i32>(ctx, t.state_new)?;
-    report(ctx, EventKind::TcpState, sk, |r| {
+    report(EventKind::TcpState, sk, |r| {
         r.old_state = old as u8;
         r.new_state = new as u8;
         read_srtt(sk, r);
@@ -285,19 +309,20 @@ fn try_set_state(ctx: &TracePointContext) -> Option<()> {
 }
 
 #[inline(always)]
-fn try_retransmit(ctx: &TracePointContext) -> Option<()> {
+fn try_retransmit(sk: *const u8, skb: *const u8, err: i32) -> Option<()> {
     let m = cfg().tcp;
-    let t = tp();
-    let sk = field::<u64>(ctx, t.retrans_skaddr)? as *const u8;
-    let skb = field::<u64>(ctx, t.retrans_skbaddr).unwrap_or(0) as *const u8;
     if m == mode::COUNT {
-        // Segments, as the kernel's TcpRetransSegs counts them.
+        // Segments sent again, as the kernel's TcpRetransSegs counts them
+        // (failed attempts are not retransmissions).
+        if err != 0 {
+            return None;
+        }
         return count_sock(sk, Counter::Retransmit, segs_of(skb).unwrap_or(1) as u64);
     }
     if m != mode::EVENTS {
         return None;
     }
-    report(ctx, EventKind::TcpRetransmit, sk, |r| {
+    report(EventKind::TcpRetransmit, sk, |r| {
         let s = sko();
         if !skb.is_null() && s.skb_cb != MISSING && s.tcb_seq != MISSING {
             r.seq = kread_or_zero(skb, s.skb_cb + s.tcb_seq);
@@ -307,29 +332,32 @@ fn try_retransmit(ctx: &TracePointContext) -> Option<()> {
             r.segs = n;
             r.flags |= flags::SEGS;
         }
+        r.err = err;
+        if s.tp_total_retrans != MISSING {
+            r.total_retrans = kread_or_zero(sk, s.tp_total_retrans);
+        }
         read_srtt(sk, r);
     })
 }
 
 #[inline(always)]
-fn try_send_reset(ctx: &TracePointContext) -> Option<()> {
+fn try_send_reset(sk: *const u8, skb: *const u8, reason: u32) -> Option<()> {
     let m = cfg().tcp;
     if m == mode::OFF {
         return None;
     }
-    let t = tp();
-    let sk = field::<u64>(ctx, t.send_reset_skaddr).unwrap_or(0) as *const u8;
-    let reason = field::<u32>(ctx, t.send_reset_reason).unwrap_or(u32::MAX);
     if !sk.is_null() {
         if m == mode::COUNT {
             return count_sock(sk, Counter::ResetSent, 1);
         }
-        return report(ctx, EventKind::TcpResetSent, sk, |r| r.reason = reason);
+        return report(EventKind::TcpResetSent, sk, |r| r.reason = reason);
     }
     // No socket (Linux >= 6.10): a reset answering a segment no socket
     // took. Its namespace is the segment's device's, its addresses the
     // segment's, turned around.
-    let skb = field::<u64>(ctx, t.send_reset_skbaddr)? as *const u8;
+    if skb.is_null() {
+        return None;
+    }
     let dev = kread_or_zero::<u64>(skb, offsets().skb_dev) as *const u8;
     let netns = crate::obs::dev_netns(dev);
     if !selected(netns) {
@@ -358,32 +386,30 @@ fn try_send_reset(ctx: &TracePointContext) -> Option<()> {
     if m == mode::COUNT {
         count(netns, &r, Counter::ResetSent, 1);
     } else {
-        send(ctx, EventKind::TcpResetSent, netns, &r);
+        send(EventKind::TcpResetSent, netns, &r);
     }
     Some(())
 }
 
 #[inline(always)]
-fn try_recv_reset(ctx: &TracePointContext) -> Option<()> {
+fn try_recv_reset(sk: *const u8) -> Option<()> {
     let m = cfg().tcp;
-    let sk = field::<u64>(ctx, tp().recv_reset_skaddr)? as *const u8;
     if m == mode::COUNT {
         return count_sock(sk, Counter::ResetReceived, 1);
     }
     if m != mode::EVENTS {
         return None;
     }
-    report(ctx, EventKind::TcpResetReceived, sk, |r| read_srtt(sk, r))
+    report(EventKind::TcpResetReceived, sk, |r| read_srtt(sk, r))
 }
 
 #[inline(always)]
-fn try_probe(ctx: &TracePointContext) -> Option<()> {
+fn try_probe(sk: *const u8) -> Option<()> {
     let c = cfg();
-    if c.tcp != mode::EVENTS {
+    if c.tcp != mode::EVENTS || sk.is_null() {
         return None;
     }
-    let t = tp();
-    let skaddr = field::<u64>(ctx, t.probe_skaddr)?;
+    let skaddr = sk as u64;
     // SAFETY: helper call.
     let now = unsafe { bpf_ktime_get_ns() };
     // SAFETY: a lookup; the value is copied out at once.
@@ -392,7 +418,6 @@ fn try_probe(ctx: &TracePointContext) -> Option<()> {
     {
         return None;
     }
-    let sk = skaddr as *const u8;
     let netns = sk_netns(sk);
     let mut r = from_sock(sk);
     if !selected(netns) || !passes_filter(&r) {
@@ -400,28 +425,23 @@ fn try_probe(ctx: &TracePointContext) -> Option<()> {
         return None;
     }
     let _ = TCP_RTT_SEEN.insert(&skaddr, &now, 0);
-    match field::<u32>(ctx, t.probe_srtt) {
-        Some(v) => {
-            r.srtt_us = v;
-            r.flags |= flags::SRTT;
-        }
-        None => read_srtt(sk, &mut r),
+    read_srtt(sk, &mut r);
+    let s = sko();
+    if s.tp_snd_cwnd != MISSING {
+        r.snd_cwnd = kread_or_zero(sk, s.tp_snd_cwnd);
     }
-    r.snd_cwnd = field::<u32>(ctx, t.probe_snd_cwnd).unwrap_or(0);
-    send(ctx, EventKind::TcpRtt, netns, &r);
+    send(EventKind::TcpRtt, netns, &r);
     Some(())
 }
 
 #[inline(always)]
-fn try_destroy(ctx: &TracePointContext) -> Option<()> {
-    if cfg().tcp != mode::EVENTS {
+fn try_destroy(sk: *const u8) -> Option<()> {
+    if cfg().tcp != mode::EVENTS || sk.is_null() {
         return None;
     }
-    let skaddr = field::<u64>(ctx, tp().destroy_skaddr)?;
     // The address may serve a new socket next: its sampling starts over.
-    let _ = TCP_RTT_SEEN.remove(&skaddr);
-    let sk = skaddr as *const u8;
-    report(ctx, EventKind::TcpDestroy, sk, |r| {
+    let _ = TCP_RTT_SEEN.remove(&(sk as u64));
+    report(EventKind::TcpDestroy, sk, |r| {
         let s = sko();
         read_srtt(sk, r);
         if s.tp_bytes_acked != MISSING && s.tp_bytes_received != MISSING && s.tp_total_retrans != MISSING {

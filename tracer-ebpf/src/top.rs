@@ -6,7 +6,8 @@
 //! own clock. The packet always continues.
 
 use aya_ebpf::{
-    bindings::TC_ACT_UNSPEC,
+    bindings::{BPF_NOEXIST, TC_ACT_UNSPEC},
+    helpers::bpf_ktime_get_ns,
     macros::{classifier, map},
     maps::{LruPerCpuHashMap, PerCpuHashMap},
     programs::TcContext,
@@ -34,7 +35,7 @@ static TOP_IFACES: PerCpuHashMap<IfaceKey, Counters> = PerCpuHashMap::with_max_e
 #[map(name = "TOP_FLOWS")]
 static TOP_FLOWS: LruPerCpuHashMap<FlowKey, Counters> = LruPerCpuHashMap::with_max_entries(TOP_FLOWS_MAX, 0);
 
-pub(crate) const EEXIST: i32 = 17;
+const EEXIST: i32 = 17;
 
 #[classifier]
 pub fn top_ingress(ctx: TcContext) -> i32 {
@@ -49,13 +50,11 @@ pub fn top_egress(ctx: TcContext) -> i32 {
 }
 
 /// Adds one packet of `bytes` to `key`'s counter on this CPU, creating the
-/// entry when missing. Evaluates to whether the packet was counted. Also
-/// used by the drop counters (drops.rs), hence the full paths.
+/// entry when missing. Evaluates to whether the packet was counted.
 macro_rules! add {
     ($map:expr, $key:expr, $bytes:expr) => {{
-        let bump = |p: *mut tracer_common::top::Counters| {
-            // SAFETY: a per-CPU slot of this CPU; TC programs do not nest
-            // on a CPU, nor do tracepoint programs.
+        let bump = |p: *mut Counters| {
+            // SAFETY: a per-CPU slot of this CPU; TC programs do not nest on a CPU.
             unsafe {
                 (*p).packets += 1;
                 (*p).bytes += $bytes;
@@ -68,15 +67,11 @@ macro_rules! add {
             }
             None => {
                 // SAFETY: helper call.
-                let v = tracer_common::top::Counters {
-                    packets: 1,
-                    bytes: $bytes,
-                    created_ns: unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() },
-                };
-                match $map.insert($key, &v, aya_ebpf::bindings::BPF_NOEXIST as u64) {
+                let v = Counters { packets: 1, bytes: $bytes, created_ns: unsafe { bpf_ktime_get_ns() } };
+                match $map.insert($key, &v, BPF_NOEXIST as u64) {
                     Ok(()) => true,
                     // Another CPU created it in between: count into that one.
-                    Err(e) if e == -$crate::top::EEXIST => match $map.get_ptr_mut($key) {
+                    Err(e) if e == -EEXIST => match $map.get_ptr_mut($key) {
                         Some(p) => {
                             bump(p);
                             true
@@ -89,7 +84,6 @@ macro_rules! add {
         }
     }};
 }
-pub(crate) use add;
 
 #[inline(always)]
 fn count(ctx: &TcContext, direction: u8) {

@@ -49,6 +49,60 @@ pub enum Command {
     Ns(NsArgs),
     /// Live per-container, per-interface and per-flow rates, counted in the kernel.
     Top(TopArgs),
+    /// Every packet the kernel drops, with its reason and the function that dropped it.
+    Drops(DropsArgs),
+    /// TCP connection health: states, retransmissions, resets, RTT, a summary at close.
+    Tcp(TcpArgs),
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct DropsArgs {
+    #[command(flatten)]
+    pub sel: Selectors,
+    /// Every namespace, following those that appear later (the default).
+    #[arg(long)]
+    pub all: bool,
+    /// Only drops on interfaces whose name matches this glob (comma-separated
+    /// globs); drops without a device are then left out.
+    #[arg(short = 'i', long = "iface", value_name = "GLOB")]
+    pub iface: Option<String>,
+    /// Only these drop reasons, as the kernel names them (e.g.
+    /// NETFILTER_DROP,NO_SOCKET; comma-separated).
+    #[arg(long, value_name = "LIST")]
+    pub reason: Option<String>,
+    /// Bytes of each dropped packet to capture (at most 256).
+    #[arg(long, value_name = "N")]
+    pub snaplen: Option<u32>,
+    /// Write the dropped packets as pcapng to FILE, or to standard output
+    /// with `-` (reason and function in each packet's comment).
+    #[arg(short = 'w', value_name = "FILE")]
+    pub write: Option<PathBuf>,
+    /// Filter expression (tcpdump syntax subset); may also be given as trailing words.
+    #[arg(long, value_name = "EXPR")]
+    pub filter: Option<String>,
+    /// Filter expression as trailing words, as tcpdump takes it.
+    #[arg(trailing_var_arg = true, value_name = "EXPR")]
+    pub expr: Vec<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TcpArgs {
+    #[command(flatten)]
+    pub sel: Selectors,
+    /// Every namespace, following those that appear later (the default).
+    #[arg(long)]
+    pub all: bool,
+    /// Least seconds between two RTT readings of one connection.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    pub rtt_interval: f64,
+    /// Filter expression (tcpdump syntax subset) on the connection's
+    /// addresses and ports, the socket's own as source; may also be given
+    /// as trailing words.
+    #[arg(long, value_name = "EXPR")]
+    pub filter: Option<String>,
+    /// Filter expression as trailing words, as tcpdump takes it.
+    #[arg(trailing_var_arg = true, value_name = "EXPR")]
+    pub expr: Vec<String>,
 }
 
 #[derive(Debug, Args, Clone, Default)]

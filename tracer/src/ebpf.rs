@@ -10,7 +10,7 @@ use tracer_common::{
     offsets::KernelOffsets,
     tcp::{TCP_COUNTS_MAX, TCP_FLOWS_MAX},
     top::{TOP_FLOWS_MAX, TOP_IFACES_MAX},
-    tp::{ObsConfig, SkOffsets, TpOffsets, mode},
+    tp::{ObsConfig, SkOffsets, mode},
 };
 
 use crate::btf::{BtfError, KernelBtf};
@@ -76,22 +76,16 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     };
     let ring = opts.ring_bytes.next_power_of_two().max(4096);
     let (flows, ifaces) = if opts.top { (TOP_FLOWS_MAX, TOP_IFACES_MAX) } else { (UNUSED_MAP_ENTRIES, UNUSED_MAP_ENTRIES) };
-    // The drop and TCP programs: record layouts from tracefs (only when
-    // they run: the other jobs need not mount it), struct offsets and
-    // enum names from BTF.
+    // The drop and TCP programs: which program fits each tracepoint,
+    // struct offsets and enum names, all from BTF (only when they run).
     let obs_on = opts.obs.drops != mode::OFF || opts.obs.tcp != mode::OFF;
-    let (tp_offsets, tp_checks) = if obs_on && crate::sys::ensure_tracefs().is_ok() {
-        crate::tp::tp_offsets(std::path::Path::new(crate::sys::TRACEFS))
-    } else {
-        (TpOffsets::missing(), Vec::new())
-    };
+    let tp_checks = if obs_on { crate::tp::checks(&btf) } else { Vec::new() };
     let (sk_offsets, missing_sk_fields) = if obs_on { crate::tp::sk_offsets(&btf) } else { (SkOffsets::missing(), Vec::new()) };
     let counting = opts.obs.drops == mode::COUNT || opts.obs.tcp == mode::COUNT;
     let obs_entries = |n: u32| if counting { n } else { UNUSED_MAP_ENTRIES };
     let ebpf = EbpfLoader::new()
         .override_global(globals::CONFIG, &config, true)
         .override_global(globals::OFFSETS, &offsets, true)
-        .override_global(globals::TP_OFFSETS, &tp_offsets, true)
         .override_global(globals::SK_OFFSETS, &sk_offsets, true)
         .override_global(globals::OBS_CONFIG, &opts.obs, true)
         .map_max_entries(maps::EVENTS, ring)

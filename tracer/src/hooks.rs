@@ -155,6 +155,21 @@ pub fn attach_tracepoints(ebpf: &mut Ebpf, hooks: &[TracepointHook]) -> Result<(
     Ok(())
 }
 
+/// Loads the BTF tracepoint programs of `hooks` (program, tracepoint)
+/// and attaches them. Links live as long as `ebpf`.
+pub fn attach_btf_tracepoints(ebpf: &mut Ebpf, btf: &Btf, hooks: &[(&'static str, &'static str)]) -> Result<(), HookError> {
+    for &(program, tracepoint) in hooks {
+        let prog: &mut BtfTracePoint = ebpf
+            .program_mut(program)
+            .ok_or(HookError::NoProgram(program))?
+            .try_into()
+            .map_err(|source| HookError::Load { program, source })?;
+        prog.load(tracepoint, btf).map_err(|source| HookError::Load { program, source })?;
+        prog.attach().map_err(|source| HookError::Attach { program, target: format!("tp_btf/{tracepoint}"), source })?;
+    }
+    Ok(())
+}
+
 /// Result of probing one program kind.
 #[derive(Clone, Debug)]
 pub struct ProbeResult {

@@ -21,6 +21,7 @@ pub mod hooks;
 pub mod netlink;
 pub mod ns;
 pub mod nsnames;
+pub mod obs_run;
 pub mod output;
 pub mod packets;
 pub mod reader;
@@ -77,6 +78,8 @@ pub enum Job {
     Ns(NsJob),
     Packets(packets::PacketsJob),
     Top(top::TopJob),
+    Drops(obs_run::DropsJob),
+    Tcp(obs_run::TcpJob),
     /// The default job: netlink audit and packets of every namespace, merged.
     All(NetlinkJob, packets::PacketsJob),
 }
@@ -165,6 +168,8 @@ pub fn plan(cli: &Cli) -> Result<Job, Error> {
         Some(Command::Packets(a)) => Ok(Job::Packets(packets::PacketsJob::from_args(a)?)),
         Some(Command::Ns(a)) => Ok(Job::Ns(NsJob { netns: resolve_selectors(&a.sel)? })),
         Some(Command::Top(a)) => Ok(Job::Top(top::TopJob::from_args(a)?)),
+        Some(Command::Drops(a)) => Ok(Job::Drops(obs_run::DropsJob::from_args(a)?)),
+        Some(Command::Tcp(a)) => Ok(Job::Tcp(obs_run::TcpJob::from_args(a)?)),
         None => Ok(Job::All(NetlinkJob::default(), packets::PacketsJob::default())),
     }
 }
@@ -207,6 +212,14 @@ pub async fn run(cli: Cli, shutdown: Shutdown) -> Result<i32, Error> {
         Job::Top(tj) => {
             require_root()?;
             top::run(tj, cli.common, shutdown).await.map(|_| 0)
+        }
+        Job::Drops(j) => {
+            require_root()?;
+            obs_run::run_drops(j, cli.common, shutdown).await.map(|_| 0)
+        }
+        Job::Tcp(j) => {
+            require_root()?;
+            obs_run::run_tcp(j, cli.common, shutdown).await.map(|_| 0)
         }
         Job::All(nj, pj) => {
             require_root()?;

@@ -8,7 +8,7 @@
 //! remembered for [`FORGET_AFTER`], for events still in the ring buffer.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     sync::{Arc, RwLock, atomic::{AtomicBool, Ordering}},
     thread,
     time::{Duration, Instant},
@@ -37,11 +37,14 @@ pub struct NsNames {
     entries: HashMap<u64, Entry>,
     /// The tracer's own namespace: "host".
     pub host: Option<u64>,
+    /// The namespaces the refresher's selector chose at its last scan
+    /// (a container's, which changes when it restarts).
+    pub selected: BTreeSet<u64>,
 }
 
 impl NsNames {
     pub fn new(host: Option<u64>) -> Self {
-        Self { entries: HashMap::new(), host }
+        Self { entries: HashMap::new(), host, selected: BTreeSet::new() }
     }
 
     /// Takes in a scan of the namespaces at `now`.
@@ -121,6 +124,9 @@ impl NsNames {
     }
 }
 
+/// Chooses namespaces at each scan (see [`NsNames::selected`]).
+pub type Selector = Box<dyn Fn(&Netns) -> bool + Send>;
+
 /// The thread that keeps an [`NsNames`] current. Dropping it stops it.
 pub struct Refresher {
     pub table: Arc<RwLock<NsNames>>,
@@ -131,11 +137,11 @@ pub struct Refresher {
 impl Refresher {
     /// Starts the thread after a first scan made here, so the first events
     /// are already named.
-    pub fn start(host: Option<u64>) -> Self {
+    pub fn start(host: Option<u64>, select: Option<Selector>) -> Self {
         let table = Arc::new(RwLock::new(NsNames::new(host)));
         let stop = Arc::new(AtomicBool::new(false));
         let mut reg = Registry::new();
-        scan(&mut reg, &table);
+        scan(&mut reg, &table, select.as_ref());
         let (t, s) = (table.clone(), stop.clone());
         let handle = thread::Builder::new()
             .name("tracer-nsnames".into())
@@ -147,7 +153,7 @@ impl Refresher {
                         thread::sleep(Duration::from_millis(50));
                     }
                     if !s.load(Ordering::Relaxed) {
-                        scan(&mut reg, &t);
+                        scan(&mut reg, &t, select.as_ref());
                     }
                 }
             })
@@ -156,13 +162,16 @@ impl Refresher {
     }
 }
 
-fn scan(reg: &mut Registry, table: &RwLock<NsNames>) {
+fn scan(reg: &mut Registry, table: &RwLock<NsNames>, select: Option<&Selector>) {
     if reg.rescan(true).is_err() {
         return;
     }
     let list: Vec<Netns> = reg.namespaces().cloned().collect();
     if let Ok(mut t) = table.write() {
         t.update(Instant::now(), &list);
+        if let Some(f) = select {
+            t.selected = list.iter().filter(|n| f(n)).map(|n| n.inode).collect();
+        }
     }
 }
 

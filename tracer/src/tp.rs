@@ -1,91 +1,51 @@
-//! What the drop and TCP tracepoint programs need to know about the
-//! running kernel, read when loading: where each field sits in the
-//! tracepoint records (the tracefs `format` files; layouts differ between
-//! 5.10, 6.1, 6.12 and 6.18), the skb, socket and `tcp_sock` offsets (BTF),
-//! and the names of the kernel's enums (drop and reset reasons, from BTF:
+//! What the drop and TCP programs need to know about the running kernel,
+//! read when loading, all from its BTF: which argument list each BTF
+//! tracepoint has (`btf_trace_<name>`'s prototype: `kfree_skb` gained
+//! `reason` in 5.17 and `rx_sk` in 6.11, and so on), hence which of the
+//! programs written for each list to load; the skb, socket and `tcp_sock`
+//! offsets; and the names of the kernel's enums (drop and reset reasons:
 //! they change between versions, so no table of them is kept here).
+//! Why BTF tracepoints rather than classic ones: see tracer-common's `tp`.
 //!
-//! `tracer doctor` prints [`TRACEPOINTS`] with what this kernel's records
-//! carry.
+//! `tracer doctor` prints [`TRACEPOINTS`] with what this kernel's have.
 
-use std::{collections::HashMap, io, path::Path};
+use std::collections::HashMap;
 
-use tracer_common::{
-    programs as p,
-    tp::{MISSING, SkOffsets, TpOffsets},
-};
+use tracer_common::{programs as p, tp::SkOffsets};
 
 use crate::btf::KernelBtf;
 
-/// One field of a tracepoint record, from its `format` file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Field {
-    pub name: String,
-    /// The C type as the format file writes it (`void *`, `__u8`, ...).
-    pub ty: String,
-    pub offset: u32,
-    pub size: u32,
-}
-
-/// Parses a tracefs `format` file into its fields (common ones included).
-/// Lines that are not fields, or fields it cannot read, are skipped.
-pub fn parse_format(text: &str) -> Vec<Field> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let line = line.trim();
-        let Some(rest) = line.strip_prefix("field:") else { continue };
-        let mut decl = None;
-        let (mut offset, mut size) = (None, None);
-        for part in rest.split(';') {
-            let part = part.trim();
-            if let Some(v) = part.strip_prefix("offset:") {
-                offset = v.trim().parse::<u32>().ok();
-            } else if let Some(v) = part.strip_prefix("size:") {
-                size = v.trim().parse::<u32>().ok();
-            } else if decl.is_none() && !part.is_empty() && !part.contains(':') {
-                decl = Some(part);
-            }
-        }
-        let (Some(decl), Some(offset), Some(size)) = (decl, offset, size) else { continue };
-        // "unsigned char saddr[4]" -> name "saddr", type "unsigned char".
-        let decl = decl.split('[').next().unwrap_or(decl).trim_end();
-        let Some(split) = decl.rfind(|c: char| c.is_whitespace() || c == '*') else { continue };
-        let name = decl[split + 1..].trim();
-        let ty = decl[..=split].trim();
-        if name.is_empty() {
-            continue;
-        }
-        out.push(Field { name: name.to_string(), ty: ty.to_string(), offset, size });
-    }
-    out
-}
-
-/// One tracepoint the drop or TCP programs attach to.
+/// One BTF tracepoint the drop or TCP programs attach to.
 #[derive(Clone, Copy, Debug)]
 pub struct Tracepoint {
-    pub program: &'static str,
-    pub category: &'static str,
     pub name: &'static str,
-    /// Fields the program cannot do without.
-    pub required: &'static [&'static str],
-    /// Fields it uses where the kernel has them (newer kernels).
-    pub optional: &'static [&'static str],
-    /// Which command uses it.
+    /// Its arguments as the programs read them, in order.
+    pub args: &'static [Arg],
+    /// Programs by how many arguments they read; the one with the most the
+    /// kernel has is loaded.
+    pub variants: &'static [(&'static str, usize)],
+    /// Which commands use it.
     pub used_by: &'static str,
 }
 
-impl Tracepoint {
-    pub fn path(&self) -> String {
-        format!("{}/{}", self.category, self.name)
-    }
+/// An argument: its name and its type, as C writes it without qualifiers.
+#[derive(Clone, Copy, Debug)]
+pub struct Arg {
+    pub name: &'static str,
+    pub ty: &'static str,
 }
 
+const fn arg(name: &'static str, ty: &'static str) -> Arg {
+    Arg { name, ty }
+}
+
+const SK: Arg = arg("sk", "struct sock *");
+const SKB: Arg = arg("skb", "struct sk_buff *");
+
 pub const KFREE_SKB: Tracepoint = Tracepoint {
-    program: p::DROP_KFREE_SKB,
-    category: "skb",
     name: "kfree_skb",
-    required: &["skbaddr", "location"],
-    optional: &["reason", "rx_sk"],
+    args: &[SKB, arg("location", "void *"), arg("reason", "enum skb_drop_reason"), arg("rx_sk", "struct sock *")],
+    variants: &[(p::DROP_KFREE_SKB, 2), (p::DROP_KFREE_SKB_REASON, 3), (p::DROP_KFREE_SKB_RX_SK, 4)],
     used_by: "drops, top",
 };
 
@@ -93,146 +53,90 @@ pub const KFREE_SKB: Tracepoint = Tracepoint {
 pub const TRACEPOINTS: &[Tracepoint] = &[
     KFREE_SKB,
     Tracepoint {
-        program: p::TCP_SET_STATE,
-        category: "sock",
         name: "inet_sock_set_state",
-        required: &["skaddr", "oldstate", "newstate"],
-        optional: &["protocol"],
+        args: &[SK, arg("oldstate", "int"), arg("newstate", "int")],
+        variants: &[(p::TCP_SET_STATE, 3)],
         used_by: "tcp",
     },
     Tracepoint {
-        program: p::TCP_RETRANSMIT,
-        category: "tcp",
         name: "tcp_retransmit_skb",
-        required: &["skaddr"],
-        optional: &["skbaddr", "state"],
+        args: &[SK, SKB, arg("err", "int")],
+        variants: &[(p::TCP_RETRANSMIT, 2), (p::TCP_RETRANSMIT_ERR, 3)],
         used_by: "tcp, top",
     },
     Tracepoint {
-        program: p::TCP_SEND_RESET,
-        category: "tcp",
         name: "tcp_send_reset",
-        required: &["skaddr"],
-        optional: &["skbaddr", "reason"],
+        args: &[SK, SKB, arg("reason", "enum sk_rst_reason")],
+        variants: &[(p::TCP_SEND_RESET, 2), (p::TCP_SEND_RESET_REASON, 3)],
         used_by: "tcp, top",
     },
-    Tracepoint {
-        program: p::TCP_RECV_RESET,
-        category: "tcp",
-        name: "tcp_receive_reset",
-        required: &["skaddr"],
-        optional: &[],
-        used_by: "tcp, top",
-    },
-    Tracepoint {
-        program: p::TCP_PROBE,
-        category: "tcp",
-        name: "tcp_probe",
-        required: &["skaddr"],
-        optional: &["srtt", "snd_cwnd"],
-        used_by: "tcp (RTT)",
-    },
-    Tracepoint {
-        program: p::TCP_DESTROY,
-        category: "tcp",
-        name: "tcp_destroy_sock",
-        required: &["skaddr"],
-        optional: &[],
-        used_by: "tcp",
-    },
+    Tracepoint { name: "tcp_receive_reset", args: &[SK], variants: &[(p::TCP_RECV_RESET, 1)], used_by: "tcp, top" },
+    Tracepoint { name: "tcp_probe", args: &[SK], variants: &[(p::TCP_PROBE, 1)], used_by: "tcp (RTT)" },
+    Tracepoint { name: "tcp_destroy_sock", args: &[SK], variants: &[(p::TCP_DESTROY, 1)], used_by: "tcp" },
 ];
 
 /// The TCP tracepoints `top` counts with.
-pub const TCP_COUNT_PROGRAMS: &[&str] = &[p::TCP_RETRANSMIT, p::TCP_SEND_RESET, p::TCP_RECV_RESET];
+pub const TCP_COUNT_TRACEPOINTS: &[&str] = &["tcp_retransmit_skb", "tcp_send_reset", "tcp_receive_reset"];
 
-/// The fields of one tracepoint on this kernel, `None` when it has no
-/// such tracepoint (or tracefs cannot be read).
-pub fn read_fields(tracefs: &Path, t: &Tracepoint) -> io::Result<HashMap<String, Field>> {
-    let text = std::fs::read_to_string(tracefs.join("events").join(t.category).join(t.name).join("format"))?;
-    Ok(parse_format(&text).into_iter().map(|f| (f.name.clone(), f)).collect())
-}
-
-/// What one tracepoint's record carries here, for `doctor` and loading.
+/// What one tracepoint has on this kernel, for `doctor` and loading.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct TpCheck {
-    pub tracepoint: String,
+    pub tracepoint: &'static str,
     pub used_by: &'static str,
-    /// The tracepoint exists and has every required field.
-    pub usable: bool,
+    /// The program to load, when one fits.
+    pub program: Option<&'static str>,
+    /// The arguments the kernel's prototype has, of those the programs use.
     pub present: Vec<&'static str>,
+    /// Those it lacks (older kernels).
     pub missing: Vec<&'static str>,
-    /// Why not usable, when it is not.
+    /// Why no program fits, when none does.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
-/// Checks every tracepoint of [`TRACEPOINTS`] against `tracefs`, and
-/// fills the record offsets the programs get.
-pub fn tp_offsets(tracefs: &Path) -> (TpOffsets, Vec<TpCheck>) {
-    let mut o = TpOffsets::missing();
-    let mut checks = Vec::new();
-    for t in TRACEPOINTS {
-        let fields = read_fields(tracefs, t);
-        let mut check = TpCheck { tracepoint: t.path(), used_by: t.used_by, usable: false, present: vec![], missing: vec![], error: None };
-        let fields = match fields {
-            Ok(f) => f,
-            Err(e) => {
-                check.error = Some(if e.kind() == io::ErrorKind::NotFound { "no such tracepoint in this kernel".into() } else { e.to_string() });
-                check.missing = t.required.iter().chain(t.optional).copied().collect();
-                checks.push(check);
-                continue;
-            }
-        };
-        for f in t.required.iter().chain(t.optional) {
-            if fields.contains_key(*f) {
-                check.present.push(f);
-            } else {
-                check.missing.push(f);
-            }
+/// Checks `t` against a kernel whose prototype has `args` (or none):
+/// the program whose argument list is the longest that matches.
+pub fn check(t: &Tracepoint, args: Result<Vec<String>, String>) -> TpCheck {
+    let mut c = TpCheck { tracepoint: t.name, used_by: t.used_by, program: None, present: vec![], missing: vec![], error: None };
+    let args = match args {
+        Ok(a) => a,
+        Err(e) => {
+            c.missing = t.args.iter().map(|a| a.name).collect();
+            c.error = Some(e);
+            return c;
         }
-        check.usable = t.required.iter().all(|f| fields.contains_key(*f));
-        if !check.usable {
-            check.error = Some(format!("its record lacks {}", t.required.iter().filter(|f| !fields.contains_key(**f)).copied().collect::<Vec<_>>().join(", ")));
+    };
+    // How many of the expected arguments the kernel has, in order and of
+    // the expected types.
+    let mut fit = 0;
+    for (want, have) in t.args.iter().zip(&args) {
+        if want.ty != have {
+            c.error = Some(format!("argument {} is {have}, not {}", want.name, want.ty));
+            break;
         }
-        // An offset is handed over only with the size the program reads.
-        let at = |name: &str, size: u32| fields.get(name).filter(|f| f.size == size).map_or(MISSING, |f| f.offset);
-        if check.usable {
-            match t.program {
-                p::DROP_KFREE_SKB => {
-                    o.kfree_skbaddr = at("skbaddr", 8);
-                    o.kfree_location = at("location", 8);
-                    o.kfree_rx_sk = at("rx_sk", 8);
-                    o.kfree_reason = at("reason", 4);
-                }
-                p::TCP_SET_STATE => {
-                    o.state_skaddr = at("skaddr", 8);
-                    o.state_old = at("oldstate", 4);
-                    o.state_new = at("newstate", 4);
-                    o.state_protocol = at("protocol", 2);
-                }
-                p::TCP_RETRANSMIT => {
-                    o.retrans_skaddr = at("skaddr", 8);
-                    o.retrans_skbaddr = at("skbaddr", 8);
-                    o.retrans_state = at("state", 4);
-                }
-                p::TCP_SEND_RESET => {
-                    o.send_reset_skaddr = at("skaddr", 8);
-                    o.send_reset_skbaddr = at("skbaddr", 8);
-                    o.send_reset_reason = at("reason", 4);
-                }
-                p::TCP_RECV_RESET => o.recv_reset_skaddr = at("skaddr", 8),
-                p::TCP_PROBE => {
-                    o.probe_skaddr = at("skaddr", 8);
-                    o.probe_srtt = at("srtt", 4);
-                    o.probe_snd_cwnd = at("snd_cwnd", 4);
-                }
-                p::TCP_DESTROY => o.destroy_skaddr = at("skaddr", 8),
-                _ => {}
-            }
-        }
-        checks.push(check);
+        fit += 1;
     }
-    (o, checks)
+    c.present = t.args[..fit].iter().map(|a| a.name).collect();
+    c.missing = t.args[fit..].iter().map(|a| a.name).collect();
+    c.program = t.variants.iter().filter(|(_, n)| *n <= fit).max_by_key(|(_, n)| *n).map(|(p, _)| *p);
+    if c.program.is_none() && c.error.is_none() {
+        c.error = Some(format!("its arguments lack {}", c.missing.join(", ")));
+    }
+    if c.program.is_some() {
+        c.error = None;
+    }
+    c
+}
+
+/// Checks every tracepoint of [`TRACEPOINTS`] against the kernel's BTF.
+pub fn checks(btf: &KernelBtf) -> Vec<TpCheck> {
+    TRACEPOINTS
+        .iter()
+        .map(|t| {
+            let args = btf.tracepoint_args(t.name).map_err(|_| "no such tracepoint in this kernel".to_string());
+            check(t, args)
+        })
+        .collect()
 }
 
 /// The skb, socket and `tcp_sock` offsets from BTF; fields this kernel
@@ -261,11 +165,12 @@ pub fn sk_offsets(btf: &KernelBtf) -> (SkOffsets, Vec<String>) {
     set(&mut o.sk_v6_rcv_saddr, "sock_common", "skc_v6_rcv_saddr");
     set(&mut o.sk_v6_daddr, "sock_common", "skc_v6_daddr");
     set(&mut o.tcb_seq, "tcp_skb_cb", "seq");
+    set(&mut o.tcb_gso_segs, "tcp_skb_cb", "tcp_gso_segs");
     set(&mut o.tp_srtt_us, "tcp_sock", "srtt_us");
+    set(&mut o.tp_snd_cwnd, "tcp_sock", "snd_cwnd");
     set(&mut o.tp_bytes_acked, "tcp_sock", "bytes_acked");
     set(&mut o.tp_bytes_received, "tcp_sock", "bytes_received");
     set(&mut o.tp_total_retrans, "tcp_sock", "total_retrans");
-    set(&mut o.tcb_gso_segs, "tcp_skb_cb", "tcp_gso_segs");
     (o, missing)
 }
 
@@ -324,128 +229,62 @@ impl EnumNames {
 mod tests {
     use super::*;
 
-    const KFREE_6_18: &str = "name: kfree_skb
-ID: 2310
-format:
-\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
-\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
-\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
-\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
-
-\tfield:void * skbaddr;\toffset:8;\tsize:8;\tsigned:0;
-\tfield:void * location;\toffset:16;\tsize:8;\tsigned:0;
-\tfield:void * rx_sk;\toffset:24;\tsize:8;\tsigned:0;
-\tfield:unsigned short protocol;\toffset:32;\tsize:2;\tsigned:0;
-\tfield:enum skb_drop_reason reason;\toffset:36;\tsize:4;\tsigned:0;
-
-print fmt: \"skbaddr=%p rx_sk=%p protocol=%u location=%pS reason: %s\", REC->skbaddr
-";
-
-    // 5.10's record: no reason, no rx_sk, protocol after location.
-    const KFREE_5_10: &str = "name: kfree_skb
-format:
-\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
-\tfield:void * skbaddr;\toffset:8;\tsize:8;\tsigned:0;
-\tfield:void * location;\toffset:16;\tsize:8;\tsigned:0;
-\tfield:unsigned short protocol;\toffset:24;\tsize:2;\tsigned:0;
-";
-
-    #[test]
-    fn parses_format_fields() {
-        let f = parse_format(KFREE_6_18);
-        let names: Vec<&str> = f.iter().map(|f| f.name.as_str()).collect();
-        assert_eq!(names, ["common_type", "common_flags", "common_preempt_count", "common_pid", "skbaddr", "location", "rx_sk", "protocol", "reason"]);
-        let reason = f.iter().find(|f| f.name == "reason").expect("reason");
-        assert_eq!((reason.ty.as_str(), reason.offset, reason.size), ("enum skb_drop_reason", 36, 4));
-        let skb = f.iter().find(|f| f.name == "skbaddr").expect("skbaddr");
-        assert_eq!((skb.ty.as_str(), skb.offset, skb.size), ("void *", 8, 8));
-        let arr = parse_format("\tfield:__u8 saddr_v6[16];\toffset:42;\tsize:16;\tsigned:0;\n");
-        assert_eq!(arr, [Field { name: "saddr_v6".into(), ty: "__u8".into(), offset: 42, size: 16 }]);
-        // Garbage and half lines are skipped, not guessed.
-        assert!(parse_format("field:int x;\toffset:zz;\tsize:4;\nfield:;offset:1;size:1;\nrandom").is_empty());
-    }
-
-    fn tracefs_with(kfree: &str) -> tempdir::Dir {
-        let d = tempdir::Dir::new();
-        let p = d.path.join("events/skb/kfree_skb");
-        std::fs::create_dir_all(&p).expect("mkdir");
-        std::fs::write(p.join("format"), kfree).expect("write");
-        d
-    }
-
-    mod tempdir {
-        pub struct Dir {
-            pub path: std::path::PathBuf,
-        }
-        impl Dir {
-            pub fn new() -> Self {
-                use std::sync::atomic::{AtomicU32, Ordering};
-                static N: AtomicU32 = AtomicU32::new(0);
-                let path = std::env::temp_dir().join(format!("tracer-tp-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
-                std::fs::create_dir_all(&path).expect("mkdir");
-                Self { path }
-            }
-        }
-        impl Drop for Dir {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir_all(&self.path);
-            }
-        }
+    fn args(v: &[&str]) -> Result<Vec<String>, String> {
+        Ok(v.iter().map(|s| s.to_string()).collect())
     }
 
     #[test]
-    fn offsets_follow_each_kernels_layout() {
-        let d = tracefs_with(KFREE_6_18);
-        let (o, checks) = tp_offsets(&d.path);
-        assert_eq!((o.kfree_skbaddr, o.kfree_location, o.kfree_rx_sk, o.kfree_reason), (8, 16, 24, 36));
-        let k = &checks[0];
-        assert!(k.usable && k.missing.is_empty(), "{k:?}");
-        // The TCP tracepoints are absent from this fake tracefs: unusable, said why.
-        assert!(checks[1..].iter().all(|c| !c.usable && c.error.as_deref() == Some("no such tracepoint in this kernel")));
-        assert_eq!(o.state_skaddr, MISSING);
-
-        let d = tracefs_with(KFREE_5_10);
-        let (o, checks) = tp_offsets(&d.path);
-        assert_eq!((o.kfree_skbaddr, o.kfree_location, o.kfree_rx_sk, o.kfree_reason), (8, 16, MISSING, MISSING));
-        assert!(checks[0].usable);
-        assert_eq!(checks[0].missing, ["reason", "rx_sk"]);
-
-        // A field of an unexpected size is not handed to the program.
-        let d = tracefs_with(&KFREE_6_18.replace("reason;\toffset:36;\tsize:4", "reason;\toffset:36;\tsize:2"));
-        assert_eq!(tp_offsets(&d.path).0.kfree_reason, MISSING);
-        // A record without a required field is refused, with the field named.
-        let d = tracefs_with(KFREE_5_10.replace("location", "where").as_str());
-        let (o, checks) = tp_offsets(&d.path);
-        assert_eq!(o.kfree_skbaddr, MISSING);
-        assert_eq!(checks[0].error.as_deref(), Some("its record lacks location"));
+    fn the_program_follows_each_kernels_arguments() {
+        // 6.18: all four.
+        let c = check(&KFREE_SKB, args(&["struct sk_buff *", "void *", "enum skb_drop_reason", "struct sock *"]));
+        assert_eq!((c.program, c.missing.len(), c.error.as_deref()), (Some(p::DROP_KFREE_SKB_RX_SK), 0, None));
+        // 6.1: no rx_sk.
+        let c = check(&KFREE_SKB, args(&["struct sk_buff *", "void *", "enum skb_drop_reason"]));
+        assert_eq!((c.program, c.missing.clone()), (Some(p::DROP_KFREE_SKB_REASON), vec!["rx_sk"]));
+        // 5.10: no reason either.
+        let c = check(&KFREE_SKB, args(&["struct sk_buff *", "void *"]));
+        assert_eq!((c.program, c.missing.clone()), (Some(p::DROP_KFREE_SKB), vec!["reason", "rx_sk"]));
+        // An argument of another type stops the match there, and says so.
+        let c = check(&KFREE_SKB, args(&["struct sk_buff *", "void *", "int"]));
+        assert_eq!(c.program, Some(p::DROP_KFREE_SKB));
+        let c = check(&KFREE_SKB, args(&["struct sk_buff *"]));
+        assert_eq!((c.program, c.error.as_deref()), (None, Some("its arguments lack location, reason, rx_sk")));
+        let c = check(&KFREE_SKB, args(&["int", "void *"]));
+        assert_eq!((c.program, c.error.as_deref()), (None, Some("argument skb is int, not struct sk_buff *")));
+        let c = check(&KFREE_SKB, Err("no such tracepoint in this kernel".into()));
+        assert_eq!((c.program, c.missing.len()), (None, 4));
+        // More arguments than any program reads: the longest program.
+        let retrans = TRACEPOINTS.iter().find(|t| t.name == "tcp_retransmit_skb").expect("retrans");
+        let c = check(retrans, args(&["struct sock *", "struct sk_buff *", "int", "int"]));
+        assert_eq!(c.program, Some(p::TCP_RETRANSMIT_ERR));
     }
 
-    // The running kernel's own files: every supported kernel has tracefs
-    // and these tracepoints, so absence is a failure.
+    // The running kernel's own BTF (6.18 here): every tracepoint fits,
+    // with every argument the programs can use.
     #[test]
-    fn this_kernels_tracepoints_are_read() {
-        let tracefs = Path::new(crate::sys::TRACEFS);
-        if !tracefs.join("events").exists() {
-            // tracefs is not mounted for an unprivileged test run; the root
-            // integration tests (doctor) cover the real files.
-            return;
-        }
-        let (o, checks) = tp_offsets(tracefs);
-        assert!(checks.iter().all(|c| c.usable), "{checks:?}");
-        assert_ne!(o.kfree_skbaddr, MISSING);
-        assert_ne!(o.state_new, MISSING);
-    }
-
-    #[test]
-    fn this_kernels_btf_has_the_offsets_and_the_drop_reasons() {
+    fn this_kernels_tracepoints_and_offsets() {
         let btf = KernelBtf::open().expect("kernel BTF");
+        for c in checks(&btf) {
+            assert!(c.program.is_some() && c.missing.is_empty(), "{c:?}");
+        }
+        assert_eq!(
+            btf.tracepoint_args("kfree_skb").expect("kfree_skb"),
+            ["struct sk_buff *", "void *", "enum skb_drop_reason", "struct sock *"]
+        );
         let (o, missing) = sk_offsets(&btf);
         assert!(missing.is_empty(), "{missing:?}");
         assert_eq!(o.skb_head, btf.offset_of("sk_buff", "head").expect("head"));
         // sk_buff.protocol sits inside the `headers` struct group, found through it.
         assert!(o.skb_protocol > o.skb_len);
+        // tcp_gso_segs is in an anonymous union after seq and end_seq.
+        assert_eq!(o.tcb_gso_segs, 8);
+    }
+
+    #[test]
+    fn this_kernels_drop_reasons() {
+        let btf = KernelBtf::open().expect("kernel BTF");
         let reasons = EnumNames::from_btf(&btf, "skb_drop_reason", &["SKB_DROP_REASON_", "SKB_"]);
-        // As the kernel's own tracepoint prints them (this machine: 6.18).
+        // As the kernel's own tracepoint prints them.
         let nf = reasons.value("NETFILTER_DROP").expect("NETFILTER_DROP");
         assert_eq!(reasons.name(nf), Some("NETFILTER_DROP"));
         assert_eq!(reasons.name(reasons.value("no_socket").expect("NO_SOCKET")), Some("NO_SOCKET"));
@@ -453,6 +292,18 @@ format:
         assert_eq!(reasons.value("CONSUMED"), Some(1));
         assert!(reasons.len() > 60, "{}", reasons.len());
         assert!(reasons.value("NO_SUCH_REASON").is_none());
+        // Against the kernel's own table, where tracefs shows it: every
+        // `{ N, "NAME" }` of kfree_skb's print format is named alike.
+        if let Ok(fmt) = std::fs::read_to_string("/sys/kernel/tracing/events/skb/kfree_skb/format") {
+            let mut n = 0;
+            for part in fmt.split("{ ").skip(1) {
+                let Some((v, rest)) = part.split_once(", \"") else { continue };
+                let (Ok(v), Some(name)) = (v.trim().parse::<u64>(), rest.split('"').next()) else { continue };
+                assert_eq!(reasons.name(v), Some(name), "value {v}");
+                n += 1;
+            }
+            assert!(n > 60, "{n} names compared");
+        }
         let rst = EnumNames::from_btf(&btf, "sk_rst_reason", &["SK_RST_REASON_"]);
         assert_eq!(rst.name(0), Some("NOT_SPECIFIED"));
         assert!(EnumNames::from_btf(&btf, "no_such_enum_xyz", &[]).is_empty());

@@ -61,6 +61,9 @@ pub struct DropEvent {
     /// put in front when the kernel copied from the network header); empty
     /// when nothing was copied.
     pub frame: Vec<u8>,
+    /// The Ethernet header in `frame` is made up (the kernel copied from
+    /// the network header): `len` does not count it.
+    pub synthesized_eth: bool,
     pub headers: Headers,
     /// The task the drop happened in (a system call), when not in an interrupt.
     pub pid: Option<u32>,
@@ -141,6 +144,7 @@ impl DropEvent {
             location: meta.location,
             function: if meta.location == 0 { None } else { symbolise(meta.location) },
             len: meta.len,
+            synthesized_eth: meta.layer == layer::L3 && !frame.is_empty(),
             frame,
             headers,
             pid: task.then(|| ev.tgid()),

@@ -123,14 +123,21 @@ impl PcapngOut {
     }
 
     pub fn write(&mut self, e: &PacketEvent) -> Result<(), PcapngError> {
+        self.write_annotated(e, None)
+    }
+
+    /// [`Self::write`] with `extra` in place of the direction, in the
+    /// packet's comment and flags (`tracer drops`: the reason and the
+    /// function; a dropped packet has no direction to tell).
+    pub fn write_annotated(&mut self, e: &PacketEvent, extra: Option<&str>) -> Result<(), PcapngError> {
         if self.reader_gone {
             return Ok(());
         }
-        let r = self.write_block(e);
+        let r = self.write_block(e, extra);
         self.unless_gone(r)
     }
 
-    fn write_block(&mut self, e: &PacketEvent) -> Result<(), PcapngError> {
+    fn write_block(&mut self, e: &PacketEvent, extra: Option<&str>) -> Result<(), PcapngError> {
         let interface_id = self.interface_id(e)?;
         let (data, original_len) = if e.ethernet {
             (Cow::Borrowed(&e.frame[..]), e.len)
@@ -144,19 +151,25 @@ impl PcapngOut {
             None if e.host_netns => "host",
             None => "-",
         };
-        let comment = format!(
-            "netns={netns} inode={} container={} ifname={} direction={}",
-            e.netns_ino,
-            container,
-            e.ifname,
-            e.direction_name()
-        );
+        let mut comment = format!("netns={netns} inode={} container={} ifname={}", e.netns_ino, container, e.ifname);
+        let mut options = Vec::new();
+        match extra {
+            Some(x) => {
+                comment.push(' ');
+                comment.push_str(x);
+            }
+            None => {
+                comment.push_str(&format!(" direction={}", e.direction_name()));
+                options.push(EnhancedPacketOption::Flags(flags));
+            }
+        }
+        options.push(EnhancedPacketOption::Comment(Cow::Owned(comment)));
         let epb = EnhancedPacketBlock {
             interface_id,
             timestamp: Duration::from_nanos(e.wall_ns),
             original_len,
             data,
-            options: vec![EnhancedPacketOption::Flags(flags), EnhancedPacketOption::Comment(Cow::Owned(comment))],
+            options,
         };
         self.w.write_pcapng_block(epb)?;
         self.buffered += 1;

@@ -44,7 +44,9 @@ pub const TCP_CLOSE: u8 = 7;
 #[derive(Clone, Debug, PartialEq)]
 pub enum What {
     State { old: u8, new: u8 },
-    Retransmit { seq: Option<u32>, segs: u32 },
+    /// `err`: the negative errno of a failed attempt (then not a retransmission).
+    /// `total_retrans`: the socket's running count of segments sent again.
+    Retransmit { seq: Option<u32>, segs: u32, err: i32, total_retrans: u32 },
     ResetSent { reason: Option<String> },
     ResetReceived,
     Rtt { cwnd: u32 },
@@ -138,6 +140,8 @@ impl TcpEvent {
             EventKind::TcpRetransmit => What::Retransmit {
                 seq: (r.flags & flags::SEQ != 0).then_some(r.seq),
                 segs: if r.flags & flags::SEGS != 0 { r.segs.max(1) } else { 1 },
+                err: r.err,
+                total_retrans: r.total_retrans,
             },
             EventKind::TcpResetSent => What::ResetSent {
                 reason: (r.reason != u32::MAX)
@@ -194,6 +198,18 @@ impl TcpEvent {
     }
 }
 
+/// `EBUSY`, `ENOMEM`, ... for a negative errno (the kernel's own names).
+pub fn errno_name(err: i32) -> String {
+    match -err {
+        11 => "EAGAIN".into(),
+        12 => "ENOMEM".into(),
+        16 => "EBUSY".into(),
+        105 => "ENOBUFS".into(),
+        113 => "EHOSTUNREACH".into(),
+        n => format!("errno {n}"),
+    }
+}
+
 /// `1.23s`, `45.6ms`, `789us`.
 pub fn duration_text(ns: u64) -> String {
     let us = ns as f64 / 1e3;
@@ -234,9 +250,14 @@ impl Render for TcpEvent {
                     m.insert("old_state_ns".into(), d.into());
                 }
             }
-            What::Retransmit { seq, segs } => {
+            What::Retransmit { seq, segs, err, total_retrans } => {
+                m.insert("total_retrans".into(), (*total_retrans).into());
                 m.insert("seq".into(), (*seq).into());
                 m.insert("segs".into(), (*segs).into());
+                m.insert("failed".into(), (*err != 0).into());
+                if *err != 0 {
+                    m.insert("error".into(), errno_name(*err).into());
+                }
             }
             What::ResetSent { reason } => {
                 m.insert("reason".into(), reason.clone().into());
@@ -281,8 +302,11 @@ impl Render for TcpEvent {
                     s.push_str(&format!(" (after {} in {})", duration_text(d), state_name(*old)));
                 }
             }
-            What::Retransmit { seq, segs } => {
-                s.push_str("retransmit");
+            What::Retransmit { seq, segs, err, .. } => {
+                s.push_str(if *err != 0 { "retransmit attempt failed" } else { "retransmit" });
+                if *err != 0 {
+                    s.push_str(&format!(" ({})", errno_name(*err)));
+                }
                 if let Some(q) = seq {
                     s.push_str(&format!(" seq {q}"));
                 }
@@ -323,6 +347,7 @@ impl Render for TcpEvent {
             }
         }
         if let Some(us) = self.srtt_us
+            && us > 0
             && !matches!(self.what, What::Close { .. })
         {
             s.push_str(&format!(" srtt {us}us"));
@@ -392,8 +417,12 @@ mod tests {
         r.srtt_us = 50;
         r.flags = flags::SEQ | flags::SEGS | flags::SRTT;
         let e = TcpEvent::from_raw(&raw(EventKind::TcpRetransmit, r, 9, 1), &c, &names, &rst).expect("retrans");
-        assert_eq!(e.what, What::Retransmit { seq: Some(1234), segs: 3 });
+        assert_eq!(e.what, What::Retransmit { seq: Some(1234), segs: 3, err: 0, total_retrans: 0 });
         assert!(e.text().contains("retransmit seq 1234 (3 segments) in ESTABLISHED srtt 50us"), "{}", e.text());
+        r.err = -16;
+        let e = TcpEvent::from_raw(&raw(EventKind::TcpRetransmit, r, 9, 1), &c, &names, &rst).expect("retrans");
+        assert!(e.text().contains("retransmit attempt failed (EBUSY) seq 1234"), "{}", e.text());
+        assert_eq!((e.json()["failed"].as_bool(), e.json()["error"].as_str()), (Some(true), Some("EBUSY")));
 
         let mut r = rec(80, 40000);
         r.reason = 1;

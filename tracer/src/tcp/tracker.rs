@@ -131,6 +131,12 @@ impl Tracker {
             self.insert(e, tuple);
         }
         let Some(c) = self.conns.get_mut(&e.skaddr) else { return true };
+        // The kernel clears the local port when it unhashes a closing
+        // socket: its last events keep the connection's known ends.
+        if (e.sport == 0 || e.dport == 0) && c.tuple.1 != 0 && c.tuple.3 != 0 {
+            (e.src, e.sport, e.dst, e.dport) = c.tuple;
+        }
+        let tuple = (e.src, e.sport, e.dst, e.dport);
         if c.tuple != tuple {
             self.by_tuple.remove(&c.tuple);
             c.tuple = tuple;
@@ -145,10 +151,11 @@ impl Tracker {
                 c.state_since_ns = Some(e.mono_ns);
                 c.push_state(state_name(*new));
             }
-            What::Retransmit { segs, .. } => {
+            What::Retransmit { segs, err: 0, .. } => {
                 c.retransmits += 1;
                 c.segs += u64::from(*segs);
             }
+            What::Retransmit { .. } => {}
             What::ResetSent { .. } => c.resets_sent += 1,
             What::ResetReceived => c.resets_received += 1,
             What::Rtt { .. } => {}
@@ -288,12 +295,15 @@ mod tests {
             r.srtt_us = Some(us);
             t.observe(&mut r);
         }
-        let mut r = ev(1, 7, A, 5000, B, 80, 4_000, What::Retransmit { seq: Some(9), segs: 2 });
+        let mut r = ev(1, 7, A, 5000, B, 80, 4_000, What::Retransmit { seq: Some(9), segs: 2, err: 0, total_retrans: 0 });
         t.observe(&mut r);
         t.observe(&mut ev(1, 7, A, 5000, B, 80, 5_000, st(1, 4)));
         t.observe(&mut ev(1, 7, A, 5000, B, 80, 6_000, st(4, 5)));
-        t.observe(&mut ev(1, 7, A, 5000, B, 80, 7_000, st(5, 7)));
-        let mut c = ev(1, 7, A, 5000, B, 80, 8_000, What::Close { bytes_acked: Some(10), bytes_received: Some(3), total_retrans: Some(2) });
+        // Unhashed at its close: the kernel's local port is 0 by then.
+        let mut e = ev(1, 7, A, 0, B, 80, 7_000, st(5, 7));
+        t.observe(&mut e);
+        assert_eq!((e.sport, e.peer.clone()), (5000, Some(("ns8".into(), 8))));
+        let mut c = ev(1, 7, A, 0, B, 80, 8_000, What::Close { bytes_acked: Some(10), bytes_received: Some(3), total_retrans: Some(2) });
         c.state = TCP_CLOSE;
         assert!(t.observe(&mut c));
         let s = c.summary.clone().expect("summary");
@@ -308,7 +318,7 @@ mod tests {
     fn mid_connection_unconnected_and_resets() {
         let mut t = Tracker::new();
         // First seen with a retransmission: started before tracing.
-        t.observe(&mut ev(1, 7, A, 5000, B, 80, 100, What::Retransmit { seq: None, segs: 1 }));
+        t.observe(&mut ev(1, 7, A, 5000, B, 80, 100, What::Retransmit { seq: None, segs: 1, err: 0, total_retrans: 0 }));
         t.observe(&mut ev(1, 7, A, 5000, B, 80, 200, What::ResetReceived));
         let mut c = ev(1, 7, A, 5000, B, 80, 300, What::Close { bytes_acked: None, bytes_received: None, total_retrans: None });
         c.state = TCP_CLOSE;

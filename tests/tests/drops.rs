@@ -1,0 +1,171 @@
+//! `tracer drops`: real drops made between lab namespaces, counted by the
+//! tracer and by the kernel itself (an nftables rule's counter, the
+//! namespace's SNMP counters read with `nstat`), which must agree exactly;
+//! and each drop's namespace, interface, ports, reason and function.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use serde_json::Value;
+use tracer_tests::{Lab, LabNs, Tracer, sh, shell_quote, tracer_run, wait_until};
+
+/// The namespace's kernel counter `name` (`nstat -az`, absolute).
+pub fn nstat(ns: &LabNs, name: &str) -> u64 {
+    let out = ns.sh(&format!("nstat -az {name}"));
+    out.lines()
+        .find_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some(name)).then(|| w.next().and_then(|v| v.parse().ok())).flatten()
+        })
+        .unwrap_or_else(|| panic!("no {name} in nstat output: {out}"))
+}
+
+/// No IPv6 (router solicitations and MLD reports are dropped too, with
+/// other reasons, and would only add noise).
+fn quiet(lab: &Lab) {
+    for ns in &lab.ns {
+        ns.sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 && sysctl -qw net.ipv6.conf.default.disable_ipv6=1");
+        sh(&format!("sysctl -qw net.ipv6.conf.{}.disable_ipv6=1", ns.host_veth));
+    }
+    sh(&format!("sysctl -qw net.ipv6.conf.{}.disable_ipv6=1", lab.bridge));
+}
+
+/// Sends `count` datagrams of `size` bytes from `from` (port `sport`) to `to`:`dport`.
+fn udp_send(from: &LabNs, to: &str, sport: u16, dport: u16, count: u32, size: usize) {
+    let py = format!(
+        "import socket\n\
+         s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         s.bind(('',{sport}))\n\
+         for i in range({count}):\n    s.sendto(b'x'*{size},('{to}',{dport}))\n"
+    );
+    from.sh(&format!("python3 -c {}", shell_quote(&py)));
+}
+
+fn drops<'a>(events: &'a [Value], reason: &str, dport: u16) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["type"] == "drop" && e["reason"] == reason && e["dport"] == dport).collect()
+}
+
+/// The counter of the rule in `ns`'s table `t`, chain `in`, as nft reports it.
+fn nft_counter(ns: &LabNs) -> u64 {
+    let j: Value = serde_json::from_str(&ns.sh("nft -j list chain inet t in")).expect("nft json");
+    j["nftables"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .find_map(|o| o["rule"]["expr"].as_array()?.iter().find_map(|x| x["counter"]["packets"].as_u64()))
+        .expect("a rule with a counter")
+}
+
+/// An nftables rule in b drops 37 datagrams to one port: the tracer reports
+/// exactly as many `NETFILTER_DROP`s as the rule's counter, each in b's
+/// namespace, on b's eth0, with the datagram's addresses and ports and a
+/// kernel function name; 23 datagrams to a closed port are `NO_SOCKET`,
+/// as many as b's `UdpNoPorts` grew.
+#[test]
+fn nft_drops_and_closed_port_match_the_kernels_counts() {
+    let lab = Lab::new(2);
+    quiet(&lab);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    b.sh("nft add table inet t && nft add chain inet t in '{ type filter hook input priority 0; }' && nft add rule inet t in udp dport 5555 counter drop");
+    let no_ports_before = nstat(b, "UdpNoPorts");
+    let mut t = Tracer::start(&["drops", "--json", "--netns", &b.name]);
+    udp_send(a, &b.ip, 4444, 5555, 37, 20);
+    udp_send(a, &b.ip, 4445, 5556, 23, 20);
+    let done = wait_until(Duration::from_secs(10), || {
+        let ev = t.events();
+        drops(&ev, "NETFILTER_DROP", 5555).len() >= 37 && drops(&ev, "NO_SOCKET", 5556).len() >= 23
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(t.stop(), 0, "{}", t.stderr());
+    assert!(done, "not every drop seen: {:?}\n{}", t.lines(), t.stderr());
+    let ev = t.events();
+    let nf = drops(&ev, "NETFILTER_DROP", 5555);
+    assert_eq!(nf.len() as u64, nft_counter(b), "the rule's counter");
+    assert_eq!(nf.len(), 37);
+    let ns = drops(&ev, "NO_SOCKET", 5556);
+    assert_eq!(ns.len() as u64, nstat(b, "UdpNoPorts") - no_ports_before, "UdpNoPorts");
+    assert_eq!(ns.len(), 23);
+    for (e, sport) in nf.iter().map(|e| (e, 4444)).chain(ns.iter().map(|e| (e, 4445))) {
+        assert_eq!(e["netns"]["inode"], b.inode(), "{e}");
+        assert_eq!(e["netns"]["name"], b.name.as_str(), "{e}");
+        assert_eq!((e["ifname"].as_str(), e["attributed_by"].as_str()), (Some("eth0"), Some("device")), "{e}");
+        assert_eq!((e["src"].as_str(), e["dst"].as_str()), (Some(a.ip.as_str()), Some(b.ip.as_str())), "{e}");
+        assert_eq!((e["sport"].as_u64(), e["proto"].as_str(), e["unspecified"].as_bool()), (Some(sport), Some("udp"), Some(false)), "{e}");
+        let f = e["function"].as_str().unwrap_or_else(|| panic!("no function: {e}"));
+        assert!(f.contains("+0x"), "{e}");
+        // Decoded as `tracer packets` decodes: its summary and fields.
+        assert!(e["summary"].as_str().is_some_and(|s| s.contains(&format!("{}.{sport} > {}.", a.ip, b.ip)) && s.contains("UDP, length 20")), "{e}");
+    }
+    // Only b's drops: a's namespace is not selected.
+    assert!(ev.iter().filter(|e| e["type"] == "drop").all(|e| e["netns"]["inode"] == b.inode()), "{ev:?}");
+    assert!(t.stderr().contains("lost: none"), "{}", t.stderr());
+}
+
+/// `--reason` selects in the kernel, and the text form names reason,
+/// function and packet; an unknown reason is one sentence naming a close one.
+#[test]
+fn reason_selects_and_text_reads_like_packets() {
+    let lab = Lab::new(2);
+    quiet(&lab);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    b.sh("nft add table inet t && nft add chain inet t in '{ type filter hook input priority 0; }' && nft add rule inet t in udp dport 5555 counter drop");
+    let mut t = Tracer::start(&["drops", "--netns", &b.name, "--reason", "no_socket"]);
+    udp_send(a, &b.ip, 4444, 5555, 5, 20);
+    udp_send(a, &b.ip, 4445, 5556, 3, 20);
+    let done = wait_until(Duration::from_secs(10), || t.lines().iter().filter(|l| l.contains("5556")).count() >= 3);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(t.stop(), 0);
+    assert!(done, "{:?}", t.lines());
+    let lines = t.lines();
+    assert_eq!(lines.len(), 3, "only NO_SOCKET: {lines:?}");
+    let want = format!("{}/eth0 drop NO_SOCKET at ", b.name);
+    let pkt = format!(": IP {}.4445 > {}.5556: UDP, length 20", a.ip, b.ip);
+    assert!(lines.iter().all(|l| l.contains(&want) && l.ends_with(&pkt)), "{lines:?}");
+    let (code, _, err) = tracer_run(&["drops", "--reason", "NETFILTER_DORP"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("unknown drop reason NETFILTER_DORP") && err.contains("NETFILTER_DROP") && err.lines().count() == 1, "{err}");
+}
+
+/// Traffic forwarded by b to c, then b's route to c removed under it: the
+/// datagrams b can no longer route are `IP_INNOROUTES` drops in b, as many
+/// as b's own `IpExtInNoRoutes` counter grew, and a filter picks them.
+#[test]
+fn route_removed_under_traffic() {
+    let lab = Lab::new(2);
+    quiet(&lab);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    let c = lab.extra_ns("c");
+    let (bc, cb) = (format!("trx{}b", lab.id), format!("trx{}c", lab.id));
+    let net = format!("192.0.2.{}", 0);
+    sh(&format!(
+        "ip link add {bc} netns {b} type veth peer name {cb} netns {c} && \
+         ip -n {b} addr add 192.0.2.1/24 dev {bc} && ip -n {b} link set {bc} up && \
+         ip -n {c} addr add 192.0.2.2/24 dev {cb} && ip -n {c} link set {cb} up && \
+         ip -n {c} route add default via 192.0.2.1",
+        b = b.name,
+        c = c.name
+    ));
+    b.sh("sysctl -qw net.ipv4.ip_forward=1");
+    a.sh(&format!("ip route add {net}/24 via {}", b.ip));
+    let before = nstat(b, "IpExtInNoRoutes");
+    let mut t = Tracer::start(&["drops", "--json", "--netns", &b.name, "udp", "port", "7777"]);
+    // 1,000 datagrams over about 2 s; the route goes after about 0.5 s.
+    let py = "import socket,time\n\
+              s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+              for i in range(1000):\n    s.sendto(b'x'*10,('192.0.2.2',7777))\n    time.sleep(0.002)\n";
+    let mut sender = a.spawn(&format!("python3 -c {}", shell_quote(py)));
+    std::thread::sleep(Duration::from_millis(500));
+    b.sh(&format!("ip route del {net}/24 dev {bc}"));
+    assert!(sender.wait().expect("sender").success());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(t.stop(), 0, "{}", t.stderr());
+    let grown = nstat(b, "IpExtInNoRoutes") - before;
+    let ev = t.events();
+    let by_reason: BTreeMap<String, usize> = ev.iter().filter(|e| e["type"] == "drop").fold(BTreeMap::new(), |mut m, e| {
+        *m.entry(e["reason"].as_str().unwrap_or("-").to_string()).or_default() += 1;
+        m
+    });
+    let no_route = drops(&ev, "IP_INNOROUTES", 7777);
+    assert!(grown > 100, "the route was removed under traffic: {grown} unroutable ({by_reason:?})");
+    assert_eq!(no_route.len() as u64, grown, "IpExtInNoRoutes; by reason: {by_reason:?}");
+    assert!(no_route.iter().all(|e| e["ifname"] == "eth0" && e["netns"]["inode"] == b.inode() && e["dst"] == "192.0.2.2"), "{no_route:?}");
+}
