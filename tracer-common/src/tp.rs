@@ -74,8 +74,12 @@ pub struct SkOffsets {
     pub tcb_gso_segs: u32,
     /// `tcp_sock.snd_cwnd`
     pub tp_snd_cwnd: u32,
+    /// `inet_sock.inet_sport` (network order): unlike `skc_num`, kept when
+    /// a closing socket gives its port back (before its last state change
+    /// is traced).
+    pub inet_sport: u32,
 }
-const _: () = assert!(core::mem::size_of::<SkOffsets>() == 92);
+const _: () = assert!(core::mem::size_of::<SkOffsets>() == 96);
 
 impl SkOffsets {
     pub const fn missing() -> Self {
@@ -104,6 +108,7 @@ impl SkOffsets {
             tp_total_retrans: m,
             tcb_gso_segs: m,
             tp_snd_cwnd: m,
+            inet_sport: m,
         }
     }
 }

@@ -125,7 +125,10 @@ fn from_sock(sk: *const u8) -> TcpRecord {
     let s = sko();
     let mut r = TcpRecord { skaddr: sk as u64, reason: u32::MAX, ..TcpRecord::default() };
     r.family = kread_or_zero(sk, o.sk_family);
-    r.sport = kread_or_zero(sk, s.sk_num);
+    r.sport = u16::from_be(kread_or_zero(sk, s.inet_sport));
+    if r.sport == 0 {
+        r.sport = kread_or_zero(sk, s.sk_num);
+    }
     r.dport = u16::from_be(kread_or_zero(sk, s.sk_dport));
     r.new_state = kread_or_zero(sk, s.sk_state);
     if r.family == AF_INET {
