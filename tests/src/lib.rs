@@ -337,30 +337,21 @@ pub fn pid_and_run(prefix: &str, cmd: &str) -> (u32, Output) {
     (pid, out)
 }
 
-/// BPF_PROG_QUERY for the TCX programs on `ifname`, from inside `netns`
-/// (a path) or the current namespace.
+/// The TCX programs on `ifname`, in the chain's order (BPF_PROG_QUERY,
+/// through aya's `query_tcx`), from inside `netns` (a path) or the current
+/// namespace.
 pub fn tcx_programs(netns: Option<String>, ifname: &str, ingress: bool) -> Vec<u32> {
-    let ifname = std::ffi::CString::new(ifname).expect("name");
+    use aya::programs::{SchedClassifier, tc::TcAttachType};
+    let ifname = ifname.to_string();
     std::thread::spawn(move || {
         if let Some(p) = netns {
             let f = std::fs::File::open(p).expect("netns file");
             // SAFETY: setns on this short-lived thread only.
             assert_eq!(unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) }, 0);
         }
-        // SAFETY: valid C string.
-        let ifindex = unsafe { libc::if_nametoindex(ifname.as_ptr()) };
-        assert!(ifindex > 0, "no interface {ifname:?}");
-        let mut ids = [0u32; 64];
-        let mut attr = [0u64; 16];
-        const BPF_PROG_QUERY: libc::c_long = 16;
-        const BPF_TCX_INGRESS: u64 = 46;
-        attr[0] = ifindex as u64 | ((if ingress { BPF_TCX_INGRESS } else { BPF_TCX_INGRESS + 1 }) << 32);
-        attr[2] = ids.as_mut_ptr() as u64;
-        attr[3] = ids.len() as u64;
-        // SAFETY: bpf(2) with a zeroed, correctly laid out attr and a buffer of 64 ids.
-        let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_QUERY, attr.as_mut_ptr(), 128) };
-        assert_eq!(rc, 0, "BPF_PROG_QUERY: {}", std::io::Error::last_os_error());
-        ids[..(attr[3] as u32 as usize).min(64)].to_vec()
+        let ty = if ingress { TcAttachType::Ingress } else { TcAttachType::Egress };
+        let (_, progs) = SchedClassifier::query_tcx(&ifname, ty).unwrap_or_else(|e| panic!("query_tcx {ifname}: {e}"));
+        progs.iter().map(|p| p.id()).collect()
     })
     .join()
     .expect("query thread")
@@ -394,6 +385,63 @@ pub fn kernel_has_tcx() -> bool {
 /// the kernel has them, cls_bpf filters (the tracer's fallback) before 6.6.
 pub fn attached_programs(netns: Option<String>, ifname: &str, ingress: bool) -> Vec<u32> {
     if kernel_has_tcx() { tcx_programs(netns, ifname, ingress) } else { tc_filter_programs(netns, ifname, ingress) }
+}
+
+/// Starts `tracer ARGS` (a TC job that traces every namespace) on a lab of
+/// two namespaces and checks what every TC job must do: its two programs
+/// (one ingress, one egress) on every traced interface, first in the
+/// chain, in the mode the kernel calls for, one clsact qdisc per interface
+/// in netlink-tc mode; and once it stopped, nothing of it left: no program
+/// attached or loaded, no clsact qdisc.
+pub fn assert_tc_job_attaches_first_and_leaves_nothing(args: &[&str]) {
+    let lab = Lab::new(2);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    let places = [
+        (Some(a.path()), "eth0".to_string()),
+        (Some(b.path()), "eth0".to_string()),
+        (None, a.host_veth.clone()),
+        (None, lab.bridge.clone()),
+    ];
+    let tcx = kernel_has_tcx();
+    let snapshot = || -> std::collections::BTreeSet<u32> {
+        places.iter().flat_map(|(ns, i)| [true, false].map(|ing| attached_programs(ns.clone(), i, ing))).flatten().collect()
+    };
+    let qdiscs = || -> String {
+        places
+            .iter()
+            .map(|(ns, i)| {
+                let ns = ns.as_ref().map(|p| format!("-netns {} ", p.rsplit('/').next().unwrap_or(p))).unwrap_or_default();
+                sh(&format!("tc {ns}qdisc show dev {i}"))
+            })
+            .collect()
+    };
+    let before = snapshot();
+    let mut t = Tracer::start(args);
+    let mode = if tcx { "(tcx" } else { "(netlink-tc" };
+    assert!(
+        wait_until(Duration::from_secs(2), || t.stderr().contains(mode)),
+        "Linux {:?} calls for {mode}): {}",
+        kernel_version(),
+        t.stderr()
+    );
+    let during = snapshot();
+    let ours: std::collections::BTreeSet<u32> = during.difference(&before).copied().collect();
+    assert_eq!(ours.len(), 2, "{args:?}: expected two programs: before {before:?}, during {during:?}");
+    for (ns, i) in &places {
+        for ing in [true, false] {
+            let ids = attached_programs(ns.clone(), i, ing);
+            // First in the chain, so nothing placed before it can hide a packet.
+            assert!(ids.first().is_some_and(|id| ours.contains(id)), "{args:?}: {i} ({ns:?}) ingress={ing}: not first: {ids:?}");
+        }
+    }
+    if !tcx {
+        assert_eq!(qdiscs().matches("qdisc clsact").count(), places.len(), "one clsact per interface: {}", qdiscs());
+    }
+    assert_eq!(t.stop(), 0);
+    assert!(wait_until(Duration::from_secs(3), || snapshot().is_disjoint(&ours)), "{args:?}: programs still attached: {:?}", snapshot());
+    assert!(wait_until(Duration::from_secs(3), || ours.iter().all(|id| !program_exists(*id))), "{args:?}: programs still loaded");
+    // The fallback's qdiscs were added by the tracer, so it removes them.
+    assert!(!qdiscs().contains("clsact"), "{args:?}: clsact left behind: {}", qdiscs());
 }
 
 /// Whether a BPF program with this id still exists.

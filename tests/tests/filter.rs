@@ -3,7 +3,7 @@
 //! buffer, and decide every frame exactly as the userspace evaluator does.
 //!
 //! Programs are attached (TCX, ingress and egress) to `eth0` inside the lab
-//! namespaces; events are read with `tracer::reader::Reader`.
+//! namespaces; events are read with the tracer's ring reader.
 
 use std::{
     collections::BTreeSet,
@@ -21,13 +21,7 @@ use etherparse::{
     ArpHardwareId, ArpOperation, ArpPacket, EtherType, NetSlice, PacketBuilder, SlicedPacket, TransportSlice,
     VlanId,
 };
-use tracer::{
-    ebpf::{self, LoadOptions},
-    event::{RawEvent, read_pod},
-    packets::filter,
-    reader::Reader,
-    sys::in_netns,
-};
+use tracer::testing::{LoadOptions, Loaded, RawEvent, Reader, filter, in_netns, load, read_pod};
 use tracer_common::{
     EventKind,
     packet::{DIR_EGRESS, DIR_INGRESS, PacketMeta},
@@ -47,7 +41,7 @@ struct Seen {
 struct Capture {
     // Dropped before the object and the runtime it registered with.
     reader: Reader,
-    loaded: ebpf::Loaded,
+    loaded: Loaded,
     _rt: tokio::runtime::Runtime,
 }
 
@@ -58,7 +52,7 @@ impl Capture {
         let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().expect("tokio runtime");
         let _guard = rt.enter();
         // Snaplen 256: every frame of these tests is shorter, so events carry whole frames.
-        let mut loaded = ebpf::load(&LoadOptions { snaplen: 256, ..LoadOptions::default() }).expect("load the eBPF object");
+        let mut loaded = load(&LoadOptions { snaplen: 256, ..LoadOptions::default() }).expect("load the eBPF object");
         for (name, kind) in [(programs::PKT_INGRESS, TcAttachType::Ingress), (programs::PKT_EGRESS, TcAttachType::Egress)] {
             let prog: &mut SchedClassifier =
                 loaded.ebpf.program_mut(name).expect("program in object").try_into().expect("a classifier");

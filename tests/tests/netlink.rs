@@ -200,7 +200,12 @@ fn gets_are_hidden_unless_asked_and_own_traffic_never_shows() {
     let (pid2, _) = pid_and_run(&in_ns(ns), "ip link add trbr2 type bridge");
     find(&quiet, "marker", |e| e["pid"] == pid2);
     let get = find(&all, "get", |e| e["pid"] == pid && e["msg_type"] == "RTM_GETLINK");
-    assert!(get["flags"].as_array().expect("flags").contains(&Value::from("root")) || get["flags"].as_array().expect("flags").contains(&Value::from("request")));
+    // `ip link show` dumps: NLM_F_REQUEST | NLM_F_DUMP, which is ROOT | MATCH.
+    let flags = get["flags"].as_array().expect("flags");
+    for f in ["request", "root", "match"] {
+        assert!(flags.contains(&Value::from(f)), "{f} missing from {flags:?}");
+    }
+    assert!(!flags.contains(&Value::from("create")), "a GET's 0x400 is atomic, not create: {flags:?}");
     find(&all, "marker", |e| e["pid"] == pid2);
     // (`ip` also sends an empty RTM_NEWLINK to probe the kernel: not a GET.)
     assert!(

@@ -11,7 +11,14 @@ use std::{
 };
 
 use serde_json::Value;
-use tracer_tests::{wait_until, Lab, LabNs, Tracer, attached_programs, kernel_has_tcx, program_exists, sh, sh_out, tracer_run};
+use aya::programs::{
+    SchedClassifier,
+    links::LinkOrder,
+    tc::{TcAttachOptions, TcAttachType},
+};
+use tracer::testing::{LoadOptions, in_netns, load};
+use tracer_common::programs;
+use tracer_tests::{wait_until, Lab, LabNs, Tracer, kernel_has_tcx, sh, sh_out, tracer_run};
 
 /// The inode of the namespace the tests (and the tracer) run in.
 fn host_inode() -> u64 {
@@ -386,56 +393,53 @@ fn a_transfer_through_traced_interfaces_arrives_byte_identical() {
 
 #[test]
 fn nothing_is_left_attached_after_the_tracer_stops() {
-    let lab = Lab::new(2);
-    let (a, b) = (&lab.ns[0], &lab.ns[1]);
-    let places = [
-        (Some(a.path()), "eth0".to_string()),
-        (Some(b.path()), "eth0".to_string()),
-        (None, a.host_veth.clone()),
-        (None, lab.bridge.clone()),
-    ];
-    let tcx = kernel_has_tcx();
-    let snapshot = || -> BTreeSet<u32> {
-        places.iter().flat_map(|(ns, i)| [true, false].map(|ing| attached_programs(ns.clone(), i, ing))).flatten().collect()
+    tracer_tests::assert_tc_job_attaches_first_and_leaves_nothing(&["packets", "--all"]);
+}
+
+/// TCX puts the tracer's programs first also on an interface that already
+/// has another TCX program, attached the way tools attach by default (last):
+/// the kernel's own order, as BPF_PROG_QUERY lists it (aya's `query_tcx`).
+#[test]
+fn tcx_programs_go_before_a_program_already_there() {
+    if !kernel_has_tcx() {
+        eprintln!("skipped: no TCX before Linux 6.6");
+        return;
+    }
+    let lab = Lab::new(1);
+    let a = &lab.ns[0];
+    let ns = std::path::PathBuf::from(a.path());
+    // Someone else's program on both hooks of the lab's eth0: the tracer's
+    // own do-nothing TC probe, loaded from its object by the test.
+    let mut other = load(&LoadOptions { ring_bytes: 4096, ..Default::default() }).expect("load the object");
+    let prog: &mut SchedClassifier =
+        other.ebpf.program_mut(programs::PROBE_TC).expect("probe program").try_into().expect("a classifier");
+    prog.load().expect("load the probe");
+    let other_id = prog.info().expect("program info").id();
+    for ty in [TcAttachType::Ingress, TcAttachType::Egress] {
+        in_netns(&ns, || prog.attach_with_options("eth0", ty, TcAttachOptions::TcxOrder(LinkOrder::default())))
+            .expect("enter the namespace")
+            .expect("attach the other program");
+    }
+    let chain = |ty: TcAttachType| -> Vec<(u32, String)> {
+        let (_, progs) = in_netns(&ns, || SchedClassifier::query_tcx("eth0", ty)).expect("enter the namespace").expect("query_tcx");
+        progs.iter().map(|p| (p.id(), p.name_as_str().unwrap_or_default().to_string())).collect()
     };
-    let qdiscs = || -> String {
-        places
-            .iter()
-            .map(|(ns, i)| {
-                let ns = ns.as_ref().map(|p| format!("-netns {} ", p.rsplit('/').next().unwrap_or(p))).unwrap_or_default();
-                sh(&format!("tc {ns}qdisc show dev {i}"))
-            })
-            .collect()
-    };
-    let before = snapshot();
-    let mut t = Tracer::start(&["packets", "--all"]);
-    let mode = if tcx { "(tcx)" } else { "(netlink-tc)" };
-    assert!(
-        wait_until(Duration::from_secs(2), || t.stderr().contains(mode)),
-        "Linux {:?} calls for {mode}: {}",
-        tracer_tests::kernel_version(),
-        t.stderr()
-    );
-    let during = snapshot();
-    let ours: BTreeSet<u32> = during.difference(&before).copied().collect();
-    // One ingress and one egress program, attached everywhere.
-    assert_eq!(ours.len(), 2, "expected the tracer's two programs: before {before:?}, during {during:?}");
-    for (ns, i) in &places {
-        for ing in [true, false] {
-            let ids = attached_programs(ns.clone(), i, ing);
-            assert!(ids.iter().any(|id| ours.contains(id)), "{i} ({ns:?}) ingress={ing}: {ids:?}");
-            // First in the chain, so nothing placed before it can hide a packet.
-            assert!(ours.contains(&ids[0]), "{i}: not first: {ids:?}");
+    let ids = |ty| chain(ty).iter().map(|(id, _)| *id).collect::<Vec<_>>();
+    assert_eq!((ids(TcAttachType::Ingress), ids(TcAttachType::Egress)), (vec![other_id], vec![other_id]));
+    for (args, names) in [
+        (["packets", "--netns", &a.name], [programs::PKT_INGRESS, programs::PKT_EGRESS]),
+        (["top", "--netns", &a.name], [programs::TOP_INGRESS, programs::TOP_EGRESS]),
+    ] {
+        let mut t = Tracer::start(&args);
+        for (ty, name) in [(TcAttachType::Ingress, names[0]), (TcAttachType::Egress, names[1])] {
+            let c = chain(ty);
+            assert_eq!(c.len(), 2, "{args:?}: {c:?}");
+            assert_eq!(c[0].1, name, "{args:?}: the tracer's program first: {c:?}");
+            assert_eq!(c[1].0, other_id, "{args:?}: the other one after it: {c:?}");
         }
+        assert_eq!(t.stop(), 0);
+        assert!(wait_until(Duration::from_secs(3), || ids(TcAttachType::Ingress) == vec![other_id] && ids(TcAttachType::Egress) == vec![other_id]), "{args:?}: {:?}", chain(TcAttachType::Ingress));
     }
-    if !tcx {
-        assert_eq!(qdiscs().matches("qdisc clsact").count(), places.len(), "one clsact per interface: {}", qdiscs());
-    }
-    assert_eq!(t.stop(), 0);
-    assert!(wait_until(Duration::from_secs(3), || snapshot().is_disjoint(&ours)), "programs still attached: {:?}", snapshot());
-    assert!(wait_until(Duration::from_secs(3), || ours.iter().all(|id| !program_exists(*id))), "programs still loaded");
-    // The fallback's qdiscs were added by the tracer, so it removes them.
-    assert!(!qdiscs().contains("clsact"), "clsact left behind: {}", qdiscs());
 }
 
 #[test]
@@ -514,9 +518,21 @@ fn count_and_duration_stop_by_themselves() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.lines().count(), 2, "{out}");
     assert!(err.contains("2 events"), "{err}");
-    let (code, out, err) = tracer_run(&["packets", "--netns", &a.name, "--duration", "0.5"]);
+    // Text, ended by --duration: the packets sent meanwhile, as tcpdump
+    // prints them, and only the namespace's interface.
+    let start = Instant::now();
+    let name = a.name.clone();
+    let run = std::thread::spawn(move || tracer_run(&["packets", "--netns", &name, "--duration", "5"]));
+    while !run.is_finished() && start.elapsed() < Duration::from_secs(20) {
+        udp_send(a, &b.ip, 41061, 5000, &["x"]);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, out, err) = run.join().expect("tracer thread");
     assert_eq!(code, 0, "{err}");
-    assert!(out.is_empty() || out.lines().all(|l| l.contains("/eth0")));
+    assert!(start.elapsed() < Duration::from_secs(20), "--duration did not stop the tracer");
+    let want = format!("{}/eth0 Out IP {}.41061 > {}.5000: UDP, length 1", a.name, a.ip, b.ip);
+    assert!(out.lines().any(|l| l.contains(&want)), "no `{want}` in {out}");
+    assert!(out.lines().all(|l| l.contains(&format!(" {}/eth0 ", a.name))), "{out}");
     assert!(err.contains("ready"));
 }
 

@@ -12,7 +12,7 @@
 use std::{ffi::CString, os::fd::AsFd, process::Command};
 
 use etherparse::{ArpHardwareId, ArpOperation, ArpPacket, EtherType, PacketBuilder, VlanId};
-use tracer::cbpf::{
+use tracer::testing::cbpf::{
     self, Action, Dialect, Direction, Filter, KernelFilter, LinkType, Options, TC_ACT_UNSPEC,
     insn::{Insn, R0, R1, R2, R3, R6},
     sys, translate,

@@ -9,7 +9,7 @@ use std::{
 };
 
 use serde_json::Value;
-use tracer_tests::{wait_until, Lab, LabNs, Tracer, attached_programs, program_exists, sh, tracer_run};
+use tracer_tests::{wait_until, Lab, LabNs, Tracer, sh, tracer_run};
 
 /// UDP header plus IPv4 plus Ethernet: a datagram of payload P is a frame of P + 42 bytes.
 const UDP_OVERHEAD: u64 = 42;
@@ -308,31 +308,7 @@ fn interfaces_that_go_away_leave_the_report() {
 
 #[test]
 fn nothing_is_left_attached_after_top_stops() {
-    let lab = Lab::new(2);
-    let (a, b) = (&lab.ns[0], &lab.ns[1]);
-    let places = [
-        (Some(a.path()), "eth0".to_string()),
-        (Some(b.path()), "eth0".to_string()),
-        (None, a.host_veth.clone()),
-        (None, lab.bridge.clone()),
-    ];
-    let snapshot = || -> BTreeSet<u32> {
-        places.iter().flat_map(|(ns, i)| [true, false].map(|ing| attached_programs(ns.clone(), i, ing))).flatten().collect()
-    };
-    let before = snapshot();
-    let mut t = Tracer::start(&["top"]);
-    let during = snapshot();
-    let ours: BTreeSet<u32> = during.difference(&before).copied().collect();
-    assert_eq!(ours.len(), 2, "expected top's two programs: before {before:?}, during {during:?}");
-    for (ns, i) in &places {
-        for ing in [true, false] {
-            let ids = attached_programs(ns.clone(), i, ing);
-            assert!(ours.contains(&ids[0]), "{i} ({ns:?}) ingress={ing}: not first: {ids:?}");
-        }
-    }
-    assert_eq!(t.stop(), 0);
-    assert!(wait_until(Duration::from_secs(3), || snapshot().is_disjoint(&ours)), "programs still attached: {:?}", snapshot());
-    assert!(wait_until(Duration::from_secs(3), || ours.iter().all(|id| !program_exists(*id))), "programs still loaded");
+    tracer_tests::assert_tc_job_attaches_first_and_leaves_nothing(&["top"]);
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! The interface watcher (`tracer::ns::watch`) against the real kernel:
+//! The interface watcher (`tracer::testing::watch`) against the real kernel:
 //! lab namespaces, veths, bridges, moves by name and by pid, addresses and
 //! routes; the table must name everything at every moment, name deletions
 //! from its tombstones, record where moved links went, carry the portid
@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tracer::ns::watch::{
+use tracer::testing::watch::{
     Config, EventKind, Link, LinkState, NsHandle, Place, Watcher,
     testing::{Event, Source, stall},
 };

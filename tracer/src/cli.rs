@@ -1,5 +1,6 @@
-//! Command-line flags, and their validation into one [`crate::Job`] before
-//! anything touches the kernel.
+//! Command-line flags, as clap parses them: nothing here but their shapes
+//! and help. `app` alone reads them, and validates them into one
+//! job before anything touches the kernel.
 
 use std::path::PathBuf;
 
@@ -57,15 +58,10 @@ pub enum Command {
 
 #[derive(Debug, Args, Clone, Default)]
 pub struct DropsArgs {
+    /// Where (`-i`: drops without a device are then left out), and which
+    /// packets (the filter runs in the kernel).
     #[command(flatten)]
-    pub sel: Selectors,
-    /// Every namespace, following those that appear later (the default).
-    #[arg(long)]
-    pub all: bool,
-    /// Only drops on interfaces whose name matches this glob (comma-separated
-    /// globs); drops without a device are then left out.
-    #[arg(short = 'i', long = "iface", value_name = "GLOB")]
-    pub iface: Option<String>,
+    pub tc: TcArgs,
     /// Only these drop reasons, as the kernel names them (e.g.
     /// NETFILTER_DROP,NO_SOCKET; comma-separated).
     #[arg(long, value_name = "LIST")]
@@ -77,12 +73,6 @@ pub struct DropsArgs {
     /// with `-` (reason and function in each packet's comment).
     #[arg(short = 'w', value_name = "FILE")]
     pub write: Option<PathBuf>,
-    /// Filter expression (tcpdump syntax subset); may also be given as trailing words.
-    #[arg(long, value_name = "EXPR")]
-    pub filter: Option<String>,
-    /// Filter expression as trailing words, as tcpdump takes it.
-    #[arg(trailing_var_arg = true, value_name = "EXPR")]
-    pub expr: Vec<String>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -90,7 +80,7 @@ pub struct TcpArgs {
     #[command(flatten)]
     pub sel: Selectors,
     /// Every namespace, following those that appear later (the default).
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["netns", "pid", "container"])]
     pub all: bool,
     /// Least seconds between two RTT readings of one connection.
     #[arg(long, value_name = "SECS", default_value_t = 1.0)]
@@ -105,7 +95,9 @@ pub struct TcpArgs {
     pub expr: Vec<String>,
 }
 
+/// `--netns`, `--pid`, `--container`: at most one of them.
 #[derive(Debug, Args, Clone, Default)]
+#[group(multiple = false)]
 pub struct Selectors {
     /// Only this network namespace: a name in /run/netns, a path, or an inode number.
     #[arg(long, value_name = "NAME|PATH|INODE")]
@@ -116,6 +108,25 @@ pub struct Selectors {
     /// Only this container: a name or an id prefix.
     #[arg(long, value_name = "NAME|ID")]
     pub container: Option<String>,
+}
+
+/// What the TC jobs (`packets`, `top`) take alike: where, and which packets.
+#[derive(Debug, Args, Clone, Default)]
+pub struct TcArgs {
+    #[command(flatten)]
+    pub sel: Selectors,
+    /// Every namespace, following those that appear later (the default).
+    #[arg(long, conflicts_with_all = ["netns", "pid", "container"])]
+    pub all: bool,
+    /// Only interfaces whose name matches this glob (comma-separated globs).
+    #[arg(short = 'i', long = "iface", value_name = "GLOB")]
+    pub iface: Option<String>,
+    /// Filter expression (tcpdump syntax subset); may also be given as trailing words.
+    #[arg(long, value_name = "EXPR")]
+    pub filter: Option<String>,
+    /// Filter expression as trailing words, as tcpdump takes it.
+    #[arg(trailing_var_arg = true, value_name = "EXPR")]
+    pub expr: Vec<String>,
 }
 
 #[derive(Debug, Args, Clone, Default)]
@@ -143,16 +154,7 @@ pub struct NetlinkArgs {
 #[derive(Debug, Args, Clone, Default)]
 pub struct PacketArgs {
     #[command(flatten)]
-    pub sel: Selectors,
-    /// Trace every namespace, following those that appear later.
-    #[arg(long)]
-    pub all: bool,
-    /// Only interfaces whose name matches this glob.
-    #[arg(short = 'i', long = "iface", value_name = "GLOB")]
-    pub iface: Option<String>,
-    /// Filter expression (tcpdump syntax subset); may also be given as trailing words.
-    #[arg(long, value_name = "EXPR")]
-    pub filter: Option<String>,
+    pub tc: TcArgs,
     /// Bytes of each packet to capture.
     #[arg(long, value_name = "N")]
     pub snaplen: Option<u32>,
@@ -163,35 +165,31 @@ pub struct PacketArgs {
     /// Show each packet's path across interfaces, with transit times.
     #[arg(long)]
     pub hops: bool,
-    /// Filter expression as trailing words, as tcpdump takes it.
-    #[arg(trailing_var_arg = true, value_name = "EXPR")]
-    pub expr: Vec<String>,
 }
 
 #[derive(Debug, Args, Clone)]
 pub struct TopArgs {
     #[command(flatten)]
-    pub sel: Selectors,
-    /// Count in every namespace, following those that appear later (the default).
-    #[arg(long)]
-    pub all: bool,
-    /// Only interfaces whose name matches this glob (comma-separated globs).
-    #[arg(short = 'i', long = "iface", value_name = "GLOB")]
-    pub iface: Option<String>,
-    /// Filter expression (tcpdump syntax subset); may also be given as trailing words.
-    #[arg(long, value_name = "EXPR")]
-    pub filter: Option<String>,
+    pub tc: TcArgs,
     /// Seconds between reports.
     #[arg(long, value_name = "SECS", default_value_t = 1.0)]
     pub interval: f64,
     /// One row per container (or namespace), interface, or flow.
     #[arg(long, value_enum, default_value = "container")]
-    pub by: crate::top::By,
+    pub by: By,
     /// At most this many rows per report (largest first); on a terminal,
     /// by default as many as fit.
     #[arg(short = 'n', long, value_name = "N")]
     pub limit: Option<usize>,
-    /// Filter expression as trailing words, as tcpdump takes it.
-    #[arg(trailing_var_arg = true, value_name = "EXPR")]
-    pub expr: Vec<String>,
+}
+
+/// `tracer top --by`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum By {
+    /// One row per container (or namespace without one).
+    Container,
+    /// One row per interface.
+    Iface,
+    /// One row per flow, interface and direction.
+    Flow,
 }

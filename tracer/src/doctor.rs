@@ -6,9 +6,11 @@ use std::io::Write;
 use serde::Serialize;
 
 use crate::{
-    btf::{KernelBtf, VMLINUX},
-    ebpf::{self, LoadOptions},
-    hooks::{self, CAPABILITY_KINDS, ProgramKind},
+    bpf::{
+        btf::{KernelBtf, VMLINUX},
+        hooks::{self, CAPABILITY_KINDS, ProgramKind},
+        load::{self as ebpf, LoadOptions},
+    },
     sys,
 };
 

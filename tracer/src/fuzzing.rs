@@ -5,7 +5,7 @@
 //! so the rest of the library's surface can shrink without breaking the
 //! fuzz crate.
 //!
-//! Every entry point turns panic containment off ([`contain::strict`]): a
+//! Every entry point turns panic containment off (`sys::contain::strict`): a
 //! panic anywhere is a crash to fix, even where the tracer would contain
 //! it. The unit tests below replay the committed inputs (`fuzz/seeds`,
 //! `fuzz/regressions`) and a few thousand seeded mutations of them through
@@ -21,12 +21,12 @@ use tracer_common::{
 };
 
 use crate::{
-    clock::Clock,
-    contain,
-    event::{RawEvent, read_pod},
+    bpf::event::{RawEvent, read_pod},
     netlink::{self, decode, nfgen::GenlFamilies},
     output::Render,
-    packets::{PacketEvent, filter, follow::Topology, hops::Grouper},
+    packets::{PacketEvent, hops::Grouper},
+    sys::{clock::Clock, contain},
+    tc::{filter, topology::Topology},
 };
 
 /// A fuzz target's entry point: any bytes in, nothing out, never a panic.
@@ -144,16 +144,18 @@ fn render_send(ev: &RawEvent) {
 }
 
 fn render_drop(ev: &RawEvent) {
-    let names = crate::nsnames::NsNames::default();
-    let reasons = crate::tp::EnumNames::default();
+    let names = crate::ns::names::NsNames::default();
+    let reasons = crate::bpf::tp::EnumNames::default();
     let mut sym = |a: u64| Some(format!("f+{a:#x}"));
-    let Some(d) = crate::drops::event::DropEvent::from_raw(ev, &clock(), &names, &reasons, &mut sym, &crate::packets::frame_headers) else { return };
-    let _ = (d.json_line(), d.json(), d.text(), d.comment());
+    let Some(d) = crate::drops::event::DropEvent::from_raw(ev, &clock(), &names, &reasons, &mut sym) else { return };
+    let unknown = crate::ns::NetnsId::default();
+    let comment = d.comment();
+    let _ = (d.json_line(), d.json(), d.text(), d.frame(&unknown, &comment));
 }
 
 fn render_tcp(ev: &RawEvent) {
-    let names = crate::nsnames::NsNames::default();
-    let Some(mut e) = crate::tcp::event::TcpEvent::from_raw(ev, &clock(), &names, &crate::tp::EnumNames::default()) else { return };
+    let names = crate::ns::names::NsNames::default();
+    let Some(mut e) = crate::tcp::event::TcpEvent::from_raw(ev, &clock(), &names, &crate::bpf::tp::EnumNames::default()) else { return };
     let mut t = crate::tcp::tracker::Tracker::with_max(4);
     t.observe(&mut e);
     let _ = (e.json_line(), e.json(), e.text());

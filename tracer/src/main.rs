@@ -26,7 +26,7 @@ fn main() {
 async fn async_main(old_mask: Option<libc::sigset_t>) -> i32 {
     // From here on SIGINT, SIGTERM and SIGHUP ask for a clean stop, also
     // while programs are being loaded and attached.
-    let shutdown = match tracer::shutdown::Shutdown::on_signals() {
+    let shutdown = match tracer::app::Shutdown::on_signals() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("tracer: cannot install the signal handlers: {e}");
@@ -41,21 +41,18 @@ async fn async_main(old_mask: Option<libc::sigset_t>) -> i32 {
             // One sentence, not clap's whole usage block.
             let msg = e.to_string();
             let first = msg.lines().next().unwrap_or("invalid arguments");
-            eprintln!("tracer: {} (see tracer --help)", tracer::output::field(first.trim_start_matches("error: "), tracer::output::SENTENCE_MAX));
+            eprintln!("tracer: {} (see tracer --help)", tracer::app::sentence(first.trim_start_matches("error: ")));
             return 2;
         }
     };
     raise_fd_limit();
-    match tracer::run(cli, shutdown).await {
+    match tracer::app::run(cli, shutdown).await {
         Ok(code) => code,
         Err(e) => {
             // The sentence may quote names from outside (containers,
             // namespaces, paths): escaped and cut, like all text output.
-            eprintln!("tracer: {}", tracer::output::field(&e.to_string(), tracer::output::SENTENCE_MAX));
-            match e {
-                tracer::Error::Usage(_) => 2,
-                _ => 1,
-            }
+            eprintln!("tracer: {}", tracer::app::sentence(&e.to_string()));
+            e.exit_code()
         }
     }
 }

@@ -13,7 +13,10 @@ use std::{fs, path::Path, process::Command};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{root, run, step, tool_path, tools};
+use crate::{
+    bootstrap::cargo_fuzz,
+    host::{root, run, step, tool_path},
+};
 
 /// The targets, as `[[bin]]` names in fuzz/Cargo.toml.
 fn targets() -> Result<Vec<String>> {
@@ -28,18 +31,6 @@ fn targets() -> Result<Vec<String>> {
         }
     }
     Ok(out)
-}
-
-/// cargo-fuzz in target/tools/bin, installed from crates.io when missing.
-fn cargo_fuzz() -> Result<()> {
-    if tools().join("bin/cargo-fuzz").exists() {
-        return Ok(());
-    }
-    step("installing cargo-fuzz into target/tools (once)");
-    run(
-        Command::new("cargo").args(["install", "cargo-fuzz", "--version", "~0.13", "--locked", "--root"]).arg(tools()),
-        "installing cargo-fuzz",
-    )
 }
 
 /// What libFuzzer said at the end of one run.

@@ -6,15 +6,19 @@
 //! A third run sends no names at all: every request is an unknown ifindex
 //! to look up, which tests the lookup thread's budget.
 //!
-//! usage: bench-flood [COUNT] [NAME_LEN]
+//! usage: bench-flood [flood] [--count REQUESTS] (names are 4,096 bytes)
 
 use std::time::Duration;
 
-use tracer_tests::{Lab, flood};
+use tracer_tests::{Lab, bench::opts::Opts, flood};
 
 fn main() {
-    let count: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(200_000);
-    let name_len: usize = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or(4096);
+    let opts = Opts::from_env();
+    if !opts.wants(&["flood"]) {
+        return;
+    }
+    let count: u64 = opts.count.unwrap_or(200_000);
+    let name_len: usize = 4096;
     let lab = Lab::new(1);
     println!("flood bench: {count} RTM_SETLINK requests with {name_len}-byte names and random ifindexes, sent by nobody");
     let runs = [

@@ -1,34 +1,27 @@
 //! One dropped packet, decoded from its ring-buffer record, and its text
 //! and JSON forms.
 //!
-//! The packet's headers are decoded by whoever builds the event (the
-//! [`HeaderDecoder`] it is given: `tracer packets`' decoder, through the
-//! layer that wires the two), so this module depends on no packet
-//! internals; it passes an Ethernet frame (synthesised when the kernel
-//! gave the network header first) and gets the summary and JSON fields.
+//! The packet's headers are decoded as `tracer packets` decodes them, by
+//! the layer both share ([`crate::frames`]): an Ethernet frame
+//! (synthesised when the kernel gave the network header first) gives the
+//! summary and the JSON fields.
 
 use serde_json::{Map, Value};
 use tracer_common::drops::{DropMeta, REASON_NONE, attrib, layer};
 
 use crate::{
-    clock::{self, Clock},
-    event::{RawEvent, read_pod},
-    nsnames::NsNames,
-    output::{self, Render},
-    tp::EnumNames,
+    bpf::{
+        event::{RawEvent, read_pod},
+        tp::EnumNames,
+    },
+    frames::{Headers, pcapng::Frame},
+    ns::{Container, NetnsId, names::NsNames},
+    output::Render,
+    sys::{
+        clock::{self, Clock},
+        text,
+    },
 };
-
-/// The headers of a packet as `tracer packets` shows them: its text
-/// summary and its JSON fields (`l3`, `proto`, `src`, `dst`, `sport`,
-/// `dport`, `tcp_flags`, `summary`, ...).
-#[derive(Clone, Debug, Default)]
-pub struct Headers {
-    pub summary: String,
-    pub fields: Map<String, Value>,
-}
-
-/// Decodes an Ethernet frame of wire length `len` into [`Headers`].
-pub type HeaderDecoder<'a> = &'a dyn Fn(&[u8], u32) -> Headers;
 
 /// The drop reason `NOT_SPECIFIED`: the kernel gave none (marked in output).
 pub const NOT_SPECIFIED: &str = "NOT_SPECIFIED";
@@ -37,15 +30,10 @@ pub const NOT_SPECIFIED: &str = "NOT_SPECIFIED";
 #[derive(Clone, Debug)]
 pub struct DropEvent {
     pub wall_ns: u64,
-    pub cpu: u32,
-    /// 0 when neither a device nor a socket told.
-    pub netns_ino: u32,
-    pub netns_name: Option<String>,
-    pub container: Option<Value>,
+    /// `None` when neither a device nor a socket told.
+    pub netns: Option<NetnsId>,
     /// How the namespace was found: `device`, `socket` or `unknown`.
     pub attributed_by: &'static str,
-    /// The label text shows: container, namespace name, `host`, inode, `?`.
-    pub label: String,
     pub ifindex: Option<u32>,
     pub ifname: Option<String>,
     /// The kernel's reason value, `None` on kernels without reasons.
@@ -104,13 +92,12 @@ impl DropEvent {
         names: &NsNames,
         reasons: &EnumNames,
         symbolise: &mut dyn FnMut(u64) -> Option<String>,
-        decode: HeaderDecoder<'_>,
     ) -> Option<Self> {
         let meta: DropMeta = read_pod(&ev.payload)?;
         let data = &ev.payload[size_of::<DropMeta>()..];
         let data = &data[..(meta.cap_len as usize).min(data.len())];
         let frame = frame_of(&meta, data);
-        let mut headers = if frame.is_empty() { Headers::default() } else { decode(&frame, meta.len) };
+        let mut headers = if frame.is_empty() { Headers::default() } else { Headers::of_ethernet(&frame, meta.len) };
         if meta.layer == layer::L3 {
             // The zeroed MAC addresses are ours, not the packet's.
             headers.fields.remove("eth_src");
@@ -127,16 +114,12 @@ impl DropEvent {
         let task = ev.header.pid_tgid != 0;
         Some(Self {
             wall_ns: clock.wall_ns(ev.header.ts_ns),
-            cpu: ev.header.cpu,
-            netns_ino: ev.header.netns_ino,
-            netns_name: names.ns_name(ns),
-            container: names.container(ns),
+            netns: (ns != 0).then(|| names.netns(ns)),
             attributed_by: match meta.attrib {
                 attrib::DEVICE => "device",
                 attrib::SOCKET => "socket",
                 _ => "unknown",
             },
-            label: names.label(ns),
             ifindex,
             ifname,
             reason_code,
@@ -171,6 +154,33 @@ impl DropEvent {
     pub fn comment(&self) -> String {
         format!("reason={} function={}", self.reason.as_deref().unwrap_or("-"), self.function.as_deref().unwrap_or("?"))
     }
+
+    /// The container that owns the namespace.
+    pub fn container(&self) -> Option<&Container> {
+        self.netns.as_ref().and_then(|n| n.owner.as_ref())
+    }
+
+    /// How text names the namespace: [`NetnsId::label`], `?` for none.
+    pub fn label(&self) -> String {
+        self.netns.as_ref().map_or_else(|| "?".into(), |n| n.label().into_owned())
+    }
+
+    /// What pcapng writes of it: no direction (a dropped packet went
+    /// nowhere), the reason and function in the comment (`note`, from
+    /// [`Self::comment`]); `unknown` names a drop with no namespace.
+    pub fn frame<'a>(&'a self, unknown: &'a NetnsId, note: &'a str) -> Frame<'a> {
+        Frame {
+            wall_ns: self.wall_ns,
+            netns: self.netns.as_ref().unwrap_or(unknown),
+            ifindex: self.ifindex.unwrap_or(0),
+            ifname: self.ifname.as_deref().unwrap_or("-"),
+            len: self.len + if self.synthesized_eth { 14 } else { 0 },
+            ethernet: true,
+            data: &self.frame,
+            direction: None,
+            note: Some(note),
+        }
+    }
 }
 
 /// The JSON form: the contract's `type`, `time`, `netns`, `container`,
@@ -180,15 +190,8 @@ impl Render for DropEvent {
         let mut m = Map::new();
         m.insert("type".into(), "drop".into());
         m.insert("time".into(), clock::rfc3339(self.wall_ns).into());
-        m.insert(
-            "netns".into(),
-            if self.netns_ino == 0 {
-                Value::Null
-            } else {
-                serde_json::json!({"inode": self.netns_ino, "name": self.netns_name})
-            },
-        );
-        m.insert("container".into(), self.container.clone().unwrap_or(Value::Null));
+        m.insert("netns".into(), serde_json::to_value(&self.netns).unwrap_or(Value::Null));
+        m.insert("container".into(), serde_json::to_value(self.container()).unwrap_or(Value::Null));
         m.insert("attributed_by".into(), self.attributed_by.into());
         m.insert("ifname".into(), self.ifname.clone().into());
         m.insert("ifindex".into(), self.ifindex.into());
@@ -213,15 +216,15 @@ impl Render for DropEvent {
     fn text(&self) -> String {
         let at = self.function.as_deref().map(|f| format!(" at {f}")).unwrap_or_default();
         let by = match (self.pid, &self.comm) {
-            (Some(p), Some(c)) => format!(" by {}[{p}]", output::name(c)),
+            (Some(p), Some(c)) => format!(" by {}[{p}]", text::name(c)),
             _ => String::new(),
         };
         let summary = if self.headers.summary.is_empty() { format!("length {}", self.len) } else { self.headers.summary.clone() };
         format!(
             "{} {}/{} drop {}{at}{by}: {summary}",
             clock::hms_micros(self.wall_ns),
-            output::name(&self.label),
-            output::name(self.ifname.as_deref().unwrap_or("-")),
+            text::name(&self.label()),
+            text::name(self.ifname.as_deref().unwrap_or("-")),
             self.reason_text(),
         )
     }
@@ -262,14 +265,10 @@ mod tests {
         EnumNames::from_members(vec![("SKB_DROP_REASON_NOT_SPECIFIED".into(), 2), ("SKB_DROP_REASON_NETFILTER_DROP".into(), 12)], &["SKB_DROP_REASON_"])
     }
 
-    /// A stand-in decoder that records what it was given.
-    fn decoder(frame: &[u8], len: u32) -> Headers {
-        let mut fields = Map::new();
-        fields.insert("ethertype".into(), format!("{:02x}{:02x}", frame[12], frame[13]).into());
-        fields.insert("eth_src".into(), "00:00:00:00:00:00".into());
-        fields.insert("len".into(), 999.into());
-        Headers { summary: format!("IP frame of {} bytes, length {len}", frame.len()), fields }
-    }
+    /// IPv4 + UDP 10.0.0.1:5000 -> 10.0.0.2:53 with 4 bytes of payload.
+    const UDP: [u8; 32] = [
+        0x45, 0, 0, 32, 0, 1, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2, 0x13, 0x88, 0, 53, 0, 12, 0, 0, 1, 2, 3, 4,
+    ];
 
     fn names() -> NsNames {
         let mut n = NsNames::new(Some(1));
@@ -279,24 +278,27 @@ mod tests {
 
     #[test]
     fn l3_data_gets_an_ethernet_header_and_names() {
-        let meta = DropMeta { location: 0x1234, reason: 12, ifindex: 2, len: 60, cap_len: 20, protocol: ETH_P_IP.to_be(), attrib: attrib::DEVICE, layer: layer::L3, _pad: 0 };
-        let ip = [0x45u8; 20];
+        let meta = DropMeta { location: 0x1234, reason: 12, ifindex: 2, len: 32, cap_len: 32, protocol: ETH_P_IP.to_be(), attrib: attrib::DEVICE, layer: layer::L3, _pad: 0 };
+        let ip = UDP;
         let mut sym = |a: u64| Some(format!("nf_hook_slow+{:#x}", a - 0x1200));
-        let e = DropEvent::from_raw(&raw(meta, &ip, 7, 0), &Clock::new(), &names(), &reasons(), &mut sym, &decoder).expect("event");
-        assert_eq!(e.frame.len(), 34);
+        let e = DropEvent::from_raw(&raw(meta, &ip, 7, 0), &Clock::new(), &names(), &reasons(), &mut sym).expect("event");
+        assert_eq!(e.frame.len(), 46);
         assert_eq!(&e.frame[12..14], &[0x08, 0x00]);
         assert_eq!((e.reason.as_deref(), e.function.as_deref()), (Some("NETFILTER_DROP"), Some("nf_hook_slow+0x34")));
-        assert_eq!((e.label.as_str(), e.ifname.as_deref(), e.pid), ("lab-a", Some("eth0"), None));
+        assert_eq!((e.label().as_str(), e.ifname.as_deref(), e.pid), ("lab-a", Some("eth0"), None));
         let t = e.text();
-        assert!(t.ends_with(" lab-a/eth0 drop NETFILTER_DROP at nf_hook_slow+0x34: IP frame of 34 bytes, length 60"), "{t}");
+        assert!(t.ends_with(" lab-a/eth0 drop NETFILTER_DROP at nf_hook_slow+0x34: IP 10.0.0.1.5000 > 10.0.0.2.53: UDP, length 4"), "{t}");
         let j = e.json();
         assert_eq!(j["type"], "drop");
         assert_eq!(j["netns"], serde_json::json!({"inode": 7, "name": "lab-a"}));
         assert_eq!((j["reason"].as_str(), j["reason_code"].as_u64(), j["unspecified"].as_bool()), (Some("NETFILTER_DROP"), Some(12), Some(false)));
         assert_eq!((j["ifname"].as_str(), j["attributed_by"].as_str(), j["location"].as_str()), (Some("eth0"), Some("device"), Some("0x1234")));
-        assert_eq!(j["ethertype"], "0800");
+        // The header fields exactly as `tracer packets` names them.
+        assert_eq!((j["l3"].as_str(), j["proto"].as_str(), j["sport"].as_u64(), j["dport"].as_u64()), (Some("ipv4"), Some("udp"), Some(5000), Some(53)));
+        assert_eq!(j["summary"], "IP 10.0.0.1.5000 > 10.0.0.2.53: UDP, length 4");
         assert!(j.get("eth_src").is_none(), "synthesised MACs are not reported");
-        assert_eq!(j["len"], 60, "the drop's own len wins");
+        assert_eq!((j["len"].as_u64(), j["caplen"].as_u64()), (Some(32), Some(46)));
+        assert!(j["container"].is_null());
         assert!(j.get("pid").is_none());
     }
 
@@ -304,20 +306,20 @@ mod tests {
     fn socket_unknown_unspecified_and_no_reason() {
         let mut sym = |_| None;
         let meta = DropMeta { reason: 2, len: 10, attrib: attrib::SOCKET, ..Default::default() };
-        let e = DropEvent::from_raw(&raw(meta, &[], 7, 42), &Clock::new(), &names(), &reasons(), &mut sym, &decoder).expect("event");
+        let e = DropEvent::from_raw(&raw(meta, &[], 7, 42), &Clock::new(), &names(), &reasons(), &mut sym).expect("event");
         assert!(!e.specified());
         assert_eq!((e.ifname.as_deref(), e.attributed_by, e.pid, e.comm.as_deref()), (None, "socket", Some(42), Some("nc")));
         assert!(e.text().contains(" lab-a/- drop NOT_SPECIFIED(unspecified) by nc[42]: length 10"), "{}", e.text());
         assert_eq!(e.json()["unspecified"], true);
         // No namespace at all, and a kernel without reasons.
         let meta = DropMeta { reason: REASON_NONE, attrib: attrib::UNKNOWN, ..Default::default() };
-        let e = DropEvent::from_raw(&raw(meta, &[], 0, 0), &Clock::new(), &names(), &reasons(), &mut sym, &decoder).expect("event");
+        let e = DropEvent::from_raw(&raw(meta, &[], 0, 0), &Clock::new(), &names(), &reasons(), &mut sym).expect("event");
         assert!(e.text().contains(" ?/- drop -: length 0"), "{}", e.text());
         let j = e.json();
         assert!(j["netns"].is_null() && j["reason"].is_null());
         // A value this kernel's enum does not name.
         let meta = DropMeta { reason: 500, ..Default::default() };
-        let e = DropEvent::from_raw(&raw(meta, &[], 7, 0), &Clock::new(), &names(), &reasons(), &mut sym, &decoder).expect("event");
+        let e = DropEvent::from_raw(&raw(meta, &[], 7, 0), &Clock::new(), &names(), &reasons(), &mut sym).expect("event");
         assert_eq!(e.reason.as_deref(), Some("UNKNOWN_500"));
     }
 
@@ -326,17 +328,17 @@ mod tests {
         let mut sym = |_| None;
         // Claimed cap_len beyond the bytes present; L3 with one byte; short payloads.
         let meta = DropMeta { cap_len: 4000, layer: layer::L3, ..Default::default() };
-        let e = DropEvent::from_raw(&raw(meta, &[0x60], 7, 0), &Clock::new(), &names(), &reasons(), &mut sym, &decoder).expect("event");
+        let e = DropEvent::from_raw(&raw(meta, &[0x60], 7, 0), &Clock::new(), &names(), &reasons(), &mut sym).expect("event");
         assert_eq!(&e.frame[12..14], &[0x86, 0xdd]);
         let mut r = raw(DropMeta::default(), &[], 7, 0);
         r.payload = Bytes::from_static(&[1, 2, 3]);
-        assert!(DropEvent::from_raw(&r, &Clock::new(), &names(), &reasons(), &mut sym, &decoder).is_none());
+        assert!(DropEvent::from_raw(&r, &Clock::new(), &names(), &reasons(), &mut sym).is_none());
         // A hostile interface name is escaped in text, exact in JSON.
         let mut n = names();
         n.insert(7, Some("lab\x1b[2J"), None, &[(3, "e\u{202e}x")]);
         let meta = DropMeta { ifindex: 3, attrib: attrib::DEVICE, ..Default::default() };
-        let e = DropEvent::from_raw(&raw(meta, &[], 7, 0), &Clock::new(), &n, &reasons(), &mut sym, &decoder).expect("event");
-        let t = output::escape(&e.text()).into_owned();
+        let e = DropEvent::from_raw(&raw(meta, &[], 7, 0), &Clock::new(), &n, &reasons(), &mut sym).expect("event");
+        let t = e.text();
         assert!(!t.chars().any(|c| c.is_control()), "{t:?}");
         assert_eq!(e.json()["ifname"], "e\u{202e}x");
     }

@@ -118,15 +118,18 @@ impl Symbols {
         Ok(Self { path: PathBuf::from(KALLSYMS), syms, names, dropped, loaded: Instant::now() })
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.syms.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.syms.is_empty()
     }
 
     /// About the memory held.
+    #[cfg(test)]
     pub fn mem_bytes(&self) -> usize {
         self.syms.capacity() * size_of::<Sym>() + self.names.capacity()
     }

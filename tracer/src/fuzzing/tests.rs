@@ -22,6 +22,7 @@ use netlink_packet_route::{
 };
 
 use super::*;
+use crate::sys::nlmsg::build::attr;
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
@@ -207,29 +208,8 @@ mutation_tests!(mutated_netlink_route, mutated_netlink_send, mutated_netlink_ack
 
 // ---- seeds ------------------------------------------------------------
 
-fn nla(ty: u16, payload: &[u8]) -> Vec<u8> {
-    let mut v = Vec::new();
-    v.extend_from_slice(&u16::try_from(4 + payload.len()).unwrap_or(u16::MAX).to_ne_bytes());
-    v.extend_from_slice(&ty.to_ne_bytes());
-    v.extend_from_slice(payload);
-    while v.len() % 4 != 0 {
-        v.push(0);
-    }
-    v
-}
-
 fn nlmsg(ty: u16, flags: u16, seq: u32, body: &[u8]) -> Vec<u8> {
-    let mut v = Vec::new();
-    v.extend_from_slice(&u32::try_from(16 + body.len()).unwrap_or(u32::MAX).to_ne_bytes());
-    v.extend_from_slice(&ty.to_ne_bytes());
-    v.extend_from_slice(&flags.to_ne_bytes());
-    v.extend_from_slice(&seq.to_ne_bytes());
-    v.extend_from_slice(&0u32.to_ne_bytes());
-    v.extend_from_slice(body);
-    while v.len() % 4 != 0 {
-        v.push(0);
-    }
-    v
+    crate::sys::nlmsg::build::message(ty, flags, seq, 0, body)
 }
 
 fn emit(m: &RouteNetlinkMessage) -> (u16, Vec<u8>) {
@@ -303,18 +283,18 @@ fn route_seeds() -> Vec<(String, u16, Vec<u8>)> {
     // Every link kind, with attributes 1..12 of assorted sizes, as data
     // and (for the port kinds) as port data.
     for kind in LINK_KINDS {
-        let data: Vec<u8> = (1..=12u16).flat_map(|t| nla(t, &sized(usize::from(t)))).collect();
-        let mut info = nla(1, format!("{kind}\0").as_bytes());
-        info.extend(nla(2, &data));
+        let data: Vec<u8> = (1..=12u16).flat_map(|t| attr(t, &sized(usize::from(t)))).collect();
+        let mut info = attr(1, format!("{kind}\0").as_bytes());
+        info.extend(attr(2, &data));
         let mut body = vec![0u8; 16];
-        body.extend(nla(3, b"x0\0"));
-        body.extend(nla(18 | 0x8000, &info));
+        body.extend(attr(3, b"x0\0"));
+        body.extend(attr(18 | 0x8000, &info));
         out.push((format!("kind-{kind}"), 16, body));
-        let mut port = nla(1, b"veth\0");
-        port.extend(nla(4, format!("{kind}\0").as_bytes()));
-        port.extend(nla(5, &data));
+        let mut port = attr(1, b"veth\0");
+        port.extend(attr(4, format!("{kind}\0").as_bytes()));
+        port.extend(attr(5, &data));
         let mut body = vec![0u8; 16];
-        body.extend(nla(18, &port));
+        body.extend(attr(18, &port));
         out.push((format!("port-{kind}"), 19, body));
     }
     // Top-level attributes 1..64 of every message family, assorted sizes.
@@ -324,32 +304,32 @@ fn route_seeds() -> Vec<(String, u16, Vec<u8>)> {
             *b = if ty == 28 { 7 } else { 2 };
         }
         for t in 1..=64u16 {
-            body.extend(nla(t, &sized(usize::from(t) + usize::from(ty))));
+            body.extend(attr(t, &sized(usize::from(t) + usize::from(ty))));
         }
         out.push((format!("attrs-{ty}"), ty, body));
     }
     // Route encapsulations (RTA_ENCAP_TYPE 21, RTA_ENCAP 22) and multipath (9).
     for encap in 1..=10u16 {
-        let inner: Vec<u8> = (1..=8u16).flat_map(|t| nla(t, &sized(usize::from(t + encap)))).collect();
+        let inner: Vec<u8> = (1..=8u16).flat_map(|t| attr(t, &sized(usize::from(t + encap)))).collect();
         let mut body = vec![2, 32, 0, 0, 254, 4, 0, 1, 0, 0, 0, 0];
-        body.extend(nla(21, &encap.to_ne_bytes()));
-        body.extend(nla(22 | 0x8000, &inner));
+        body.extend(attr(21, &encap.to_ne_bytes()));
+        body.extend(attr(22 | 0x8000, &inner));
         out.push((format!("encap-{encap}"), 24, body));
     }
     // struct rtnexthop (len, flags, hops, ifindex 2), then RTA_GATEWAY.
     let mut nh = vec![0, 0, 0, 0, 2, 0, 0, 0];
-    nh.extend(nla(5, &[10, 0, 0, 1]));
+    nh.extend(attr(5, &[10, 0, 0, 1]));
     nh[0] = nh.len() as u8;
     let mut body = vec![2, 0, 0, 0, 254, 4, 0, 1, 0, 0, 0, 0];
-    body.extend(nla(9, &nh));
+    body.extend(attr(9, &nh));
     out.push(("multipath".into(), 24, body));
     // Qdiscs, classes and filters with options.
     for kind in TC_KINDS {
-        let opts: Vec<u8> = (1..=10u16).flat_map(|t| nla(t, &sized(usize::from(t) * 3))).collect();
+        let opts: Vec<u8> = (1..=10u16).flat_map(|t| attr(t, &sized(usize::from(t) * 3))).collect();
         let mut body = vec![0u8; 20];
         body[4] = 2;
-        body.extend(nla(1, format!("{kind}\0").as_bytes()));
-        body.extend(nla(2 | 0x8000, &opts));
+        body.extend(attr(1, format!("{kind}\0").as_bytes()));
+        body.extend(attr(2 | 0x8000, &opts));
         out.push((format!("tc-{kind}"), 36, body.clone()));
         out.push((format!("tcfilter-{kind}"), 44, body));
     }
@@ -359,11 +339,11 @@ fn route_seeds() -> Vec<(String, u16, Vec<u8>)> {
 fn nft_batch() -> Vec<u8> {
     let mut v = nlmsg(0x10, 1, 1, &[0, 0, 0, 10]);
     let mut t = vec![1, 0, 0, 0];
-    t.extend(nla(1, b"web\0"));
+    t.extend(attr(1, b"web\0"));
     v.extend(nlmsg(0x0a00, 0x405, 2, &t));
     let mut c = vec![1, 0, 0, 0];
-    c.extend(nla(1, b"web\0"));
-    c.extend(nla(3, b"input\0"));
+    c.extend(attr(1, b"web\0"));
+    c.extend(attr(3, b"input\0"));
     v.extend(nlmsg(0x0a03, 0x405, 3, &c));
     v.extend(nlmsg(0x11, 1, 4, &[0, 0, 0, 10]));
     v
@@ -376,7 +356,7 @@ fn ack(seq: u32, errno: i32, extack: Option<&str>, capped: bool) -> Vec<u8> {
     let mut flags = if capped { 0x100 } else { 0 };
     if let Some(x) = extack {
         flags |= 0x200;
-        body.extend(nla(1, format!("{x}\0").as_bytes()));
+        body.extend(attr(1, format!("{x}\0").as_bytes()));
     }
     nlmsg(2, flags, seq, &body)
 }

@@ -1,10 +1,12 @@
-//! Decoding netlink buffers: splitting them into messages, naming types and
-//! flags, reading `NLMSG_ERROR` answers. Never panics on malformed bytes.
+//! Decoding the netlink buffers other processes send and receive:
+//! splitting a send into its messages (reporting every byte that is none),
+//! naming types and flags, reading `NLMSG_ERROR` answers. Never panics on
+//! malformed bytes.
 
 use serde_json::{Map, Value};
 
 use super::{nfgen, route};
-use crate::contain::contain;
+use crate::sys::{contain::contain, nlmsg};
 
 pub const NETLINK_ROUTE: u16 = 0;
 pub const NETLINK_XFRM: u16 = 6;
@@ -25,30 +27,7 @@ pub const NLM_F_EXCL: u16 = 0x200;
 pub const NLM_F_CREATE: u16 = 0x400;
 pub const NLM_F_APPEND: u16 = 0x800;
 
-/// `struct nlmsghdr`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NlHeader {
-    pub len: u32,
-    pub msg_type: u16,
-    pub flags: u16,
-    pub seq: u32,
-    pub pid: u32,
-}
-
-impl NlHeader {
-    pub const SIZE: usize = 16;
-
-    /// The fields that `b` holds whole, zeros for the others.
-    pub fn parse_partial(b: &[u8]) -> Self {
-        let u32_at = |o: usize| b.get(o..o + 4).map_or(0, |s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]]));
-        let u16_at = |o: usize| b.get(o..o + 2).map_or(0, |s| u16::from_ne_bytes([s[0], s[1]]));
-        Self { len: u32_at(0), msg_type: u16_at(4), flags: u16_at(6), seq: u32_at(8), pid: u32_at(12) }
-    }
-
-    pub fn parse(b: &[u8]) -> Option<Self> {
-        (b.len() >= Self::SIZE).then(|| Self::parse_partial(b))
-    }
-}
+pub use crate::sys::nlmsg::NlHeader;
 
 /// What a message says: decoded attributes, and a namespace reference to
 /// resolve when the request acts on another namespace.
@@ -83,6 +62,7 @@ pub struct Message {
 }
 
 impl Message {
+    #[cfg(test)]
     pub fn is_malformed(&self) -> bool {
         self.raw.is_some()
     }
@@ -163,18 +143,11 @@ pub fn whole_attributes(protocol: u16, msg_type: u16, body: &[u8]) -> usize {
         NETLINK_NETFILTER | NETLINK_GENERIC => Some(4),
         _ => None,
     };
-    let Some(mut off) = fixed else { return body.len() };
-    if off > body.len() {
-        return body.len();
+    let Some(fixed) = fixed else { return body.len() };
+    match body.get(fixed..) {
+        Some(attrs) => fixed + nlmsg::whole_attrs_len(attrs),
+        None => body.len(),
     }
-    while let Some(a) = body.get(off..off + 4) {
-        let len = usize::from(u16::from_ne_bytes([a[0], a[1]]));
-        if len < 4 || off + len > body.len() {
-            break;
-        }
-        off = (off + ((len + 3) & !3)).min(body.len());
-    }
-    off
 }
 
 /// Decodes the payload of one message with the decoder of its protocol.
@@ -212,63 +185,35 @@ const NLMSGERR_ATTR_MSG: u16 = 1;
 const NLM_F_CAPPED: u16 = 0x100;
 const NLM_F_ACK_TLVS: u16 = 0x200;
 
-/// Reads every `NLMSG_ERROR` message in a receive buffer.
+/// Reads every `NLMSG_ERROR` message in a receive buffer (copied up to a
+/// limit: the last message may be cut, and its result is still read).
 pub fn parse_acks(data: &[u8]) -> Vec<Ack> {
     let mut out = Vec::new();
-    let mut off = 0usize;
-    while off + NlHeader::SIZE <= data.len() {
-        let Some(h) = NlHeader::parse(&data[off..]) else { break };
-        let len = h.len as usize;
-        if len < NlHeader::SIZE {
-            break;
+    for m in nlmsg::messages(data) {
+        let (h, body) = (m.header, m.payload);
+        if h.msg_type != NLMSG_ERROR || body.len() < 4 {
+            continue;
         }
-        let body = &data[off + NlHeader::SIZE..off.saturating_add(len).min(data.len())];
-        if h.msg_type == NLMSG_ERROR && body.len() >= 4 {
-            let error = i32::from_ne_bytes([body[0], body[1], body[2], body[3]]);
-            // The echoed request header follows the error; its seq is the request's.
-            let seq = NlHeader::parse(&body[4..]).map(|r| r.seq).unwrap_or(h.seq);
-            let mut extack = None;
-            if h.flags & NLM_F_ACK_TLVS != 0 {
-                let echoed_len = if h.flags & NLM_F_CAPPED != 0 {
-                    NlHeader::SIZE
-                } else {
-                    NlHeader::parse(&body[4..]).map(|r| r.len as usize).unwrap_or(NlHeader::SIZE)
-                };
-                let tlv_start = 4usize.saturating_add((echoed_len + 3) & !3);
-                if let Some(tlvs) = body.get(tlv_start..) {
-                    extack = find_attr(tlvs, NLMSGERR_ATTR_MSG).map(|v| {
-                        let end = v.iter().position(|&b| b == 0).unwrap_or(v.len());
-                        String::from_utf8_lossy(&v[..end]).into_owned()
-                    });
-                }
+        let error = i32::from_ne_bytes([body[0], body[1], body[2], body[3]]);
+        // The echoed request header follows the error; its seq is the request's.
+        let seq = NlHeader::parse(&body[4..]).map(|r| r.seq).unwrap_or(h.seq);
+        let mut extack = None;
+        if h.flags & NLM_F_ACK_TLVS != 0 {
+            let echoed_len = if h.flags & NLM_F_CAPPED != 0 {
+                NlHeader::SIZE
+            } else {
+                NlHeader::parse(&body[4..]).map(|r| r.len as usize).unwrap_or(NlHeader::SIZE)
+            };
+            let tlv_start = 4usize.saturating_add(nlmsg::align(echoed_len));
+            if let Some(tlvs) = body.get(tlv_start..) {
+                extack = nlmsg::find_attr(tlvs, NLMSGERR_ATTR_MSG).map(nlmsg::attr_str);
             }
-            // The kernel sends -errno; any other i32 is possible in a buffer
-            // a process reads (i32::MIN has no negation).
-            out.push(Ack { seq, errno: error.saturating_neg(), extack });
         }
-        off = off.saturating_add((len + 3) & !3);
+        // The kernel sends -errno; any other i32 is possible in a buffer
+        // a process reads (i32::MIN has no negation).
+        out.push(Ack { seq, errno: error.saturating_neg(), extack });
     }
     out
-}
-
-/// Finds the payload of attribute `kind` in a run of netlink attributes.
-pub fn find_attr(mut b: &[u8], kind: u16) -> Option<&[u8]> {
-    while b.len() >= 4 {
-        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
-        let ty = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
-        if len < 4 || len > b.len() {
-            return None;
-        }
-        if ty == kind {
-            return Some(&b[4..len]);
-        }
-        let next = (len + 3) & !3;
-        if next >= b.len() {
-            return None;
-        }
-        b = &b[next..];
-    }
-    None
 }
 
 pub fn protocol_name(p: u16) -> &'static str {
@@ -424,31 +369,10 @@ pub fn errno_text(e: i32) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::sys::nlmsg::build::{self, attr};
 
     fn msg(ty: u16, flags: u16, seq: u32, body: &[u8]) -> Vec<u8> {
-        let len = (NlHeader::SIZE + body.len()) as u32;
-        let mut v = Vec::new();
-        v.extend_from_slice(&len.to_ne_bytes());
-        v.extend_from_slice(&ty.to_ne_bytes());
-        v.extend_from_slice(&flags.to_ne_bytes());
-        v.extend_from_slice(&seq.to_ne_bytes());
-        v.extend_from_slice(&0u32.to_ne_bytes());
-        v.extend_from_slice(body);
-        while v.len() % 4 != 0 {
-            v.push(0);
-        }
-        v
-    }
-
-    fn attr(ty: u16, payload: &[u8]) -> Vec<u8> {
-        let mut v = Vec::new();
-        v.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
-        v.extend_from_slice(&ty.to_ne_bytes());
-        v.extend_from_slice(payload);
-        while v.len() % 4 != 0 {
-            v.push(0);
-        }
-        v
+        build::message(ty, flags, seq, 0, body)
     }
 
     /// The message of issue 8: an unprivileged RTM_NEWLINK whose bareudp

@@ -17,15 +17,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::{Value, json};
 
 use super::{
     lookup::{Answer, Lookups, Query, Request},
     route::{NsRef, TargetRef},
 };
 use crate::{
-    cache::{self, BoundedMap},
-    ns, sys,
+    ns::{self, TargetNetns},
+    sys::{
+        self,
+        bounded::{self as cache, BoundedMap},
+    },
 };
 
 /// What the cache knows about one (namespace, ifindex).
@@ -49,6 +51,8 @@ pub enum IfName {
 
 /// Names of namespaces and interfaces, cached with a short lifetime.
 pub struct Enricher {
+    /// The tracer's own namespace, `host` in text.
+    host: Option<u64>,
     netns_names: HashMap<u64, String>,
     netns_paths: HashMap<u64, PathBuf>,
     names_at: Instant,
@@ -97,6 +101,7 @@ impl Enricher {
     /// An enricher whose lookups go to `lookups` (tests give a fake one).
     pub fn with_lookups(lookups: Lookups) -> Self {
         let mut e = Self {
+            host: ns::tracer_netns(),
             netns_names: HashMap::new(),
             netns_paths: HashMap::new(),
             names_at: Instant::now(),
@@ -115,20 +120,10 @@ impl Enricher {
     fn reload_names(&mut self) {
         self.netns_names.clear();
         self.netns_paths.clear();
-        let host = ns::host_netns();
-        for dir in ns::NAMED_NS_DIRS {
-            let Ok(entries) = std::fs::read_dir(dir) else { continue };
-            for ent in entries.flatten() {
-                if self.netns_paths.len() >= NETNS_NAMES_MAX {
-                    break;
-                }
-                if let Ok(ino) = sys::ns_inode(&ent.path()) {
-                    if ns::names_namespace(dir, ino, host) {
-                        self.netns_names.entry(ino).or_insert_with(|| ent.file_name().to_string_lossy().into_owned());
-                    }
-                    self.netns_paths.entry(ino).or_insert(ent.path());
-                }
-            }
+        let mounts = ns::named::mounts(NETNS_NAMES_MAX);
+        self.netns_names = ns::named::named_namespaces(&mounts);
+        for m in mounts {
+            self.netns_paths.entry(m.inode).or_insert(m.path);
         }
         self.names_at = Instant::now();
     }
@@ -266,8 +261,9 @@ impl Enricher {
         }
     }
 
-    /// Resolves a request's namespace reference to `{inode, name, of}`.
-    pub fn target(&mut self, t: &TargetRef, pid: u32, ns_fds: &[(u32, u32)]) -> Value {
+    /// Resolves a request's namespace reference: its inode (when the
+    /// sender's fd, the process, still tells) and name.
+    pub fn target(&mut self, t: &TargetRef, pid: u32, ns_fds: &[(u32, u32)]) -> TargetNetns {
         let ino = match t.ns {
             NsRef::Fd(fd) => ns_fds
                 .iter()
@@ -277,13 +273,8 @@ impl Enricher {
             NsRef::Pid(p) => sys::ns_inode(Path::new(&format!("/proc/{p}/ns/net"))).ok(),
             NsRef::Nsid(_) => None,
         };
-        let mut v = json!({"inode": ino, "name": ino.and_then(|i| self.netns_name(i)), "of": t.of});
-        match t.ns {
-            NsRef::Fd(fd) => v["fd"] = json!(fd),
-            NsRef::Pid(p) => v["pid"] = json!(p),
-            NsRef::Nsid(id) => v["nsid"] = json!(id),
-        }
-        v
+        let name = ino.and_then(|i| self.netns_name(i));
+        TargetNetns { inode: ino, name, host: ino.is_some() && ino == self.host, of: t.of, by: t.ns }
     }
 }
 

@@ -11,16 +11,20 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 use super::lookup::{Resolver, Worker};
-use crate::{cache::BoundedMap, ns::Registry};
+use crate::{
+    ns::{Container, Registry},
+    sys::bounded::BoundedMap,
+};
 
-/// A sender's namespace name and container (as the JSON contract prints it).
+/// What the registry says of a sender: its namespace's name and owner,
+/// and its container (the owner, else the one the sender is in: a
+/// host-network container's process in the host's namespace).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Identity {
     pub netns_name: Option<String>,
-    pub container: Option<Value>,
+    pub owner: Option<Container>,
+    pub container: Option<Container>,
 }
 
 /// (namespace inode, pid, cgroup v2 id) of a sender: the cgroup id names
@@ -65,8 +69,8 @@ impl Identities {
                     r
                 });
                 let (netns_name, container) = reg.enrich(ino, pid, cgroup_id);
-                let container = container.and_then(|c| serde_json::to_value(c).ok());
-                ((ino, pid, cgroup_id), Identity { netns_name, container })
+                let owner = reg.container_for_netns(ino);
+                ((ino, pid, cgroup_id), Identity { netns_name, owner, container })
             }),
         )
     }
@@ -132,7 +136,8 @@ mod tests {
             queue,
             Box::new(move |(ino, pid, cg): Sender| {
                 std::thread::sleep(delay);
-                ((ino, pid, cg), Identity { netns_name: Some(format!("ns{ino}")), container: Some(serde_json::json!({"id": pid})) })
+                let c = Container { runtime: "docker".into(), id: pid.to_string(), name: None };
+                ((ino, pid, cg), Identity { netns_name: Some(format!("ns{ino}")), owner: None, container: Some(c) })
             }),
         )
     }

@@ -19,14 +19,13 @@ use std::{
     time::Duration,
 };
 
-use netlink_packet_core::{NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
-use netlink_packet_route::{
-    RouteNetlinkMessage,
-    link::{LinkAttribute, LinkMessage},
+use crate::{
+    ns::rtnl::{
+        Rtnl,
+        msg::{self, LinkMsg},
+    },
+    sys::{self, bounded as cache},
 };
-use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
-
-use crate::{cache, sys};
 
 /// Requests waiting for the lookup thread, at most: a few milliseconds of
 /// its work (one lookup takes tens of microseconds).
@@ -171,68 +170,22 @@ impl<Q: Send + 'static, A: Send + 'static> Worker<Q, A> {
 
 /// A lookup for real: RTM_GETLINK inside the request's namespace.
 fn resolve(req: Request) -> Answer {
-    let in_ns = |f: &dyn Fn() -> Option<LinkMessage>| -> Option<LinkMessage> {
+    let ask = |q: msg::Request| -> Option<LinkMsg> {
         let ns = req.ns.as_ref()?;
         // The open file, not a /proc/PID path: the process may be gone and
         // its pid reused by now.
         let path = format!("/proc/self/fd/{}", ns.as_raw_fd());
-        sys::in_netns(Path::new(&path), f).ok().flatten()
+        sys::in_netns(Path::new(&path), || Rtnl::open_with(RECV_TIMEOUT).and_then(|mut rt| rt.link(&q))).ok()?.ok()?
     };
     match req.query {
         Query::Name(index) => {
-            let name = in_ns(&|| {
-                let mut lm = LinkMessage::default();
-                lm.header.index = index;
-                get_link(lm)
-            })
-            .and_then(|l| {
-                l.attributes.into_iter().find_map(|a| match a {
-                    LinkAttribute::IfName(n) => Some(cache::cut(&n, cache::IFNAME_MAX).to_string()),
-                    _ => None,
-                })
-            });
+            let name = ask(msg::Request::GetLink(index)).and_then(|l| l.name).map(|n| cache::cut(&n, cache::IFNAME_MAX).to_string());
             Answer::Name { ino: req.ino, index, name }
         }
         Query::Index(name) => {
-            let index = in_ns(&|| {
-                let mut lm = LinkMessage::default();
-                lm.attributes.push(LinkAttribute::IfName(name.clone()));
-                get_link(lm)
-            })
-            .map(|l| l.header.index);
+            let index = ask(msg::Request::GetLinkByName(name.clone())).map(|l| l.ifindex);
             Answer::Index { ino: req.ino, name, index }
         }
-    }
-}
-
-/// One RTM_GETLINK in the current thread's namespace.
-fn get_link(lm: LinkMessage) -> Option<LinkMessage> {
-    let mut sock = Socket::new(NETLINK_ROUTE).ok()?;
-    let tv = libc::timeval { tv_sec: 0, tv_usec: RECV_TIMEOUT.as_micros() as libc::suseconds_t };
-    // SAFETY: SO_RCVTIMEO with a timeval of the size given, on a socket we own.
-    unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    sock.bind_auto().ok()?;
-    sock.connect(&SocketAddr::new(0, 0)).ok()?;
-    let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST;
-    let mut msg = NetlinkMessage::new(header, NetlinkPayload::from(RouteNetlinkMessage::GetLink(lm)));
-    msg.finalize();
-    let mut buf = vec![0u8; msg.buffer_len()];
-    msg.serialize(&mut buf);
-    sock.send(&buf, 0).ok()?;
-    let (data, _) = sock.recv_from_full().ok()?;
-    let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&data).ok()?;
-    match reply.payload {
-        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => Some(l),
-        _ => None,
     }
 }
 

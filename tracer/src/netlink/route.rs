@@ -20,16 +20,7 @@ use netlink_packet_route::{
 };
 use serde_json::{Map, Value, json};
 
-/// A reference to a namespace inside a request, resolved by enrichment.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum NsRef {
-    /// `IFLA_NET_NS_FD`: an fd in the sender's table.
-    Fd(i32),
-    /// `IFLA_NET_NS_PID`: the namespace of that process.
-    Pid(u32),
-    /// `IFLA_TARGET_NETNSID` and friends: an nsid in the sender's namespace.
-    Nsid(i32),
-}
+pub use crate::ns::NsRef;
 
 /// Which object of the request the reference is for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -404,8 +395,25 @@ mod tests {
     }
 
     #[test]
-    fn malformed_bytes_are_errors_not_panics() {
+    fn bytes_that_are_no_message_are_errors() {
+        let mut l = LinkMessage::default();
+        l.attributes.push(LinkAttribute::IfName("veth-long-name".into()));
+        let whole = bytes(&RouteNetlinkMessage::NewLink(l));
+        assert_eq!(decode(16, &whole).expect("whole").attrs["ifname"], "veth-long-name", "the whole message decodes");
+        // Cut inside the fixed header or inside the name attribute: an
+        // error naming what is wrong, never attributes made up.
+        for cut in (1..16).chain(17..whole.len() - 4) {
+            let e = decode(16, &whole[..cut]).map(|d| d.attrs).expect_err(&format!("cut at {cut} of {}", whole.len()));
+            assert!(!e.is_empty(), "cut at {cut}: an empty reason");
+        }
+        // An attribute whose length runs past the message.
+        let mut long = whole.clone();
+        long[16..18].copy_from_slice(&200u16.to_ne_bytes());
+        assert!(decode(16, &long).is_err());
+        // Every kind of message, from random bytes: an answer each time,
+        // and the errors say something.
         let mut seed = 0x1234_5678u32;
+        let mut errors = 0;
         for len in 0..200usize {
             for ty in [16u16, 17, 19, 20, 21, 24, 25, 28, 32, 36, 44, 88] {
                 let junk: Vec<u8> = (0..len)
@@ -416,15 +424,12 @@ mod tests {
                         seed as u8
                     })
                     .collect();
-                let _ = decode(ty, &junk);
+                if let Err(e) = decode(ty, &junk) {
+                    assert!(!e.is_empty());
+                    errors += 1;
+                }
             }
         }
-        // Truncated real message: an error, never a panic.
-        let mut l = LinkMessage::default();
-        l.attributes.push(LinkAttribute::IfName("veth-long-name".into()));
-        let b = bytes(&RouteNetlinkMessage::NewLink(l));
-        for cut in 0..b.len() {
-            let _ = decode(16, &b[..cut]);
-        }
+        assert!(errors > 1000, "random bytes are mostly refused: {errors} of 2400");
     }
 }

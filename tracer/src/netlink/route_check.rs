@@ -4,10 +4,9 @@
 //! (`cargo xtask fuzz netlink_route`) and kept as a regression input in
 //! `fuzz/regressions/netlink_route`. A payload that fails a check is
 //! reported as malformed with the reason; the panic containment around
-//! every decode (`crate::contain`) stays as the net for what is not known.
+//! every decode (`crate::sys::contain`) stays as the net for what is not known.
 
-/// `nlattr` type bits that are flags, not the type.
-const NLA_TYPE_MASK: u16 = 0x3fff;
+use crate::sys::nlmsg::attrs;
 
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_INFO_KIND: u16 = 1;
@@ -41,8 +40,8 @@ pub fn check(msg_type: u16, body: &[u8]) -> Result<(), String> {
 
 /// An `ifinfomsg` and its attributes.
 fn link(body: &[u8], depth: usize) -> Result<(), String> {
-    let Some(attrs) = body.get(IFINFOMSG_LEN..) else { return Ok(()) };
-    for (ty, payload) in nlas(attrs) {
+    let Some(link_attrs) = body.get(IFINFOMSG_LEN..) else { return Ok(()) };
+    for (ty, payload) in attrs(link_attrs) {
         if ty == IFLA_LINKINFO {
             link_info(payload, depth)?;
         }
@@ -53,14 +52,14 @@ fn link(body: &[u8], depth: usize) -> Result<(), String> {
 /// `IFLA_LINKINFO`: the kind, then the kind's own attributes.
 fn link_info(b: &[u8], depth: usize) -> Result<(), String> {
     let mut kind: Option<&[u8]> = None;
-    for (ty, payload) in nlas(b) {
+    for (ty, payload) in attrs(b) {
         match ty {
             IFLA_INFO_KIND => kind = Some(payload.split(|&c| c == 0).next().unwrap_or_default()),
             IFLA_INFO_DATA => {
                 // The library reads the kind first; data before any kind is refused by it.
                 let Some(k) = kind else { continue };
                 let name = String::from_utf8_lossy(k);
-                for (aty, ap) in nlas(payload) {
+                for (aty, ap) in attrs(payload) {
                     if let Some((_, _, size)) = FIXED_SIZE.iter().find(|(kn, t, _)| *kn == name && *t == aty)
                         && ap.len() != *size
                     {
@@ -80,22 +79,13 @@ fn link_info(b: &[u8], depth: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// The attributes in `b`, as (type, payload), up to the first that does not fit.
-fn nlas(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        let h = b.get(..4)?;
-        let len = usize::from(u16::from_ne_bytes([h[0], h[1]]));
-        let ty = u16::from_ne_bytes([h[2], h[3]]) & NLA_TYPE_MASK;
-        let payload = b.get(4..len)?;
-        b = b.get((len + 3) & !3..).unwrap_or_default();
-        Some((ty, payload))
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netlink::decode::tests::{BAREUDP_PANIC, unhex};
+    use crate::{
+        netlink::decode::tests::{BAREUDP_PANIC, unhex},
+        sys::nlmsg::build::attr,
+    };
 
     #[test]
     fn the_bareudp_message_fails_the_check() {
@@ -108,24 +98,14 @@ mod tests {
         assert_eq!(check(16, &ok[16..]), Ok(()));
     }
 
-    fn nla(ty: u16, p: &[u8]) -> Vec<u8> {
-        let mut v = u16::try_from(4 + p.len()).expect("small").to_ne_bytes().to_vec();
-        v.extend_from_slice(&ty.to_ne_bytes());
-        v.extend_from_slice(p);
-        while v.len() % 4 != 0 {
-            v.push(0);
-        }
-        v
-    }
-
     /// A veth whose peer is a veth whose peer is... `depth` levels.
     fn nested_veth(depth: usize) -> Vec<u8> {
         let mut body = vec![0u8; IFINFOMSG_LEN];
         for _ in 0..depth {
-            let mut info = nla(IFLA_INFO_KIND, b"veth\0");
-            info.extend(nla(IFLA_INFO_DATA, &nla(VETH_INFO_PEER, &body)));
+            let mut info = attr(IFLA_INFO_KIND, b"veth\0");
+            info.extend(attr(IFLA_INFO_DATA, &attr(VETH_INFO_PEER, &body)));
             let mut b = vec![0u8; IFINFOMSG_LEN];
-            b.extend(nla(IFLA_LINKINFO, &info));
+            b.extend(attr(IFLA_LINKINFO, &info));
             body = b;
         }
         body
@@ -144,9 +124,9 @@ mod tests {
 
     #[test]
     fn attributes_that_do_not_fit_end_the_walk() {
-        assert_eq!(nlas(&[8, 0, 1, 0, 1, 2]).count(), 0);
-        assert_eq!(nlas(&[3, 0, 1, 0, 0, 0, 0, 0]).count(), 0, "length below the header");
-        let v: Vec<_> = nlas(&[5, 0, 0x01, 0x80, 9, 0, 0, 0, 4, 0, 2, 0]).collect();
+        assert_eq!(attrs(&[8, 0, 1, 0, 1, 2]).count(), 0);
+        assert_eq!(attrs(&[3, 0, 1, 0, 0, 0, 0, 0]).count(), 0, "length below the header");
+        let v: Vec<_> = attrs(&[5, 0, 0x01, 0x80, 9, 0, 0, 0, 4, 0, 2, 0]).collect();
         assert_eq!(v, vec![(1, &[9u8][..]), (2, &[][..])], "flags masked, padding skipped");
     }
 }

@@ -21,7 +21,6 @@
 //! outer one: the inner runtime's records are inside the outer container,
 //! out of reach of the host's runtimes that could confirm it.
 
-use super::Container;
 
 pub const DOCKER: &str = "docker";
 pub const PODMAN: &str = "podman";
@@ -50,8 +49,9 @@ impl Candidate {
     }
 
     /// As the output contract prints it, without a name.
-    pub fn container(&self) -> Container {
-        Container { runtime: self.runtime.to_string(), id: self.id.clone(), name: None }
+    #[cfg(test)]
+    pub fn container(&self) -> super::Container {
+        super::Container { runtime: self.runtime.to_string(), id: self.id.clone(), name: None }
     }
 }
 

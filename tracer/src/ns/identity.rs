@@ -81,7 +81,7 @@ const FILEID_KERNFS: i32 = 0xfe;
 
 impl ProcFs for RealProc {
     fn start_time(&self, pid: u32) -> Option<u64> {
-        start_time_from_stat(&fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+        crate::sys::proc::start_time(pid)
     }
 
     fn cgroup(&self, pid: u32) -> Option<String> {
@@ -121,15 +121,6 @@ impl ProcFs for RealProc {
         let rel = path.strip_prefix(root).ok()?.to_str()?;
         Some(format!("/{rel}"))
     }
-}
-
-/// Field 22 (`starttime`) of a `/proc/PID/stat` line. The command name
-/// (field 2) is in parentheses and may itself hold spaces and `)`, so the
-/// fields are counted from the last `)`.
-pub fn start_time_from_stat(stat: &str) -> Option<u64> {
-    let (_, rest) = stat.rsplit_once(')')?;
-    // Fields 3.. follow: starttime is the 20th of them.
-    rest.split_ascii_whitespace().nth(19)?.parse().ok()
 }
 
 struct PidEntry {
@@ -184,10 +175,12 @@ impl PidCache {
         self.map.retain(|pid, _| live.contains(pid));
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.map.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
@@ -222,12 +215,9 @@ impl CgroupIds {
         said
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
     }
 }
 
@@ -301,12 +291,9 @@ impl Confirmer {
         self.cache.retain(|c, _| keep.contains(c));
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.cache.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.cache.is_empty()
     }
 }
 
@@ -426,10 +413,6 @@ pub(crate) mod tests {
 
     #[test]
     fn stat_start_time() {
-        let line = "4242 (a) b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 2215936 200 18446744073709551615";
-        assert_eq!(start_time_from_stat(line), Some(987654));
-        assert_eq!(start_time_from_stat("4242 (x) S 1"), None);
-        assert_eq!(start_time_from_stat("garbage"), None);
         let real = RealProc::default();
         let own = real.start_time(std::process::id()).expect("own start time");
         assert_eq!(real.start_time(std::process::id()), Some(own));

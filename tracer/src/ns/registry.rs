@@ -19,7 +19,7 @@ use std::{
 use super::{
     Container, Iface, NsError, NsPid, Netns, Peer, SelectError, did_you_mean,
     identity::{self, CgroupIds, Confirmer, Member, PidCache, ProcFs, RealProc},
-    links::{RawLink, Rtnl},
+    rtnl::{RawLink, Rtnl},
     runtime,
 };
 use crate::sys::{in_netns, ns_inode};
@@ -75,6 +75,7 @@ impl Registry {
         self.ns.values()
     }
 
+    #[cfg(test)]
     pub fn get(&self, inode: u64) -> Option<&Netns> {
         self.ns.get(&inode)
     }
@@ -168,6 +169,7 @@ impl Registry {
 
     /// The container a process is in, as its runtime confirms and names it;
     /// the cgroup's candidate is cached per process lifetime.
+    #[cfg(test)]
     pub fn container_for_pid(&mut self, pid: u32) -> Option<Container> {
         self.member_for_pid(pid).map(|m| m.container)
     }
@@ -275,7 +277,7 @@ impl Registry {
                 Err(SelectError::UnknownContainer(sel.to_string(), hint))
             }
             many => {
-                let list: Vec<String> = many.iter().map(|(c, _)| format!("{} ({})", &c.id[..c.id.len().min(12)], c.label())).collect();
+                let list: Vec<String> = many.iter().map(|(c, _)| format!("{} ({})", c.short_id(), c.label())).collect();
                 Err(SelectError::AmbiguousContainer(sel.to_string(), list.join(", ")))
             }
         }

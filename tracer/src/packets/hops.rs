@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::{Value, json};
 
 use super::PacketEvent;
-use crate::{clock, output::Render};
+use crate::{output::Render, sys::clock};
 
 /// How long after its first hop a packet may still be seen elsewhere.
 pub const WINDOW_NS: u64 = 100_000_000;
@@ -76,8 +76,8 @@ impl Render for PacketPath {
             .map(|(i, h)| {
                 json!({
                     "time": clock::rfc3339(h.wall_ns),
-                    "netns": {"inode": h.netns_ino, "name": h.netns_name},
-                    "container": h.container,
+                    "netns": h.netns,
+                    "container": h.container(),
                     "ifname": h.ifname,
                     "ifindex": h.ifindex,
                     "direction": h.direction_name(),
@@ -143,7 +143,7 @@ impl Grouper {
         {
             let first = g.hops[0].wall_ns;
             let seen_here =
-                g.hops.iter().any(|h| h.netns_ino == e.netns_ino && h.ifindex == e.ifindex && h.direction == e.direction);
+                g.hops.iter().any(|h| h.netns.inode == e.netns.inode && h.ifindex == e.ifindex && h.direction == e.direction);
             if e.wall_ns.abs_diff(first) <= WINDOW_NS && !seen_here && g.hops.len() < MAX_HOPS_PER_PATH {
                 g.hops.push(e);
                 self.held += 1;
@@ -195,7 +195,7 @@ impl Grouper {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packets::decode;
+    use crate::{ns::NetnsId, packets::decode};
     use etherparse::PacketBuilder;
     use tracer_common::packet::{DIR_EGRESS, DIR_INGRESS};
 
@@ -206,11 +206,7 @@ mod tests {
         let decoded = decode::decode(&f, true);
         PacketEvent {
             wall_ns,
-            cpu: 0,
-            netns_ino: ns,
-            netns_name: Some(format!("ns{ns}")),
-            host_netns: false,
-            container: None,
+            netns: NetnsId { inode: u64::from(ns), name: Some(format!("ns{ns}")), ..Default::default() },
             ifindex,
             ifname: format!("if{ifindex}"),
             direction: dir,

@@ -12,11 +12,16 @@ use tracer_common::{
 };
 
 use crate::{
-    clock::{self, Clock},
-    event::{RawEvent, read_pod},
-    nsnames::NsNames,
-    output::{self, Render},
-    tp::EnumNames,
+    bpf::{
+        event::{RawEvent, read_pod},
+        tp::EnumNames,
+    },
+    ns::{NetnsId, names::NsNames},
+    output::Render,
+    sys::{
+        clock::{self, Clock},
+        text,
+    },
 };
 
 /// The TCP states of `include/net/tcp_states.h` (unchanged since Linux 2.6).
@@ -92,9 +97,8 @@ pub struct TcpEvent {
     /// Kernel monotonic time, for durations.
     pub mono_ns: u64,
     pub netns_ino: u32,
-    pub netns_name: Option<String>,
-    pub container: Option<Value>,
-    pub label: String,
+    /// The socket's namespace, with the container that owns it.
+    pub netns: NetnsId,
     pub skaddr: u64,
     pub src: IpAddr,
     pub sport: u16,
@@ -165,9 +169,7 @@ impl TcpEvent {
             wall_ns: clock.wall_ns(ev.header.ts_ns),
             mono_ns: ev.header.ts_ns,
             netns_ino: ev.header.netns_ino,
-            netns_name: names.ns_name(ns),
-            container: names.container(ns),
-            label: names.label(ns),
+            netns: names.netns(ns),
             skaddr: r.skaddr,
             src: addr(r.family, &r.saddr),
             sport: r.sport,
@@ -222,13 +224,20 @@ pub fn duration_text(ns: u64) -> String {
     }
 }
 
+impl TcpEvent {
+    /// How text names its namespace ([`NetnsId::label`]).
+    pub fn label(&self) -> String {
+        self.netns.label().into_owned()
+    }
+}
+
 impl Render for TcpEvent {
     fn json(&self) -> Value {
         let mut m = Map::new();
         m.insert("type".into(), "tcp".into());
         m.insert("time".into(), clock::rfc3339(self.wall_ns).into());
-        m.insert("netns".into(), json!({"inode": self.netns_ino, "name": self.netns_name}));
-        m.insert("container".into(), self.container.clone().unwrap_or(Value::Null));
+        m.insert("netns".into(), serde_json::to_value(&self.netns).unwrap_or(Value::Null));
+        m.insert("container".into(), serde_json::to_value(&self.netns.owner).unwrap_or(Value::Null));
         m.insert("event".into(), self.what.name().into());
         m.insert("src".into(), self.src.to_string().into());
         m.insert("sport".into(), self.sport.into());
@@ -294,7 +303,7 @@ impl Render for TcpEvent {
     }
 
     fn text(&self) -> String {
-        let mut s = format!("{} {} {} ", clock::hms_micros(self.wall_ns), output::name(&self.label), self.tuple_text());
+        let mut s = format!("{} {} {} ", clock::hms_micros(self.wall_ns), text::name(&self.label()), self.tuple_text());
         match &self.what {
             What::State { old, new } => {
                 s.push_str(&format!("{} -> {}", state_name(*old), state_name(*new)));
@@ -353,10 +362,10 @@ impl Render for TcpEvent {
             s.push_str(&format!(" srtt {us}us"));
         }
         if let Some((label, _)) = &self.peer {
-            s.push_str(&format!(" [peer {}]", output::name(label)));
+            s.push_str(&format!(" [peer {}]", text::name(label)));
         }
         if let (Some(p), Some(c)) = (self.pid, &self.comm) {
-            s.push_str(&format!(" by {}[{p}]", output::name(c)));
+            s.push_str(&format!(" by {}[{p}]", text::name(c)));
         }
         s
     }

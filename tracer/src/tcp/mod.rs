@@ -6,7 +6,26 @@
 //! Layers, data flowing one way: the TCP tracepoint programs (tracer-ebpf
 //! tcp.rs; selection and the packet filter applied in the kernel, RTT
 //! readings sampled there) -> the ring buffer -> [`event`] (decode, name)
-//! -> [`tracker`] (per-connection history) -> output.
+//! -> [`tracker`] (per-connection history) -> output. Its job
+//! ([`TcpJob`]) is validated here, run by the application.
 
 pub mod event;
 pub mod tracker;
+
+use std::time::Duration;
+
+use crate::tc::{filter::FilterProgram, follow::Selection};
+
+/// The most `--rtt-interval` may be, in seconds.
+pub const MAX_RTT_INTERVAL: f64 = 3600.0;
+
+/// The validated form of `tracer tcp`.
+#[derive(Clone, Debug)]
+pub struct TcpJob {
+    /// Namespaces (interfaces play no part: TCP events are sockets').
+    pub select: Selection,
+    /// Least time between two RTT readings of one connection (in the kernel).
+    pub rtt_interval: Duration,
+    /// On the connection's addresses and ports, the socket's own as source.
+    pub filter: FilterProgram,
+}

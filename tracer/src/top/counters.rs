@@ -33,8 +33,8 @@ const BATCH: u32 = 512;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CountersError {
-    #[error("the eBPF object has no map {0}")]
-    NoMap(&'static str),
+    #[error(transparent)]
+    Map(#[from] crate::bpf::MapError),
     #[error("map {0} is not a per-CPU hash map")]
     NotPerCpuHash(&'static str),
     #[error("cannot count the possible CPUs: {0}")]
@@ -115,7 +115,7 @@ unsafe fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<()> {
 impl<K: Pod + Eq + Hash> CounterMap<K> {
     /// Takes map `name` out of the object.
     pub fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<Self, CountersError> {
-        let data = match ebpf.take_map(name).ok_or(CountersError::NoMap(name))? {
+        let data = match crate::bpf::take_map(ebpf, name)? {
             Map::PerCpuHashMap(d) | Map::PerCpuLruHashMap(d) => d,
             _ => return Err(CountersError::NotPerCpuHash(name)),
         };

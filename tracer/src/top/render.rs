@@ -1,13 +1,18 @@
 //! How `tracer top` prints an interval: one JSON object per row, or a
 //! table (redrawn in place on a terminal, one after another otherwise).
 
-use std::{io, net::IpAddr};
+use std::{
+    io::{self, Write as _},
+    net::IpAddr,
+};
 
 use serde::Serialize;
-use serde_json::Value;
 
 use super::stats::{By, Row, rate};
-use crate::{clock, output};
+use crate::{
+    ns::{Container, NetnsId},
+    sys::{clock, text},
+};
 
 /// One interval, ready to print.
 pub struct Report<'a> {
@@ -20,12 +25,6 @@ pub struct Report<'a> {
     pub lost: &'a [(&'static str, u64)],
 }
 
-#[derive(Serialize)]
-struct NetnsJson<'a> {
-    inode: u64,
-    name: &'a Option<String>,
-}
-
 /// A row as JSON: DESIGN.md's contract (`type`, `time`, `netns`,
 /// `container`), then what the grouping has, then counts and rates.
 #[derive(Serialize)]
@@ -35,8 +34,8 @@ struct RowJson<'a> {
     time: &'a str,
     interval_s: f64,
     by: &'static str,
-    netns: NetnsJson<'a>,
-    container: &'a Option<Value>,
+    netns: &'a NetnsId,
+    container: &'a Option<Container>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ifname: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -82,8 +81,8 @@ pub fn json_line(r: &Row, rep: &Report<'_>, time: &str) -> String {
         time,
         interval_s: (rep.secs * 1e6).round() / 1e6,
         by: rep.by.name(),
-        netns: NetnsJson { inode: r.netns, name: &r.netns_name },
-        container: &r.container,
+        netns: &r.netns,
+        container: &r.netns.owner,
         ifname: r.ifname.as_deref(),
         ifindex: r.ifindex,
         interfaces: r.interfaces,
@@ -140,7 +139,7 @@ pub fn header(rep: &Report<'_>) -> String {
 
 /// `NAMESPACE/INTERFACE` as a table cell: both names cut and escaped.
 fn where_cell(r: &Row) -> String {
-    format!("{}/{}", output::name(&r.label), output::name(r.ifname.as_deref().unwrap_or("?")))
+    format!("{}/{}", text::name(&r.label), text::name(r.ifname.as_deref().unwrap_or("?")))
 }
 
 /// Writes the table: at most `limit` rows, the largest first. Names are
@@ -153,7 +152,7 @@ pub fn table(rep: &Report<'_>, limit: usize, out: &mut impl io::Write) -> io::Re
     writeln!(out, "{}", header(rep))?;
     match rep.by {
         By::Container => {
-            let labels: Vec<String> = rows.iter().map(|r| output::name(&r.label).into_owned()).collect();
+            let labels: Vec<String> = rows.iter().map(|r| text::name(&r.label).into_owned()).collect();
             let w = width(&labels, 15);
             writeln!(out, "{:<w$}  {:>6}  {:>9}  {:>9}  {:>9}  {:>9}", "CONTAINER/NETNS", "IFACES", "RX PKT/S", "RX BIT/S", "TX PKT/S", "TX BIT/S")?;
             for (r, label) in rows.iter().zip(&labels) {
@@ -222,16 +221,66 @@ pub fn terminal_rows() -> Option<usize> {
     }
 }
 
+/// Where reports go: stdout, as JSON lines, a table redrawn in place on a
+/// terminal, or one table after another.
+pub struct Printer {
+    json: bool,
+    /// Terminal height when redrawing in place.
+    tty: Option<usize>,
+    limit: Option<usize>,
+    reports: u64,
+}
+
+impl Printer {
+    pub fn new(json: bool, limit: Option<usize>) -> Self {
+        Self { json, tty: if json { None } else { terminal_rows() }, limit, reports: 0 }
+    }
+
+    /// Whether the header of each report shows the losses so far (on a
+    /// terminal); elsewhere they are lines of their own, as every command
+    /// reports them.
+    pub fn shows_losses(&self) -> bool {
+        self.tty.is_some()
+    }
+
+    pub fn print(&mut self, rep: &Report<'_>) -> io::Result<()> {
+        let mut buf: Vec<u8> = Vec::new();
+        let time = clock::rfc3339(rep.wall_ns);
+        if self.json {
+            for r in rep.rows.iter().take(self.limit.unwrap_or(usize::MAX)) {
+                buf.extend_from_slice(text::json_safe(json_line(r, rep, &time)).as_bytes());
+                buf.push(b'\n');
+            }
+        } else if let Some(height) = self.tty {
+            // Home, clear, redraw: header, column names, and what fits. These
+            // are the only terminal controls written: the table escapes names.
+            buf.extend_from_slice(b"\x1b[H\x1b[2J");
+            let fit = height.saturating_sub(3).max(1);
+            table(rep, self.limit.unwrap_or(fit).min(fit), &mut buf)?;
+        } else {
+            if self.reports > 0 {
+                buf.push(b'\n');
+            }
+            table(rep, self.limit.unwrap_or(usize::MAX), &mut buf)?;
+        }
+        let mut out = std::io::stdout().lock();
+        out.write_all(&buf)?;
+        out.flush()?;
+        self.reports += 1;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
     use crate::top::stats::{Count, FlowFields};
 
     fn row() -> Row {
         Row {
-            netns: 7,
-            netns_name: Some("lab-a".into()),
-            container: None,
+            netns: NetnsId { inode: 7, name: Some("lab-a".into()), ..Default::default() },
             label: "lab-a".into(),
             ifname: Some("eth0".into()),
             ifindex: Some(2),
@@ -321,7 +370,7 @@ mod tests {
                 assert!(lines[2].starts_with("web\\x1b]0;pwned\\x07/e\\x9b1m "), "{text}");
             }
             // The long name is cut, and the columns after the names line up.
-            assert!(lines[3].starts_with(&format!("{}{}", "c".repeat(output::NAME_MAX - 3), output::ELLIPSIS)), "{text}");
+            assert!(lines[3].starts_with(&format!("{}{}", "c".repeat(text::NAME_MAX - 3), text::ELLIPSIS)), "{text}");
             let chars: Vec<Vec<char>> = lines[1..5].iter().map(|l| l.chars().collect()).collect();
             if by == By::Flow {
                 let dir = lines[1].find("DIR").expect("DIR column");

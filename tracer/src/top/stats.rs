@@ -11,14 +11,16 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use serde_json::Value;
 use tracer_common::{
     packet::{DIR_EGRESS, DIR_INGRESS, key_flags},
     top::{FlowKey, IfaceKey},
 };
 
 use super::counters::Total;
-use crate::packets::{Topology, decode};
+use crate::{
+    ns::NetnsId,
+    tc::{filter::proto_name, topology::Topology},
+};
 
 /// Packets and bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -136,7 +138,7 @@ impl Unattributed {
 }
 
 /// How rows are grouped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum By {
     /// One row per container (or namespace without one).
     Container,
@@ -176,9 +178,9 @@ impl FlowFields {
         let v4 = |a: &[u8; 16]| IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]));
         let v6 = |a: &[u8; 16]| IpAddr::V6(Ipv6Addr::from(*a));
         let (l3, proto, src, dst) = if p.flags & key_flags::IP4 != 0 {
-            ("ipv4".to_string(), Some(decode::proto_name(p.proto)), Some(v4(&p.src)), Some(v4(&p.dst)))
+            ("ipv4".to_string(), Some(proto_name(p.proto)), Some(v4(&p.src)), Some(v4(&p.dst)))
         } else if p.flags & key_flags::IP6 != 0 {
-            ("ipv6".to_string(), Some(decode::proto_name(p.proto)), Some(v6(&p.src)), Some(v6(&p.dst)))
+            ("ipv6".to_string(), Some(proto_name(p.proto)), Some(v6(&p.src)), Some(v6(&p.dst)))
         } else if p.flags & key_flags::ARP4 != 0 {
             ("arp".to_string(), None, Some(v4(&p.src)), Some(v4(&p.dst)))
         } else {
@@ -221,10 +223,9 @@ impl FlowFields {
 /// One row of one interval.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Row {
-    pub netns: u64,
-    pub netns_name: Option<String>,
-    pub container: Option<Value>,
-    /// How the namespace is shown in text (container, name, `host`, inode).
+    /// The namespace, with the container that owns it.
+    pub netns: NetnsId,
+    /// How the namespace is shown in text ([`NetnsId::label`]).
     pub label: String,
     /// Interface rows and flow rows.
     pub ifname: Option<String>,
@@ -256,17 +257,18 @@ fn side(c: &mut (Count, Count), direction: u8, d: Count) {
 /// interface, traffic or not, plus any that counted something and went
 /// away; flow rows only flows that counted something.
 pub fn rows(by: By, ifaces: &HashMap<IfaceKey, Count>, flows: &HashMap<FlowKey, Count>, topo: &Topology) -> Vec<Row> {
-    let base = |ns: u64| Row {
-        netns: ns,
-        netns_name: topo.ns_name(ns),
-        container: topo.container(ns),
-        label: topo.ns_label(ns),
-        ifname: None,
-        ifindex: None,
-        interfaces: None,
-        flow: None,
-        rx: Count::default(),
-        tx: Count::default(),
+    let base = |ns: u64| {
+        let netns = topo.netns(ns);
+        Row {
+            label: netns.label().into_owned(),
+            netns,
+            ifname: None,
+            ifindex: None,
+            interfaces: None,
+            flow: None,
+            rx: Count::default(),
+            tx: Count::default(),
+        }
     };
     // (namespace, ifindex) -> (rx, tx)
     let mut per_if: HashMap<(u64, u32), (Count, Count)> = HashMap::new();
@@ -328,6 +330,7 @@ mod tests {
     use tracer_common::packet::PacketKey;
 
     use super::*;
+    use crate::ns::Container;
 
     fn t(packets: u64, bytes: u64, created_ns: u64) -> Total {
         Total { packets, bytes, created_ns }
@@ -424,7 +427,7 @@ mod tests {
         let mut t = Topology::new(Some(1));
         t.insert(1, None, None, &[(5, "veth-a"), (6, "veth-b")]);
         t.insert(7, Some("lab-a".into()), None, &[(2, "eth0")]);
-        let web = serde_json::json!({"runtime":"docker","id":"c0ffee","name":"web"});
+        let web = Container { runtime: "docker".into(), id: "c0ffee".into(), name: Some("web".into()) };
         t.insert(8, Some("web".into()), Some(web), &[(2, "eth0"), (3, "eth1")]);
         t
     }
@@ -456,9 +459,9 @@ mod tests {
                 ("web".into(), Some("eth0".into()), 0, 0),
             ]
         );
-        assert_eq!(r[0].container.as_ref().and_then(|c| c.get("name")).and_then(Value::as_str), Some("web"));
-        assert_eq!(r[1].netns_name.as_deref(), Some("lab-a"));
-        assert!(r[2].netns_name.is_none() && r[2].container.is_none());
+        assert_eq!(r[0].netns.owner.as_ref().and_then(|c| c.name.as_deref()), Some("web"));
+        assert_eq!(r[1].netns.name.as_deref(), Some("lab-a"));
+        assert!(r[2].netns.name.is_none() && r[2].netns.owner.is_none() && r[2].netns.host);
     }
 
     #[test]

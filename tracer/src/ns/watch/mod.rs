@@ -67,7 +67,6 @@
 //! addresses per link (oldest evicted), tombstones (oldest evicted, 30 s),
 //! events per channel; all counted in [`Stats`].
 
-mod msg;
 mod render;
 mod run;
 mod sock;
@@ -88,6 +87,10 @@ pub use types::{
 };
 
 use run::{Cmd, Worker};
+use crate::{
+    ns::rtnl::{Rtnl, msg},
+    sys::netns,
+};
 use table::Table;
 
 /// How the watcher runs.
@@ -194,9 +197,9 @@ impl Watcher {
                 // Everything is opened on this thread, in the namespace it
                 // starts in: the process's own.
                 let opened = (|| {
-                    let home_fd = sock::own_netns().map_err(WatchError::Socket)?;
+                    let home_fd = netns::own_netns().map_err(WatchError::Socket)?;
                     let mon = sock::Monitor::open(cfg.rcvbuf).map_err(WatchError::Socket)?;
-                    let req = sock::Requester::open().map_err(WatchError::Socket)?;
+                    let req = Rtnl::open().map_err(WatchError::Socket)?;
                     Ok::<_, WatchError>((home_fd, mon, req))
                 })();
                 let (home_fd, mon, req) = match opened {
@@ -206,7 +209,7 @@ impl Watcher {
                         return;
                     }
                 };
-                let home_ino = sock::netns_inode(home_fd.as_fd()).ok();
+                let home_ino = netns::netns_inode(home_fd.as_fd()).ok();
                 let cookie = mon.cookie();
                 *t2.write().unwrap_or_else(|e| e.into_inner()) = Table::new(cfg.limits.clone(), home_ino, cookie);
                 let mut w = Worker { mon, req, home_fd, table: t2, tx, cmds: cmd_rx, wake: w2, cfg, scan: None, last_scan: std::time::Instant::now(), last_resync: std::time::Instant::now(), resync: None };

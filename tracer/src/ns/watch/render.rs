@@ -14,7 +14,7 @@ use super::{
     msg::{AF_INET, AF_INET6, RouteMsg},
     types::{AddrView, EventKind, LinkView, NsHandle, Place, RouteView, SyncReason},
 };
-use crate::output::name;
+use crate::sys::text::name;
 
 /// `IFF_*` names in the order iproute2 prints them.
 const FLAGS: &[(u32, &str)] = &[

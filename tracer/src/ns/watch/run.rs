@@ -20,11 +20,14 @@ use tokio::sync::mpsc::{Sender, error::TrySendError};
 use super::{
     Config, Event, Source, WatchError,
     msg::{AddrMsg, Body, LinkMsg, Msg, RTM_NEWLINK, RTM_NEWNSID, Request, split},
-    sock::{self, DATAGRAM_MAX, Monitor, Requester},
+    sock::{self, DATAGRAM_MAX, Monitor},
     table::{Out, Table},
     types::{EventKind, NsHandle, NsInfo, SyncReason},
 };
-use crate::clock::Clock;
+use crate::{
+    ns::rtnl::Rtnl,
+    sys::{clock::Clock, netns},
+};
 
 /// Datagrams read per wake-up before commands and timers get a turn.
 const READS_PER_WAKE: usize = 256;
@@ -50,7 +53,7 @@ pub(crate) enum Cmd {
 
 pub(crate) struct Worker {
     pub mon: Monitor,
-    pub req: Requester,
+    pub req: Rtnl,
     pub home_fd: OwnedFd,
     pub table: Arc<RwLock<Table>>,
     pub tx: Sender<Event>,
@@ -336,7 +339,7 @@ impl Worker {
     /// socket), reads it, and records its identity.
     fn watch(&mut self, fd: BorrowedFd<'_>, label: Option<String>, path: Option<PathBuf>) -> Result<NsInfo, WatchError> {
         let what = || path.as_ref().map_or_else(|| format!("fd {}", fd.as_raw_fd()), |p| p.display().to_string());
-        let inode = sock::netns_inode(fd).map_err(|e| WatchError::NotNetns(what(), e))?;
+        let inode = netns::netns_inode(fd).map_err(|e| WatchError::NotNetns(what(), e))?;
         let home = self.read().home();
         let h = if self.read().info(home).and_then(|i| i.inode) == Some(inode) {
             home
@@ -351,7 +354,7 @@ impl Worker {
             }
             self.ensure_ns(id, SyncReason::Initial).ok_or(WatchError::Full(self.cfg.limits.namespaces))?
         };
-        let cookie = sock::cookie_of(fd);
+        let cookie = netns::cookie_of(fd);
         let out = self.write().bind(h, inode, cookie, label, path);
         self.emit(out.into_iter().collect(), (0, 0), Source::Dump, now_ns());
         self.read().info(h).ok_or(WatchError::Stopped)
@@ -388,14 +391,14 @@ impl Worker {
                 continue;
             }
             let Ok(f) = std::fs::File::open(&path) else { continue };
-            if sock::netns_inode(f.as_fd()).ok() != Some(ino) {
+            if netns::netns_inode(f.as_fd()).ok() != Some(ino) {
                 continue;
             }
             let Ok(id) = self.nsid_of(f.as_fd()) else { continue };
             if id >= 0 {
                 let reason = if assign { SyncReason::Initial } else { SyncReason::Appeared };
                 if let Some(h) = self.ensure_ns(id, reason) {
-                    let out = self.write().bind(h, ino, sock::cookie_of(f.as_fd()), name, Some(path));
+                    let out = self.write().bind(h, ino, netns::cookie_of(f.as_fd()), name, Some(path));
                     self.emit(out.into_iter().collect(), (0, 0), Source::Dump, now_ns());
                 }
             } else if assign && self.cfg.assign_nsids {
@@ -429,7 +432,7 @@ impl Worker {
             let inode = self.read().info(*h).and_then(|i| i.inode);
             let same = std::fs::File::open(&path)
                 .ok()
-                .filter(|f| sock::netns_inode(f.as_fd()).ok() == inode)
+                .filter(|f| netns::netns_inode(f.as_fd()).ok() == inode)
                 .is_some_and(|f| self.nsid_of(f.as_fd()).ok() == Some(*n));
             if !same {
                 let outs = self.write().ns_gone(*h, now);

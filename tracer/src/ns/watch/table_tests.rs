@@ -4,7 +4,7 @@
 //! namespaces, namespaces that go away, and every bound.
 
 use super::*;
-use crate::ns::watch::msg::{
+use crate::ns::rtnl::msg::{
     AF_BRIDGE, RTM_DELADDR, RTM_DELLINK, RTM_DELNSID, RTM_DELROUTE, RTM_NEWADDR, RTM_NEWLINK, RTM_NEWNSID, build::*, split,
 };
 
@@ -21,7 +21,7 @@ fn msg_from(ty: u16, seq: u32, pid: u32, payload: &[u8]) -> Msg {
 }
 
 fn veth(ifindex: u32, name: &[u8], mac: &[u8], extra: &[Vec<u8>]) -> Vec<u8> {
-    let mut a = vec![super::super::msg::build::name(name), kind("veth"), mtu(1500), operstate(2), lladdr(mac)];
+    let mut a = vec![crate::ns::rtnl::msg::build::name(name), kind("veth"), mtu(1500), operstate(2), lladdr(mac)];
     a.extend_from_slice(extra);
     ifinfo(0, ifindex, 0x1002, &a)
 }
@@ -218,8 +218,8 @@ fn dumps_start_the_table_and_resyncs_report_the_differences() {
     let (mut t, h, _) = two();
     let lo = LinkMsg { ifindex: 1, name: Some("lo".into()), arptype: 772, flags: 0x49, ..Default::default() };
     let e0 = LinkMsg { ifindex: 2, name: Some("eth0".into()), kind: Some("veth".into()), ..Default::default() };
-    let a1 = crate::ns::watch::msg::AddrMsg {
-        family: crate::ns::watch::msg::AF_INET,
+    let a1 = crate::ns::rtnl::msg::AddrMsg {
+        family: crate::ns::rtnl::msg::AF_INET,
         prefixlen: 24,
         scope: 0,
         ifindex: 2,
@@ -234,7 +234,7 @@ fn dumps_start_the_table_and_resyncs_report_the_differences() {
     assert_eq!(out, vec![(h, EventKind::Synced { reason: SyncReason::Initial, links: 2, addrs: 1 })]);
     // Lost notifications: eth0 went, eth1 came with an address, lo went up.
     let e1 = LinkMsg { ifindex: 3, name: Some("eth1".into()), ..Default::default() };
-    let a2 = crate::ns::watch::msg::AddrMsg { ifindex: 3, ..a1 };
+    let a2 = crate::ns::rtnl::msg::AddrMsg { ifindex: 3, ..a1 };
     let lo_up = LinkMsg { flags: 0x10049, ..lo };
     let out = t.sync(h, &[lo_up, e1], &[a2], SyncReason::Resync, 2 * S);
     assert_eq!(kinds(&out), ["LinkChanged", "LinkAdded", "AddrAdded", "LinkDeleted", "Synced"]);

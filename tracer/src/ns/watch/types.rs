@@ -4,7 +4,7 @@
 
 use std::{net::IpAddr, path::PathBuf};
 
-use super::msg::{AddrMsg, LinkMsg, RouteMsg};
+use crate::ns::rtnl::msg::{AddrMsg, LinkMsg, RouteMsg};
 
 /// A namespace the watcher tracks. Handles are never reused within one
 /// watcher, unlike inodes and nsids, which the kernel reuses at once.

@@ -1,0 +1,336 @@
+//! The jobs that read the ring buffer: `tracer netlink`, `tracer packets`,
+//! and the default job, which runs both on one ring buffer and prints them
+//! as one timeline ([`super::merged`]). One pipeline serves all three:
+//! records -> the netlink correlator and the packet decoder (each when the
+//! job has it) -> the merger -> text or JSON lines, or pcapng.
+
+use std::time::Duration;
+
+use aya::Ebpf;
+use tracer_common::EventKind;
+
+use super::{
+    Error,
+    merged::{Item, MERGER_MAX_BYTES, MERGER_MAX_ITEMS, Merger},
+    run::{self, Limits, Running, Step},
+};
+use crate::{
+    bpf::{
+        event::RawEvent,
+        hooks,
+        load::{self, LoadOptions},
+        ring::Reader,
+    },
+    netlink::{self, Correlator, NetlinkJob},
+    output::{Sink, Stream},
+    packets::{DRAIN_INTERVAL, PacketEvent, PacketsError, PacketsJob, capfile, hops, pcapng},
+    sys::{
+        clock::{self, Clock},
+        shutdown::Shutdown,
+        text,
+    },
+    tc::{TcError, TcSession, attach::PACKET_PROGRAMS},
+};
+
+/// How often the netlink audit alone looks at its correlator when no
+/// record wakes it: requests whose answer never comes are printed on time.
+const NETLINK_TICK: Duration = Duration::from_millis(100);
+/// How long the last answers and packets are given to arrive at the end.
+const LAST_EVENTS_WAIT: Duration = Duration::from_millis(50);
+/// Output bytes deferred before they are written anyway.
+const SINK_MAX_BUFFERED: usize = 1 << 20;
+
+/// Where printed items go.
+enum Out {
+    Sink(Sink),
+    /// Packets as pcapng; every other line (netlink requests, paths, lost
+    /// events) to the sink.
+    Pcapng(pcapng::PcapngOut, Sink),
+}
+
+impl Out {
+    fn sink(&mut self) -> &mut Sink {
+        match self {
+            Out::Sink(s) | Out::Pcapng(_, s) => s,
+        }
+    }
+}
+
+/// The netlink audit, the packet tracing, or both, running.
+struct Events {
+    reader: Reader,
+    /// The object, held while no TC session holds it (the netlink audit
+    /// alone): its tracepoints stay attached as long as it lives.
+    _ebpf: Option<Ebpf>,
+    tc: Option<TcSession>,
+    clock: Clock,
+    netlink: Option<(NetlinkJob, Correlator)>,
+    packets: Option<PacketsJob>,
+    grouper: Option<hops::Grouper>,
+    merger: Merger,
+    out: Out,
+    target: Option<capfile::Target>,
+    batch: Vec<RawEvent>,
+    ready: String,
+}
+
+/// Runs the netlink audit (`netlink`), packet tracing (`packets`), or both
+/// merged into one timeline, until `limits` or `stop`.
+pub async fn run(
+    netlink: Option<NetlinkJob>,
+    packets: Option<PacketsJob>,
+    json: bool,
+    ring_bytes: Option<u32>,
+    limits: Limits,
+    stop: Shutdown,
+) -> Result<(), Error> {
+    // The capture target first: a refused path fails before anything is
+    // loaded, and a FIFO's reader is waited for (stoppable) before attaching.
+    let target = packets.as_ref().and_then(|p| p.write.as_deref()).map(capfile::Target::from_arg);
+    let capture = match &target {
+        Some(t) => {
+            let (deadline, asked) = (limits.deadline(), stop.clone().wait());
+            let stopped = async {
+                tokio::select! {
+                    _ = deadline => {}
+                    _ = asked => {}
+                }
+            };
+            match capfile::open(t, stopped).await.map_err(PacketsError::from)? {
+                Some(f) => Some(f),
+                None => return Ok(()),
+            }
+        }
+        None => None,
+    };
+    let mut opts = LoadOptions {
+        snaplen: packets.as_ref().map_or(0, |p| p.snaplen),
+        // Without packets the kernel filters netlink by namespace itself.
+        nl_netns: if packets.is_none() { netlink.as_ref().and_then(|n| n.netns) } else { None },
+        ..Default::default()
+    };
+    if let Some(b) = ring_bytes {
+        opts.ring_bytes = b;
+    }
+    let mut loaded = load::load_for_job(&opts)?;
+    if netlink.is_some() {
+        hooks::attach_tracepoints(&mut loaded.ebpf, hooks::NETLINK_HOOKS)?;
+    }
+    let reader = Reader::new(&mut loaded.ebpf)?;
+    // With `-w -` stdout carries pcapng: every line goes to stderr.
+    let lines = if target == Some(capfile::Target::Stdout) { Stream::Stderr } else { Stream::Stdout };
+    let out = match capture {
+        Some(f) => {
+            let snaplen = packets.as_ref().map_or(0, |p| p.snaplen);
+            Out::Pcapng(pcapng::PcapngOut::new(f, snaplen).map_err(PacketsError::from)?, Sink::to(json, lines))
+        }
+        None => Out::Sink(Sink::new(json)),
+    };
+    let (ebpf, tc, ready) = match &packets {
+        Some(p) => {
+            let Some((tc, first)) = TcSession::start(loaded.ebpf, PACKET_PROGRAMS, &p.filter, &p.select, "trace", &stop).await? else {
+                return Ok(());
+            };
+            let what = if netlink.is_some() { "netlink audit and packets" } else { "packets" };
+            let ready = format!(
+                "tracing {what} on {} interfaces in {} namespaces ({})",
+                first.interfaces,
+                first.namespaces,
+                first.mode.name()
+            );
+            (None, Some(tc), ready)
+        }
+        None => {
+            if stop.stopped_during_start_up() {
+                return Ok(());
+            }
+            (Some(loaded.ebpf), None, format!("netlink audit attached to {} tracepoints", hooks::NETLINK_HOOKS.len()))
+        }
+    };
+    let clock = Clock::new();
+    // Netlink requests come out of the correlator up to ACK_WAIT_NS late:
+    // with packets, everything is held that long to stay in time order.
+    let hold_ns = if netlink.is_some() && packets.is_some() { netlink::ACK_WAIT_NS + 100_000_000 } else { 0 };
+    let mut job = Events {
+        reader,
+        _ebpf: ebpf,
+        tc,
+        clock,
+        netlink: netlink.map(|j| (j, Correlator::new(clock))),
+        grouper: packets.as_ref().filter(|p| p.hops).map(|_| hops::Grouper::default()),
+        packets,
+        merger: Merger::new(hold_ns),
+        out,
+        target,
+        batch: Vec::new(),
+        ready,
+    };
+    run::run(&mut job, limits, stop).await?;
+    Ok(())
+}
+
+impl Events {
+    /// Decodes the records taken so far: packets into events (or paths),
+    /// netlink records into the correlator.
+    fn take_batch(&mut self) -> Result<(), TcError> {
+        let Some(tc) = &self.tc else {
+            for ev in self.batch.drain(..) {
+                if let Some((_, corr)) = &mut self.netlink {
+                    corr.push(&ev);
+                }
+            }
+            return Ok(());
+        };
+        let topo = tc.topology()?;
+        let decode = self.packets.as_ref().is_some_and(PacketsJob::decodes);
+        for ev in self.batch.drain(..) {
+            match ev.kind {
+                EventKind::Packet => {
+                    let Some(p) = PacketEvent::from_raw(&ev, &self.clock, &topo, decode) else {
+                        self.reader.malformed += 1;
+                        continue;
+                    };
+                    match &mut self.grouper {
+                        Some(g) => g.push(p),
+                        None => self.merger.push(Item::Packet(Box::new(p))),
+                    }
+                }
+                EventKind::NetlinkSend | EventKind::NetlinkAck => {
+                    if let Some((_, corr)) = &mut self.netlink {
+                        corr.push(&ev);
+                    }
+                }
+                // The drop and TCP programs are not attached by these jobs.
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Running for Events {
+    const UNIT: &'static str = "events";
+
+    fn ready(&self) -> String {
+        self.ready.clone()
+    }
+
+    fn tick(&self) -> Duration {
+        if self.tc.is_some() { DRAIN_INTERVAL } else { NETLINK_TICK }
+    }
+
+    async fn wake(&mut self) -> Result<(), Error> {
+        Ok(self.reader.read(&mut self.batch).await?)
+    }
+
+    fn ticked(&mut self) {
+        // Packet records do not wake the reader: the ring is drained here.
+        if self.tc.is_some() {
+            self.reader.drain(&mut self.batch);
+        }
+    }
+
+    async fn stop(&mut self) {
+        // Let the last answers and packets arrive, detach, then take what
+        // is left in the ring buffer.
+        tokio::time::sleep(LAST_EVENTS_WAIT).await;
+        if let Some(tc) = &mut self.tc {
+            tc.stop().await;
+        }
+        self.reader.drain_until_now(&mut self.batch);
+    }
+
+    fn step(&mut self, last: bool, budget: Option<u64>) -> Result<Step, Error> {
+        self.take_batch()?;
+        let now_wall = self.clock.wall_ns(Clock::now_mono_ns());
+        if let Some((job, corr)) = &mut self.netlink {
+            // Named and attributed to their container by the correlator.
+            for e in corr.ready(Clock::now_mono_ns(), last) {
+                if job.wants(&e) {
+                    self.merger.push(Item::Netlink(Box::new(e)));
+                }
+            }
+        }
+        if let Some(g) = &mut self.grouper {
+            for p in g.ready(now_wall, last) {
+                self.merger.push(Item::Path(p));
+            }
+        }
+        let mut step = Step::default();
+        while budget.is_none_or(|b| step.written < b) {
+            let Some(item) = self.merger.pop_ready(now_wall, last) else { break };
+            match (&mut self.out, &item) {
+                (Out::Pcapng(w, _), Item::Packet(p)) => w.write(&p.frame()).map_err(PacketsError::from)?,
+                (Out::Pcapng(_, sink), _) | (Out::Sink(sink), _) => {
+                    sink.defer(item.render());
+                    // Lines are written once per step, but a step may let
+                    // out tens of thousands: not all of them in one buffer.
+                    if sink.buffered() > SINK_MAX_BUFFERED {
+                        sink.flush()?;
+                    }
+                }
+            }
+            step.written += 1;
+        }
+        match &mut self.out {
+            Out::Pcapng(w, sink) => {
+                // After every drain: a reader on a pipe sees packets live.
+                w.flush().map_err(PacketsError::from)?;
+                sink.flush()?;
+                if w.reader_gone && !last {
+                    let what = self.target.as_ref().map(capfile::Target::describe).unwrap_or_default();
+                    text::warn(&format!("the reader of {what} closed it; stopping"));
+                    step.done = true;
+                }
+            }
+            Out::Sink(sink) => sink.flush()?,
+        }
+        Ok(step)
+    }
+
+    fn lost(&self) -> Vec<(&'static str, u64)> {
+        self.reader.lost_totals()
+    }
+
+    fn say_lost(&mut self, new: &[(&'static str, u64)]) -> Result<(), Error> {
+        let time = clock::rfc3339(clock::now_wall_ns());
+        for (src, n) in new {
+            self.out.sink().lost(src, *n, &time)?;
+        }
+        Ok(())
+    }
+
+    fn exit_lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        if let (Out::Pcapng(w, _), Some(t)) = (&self.out, &self.target) {
+            lines.push(text::field(&format!("{} packets written to {}", w.packets, t.describe()), text::SENTENCE_MAX).into_owned());
+        }
+        if let Some(g) = &self.grouper {
+            let s = g.stats;
+            let avg = if s.multi_hop > 0 { s.transit_ns_sum as f64 / s.multi_hop as f64 / 1000.0 } else { 0.0 };
+            lines.push(format!(
+                "hops: {} packets, {} seen on more than one interface (mean transit {avg:.1}us), skb hash the same on every hop for {}",
+                s.paths, s.multi_hop, s.hash_stable
+            ));
+            if s.early > 0 {
+                lines.push(format!("hops: {} paths printed before the end of their hold (more than {} hops held)", s.early, hops::MAX_HELD_HOPS));
+            }
+        }
+        if let Some((_, corr)) = &self.netlink {
+            lines.push(corr.summary());
+        }
+        if self.merger.early > 0 {
+            lines.push(format!(
+                "{} events printed before the end of their hold (more than {MERGER_MAX_ITEMS} events or {} MiB held)",
+                self.merger.early,
+                MERGER_MAX_BYTES >> 20
+            ));
+        }
+        if let Some((_, corr)) = &self.netlink
+            && corr.malformed > 0
+        {
+            lines.push(format!("{} netlink messages could not be decoded (reported as malformed, with their bytes)", corr.malformed));
+        }
+        lines
+    }
+}

@@ -1,0 +1,177 @@
+//! The one timeline of the ring-buffer jobs: netlink requests, packets and
+//! packet paths held for a moment and let out in time order (netlink
+//! requests wait for their answer, so they arrive late), within bounds.
+
+use std::{
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap},
+};
+
+use crate::{
+    netlink::NetlinkEvent,
+    output::Render,
+    packets::{PacketEvent, hops},
+};
+
+/// Something to print, ordered by time in the merged timeline.
+pub(super) enum Item {
+    Netlink(Box<NetlinkEvent>),
+    Packet(Box<PacketEvent>),
+    Path(hops::PacketPath),
+}
+
+impl Item {
+    /// About the memory it takes: the captured bytes and a fixed part for
+    /// the decoded fields and names.
+    fn bytes(&self) -> usize {
+        match self {
+            Item::Netlink(e) => e.mem_bytes(),
+            Item::Packet(p) => 512 + p.frame.len(),
+            Item::Path(p) => p.hops.iter().map(|h| 512 + h.frame.len()).sum(),
+        }
+    }
+
+    fn wall_ns(&self) -> u64 {
+        match self {
+            Item::Netlink(e) => e.wall_ns,
+            Item::Packet(p) => p.wall_ns,
+            Item::Path(p) => p.hops.first().map(|h| h.wall_ns).unwrap_or(0),
+        }
+    }
+
+    pub(super) fn render(&self) -> &dyn Render {
+        match self {
+            Item::Netlink(e) => e.as_ref(),
+            Item::Packet(p) => p.as_ref(),
+            Item::Path(p) => p,
+        }
+    }
+}
+
+/// Items the merger holds, at most, by count and by estimated memory. The
+/// hold is ~400 ms of everything traced (at 250k packets/s, 100,000
+/// packets, 60 MiB): past either cap, the oldest come out before their hold is
+/// over, counted, which may put a late netlink request after packets that
+/// followed it.
+pub(super) const MERGER_MAX_ITEMS: usize = 16_384;
+pub(super) const MERGER_MAX_BYTES: usize = 16 << 20;
+
+/// Holds items for `hold_ns` so that late ones (netlink requests wait for
+/// their answer) still come out in time order.
+pub(super) struct Merger {
+    hold_ns: u64,
+    seq: u64,
+    heap: BinaryHeap<Reverse<(u64, u64)>>,
+    items: HashMap<u64, (Item, usize)>,
+    bytes: usize,
+    /// Items let out before their hold was over because of the caps.
+    pub(super) early: u64,
+}
+
+impl Merger {
+    pub(super) fn new(hold_ns: u64) -> Self {
+        Self { hold_ns, seq: 0, heap: BinaryHeap::new(), items: HashMap::new(), bytes: 0, early: 0 }
+    }
+
+    pub(super) fn push(&mut self, item: Item) {
+        self.seq += 1;
+        let bytes = item.bytes();
+        self.bytes += bytes;
+        self.heap.push(Reverse((item.wall_ns(), self.seq)));
+        self.items.insert(self.seq, (item, bytes));
+    }
+
+    pub(super) fn pop_ready(&mut self, now_wall_ns: u64, flush: bool) -> Option<Item> {
+        let Reverse((t, id)) = *self.heap.peek()?;
+        if !flush && t + self.hold_ns > now_wall_ns {
+            if self.items.len() <= MERGER_MAX_ITEMS && self.bytes <= MERGER_MAX_BYTES {
+                return None;
+            }
+            self.early += 1;
+        }
+        self.heap.pop();
+        let (item, bytes) = self.items.remove(&id)?;
+        self.bytes -= bytes;
+        Some(item)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ns::NetnsId, packets::decode};
+
+    #[test]
+    fn merger_orders_by_time_after_hold() {
+        let mut m = Merger::new(100);
+        let mk = |t| {
+            let mut g = hops::Grouper::default();
+            let f = vec![0u8; 20];
+            g.push(PacketEvent {
+                wall_ns: t,
+                netns: NetnsId { inode: 1, ..Default::default() },
+                ifindex: 1,
+                ifname: "x".into(),
+                direction: 0,
+                len: 20,
+                hash: 0,
+                mark: 0,
+                ethernet: true,
+                decoded: decode::decode(&f, true),
+                frame: f,
+            });
+            Item::Path(g.ready(0, true).pop().expect("path"))
+        };
+        m.push(mk(50));
+        m.push(mk(10));
+        assert!(m.pop_ready(100, false).is_none());
+        assert_eq!(m.pop_ready(110, false).map(|i| i.wall_ns()), Some(10));
+        assert!(m.pop_ready(110, false).is_none());
+        assert_eq!(m.pop_ready(0, true).map(|i| i.wall_ns()), Some(50));
+    }
+
+    fn packet(t: u64, frame_len: usize) -> Item {
+        let f = vec![0u8; frame_len];
+        Item::Packet(Box::new(PacketEvent {
+            wall_ns: t,
+            netns: NetnsId { inode: 1, ..Default::default() },
+            ifindex: 1,
+            ifname: "x".into(),
+            direction: 0,
+            len: frame_len as u32,
+            hash: 0,
+            mark: 0,
+            ethernet: true,
+            decoded: decode::Decoded::default(),
+            frame: f,
+        }))
+    }
+
+    #[test]
+    fn merger_lets_the_oldest_out_early_past_its_caps() {
+        let mut m = Merger::new(1_000_000_000);
+        for t in 0..(MERGER_MAX_ITEMS + 10) as u64 {
+            m.push(packet(1000 + t, 20));
+        }
+        let mut out = Vec::new();
+        while let Some(i) = m.pop_ready(0, false) {
+            out.push(i.wall_ns());
+        }
+        assert_eq!((out.len(), out.first(), out.last()), (10, Some(&1000), Some(&1009)), "the 10 oldest, in order");
+        assert_eq!((m.items.len(), m.early), (MERGER_MAX_ITEMS, 10));
+        // By size: full frames reach the byte cap long before the count.
+        let mut m = Merger::new(1_000_000_000);
+        let per = 512 + 9000;
+        for t in 0..(MERGER_MAX_BYTES / per + 5) as u64 {
+            m.push(packet(t, 9000));
+        }
+        let mut n = 0;
+        while m.pop_ready(0, false).is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 5);
+        assert!(m.bytes <= MERGER_MAX_BYTES);
+        // Within the caps, nothing comes out before its time.
+        assert!(m.pop_ready(0, false).is_none());
+    }
+}

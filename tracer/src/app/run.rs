@@ -1,0 +1,223 @@
+//! The one run loop every job that traces runs in: it waits for the job's
+//! source or its tick, stops at `--duration`, at `--count` or when asked to
+//! (SIGINT, SIGTERM, SIGHUP, through [`Shutdown`]), says what was lost as
+//! it is lost and at exit, and prints the `ready` line and the exit
+//! summary. What a job reads and writes is the job's ([`Running`]).
+
+use std::{future::Future, time::Duration};
+
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::Error;
+use crate::{
+    bpf::lost::LostTracker,
+    sys::shutdown::Shutdown,
+};
+
+/// How long a job runs: until `deadline` (`--duration`), or `count` items
+/// are written (`--count`), or a stop is asked for.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Limits {
+    pub deadline: Option<Instant>,
+    pub count: Option<u64>,
+}
+
+impl Limits {
+    /// Resolves at the deadline (never without one).
+    pub fn deadline(&self) -> impl Future<Output = ()> + use<> {
+        let at = self.deadline;
+        async move {
+            match at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        }
+    }
+}
+
+/// What one [`Running::step`] did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Step {
+    /// Items written (events, or `top`'s reports).
+    pub written: u64,
+    /// The job cannot go on (the reader of its pcapng went away).
+    pub done: bool,
+}
+
+/// A job that has started: what the loop drives.
+pub trait Running {
+    /// What the exit line counts ("events", "reports").
+    const UNIT: &'static str;
+    /// The exit line lists every source of losses the job has, zeros
+    /// included, instead of those that lost something (`top`'s table
+    /// header does the same).
+    const EVERY_LOSS_SOURCE: bool = false;
+
+    /// What the `ready` line says, after `ready: `.
+    fn ready(&self) -> String;
+    /// How often [`Running::step`] runs when nothing wakes it.
+    fn tick(&self) -> Duration;
+    /// Resolves when there is something to read, and reads it (never, for
+    /// a job that only ticks).
+    fn wake(&mut self) -> impl Future<Output = Result<(), Error>>;
+    /// On every tick, before the step.
+    fn ticked(&mut self) {}
+    /// Before the last step: let the last events in, and detach.
+    fn stop(&mut self) -> impl Future<Output = ()>;
+    /// Takes what came in and writes what is ready: at most `budget`
+    /// items when `--count` is given. `last`: the final step, after
+    /// [`Running::stop`].
+    fn step(&mut self, last: bool, budget: Option<u64>) -> Result<Step, Error>;
+    /// Totals lost so far, by source.
+    fn lost(&self) -> Vec<(&'static str, u64)>;
+    /// Says what was lost since the last call (`source`, count).
+    fn say_lost(&mut self, new: &[(&'static str, u64)]) -> Result<(), Error>;
+    /// Lines for stderr at exit, before the summary line.
+    fn exit_lines(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Runs `job` until it ends by itself (`--count`, the job's own end) or
+/// `--duration` or a stop request comes; then a last step after the job
+/// detached, and the exit summary. Returns the number of items written.
+pub async fn run<J: Running>(job: &mut J, limits: Limits, stop: Shutdown) -> Result<u64, Error> {
+    eprintln!("tracer: ready: {}", job.ready());
+    let shutdown = stop.wait();
+    tokio::pin!(shutdown);
+    let deadline = limits.deadline();
+    tokio::pin!(deadline);
+    let period = job.tick();
+    let mut tick = tokio::time::interval_at(Instant::now() + period, period);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut lost = LostTracker::default();
+    let mut written: u64 = 0;
+    let mut stopping = false;
+    loop {
+        if !stopping {
+            tokio::select! {
+                _ = &mut shutdown => stopping = true,
+                _ = &mut deadline => stopping = true,
+                r = job.wake() => r?,
+                _ = tick.tick() => job.ticked(),
+            }
+        }
+        if stopping {
+            job.stop().await;
+        }
+        let budget = limits.count.map(|c| c.saturating_sub(written));
+        let step = job.step(stopping, budget)?;
+        written += step.written;
+        let new = lost.update(job.lost());
+        job.say_lost(&new)?;
+        if stopping {
+            break;
+        }
+        stopping = step.done || limits.count.is_some_and(|c| written >= c);
+    }
+    for line in job.exit_lines() {
+        eprintln!("tracer: {line}");
+    }
+    let summary = if J::EVERY_LOSS_SOURCE { lost.every_source() } else { lost.summary() };
+    eprintln!("tracer: {written} {}, lost: {summary}", J::UNIT);
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{collections::VecDeque, sync::Arc, sync::Mutex};
+
+    use super::*;
+
+    /// A job that writes what a script of steps says, loses one thing every
+    /// second step, and records what the loop asked of it.
+    struct Scripted {
+        steps: VecDeque<Step>,
+        log: Arc<Mutex<Vec<String>>>,
+        lost: u64,
+    }
+
+    impl Running for Scripted {
+        const UNIT: &'static str = "items";
+
+        fn ready(&self) -> String {
+            "scripted".into()
+        }
+
+        fn tick(&self) -> Duration {
+            Duration::from_millis(5)
+        }
+
+        async fn wake(&mut self) -> Result<(), Error> {
+            std::future::pending().await
+        }
+
+        async fn stop(&mut self) {
+            self.log.lock().expect("log").push("stop".into());
+        }
+
+        fn step(&mut self, last: bool, budget: Option<u64>) -> Result<Step, Error> {
+            self.log.lock().expect("log").push(format!("step last={last} budget={budget:?}"));
+            self.lost += 1;
+            let s = self.steps.pop_front().unwrap_or_default();
+            Ok(Step { written: s.written.min(budget.unwrap_or(u64::MAX)), ..s })
+        }
+
+        fn lost(&self) -> Vec<(&'static str, u64)> {
+            vec![("thing", self.lost / 2)]
+        }
+
+        fn say_lost(&mut self, new: &[(&'static str, u64)]) -> Result<(), Error> {
+            for (s, n) in new {
+                self.log.lock().expect("log").push(format!("lost {s} {n}"));
+            }
+            Ok(())
+        }
+    }
+
+    fn scripted(steps: &[(u64, bool)]) -> (Scripted, Arc<Mutex<Vec<String>>>) {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let steps = steps.iter().map(|&(written, done)| Step { written, done }).collect();
+        (Scripted { steps, log: log.clone(), lost: 0 }, log)
+    }
+
+    #[tokio::test]
+    async fn count_ends_the_job_with_one_last_step_after_stop() {
+        let (mut job, log) = scripted(&[(2, false), (2, false), (5, false)]);
+        let n = run(&mut job, Limits { count: Some(3), deadline: None }, Shutdown::never()).await.expect("runs");
+        assert_eq!(n, 3, "never more than --count");
+        let log = log.lock().expect("log").clone();
+        assert_eq!(
+            log,
+            ["step last=false budget=Some(3)", "step last=false budget=Some(1)", "lost thing 1", "stop", "step last=true budget=Some(0)"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stop_request_and_the_deadline_end_it_the_same_way() {
+        let (trigger, stop) = Shutdown::new();
+        trigger.fire();
+        let (mut job, log) = scripted(&[]);
+        assert_eq!(run(&mut job, Limits::default(), stop).await.expect("runs"), 0);
+        assert_eq!(log.lock().expect("log").clone(), ["stop", "step last=true budget=None"]);
+        let (mut job, log) = scripted(&[]);
+        let limits = Limits { deadline: Some(Instant::now() + Duration::from_millis(30)), count: None };
+        let start = std::time::Instant::now();
+        run(&mut job, limits, Shutdown::never()).await.expect("runs");
+        assert!(start.elapsed() >= Duration::from_millis(30));
+        let log = log.lock().expect("log").clone();
+        let stops: Vec<usize> = log.iter().enumerate().filter(|(_, l)| *l == "stop").map(|(i, _)| i).collect();
+        assert_eq!(stops.len(), 1, "{log:?}");
+        assert_eq!(log[stops[0] + 1], "step last=true budget=None", "{log:?}");
+        assert!(log[..stops[0]].iter().all(|l| !l.contains("last=true")), "{log:?}");
+    }
+
+    #[tokio::test]
+    async fn a_job_that_is_done_gets_its_last_step() {
+        let (mut job, log) = scripted(&[(1, true)]);
+        assert_eq!(run(&mut job, Limits::default(), Shutdown::never()).await.expect("runs"), 1);
+        let log = log.lock().expect("log").clone();
+        assert_eq!(&log[..2], ["step last=false budget=None", "stop"]);
+        assert_eq!(log.iter().filter(|l| l.starts_with("step")).count(), 2);
+    }
+}

@@ -1,0 +1,205 @@
+//! One packet seen on one interface, decoded from its ring-buffer record
+//! and labelled with its namespace, container and interface: as a
+//! `tcpdump -n`-style text line or one JSON object.
+
+use serde_json::Value;
+use tracer_common::packet::{DIR_INGRESS, PacketMeta};
+
+use super::decode;
+use crate::{
+    frames::{HeaderJson, pcapng::Frame},
+    bpf::event::{RawEvent, read_pod},
+    output::Render,
+    sys::{
+        clock::{self, Clock},
+        contain::contain,
+        text,
+    },
+    ns::{Container, NetnsId},
+    tc::topology::Topology,
+};
+
+/// One packet seen on one interface, decoded.
+#[derive(Clone, Debug)]
+pub struct PacketEvent {
+    pub wall_ns: u64,
+    /// The interface's namespace, with the container that owns it.
+    pub netns: NetnsId,
+    pub ifindex: u32,
+    pub ifname: String,
+    pub direction: u8,
+    /// Length of the frame on the wire (with a VLAN tag put back).
+    pub len: u32,
+    pub hash: u32,
+    pub mark: u32,
+    /// Whether `frame` starts with an Ethernet header (else with IP).
+    pub ethernet: bool,
+    /// The captured bytes.
+    pub frame: Vec<u8>,
+    pub decoded: decode::Decoded,
+}
+
+impl PacketEvent {
+    /// Builds the event from a ring-buffer record; `None` if it is
+    /// malformed. `decode_headers: false` leaves the headers undecoded (pcapng
+    /// needs only the bytes).
+    pub fn from_raw(ev: &RawEvent, clock: &Clock, topo: &Topology, decode_headers: bool) -> Option<Self> {
+        let meta: PacketMeta = read_pod(&ev.payload)?;
+        let data = &ev.payload[size_of::<PacketMeta>()..];
+        let data = &data[..(meta.cap_len as usize).min(data.len())];
+        let protocol = u16::from_be(meta.protocol);
+        let ethernet = decode::starts_with_ethernet(data, protocol);
+        let (frame, len) = if meta.vlan_present != 0 && ethernet {
+            (decode::reinsert_vlan(data, u16::from_be(meta.vlan_proto), meta.vlan_tci), meta.len.saturating_add(4))
+        } else {
+            (data.to_vec(), meta.len)
+        };
+        // A decoder bug costs this packet only (counted as malformed).
+        let decoded = if decode_headers { contain(|| decode::decode(&frame, ethernet)).ok()? } else { decode::Decoded::default() };
+        let ns = u64::from(ev.header.netns_ino);
+        Some(Self {
+            wall_ns: clock.wall_ns(ev.header.ts_ns),
+            netns: topo.netns(ns),
+            ifindex: meta.ifindex,
+            ifname: topo.ifname(ns, meta.ifindex),
+            direction: meta.direction,
+            len,
+            hash: meta.hash,
+            mark: meta.mark,
+            ethernet,
+            frame,
+            decoded,
+        })
+    }
+
+    pub fn direction_name(&self) -> &'static str {
+        if self.direction == DIR_INGRESS { "ingress" } else { "egress" }
+    }
+
+    /// `In`/`Out`, as `tcpdump -i any` prints it.
+    pub fn dir_short(&self) -> &'static str {
+        if self.direction == DIR_INGRESS { "In" } else { "Out" }
+    }
+
+    /// The container that owns the interface's namespace.
+    pub fn container(&self) -> Option<&Container> {
+        self.netns.owner.as_ref()
+    }
+
+    /// `NAMESPACE/INTERFACE` for text output: both names cut and escaped
+    /// (a container's name and an interface's are chosen by its owner).
+    pub fn where_text(&self) -> String {
+        format!("{}/{}", text::name(&self.netns.label()), text::name(&self.ifname))
+    }
+
+    pub fn summary(&self) -> String {
+        decode::summary(&self.decoded, self.len)
+    }
+
+    /// What pcapng writes of it.
+    pub fn frame(&self) -> Frame<'_> {
+        Frame {
+            wall_ns: self.wall_ns,
+            netns: &self.netns,
+            ifindex: self.ifindex,
+            ifname: &self.ifname,
+            len: self.len,
+            ethernet: self.ethernet,
+            data: &self.frame,
+            direction: Some(self.direction),
+            note: None,
+        }
+    }
+}
+
+/// The JSON form of a [`PacketEvent`] (DESIGN.md's contract plus extras,
+/// which are left out when unknown), serialized without building a `Value`.
+#[derive(serde::Serialize)]
+struct PacketJson<'a> {
+    #[serde(rename = "type")]
+    ty: &'static str,
+    time: String,
+    netns: &'a NetnsId,
+    container: Option<&'a Container>,
+    ifname: &'a str,
+    ifindex: u32,
+    direction: &'static str,
+    len: u32,
+    caplen: usize,
+    #[serde(flatten)]
+    headers: HeaderJson,
+    hash: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mark: Option<u32>,
+}
+
+impl PacketEvent {
+    fn to_json(&self) -> PacketJson<'_> {
+        PacketJson {
+            ty: "packet",
+            time: clock::rfc3339(self.wall_ns),
+            netns: &self.netns,
+            container: self.container(),
+            ifname: &self.ifname,
+            ifindex: self.ifindex,
+            direction: self.direction_name(),
+            len: self.len,
+            caplen: self.frame.len(),
+            headers: HeaderJson::of(&self.decoded, self.len),
+            hash: self.hash,
+            mark: (self.mark != 0).then_some(self.mark),
+        }
+    }
+}
+
+impl Render for PacketEvent {
+    fn json(&self) -> Value {
+        serde_json::to_value(self.to_json()).unwrap_or(Value::Null)
+    }
+
+    fn json_line(&self) -> String {
+        serde_json::to_string(&self.to_json()).unwrap_or_default()
+    }
+
+    fn text(&self) -> String {
+        format!("{} {} {} {}", clock::hms_micros(self.wall_ns), self.where_text(), self.dir_short(), self.summary())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packets::hops;
+
+    #[test]
+    fn text_escapes_and_cuts_names_and_json_keeps_them() {
+        let f = vec![0u8; 20];
+        let p = PacketEvent {
+            wall_ns: 0,
+            netns: NetnsId {
+                inode: 1,
+                owner: Some(Container { runtime: "docker".into(), id: "ab".into(), name: Some(format!("w\x1b]0;x\x07{}", "w".repeat(100))) }),
+                ..Default::default()
+            },
+            ifindex: 3,
+            ifname: "e\x1b[31m\u{9b}".into(),
+            direction: 0,
+            len: 20,
+            hash: 0,
+            mark: 0,
+            ethernet: true,
+            decoded: decode::decode(&f, true),
+            frame: f,
+        };
+        let text = p.text();
+        let want = format!(r"w\x1b]0;x\x07{}.../e\x1b[31m\x9b In ", "w".repeat(crate::sys::text::NAME_MAX - 3 - 13));
+        assert!(text.contains(&want), "{text}");
+        assert!(!text.chars().any(char::is_control), "{text:?}");
+        let j: Value = serde_json::from_str(&p.json_line()).expect("json");
+        assert_eq!(j["ifname"], "e\x1b[31m\u{9b}");
+        let mut g = hops::Grouper::default();
+        g.push(p);
+        let path = g.ready(0, true).pop().expect("path");
+        assert!(path.text().ends_with(want.trim_end()), "{}", path.text());
+    }
+}
