@@ -169,3 +169,32 @@ fn route_removed_under_traffic() {
     assert_eq!(no_route.len() as u64, grown, "IpExtInNoRoutes; by reason: {by_reason:?}");
     assert!(no_route.iter().all(|e| e["ifname"] == "eth0" && e["netns"]["inode"] == b.inode() && e["dst"] == "192.0.2.2"), "{no_route:?}");
 }
+
+/// `tracer doctor` lists the tracepoints of `drops` and `tcp` with the
+/// program this kernel gets for each (kfree_skb's with `reason` and
+/// `rx_sk`, from 6.11 on), and says both can run.
+#[test]
+fn doctor_lists_the_tracepoints_and_their_arguments() {
+    let (code, out, err) = tracer_run(&["doctor", "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let d: Value = serde_json::from_str(out.trim()).expect("doctor json");
+    let tps = d["tracepoints"].as_array().expect("tracepoints");
+    let names: Vec<&str> = tps.iter().filter_map(|t| t["tracepoint"].as_str()).collect();
+    for want in ["kfree_skb", "inet_sock_set_state", "tcp_retransmit_skb", "tcp_send_reset", "tcp_receive_reset", "tcp_probe", "tcp_destroy_sock"] {
+        assert!(names.contains(&want), "{want} in {names:?}");
+    }
+    let kfree = tps.iter().find(|t| t["tracepoint"] == "kfree_skb").expect("kfree_skb");
+    let present: Vec<&str> = kfree["present"].as_array().expect("present").iter().filter_map(Value::as_str).collect();
+    assert!(present.contains(&"reason") && kfree["program"].is_string(), "{kfree}");
+    if tracer_tests::kernel_version() >= (6, 11) {
+        assert!(present.contains(&"rx_sk"), "{kfree}");
+    }
+    for cap in ["drops", "tcp"] {
+        let f = d["features"].as_array().expect("features").iter().find(|f| f["capability"] == cap).unwrap_or_else(|| panic!("{cap}: {d}"));
+        assert_eq!((f["available"].as_bool(), f["via"].as_str()), (Some(true), Some("tp_btf")), "{f}");
+    }
+    let (code, text, _) = tracer_run(&["doctor"]);
+    assert_eq!(code, 0);
+    assert!(text.lines().any(|l| l.starts_with("kfree_skb ") && l.contains("skb, location, reason")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("drops ") && l.contains("yes, with tp_btf")), "{text}");
+}
