@@ -198,3 +198,59 @@ fn doctor_lists_the_tracepoints_and_their_arguments() {
     assert!(text.lines().any(|l| l.starts_with("kfree_skb ") && l.contains("skb, location, reason")), "{text}");
     assert!(text.lines().any(|l| l.starts_with("drops ") && l.contains("yes, with tp_btf")), "{text}");
 }
+
+/// The counter `name` of the namespace of process `pid` (`nstat -az`, absolute).
+fn nstat_of_pid(pid: u32, name: &str) -> u64 {
+    let out = sh(&format!("nsenter -t {pid} -n nstat -az {name}"));
+    out.lines()
+        .find_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some(name)).then(|| w.next().and_then(|v| v.parse().ok())).flatten()
+        })
+        .unwrap_or_else(|| panic!("no {name} in nstat output: {out}"))
+}
+
+/// In a real Docker container: datagrams from another container to a
+/// closed port of `web` are `NO_SOCKET` drops named after web (container
+/// and namespace), exactly as many as web's `UdpNoPorts` grew, and db's
+/// namespace is not selected; `tracer tcp --container web` reports the
+/// reset web sends to a connection attempt on a closed port.
+#[test]
+fn a_containers_drops_and_resets_carry_its_identity() {
+    let d = tracer_tests::docker::engine();
+    let web = d.run("dropweb", &[], &["sleep", "3600"]);
+    let db = d.run("dropdb", &[], &["sleep", "3600"]);
+    let web_ip = d.docker(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", &web.name]);
+    // The host's python, in db's namespace (the image has none).
+    let in_db = |py: &str| sh(&format!("nsenter -t {} -n python3 -c {}", db.pid, shell_quote(py)));
+    let before = nstat_of_pid(web.pid, "UdpNoPorts");
+    let mut t = Tracer::start(&["drops", "--json", "--container", &web.name]);
+    in_db(&format!(
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nfor i in range(17): s.sendto(b'x'*20,('{web_ip}',5999))\n"
+    ));
+    let done = wait_until(Duration::from_secs(10), || drops(&t.events(), "NO_SOCKET", 5999).len() >= 17);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(t.stop(), 0, "{}", t.stderr());
+    assert!(done, "{:?}\n{}", t.lines(), t.stderr());
+    let ev = t.events();
+    let got = drops(&ev, "NO_SOCKET", 5999);
+    assert_eq!(got.len() as u64, nstat_of_pid(web.pid, "UdpNoPorts") - before, "web's UdpNoPorts");
+    let container = serde_json::json!({"runtime": "docker", "id": web.id, "name": web.name});
+    for e in &got {
+        assert_eq!(e["container"], container, "{e}");
+        assert_eq!(e["netns"], serde_json::json!({"inode": web.netns_inode(), "name": web.name}), "{e}");
+        assert_eq!((e["ifname"].as_str(), e["dst"].as_str()), (Some("eth0"), Some(web_ip.as_str())), "{e}");
+    }
+    assert!(ev.iter().filter(|e| e["type"] == "drop").all(|e| e["netns"]["inode"] == web.netns_inode()), "only web's: {ev:?}");
+
+    let mut t = Tracer::start(&["tcp", "--json", "--container", &web.name]);
+    in_db(&format!("import socket\ntry: socket.create_connection(('{web_ip}',5998), timeout=2)\nexcept OSError: pass\n"));
+    let sent = t.wait_for(Duration::from_secs(10), |e| e["event"] == "reset_sent");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(t.stop(), 0, "{}", t.stderr());
+    let sent = sent.unwrap_or_else(|| panic!("no reset: {:?}", t.lines()));
+    assert_eq!((sent["sport"].as_u64(), sent["src"].as_str()), (Some(5998), Some(web_ip.as_str())), "{sent}");
+    assert_eq!(sent["container"], container, "{sent}");
+    // db's side of it (reset_received, its states) is not web's.
+    assert!(t.events().iter().filter(|e| e["type"] == "tcp").all(|e| e["netns"]["inode"] == web.netns_inode()), "{:?}", t.lines());
+}
