@@ -216,7 +216,7 @@ fn nstat_of_pid(pid: u32, name: &str) -> u64 {
 /// namespace is not selected; `tracer tcp --container web` reports the
 /// reset web sends to a connection attempt on a closed port.
 #[test]
-fn a_containers_drops_and_resets_carry_its_identity() {
+fn container_drops_and_resets_carry_its_identity() {
     let d = tracer_tests::docker::engine();
     let web = d.run("dropweb", &[], &["sleep", "3600"]);
     let db = d.run("dropdb", &[], &["sleep", "3600"]);

@@ -48,7 +48,8 @@ fn default_selection() -> Vec<(String, Vec<String>)> {
 }
 
 /// Test files that can run in a guest (the Docker ones cannot).
-const GUEST_FILES: &[&str] = &["foundation", "netlink", "packets", "top", "filter", "ns", "losses", "pcap_filter", "safe_output", "lifecycle"];
+const GUEST_FILES: &[&str] =
+    &["foundation", "netlink", "packets", "top", "filter", "ns", "losses", "pcap_filter", "safe_output", "lifecycle", "drops", "tcp"];
 
 fn vm_dir() -> PathBuf {
     root().join("target/vm")
