@@ -102,9 +102,16 @@ fn retransmissions_match_tcp_retrans_segs_and_states_come_in_order() {
     assert!(close["bytes_acked"].as_u64().is_some_and(|n| n >= 4_000_000), "{close}");
     let rtt = &close["rtt_us"];
     assert!(rtt["min"].as_u64().is_some_and(|lo| lo > 0 && lo <= rtt["avg"].as_u64().unwrap_or(0)), "{close}");
+    // The server's socket is the one whose close names the client's port
+    // (before 6.2 or so its SYN_RECV comes before the kernel fills in the
+    // peer's address and port, so they cannot pick it).
+    let server_close = tcp_events(&ev, "close")
+        .into_iter()
+        .find(|e| e["netns"]["inode"] == b.inode() && e["sport"] == 7777 && e["dport"] == close["sport"])
+        .expect("the server's close");
     let server_states: Vec<&str> = tcp_events(&ev, "state")
         .iter()
-        .filter(|e| e["netns"]["inode"] == b.inode() && e["sport"] == 7777 && e["dport"] != 0)
+        .filter(|e| e["socket"] == server_close["socket"])
         .filter_map(|e| e["new_state"].as_str())
         .collect();
     assert_eq!(server_states, ["SYN_RECV", "ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSE"], "{ev:?}");
@@ -123,9 +130,12 @@ fn closed_port_reports_the_reset_both_ways() {
     let mut t = Tracer::start(&["tcp", "--json", "port", "7778"]);
     let out = a.sh_out(&format!("python3 -c {}", shell_quote(&format!("import socket\nsocket.create_connection(('{}',7778))", b.ip))));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ConnectionRefusedError"), "{out:?}");
+    // Before 6.10 `tcp_send_reset` does not fire for a reset that answers
+    // a segment no socket took: only the receiving end can be seen there.
+    let no_socket_resets = tracer_tests::kernel_version() >= (6, 10);
     let seen = wait_until(Duration::from_secs(10), || {
         let ev = t.events();
-        !tcp_events(&ev, "reset_sent").is_empty() && !tcp_events(&ev, "reset_received").is_empty()
+        (!no_socket_resets || !tcp_events(&ev, "reset_sent").is_empty()) && !tcp_events(&ev, "reset_received").is_empty()
     });
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(t.stop(), 0, "{}", t.stderr());
@@ -133,12 +143,14 @@ fn closed_port_reports_the_reset_both_ways() {
     assert_eq!(nstat(b, "TcpOutRsts") - rsts_before, 1);
     let ev = t.events();
     let sent = tcp_events(&ev, "reset_sent");
-    assert_eq!(sent.len(), 1, "{sent:?}");
-    let s = sent[0];
-    assert_eq!((s["netns"]["inode"].as_u64(), s["src"].as_str(), s["sport"].as_u64()), (Some(b.inode()), Some(b.ip.as_str()), Some(7778)), "{s}");
-    assert_eq!(s["dst"], a.ip.as_str());
-    if tracer_tests::kernel_version() >= (6, 10) {
+    if no_socket_resets {
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        let s = sent[0];
+        assert_eq!((s["netns"]["inode"].as_u64(), s["src"].as_str(), s["sport"].as_u64()), (Some(b.inode()), Some(b.ip.as_str()), Some(7778)), "{s}");
+        assert_eq!(s["dst"], a.ip.as_str());
         assert_eq!((s["reason"].as_str(), s["no_socket"].as_bool()), (Some("NO_SOCKET"), Some(true)), "{s}");
+    } else {
+        assert!(sent.is_empty(), "{sent:?}");
     }
     let got = tcp_events(&ev, "reset_received");
     assert_eq!(got.len(), 1, "{got:?}");
