@@ -331,8 +331,15 @@ impl Ctr {
     /// `ctr run -d IMAGE trc-<unique>-<suffix> CMD...`: a task in a new,
     /// empty network namespace (no CNI), deleted on drop.
     pub fn run(&self, suffix: &str, cmd: &[&str]) -> Task<'_> {
+        self.run_with(suffix, &[], cmd)
+    }
+
+    /// [`Ctr::run`] with more `ctr run` flags (`--annotation k=v`...).
+    pub fn run_with(&self, suffix: &str, extra: &[&str], cmd: &[&str]) -> Task<'_> {
         let id = format!("trc-{}-{suffix}", unique_id());
-        let mut args = vec!["run", "-d", CTR_IMAGE, &id];
+        let mut args = vec!["run", "-d"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[CTR_IMAGE, &id]);
         args.extend_from_slice(cmd);
         self.ctr(&args);
         let mut task = Task { ctr: self, id: id.clone(), pid: 0 };

@@ -22,6 +22,7 @@ use serde_json::Value;
 pub mod bench;
 pub mod docker;
 pub mod flood;
+pub mod prom;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 

@@ -166,12 +166,40 @@ fn image_runs_doctor_and_names_a_container_started_after_it() {
     // Its host veth is seen too (the host's network namespace, by --network host).
     assert_eq!(ns["interfaces"].as_array().and_then(|v| v.iter().find(|i| i["name"] == "eth0")).map(|i| i["kind"].clone()), Some("veth".into()));
 
-    // HOOK(serve): when `tracer serve` exists, start the image detached with
-    // the same flags (`docker run -d ... tracer:VERSION serve --listen
-    // 127.0.0.1:PORT`), wait for its ready line (`docker logs`), start a
-    // container after it, and check that /metrics on 127.0.0.1:PORT shows
-    // its name; then `docker rm -f` it (names start with `trc-`, so the
-    // engine's clean-up removes it if the test dies).
+    // `tracer serve` in the image, detached with the same flags: its
+    // /metrics shows a container started after it, by name.
+    let port = tracer_tests::prom::free_port();
+    let name = format!("trc-{}-serve", tracer_tests::unique_id());
+    let mut flags = documented_run_flags();
+    if let Some(i) = flags.iter().position(|f| f == "--name") {
+        flags[i + 1] = name.clone();
+    }
+    let listen = format!("127.0.0.1:{port}");
+    let mut a: Vec<&str> = vec!["run", "-d"];
+    a.extend(flags.iter().map(String::as_str).filter(|f| *f != "--rm"));
+    a.extend_from_slice(&[tag, "serve", "--listen", &listen]);
+    d.docker(&a);
+    let logs = || {
+        let o = d.docker_out(&["logs", &name]);
+        text(&o.stdout) + &text(&o.stderr)
+    };
+    let ready = tracer_tests::wait_until(std::time::Duration::from_secs(60), || logs().contains("ready"));
+    if !ready {
+        let l = logs();
+        let _ = d.docker_out(&["rm", "-f", &name]);
+        panic!("serve in the image never said ready: {l}");
+    }
+    let later = d.run("imgsrv", &[], &["sleep", "3600"]);
+    let addr: std::net::SocketAddr = listen.parse().expect("addr");
+    let want = format!(r#"container="{}""#, later.name);
+    let metrics = || tracer_tests::prom::http_get(addr, "/metrics", "*/*").map(|r| r.2).unwrap_or_default();
+    let shown = tracer_tests::wait_until(std::time::Duration::from_secs(15), || metrics().contains(&want));
+    let (m, l) = (metrics(), logs());
+    let _ = d.docker_out(&["rm", "-f", &name]);
+    assert!(shown, "/metrics of serve in the image does not show {}: {m}\nlogs: {l}", later.name);
+    let line = m.lines().find(|x| x.starts_with("tracer_packets_total{") && x.contains(&want)).expect("a packets series");
+    assert!(line.contains(r#"runtime="docker""#) && line.contains(r#"interface="eth0""#), "{line}");
+    assert!(m.contains("tracer_build_info{"), "{m}");
 
     if d.started {
         // The daemon is this test's: leave no image of ours in it.

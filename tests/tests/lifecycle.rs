@@ -137,7 +137,7 @@ fn sigkill_in_netlink_tc_mode_is_cleaned_up_by_the_next_run() {
 fn a_killed_top_is_cleaned_up_by_a_run_in_the_default_mode() {
     let lab = Lab::new(2);
     let (a, b) = (&lab.ns[0], &lab.ns[1]);
-    let t = with_tc_mode(Some("netlink"), || Tracer::start(&["top", "--json", "--netns", &a.name, "--interval", "0.2"]));
+    let t = with_tc_mode(Some("netlink"), || Tracer::start(&["top", "--by", "flow", "--json", "--netns", &a.name, "--interval", "0.2"]));
     assert!(wait_until(Duration::from_secs(2), || t.stderr().contains("(netlink-tc,")), "{}", t.stderr());
     assert!(filters(a, "eth0").contains("top_ingress"));
     sigkill(t);

@@ -368,7 +368,9 @@ fn a_namespace_deleted_while_traced_harms_nothing() {
     assert!(after.is_some(), "tracing stopped after a namespace went away: {}", t.stderr());
     assert_eq!(t.stop(), 0);
     assert_eq!(hops(&packets_with_sport(&t.events(), 41031)), path(a, b).into_iter().collect());
-    let err = t.stderr();
+    // A kernel that refuses the process-attribution programs (6.1 refuses
+    // sock_ops) says so once at the start; that is not about namespaces.
+    let err: String = t.stderr().lines().filter(|l| !l.starts_with("tracer: process attribution is off:")).collect::<Vec<_>>().join("\n");
     assert!(!err.contains("cannot") && !err.contains("error"), "complaints on stderr: {err}");
 }
 
@@ -427,10 +429,10 @@ fn tcx_programs_go_before_a_program_already_there() {
     let ids = |ty| chain(ty).iter().map(|(id, _)| *id).collect::<Vec<_>>();
     assert_eq!((ids(TcAttachType::Ingress), ids(TcAttachType::Egress)), (vec![other_id], vec![other_id]));
     for (args, names) in [
-        (["packets", "--netns", &a.name], [programs::PKT_INGRESS, programs::PKT_EGRESS]),
-        (["top", "--netns", &a.name], [programs::TOP_INGRESS, programs::TOP_EGRESS]),
+        (&["packets", "--netns", &a.name][..], [programs::PKT_INGRESS, programs::PKT_EGRESS]),
+        (&["top", "--by", "flow", "--netns", &a.name][..], [programs::TOP_INGRESS, programs::TOP_EGRESS]),
     ] {
-        let mut t = Tracer::start(&args);
+        let mut t = Tracer::start(args);
         for (ty, name) in [(TcAttachType::Ingress, names[0]), (TcAttachType::Egress, names[1])] {
             let c = chain(ty);
             assert_eq!(c.len(), 2, "{args:?}: {c:?}");
@@ -607,12 +609,12 @@ fn filters_run_in_the_kernel_and_exclude_what_they_say() {
     // of the UDP above are ICMP too, from b to a).
     let echo = icmp.iter().filter(|e| e["icmp_type"] == 8 || e["icmp_type"] == 0).count();
     assert_eq!(echo, 16, "{icmp:#?}");
-    // Outside the subset: one sentence naming the part.
-    let (code, out, err) = tracer_run(&["packets", "--all", "tcp[13] & 2 != 0"]);
-    assert_ne!(code, 0);
+    // What libpcap refuses: its own sentence, exit 2.
+    let (code, out, err) = tracer_run(&["packets", "--all", "tcp[13] & 2 !="]);
+    assert_eq!(code, 2);
     assert!(out.is_empty());
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("unsupported filter") && err.contains("tcp[13]"), "{err}");
+    assert!(err.contains("invalid filter") && err.contains("tcp[13]") && err.contains("syntax error"), "{err}");
     let (code, _, err) = tracer_run(&["packets", "--filter", "udp", "tcp"]);
     assert_ne!(code, 0);
     assert!(err.contains("not both"), "{err}");
@@ -699,8 +701,10 @@ fn vlan_tags_are_decoded_and_written_to_pcapng() {
     );
     let file = std::env::temp_dir().join(format!("tracer-vlan-{}.pcapng", lab.id));
     let _rm = RemoveOnDrop(file.clone());
-    let mut json = Tracer::start(&["packets", "--all", "--json", "udp"]);
-    let mut pcap = Tracer::start(&["packets", "--all", "-w", file.to_str().expect("path"), "udp"]);
+    // As in tcpdump, `udp` alone means untagged UDP: the tagged frames
+    // need `vlan and`, on every hop (tag in the bytes or offloaded).
+    let mut json = Tracer::start(&["packets", "--all", "--json", "vlan", "and", "udp"]);
+    let mut pcap = Tracer::start(&["packets", "--all", "-w", file.to_str().expect("path"), "vlan and udp"]);
     a.sh(&format!("python3 -c {}", tracer_tests::shell_quote(&py)));
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(json.stop(), 0);

@@ -11,6 +11,7 @@ pub mod netlink;
 pub mod offsets;
 pub mod packet;
 pub mod tcp;
+pub mod sock;
 pub mod top;
 pub mod tp;
 
@@ -29,8 +30,9 @@ pub mod maps {
     pub const SCRATCH_TC: &str = "SCRATCH_TC";
     /// In-flight netlink receives, keyed by pid_tgid.
     pub const NL_RECV_ARGS: &str = "NL_RECV_ARGS";
-    /// The packet filter: an array of one [`super::packet::FilterTable`].
-    pub const PKT_FILTER: &str = "PKT_FILTER";
+    /// The program array the TC entry programs tail-call through: the
+    /// libpcap filters and the capture bodies, slots in [`super::slots`].
+    pub const PROGS: &str = "PROGS";
     /// `tracer top`: per-CPU packet and byte counters per interface and
     /// direction, keyed by [`super::top::IfaceKey`].
     pub const TOP_IFACES: &str = "TOP_IFACES";
@@ -49,6 +51,33 @@ pub mod maps {
     pub const TCP_FLOWS: &str = "TCP_FLOWS";
     /// When `tcp_probe` last sent a reading per socket (LRU).
     pub const TCP_RTT_SEEN: &str = "TCP_RTT_SEEN";
+    /// `tracer top --by process`: per-CPU counters per flow and sending
+    /// socket (LRU), keyed by [`super::top::ProcFlowKey`].
+    pub const TOP_PROC_FLOWS: &str = "TOP_PROC_FLOWS";
+    /// Socket cookie -> [`super::sock::SockOwner`] (LRU).
+    pub const SOCK_OWNERS: &str = "SOCK_OWNERS";
+    /// [`super::sock::SelPort`] -> cookie of the selected socket holding it (LRU).
+    pub const SOCK_SEL_PORTS: &str = "SOCK_SEL_PORTS";
+    /// TC programs: per CPU, the namespace of the devices last seen (a
+    /// cache of three kernel reads), valid for one attach generation.
+    pub const NETNS_CACHE: &str = "NETNS_CACHE";
+    /// The attach generation (an array of one u64): userspace raises it
+    /// before it attaches to any interface, which empties [`NETNS_CACHE`].
+    pub const ATTACH_GEN: &str = "ATTACH_GEN";
+}
+
+/// Slots of the [`maps::PROGS`] program array: the filter per link type
+/// and direction, and the capture body a matching filter continues into.
+pub mod slots {
+    pub const FILTER_ETH_INGRESS: u32 = 0;
+    pub const FILTER_ETH_EGRESS: u32 = 1;
+    /// Raw-IP slots are the Ethernet ones plus this.
+    pub const RAW_IP: u32 = 2;
+    pub const FILTER_RAW_INGRESS: u32 = 2;
+    pub const FILTER_RAW_EGRESS: u32 = 3;
+    pub const CAPTURE_INGRESS: u32 = 4;
+    pub const CAPTURE_EGRESS: u32 = 5;
+    pub const SLOTS: u32 = 6;
 }
 
 /// Names of the global variables userspace sets at load time.
@@ -61,6 +90,8 @@ pub mod globals {
     pub const SK_OFFSETS: &str = "SK_OFFSETS";
     /// Settings of the drop and TCP programs, see [`super::tp::ObsConfig`].
     pub const OBS_CONFIG: &str = "OBS_CONFIG";
+    /// Process attribution settings, see [`super::sock::ProcConfig`].
+    pub const PROC_CONFIG: &str = "PROC_CONFIG";
 }
 
 /// Names of the programs in the eBPF object.
@@ -99,6 +130,27 @@ pub mod programs {
     pub const TCP_PROBE: &str = "tcp_probe";
     /// `tcp_destroy_sock`
     pub const TCP_DESTROY: &str = "tcp_destroy";
+    /// The capture bodies a matching filter tail-calls (the entry
+    /// programs without their filter step).
+    pub const PKT_INGRESS_BODY: &str = "pkt_ingress_body";
+    pub const PKT_EGRESS_BODY: &str = "pkt_egress_body";
+    pub const TOP_INGRESS_BODY: &str = "top_ingress_body";
+    pub const TOP_EGRESS_BODY: &str = "top_egress_body";
+    /// `tracer top --by process`: as `top_*`, keyed by socket as well.
+    pub const TOP_PROC_INGRESS: &str = "top_proc_ingress";
+    pub const TOP_PROC_EGRESS: &str = "top_proc_egress";
+    pub const TOP_PROC_INGRESS_BODY: &str = "top_proc_ingress_body";
+    pub const TOP_PROC_EGRESS_BODY: &str = "top_proc_egress_body";
+    /// Process attribution (cgroup v2 root and sock_ops), see [`super::sock`].
+    pub const SOCK_CREATE: &str = "sock_create";
+    pub const SOCK_RELEASE: &str = "sock_release";
+    pub const SOCK_BIND4: &str = "sock_bind4";
+    pub const SOCK_BIND6: &str = "sock_bind6";
+    pub const SOCK_CONNECT4: &str = "sock_connect4";
+    pub const SOCK_CONNECT6: &str = "sock_connect6";
+    pub const SOCK_SENDMSG4: &str = "sock_sendmsg4";
+    pub const SOCK_SENDMSG6: &str = "sock_sendmsg6";
+    pub const SOCK_OPS: &str = "sock_tcp_ops";
     /// Tiny programs `tracer doctor` loads to probe what the kernel accepts.
     pub const PROBE_TRACEPOINT: &str = "probe_tracepoint";
     pub const PROBE_TP_BTF: &str = "probe_tp_btf";
@@ -120,19 +172,21 @@ pub enum EventKind {
     /// A packet seen by a TC program.
     Packet = 0x200,
     /// A packet the kernel dropped (`skb:kfree_skb`).
-    Drop = 0x300,
+    Drop = 0x400,
     /// A TCP socket changed state.
-    TcpState = 0x301,
+    TcpState = 0x401,
     /// A TCP segment was retransmitted.
-    TcpRetransmit = 0x302,
+    TcpRetransmit = 0x402,
     /// A TCP reset was sent.
-    TcpResetSent = 0x303,
+    TcpResetSent = 0x403,
     /// A TCP reset was received.
-    TcpResetReceived = 0x304,
+    TcpResetReceived = 0x404,
     /// A sampled reading of a connection's smoothed RTT (`tcp_probe`).
-    TcpRtt = 0x305,
+    TcpRtt = 0x405,
     /// A TCP socket was destroyed: its totals.
-    TcpDestroy = 0x306,
+    TcpDestroy = 0x406,
+    /// A socket's owner or address changed (process attribution).
+    Sock = 0x300,
 }
 
 impl TryFrom<u32> for EventKind {
@@ -142,13 +196,14 @@ impl TryFrom<u32> for EventKind {
             0x100 => Self::NetlinkSend,
             0x101 => Self::NetlinkAck,
             0x200 => Self::Packet,
-            0x300 => Self::Drop,
-            0x301 => Self::TcpState,
-            0x302 => Self::TcpRetransmit,
-            0x303 => Self::TcpResetSent,
-            0x304 => Self::TcpResetReceived,
-            0x305 => Self::TcpRtt,
-            0x306 => Self::TcpDestroy,
+            0x400 => Self::Drop,
+            0x401 => Self::TcpState,
+            0x402 => Self::TcpRetransmit,
+            0x403 => Self::TcpResetSent,
+            0x404 => Self::TcpResetReceived,
+            0x405 => Self::TcpRtt,
+            0x406 => Self::TcpDestroy,
+            0x300 => Self::Sock,
             other => return Err(other),
         })
     }
@@ -197,21 +252,24 @@ pub enum LostSource {
     NetlinkAckRead = 8,
     /// Packets whose bytes `bpf_skb_load_bytes` could not copy.
     PacketRead = 9,
+    /// Socket events (owners, addresses) that did not fit in the ring
+    /// buffer: packets of those sockets may go unattributed.
+    Sock = 10,
     /// Dropped packets that did not fit in the ring buffer.
-    Drop = 10,
+    Drop = 11,
     /// Dropped packets whose headers could not be read (reported without them).
-    DropRead = 11,
+    DropRead = 12,
     /// TCP events that did not fit in the ring buffer.
-    Tcp = 12,
+    Tcp = 13,
     /// Drops `tracer top` could not count: the drop counters were full or
     /// refused an update.
-    DropStats = 13,
+    DropStats = 14,
     /// TCP events `tracer top` could not count.
-    TcpStats = 14,
+    TcpStats = 15,
 }
 
 impl LostSource {
-    pub const COUNT: u32 = 15;
+    pub const COUNT: u32 = 16;
     pub const ALL: [LostSource; Self::COUNT as usize] = [
         LostSource::Netlink,
         LostSource::Packet,
@@ -223,6 +281,7 @@ impl LostSource {
         LostSource::NetlinkAckTruncated,
         LostSource::NetlinkAckRead,
         LostSource::PacketRead,
+        LostSource::Sock,
         LostSource::Drop,
         LostSource::DropRead,
         LostSource::Tcp,
@@ -246,6 +305,7 @@ impl LostSource {
             Self::Tcp => "tcp",
             Self::DropStats => "drop_stats",
             Self::TcpStats => "tcp_stats",
+            Self::Sock => "sock",
         }
     }
 }
@@ -291,7 +351,9 @@ pub struct Config {
     /// so a selected namespace costs nothing for the others and its lost
     /// counts are its own.
     pub nl_netns: u32,
-    pub _pad: u32,
+    /// Non-zero when a packet filter is installed: the TC entry programs
+    /// then tail-call it through [`maps::PROGS`] instead of capturing.
+    pub pkt_filter: u32,
 }
 const _: () = assert!(core::mem::size_of::<Config>() == 16);
 
@@ -305,8 +367,6 @@ mod pod {
     unsafe impl aya::Pod for super::netlink::NetlinkAck {}
     unsafe impl aya::Pod for super::netlink::RecvArgs {}
     unsafe impl aya::Pod for super::packet::PacketMeta {}
-    unsafe impl aya::Pod for super::packet::FilterInsn {}
-    unsafe impl aya::Pod for super::packet::FilterTable {}
     unsafe impl aya::Pod for super::top::IfaceKey {}
     unsafe impl aya::Pod for super::top::FlowKey {}
     unsafe impl aya::Pod for super::top::Counters {}
@@ -316,4 +376,9 @@ mod pod {
     unsafe impl aya::Pod for super::drops::DropKey {}
     unsafe impl aya::Pod for super::tcp::TcpRecord {}
     unsafe impl aya::Pod for super::tcp::TcpCounts {}
+    unsafe impl aya::Pod for super::top::ProcFlowKey {}
+    unsafe impl aya::Pod for super::sock::SockEvent {}
+    unsafe impl aya::Pod for super::sock::SockOwner {}
+    unsafe impl aya::Pod for super::sock::SelPort {}
+    unsafe impl aya::Pod for super::sock::ProcConfig {}
 }

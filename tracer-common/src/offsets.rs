@@ -45,8 +45,13 @@ pub struct KernelOffsets {
     pub inode_sb: u32,
     /// `super_block.s_magic`
     pub sb_magic: u32,
-    pub _pad: [u32; 2],
+    /// `net_device.type` (an `ARPHRD_*`): which link type's filter applies.
+    pub dev_type: u32,
+    /// `task_struct.start_boottime` (process attribution: tells a pid's
+    /// process from a later one; optional, see `tracer::btf`).
+    pub task_start_boottime: u32,
 }
+// Twenty u32 fields, no padding: the size both sides of the ABI agree on.
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 80);
 
 impl KernelOffsets {
@@ -74,7 +79,8 @@ impl KernelOffsets {
             inode_ino: m,
             inode_sb: m,
             sb_magic: m,
-            _pad: [0; 2],
+            dev_type: m,
+            task_start_boottime: m,
         }
     }
 }

@@ -41,6 +41,17 @@ pub struct FlowKey {
 }
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 56);
 
+/// `tracer top --by process`: a flow on one interface and the socket that
+/// sent its packets there (`skb->sk`'s cookie, 0 when none). Counted only
+/// by the `top_proc_*` programs, so plain `top` pays nothing for it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ProcFlowKey {
+    pub flow: FlowKey,
+    pub sock_cookie: u64,
+}
+const _: () = assert!(core::mem::size_of::<ProcFlowKey>() == 64);
+
 /// What one CPU counted for a key.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

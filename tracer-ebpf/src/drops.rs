@@ -7,8 +7,9 @@
 //! The namespace of a drop is the device's when the skb has one, else the
 //! socket's (`rx_sk` where the tracepoint has it, else `skb->sk`), else
 //! unknown (0; reported with `--all`, counted by userspace). Unselected
-//! namespaces, unwanted reasons and packets the filter refuses leave at
-//! once. In events mode the record ([`DropMeta`] and the packet's first
+//! namespaces and unwanted reasons leave at once; the packet filter
+//! (libpcap's, a SCHED_CLS program that a tracing program cannot
+//! tail-call) runs in userspace on the bytes copied. In events mode the record ([`DropMeta`] and the packet's first
 //! bytes) is written straight into a ring-buffer reservation, so no
 //! per-CPU scratch buffer is shared with programs that may interrupt this
 //! one; in `top` mode per-CPU counters per namespace, interface and reason
@@ -29,7 +30,6 @@ use tracer_common::{
 };
 
 use crate::{
-    filter::PKT_FILTER,
     kernel::{EVENTS, count_lost, kread_or_zero, offsets},
     obs::{SkbData, cfg, dev_netns, parse_skb, selected, sk_netns, skb_data, sko, wakeup_flags},
 };
@@ -86,15 +86,8 @@ fn try_drop(skb: *const u8, location: u64, reason: u32, rx_sk: *const u8) -> Opt
     let data = skb_data(skb);
     let counting = c.drops == mode::COUNT;
     let mut key = PacketKey { direction: DIR_INGRESS, ..PacketKey::default() };
-    let filter = PKT_FILTER.get(0);
-    let filtering = matches!(filter, Some(f) if f.enabled != 0);
-    if counting || filtering {
+    if counting {
         parse_skb(&data, &mut key);
-        if let Some(f) = filter
-            && !f.matches(&key)
-        {
-            return None;
-        }
     }
     let len: u32 = kread_or_zero(skb, sko().skb_len);
     if counting {

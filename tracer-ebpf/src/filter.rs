@@ -1,33 +1,16 @@
-//! The in-kernel packet filter: parses a frame into a [`PacketKey`] with a
-//! few bounded `bpf_skb_load_bytes` reads (Ethernet, one 802.1Q/802.1ad tag,
-//! IPv4, IPv6 without extension headers, ARP, the first four bytes of TCP,
-//! UDP and SCTP) and runs the table userspace compiled into `PKT_FILTER`.
-//! The evaluation itself is [`FilterTable::matches`] from tracer-common, the
-//! code userspace's own evaluator runs.
+//! The flow key of `tracer top`: parses a frame into a [`PacketKey`] with a
+//! few bounded reads (Ethernet, one 802.1Q/802.1ad tag, IPv4, IPv6 without
+//! extension headers, ARP, the first four bytes of TCP, UDP and SCTP).
+//! Packet filtering itself is libpcap's code, tail-called (`packet.rs`).
 
-use aya_ebpf::{macros::map, maps::Array, programs::TcContext};
-use tracer_common::packet::{FilterTable, PacketKey, key_flags};
-
-#[map(name = "PKT_FILTER")]
-pub static PKT_FILTER: Array<FilterTable> = Array::with_max_entries(1, 0);
+use aya_ebpf::programs::TcContext;
+use tracer_common::packet::{PacketKey, key_flags};
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_ARP: u16 = 0x0806;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
-
-/// Whether the packet passes the installed filter; true when none is installed.
-#[inline(always)]
-pub fn packet_matches(ctx: &TcContext, direction: u8) -> bool {
-    let Some(table) = PKT_FILTER.get(0) else { return true };
-    if table.enabled == 0 {
-        return true;
-    }
-    let mut key = PacketKey { direction, ..PacketKey::default() };
-    parse(ctx, &mut key);
-    table.matches(&key)
-}
 
 /// Where [`parse`] reads a frame from: a TC program's packet, or (for
 /// `tracer drops`) an skb in kernel memory.

@@ -47,7 +47,7 @@ pub static SCRATCH: PerCpuArray<Scratch<SCRATCH_SIZE>> = PerCpuArray::with_max_e
 pub static SCRATCH_TC: PerCpuArray<Scratch<SCRATCH_TC_SIZE>> = PerCpuArray::with_max_entries(1, 0);
 
 #[unsafe(no_mangle)]
-static CONFIG: Config = Config { self_tgid: 0, snaplen: 0, nl_netns: 0, _pad: 0 };
+static CONFIG: Config = Config { self_tgid: 0, snaplen: 0, nl_netns: 0, pkt_filter: 0 };
 
 #[unsafe(no_mangle)]
 static OFFSETS: KernelOffsets = KernelOffsets::missing();

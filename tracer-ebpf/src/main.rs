@@ -13,7 +13,9 @@ mod obs;
 mod packet;
 mod probe;
 mod tcp;
+mod sock;
 mod top;
+mod top_proc;
 
 #[cfg(not(test))]
 #[panic_handler]

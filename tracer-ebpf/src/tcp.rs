@@ -8,7 +8,7 @@
 //! `tcp_probe` fires for every segment a connection receives: it leaves
 //! after one LRU lookup unless the connection's last reading is older than
 //! `rtt_interval_ns`, and remembers a connection it does not want (other
-//! namespace, filtered out) as never due. In `top` mode only
+//! namespace) as never due. In `top` mode only
 //! retransmissions and resets are counted, per namespace and per flow, and
 //! nothing is sent.
 
@@ -28,7 +28,6 @@ use tracer_common::{
 };
 
 use crate::{
-    filter::PKT_FILTER,
     kernel::{EVENTS, atomic_add, count_lost, kread_or_zero, offsets},
     obs::{cfg, header, parse_skb, selected, sk_netns, skb_data, sko, wakeup_flags},
 };
@@ -160,16 +159,6 @@ fn key_of(r: &TcpRecord) -> PacketKey {
     k
 }
 
-/// Out of line, as are [`send`] and [`count`]: each has its own stack
-/// frame, which keeps every program within LLVM's 512-byte frame.
-#[inline(never)]
-fn passes_filter(r: &TcpRecord) -> bool {
-    match PKT_FILTER.get(0) {
-        Some(f) if f.enabled != 0 => f.matches(&key_of(r)),
-        _ => true,
-    }
-}
-
 /// Reads the smoothed RTT (µs) from the `tcp_sock`.
 #[inline(always)]
 fn read_srtt(sk: *const u8, r: &mut TcpRecord) {
@@ -216,9 +205,6 @@ fn report(kind: EventKind, sk: *const u8, fill: impl FnOnce(&mut TcpRecord)) -> 
         return None;
     }
     let mut r = from_sock(sk);
-    if !passes_filter(&r) {
-        return None;
-    }
     fill(&mut r);
     send(kind, netns, &r);
     Some(())
@@ -276,9 +262,6 @@ fn count_sock(sk: *const u8, which: Counter, n: u64) -> Option<()> {
         return None;
     }
     let r = from_sock(sk);
-    if !passes_filter(&r) {
-        return None;
-    }
     count(netns, &r, which, n);
     Some(())
 }
@@ -383,9 +366,6 @@ fn try_send_reset(sk: *const u8, skb: *const u8, reason: u32) -> Option<()> {
         flags: flags::NO_SOCK,
         ..TcpRecord::default()
     };
-    if !passes_filter(&r) {
-        return None;
-    }
     if m == mode::COUNT {
         count(netns, &r, Counter::ResetSent, 1);
     } else {
@@ -423,7 +403,7 @@ fn try_probe(sk: *const u8) -> Option<()> {
     }
     let netns = sk_netns(sk);
     let mut r = from_sock(sk);
-    if !selected(netns) || !passes_filter(&r) {
+    if !selected(netns) {
         let _ = TCP_RTT_SEEN.insert(&skaddr, &NEVER, 0);
         return None;
     }

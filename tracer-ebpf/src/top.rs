@@ -1,8 +1,7 @@
 //! `tracer top`: two TC classifiers that count instead of copying. Each
-//! packet is parsed once (the packet filter's own parser, so the flow key
-//! and the filter see the same fields), passed through the installed
-//! filter, and added to a per-interface and a per-flow counter in per-CPU
-//! maps. Nothing reaches the ring buffer; userspace reads the maps on its
+//! packet goes through the installed filter first (a tail call, as for
+//! packets: see `packet.rs`), is parsed once into a flow key, and added to
+//! a per-interface and a per-flow counter in per-CPU maps. Nothing reaches the ring buffer; userspace reads the maps on its
 //! own clock. The packet always continues.
 
 use aya_ebpf::{
@@ -18,14 +17,16 @@ use tracer_common::{
     top::{Counters, FlowKey, IfaceKey, TOP_FLOWS_MAX, TOP_IFACES_MAX},
 };
 
+use tracer_common::slots;
+
 use crate::{
-    filter::{PKT_FILTER, parse},
+    filter::parse,
     kernel::count_lost,
-    packet::device_netns,
+    packet::{device_netns, run_filter},
 };
 
 #[map(name = "TOP_IFACES")]
-static TOP_IFACES: PerCpuHashMap<IfaceKey, Counters> = PerCpuHashMap::with_max_entries(TOP_IFACES_MAX, 0);
+pub static TOP_IFACES: PerCpuHashMap<IfaceKey, Counters> = PerCpuHashMap::with_max_entries(TOP_IFACES_MAX, 0);
 
 // One LRU list for all CPUs: with BPF_F_NO_COMMON_LRU each CPU would get
 // its own share of the table (256 entries on 64 CPUs), and a busy CPU would
@@ -35,16 +36,33 @@ static TOP_IFACES: PerCpuHashMap<IfaceKey, Counters> = PerCpuHashMap::with_max_e
 #[map(name = "TOP_FLOWS")]
 static TOP_FLOWS: LruPerCpuHashMap<FlowKey, Counters> = LruPerCpuHashMap::with_max_entries(TOP_FLOWS_MAX, 0);
 
-const EEXIST: i32 = 17;
+pub(crate) const EEXIST: i32 = 17;
 
 #[classifier]
 pub fn top_ingress(ctx: TcContext) -> i32 {
-    count(&ctx, DIR_INGRESS);
+    if !run_filter(&ctx, slots::FILTER_ETH_INGRESS) {
+        count(&ctx, DIR_INGRESS);
+    }
     TC_ACT_UNSPEC
 }
 
 #[classifier]
 pub fn top_egress(ctx: TcContext) -> i32 {
+    if !run_filter(&ctx, slots::FILTER_ETH_EGRESS) {
+        count(&ctx, DIR_EGRESS);
+    }
+    TC_ACT_UNSPEC
+}
+
+/// What a matching ingress filter continues into.
+#[classifier]
+pub fn top_ingress_body(ctx: TcContext) -> i32 {
+    count(&ctx, DIR_INGRESS);
+    TC_ACT_UNSPEC
+}
+
+#[classifier]
+pub fn top_egress_body(ctx: TcContext) -> i32 {
     count(&ctx, DIR_EGRESS);
     TC_ACT_UNSPEC
 }
@@ -84,6 +102,7 @@ macro_rules! add {
         }
     }};
 }
+pub(crate) use add;
 
 #[inline(always)]
 fn count(ctx: &TcContext, direction: u8) {
@@ -95,11 +114,6 @@ fn count(ctx: &TcContext, direction: u8) {
     };
     key.ifindex = ifindex;
     parse(ctx, &mut key.pkt);
-    if let Some(table) = PKT_FILTER.get(0)
-        && !table.matches(&key.pkt)
-    {
-        return;
-    }
     // The length on the wire: an offloaded VLAN tag is not in skb->len.
     let bytes = len as u64 + if vlan_present != 0 { 4 } else { 0 };
     // The flow first, then the interface: userspace relies on this order

@@ -50,6 +50,8 @@ pub enum Command {
     Ns(NsArgs),
     /// Live per-container, per-interface and per-flow rates, counted in the kernel.
     Top(TopArgs),
+    /// Serve packet, byte, netlink and loss counters as Prometheus metrics over HTTP.
+    Serve(ServeArgs),
     /// Every packet the kernel drops, with its reason and the function that dropped it.
     Drops(DropsArgs),
     /// TCP connection health: states, retransmissions, resets, RTT, a summary at close.
@@ -59,7 +61,7 @@ pub enum Command {
 #[derive(Debug, Args, Clone, Default)]
 pub struct DropsArgs {
     /// Where (`-i`: drops without a device are then left out), and which
-    /// packets (the filter runs in the kernel).
+    /// packets (the pcap-filter expression runs on the bytes copied).
     #[command(flatten)]
     pub tc: TcArgs,
     /// Only these drop reasons, as the kernel names them (e.g.
@@ -85,7 +87,7 @@ pub struct TcpArgs {
     /// Least seconds between two RTT readings of one connection.
     #[arg(long, value_name = "SECS", default_value_t = 1.0)]
     pub rtt_interval: f64,
-    /// Filter expression (tcpdump syntax subset) on the connection's
+    /// Filter expression (pcap-filter(7), as tcpdump) on the connection's
     /// addresses and ports, the socket's own as source; may also be given
     /// as trailing words.
     #[arg(long, value_name = "EXPR")]
@@ -162,9 +164,38 @@ pub struct PacketArgs {
     /// (never through a symbolic link; a new file is made 0600).
     #[arg(short = 'w', value_name = "FILE")]
     pub write: Option<PathBuf>,
+    /// With -w: start a new file when the current one is larger than SIZE
+    /// millions of bytes (k, m, g: KiB, MiB, GiB), named FILE, FILE1, FILE2...
+    #[arg(short = 'C', value_name = "SIZE")]
+    pub file_size: Option<String>,
+    /// With -w: start a new file every SECS seconds; FILE is a strftime(3)
+    /// pattern, e.g. `cap-%H%M%S.pcapng`.
+    #[arg(short = 'G', value_name = "SECS")]
+    pub rotate_seconds: Option<u64>,
+    /// With -C: keep at most N files, overwriting the first ones (a ring);
+    /// with -G: stop after N files.
+    #[arg(short = 'W', value_name = "N")]
+    pub file_count: Option<u32>,
+    /// Read packets from a pcapng or pcap file (ours or tcpdump's) instead
+    /// of capturing; the filter runs in userspace, as `tcpdump -r` runs it.
+    #[arg(short = 'r', value_name = "FILE", conflicts_with_all = ["all", "netns", "pid", "container", "iface", "hops", "process", "comm"])]
+    pub read: Option<PathBuf>,
     /// Show each packet's path across interfaces, with transit times.
     #[arg(long)]
     pub hops: bool,
+    /// Only packets of this process's sockets (sent by them or arriving
+    /// for them), selected in the kernel; traces the process's namespace
+    /// unless --all, --netns or --container says otherwise.
+    #[arg(long = "process", value_name = "PID")]
+    pub process: Option<u32>,
+    /// Only packets of the sockets of processes with this name (as
+    /// /proc/PID/comm has it), selected in the kernel.
+    #[arg(long, value_name = "NAME")]
+    pub comm: Option<String>,
+    /// Do not attribute packets to processes (no programs on the cgroup
+    /// v2 root, no process fields).
+    #[arg(long, conflicts_with_all = ["process", "comm"])]
+    pub no_process: bool,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -192,4 +223,20 @@ pub enum By {
     Iface,
     /// One row per flow, interface and direction.
     Flow,
+    /// One row per local process: what its sockets sent and received.
+    Process,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub tc: TcArgs,
+    /// Address and port to listen on [default: 127.0.0.1:9464] (loopback;
+    /// another address exposes the metrics to whoever reaches it).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// Seconds the series of a namespace or interface that went away are
+    /// kept before they are removed [default: 300].
+    #[arg(long, value_name = "SECS")]
+    pub grace: Option<f64>,
 }

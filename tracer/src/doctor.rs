@@ -45,6 +45,11 @@ pub struct Report {
     pub lockdown: Option<String>,
     pub capabilities: Vec<(&'static str, bool)>,
     pub tracefs: String,
+    /// `kernel.io_uring_disabled` (0: anyone may use io_uring, 1: only a
+    /// chosen group, 2: nobody); `None` before 6.6, which has no switch.
+    /// Netlink requests sent through io_uring pass no system call, so the
+    /// audit does not see them (README, "Audit limits").
+    pub io_uring_disabled: Option<u8>,
     pub kinds: Vec<KindReport>,
     pub features: Vec<CapabilityReport>,
     /// The BTF tracepoints of `drops` and `tcp` on this kernel.
@@ -54,6 +59,8 @@ pub struct Report {
     pub tracepoint_fields_missing: Vec<String>,
     pub can_run: bool,
     pub problem: Option<String>,
+    /// Per-packet process attribution (see [`crate::procs`]).
+    pub process_attribution: crate::procs::doctor::ProcReport,
 }
 
 pub fn run() -> Report {
@@ -73,8 +80,10 @@ pub fn run() -> Report {
 
     let mut kinds = Vec::new();
     let mut problem = None;
+    let mut process_attribution = crate::procs::doctor::ProcReport::not_probed();
     match ebpf::load(&LoadOptions { ring_bytes: 4096, ..Default::default() }) {
         Ok(mut loaded) => {
+            process_attribution = crate::procs::doctor::probe(&mut loaded.ebpf);
             let aya_btf = aya::Btf::from_sys_fs().ok();
             for kind in ProgramKind::ALL {
                 let r = hooks::probe(&mut loaded.ebpf, aya_btf.as_ref(), kind);
@@ -135,14 +144,18 @@ pub fn run() -> Report {
         lockdown: sys::lockdown(),
         capabilities,
         tracefs,
+        io_uring_disabled: std::fs::read_to_string(IO_URING_DISABLED).ok().and_then(|v| v.trim().parse().ok()),
         kinds,
         features,
         tracepoints,
         tracepoint_fields_missing,
         can_run,
         problem,
+        process_attribution,
     }
 }
+
+const IO_URING_DISABLED: &str = "/proc/sys/kernel/io_uring_disabled";
 
 pub fn print_text(r: &Report, w: &mut impl Write) -> std::io::Result<()> {
     writeln!(w, "kernel        {}", r.kernel)?;
@@ -161,6 +174,15 @@ pub fn print_text(r: &Report, w: &mut impl Write) -> std::io::Result<()> {
         r.capabilities.iter().map(|(n, ok)| format!("{n}={}", if *ok { "yes" } else { "no" })).collect();
     writeln!(w, "capabilities  {}", caps.join(" "))?;
     writeln!(w, "tracefs       {}", r.tracefs)?;
+    let io_uring = match r.io_uring_disabled {
+        Some(2) => "disabled (kernel.io_uring_disabled=2)".to_string(),
+        Some(v) => format!(
+            "{} (kernel.io_uring_disabled={v}): netlink requests sent through it are not audited; =2 closes it",
+            if v == 0 { "open to every user" } else { "open to one group" }
+        ),
+        None => "no switch before 6.6: netlink requests sent through io_uring are not audited".to_string(),
+    };
+    writeln!(w, "io_uring      {io_uring}")?;
     writeln!(w)?;
     writeln!(w, "{:<12} {:<10} {:<11} {:<20} reason", "program", "status", "min kernel", "used by")?;
     for k in &r.kinds {
@@ -195,6 +217,7 @@ pub fn print_text(r: &Report, w: &mut impl Write) -> std::io::Result<()> {
             writeln!(w, "fields missing: {} (left out of drops and tcp)", r.tracepoint_fields_missing.join(", "))?;
         }
     }
+    crate::procs::doctor::print_text(&r.process_attribution, w)?;
     writeln!(w)?;
     for f in &r.features {
         match f.via {
@@ -224,12 +247,14 @@ mod tests {
             lockdown: None,
             capabilities: vec![],
             tracefs: sys::TRACEFS.into(),
+            io_uring_disabled: None,
             kinds: vec![],
             features: vec![],
             tracepoints,
             tracepoint_fields_missing: vec!["tcp_sock.bytes_received".into()],
             can_run: true,
             problem: None,
+            process_attribution: crate::procs::doctor::ProcReport::not_probed(),
         }
     }
 

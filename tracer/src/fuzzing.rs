@@ -26,7 +26,7 @@ use crate::{
     output::Render,
     packets::{PacketEvent, hops::Grouper},
     sys::{clock::Clock, contain},
-    tc::{filter, topology::Topology},
+    tc::{cbpf, flowkey, topology::Topology},
 };
 
 /// A fuzz target's entry point: any bytes in, nothing out, never a panic.
@@ -73,7 +73,7 @@ pub fn netlink_acks(data: &[u8]) {
 /// `[flags, protocol: u16 BE, vlan tci: u16 BE, frame...]`: one captured
 /// frame (flags bit 0: the VLAN tag was offloaded, bit 1: egress) decoded,
 /// rendered, grouped into a path with a copy of itself seen on another
-/// interface, and keyed and matched as the in-kernel filter would.
+/// interface, keyed as `tracer top` keys it and matched by libpcap filters.
 pub fn packet(data: &[u8]) {
     contain::strict();
     let Some((&[flags, p0, p1, t0, t1], frame)) = data.split_first_chunk::<5>() else { return };
@@ -89,29 +89,40 @@ pub fn packet(data: &[u8]) {
         vlan_tci: u16::from_be_bytes([t0, t1]),
         vlan_proto: 0x8100u16.to_be(),
         _pad: 0,
+        sock_cookie: 0,
     };
     let mut payload = bytes_of(&meta).to_vec();
     payload.extend_from_slice(frame);
     let rec = record(EventKind::Packet, 1_000_000, payload);
     render_packet(&rec);
     let vlan = (flags & 1 != 0).then_some(u16::from_be_bytes([t0, t1]));
-    let key = filter::frame_key(frame, meta.direction, vlan);
-    for prog in filters() {
-        let _ = prog.matches_key(&key);
-        let _ = filter::matches(prog, frame, meta.direction);
+    let _ = flowkey::frame_key(frame, meta.direction, vlan);
+    for f in filters() {
+        let _ = f.matches(frame, u32::try_from(frame.len()).unwrap_or(u32::MAX));
     }
 }
 
-/// A tcpdump-style filter expression (bytes taken as UTF-8, lossily),
-/// parsed and compiled.
+/// A pcap-filter expression (bytes taken as UTF-8, lossily): checked by
+/// libpcap as a job's filter is, then compiled for both link types and
+/// translated to eBPF, the code that turns libpcap's output into a kernel
+/// program.
 pub fn filter(data: &[u8]) {
     contain::strict();
     let text = String::from_utf8_lossy(data);
-    if let Ok(prog) = filter::compile(&text) {
-        let _ = prog.to_string();
-        let _ = filter::matches(&prog, &[0u8; 64], 0);
+    let Ok(f) = cbpf::PacketFilter::parse(&text) else { return };
+    let _ = f.to_string();
+    for link in [cbpf::LinkType::Ethernet, cbpf::LinkType::RawIp] {
+        let Ok(Some(prog)) = f.file_filter(link) else { continue };
+        let _ = prog.matches(&[0u8; 64], 64);
+        for direction in [cbpf::Direction::Ingress, cbpf::Direction::Egress] {
+            let opts = cbpf::Options {
+                direction: Some(direction),
+                on_match: cbpf::Action::TailCall { prog_array_fd: 3, index: 4, fallback: -1 },
+                on_no_match: cbpf::Action::Return(-1),
+            };
+            let _ = cbpf::translate(prog.instructions(), &opts);
+        }
     }
-    let _ = filter::compile_with_direction(&text, Some(1));
 }
 
 /// A ring-buffer record as the kernel would write it (header, payload),
@@ -134,6 +145,7 @@ pub fn ring_record(data: &[u8]) {
         | EventKind::TcpResetReceived
         | EventKind::TcpRtt
         | EventKind::TcpDestroy => render_tcp(&ev),
+        EventKind::Sock => crate::procs::Owners::default().push(&ev),
     }
 }
 
@@ -176,13 +188,14 @@ fn render_packet(ev: &RawEvent) {
     }
 }
 
-/// A few filters of each kind of primitive, compiled once.
-fn filters() -> &'static [filter::FilterProgram] {
-    static F: OnceLock<Vec<filter::FilterProgram>> = OnceLock::new();
+/// A few filters of each kind of primitive, compiled once (libpcap's
+/// interpreter runs them, as `tracer packets -r` does).
+fn filters() -> &'static [cbpf::Filter] {
+    static F: OnceLock<Vec<cbpf::Filter>> = OnceLock::new();
     F.get_or_init(|| {
-        ["", "tcp port 80 and host 10.0.0.2", "vlan and udp", "not arp", "icmp6 or net fe80::/10", "inbound and portrange 1-1024"]
+        ["tcp port 80 and host 10.0.0.2", "vlan and udp", "not arp", "icmp6 or net fe80::/10", "tcp[tcpflags] & tcp-syn != 0", "ip[6:2] & 0x1fff != 0"]
             .iter()
-            .filter_map(|e| filter::compile(e).ok())
+            .filter_map(|e| cbpf::Filter::compile(e, cbpf::LinkType::Ethernet, cbpf::Dialect::File).ok())
             .collect()
     })
 }

@@ -9,6 +9,9 @@
 //!   buffer reader, raw events, lost-event counts.
 //! - `ns` and `output`: namespaces, containers, interfaces and the types
 //!   events name them by; where events are printed.
+//! - `procs`: process attribution, which packets, `top --by process` and
+//!   doctor share: the socket programs on the cgroup v2 root, the join of
+//!   packets to the processes at each end, and how a process is shown.
 //! - `tc`: what every TC job shares: attaching, following, naming, filters,
 //!   and the one start-up sequence.
 //! - `frames`: captured frames as every job that shows them needs them:
@@ -33,6 +36,8 @@ pub(crate) mod netlink;
 pub(crate) mod ns;
 pub(crate) mod output;
 pub(crate) mod packets;
+pub(crate) mod procs;
+pub(crate) mod serve;
 pub(crate) mod sys;
 pub(crate) mod tc;
 pub(crate) mod tcp;

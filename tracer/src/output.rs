@@ -18,6 +18,11 @@ pub trait Render {
     /// The text line, fields from outside already cut with [`crate::sys::text::field`]; the
     /// [`Sink`] escapes the whole line again, so nothing can slip through.
     fn text(&self) -> String;
+    /// Lines printed under the text line (a netlink request's effects),
+    /// each escaped like it.
+    fn more_lines(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// The JSON line; events printed at high rates (packets) override it
     /// to serialize without building a `Value`.
     fn json_line(&self) -> String {
@@ -67,10 +72,15 @@ impl Sink {
             json_safe(ev.json_line())
         } else {
             let text = ev.text();
-            match escape(&text) {
+            let mut line = match escape(&text) {
                 Cow::Borrowed(_) => text,
                 Cow::Owned(escaped) => escaped,
+            };
+            for more in ev.more_lines() {
+                line.push('\n');
+                line.push_str(&escape(&more));
             }
+            line
         };
         self.pending.extend_from_slice(line.as_bytes());
         self.pending.push(b'\n');

@@ -1,7 +1,7 @@
 //! The insides of the library the integration tests (`tests/`) drive
 //! directly, exported deliberately and nowhere else: the eBPF object and its
-//! ring buffer, entering a namespace, the packet filters (the subset's table
-//! and the libpcap translator), and the interface watcher, which has no
+//! ring buffer, entering a namespace, the packet filter (libpcap's code and
+//! its translator), and the interface watcher, which has no
 //! command yet. Everything else the tests check through the binary.
 
 pub use crate::{
@@ -12,5 +12,5 @@ pub use crate::{
     },
     ns::watch,
     sys::in_netns,
-    tc::{cbpf, filter},
+    tc::cbpf,
 };

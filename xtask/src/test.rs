@@ -21,6 +21,9 @@ pub const TEST_PACKAGES: &[(&str, &str)] = &[
     ("ping", "iputils-ping"),
     ("tcpdump", "tcpdump"),
     ("tshark", "tshark"),
+    // serve: a real Prometheus scrapes it; a real Podman container is named.
+    ("prometheus", "prometheus"),
+    ("podman", "podman"),
     // Helpers run as nobody, who cannot use root's own Python (pyenv).
     ("/usr/bin/python3", "python3"),
 ];

@@ -4,6 +4,12 @@
 //!
 //!     cargo xtask bench [SELECTOR...] [--rounds N] [--seconds S]
 //!                       [--modes KEY,...] [--namespaces N] [--count N]
+//!                       [--before PATH]
+//!
+//! `--before PATH`: every tracer mode of the throughput tables runs twice
+//! per round, also with the tracer binary at PATH (its rows say
+//! `[before]`), so a change is measured against the code before it in
+//! one run.
 //!
 //! A binary none of whose selectors is named exits at once, saying nothing.
 
@@ -20,6 +26,8 @@ pub const SELECTORS: &[(&str, &str)] = &[
     ("lru", "bench-scale: top's flow table right after the namespaces were made"),
     ("netlink", "bench-netlink: the 20,000-change loop, untraced and traced, interleaved"),
     ("flood", "bench-flood: the hostile netlink flood of issue #8 (RSS)"),
+    ("serve", "bench-serve: tracer serve with 200 namespaces: scrape time, series, RSS"),
+    ("process", "bench-process: process attribution on vs off (TCP, UDP, connections) and top by process"),
 ];
 
 #[derive(Debug, Default, Clone)]
@@ -30,9 +38,10 @@ pub struct Opts {
     pub modes: Option<Vec<String>>,
     pub namespaces: Option<usize>,
     pub count: Option<u64>,
+    pub before: Option<String>,
 }
 
-const USAGE: &str = "usage: cargo xtask bench [SELECTOR...] [--rounds N] [--seconds S] [--modes KEY,...] [--namespaces N] [--count N]";
+const USAGE: &str = "usage: cargo xtask bench [SELECTOR...] [--rounds N] [--seconds S] [--modes KEY,...] [--namespaces N] [--count N] [--before PATH]";
 
 impl Opts {
     /// The process's arguments; a bad one ends the process with one sentence.
@@ -75,6 +84,13 @@ impl Opts {
                 "--modes" => o.modes = Some(value("a list of mode keys")?.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect()),
                 "--namespaces" => o.namespaces = Some(number(&name, &value("a number")?)?),
                 "--count" => o.count = Some(number::<u64>(&name, &value("a number")?)?),
+                "--before" => {
+                    let p = value("the path of a tracer binary")?;
+                    if !std::path::Path::new(&p).is_file() {
+                        return Err(format!("{name}: no file {p:?}"));
+                    }
+                    o.before = Some(p);
+                }
                 w if w.starts_with('-') => return Err(format!("unknown option {w:?}")),
                 w => {
                     if !SELECTORS.iter().any(|(s, _)| *s == w) {
@@ -138,5 +154,7 @@ mod tests {
         assert!(p(&["--rounds", "x"]).err().unwrap_or_default().contains("takes a number"));
         assert!(p(&["--seconds", "0"]).err().unwrap_or_default().contains("between"));
         assert!(p(&["--fast"]).err().unwrap_or_default().contains("unknown option"));
+        assert!(p(&["--before", "/no/such/tracer"]).err().unwrap_or_default().contains("no file"));
+        assert_eq!(p(&["--before", "/proc/self/exe"]).expect("parses").before.as_deref(), Some("/proc/self/exe"));
     }
 }

@@ -52,6 +52,20 @@ pub struct Mode {
     pub tcpdump: bool,
     pub out: Out,
     pub scope: Scope,
+    /// Another tracer binary than the one under test (`--before`).
+    pub bin: Option<String>,
+}
+
+impl Mode {
+    /// The same mode run with the tracer binary at `path`, keyed `KEY@before`.
+    pub fn before(&self, path: &str) -> Mode {
+        Mode {
+            key: Box::leak(format!("{}@before", self.key).into_boxed_str()),
+            label: format!("{} [before]", self.label),
+            bin: Some(path.to_string()),
+            ..self.clone()
+        }
+    }
 }
 
 /// The lab of a throughput run: two namespaces on a bridge, and files on tmpfs.
@@ -242,10 +256,24 @@ fn command(rig: &Rig, mode: &Mode) -> Option<(Command, &'static str)> {
         return Some((c, "listening on"));
     }
     let args = mode.args.as_ref()?;
-    let mut c = Command::new(tracer_bin());
+    let mut c = match &mode.bin {
+        Some(b) => Command::new(b),
+        None => Command::new(tracer_bin()),
+    };
     c.args(args);
     Some((c, "ready"))
 }
+
+/// A filter with many of libpcap's primitive kinds (link-layer addresses,
+/// byte offsets and masks, named fields, addresses, networks, ports,
+/// lengths) that still keeps every packet of the bench's traffic, so that
+/// only the filter's cost differs from `packets-w`. (No `vlan` in it: in
+/// libpcap that keyword shifts the offsets of everything after it, also
+/// under `not`, and such a filter keeps nothing here, in tcpdump too.)
+/// `{B}` is replaced.
+const COMPLEX_FILTER: &str = "not (ether broadcast or ether multicast or arp or ip6 or icmp) \
+and (tcp[tcpflags] & tcp-rst == 0 or udp) and ip[6:2] & 0x1fff == 0 and ip[0] & 0xf >= 5 and ip[8] > 1 \
+and (host {B} or net 10.0.0.0/8) and greater 0 and not portrange 1-19";
 
 /// The modes of the throughput table, keyed for `--modes`. `{A}` is the
 /// sender's namespace, `{B}` the receiver's address, `{pcapng}` a file.
@@ -258,16 +286,25 @@ pub fn modes(rig: &Rig) -> Vec<Mode> {
         tcpdump: false,
         out,
         scope,
+        bin: None,
     };
     vec![
-        Mode { key: "untraced", label: "untraced".into(), args: None, tcpdump: false, out: Out::Null, scope: Scope::Stream },
+        Mode { key: "untraced", label: "untraced".into(), args: None, tcpdump: false, out: Out::Null, scope: Scope::Stream, bin: None },
         tr("top", "`tracer top --json` (by container)", &["top", "--json"], Out::TopRows, Scope::Stream),
         tr("top-flow", "`tracer top --by flow --json`", &["top", "--by", "flow", "--json"], Out::TopRows, Scope::Stream),
         tr("top-filter", "`tracer top --json host B` (filter)", &["top", "--json", "host", "{B}"], Out::TopRows, Scope::Stream),
         tr("packets-w", "`tracer packets --netns A -w FILE`", &["packets", "--netns", "{A}", "-w", "{pcapng}"], Out::Null, Scope::SenderIface),
+        tr("packets-w-host", "`tracer packets --netns A -w FILE host B` (simple filter)", &["packets", "--netns", "{A}", "-w", "{pcapng}", "host", "{B}"], Out::Null, Scope::SenderIface),
+        tr(
+            "packets-w-complex",
+            "`tracer packets --netns A -w FILE` + a 10-term filter",
+            &["packets", "--netns", "{A}", "-w", "{pcapng}", "--filter", COMPLEX_FILTER],
+            Out::Null,
+            Scope::SenderIface,
+        ),
         tr("packets-json", "`tracer packets --netns A --json > FILE`", &["packets", "--netns", "{A}", "--json"], Out::File, Scope::SenderIface),
         tr("packets-all-w", "`tracer packets --all -w FILE` (4 interfaces)", &["packets", "--all", "-w", "{pcapng}"], Out::Null, Scope::Stream),
-        Mode { key: "tcpdump", label: "`tcpdump -w FILE` in A".into(), args: None, tcpdump: true, out: Out::Null, scope: Scope::SenderIface },
+        Mode { key: "tcpdump", label: "`tcpdump -w FILE` in A".into(), args: None, tcpdump: true, out: Out::Null, scope: Scope::SenderIface, bin: None },
         // Tracepoints on every namespace: their events are not packets of
         // the stream's interfaces (drops and TCP events), only their cost counts.
         tr("drops-all", "`tracer drops --all --json > FILE`", &["drops", "--all", "--json"], Out::File, Scope::Stream),

@@ -36,6 +36,10 @@ fn main() {
     let secs = opts.seconds(3.0);
     let rig = Rig::new();
     let mut modes: Vec<Mode> = round::modes(&rig).into_iter().filter(|m| opts.mode(m.key)).collect();
+    if let Some(before) = &opts.before {
+        let old: Vec<Mode> = modes.iter().filter(|m| m.args.is_some()).map(|m| m.before(before)).collect();
+        modes.extend(old);
+    }
     if !which("tcpdump") {
         eprintln!("bench: tcpdump is not installed (cargo xtask test installs it): its rows are left out");
         modes.retain(|m| !m.tcpdump);
@@ -51,7 +55,8 @@ fn main() {
         tcp_table(&rig, &modes, rounds, secs);
     }
     if udp {
-        let udp_modes: Vec<Mode> = modes.iter().filter(|m| ["untraced", "top", "packets-w", "tcpdump"].contains(&m.key)).cloned().collect();
+        let udp_modes: Vec<Mode> =
+            modes.iter().filter(|m| ["untraced", "top", "packets-w", "tcpdump"].contains(&m.key.trim_end_matches("@before"))).cloned().collect();
         udp_table(&rig, &udp_modes, rounds, secs);
     }
     if programs {

@@ -1,7 +1,8 @@
 //! `tracer drops` running: records of the `skb:kfree_skb` program decoded
 //! into drop events ([`crate::drops`]), named, symbolised, and written as
 //! text or JSON lines, or as pcapng with the reason and the function in
-//! each packet's comment.
+//! each packet's comment. The packet filter is applied here, to the bytes
+//! the kernel copied.
 
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use crate::{
         kallsyms::{self, Symbols},
     },
     frames::{capfile, pcapng::PcapngOut},
+    tc::cbpf::{Filter, LinkType},
     ns::NetnsId,
     output::{Sink, Stream},
     sys::{
@@ -51,10 +53,13 @@ struct Drops {
     unknown_ns: u64,
     /// Drops written whose reason was `NOT_SPECIFIED` or none.
     unspecified: u64,
+    /// libpcap's code for the filter on Ethernet frames (`None`: every drop).
+    filter: Option<Filter>,
 }
 
 /// `tracer drops` until `limits` or `stop`.
 pub async fn run(job: DropsJob, json: bool, ring_bytes: Option<u32>, limits: Limits, stop: Shutdown) -> Result<(), Error> {
+    let filter = job.filter.file_filter(LinkType::Ethernet).map_err(|e| Error::Usage(format!("invalid filter \"{}\": {e}", job.filter.expression())))?;
     // The capture target first: a refused path fails before anything is
     // loaded, and a FIFO's reader is waited for (stoppable).
     let target = job.write.as_deref().map(capfile::Target::from_arg);
@@ -81,7 +86,7 @@ pub async fn run(job: DropsJob, json: bool, ring_bytes: Option<u32>, limits: Lim
             obs.reasons[(*v / 64) as usize] |= 1 << (v % 64);
         }
     }
-    let mut s = TpSession::start(obs, ring_bytes, &job.select, &job.filter, &[tp::KFREE_SKB], &[tp::KFREE_SKB.name])?;
+    let mut s = TpSession::start(obs, ring_bytes, &job.select, &[tp::KFREE_SKB], &[tp::KFREE_SKB.name])?;
     // With `-w -` stdout carries pcapng: every line goes to stderr.
     let lines = if target == Some(capfile::Target::Stdout) { Stream::Stderr } else { Stream::Stdout };
     let pcap = match capture {
@@ -114,6 +119,7 @@ pub async fn run(job: DropsJob, json: bool, ring_bytes: Option<u32>, limits: Lim
         ready,
         unknown_ns: 0,
         unspecified: 0,
+        filter,
     };
     run::run(&mut d, limits, stop).await?;
     Ok(())
@@ -159,7 +165,7 @@ impl Running for Drops {
                 self.s.reader.malformed += 1;
                 continue;
             };
-            if !self.job.wants_iface(e.ifname.as_deref()) || budget.is_some_and(|b| step.written >= b) {
+            if !self.job.wants_iface(e.ifname.as_deref()) || !e.passes(self.filter.as_ref()) || budget.is_some_and(|b| step.written >= b) {
                 continue;
             }
             self.unknown_ns += u64::from(e.netns.is_none());

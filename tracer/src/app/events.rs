@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use aya::Ebpf;
-use tracer_common::EventKind;
+use tracer_common::{EventKind, packet::DIR_INGRESS};
 
 use super::{
     Error,
@@ -22,8 +22,10 @@ use crate::{
         ring::Reader,
     },
     netlink::{self, Correlator, NetlinkJob},
+    ns::watch::{self, Watcher},
     output::{Sink, Stream},
-    packets::{DRAIN_INTERVAL, PacketEvent, PacketsError, PacketsJob, capfile, hops, pcapng},
+    packets::{DRAIN_INTERVAL, PacketEvent, PacketsError, PacketsJob, capfile, hops, pcapng, rotate},
+    procs::{self, Attribution},
     sys::{
         clock::{self, Clock},
         shutdown::Shutdown,
@@ -39,6 +41,10 @@ const NETLINK_TICK: Duration = Duration::from_millis(100);
 const LAST_EVENTS_WAIT: Duration = Duration::from_millis(50);
 /// Output bytes deferred before they are written anyway.
 const SINK_MAX_BUFFERED: usize = 1 << 20;
+/// How long packets are held when processes are attributed, so that a
+/// process first seen is shown with its container and command line (found
+/// on another thread, usually within milliseconds).
+const PROCS_HOLD_NS: u64 = 250_000_000;
 
 /// Where printed items go.
 enum Out {
@@ -67,11 +73,35 @@ struct Events {
     netlink: Option<(NetlinkJob, Correlator)>,
     packets: Option<PacketsJob>,
     grouper: Option<hops::Grouper>,
+    /// Process attribution, unless `--no-process` or the kernel refused it.
+    attribution: Option<Attribution>,
     merger: Merger,
     out: Out,
     target: Option<capfile::Target>,
     batch: Vec<RawEvent>,
     ready: String,
+    /// The interface watcher's notifications (the watcher itself is the
+    /// correlator's).
+    changes: Option<tokio::sync::mpsc::Receiver<watch::Event>>,
+}
+
+/// Notifications taken from the watcher per step at most (the channel
+/// is bounded too; the rest wait for the next step).
+const CHANGES_PER_STEP: usize = 8192;
+
+/// Starts the interface watcher for the netlink audit. Without it the
+/// audit still runs, naming links by asking the namespaces (one sentence
+/// on stderr says so).
+async fn start_watcher() -> Option<(std::sync::Arc<Watcher>, tokio::sync::mpsc::Receiver<watch::Event>)> {
+    let started = tokio::task::spawn_blocking(|| Watcher::start(watch::Config::default())).await;
+    match started {
+        Ok(Ok((w, rx))) => Some((std::sync::Arc::new(w), rx)),
+        Ok(Err(e)) => {
+            text::warn(&format!("the interface watcher did not start ({e}); deleted and moved links may go unnamed"));
+            None
+        }
+        Err(_) => None,
+    }
 }
 
 /// Runs the netlink audit (`netlink`), packet tracing (`packets`), or both
@@ -86,7 +116,16 @@ pub async fn run(
 ) -> Result<(), Error> {
     // The capture target first: a refused path fails before anything is
     // loaded, and a FIFO's reader is waited for (stoppable) before attaching.
-    let target = packets.as_ref().and_then(|p| p.write.as_deref()).map(capfile::Target::from_arg);
+    // With -C/-G/-W the first file's name is made as tcpdump makes it.
+    let mut rotator = packets
+        .as_ref()
+        .filter(|p| p.rotation != Default::default())
+        .and_then(|p| Some(rotate::Rotator::new(p.write.as_deref()?, p.rotation)));
+    let first = rotator.as_mut().map(rotate::Rotator::first);
+    let target = match first {
+        Some(f) => Some(capfile::Target::Path(f)),
+        None => packets.as_ref().and_then(|p| p.write.as_deref()).map(capfile::Target::from_arg),
+    };
     let capture = match &target {
         Some(t) => {
             let (deadline, asked) = (limits.deadline(), stop.clone().wait());
@@ -107,6 +146,8 @@ pub async fn run(
         snaplen: packets.as_ref().map_or(0, |p| p.snaplen),
         // Without packets the kernel filters netlink by namespace itself.
         nl_netns: if packets.is_none() { netlink.as_ref().and_then(|n| n.netns) } else { None },
+        pkt_filter: packets.as_ref().is_some_and(|p| !p.filter.is_match_all()),
+        procs: packets.as_ref().and_then(|p| p.procs.as_ref()).map(|s| s.config(true)),
         ..Default::default()
     };
     if let Some(b) = ring_bytes {
@@ -117,12 +158,30 @@ pub async fn run(
         hooks::attach_tracepoints(&mut loaded.ebpf, hooks::NETLINK_HOOKS)?;
     }
     let reader = Reader::new(&mut loaded.ebpf)?;
+    // Before the packet programs: a socket made in between would be missed.
+    let attribution = match packets.as_ref().and_then(|p| p.procs.as_ref()) {
+        Some(sel) => match Attribution::start(&mut loaded.ebpf, sel) {
+            Ok(a) => Some(a),
+            // Selecting by process needs it; without a selection, packets
+            // go on without process fields.
+            Err(e) if sel.is_some() => return Err(Error::Kernel(format!("--process and --comm need process attribution: {e}"))),
+            Err(e) => {
+                text::warn(&procs::unavailable(&e));
+                None
+            }
+        },
+        None => None,
+    };
     // With `-w -` stdout carries pcapng: every line goes to stderr.
     let lines = if target == Some(capfile::Target::Stdout) { Stream::Stderr } else { Stream::Stdout };
-    let out = match capture {
+    let mut out = match capture {
         Some(f) => {
             let snaplen = packets.as_ref().map_or(0, |p| p.snaplen);
-            Out::Pcapng(pcapng::PcapngOut::new(f, snaplen).map_err(PacketsError::from)?, Sink::to(json, lines))
+            let mut w = pcapng::PcapngOut::new(f, snaplen).map_err(PacketsError::from)?;
+            if let Some(r) = rotator {
+                w = w.rotating(r);
+            }
+            Out::Pcapng(w, Sink::to(json, lines))
         }
         None => Out::Sink(Sink::new(json)),
     };
@@ -131,6 +190,11 @@ pub async fn run(
             let Some((tc, first)) = TcSession::start(loaded.ebpf, PACKET_PROGRAMS, &p.filter, &p.select, "trace", &stop).await? else {
                 return Ok(());
             };
+            // -G's first period starts with the capture, not when the file
+            // was opened before loading (which can take a second or more).
+            if let Out::Pcapng(w, _) = &mut out {
+                w.start_period();
+            }
             let what = if netlink.is_some() { "netlink audit and packets" } else { "packets" };
             let ready = format!(
                 "tracing {what} on {} interfaces in {} namespaces ({})",
@@ -148,22 +212,39 @@ pub async fn run(
         }
     };
     let clock = Clock::new();
+    let watched = if netlink.is_some() { start_watcher().await } else { None };
+    let (watcher, changes) = match watched {
+        Some((w, rx)) => (Some(w), Some(rx)),
+        None => (None, None),
+    };
     // Netlink requests come out of the correlator up to ACK_WAIT_NS late:
     // with packets, everything is held that long to stay in time order.
-    let hold_ns = if netlink.is_some() && packets.is_some() { netlink::ACK_WAIT_NS + 100_000_000 } else { 0 };
+    // A new process's container and command line take a moment to find.
+    let hold_ns = if netlink.is_some() && packets.is_some() {
+        netlink::ACK_WAIT_NS + 100_000_000
+    } else if attribution.is_some() {
+        PROCS_HOLD_NS
+    } else {
+        0
+    };
     let mut job = Events {
         reader,
         _ebpf: ebpf,
         tc,
         clock,
-        netlink: netlink.map(|j| (j, Correlator::new(clock))),
+        netlink: netlink.map(|j| {
+            let c = Correlator::new(clock);
+            (j, match watcher { Some(w) => c.with_watcher(w), None => c })
+        }),
         grouper: packets.as_ref().filter(|p| p.hops).map(|_| hops::Grouper::default()),
         packets,
+        attribution,
         merger: Merger::new(hold_ns),
         out,
         target,
         batch: Vec::new(),
         ready,
+        changes,
     };
     run::run(&mut job, limits, stop).await?;
     Ok(())
@@ -185,11 +266,20 @@ impl Events {
         let decode = self.packets.as_ref().is_some_and(PacketsJob::decodes);
         for ev in self.batch.drain(..) {
             match ev.kind {
+                EventKind::Sock => {
+                    if let Some(a) = &mut self.attribution {
+                        a.push(&ev, &|ns| topo.netns(ns).owner);
+                    }
+                }
                 EventKind::Packet => {
-                    let Some(p) = PacketEvent::from_raw(&ev, &self.clock, &topo, decode) else {
+                    let Some(mut p) = PacketEvent::from_raw(&ev, &self.clock, &topo, decode) else {
                         self.reader.malformed += 1;
                         continue;
                     };
+                    if let Some(a) = &mut self.attribution {
+                        let ep = p.endpoints();
+                        a.fill(&mut p.procs, p.netns.inode, p.direction != DIR_INGRESS, ep.as_ref());
+                    }
                     match &mut self.grouper {
                         Some(g) => g.push(p),
                         None => self.merger.push(Item::Packet(Box::new(p))),
@@ -243,11 +333,26 @@ impl Running for Events {
     fn step(&mut self, last: bool, budget: Option<u64>) -> Result<Step, Error> {
         self.take_batch()?;
         let now_wall = self.clock.wall_ns(Clock::now_mono_ns());
+        if let Some(a) = &mut self.attribution {
+            a.tick(Clock::now_mono_ns());
+        }
         if let Some((job, corr)) = &mut self.netlink {
+            if let Some(rx) = &mut self.changes {
+                for _ in 0..CHANGES_PER_STEP {
+                    let Ok(ev) = rx.try_recv() else { break };
+                    corr.push_change(&ev);
+                }
+            }
             // Named and attributed to their container by the correlator.
-            for e in corr.ready(Clock::now_mono_ns(), last) {
+            let now = Clock::now_mono_ns();
+            for e in corr.ready(now, last) {
                 if job.wants(&e) {
                     self.merger.push(Item::Netlink(Box::new(e)));
+                }
+            }
+            for c in corr.changes_ready(now, last) {
+                if job.wants_change(&c) {
+                    self.merger.push(Item::Change(Box::new(c)));
                 }
             }
         }
@@ -258,7 +363,10 @@ impl Running for Events {
         }
         let mut step = Step::default();
         while budget.is_none_or(|b| step.written < b) {
-            let Some(item) = self.merger.pop_ready(now_wall, last) else { break };
+            let Some(mut item) = self.merger.pop_ready(now_wall, last) else { break };
+            if let Some(a) = &self.attribution {
+                item.refresh_procs(a);
+            }
             match (&mut self.out, &item) {
                 (Out::Pcapng(w, _), Item::Packet(p)) => w.write(&p.frame()).map_err(PacketsError::from)?,
                 (Out::Pcapng(_, sink), _) | (Out::Sink(sink), _) => {
@@ -277,7 +385,10 @@ impl Running for Events {
                 // After every drain: a reader on a pipe sees packets live.
                 w.flush().map_err(PacketsError::from)?;
                 sink.flush()?;
-                if w.reader_gone && !last {
+                if w.files_done && !last {
+                    text::warn(&format!("the last of the -W {} files is complete; stopping", w.files));
+                    step.done = true;
+                } else if w.reader_gone && !last {
                     let what = self.target.as_ref().map(capfile::Target::describe).unwrap_or_default();
                     text::warn(&format!("the reader of {what} closed it; stopping"));
                     step.done = true;
@@ -318,6 +429,10 @@ impl Running for Events {
         }
         if let Some((_, corr)) = &self.netlink {
             lines.push(corr.summary());
+            lines.extend(corr.watch_summary());
+        }
+        if let Some(a) = &self.attribution {
+            lines.push(a.summary());
         }
         if self.merger.early > 0 {
             lines.push(format!(

@@ -8,14 +8,17 @@ use std::{
 };
 
 use crate::{
-    netlink::NetlinkEvent,
+    netlink::{NetlinkEvent, effects::Change},
     output::Render,
     packets::{PacketEvent, hops},
+    procs::Attribution,
 };
 
 /// Something to print, ordered by time in the merged timeline.
 pub(super) enum Item {
     Netlink(Box<NetlinkEvent>),
+    /// A kernel notification no request took.
+    Change(Box<Change>),
     Packet(Box<PacketEvent>),
     Path(hops::PacketPath),
 }
@@ -25,7 +28,8 @@ impl Item {
     /// the decoded fields and names.
     fn bytes(&self) -> usize {
         match self {
-            Item::Netlink(e) => e.mem_bytes(),
+            Item::Netlink(e) => e.mem_bytes() + 512 * e.effects.len(),
+            Item::Change(c) => 512 + c.line.len(),
             Item::Packet(p) => 512 + p.frame.len(),
             Item::Path(p) => p.hops.iter().map(|h| 512 + h.frame.len()).sum(),
         }
@@ -34,14 +38,26 @@ impl Item {
     fn wall_ns(&self) -> u64 {
         match self {
             Item::Netlink(e) => e.wall_ns,
+            Item::Change(c) => c.wall_ns,
             Item::Packet(p) => p.wall_ns,
             Item::Path(p) => p.hops.first().map(|h| h.wall_ns).unwrap_or(0),
+        }
+    }
+
+    /// Shows the processes as they are known now (their container and
+    /// command line may have been found while the item was held).
+    pub(super) fn refresh_procs(&mut self, a: &Attribution) {
+        match self {
+            Item::Netlink(_) | Item::Change(_) => {}
+            Item::Packet(p) => a.refresh(&mut p.procs),
+            Item::Path(p) => p.hops.iter_mut().for_each(|h| a.refresh(&mut h.procs)),
         }
     }
 
     pub(super) fn render(&self) -> &dyn Render {
         match self {
             Item::Netlink(e) => e.as_ref(),
+            Item::Change(c) => c.as_ref(),
             Item::Packet(p) => p.as_ref(),
             Item::Path(p) => p,
         }
@@ -99,27 +115,13 @@ impl Merger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ns::NetnsId, packets::decode};
 
     #[test]
     fn merger_orders_by_time_after_hold() {
         let mut m = Merger::new(100);
         let mk = |t| {
             let mut g = hops::Grouper::default();
-            let f = vec![0u8; 20];
-            g.push(PacketEvent {
-                wall_ns: t,
-                netns: NetnsId { inode: 1, ..Default::default() },
-                ifindex: 1,
-                ifname: "x".into(),
-                direction: 0,
-                len: 20,
-                hash: 0,
-                mark: 0,
-                ethernet: true,
-                decoded: decode::decode(&f, true),
-                frame: f,
-            });
+            g.push(PacketEvent::sample(t, vec![0u8; 20]));
             Item::Path(g.ready(0, true).pop().expect("path"))
         };
         m.push(mk(50));
@@ -131,20 +133,7 @@ mod tests {
     }
 
     fn packet(t: u64, frame_len: usize) -> Item {
-        let f = vec![0u8; frame_len];
-        Item::Packet(Box::new(PacketEvent {
-            wall_ns: t,
-            netns: NetnsId { inode: 1, ..Default::default() },
-            ifindex: 1,
-            ifname: "x".into(),
-            direction: 0,
-            len: frame_len as u32,
-            hash: 0,
-            mark: 0,
-            ethernet: true,
-            decoded: decode::Decoded::default(),
-            frame: f,
-        }))
+        Item::Packet(Box::new(PacketEvent::sample(t, vec![0u8; frame_len])))
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //! ([`crate::cli`]), which `plan.rs` validates into one job; the jobs
 //! started and run in the one run loop (`run.rs`): the ring-buffer jobs
 //! (`events.rs`, with the default job's timeline in `merged.rs`), `top`
-//! (`top.rs`), and the tracepoint jobs `drops` and `tcp` (`drops.rs`,
-//! `tcp.rs`, started alike by `obs.rs`); `doctor` and `ns`, which print once; and [`Error`], every
+//! (`top.rs`), `serve` (`serve.rs`, top's counters and the netlink audit
+//! as metrics), and the tracepoint jobs `drops` and `tcp` (`drops.rs`,
+//! `tcp.rs`, started alike by `obs.rs`); `doctor` and `ns`, which print
+//! once; and [`Error`], every
 //! way the tracer can stop, each as one sentence. [`run()`] is what the
 //! binary calls.
 
@@ -13,6 +15,7 @@ mod merged;
 mod obs;
 mod plan;
 mod run;
+mod serve;
 mod tcp;
 mod top;
 
@@ -27,6 +30,7 @@ use crate::{
     frames::{capfile::CaptureError, pcapng::PcapngError},
     ns::{self, NsError, SelectError},
     packets::PacketsError,
+    serve::ServeError,
     sys::{self, text},
     tc::TcError,
     top::TopError,
@@ -62,10 +66,12 @@ pub enum Error {
     Capture(#[from] CaptureError),
     #[error(transparent)]
     Pcapng(#[from] PcapngError),
-    #[error("the kernel cannot run this here: {0} (see `tracer doctor`)")]
-    Kernel(String),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
+    #[error("the kernel cannot run the tracer here: {0} (see `tracer doctor`)")]
+    Kernel(String),
 }
 
 impl Error {
@@ -102,6 +108,7 @@ pub async fn run(cli: Cli, shutdown: Shutdown) -> Result<i32, Error> {
             require_root()?;
             events::run(Some(nj), None, plan.json, plan.ring_bytes, limits, shutdown).await.map(|_| 0)
         }
+        Job::Packets(pj) if pj.read.is_some() => read_back(&pj, plan.json, limits.count).await.map(|_| 0),
         Job::Packets(pj) => {
             require_root()?;
             events::run(None, Some(pj), plan.json, plan.ring_bytes, limits, shutdown).await.map(|_| 0)
@@ -122,6 +129,10 @@ pub async fn run(cli: Cli, shutdown: Shutdown) -> Result<i32, Error> {
             require_root()?;
             tcp::run(j, plan.json, plan.ring_bytes, limits, shutdown).await.map(|_| 0)
         }
+        Job::Serve(sj) => {
+            require_root()?;
+            serve::run(sj, plan.ring_bytes, limits, shutdown).await.map(|_| 0)
+        }
     }
 }
 
@@ -129,6 +140,23 @@ pub async fn run(cli: Cli, shutdown: Shutdown) -> Result<i32, Error> {
 /// namespaces, paths, arguments): escaped and cut, like all text output.
 pub fn sentence(s: &str) -> Cow<'_, str> {
     text::field(s, text::SENTENCE_MAX)
+}
+
+/// `tracer packets -r FILE`: no kernel involved, no privilege needed.
+async fn read_back(job: &crate::packets::PacketsJob, json: bool, count: Option<u64>) -> Result<(), Error> {
+    use crate::packets::{PacketsError, capfile, pcapng::PcapngOut, readback};
+    let Some(path) = &job.read else { return Ok(()) };
+    let mut out = match &job.write {
+        Some(w) => {
+            let target = capfile::Target::from_arg(w);
+            let Some(file) = capfile::open(&target, std::future::pending::<()>()).await.map_err(PacketsError::from)? else { return Ok(()) };
+            let w = PcapngOut::new(file, job.snaplen).map_err(PacketsError::from)?;
+            readback::ReadOut::Pcapng(Box::new(w))
+        }
+        None => readback::ReadOut::Lines(crate::output::Sink::new(json)),
+    };
+    readback::read(path, &job.filter, &mut out, count).map_err(PacketsError::from)?;
+    Ok(())
 }
 
 fn require_root() -> Result<(), Error> {

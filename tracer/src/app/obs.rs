@@ -1,6 +1,5 @@
 //! The start-up `tracer drops` and `tracer tcp` share: the object loaded
-//! with their settings, the packet filter and the namespace selection
-//! written into the kernel, the BTF tracepoints of the hook table
+//! with their settings, the namespace selection written into the kernel, the BTF tracepoints of the hook table
 //! ([`crate::bpf::tp`]) attached with the program that fits each one's
 //! argument list on this kernel, and the table that names namespaces and
 //! interfaces, kept current by a thread ([`crate::ns::names`]). A selected
@@ -24,11 +23,7 @@ use crate::{
         names::{NsNames, Refresher, Selector},
     },
     sys::text,
-    tc::{
-        TcError,
-        filter::{self, FilterProgram},
-        follow::Selection,
-    },
+    tc::follow::Selection,
 };
 
 /// Loaded, selected, filtered and attached tracepoint programs.
@@ -65,13 +60,11 @@ fn usable(checks: &[TpCheck], tps: &[Tracepoint], needed: &[&str]) -> Result<Vec
 }
 
 impl TpSession {
-    /// Loads the object with `obs`, writes the filter and the namespace
-    /// selection, then attaches `tps` (those of `needed` must be there).
+    /// Loads the object with `obs`, writes the namespace selection, then attaches `tps` (those of `needed` must be there).
     pub fn start(
         mut obs: ObsConfig,
         ring_bytes: Option<u32>,
         select: &Selection,
-        filter: &FilterProgram,
         tps: &[Tracepoint],
         needed: &[&str],
     ) -> Result<Self, Error> {
@@ -82,9 +75,6 @@ impl TpSession {
         }
         let mut loaded = load::load_for_job(&opts)?;
         let use_tps = usable(&loaded.tp_checks, tps, needed)?;
-        // Before any program is attached: a table replaced while packets
-        // flow may be read half-written.
-        filter::install(&mut loaded.ebpf, filter).map_err(TcError::from)?;
         let (selector, first): (Option<Selector>, BTreeSet<u64>) = match &select.scope {
             Scope::All => (None, BTreeSet::new()),
             Scope::Netns(ino) => (None, BTreeSet::from([*ino])),

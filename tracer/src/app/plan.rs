@@ -8,18 +8,19 @@ use tracer_common::{drops::DROP_DATA_MAX, packet::PKT_DATA_MAX};
 
 use super::Error;
 use crate::{
-    bpf::{
-        btf::KernelBtf,
-        load::LoadError,
-        tp::EnumNames,
-    },
-    cli::{self, Cli, Command, DropsArgs, NetlinkArgs, PacketArgs, TcArgs, TcpArgs, TopArgs},
+    bpf::{btf::KernelBtf, load::LoadError, tp::EnumNames},
+    cli::{self, Cli, Command, DropsArgs, NetlinkArgs, PacketArgs, ServeArgs, TcArgs, TcpArgs, TopArgs},
     drops::{self, DropsJob},
     netlink::{NetlinkJob, decode},
     ns::{Scope, Selector},
-    packets::{DEFAULT_SNAPLEN, PacketsJob},
+    packets::{
+        DEFAULT_SNAPLEN, PacketsJob,
+        rotate::{self, Rotation},
+    },
+    procs::ProcSelect,
+    serve::{self, ServeJob},
     tc::{
-        filter::{self, FilterProgram},
+        cbpf::PacketFilter,
         follow::Selection,
     },
     tcp::{MAX_RTT_INTERVAL, TcpJob},
@@ -36,6 +37,7 @@ pub enum Job {
     Top(TopJob),
     Drops(DropsJob),
     Tcp(TcpJob),
+    Serve(ServeJob),
     /// The default job: netlink audit and packets of every namespace, merged.
     All(NetlinkJob, PacketsJob),
 }
@@ -82,6 +84,12 @@ pub fn plan(cli: &Cli) -> Result<Plan, Error> {
         Some(Command::Top(a)) => Job::Top(top_job(a)?),
         Some(Command::Drops(a)) => Job::Drops(drops_job(a)?),
         Some(Command::Tcp(a)) => Job::Tcp(tcp_job(a)?),
+        Some(Command::Serve(a)) => {
+            if c.count.is_some() {
+                return Err(Error::Usage("--count does not apply to serve (it has no events to count); use --duration".into()));
+            }
+            Job::Serve(serve_job(a)?)
+        }
         None => Job::All(NetlinkJob::default(), PacketsJob::default()),
     };
     Ok(Plan { job, json: c.json, duration, count: c.count, ring_bytes: c.buffer_kib.map(|k| k * 1024) })
@@ -143,11 +151,11 @@ fn selection_of(sel: &cli::Selectors, all: bool, iface: Option<&str>) -> Result<
 
 /// The filter of a TC job, as `--filter EXPR` or as trailing words (not
 /// both); refused expressions are usage errors.
-fn filter(a: &TcArgs) -> Result<FilterProgram, Error> {
+fn filter(a: &TcArgs) -> Result<PacketFilter, Error> {
     filter_of(a.filter.as_ref(), &a.expr)
 }
 
-fn filter_of(flag: Option<&String>, words: &[String]) -> Result<FilterProgram, Error> {
+fn filter_of(flag: Option<&String>, words: &[String]) -> Result<PacketFilter, Error> {
     let expr = match (flag, words.is_empty()) {
         (Some(_), false) => {
             return Err(Error::Usage("give the filter either with --filter or as trailing words, not both".into()));
@@ -155,7 +163,7 @@ fn filter_of(flag: Option<&String>, words: &[String]) -> Result<FilterProgram, E
         (Some(f), true) => f.clone(),
         (None, _) => words.join(" "),
     };
-    filter::compile(&expr).map_err(|e| Error::Usage(e.to_string()))
+    PacketFilter::parse(&expr).map_err(|e| Error::Usage(format!("invalid filter \"{}\": {e}", expr.trim())))
 }
 
 fn packets_job(a: &PacketArgs) -> Result<PacketsJob, Error> {
@@ -172,8 +180,43 @@ fn packets_job(a: &PacketArgs) -> Result<PacketsJob, Error> {
         None if a.write.is_some() => max,
         None => DEFAULT_SNAPLEN,
     };
-    let select = selection(&a.tc)?;
-    Ok(PacketsJob { select, snaplen, write: a.write.clone(), hops: a.hops, filter: filter(&a.tc)? })
+    let procs = (!a.no_process).then(|| ProcSelect { pid: a.process, comm: a.comm.clone() });
+    if let Some(p) = &procs {
+        p.validate().map_err(Error::Usage)?;
+    }
+    let mut select = selection(&a.tc)?;
+    // `--process PID` alone: that process's namespace, where its packets
+    // are sent and delivered.
+    if let Some(pid) = a.process
+        && !a.tc.all
+        && selector(&a.tc.sel)?.is_none()
+    {
+        select.scope = Scope::resolve(Some(&Selector::Pid(pid)))?;
+    }
+    let rotation = rotation(a)?;
+    Ok(PacketsJob { select, snaplen, write: a.write.clone(), hops: a.hops, read: a.read.clone(), rotation, filter: filter(&a.tc)?, procs })
+}
+
+/// `-C`, `-G`, `-W` as tcpdump takes them.
+fn rotation(a: &PacketArgs) -> Result<Rotation, Error> {
+    let size = a.file_size.as_deref().map(rotate::parse_size).transpose().map_err(Error::Usage)?;
+    if a.rotate_seconds == Some(0) {
+        return Err(Error::Usage("-G needs a number of seconds above 0".into()));
+    }
+    let every = a.rotate_seconds.map(Duration::from_secs);
+    if (size.is_some() || every.is_some() || a.file_count.is_some()) && a.write.is_none() {
+        return Err(Error::Usage("-C, -G and -W rotate the files of -w FILE: give -w".into()));
+    }
+    if a.file_count.is_some() && size.is_none() && every.is_none() {
+        return Err(Error::Usage("-W needs -C or -G".into()));
+    }
+    if a.file_count == Some(0) {
+        return Err(Error::Usage("-W needs a number of files above 0".into()));
+    }
+    if (size.is_some() || every.is_some()) && a.write.as_deref().is_some_and(|w| w.as_os_str() == "-") {
+        return Err(Error::Usage("-C and -G need a file name for -w, not standard output".into()));
+    }
+    Ok(Rotation { size, every, files: a.file_count })
 }
 
 fn top_job(a: &TopArgs) -> Result<TopJob, Error> {
@@ -187,6 +230,7 @@ fn top_job(a: &TopArgs) -> Result<TopJob, Error> {
         cli::By::Container => top::By::Container,
         cli::By::Iface => top::By::Iface,
         cli::By::Flow => top::By::Flow,
+        cli::By::Process => top::By::Process,
     };
     let select = selection(&a.tc)?;
     Ok(TopJob { select, filter: filter(&a.tc)?, interval: Duration::from_secs_f64(a.interval), by, limit: a.limit })
@@ -225,6 +269,19 @@ fn tcp_job(a: &TcpArgs) -> Result<TcpJob, Error> {
         rtt_interval: Duration::from_secs_f64(a.rtt_interval),
         filter: filter_of(a.filter.as_ref(), &a.expr)?,
     })
+}
+
+fn serve_job(a: &ServeArgs) -> Result<ServeJob, Error> {
+    let listen = a.listen.as_deref().unwrap_or(serve::DEFAULT_LISTEN);
+    let listen = listen.parse().map_err(|_| {
+        Error::Usage(format!("--listen needs an address and a port, such as 127.0.0.1:9464 or [::1]:9464, not {}", super::sentence(listen)))
+    })?;
+    let grace = match a.grace {
+        None => serve::DEFAULT_GRACE,
+        Some(g) if !(g.is_finite() && g >= 0.0) => return Err(Error::Usage(format!("--grace must be a number of seconds, not {g}"))),
+        Some(g) => Duration::try_from_secs_f64(g).unwrap_or(Duration::MAX),
+    };
+    Ok(ServeJob { listen, select: selection(&a.tc)?, filter: filter(&a.tc)?, grace })
 }
 
 #[cfg(test)]
@@ -306,6 +363,52 @@ mod tests {
     }
 
     #[test]
+    fn process_flags_select_sockets_and_the_process_namespace() {
+        let pid = std::process::id().to_string();
+        // `--process` alone: its namespace, and its sockets in the kernel.
+        match plan_of(&["packets", "--process", &pid]).expect("plan").job {
+            Job::Packets(j) => {
+                assert_eq!(j.select.scope, Scope::Netns(own_netns()));
+                assert_eq!(j.procs, Some(ProcSelect { pid: Some(std::process::id()), comm: None }));
+                assert!(j.decodes(), "attribution matches sockets by address and port");
+            }
+            j => panic!("{j:?}"),
+        }
+        // With `--all` every namespace; `--comm` keeps the scope.
+        match plan_of(&["packets", "--all", "--process", &pid]).expect("plan").job {
+            Job::Packets(j) => assert_eq!(j.select.scope, Scope::All),
+            j => panic!("{j:?}"),
+        }
+        match plan_of(&["packets", "--comm", "curl"]).expect("plan").job {
+            Job::Packets(j) => {
+                assert_eq!(j.select.scope, Scope::All);
+                assert_eq!(j.procs.map(|p| p.comm), Some(Some("curl".into())));
+            }
+            j => panic!("{j:?}"),
+        }
+        // On by default, the default job included; off with --no-process.
+        match plan_of(&[]).expect("plan").job {
+            Job::All(_, p) => assert_eq!(p.procs, Some(ProcSelect::default())),
+            j => panic!("{j:?}"),
+        }
+        match plan_of(&["packets", "--no-process", "-w", "x.pcapng"]).expect("plan").job {
+            Job::Packets(j) => assert!(j.procs.is_none() && !j.decodes()),
+            j => panic!("{j:?}"),
+        }
+        match plan_of(&["top", "--by", "process"]).expect("plan").job {
+            Job::Top(j) => assert_eq!(j.by, top::By::Process),
+            j => panic!("{j:?}"),
+        }
+        assert!(usage(&["packets", "--comm", &"x".repeat(16)]).starts_with("--comm takes a process name of 1 to 15 bytes"));
+        assert_eq!(usage(&["packets", "--process", "0"]), "--process takes a process id, not 0");
+        assert!(Cli::try_parse_from(["tracer", "packets", "--no-process", "--comm", "x"]).is_err(), "--no-process conflicts");
+        // A file has no sockets to select by: refused, not ignored.
+        for sel in [["--process", "1"], ["--comm", "x"]] {
+            assert!(Cli::try_parse_from(["tracer", "packets", "-r", "f.pcapng", sel[0], sel[1]]).is_err(), "-r with {sel:?}");
+        }
+    }
+
+    #[test]
     fn numbers_out_of_range_are_refused() {
         assert!(usage(&["--buffer-size", "3"]).contains("power of two"));
         assert!(usage(&["--buffer-size", "5000"]).contains("power of two"));
@@ -340,7 +443,12 @@ mod tests {
             j => panic!("{j:?}"),
         }
         assert!(usage(&["packets", "--filter", "tcp", "udp"]).contains("not both"));
-        assert!(usage(&["top", "tcp[13]"]).contains("unsupported filter"));
+        assert!(usage(&["top", "tcp[13"]).starts_with("invalid filter \"tcp[13\": "));
+        // The whole language, not a subset.
+        match plan_of(&["top", "tcp[tcpflags]", "&", "tcp-syn", "!=", "0"]).expect("libpcap accepts it").job {
+            Job::Top(j) => assert_eq!(j.filter.expression(), "tcp[tcpflags] & tcp-syn != 0"),
+            j => panic!("{j:?}"),
+        }
         assert!(usage(&["packets", "-i", " , "]).contains("--iface needs"));
         match plan_of(&["packets", "-i", "veth*, br0"]).expect("plan").job {
             Job::Packets(j) => assert_eq!(j.select.iface_globs, Some(vec!["veth*".to_string(), "br0".to_string()])),
@@ -375,5 +483,28 @@ mod tests {
             let e = Cli::try_parse_from(["tracer", cmd, "--all", "--netns", "x"]).expect_err(cmd);
             assert_eq!(e.kind(), ErrorKind::ArgumentConflict, "{cmd}: {e}");
         }
+    }
+
+    #[test]
+    fn serve_listens_on_loopback_unless_told() {
+        match plan_of(&["serve"]).expect("plan").job {
+            Job::Serve(j) => {
+                assert_eq!(j.listen, serve::DEFAULT_LISTEN.parse().expect("addr"));
+                assert!(j.listen.ip().is_loopback());
+                assert_eq!((j.grace, j.select.scope), (serve::DEFAULT_GRACE, Scope::All));
+            }
+            j => panic!("{j:?}"),
+        }
+        match plan_of(&["serve", "--listen", "[::]:9000", "--grace", "2", "udp"]).expect("plan").job {
+            Job::Serve(j) => assert_eq!((j.listen.port(), j.grace, j.filter.expression()), (9000, Duration::from_secs(2), "udp")),
+            j => panic!("{j:?}"),
+        }
+        for bad in ["9464", "localhost:9464", "127.0.0.1", "1.2.3.4:99999", "x\u{1b}[31m:1"] {
+            let m = usage(&["serve", "--listen", bad]);
+            assert!(m.starts_with("--listen needs an address and a port"), "{bad}: {m}");
+            assert!(!m.contains('\u{1b}'), "escaped: {m}");
+        }
+        assert!(usage(&["serve", "--grace=-1"]).contains("--grace"));
+        assert!(usage(&["serve", "-c", "5"]).contains("--count does not apply"));
     }
 }

@@ -1,7 +1,8 @@
 //! `tracer tcp` running: records of the TCP tracepoint programs decoded
 //! into events ([`crate::tcp`]), each connection's history kept by the
 //! tracker (time in each state, the peer's namespace, the summary at
-//! close), written as text or JSON lines.
+//! close), written as text or JSON lines. The packet filter is applied
+//! here, to each event's connection as a segment.
 
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ use crate::{
         clock::{self, Clock},
         shutdown::Shutdown,
     },
+    tc::cbpf::{Filter, LinkType},
     tcp::{
         TcpJob,
         event::TcpEvent,
@@ -43,13 +45,16 @@ struct Tcp {
     sink: Sink,
     batch: Vec<RawEvent>,
     ready: String,
+    /// libpcap's code for the filter on raw IP (`None`: every connection).
+    filter: Option<Filter>,
 }
 
 /// `tracer tcp` until `limits` or `stop`.
 pub async fn run(job: TcpJob, json: bool, ring_bytes: Option<u32>, limits: Limits, stop: Shutdown) -> Result<(), Error> {
+    let filter = job.filter.file_filter(LinkType::RawIp).map_err(|e| Error::Usage(format!("invalid filter \"{}\": {e}", job.filter.expression())))?;
     let obs = ObsConfig { tcp: mode::EVENTS, rtt_interval_ns: job.rtt_interval.as_nanos() as u64, ..ObsConfig::off() };
     let tps: Vec<Tracepoint> = tp::TRACEPOINTS.iter().filter(|t| t.name != tp::KFREE_SKB.name).copied().collect();
-    let mut s = TpSession::start(obs, ring_bytes, &job.select, &job.filter, &tps, &NEEDED)?;
+    let mut s = TpSession::start(obs, ring_bytes, &job.select, &tps, &NEEDED)?;
     if stop.stopped_during_start_up() {
         return Ok(());
     }
@@ -61,7 +66,7 @@ pub async fn run(job: TcpJob, json: bool, ring_bytes: Option<u32>, limits: Limit
         scope_text(&job.select.scope),
         job.filter
     );
-    let mut t = Tcp { s, clock: Clock::new(), rst_reasons, tracker: Tracker::new(), sink: Sink::new(json), batch: Vec::new(), ready };
+    let mut t = Tcp { s, clock: Clock::new(), rst_reasons, tracker: Tracker::new(), sink: Sink::new(json), batch: Vec::new(), ready, filter };
     run::run(&mut t, limits, stop).await?;
     Ok(())
 }
@@ -99,6 +104,12 @@ impl Running for Tcp {
                 self.s.reader.malformed += 1;
                 continue;
             };
+            if let Some(f) = &self.filter {
+                let seg = e.segment();
+                if !f.matches(&seg, seg.len() as u32) {
+                    continue;
+                }
+            }
             // Every event goes through the tracker, written or not: the
             // connections' histories stay whole.
             if !self.tracker.observe(&mut e) || budget.is_some_and(|b| step.written >= b) {

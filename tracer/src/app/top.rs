@@ -3,7 +3,7 @@
 //! last one at the end that covers the time since the one before (after
 //! detaching, so it holds everything counted).
 
-use std::{collections::HashSet, time::Duration};
+use std::time::Duration;
 
 use super::{
     Error,
@@ -13,9 +13,17 @@ use crate::{
     bpf::load::{self, LoadOptions},
     output::Sink,
     sys::{clock, shutdown::Shutdown},
-    tc::{TcSession, attach::TOP_PROGRAMS},
-    top::{Meter, TopJob, render, stats},
+    procs::ProcSelect,
+    tc::{
+        TcSession,
+        attach::{INTERFACE_COUNTERS, TOP_PROC_PROGRAMS, TOP_PROGRAMS},
+    },
+    top::{By, Covered, Meter, TopJob, render, stats},
 };
+
+/// `--by process`: how often the socket events are taken from the ring
+/// buffer between reports (they do not wake the reader).
+const PROCS_DRAIN: Duration = Duration::from_millis(100);
 
 struct Top {
     job: TopJob,
@@ -26,29 +34,72 @@ struct Top {
     sink: Sink,
     /// The last step printed a report whose header showed the losses.
     shown: bool,
+    /// A report is due (the tick came); with `--by process` steps also
+    /// follow the drains of socket events, which print nothing.
+    due: bool,
     ready: String,
 }
 
 /// Counts until `limits` or `stop`.
 pub async fn run(job: TopJob, json: bool, limits: Limits, stop: Shutdown) -> Result<(), Error> {
-    // The ring buffer is not used: the smallest one the kernel takes.
-    let mut loaded = load::load_for_job(&LoadOptions { ring_bytes: 4096, top: true, ..Default::default() })?;
-    let meter = Meter::take(&mut loaded.ebpf)?;
-    let Some((tc, first)) = TcSession::start(loaded.ebpf, TOP_PROGRAMS, &job.filter, &job.select, "count", &stop).await? else {
+    let by_process = job.by == By::Process;
+    // The entry programs tail-call the filter only when one is installed.
+    let pkt_filter = !job.filter.is_match_all();
+    let opts = if by_process {
+        // The ring buffer carries socket events, drained on a short timer;
+        // the per-socket flow table is sized only when asked for, so the
+        // other `--by` cost nothing more.
+        LoadOptions {
+            ring_bytes: 4 << 20,
+            top: true,
+            top_proc: true,
+            pkt_filter,
+            procs: Some(ProcSelect::default().config(false)),
+            ..Default::default()
+        }
+    } else {
+        // The ring buffer is not used: the smallest one the kernel takes.
+        LoadOptions { ring_bytes: 4096, top: true, pkt_filter, ..Default::default() }
+    };
+    let mut loaded = load::load_for_job(&opts)?;
+    // By interface or container, every packet: the kernel's own counters
+    // of each interface, nothing attached.
+    let kernel = job.interface_counters();
+    let mut meter = Meter::take(&mut loaded.ebpf, by_process, kernel)?;
+    let programs = match (by_process, kernel) {
+        (true, _) => TOP_PROC_PROGRAMS,
+        (false, true) => INTERFACE_COUNTERS,
+        (false, false) => TOP_PROGRAMS,
+    };
+    let Some((tc, first)) = TcSession::start(loaded.ebpf, programs, &job.filter, &job.select, "count", &stop).await? else {
         return Ok(());
     };
+    if kernel {
+        // What the interfaces counted before now is not this run's.
+        let covered = covered(&tc)?;
+        meter.read(Vec::new(), &covered, false)?;
+    } else {
+        meter.start_interval();
+    }
     let ready = format!(
         "counting packets on {} interfaces in {} namespaces ({}, {}, by {})",
         first.interfaces,
         first.namespaces,
-        first.mode.name(),
+        if kernel { "interface counters" } else { first.mode.name() },
         job.filter,
         job.by.name()
     );
     let printer = render::Printer::new(json, job.limit);
-    let mut top = Top { job, tc, meter, printer, sink: Sink::new(json), shown: false, ready };
+    let mut top = Top { job, tc, meter, printer, sink: Sink::new(json), shown: false, due: false, ready };
     run::run(&mut top, limits, stop).await?;
     Ok(())
+}
+
+/// What the session covers now, copied so the follower is not held up
+/// while the counters are read.
+pub(super) fn covered(tc: &TcSession) -> Result<Covered, Error> {
+    let t = tc.topology()?;
+    Ok(Covered { attached: t.attached.clone(), entry: t.entry.clone() })
 }
 
 impl Running for Top {
@@ -64,7 +115,16 @@ impl Running for Top {
     }
 
     async fn wake(&mut self) -> Result<(), Error> {
-        std::future::pending().await
+        if !self.meter.by_process() {
+            return std::future::pending().await;
+        }
+        tokio::time::sleep(PROCS_DRAIN).await;
+        self.meter.drain(&*self.tc.topology()?);
+        Ok(())
+    }
+
+    fn ticked(&mut self) {
+        self.due = true;
     }
 
     async fn stop(&mut self) {
@@ -73,6 +133,10 @@ impl Running for Top {
     }
 
     fn step(&mut self, last: bool, budget: Option<u64>) -> Result<Step, Error> {
+        if !last && !std::mem::take(&mut self.due) {
+            // A drain of socket events, not a report.
+            return Ok(Step::default());
+        }
         self.shown = false;
         if budget == Some(0) {
             // --count reports are out: nothing more to read or say.
@@ -81,13 +145,18 @@ impl Running for Top {
         let released = self.tc.topology()?.take_released();
         // Counters of released interfaces go after this read, unless
         // attached again meanwhile.
-        let attached = if released.is_empty() { HashSet::new() } else { self.tc.topology()?.attached.clone() };
-        let iv = self.meter.read(released, |k| attached.contains(k), last)?;
+        let covered = covered(&self.tc)?;
+        let iv = self.meter.read(released, &covered, last)?;
         // A stop right on a report's heels has nothing new to say.
         if last && iv.is_empty() && iv.secs < self.job.interval.as_secs_f64() / 10.0 {
             return Ok(Step::default());
         }
-        let rows = stats::rows(self.job.by, &iv.ifaces, &iv.flows, &*self.tc.topology()?);
+        let topo = self.tc.topology()?;
+        let rows = match self.meter.process_rows(&iv, &topo) {
+            Some(rows) => rows,
+            None => stats::rows(self.job.by, &iv.ifaces, &iv.flows, &topo),
+        };
+        drop(topo);
         let mut lost = self.meter.lost();
         lost.sort();
         let rep = render::Report { by: self.job.by, wall_ns: clock::now_wall_ns(), secs: iv.secs, rows: &rows, lost: &lost };
@@ -98,6 +167,10 @@ impl Running for Top {
 
     fn lost(&self) -> Vec<(&'static str, u64)> {
         self.meter.lost()
+    }
+
+    fn exit_lines(&self) -> Vec<String> {
+        self.meter.procs_summary().into_iter().collect()
     }
 
     fn say_lost(&mut self, new: &[(&'static str, u64)]) -> Result<(), Error> {

@@ -199,6 +199,13 @@ impl KernelBtf {
         set(&mut o.inode_ino, "inode", "i_ino");
         set(&mut o.inode_sb, "inode", "i_sb");
         set(&mut o.sb_magic, "super_block", "s_magic");
+        set(&mut o.dev_type, "net_device", "type");
+        // Optional: without it process attribution reports no start time
+        // (and cannot tell a pid's process from a later one), nothing else.
+        o.task_start_boottime = self
+            .offset_of("task_struct", "start_boottime")
+            .or_else(|_| self.offset_of("task_struct", "real_start_time"))
+            .unwrap_or(KernelOffsets::MISSING);
         (o, missing)
     }
 }

@@ -52,6 +52,7 @@ fn fixed_payload(kind: EventKind) -> usize {
         | EventKind::TcpResetReceived
         | EventKind::TcpRtt
         | EventKind::TcpDestroy => size_of::<TcpRecord>(),
+        EventKind::Sock => size_of::<tracer_common::sock::SockEvent>(),
     }
 }
 

@@ -149,13 +149,31 @@ pub const CAPABILITY_KINDS: &[(Capability, &[ProgramKind])] = &[
 pub enum HookError {
     #[error("the eBPF object has no program {0}")]
     NoProgram(&'static str),
-    #[error("cannot load {program}: {source}")]
+    #[error("cannot load {program}: {}", load_failure(source))]
     Load { program: &'static str, source: ProgramError },
     #[error("cannot attach {program} to {target}: {source}")]
     Attach { program: &'static str, target: String, source: ProgramError },
     #[error("tracefs is not mounted at /sys/kernel/tracing and mounting it failed: {0}")]
     Tracefs(std::io::Error),
 }
+
+/// Why the kernel refused a program. The verifier's log runs to thousands
+/// of lines and says why at its end, so its last lines are what a person
+/// needs (`bpftool prog load` shows all of it).
+fn load_failure(e: &ProgramError) -> String {
+    match e {
+        ProgramError::LoadError { io_error, verifier_log } => {
+            let log = verifier_log.to_string();
+            let lines: Vec<&str> = log.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            let tail = lines[lines.len().saturating_sub(VERIFIER_TAIL)..].join(" | ");
+            format!("the kernel refused it ({io_error}); the verifier's last lines: {tail}")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Lines of the verifier's log kept in a load error.
+const VERIFIER_TAIL: usize = 4;
 
 /// Loads and attaches tracepoint hooks. Links live as long as `ebpf`.
 pub fn attach_tracepoints(ebpf: &mut Ebpf, hooks: &[TracepointHook]) -> Result<(), HookError> {

@@ -9,6 +9,7 @@ use tracer_common::{
     globals, maps,
     offsets::KernelOffsets,
     tcp::{TCP_COUNTS_MAX, TCP_FLOWS_MAX},
+    sock::{ProcConfig, SOCK_OWNERS_MAX, SOCK_SEL_PORTS_MAX},
     top::{TOP_FLOWS_MAX, TOP_IFACES_MAX},
     tp::{ObsConfig, SkOffsets, mode},
 };
@@ -39,13 +40,20 @@ pub struct LoadOptions {
     /// maps, since the per-CPU flow table is preallocated (about 24 bytes
     /// per flow and CPU).
     pub top: bool,
+    /// A packet filter will be installed: the TC entry programs tail-call it.
+    pub pkt_filter: bool,
+    /// `tracer top --by process`: size its per-socket flow table too.
+    pub top_proc: bool,
+    /// Process attribution (see `crate::procs`): its settings, and its
+    /// maps sized for use; `None` leaves them token-sized.
+    pub procs: Option<ProcConfig>,
     /// Settings of the drop and TCP tracepoint programs (off by default).
     pub obs: ObsConfig,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { ring_bytes: 16 * 1024 * 1024, snaplen: 0, nl_netns: None, top: false, obs: ObsConfig::off() }
+        Self { ring_bytes: 16 * 1024 * 1024, snaplen: 0, nl_netns: None, top: false, pkt_filter: false, top_proc: false, procs: None, obs: ObsConfig::off() }
     }
 }
 
@@ -85,10 +93,17 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         self_tgid: std::process::id(),
         snaplen: opts.snaplen,
         nl_netns: opts.nl_netns.and_then(|i| u32::try_from(i).ok()).unwrap_or(0),
-        _pad: 0,
+        pkt_filter: u32::from(opts.pkt_filter),
     };
     let ring = opts.ring_bytes.next_power_of_two().max(4096);
     let (flows, ifaces) = if opts.top { (TOP_FLOWS_MAX, TOP_IFACES_MAX) } else { (UNUSED_MAP_ENTRIES, UNUSED_MAP_ENTRIES) };
+    let proc_flows = if opts.top_proc { TOP_FLOWS_MAX } else { UNUSED_MAP_ENTRIES };
+    let (owners, sel_ports) = match &opts.procs {
+        Some(c) if c.select != 0 => (SOCK_OWNERS_MAX, SOCK_SEL_PORTS_MAX),
+        Some(_) => (SOCK_OWNERS_MAX, UNUSED_MAP_ENTRIES),
+        None => (UNUSED_MAP_ENTRIES, UNUSED_MAP_ENTRIES),
+    };
+    let proc_config = opts.procs.unwrap_or_default();
     // The drop and TCP programs: which program fits each tracepoint,
     // struct offsets and enum names, all from BTF (only when they run).
     let obs_on = opts.obs.drops != mode::OFF || opts.obs.tcp != mode::OFF;
@@ -99,11 +114,15 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     let ebpf = EbpfLoader::new()
         .override_global(globals::CONFIG, &config, true)
         .override_global(globals::OFFSETS, &offsets, true)
+        .override_global(globals::PROC_CONFIG, &proc_config, true)
         .override_global(globals::SK_OFFSETS, &sk_offsets, true)
         .override_global(globals::OBS_CONFIG, &opts.obs, true)
         .map_max_entries(maps::EVENTS, ring)
         .map_max_entries(maps::TOP_FLOWS, flows)
         .map_max_entries(maps::TOP_IFACES, ifaces)
+        .map_max_entries(maps::TOP_PROC_FLOWS, proc_flows)
+        .map_max_entries(maps::SOCK_OWNERS, owners)
+        .map_max_entries(maps::SOCK_SEL_PORTS, sel_ports)
         .map_max_entries(maps::DROP_COUNTS, obs_entries(DROP_COUNTS_MAX))
         .map_max_entries(maps::DROP_FLOWS, obs_entries(DROP_FLOWS_MAX))
         .map_max_entries(maps::TCP_COUNTS, obs_entries(TCP_COUNTS_MAX))

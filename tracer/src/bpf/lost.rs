@@ -3,13 +3,15 @@
 //! since the last report and into the summary printed at exit
 //! ([`LostTracker`]).
 
+use std::os::fd::AsFd as _;
+
 use aya::{
     Ebpf,
-    maps::{MapData, PerCpuArray},
+    maps::{Map, MapData, PerCpuArray},
 };
 use tracer_common::{LostSource, maps};
 
-use super::{MapError, take_map};
+use super::MapError;
 
 /// The kernel's per-CPU counts of lost events, by [`LostSource`].
 pub struct LostCounters {
@@ -17,10 +19,18 @@ pub struct LostCounters {
 }
 
 impl LostCounters {
-    /// Takes the counters out of `ebpf`.
+    /// Opens the counters of `ebpf` on a file descriptor of their own,
+    /// leaving the map in the object: a job that runs the ring-buffer
+    /// reader and `top`'s counters together (`serve`) has two readers of
+    /// the one map.
     pub fn new(ebpf: &mut Ebpf) -> Result<Self, MapError> {
-        let lost = take_map(ebpf, maps::LOST)?;
-        let map = PerCpuArray::try_from(lost).map_err(|e| MapError::Kind(maps::LOST, e))?;
+        // The object is the tracer's own: LOST is a per-CPU array in it.
+        let Some(Map::PerCpuArray(data)) = ebpf.map(maps::LOST) else {
+            return Err(MapError::Missing(maps::LOST));
+        };
+        let fd = data.fd().as_fd().try_clone_to_owned().map_err(|e| MapError::Kind(maps::LOST, aya::maps::MapError::SyscallError(aya::sys::SyscallError { call: "dup", io_error: e })))?;
+        let data = MapData::from_fd(fd).map_err(|e| MapError::Kind(maps::LOST, e))?;
+        let map = PerCpuArray::try_from(Map::PerCpuArray(data)).map_err(|e| MapError::Kind(maps::LOST, e))?;
         Ok(Self { map })
     }
 

@@ -169,6 +169,11 @@ impl Reader {
         take_records(self.ring.get_mut(), lim, out, &mut self.malformed);
     }
 
+    /// The kernel's loss counters this reader took.
+    pub fn lost_counters(&self) -> &LostCounters {
+        &self.lost
+    }
+
     /// Total lost events per source of the ring buffer, summed over CPUs.
     pub fn lost(&self) -> Vec<(LostSource, u64)> {
         // `Stats` counts packets `tracer top` could not count, which never

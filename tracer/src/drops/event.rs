@@ -21,6 +21,7 @@ use crate::{
         clock::{self, Clock},
         text,
     },
+    tc::cbpf::Filter,
 };
 
 /// The drop reason `NOT_SPECIFIED`: the kernel gave none (marked in output).
@@ -150,6 +151,17 @@ impl DropEvent {
         }
     }
 
+    /// Whether `filter` (libpcap's, for Ethernet) keeps the drop: run on
+    /// the copied frame with its length on the wire (a made-up Ethernet
+    /// header counted in). Nothing copied: no match.
+    pub fn passes(&self, filter: Option<&Filter>) -> bool {
+        match filter {
+            None => true,
+            Some(_) if self.frame.is_empty() => false,
+            Some(f) => f.matches(&self.frame, self.len.saturating_add(if self.synthesized_eth { 14 } else { 0 })),
+        }
+    }
+
     /// For the pcapng packet comment: `reason=R function=F`.
     pub fn comment(&self) -> String {
         format!("reason={} function={}", self.reason.as_deref().unwrap_or("-"), self.function.as_deref().unwrap_or("?"))
@@ -178,7 +190,7 @@ impl DropEvent {
             ethernet: true,
             data: &self.frame,
             direction: None,
-            note: Some(note),
+            note: Some(note.into()),
         }
     }
 }

@@ -5,9 +5,9 @@
 //! decodes them; as text, JSON lines or pcapng.
 //!
 //! Layers, data flowing one way: the `skb:kfree_skb` program (tracer-ebpf
-//! drops.rs; selection, reasons and the packet filter applied in the
-//! kernel) -> the ring buffer -> [`event`] (decode, name, symbolise with
-//! [`kallsyms`]) -> output. Its job ([`DropsJob`]) is validated here, run
+//! drops.rs; selection and reasons applied in the kernel) -> the ring
+//! buffer -> [`event`] (decode, name, symbolise with [`kallsyms`]; the
+//! packet filter, libpcap's, on the copied bytes) -> output. Its job ([`DropsJob`]) is validated here, run
 //! by the application.
 
 pub mod event;
@@ -19,7 +19,7 @@ use crate::{
     bpf::tp::EnumNames,
     ns::did_you_mean,
     sys::text,
-    tc::{filter::FilterProgram, follow::Selection},
+    tc::{cbpf::PacketFilter, follow::Selection},
 };
 
 /// The prefixes the kernel gives its drop reason names, left out as users
@@ -35,8 +35,10 @@ pub struct DropsJob {
     pub reasons: Option<Vec<(String, u32)>>,
     pub snaplen: u32,
     pub write: Option<PathBuf>,
-    /// Runs in the kernel; matches everything when no expression was given.
-    pub filter: FilterProgram,
+    /// libpcap's, run on the bytes copied of each drop (a tracing program
+    /// cannot tail-call the SCHED_CLS filter `packets` uses); matches
+    /// everything when no expression was given.
+    pub filter: PacketFilter,
 }
 
 impl DropsJob {
@@ -96,7 +98,7 @@ mod tests {
 
     #[test]
     fn iface_globs_leave_out_drops_without_a_device() {
-        let mut job = DropsJob { select: Selection::default(), reasons: None, snaplen: 0, write: None, filter: FilterProgram::match_all() };
+        let mut job = DropsJob { select: Selection::default(), reasons: None, snaplen: 0, write: None, filter: PacketFilter::match_all() };
         assert!(job.wants_iface(None) && job.wants_iface(Some("eth0")));
         job.select.iface_globs = Some(vec!["veth*".into()]);
         assert!(job.wants_iface(Some("veth1")));

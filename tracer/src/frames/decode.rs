@@ -15,7 +15,7 @@ use etherparse::{
     LaxNetSlice, LaxSlicedPacket, LinkSlice, TransportSlice, err::Layer,
 };
 
-use crate::tc::filter::proto_name;
+use crate::tc::flowkey::proto_name;
 
 /// Ethernet types tcpdump names.
 const ETH_P_IP: u16 = 0x0800;

@@ -8,6 +8,7 @@
 pub mod capfile;
 pub mod decode;
 pub mod pcapng;
+pub mod rotate;
 
 use std::net::IpAddr;
 

@@ -11,6 +11,8 @@
 //! libpcap, and so tcpdump, refuses a file whose interfaces differ in link
 //! type. When the reader of a pipe goes away (EPIPE), writing stops and
 //! [`PcapngOut::reader_gone`] says so: the tracer then stops cleanly.
+//! With `-C`/`-G`/`-W` ([`super::rotate`]) a new file is started, with its
+//! own section and interface blocks, when the rotation says so.
 
 use std::{
     borrow::Cow,
@@ -33,10 +35,14 @@ use pcap_file::{
 };
 use tracer_common::packet::DIR_INGRESS;
 
+use super::{
+    capfile,
+    rotate::{Next, Rotator},
+};
 use crate::ns::NetnsId;
 
 /// One frame to write, wherever it was captured.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Frame<'a> {
     pub wall_ns: u64,
     /// The interface's namespace, with the container that owns it.
@@ -51,7 +57,7 @@ pub struct Frame<'a> {
     /// `DIR_INGRESS` or egress, when the frame was seen going one way.
     pub direction: Option<u8>,
     /// `key=value` words for the comment after the interface's name.
-    pub note: Option<&'a str>,
+    pub note: Option<Cow<'a, str>>,
 }
 
 /// EPB flags, bits 0-1: the direction (RFC draft-ietf-opsawg-pcapng, 4.3.1).
@@ -64,6 +70,8 @@ pub enum PcapngError {
     Write(#[from] pcap_file::PcapError),
     #[error("cannot write the pcapng file: {0}")]
     Io(#[from] io::Error),
+    #[error(transparent)]
+    Rotate(#[from] capfile::CaptureError),
 }
 
 pub struct PcapngOut {
@@ -77,12 +85,17 @@ pub struct PcapngOut {
     buffered: u64,
     /// The reader of a pipe or FIFO closed it: nothing more is written.
     pub reader_gone: bool,
+    rotator: Option<Box<Rotator>>,
+    /// `-G` with `-W`: the last file is complete; nothing more is written.
+    pub files_done: bool,
+    /// Files started (1 without rotation).
+    pub files: u32,
 }
 
 fn broken_pipe(e: &PcapngError) -> bool {
     let io = match e {
         PcapngError::Io(e) | PcapngError::Write(pcap_file::PcapError::IoError(e)) => e,
-        PcapngError::Write(_) => return false,
+        PcapngError::Write(_) | PcapngError::Rotate(_) => return false,
     };
     io.kind() == io::ErrorKind::BrokenPipe
 }
@@ -91,6 +104,36 @@ impl PcapngOut {
     /// Writes the section header to `file` (and flushes it, so that a
     /// reader on a pipe sees a valid stream at once).
     pub fn new(file: File, snaplen: u32) -> Result<Self, PcapngError> {
+        // Room for a VLAN tag put back or an Ethernet header made up.
+        let mut out = Self {
+            w: Self::writer(file)?,
+            ids: HashMap::new(),
+            snaplen: snaplen + 18,
+            packets: 0,
+            buffered: 0,
+            reader_gone: false,
+            rotator: None,
+            files_done: false,
+            files: 1,
+        };
+        out.flush()?;
+        Ok(out)
+    }
+
+    /// Rotates as `r` says from now on (the first file is the one given to [`Self::new`]).
+    pub fn rotating(mut self, r: Rotator) -> Self {
+        self.rotator = Some(Box::new(r));
+        self
+    }
+
+    /// Restarts `-G`'s clock for the current file: the capture begins now.
+    pub fn start_period(&mut self) {
+        if let Some(r) = &mut self.rotator {
+            r.start_period();
+        }
+    }
+
+    fn writer(file: File) -> Result<PcapNgWriter<BufWriter<File>>, PcapngError> {
         let section = SectionHeaderBlock {
             endianness: Endianness::native(),
             options: vec![
@@ -99,11 +142,38 @@ impl PcapngOut {
             ],
             ..Default::default()
         };
-        let w = PcapNgWriter::with_section_header(BufWriter::new(file), section)?;
-        // Room for a VLAN tag put back or an Ethernet header made up.
-        let mut out = Self { w, ids: HashMap::new(), snaplen: snaplen + 18, packets: 0, buffered: 0, reader_gone: false };
-        out.flush()?;
-        Ok(out)
+        Ok(PcapNgWriter::with_section_header(BufWriter::new(file), section)?)
+    }
+
+    /// Starts the next file when the rotation says so.
+    fn rotate(&mut self) -> Result<(), PcapngError> {
+        let Some(r) = &mut self.rotator else { return Ok(()) };
+        let len = if r.rotation.size.is_some() {
+            let buffered = self.w.get_ref().buffer().len() as u64;
+            self.w.get_ref().get_ref().metadata()?.len() + buffered
+        } else {
+            0
+        };
+        match r.next(len) {
+            Next::Same => Ok(()),
+            Next::Stop => {
+                self.files_done = true;
+                Ok(())
+            }
+            Next::Open(path) => {
+                self.flush()?;
+                let file = match capfile::open_now(&capfile::Target::Path(path.clone()))? {
+                    capfile::Opened::File(f) => f,
+                    capfile::Opened::NoReader => {
+                        return Err(capfile::CaptureError::Open { path: path.display().to_string(), source: io::ErrorKind::WouldBlock.into() }.into());
+                    }
+                };
+                self.w = Self::writer(file)?;
+                self.ids.clear();
+                self.files += 1;
+                Ok(())
+            }
+        }
     }
 
     /// `r`, except that a broken pipe ends the output instead of failing.
@@ -152,6 +222,10 @@ impl PcapngOut {
     }
 
     fn write_block(&mut self, e: &Frame<'_>) -> Result<(), PcapngError> {
+        self.rotate()?;
+        if self.files_done {
+            return Ok(());
+        }
         let interface_id = self.interface_id(e)?;
         let (data, original_len) = if e.ethernet {
             (Cow::Borrowed(e.data), e.len)
@@ -172,7 +246,7 @@ impl PcapngOut {
             comment.push_str(name);
             options.push(EnhancedPacketOption::Flags(flags));
         }
-        if let Some(n) = e.note {
+        if let Some(n) = &e.note {
             comment.push(' ');
             comment.push_str(n);
         }
@@ -240,7 +314,7 @@ mod tests {
         let (ns, data) = packet();
         {
             let mut out = PcapngOut::new(File::create(&dir).expect("create"), 128).expect("header");
-            let f = Frame { direction: None, note: Some("reason=NETFILTER_DROP function=nf_hook_slow+0x9c"), ..frame(&ns, &data) };
+            let f = Frame { direction: None, note: Some("reason=NETFILTER_DROP function=nf_hook_slow+0x9c".into()), ..frame(&ns, &data) };
             out.write(&f).expect("write");
             out.write(&frame(&ns, &data)).expect("write");
             out.flush().expect("flush");

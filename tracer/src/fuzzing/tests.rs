@@ -454,9 +454,16 @@ fn all_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     for (name, f) in frames().into_iter().take(4) {
         let meta = PacketMeta {
             ifindex: 2, len: f.len() as u32, cap_len: f.len() as u32, hash: 1, protocol: 0x0800u16.to_be(), direction: 1,
-            vlan_present: 0, mark: 0, vlan_tci: 0, vlan_proto: 0, _pad: 0,
+            vlan_present: 0, mark: 0, vlan_tci: 0, vlan_proto: 0, _pad: 0, sock_cookie: 0,
         };
         out.push(("ring_record", format!("packet-{name}"), rec(record(EventKind::Packet, 9, [bytes_of(&meta).to_vec(), f].concat()))));
+    }
+    // Socket events (process attribution): a bind and a TCP connect.
+    for (name, op, lport, rport) in [("sock-bind", tracer_common::sock::op::BIND, 5000, 0), ("sock-connected", tracer_common::sock::op::CONNECTED, 40000, 80)] {
+        let mut se = tracer_common::sock::SockEvent { cookie: 77, start_ns: 1_000_000_000, op, flags: 1, family: 2, protocol: 6, lport, rport, ..Default::default() };
+        se.laddr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        se.raddr[..4].copy_from_slice(&[10, 0, 0, 2]);
+        out.push(("ring_record", name.to_string(), rec(record(EventKind::Sock, 11, bytes_of(&se).to_vec()))));
     }
     out
 }

@@ -2,7 +2,10 @@
 //! refers to (interfaces, namespaces, the sender's container) and hands the
 //! requests out in the order they were sent, within bounded time and memory.
 
-use std::collections::{HashMap, VecDeque};
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    sync::Arc,
+};
 
 use serde_json::{Value, json};
 use tracer_common::netlink::{NetlinkAck, NetlinkSend, Syscall};
@@ -16,7 +19,7 @@ use super::{
 };
 use crate::{
     bpf::event::{RawEvent, read_pod},
-    ns::NetnsId,
+    ns::{NetnsId, watch::Watcher},
     sys::clock::Clock,
 };
 
@@ -53,6 +56,8 @@ pub struct CorrelatorStats {
     pub flushed_early: u64,
     /// The most requests that waited at once.
     pub max_pending: usize,
+    /// Requests whose bytes the kernel echoed differently from the capture.
+    pub echo_mismatch: u64,
     pub enrich: EnrichStats,
 }
 
@@ -66,6 +71,9 @@ pub struct Correlator {
     pending_bytes: usize,
     /// (socket, seq) -> position in that sequence.
     by_key: HashMap<(u64, u32), u64>,
+    /// Keys two waiting requests share: an answer cannot tell which of
+    /// them it echoes, so its echo is not compared (at most `by_key`'s size).
+    shared_keys: HashSet<(u64, u32)>,
     families: GenlFamilies,
     enricher: Enricher,
     identities: Identities,
@@ -74,6 +82,10 @@ pub struct Correlator {
     stats: CorrelatorStats,
     /// Messages that were sent whole but could not be decoded.
     pub malformed: u64,
+    /// The interface table and its notifications, when the job started it.
+    watcher: Option<Arc<Watcher>>,
+    /// Notifications no request took yet, and those ready to print alone.
+    changes: watched::Changes,
 }
 
 /// One event per message of a captured send (a `NetlinkSend` record),
@@ -119,12 +131,17 @@ pub(crate) fn send_events(ev: &RawEvent, clock: &Clock, families: &GenlFamilies)
             raw: msg.raw,
             result: None,
             extack: None,
+            echo_mismatch: None,
+            mem_bytes: EVENT_BASE_BYTES + 2 * (msg.header.len as usize).min(data.len()) + raw_len + msg.sent.len(),
+            sent: msg.sent,
             sock_id: meta.sock_id,
             target: msg.decoded.target,
             ns_fds: ns_fds.clone(),
             cgroup_id: ev.header.cgroup_id,
             lookups: Vec::new(),
-            mem_bytes: EVENT_BASE_BYTES + 2 * (msg.header.len as usize).min(data.len()) + raw_len,
+            portid: meta.portid,
+            objects: Default::default(),
+            effects: Vec::new(),
         });
     }
     out
@@ -143,13 +160,23 @@ impl Correlator {
             base: 0,
             pending_bytes: 0,
             by_key: HashMap::new(),
+            shared_keys: HashSet::new(),
             families: GenlFamilies::load(),
             enricher,
             identities,
             host: crate::ns::tracer_netns(),
             stats: CorrelatorStats::default(),
             malformed: 0,
+            watcher: None,
+            changes: watched::Changes::default(),
         }
+    }
+
+    /// Names links from the watcher's table (also deleted ones, and after
+    /// moves) and puts the notifications it hands in under the requests.
+    pub fn with_watcher(mut self, w: Arc<Watcher>) -> Self {
+        self.watcher = Some(w);
+        self
     }
 
     pub fn stats(&self) -> CorrelatorStats {
@@ -161,9 +188,14 @@ impl Correlator {
         let s = self.stats();
         let (asked, refused) = self.identities.counts();
         format!(
-            "netlink: {} interface-name lookups ({} refused, lookup thread busy; {} names evicted), {asked} sender identities asked ({refused} refused, registry thread busy), {} requests printed before their answer ({} waiting at most, cap {MAX_PENDING})",
-            s.enrich.lookups, s.enrich.over_budget, s.enrich.evicted, s.flushed_early, s.max_pending
+            "netlink: {} interface-name lookups ({} refused, lookup thread busy; {} names evicted), {asked} sender identities asked ({refused} refused, registry thread busy), {} requests printed before their answer ({} waiting at most, cap {MAX_PENDING}), {} changed during the call",
+            s.enrich.lookups, s.enrich.over_budget, s.enrich.evicted, s.flushed_early, s.max_pending, s.echo_mismatch
         )
+    }
+
+    /// The interface watcher's line for stderr at exit, when it ran.
+    pub fn watch_summary(&self) -> Option<String> {
+        self.watch_lines()
     }
 
     /// Takes one raw event; sends become pending requests, acks fill results.
@@ -186,7 +218,10 @@ impl Correlator {
             self.resolve_early(&mut e);
             let bytes = e.mem_bytes;
             if e.answerable() {
-                self.by_key.insert((e.sock_id, e.header.seq), self.base + self.pending.len() as u64);
+                let key = (e.sock_id, e.header.seq);
+                if self.by_key.insert(key, self.base + self.pending.len() as u64).is_some_and(|old| old >= self.base) {
+                    self.shared_keys.insert(key);
+                }
             }
             self.pending_bytes += bytes;
             self.pending.push_back(Pending { ts: ev.header.ts_ns, bytes, e });
@@ -206,6 +241,11 @@ impl Correlator {
                 && p.e.result.is_none()
             {
                 p.e.result = Some(ack.errno);
+                if !self.shared_keys.contains(&(meta.sock_id, ack.seq)) && ack.differs_from(&p.e.sent) {
+                    p.e.echo_mismatch = decode::NlHeader::parse(&ack.echoed);
+                    self.stats.echo_mismatch += 1;
+                }
+                p.e.sent = Vec::new();
                 p.e.extack = ack.extack;
             }
         }
@@ -232,8 +272,13 @@ impl Correlator {
         let mut n = 0;
         for (i, p) in self.pending.iter().enumerate() {
             let waited = now_ns.saturating_sub(p.ts) >= ACK_WAIT_NS;
-            let named = p.e.lookups.iter().all(|(ino, idx)| !self.enricher.awaiting(*ino, *idx))
-                && !self.identities.awaiting((p.e.netns.inode, p.e.pid, p.e.cgroup_id));
+            // The kernel queues a request's notifications before its
+            // answer, but the watcher reads them on its own thread.
+            let effects_in = self.watcher.is_none() || now_ns.saturating_sub(p.ts) >= watched::EFFECT_WAIT_NS;
+            let named = effects_in
+                && p.e.lookups.iter().all(|(ino, idx)| !self.enricher.awaiting(*ino, *idx))
+                && !self.identities.awaiting((p.e.netns.inode, p.e.pid, p.e.cgroup_id))
+                && !p.e.target_netns.as_ref().and_then(|t| t.inode).is_some_and(|i| self.identities.awaiting((i, 0, 0)));
             if flush_all || i < forced || waited || (p.e.result.is_some() && named) {
                 if !flush_all && !waited && p.e.result.is_none() {
                     self.stats.flushed_early += 1;
@@ -249,10 +294,12 @@ impl Correlator {
             let key = (p.e.sock_id, p.e.header.seq);
             if self.by_key.get(&key) == Some(&self.base) {
                 self.by_key.remove(&key);
+                self.shared_keys.remove(&key);
             }
             self.base += 1;
             self.pending_bytes -= p.bytes;
             self.enrich(&mut p.e);
+            self.released(&mut p.e, p.ts);
             out.push(p.e);
         }
         out
@@ -275,7 +322,10 @@ impl Correlator {
         if let Some(t) = &e.target {
             e.target_netns = Some(self.enricher.target(t, e.pid, &e.ns_fds));
         }
+        self.target_from_watcher(e);
+        self.name_target(e);
         self.learn_links(e);
+        e.objects = self.objects_of(e);
     }
 
     /// Puts names next to interface indexes. The first pass (when the
@@ -294,6 +344,10 @@ impl Correlator {
                     let n = n.to_string();
                     self.enricher.learn(ino, idx, &n);
                 }
+                continue;
+            }
+            if let Some(name) = self.watched_name(ino, idx) {
+                e.attrs.insert(name_key.to_string(), json!(name));
                 continue;
             }
             if final_pass {
@@ -334,6 +388,8 @@ impl Correlator {
             && let Some(t) = &e.target {
                 e.target_netns = Some(self.enricher.target(t, e.pid, &e.ns_fds));
             }
+        self.target_from_watcher(e);
+        self.name_target(e);
         if e.result == Some(0) {
             self.learn_links(e);
         }
@@ -368,3 +424,4 @@ impl Correlator {
 
 #[cfg(test)]
 mod tests;
+mod watched;

@@ -59,7 +59,14 @@ pub struct Message {
     /// The captured bytes of a message that was sent whole but could not be
     /// decoded (reported as malformed, with these bytes in hex).
     pub raw: Option<Vec<u8>>,
+    /// Its first bytes as captured (at most [`ECHO_KEEP`]), to compare with
+    /// the kernel's echo of it in the answer ([`Ack::differs_from`]).
+    pub sent: Vec<u8>,
 }
+
+/// Bytes of each request kept until its answer: an answer's capture holds
+/// at most [`tracer_common::netlink::NL_ACK_MAX`] bytes of the echo.
+pub const ECHO_KEEP: usize = tracer_common::netlink::NL_ACK_MAX;
 
 impl Message {
     #[cfg(test)]
@@ -89,7 +96,7 @@ pub fn split_messages(protocol: u16, data: &[u8], sent_len: usize) -> Vec<Messag
         if rest.len() < NlHeader::SIZE && cut {
             // The capture ended inside this header.
             let decoded = Decoded::failed(format!("the capture ends {} bytes into this message's header", rest.len()));
-            out.push(Message { header, decoded, truncated: true, captured_len: rest.len(), raw: None });
+            out.push(Message { header, decoded, truncated: true, captured_len: rest.len(), raw: None, sent: Vec::new() });
             return out;
         }
         let why = if rest.len() < NlHeader::SIZE {
@@ -103,7 +110,7 @@ pub fn split_messages(protocol: u16, data: &[u8], sent_len: usize) -> Vec<Messag
         };
         if let Some(why) = why {
             // The kernel stops reading a buffer at such bytes, and so do we.
-            out.push(Message { header, decoded: Decoded::failed(why), truncated: false, captured_len: rest.len(), raw: Some(rest.to_vec()) });
+            out.push(Message { header, decoded: Decoded::failed(why), truncated: false, captured_len: rest.len(), raw: Some(rest.to_vec()), sent: Vec::new() });
             return out;
         }
         let truncated = len > rest.len();
@@ -119,7 +126,8 @@ pub fn split_messages(protocol: u16, data: &[u8], sent_len: usize) -> Vec<Messag
         if truncated && let Some(e) = decoded.error.take() {
             decoded.error = Some(format!("only {} of its {len} bytes were captured: {e}", rest.len()));
         }
-        out.push(Message { header, decoded, truncated, captured_len: len.min(rest.len()), raw });
+        let sent = rest[..len.min(rest.len()).min(ECHO_KEEP)].to_vec();
+        out.push(Message { header, decoded, truncated, captured_len: len.min(rest.len()), raw, sent });
         off = off.saturating_add((len + 3) & !3);
     }
     if cut && out.last().is_none_or(|m| !m.truncated) {
@@ -128,7 +136,7 @@ pub fn split_messages(protocol: u16, data: &[u8], sent_len: usize) -> Vec<Messag
         let missing = sent_len - data.len();
         let header = NlHeader { len: u32::try_from(missing).unwrap_or(u32::MAX), ..Default::default() };
         let decoded = Decoded::failed(format!("the send was {sent_len} bytes; the {missing} after the first {} were not captured", data.len()));
-        out.push(Message { header, decoded, truncated: true, captured_len: 0, raw: None });
+        out.push(Message { header, decoded, truncated: true, captured_len: 0, raw: None, sent: Vec::new() });
     }
     out
 }
@@ -179,6 +187,27 @@ pub struct Ack {
     pub seq: u32,
     pub errno: i32,
     pub extack: Option<String>,
+    /// The request as the kernel echoes it: its header, then (for an error
+    /// without `NETLINK_CAP_ACK`) its body, as far as the answer's capture
+    /// holds it. Empty when the answer is too short to hold a header.
+    pub echoed: Vec<u8>,
+}
+
+impl Ack {
+    /// Whether the kernel's echo of the request differs from `sent`, the
+    /// bytes captured of it at the system call's entry: the header always,
+    /// the body as far as both hold it. A difference means the buffer was
+    /// changed (by another thread of the sender) between the capture and
+    /// the kernel's copy, or the answer was changed before it was read:
+    /// the request printed is then not the one the kernel acted on.
+    pub fn differs_from(&self, sent: &[u8]) -> bool {
+        let Some(echo) = NlHeader::parse(&self.echoed) else { return false };
+        if NlHeader::parse(sent) != Some(echo) {
+            return true;
+        }
+        let n = self.echoed.len().min(sent.len()).min(echo.len as usize);
+        self.echoed[..n] != sent[..n]
+    }
 }
 
 const NLMSGERR_ATTR_MSG: u16 = 1;
@@ -209,9 +238,16 @@ pub fn parse_acks(data: &[u8]) -> Vec<Ack> {
                 extack = nlmsg::find_attr(tlvs, NLMSGERR_ATTR_MSG).map(nlmsg::attr_str);
             }
         }
+        // The echo: the header alone when the kernel capped it (success, or
+        // NETLINK_CAP_ACK), else the whole request, extack TLVs after it.
+        let echoed = match NlHeader::parse(&body[4..]) {
+            Some(_) if h.flags & NLM_F_CAPPED != 0 => body[4..4 + NlHeader::SIZE].to_vec(),
+            Some(r) => body[4..].get(..r.len as usize).unwrap_or(&body[4..]).to_vec(),
+            None => Vec::new(),
+        };
         // The kernel sends -errno; any other i32 is possible in a buffer
         // a process reads (i32::MIN has no negation).
-        out.push(Ack { seq, errno: error.saturating_neg(), extack });
+        out.push(Ack { seq, errno: error.saturating_neg(), extack, echoed });
     }
     out
 }
@@ -515,9 +551,49 @@ pub(crate) mod tests {
         body.extend_from_slice(text);
         let buf = msg(NLMSG_ERROR, NLM_F_CAPPED | NLM_F_ACK_TLVS, 42, &body);
         let acks = parse_acks(&buf);
-        assert_eq!(acks, vec![Ack { seq: 42, errno: 17, extack: Some("File exists here".into()) }]);
+        assert_eq!(acks, vec![Ack { seq: 42, errno: 17, extack: Some("File exists here".into()), echoed: msg(16, 5, 42, &[])[..16].to_vec() }]);
         assert_eq!(errno_name(17), "EEXIST");
         assert_eq!(errno_text(17), "File exists");
+    }
+
+    /// An answer to `request` as the kernel builds it: error `errno`, the
+    /// request's header only when `capped`, else the whole request.
+    fn answer(request: &[u8], errno: i32, capped: bool) -> Ack {
+        let mut body = errno.to_ne_bytes().to_vec();
+        body.extend_from_slice(if capped { &request[..16] } else { request });
+        let acks = parse_acks(&msg(NLMSG_ERROR, if capped { NLM_F_CAPPED } else { 0 }, 9, &body));
+        assert_eq!(acks.len(), 1);
+        acks.into_iter().next().expect("one answer")
+    }
+
+    #[test]
+    fn an_echo_that_differs_from_the_captured_request_is_seen() {
+        let sent = msg(16, NLM_F_REQUEST | NLM_F_ACK, 9, &{
+            let mut b = vec![0u8; 16];
+            b.extend(attr(3, b"eth0\0"));
+            b
+        });
+        // The kernel acted on what was captured: no difference, capped or not.
+        assert!(!answer(&sent, 0, true).differs_from(&sent));
+        assert!(!answer(&sent, -22, false).differs_from(&sent));
+        // Another thread changed the type between the capture and the
+        // kernel's copy: the header differs.
+        let mut acted = sent.clone();
+        acted[4] = 17; // RTM_DELLINK
+        assert!(answer(&acted, 0, true).differs_from(&sent));
+        // Only an attribute changed: seen when the kernel echoes the body
+        // (an error), not in a capped echo (success: the header alone).
+        let mut acted = sent.clone();
+        let at = acted.len() - 4;
+        acted[at] = b'X';
+        assert!(answer(&acted, -19, false).differs_from(&sent));
+        assert!(!answer(&acted, 0, true).differs_from(&sent));
+        // An echo cut by the answer's capture is compared as far as it goes.
+        let mut long = answer(&sent, -22, false);
+        long.echoed.truncate(20);
+        assert!(!long.differs_from(&sent));
+        // An answer too short to hold a header claims nothing.
+        assert!(!Ack { seq: 9, errno: 0, extack: None, echoed: vec![1, 2, 3] }.differs_from(&sent));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use tracer_common::netlink::Syscall;
 
 use super::{
     decode::{self, NlHeader},
+    effects::{Change, Objects},
     route::TargetRef,
 };
 use crate::{
@@ -52,6 +53,13 @@ pub struct NetlinkEvent {
     /// `Some(errno)` once the answer was seen (0: success).
     pub result: Option<i32>,
     pub extack: Option<String>,
+    /// The request's header as the kernel echoed it in its answer, when
+    /// that echo differs from what was captured (see
+    /// [`decode::Ack::differs_from`]): the bytes printed are then not the
+    /// ones the kernel acted on.
+    pub echo_mismatch: Option<NlHeader>,
+    /// The first captured bytes, kept until the answer (then dropped).
+    pub(super) sent: Vec<u8>,
     pub(super) sock_id: u64,
     pub(super) target: Option<TargetRef>,
     pub(super) ns_fds: Vec<(u32, u32)>,
@@ -60,6 +68,13 @@ pub struct NetlinkEvent {
     pub(super) lookups: Vec<(u64, u32)>,
     /// About the memory it takes (see [`NetlinkEvent::mem_bytes`]).
     pub(super) mem_bytes: usize,
+    /// The sending socket's netlink port id: notifications the request
+    /// caused carry it.
+    pub(super) portid: u32,
+    /// What the request touched, to match the kernel's notifications.
+    pub(super) objects: Objects,
+    /// The notifications the request caused, in the order they came.
+    pub effects: Vec<Change>,
 }
 
 impl NetlinkEvent {
@@ -125,6 +140,9 @@ impl Render for NetlinkEvent {
             "target_netns": self.target_netns,
             "result": result,
         });
+        if !self.effects.is_empty() {
+            v["effects"] = Value::Array(self.effects.iter().map(Change::effect_json).collect());
+        }
         if let Some(e) = &self.decode_error {
             v["decode_error"] = json!(e);
         }
@@ -132,6 +150,15 @@ impl Render for NetlinkEvent {
             v["truncated"] = json!(true);
             v["total_len"] = json!(self.header.len);
             v["captured_len"] = json!(self.captured_len);
+        }
+        if let Some(h) = &self.echo_mismatch {
+            v["echo_mismatch"] = json!(true);
+            v["echoed"] = json!({
+                "len": h.len,
+                "msg_type": decode::msg_type_name(self.protocol, h.msg_type),
+                "flags": decode::flag_names(self.protocol, h.msg_type, h.flags),
+                "seq": h.seq,
+            });
         }
         if let Some(raw) = &self.raw {
             v["malformed"] = json!(true);
@@ -150,8 +177,8 @@ impl Render for NetlinkEvent {
         let container = self.container.as_ref().map_or(std::borrow::Cow::Borrowed("-"), |c| text::name(c.label()));
         let result = match self.result {
             // The kernel answers only failures of requests without NLM_F_ACK.
-            None if self.header.flags & decode::NLM_F_ACK == 0 => "-> (no ack requested, no error seen)".to_string(),
-            None => "-> ?".to_string(),
+            None if self.header.flags & decode::NLM_F_ACK == 0 => "-> no answer requested (and no error seen)".to_string(),
+            None => format!("-> no answer seen in {} ms", super::ACK_WAIT_NS / 1_000_000),
             Some(0) => "-> ok".to_string(),
             Some(e) => {
                 let mut s = format!("-> {}: {}", decode::errno_name(e), decode::errno_text(e));
@@ -165,6 +192,15 @@ impl Render for NetlinkEvent {
             format!(" [truncated: {} of {} bytes captured]", self.captured_len, self.header.len)
         } else {
             String::new()
+        };
+        let trunc = match &self.echo_mismatch {
+            Some(h) => format!(
+                "{trunc} [changed during the call: the kernel's echo is {} len {} seq {}]",
+                decode::msg_type_name(self.protocol, h.msg_type),
+                h.len,
+                h.seq
+            ),
+            None => trunc,
         };
         let summary = match (&self.raw, &self.decode_error) {
             (Some(raw), e) => {
@@ -187,6 +223,10 @@ impl Render for NetlinkEvent {
             trunc,
             result
         )
+    }
+
+    fn more_lines(&self) -> Vec<String> {
+        self.effects.iter().map(Change::effect_text).collect()
     }
 }
 
@@ -242,6 +282,12 @@ pub fn summary(e: &NetlinkEvent) -> String {
             }
             if let Some(m) = s("mtu") {
                 parts.push(format!("mtu {m}"));
+            }
+            if let Some(l) = s("lladdr") {
+                parts.push(format!("address {l}"));
+            }
+            if let Some(l) = dev("link", "link_index") {
+                parts.push(format!("link {l}"));
             }
             if let Some(up) = a.get("up").and_then(Value::as_bool) {
                 parts.push(if up { "up".into() } else { "down".into() });
@@ -353,7 +399,7 @@ mod text_tests {
             uid: 1000,
             comm: comm.into(),
             netns: NetnsId { inode: 4026531840, name: Some("lab\x1b[2J".into()), ..Default::default() },
-            container: Some(Container { runtime: "docker".into(), id: "ab".into(), name: Some("c".repeat(300)) }),
+            container: Some(Container { pod: None, runtime: "docker".into(), id: "ab".into(), name: Some("c".repeat(300)) }),
             protocol,
             syscall: Syscall::Sendmsg,
             header: NlHeader { len: 0, msg_type, flags: decode::NLM_F_ACK | decode::NLM_F_CREATE, seq: 1, pid: 0 },
@@ -364,12 +410,17 @@ mod text_tests {
             truncated: false,
             result: Some(-22),
             extack: Some(format!("bad\x1b]0;x\x07{}", "e".repeat(1000))),
+            echo_mismatch: None,
+            sent: Vec::new(),
             sock_id: 0,
             target: None,
             ns_fds: vec![],
             cgroup_id: 0,
             lookups: Vec::new(),
             mem_bytes: 0,
+            portid: 0,
+            objects: Default::default(),
+            effects: Vec::new(),
             captured_len: 0,
             raw: None,
         }
@@ -394,6 +445,20 @@ mod text_tests {
         assert_eq!(j["attrs"]["ifname"], "e\x1b[31m");
         assert_eq!(j["result"]["extack"].as_str().map(str::len), Some(1000 + 9));
         assert_eq!(j["container"]["name"].as_str().map(str::len), Some(300));
+    }
+
+    #[test]
+    fn results_say_what_was_seen_and_set_requests_what_they_set() {
+        let mut e = event("ip", decode::NETLINK_ROUTE, 19, "RTM_SETLINK", json!({"ifname": "eth0", "lladdr": "02:42:ac:11:00:02", "mtu": 1400}));
+        e.target_netns = None;
+        e.result = None;
+        e.extack = None;
+        let t = e.text();
+        assert!(t.contains("set eth0 mtu 1400 address 02:42:ac:11:00:02"), "{t}");
+        assert!(t.ends_with("-> no answer seen in 300 ms"), "{t}");
+        e.header.flags = 0;
+        assert!(e.text().ends_with("-> no answer requested (and no error seen)"), "{}", e.text());
+        assert!(!e.text().contains('?'));
     }
 
     #[test]

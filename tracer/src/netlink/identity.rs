@@ -136,7 +136,7 @@ mod tests {
             queue,
             Box::new(move |(ino, pid, cg): Sender| {
                 std::thread::sleep(delay);
-                let c = Container { runtime: "docker".into(), id: pid.to_string(), name: None };
+                let c = Container { pod: None, runtime: "docker".into(), id: pid.to_string(), name: None };
                 ((ino, pid, cg), Identity { netns_name: Some(format!("ns{ino}")), owner: None, container: Some(c) })
             }),
         )

@@ -7,6 +7,7 @@
 
 pub mod correlate;
 pub mod decode;
+pub mod effects;
 pub mod enrich;
 pub mod event;
 pub mod identity;
@@ -33,6 +34,15 @@ pub struct NetlinkJob {
 }
 
 impl NetlinkJob {
+    /// Whether a notification no request took is printed on its own:
+    /// rtnetlink changes, in the selected namespace, when no message
+    /// types were picked.
+    pub fn wants_change(&self, c: &effects::Change) -> bool {
+        self.types.is_none()
+            && self.protocols.as_ref().is_none_or(|p| p.contains(&decode::NETLINK_ROUTE))
+            && self.netns.is_none_or(|n| n == c.netns.inode)
+    }
+
     /// Whether a request is reported.
     pub fn wants(&self, e: &NetlinkEvent) -> bool {
         if !self.include_get && !e.is_malformed() && (e.is_get() || e.is_probe()) {

@@ -51,6 +51,8 @@ pub fn nf_is_get(ty: u16) -> bool {
     match subsys {
         10 => NFT_MSGS.get(msg).is_some_and(|m| m.starts_with("GET")),
         1 | 2 => msg == 1 || msg >= 3,
+        // nft_compat: NFNL_MSG_COMPAT_GET, iptables-nft's revision lookups.
+        11 => msg == 0,
         _ => false,
     }
 }
@@ -157,6 +159,14 @@ fn query_families() -> std::io::Result<HashMap<u16, String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nft_compat_revision_lookups_are_gets() {
+        // NFNL_SUBSYS_NFT_COMPAT (11) << 8 | NFNL_MSG_COMPAT_GET (0).
+        assert!(nf_is_get(0x0b00));
+        assert!(!nf_is_get(0x0a00), "NFT_MSG_NEWTABLE");
+        assert!(crate::netlink::decode::is_get(crate::netlink::decode::NETLINK_NETFILTER, 0x0b00, 1));
+    }
 
     #[test]
     fn nf_names() {

@@ -51,7 +51,7 @@ impl Candidate {
     /// As the output contract prints it, without a name.
     #[cfg(test)]
     pub fn container(&self) -> super::Container {
-        super::Container { runtime: self.runtime.to_string(), id: self.id.clone(), name: None }
+        super::Container { pod: None, runtime: self.runtime.to_string(), id: self.id.clone(), name: None }
     }
 }
 

@@ -272,7 +272,7 @@ impl Confirmer {
             if &first != c || proc.start_time(record.pid) != Some(started) {
                 return None;
             }
-            let container = Container { runtime: record.runtime.to_string(), id: c.id.clone(), name: record.name.clone() };
+            let container = Container { runtime: record.runtime.to_string(), id: c.id.clone(), name: record.name.clone(), pod: record.pod.clone() };
             Some(Member { container, record, started })
         });
         let Some(m) = m else {
@@ -530,7 +530,7 @@ pub(crate) mod tests {
         // The container's own.
         proc.set(10, 50, &docker_cg(A), 1);
         let m = conf.confirm(&proc, &cand, &[]).expect("confirmed");
-        assert_eq!(m.container, Container { runtime: "docker".into(), id: A.into(), name: Some("web".into()) });
+        assert_eq!(m.container, Container { pod: None, runtime: "docker".into(), id: A.into(), name: Some("web".into()) });
         assert_eq!(m.started, 50);
         // An id the runtime does not know.
         let other = cgroup::container_from_cgroup_path(&format!("/docker/{B}"), &[]).expect("candidate");
@@ -563,8 +563,8 @@ pub(crate) mod tests {
 
     fn member(id: &str, name: &str, started: u64, net: NetMode) -> Member {
         Member {
-            container: Container { runtime: "docker".into(), id: id.into(), name: Some(name.into()) },
-            record: Record { runtime: "docker", name: Some(name.into()), pid: 1, net, sandbox: None },
+            container: Container { pod: None, runtime: "docker".into(), id: id.into(), name: Some(name.into()) },
+            record: Record { runtime: "docker", name: Some(name.into()), pid: 1, net, sandbox: None, pod: None },
             started,
         }
     }

@@ -12,13 +12,35 @@ use serde::{Serialize, Serializer, ser::SerializeMap};
 /// shows ids.
 pub const SHORT_ID: usize = 12;
 
-/// A container: `{runtime, id, name}` in JSON.
+/// A container: `{runtime, id, name}` in JSON, and `pod` when it belongs
+/// to a Kubernetes pod.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Container {
     pub runtime: String,
     /// The full id.
     pub id: String,
     pub name: Option<String>,
+    /// The pod, from the CRI labels or annotations the runtime keeps on
+    /// the node (never from the API server).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<Pod>,
+}
+
+/// A Kubernetes pod as its container runtime records it: `{name,
+/// namespace, container}` in JSON.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Pod {
+    pub name: String,
+    pub namespace: String,
+    /// The container's name in the pod (none for the pod's sandbox).
+    pub container: Option<String>,
+}
+
+impl Pod {
+    /// `namespace/name`, as `kubectl` names a pod.
+    pub fn label(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
 }
 
 impl Container {
@@ -126,7 +148,7 @@ mod tests {
     use super::*;
 
     fn docker(id: &str, name: Option<&str>) -> Container {
-        Container { runtime: "docker".into(), id: id.into(), name: name.map(String::from) }
+        Container { pod: None, runtime: "docker".into(), id: id.into(), name: name.map(String::from) }
     }
 
     #[test]

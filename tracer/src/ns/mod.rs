@@ -28,7 +28,7 @@ use std::{
 
 use serde::Serialize;
 
-pub use label::{Container, NetnsId, NsRef, TargetNetns};
+pub use label::{Container, NetnsId, NsRef, Pod, TargetNetns};
 pub use registry::Registry;
 pub use select::{Scope, SelectError, Selector, did_you_mean};
 

@@ -206,7 +206,7 @@ mod tests {
         assert_eq!((t.label(1), t.label(2), t.label(3), t.label(0)), ("host".into(), "lab-a".into(), "3".into(), "?".into()));
         assert_eq!(t.ifname(2, 2).as_deref(), Some("eth0"));
         assert_eq!(t.ifname(2, 9), None);
-        t.insert(4, None, Some(Container { runtime: "docker".into(), id: "0123456789abcdef".into(), name: None }), &[]);
+        t.insert(4, None, Some(Container { runtime: "docker".into(), id: "0123456789abcdef".into(), name: None, pod: None }), &[]);
         assert_eq!(t.label(4), "0123456789ab");
         // A namespace not seen for FORGET_AFTER is forgotten.
         t.update(now + FORGET_AFTER + Duration::from_secs(1), &[netns(2, Some("lab-a"), &[])]);

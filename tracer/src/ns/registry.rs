@@ -413,7 +413,7 @@ mod tests {
     }
 
     fn c(id: &str, name: Option<&str>) -> Container {
-        Container { runtime: "docker".into(), id: id.into(), name: name.map(String::from) }
+        Container { pod: None, runtime: "docker".into(), id: id.into(), name: name.map(String::from) }
     }
 
     #[test]

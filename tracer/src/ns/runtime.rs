@@ -23,7 +23,10 @@ use std::{
 
 use serde_json::Value;
 
-use super::cgroup::{self, Candidate, is_containerd_id, is_hex_id};
+use super::{
+    Pod,
+    cgroup::{self, Candidate, is_containerd_id, is_hex_id},
+};
 
 pub const DOCKER_SOCK: &str = "/var/run/docker.sock";
 pub const DOCKER_ROOT: &str = "/var/lib/docker";
@@ -90,6 +93,8 @@ pub struct Record {
     pub net: NetMode,
     /// A bind mount of its network namespace the runtime keeps (Docker's `SandboxKey`).
     pub sandbox: Option<PathBuf>,
+    /// Its Kubernetes pod, from the CRI labels or annotations ([`cri_pod`]).
+    pub pod: Option<Pod>,
 }
 
 /// Reads a runtime's file when it is one only root could have written: a
@@ -208,8 +213,11 @@ impl Runtimes {
         let name = self.podman.as_ref()?.1.get(id)?.clone();
         let pid = read_pid(&self.src.podman_run.join(id).join("userdata/pidfile"), uid)?;
         let storage = self.src.podman_containers.parent()?;
-        let net = read_json(&storage.join(id).join("userdata/config.json"), uid).map_or(NetMode::Own, |s| oci_net_mode(&s));
-        Some(Record { runtime, name: Some(name), pid, net, sandbox: None })
+        let spec = read_json(&storage.join(id).join("userdata/config.json"), uid);
+        let net = spec.as_ref().map_or(NetMode::Own, oci_net_mode);
+        // CRI-O keeps the pod in the spec's annotations.
+        let pod = spec.as_ref().and_then(|s| cri_pod(&s["annotations"]));
+        Some(Record { runtime, name: Some(name), pid, net, sandbox: None, pod })
     }
 
     fn containerd(&self, ns: &str, id: &str) -> Option<Record> {
@@ -221,7 +229,11 @@ impl Runtimes {
             let dir = tasks.join(ns).join(id);
             let pid = read_pid(&dir.join("init.pid"), uid)?;
             let spec = read_json(&dir.join("config.json"), uid)?;
-            Some(Record { runtime: cgroup::CONTAINERD, name: None, pid, net: oci_net_mode(&spec), sandbox: None })
+            // containerd has no name of its own for a task: a CRI one is
+            // named after its container in the pod, or its pod.
+            let pod = cri_pod(&spec["annotations"]);
+            let name = pod.as_ref().map(|p| p.container.clone().unwrap_or_else(|| p.name.clone()));
+            Some(Record { runtime: cgroup::CONTAINERD, name, pid, net: oci_net_mode(&spec), sandbox: None, pod })
         })
     }
 }
@@ -242,7 +254,31 @@ pub fn docker_record(v: &Value, network_mode: Option<&str>) -> Option<Record> {
         _ => NetMode::Own,
     };
     let sandbox = v["NetworkSettings"]["SandboxKey"].as_str().filter(|k| !k.is_empty()).map(PathBuf::from);
-    Some(Record { runtime: cgroup::DOCKER, name, pid, net, sandbox })
+    // cri-dockerd (and dockershim before it) label the pod's containers.
+    let pod = cri_pod(&v["Config"]["Labels"]);
+    Some(Record { runtime: cgroup::DOCKER, name, pid, net, sandbox, pod })
+}
+
+/// The longest pod, namespace and container name kept (Kubernetes allows
+/// 253 for a pod, 63 for the others).
+const POD_NAME_MAX: usize = 253;
+
+/// The pod a container belongs to, from the labels or annotations its
+/// runtime keeps: `io.kubernetes.pod.name`, `io.kubernetes.pod.namespace`
+/// and `io.kubernetes.container.name` (cri-dockerd's Docker labels, CRI-O's
+/// annotations), or containerd's CRI annotations
+/// (`io.kubernetes.cri.sandbox-name`, `-namespace`, `io.kubernetes.cri.container-name`).
+/// Both the pod's name and namespace are needed; names longer than
+/// Kubernetes allows are no pod.
+pub fn cri_pod(kv: &Value) -> Option<Pod> {
+    let get = |keys: &[&str]| {
+        keys.iter().find_map(|k| kv[*k].as_str()).filter(|v| !v.is_empty() && v.len() <= POD_NAME_MAX).map(String::from)
+    };
+    let name = get(&["io.kubernetes.pod.name", "io.kubernetes.cri.sandbox-name"])?;
+    let namespace = get(&["io.kubernetes.pod.namespace", "io.kubernetes.cri.sandbox-namespace"])?;
+    // The sandbox's own "container" is no container of the pod.
+    let container = get(&["io.kubernetes.container.name", "io.kubernetes.cri.container-name"]).filter(|c| c != "POD");
+    Some(Pod { name, namespace, container })
 }
 
 /// How an OCI runtime spec (containerd's, Podman's, CRI-O's `config.json`)
@@ -366,6 +402,26 @@ mod tests {
             assert_eq!(docker_record(&state, Some("bridge")), None, "{state}");
         }
         assert_eq!(docker_record(&serde_json::json!({"State": {"Running": true, "Pid": 42}}), None), None);
+    }
+
+    #[test]
+    fn pods_from_cri_labels_and_annotations() {
+        use serde_json::json;
+        let docker = json!({"io.kubernetes.pod.name": "web-1", "io.kubernetes.pod.namespace": "shop", "io.kubernetes.container.name": "nginx"});
+        assert_eq!(cri_pod(&docker), Some(Pod { name: "web-1".into(), namespace: "shop".into(), container: Some("nginx".into()) }));
+        let sandbox = json!({"io.kubernetes.cri.sandbox-name": "web-1", "io.kubernetes.cri.sandbox-namespace": "shop", "io.kubernetes.cri.container-type": "sandbox"});
+        assert_eq!(cri_pod(&sandbox), Some(Pod { name: "web-1".into(), namespace: "shop".into(), container: None }));
+        let pause = json!({"io.kubernetes.pod.name": "p", "io.kubernetes.pod.namespace": "n", "io.kubernetes.container.name": "POD"});
+        assert_eq!(cri_pod(&pause).and_then(|p| p.container), None, "dockershim's sandbox is no container of the pod");
+        // Half a pod, empty, too long or not a string: none.
+        assert_eq!(cri_pod(&json!({"io.kubernetes.pod.name": "web-1"})), None);
+        assert_eq!(cri_pod(&json!({"io.kubernetes.pod.name": "", "io.kubernetes.pod.namespace": "n"})), None);
+        assert_eq!(cri_pod(&json!({"io.kubernetes.pod.name": "x".repeat(254), "io.kubernetes.pod.namespace": "n"})), None);
+        assert_eq!(cri_pod(&json!({"io.kubernetes.pod.name": 7, "io.kubernetes.pod.namespace": "n"})), None);
+        assert_eq!(cri_pod(&json!(null)), None);
+        // From a Docker record's labels.
+        let v = json!({"State": {"Running": true, "Pid": 42}, "Name": "/k8s_nginx_web-1", "Config": {"Labels": docker}});
+        assert_eq!(docker_record(&v, Some("container:abc")).and_then(|r| r.pod).map(|p| p.label()), Some("shop/web-1".into()));
     }
 
     #[test]

@@ -47,10 +47,14 @@ pub fn write_table(list: &[Netns], w: &mut impl std::io::Write) -> std::io::Resu
 }
 
 /// The owner as `docker:web`, then the containers sharing it as
-/// `docker:side(shared)`, or those on the host network as `docker:hn(host-network)`.
+/// `docker:side(shared)`, or those on the host network as
+/// `docker:hn(host-network)`; a pod's as `containerd:app[pod=shop/web-1]`.
 fn containers_text(n: &Netns) -> Vec<String> {
     use crate::sys::text::name;
-    let text = |c: &Container, how: &str| format!("{}:{}{how}", name(&c.runtime), name(c.label()));
+    let text = |c: &Container, how: &str| {
+        let pod = c.pod.as_ref().map(|p| format!("[pod={}]", name(&p.label()))).unwrap_or_default();
+        format!("{}:{}{pod}{how}", name(&c.runtime), name(c.label()))
+    };
     let shared = n.containers.iter().map(|c| if n.container.as_ref() == Some(c) { text(c, "") } else { text(c, "(shared)") });
     shared.chain(n.host_containers.iter().map(|c| text(c, "(host-network)"))).collect()
 }
@@ -80,7 +84,7 @@ mod tests {
     use crate::ns::{NsPid, Peer};
 
     fn docker(id: char, name: &str) -> Container {
-        Container { runtime: "docker".into(), id: id.to_string().repeat(64), name: Some(name.into()) }
+        Container { pod: None, runtime: "docker".into(), id: id.to_string().repeat(64), name: Some(name.into()) }
     }
 
     #[test]
@@ -156,8 +160,8 @@ mod tests {
             cookie: None,
             names: vec!["lab\x1b[2J".into()],
             pids: vec![NsPid { pid: 42, comm: "x\x1b]0;pwn\x07".into() }],
-            container: Some(Container { runtime: "docker".into(), id: "ab".repeat(32), name: Some("w".repeat(500)) }),
-            containers: vec![Container { runtime: "docker".into(), id: "ab".repeat(32), name: Some("w".repeat(500)) }],
+            container: Some(Container { pod: None, runtime: "docker".into(), id: "ab".repeat(32), name: Some("w".repeat(500)) }),
+            containers: vec![Container { pod: None, runtime: "docker".into(), id: "ab".repeat(32), name: Some("w".repeat(500)) }],
             host_containers: vec![],
             interfaces: vec![Iface {
                 name: "e\u{9b}1m".into(),

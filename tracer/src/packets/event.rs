@@ -16,6 +16,7 @@ use crate::{
         text,
     },
     ns::{Container, NetnsId},
+    procs::{Endpoints, PacketProcs, render},
     tc::topology::Topology,
 };
 
@@ -37,6 +38,30 @@ pub struct PacketEvent {
     /// The captured bytes.
     pub frame: Vec<u8>,
     pub decoded: decode::Decoded,
+    /// The local processes at each end (see [`crate::procs`]).
+    pub procs: PacketProcs,
+}
+
+#[cfg(test)]
+impl PacketEvent {
+    /// A test packet: `frame` (Ethernet) decoded, seen at `wall_ns` on
+    /// interface 1 (`x`) of namespace 1, ingress; fields set as a test needs.
+    pub(crate) fn sample(wall_ns: u64, frame: Vec<u8>) -> Self {
+        PacketEvent {
+            wall_ns,
+            netns: NetnsId { inode: 1, ..Default::default() },
+            ifindex: 1,
+            ifname: "x".into(),
+            direction: 0,
+            len: frame.len() as u32,
+            hash: 0,
+            mark: 0,
+            ethernet: true,
+            decoded: decode::decode(&frame, true),
+            frame,
+            procs: PacketProcs::default(),
+        }
+    }
 }
 
 impl PacketEvent {
@@ -69,7 +94,14 @@ impl PacketEvent {
             ethernet,
             frame,
             decoded,
+            procs: PacketProcs { cookie: meta.sock_cookie, mono_ns: ev.header.ts_ns, ..Default::default() },
         })
+    }
+
+    /// The addresses and ports, for finding the sockets at each end.
+    pub fn endpoints(&self) -> Option<Endpoints> {
+        let d = &self.decoded;
+        Some(Endpoints { proto: d.proto?, src: d.src?, sport: d.sport?, dst: d.dst?, dport: d.dport? })
     }
 
     pub fn direction_name(&self) -> &'static str {
@@ -107,7 +139,15 @@ impl PacketEvent {
             ethernet: self.ethernet,
             data: &self.frame,
             direction: Some(self.direction),
-            note: None,
+            // The sending and receiving processes, when attributed.
+            note: self.procs.on.then(|| {
+                format!(
+                    "process={} peer_process={}",
+                    crate::procs::render::token(self.procs.sender.as_deref()),
+                    crate::procs::render::token(self.procs.receiver.as_deref())
+                )
+                .into()
+            }),
         }
     }
 }
@@ -131,6 +171,11 @@ struct PacketJson<'a> {
     hash: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     mark: Option<u32>,
+    /// Present (null when not local) when process attribution is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    process: Option<Option<render::ProcessJson<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer_process: Option<Option<render::ProcessJson<'a>>>,
 }
 
 impl PacketEvent {
@@ -148,7 +193,14 @@ impl PacketEvent {
             headers: HeaderJson::of(&self.decoded, self.len),
             hash: self.hash,
             mark: (self.mark != 0).then_some(self.mark),
+            process: self.procs.on.then(|| self.procs.sender.as_deref().map(render::json)),
+            peer_process: self.procs.on.then(|| self.procs.receiver.as_deref().map(render::json)),
         }
+    }
+
+    /// `  proc: SENDER -> RECEIVER` when attribution is on, else nothing.
+    pub fn procs_text(&self) -> String {
+        if self.procs.on { render::pair_text(self.procs.sender.as_deref(), self.procs.receiver.as_deref()) } else { String::new() }
     }
 }
 
@@ -162,7 +214,7 @@ impl Render for PacketEvent {
     }
 
     fn text(&self) -> String {
-        format!("{} {} {} {}", clock::hms_micros(self.wall_ns), self.where_text(), self.dir_short(), self.summary())
+        format!("{} {} {} {}{}", clock::hms_micros(self.wall_ns), self.where_text(), self.dir_short(), self.summary(), self.procs_text())
     }
 }
 
@@ -178,7 +230,7 @@ mod tests {
             wall_ns: 0,
             netns: NetnsId {
                 inode: 1,
-                owner: Some(Container { runtime: "docker".into(), id: "ab".into(), name: Some(format!("w\x1b]0;x\x07{}", "w".repeat(100))) }),
+                owner: Some(Container { pod: None, runtime: "docker".into(), id: "ab".into(), name: Some(format!("w\x1b]0;x\x07{}", "w".repeat(100))) }),
                 ..Default::default()
             },
             ifindex: 3,
@@ -190,6 +242,7 @@ mod tests {
             ethernet: true,
             decoded: decode::decode(&f, true),
             frame: f,
+            procs: PacketProcs::default(),
         };
         let text = p.text();
         let want = format!(r"w\x1b]0;x\x07{}.../e\x1b[31m\x9b In ", "w".repeat(crate::sys::text::NAME_MAX - 3 - 13));

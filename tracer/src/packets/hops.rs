@@ -21,7 +21,11 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::{Value, json};
 
 use super::PacketEvent;
-use crate::{output::Render, sys::clock};
+use crate::{
+    output::Render,
+    procs::{Process, render},
+    sys::clock,
+};
 
 /// How long after its first hop a packet may still be seen elsewhere.
 pub const WINDOW_NS: u64 = 100_000_000;
@@ -52,6 +56,17 @@ impl PacketPath {
 
     fn first(&self) -> &PacketEvent {
         &self.hops[0]
+    }
+
+    /// The sending process (the first hop that names one) and the
+    /// receiving one (the last), when process attribution is on.
+    pub fn procs(&self) -> Option<(Option<&Process>, Option<&Process>)> {
+        if !self.hops.iter().any(|h| h.procs.on) {
+            return None;
+        }
+        let sender = self.hops.iter().find_map(|h| h.procs.sender.as_deref());
+        let receiver = self.hops.iter().rev().find_map(|h| h.procs.receiver.as_deref());
+        Some((sender, receiver))
     }
 }
 
@@ -89,17 +104,29 @@ impl Render for PacketPath {
         v["hops"] = json!(hops);
         v["transit_ns"] = json!(self.transit_ns());
         v["hash_stable"] = json!(self.hash_stable());
+        if let Some((sender, receiver)) = self.procs() {
+            v["process"] = json!(sender.map(render::json));
+            v["peer_process"] = json!(receiver.map(render::json));
+        }
         v
     }
 
     fn text(&self) -> String {
         let f = self.first();
         let mut s = format!("{} {}  path:", clock::hms_micros(f.wall_ns), f.summary());
+        let procs = self.procs();
+        // `curl[812] in web -> HOPS -> nginx[77] in api`
+        if let Some((sender, _)) = procs {
+            s.push_str(&format!(" {} ->", render::text(sender)));
+        }
         for (i, h) in self.hops.iter().enumerate() {
             if i > 0 {
                 s.push_str(&format!(" +{}", micros(h.wall_ns - self.hops[i - 1].wall_ns)));
             }
             s.push_str(&format!(" {} {}", h.where_text(), h.dir_short()));
+        }
+        if let Some((_, receiver)) = procs {
+            s.push_str(&format!(" -> {}", render::text(receiver)));
         }
         if self.hops.len() > 1 {
             s.push_str(&format!("  total {}", micros(self.transit_ns())));
@@ -216,6 +243,7 @@ mod tests {
             ethernet: true,
             frame: f,
             decoded,
+            procs: Default::default(),
         }
     }
 

@@ -9,15 +9,19 @@
 
 pub mod event;
 pub mod hops;
+pub mod readback;
 
-/// Decoding, pcapng and the capture file are shared with `tracer drops`.
-pub use crate::frames::{capfile, decode, pcapng};
+/// Decoding, pcapng, rotation and the capture file are shared with `tracer drops`.
+pub use crate::frames::{capfile, decode, pcapng, rotate};
 
 use std::{path::PathBuf, time::Duration};
 
 pub use event::PacketEvent;
 
-use crate::tc::{filter::FilterProgram, follow::Selection};
+use crate::{
+    procs::ProcSelect,
+    tc::{cbpf::PacketFilter, follow::Selection},
+};
 
 /// Bytes captured per packet when printing: enough for Ethernet, a VLAN
 /// tag, IPv6 and a TCP header with options.
@@ -33,6 +37,8 @@ pub enum PacketsError {
     Pcapng(#[from] pcapng::PcapngError),
     #[error(transparent)]
     Capture(#[from] capfile::CaptureError),
+    #[error(transparent)]
+    Read(#[from] readback::ReadError),
 }
 
 /// The validated form of `tracer packets`.
@@ -43,8 +49,14 @@ pub struct PacketsJob {
     pub snaplen: u32,
     pub write: Option<PathBuf>,
     pub hops: bool,
+    /// `-C`/`-G`/`-W` for `write`.
+    pub rotation: rotate::Rotation,
+    /// `-r FILE`: read this capture instead of capturing.
+    pub read: Option<PathBuf>,
     /// Runs in the kernel; matches everything when no expression was given.
-    pub filter: FilterProgram,
+    pub filter: PacketFilter,
+    /// Process attribution (`None`: `--no-process`), with its selection.
+    pub procs: Option<ProcSelect>,
 }
 
 impl Default for PacketsJob {
@@ -55,14 +67,18 @@ impl Default for PacketsJob {
             snaplen: DEFAULT_SNAPLEN,
             write: None,
             hops: false,
-            filter: FilterProgram::match_all(),
+            read: None,
+            rotation: rotate::Rotation::default(),
+            filter: PacketFilter::match_all(),
+            procs: Some(ProcSelect::default()),
         }
     }
 }
 
 impl PacketsJob {
-    /// Whether the headers are decoded: pcapng needs only the bytes.
+    /// Whether the headers are decoded: pcapng needs only the bytes, but
+    /// process attribution matches sockets by address and port.
     pub fn decodes(&self) -> bool {
-        self.write.is_none() || self.hops
+        self.write.is_none() || self.hops || self.procs.is_some()
     }
 }

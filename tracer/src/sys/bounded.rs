@@ -43,7 +43,6 @@ impl<K: Eq + Hash + Clone, V> BoundedMap<K, V> {
         Self { cap: cap.max(1), map: HashMap::new(), order: VecDeque::new(), next_gen: 0, evicted: 0 }
     }
 
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.map.len()
     }
@@ -52,7 +51,14 @@ impl<K: Eq + Hash + Clone, V> BoundedMap<K, V> {
         self.map.get(k).map(|(v, _)| v)
     }
 
-    #[cfg(test)]
+    pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
+        self.map.get_mut(k).map(|(v, _)| v)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.map.iter().map(|(k, (v, _))| (k, v))
+    }
+
     pub fn contains_key(&self, k: &K) -> bool {
         self.map.contains_key(k)
     }
@@ -79,7 +85,6 @@ impl<K: Eq + Hash + Clone, V> BoundedMap<K, V> {
         old
     }
 
-    #[cfg(test)]
     pub fn remove(&mut self, k: &K) -> Option<V> {
         self.map.remove(k).map(|(v, _)| v)
     }

@@ -63,17 +63,48 @@ impl TcMode {
     }
 }
 
-/// The ingress and egress program of a job, by name.
+/// The ingress and egress program of a job, by name, and the bodies a
+/// matching packet filter tail-calls (`tc::cbpf`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProgramPair {
     pub ingress: &'static str,
     pub egress: &'static str,
+    /// The capture bodies a matching filter continues into.
+    pub ingress_body: &'static str,
+    pub egress_body: &'static str,
+    /// Whether they are attached at all: `false` loads them (their ids
+    /// date the stale sweep) and only keeps track of the interfaces, for
+    /// a job that reads the kernel's own counters of each.
+    pub attach: bool,
 }
 
 /// Copy packets to the ring buffer.
-pub const PACKET_PROGRAMS: ProgramPair = ProgramPair { ingress: p::PKT_INGRESS, egress: p::PKT_EGRESS };
+pub const PACKET_PROGRAMS: ProgramPair = ProgramPair {
+    ingress: p::PKT_INGRESS,
+    egress: p::PKT_EGRESS,
+    ingress_body: p::PKT_INGRESS_BODY,
+    egress_body: p::PKT_EGRESS_BODY,
+    attach: true,
+};
 /// Count packets per interface and flow in maps.
-pub const TOP_PROGRAMS: ProgramPair = ProgramPair { ingress: p::TOP_INGRESS, egress: p::TOP_EGRESS };
+pub const TOP_PROGRAMS: ProgramPair = ProgramPair {
+    ingress: p::TOP_INGRESS,
+    egress: p::TOP_EGRESS,
+    ingress_body: p::TOP_INGRESS_BODY,
+    egress_body: p::TOP_EGRESS_BODY,
+    attach: true,
+};
+/// The same, keyed by sending socket too (`tracer top --by process`).
+pub const TOP_PROC_PROGRAMS: ProgramPair = ProgramPair {
+    ingress: p::TOP_PROC_INGRESS,
+    egress: p::TOP_PROC_EGRESS,
+    ingress_body: p::TOP_PROC_INGRESS_BODY,
+    egress_body: p::TOP_PROC_EGRESS_BODY,
+    attach: true,
+};
+/// Nothing attached: `tracer top` by interface or container without a
+/// filter reads each interface's own counters, which cost no packet anything.
+pub const INTERFACE_COUNTERS: ProgramPair = ProgramPair { attach: false, ..TOP_PROGRAMS };
 
 /// How one interface is attached.
 enum How {
@@ -81,6 +112,8 @@ enum How {
     Tcx(Vec<SchedClassifierLink>),
     /// Filters that stay until deleted, with their namespace held open.
     Netlink(NlAttachment),
+    /// Nothing attached, only followed ([`ProgramPair::attach`] false).
+    Tracked,
 }
 
 /// One interface the programs are attached to.
@@ -117,6 +150,16 @@ pub struct Attacher {
     failed: HashSet<(u64, Option<u64>, u32)>,
     /// The clsact qdiscs added (netlink-tc).
     journal: Journal,
+    /// The attach generation last written to the programs' map.
+    generation: u64,
+}
+
+/// Writes the attach generation the TC programs key what they remember
+/// of devices with (see `device_netns` in the kernel crate).
+fn raise_generation(ebpf: &mut Ebpf, generation: u64) -> Result<(), String> {
+    let map = ebpf.map_mut(tracer_common::maps::ATTACH_GEN).ok_or_else(|| format!("no map {}", tracer_common::maps::ATTACH_GEN))?;
+    let mut a: aya::maps::Array<&mut aya::maps::MapData, u64> = aya::maps::Array::try_from(map).map_err(|e| e.to_string())?;
+    a.set(0, generation, 0).map_err(|e| e.to_string())
 }
 
 /// The two programs of `pair`, borrowed together from the object.
@@ -161,7 +204,7 @@ impl Attacher {
         egress.load().map_err(|source| HookError::Load { program: pair.egress, source })?;
         let id = |p: &SchedClassifier| p.info().map(|i| i.id()).unwrap_or(0);
         let prog_ids = [id(ingress), id(egress)];
-        Ok(Self { mode, programs: pair, prog_ids, attached: HashMap::new(), failed: HashSet::new(), journal: Journal::new() })
+        Ok(Self { mode, programs: pair, prog_ids, attached: HashMap::new(), failed: HashSet::new(), journal: Journal::new(), generation: 0 })
     }
 
     pub fn mode(&self) -> TcMode {
@@ -207,6 +250,16 @@ impl Attacher {
         // that reuses the index gets its own try.
         self.failed.retain(|k| wanted.contains(k));
 
+        let new = |ino: &u64, ns: &Netns, i: &Iface| !self.attached.contains_key(&(*ino, i.ifindex)) && !self.failed.contains(&(*ino, ns.cookie, i.ifindex));
+        if self.programs.attach && want.iter().any(|(ino, (ns, ifs))| ifs.iter().any(|i| new(ino, ns, i))) {
+            // Before the programs run on a device they have not seen: what
+            // they remember of devices is then of an older generation.
+            self.generation += 1;
+            if let Err(e) = raise_generation(ebpf, self.generation) {
+                crate::sys::text::warn(&format!("cannot start a new attach generation, not attaching: {e}"));
+                return changes;
+            }
+        }
         let Ok((ingress, egress)) = programs(ebpf, self.programs) else { return changes };
         let (mode, names, ids) = (self.mode, self.programs, self.prog_ids);
         let journal = &mut self.journal;
@@ -219,6 +272,14 @@ impl Attacher {
                 .filter(|i| !self.attached.contains_key(&(*ino, i.ifindex)) && !self.failed.contains(&(*ino, ns.cookie, i.ifindex)))
                 .collect();
             if todo.is_empty() {
+                continue;
+            }
+            if !names.attach {
+                for i in todo {
+                    let label = format!("{}/{}", ns.id().label(), i.name);
+                    changes.attached.push(label.clone());
+                    self.attached.insert((*ino, i.ifindex), Attached { cookie: ns.cookie, label, how: How::Tracked });
+                }
                 continue;
             }
             let entered = crate::sys::in_netns(&ns.path, || -> io::Result<Vec<_>> {
@@ -269,6 +330,7 @@ impl Attacher {
         match a.how {
             // Closing the link fds detaches, from whatever namespace.
             How::Tcx(links) => drop(links),
+            How::Tracked => {}
             How::Netlink(att) => {
                 let r = att.release(&mut self.journal, claimed_by_dead)?;
                 if r.qdisc_kept {
@@ -289,7 +351,7 @@ impl Attacher {
             let label = a.label.clone();
             let claimed = match &a.how {
                 How::Netlink(att) => att.claim().is_none() && att.is_claimed_by(&dead),
-                How::Tcx(_) => false,
+                How::Tcx(_) | How::Tracked => false,
             };
             if let Err(e) = self.release(a, claimed) {
                 eprintln!("tracer: cannot detach from {label}: {e}");
@@ -308,6 +370,12 @@ impl Drop for Attacher {
 /// Attaches ingress and egress to `ifname` in the thread's namespace, as
 /// TCX links, first in the chain, so that a later program that redirects
 /// or drops cannot hide the packet from us; ours always continues.
+///
+/// Each TCX attach (and detach) waits for an RCU grace period while it
+/// holds the RTNL lock (`bpf_mprog_commit`), 10-40 ms on a busy machine:
+/// 401 interfaces take 8-11 s to attach and as long to detach, and doing
+/// it from many threads at once gains nothing (measured), since the lock
+/// serialises them.
 fn attach_tcx(ingress: &mut SchedClassifier, egress: &mut SchedClassifier, ifname: &str) -> Result<Vec<SchedClassifierLink>, ProgramError> {
     let mut links = Vec::with_capacity(2);
     for (prog, ty) in [(ingress, TcAttachType::Ingress), (egress, TcAttachType::Egress)] {

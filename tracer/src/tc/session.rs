@@ -2,18 +2,23 @@
 //! `tracer top` and the default job each load their object (and take the
 //! maps they read), then hand it to [`TcSession::start`].
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::{
+    os::fd::AsFd,
+    sync::{Arc, Mutex, MutexGuard},
+};
 
-use aya::Ebpf;
+use aya::{Ebpf, maps::Map, programs::SchedClassifier};
+use tracer_common::{maps, slots};
 
 use super::{
     TcError,
     attach::{Attacher, ProgramPair, TcMode},
-    filter::{self, FilterProgram},
+    cbpf::{self, FilterSet, PacketFilter, sys},
     follow::{FirstPass, Follower, Selection},
     topology::Topology,
 };
 use crate::{
+    bpf::hooks::HookError,
     ns::{self, Scope},
     sys::shutdown::Shutdown,
 };
@@ -22,12 +27,18 @@ use crate::{
 pub struct TcSession {
     follower: Follower,
     topology: Arc<Mutex<Topology>>,
+    /// The filter programs (the program array holds them too; kept so
+    /// that they are known to live as long as the job).
+    _filters: Option<FilterSet>,
 }
 
 impl TcSession {
-    /// In this order: the filter goes into the kernel before any program
-    /// is attached (a table replaced while packets flow may be read
-    /// half-written); both programs of `programs` are loaded, to attach
+    /// In this order: both programs of `programs` are loaded; the filter
+    /// (libpcap's code, translated, see `tc::cbpf`) and the capture bodies
+    /// it continues into go into the object's program array before any
+    /// program is attached, so no packet is captured unfiltered (the
+    /// object was loaded with `Config::pkt_filter` set when a filter is
+    /// given: [`PacketFilter::is_match_all`]); the programs are to attach
     /// with TCX, or netlink-tc before Linux 6.6 ([`TcMode::detect`]); the
     /// attach thread starts, removes what a killed tracer left, and
     /// attaches to every interface `select` covers, naming each in the
@@ -40,13 +51,13 @@ impl TcSession {
     pub async fn start(
         mut ebpf: Ebpf,
         programs: ProgramPair,
-        filter: &FilterProgram,
+        filter: &PacketFilter,
         select: &Selection,
         what: &str,
         shutdown: &Shutdown,
     ) -> Result<Option<(Self, FirstPass)>, TcError> {
-        filter::install(&mut ebpf, filter)?;
         let attacher = Attacher::new(&mut ebpf, TcMode::detect(), programs)?;
+        let filters = install_filter(&mut ebpf, programs, filter)?;
         if shutdown.stopped_during_start_up() {
             return Ok(None);
         }
@@ -60,7 +71,7 @@ impl TcSession {
         if first.interfaces == 0 && select.scope != Scope::All {
             eprintln!("tracer: nothing to {what} there yet; waiting for an interface to appear");
         }
-        Ok(Some((Self { follower, topology }, first)))
+        Ok(Some((Self { follower, topology, _filters: filters }, first)))
     }
 
     /// The names of what is traced, as the attach thread last saw it.
@@ -72,4 +83,27 @@ impl TcSession {
     pub async fn stop(&mut self) {
         self.follower.stop().await;
     }
+}
+
+/// Loads the capture bodies of `pair` into their slots of `PROGS`, then
+/// the four filter programs of `filter` into theirs; nothing without a
+/// filter (the entry programs capture themselves).
+fn install_filter(ebpf: &mut Ebpf, pair: ProgramPair, filter: &PacketFilter) -> Result<Option<FilterSet>, TcError> {
+    if filter.is_match_all() {
+        return Ok(None);
+    }
+    let mut bodies = Vec::with_capacity(2);
+    for (name, slot) in [(pair.ingress_body, slots::CAPTURE_INGRESS), (pair.egress_body, slots::CAPTURE_EGRESS)] {
+        let prog = ebpf.program_mut(name).ok_or(HookError::NoProgram(name))?;
+        let prog: &mut SchedClassifier = prog.try_into().map_err(|source| HookError::Load { program: name, source })?;
+        prog.load().map_err(|source| HookError::Load { program: name, source })?;
+        let fd = prog.fd().map_err(|source| HookError::Load { program: name, source })?;
+        bodies.push((slot, fd.try_clone().map_err(|e| HookError::Load { program: name, source: e.into() })?));
+    }
+    let Some(Map::ProgramArray(array)) = ebpf.map(maps::PROGS) else { return Err(TcError::NoMap(maps::PROGS)) };
+    let array = array.fd().as_fd();
+    for (slot, fd) in &bodies {
+        sys::prog_array_set(array, *slot, fd.as_fd()).map_err(cbpf::FilterError::from)?;
+    }
+    Ok(Some(FilterSet::install(filter.expression(), array)?))
 }

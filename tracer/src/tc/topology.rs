@@ -3,6 +3,7 @@
 
 use std::{
     collections::{BTreeMap, HashSet},
+    path::PathBuf,
     time::{Duration, Instant},
 };
 
@@ -24,6 +25,10 @@ pub struct Topology {
     pub host_netns: Option<u64>,
     /// (namespace, ifindex) of every interface the programs are attached to now.
     pub attached: HashSet<(u64, u32)>,
+    /// Each covered namespace's file to enter it by and its cookie, as the
+    /// last discovery pass saw them (for readers of per-namespace state,
+    /// such as the interfaces' own counters).
+    pub entry: BTreeMap<u64, (PathBuf, Option<u64>)>,
     /// Interfaces released since the reader last took them (see
     /// [`Topology::take_released`]); only `tracer top` takes them, so the
     /// newest [`RELEASED_MAX`] are kept.
@@ -47,6 +52,7 @@ impl Default for Topology {
             namespaces: BoundedMap::new(TOPO_NAMESPACES_MAX),
             host_netns: None,
             attached: HashSet::new(),
+            entry: BTreeMap::new(),
             released: Vec::new(),
         }
     }
@@ -66,6 +72,7 @@ impl Topology {
             let id = NetnsId { inode: *ino, name: reg.netns_name(*ino), owner: reg.container_for_netns(*ino), host: self.host_netns == Some(*ino) };
             self.namespaces.insert(*ino, (id, now));
         }
+        self.entry = want.iter().map(|(ino, (n, _))| (*ino, (n.path.clone(), n.cookie))).collect();
         for (ino, (_, ifs)) in want {
             for i in ifs {
                 self.ifaces.insert((*ino, i.ifindex), (i.name.clone(), now));
@@ -128,8 +135,8 @@ mod tests {
         let mut t = Topology::new(Some(1));
         t.insert(1, None, None, &[(3, "veth0")]);
         t.insert(2, Some("lab".into()), None, &[(2, "eth0")]);
-        t.insert(3, Some("web".into()), Some(Container { runtime: "docker".into(), id: "abc".into(), name: Some("web".into()) }), &[]);
-        t.insert(4, None, Some(Container { runtime: "docker".into(), id: "0123456789abcdef".into(), name: None }), &[]);
+        t.insert(3, Some("web".into()), Some(Container { pod: None, runtime: "docker".into(), id: "abc".into(), name: Some("web".into()) }), &[]);
+        t.insert(4, None, Some(Container { pod: None, runtime: "docker".into(), id: "0123456789abcdef".into(), name: None }), &[]);
         assert_eq!(t.ns_label(1), "host");
         assert_eq!(t.ns_label(2), "lab");
         assert_eq!(t.ns_label(3), "web");

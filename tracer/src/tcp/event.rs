@@ -194,6 +194,38 @@ impl TcpEvent {
         }
     }
 
+    /// The connection as one raw-IP TCP segment from the socket's address
+    /// and port to the peer's (no flags, no payload), for the packet filter
+    /// (libpcap's, compiled for `DLT_RAW`): what `host`, `port`, `net`,
+    /// `tcp` and `ip6` ask of a connection can be answered from it.
+    pub fn segment(&self) -> Vec<u8> {
+        let mut tcp = [0u8; 20];
+        tcp[0..2].copy_from_slice(&self.sport.to_be_bytes());
+        tcp[2..4].copy_from_slice(&self.dport.to_be_bytes());
+        tcp[12] = 5 << 4;
+        let mut p = Vec::with_capacity(60);
+        match (self.src, self.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                // Version 4, 20-byte header, total length, TTL 64, TCP; no checksum.
+                p.extend_from_slice(&[0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0]);
+                p.extend_from_slice(&s.octets());
+                p.extend_from_slice(&d.octets());
+            }
+            (s, d) => {
+                let v6 = |a: IpAddr| match a {
+                    IpAddr::V4(a) => a.to_ipv6_mapped(),
+                    IpAddr::V6(a) => a,
+                };
+                // Version 6, payload length 20, next header TCP, hop limit 64.
+                p.extend_from_slice(&[0x60, 0, 0, 0, 0, 20, 6, 64]);
+                p.extend_from_slice(&v6(s).octets());
+                p.extend_from_slice(&v6(d).octets());
+            }
+        }
+        p.extend_from_slice(&tcp);
+        p
+    }
+
     /// `src:port > dst:port`.
     pub fn tuple_text(&self) -> String {
         format!("{} > {}", Self::endpoint(self.src, self.sport), Self::endpoint(self.dst, self.dport))

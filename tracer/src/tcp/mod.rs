@@ -4,9 +4,10 @@
 //! connection at its close.
 //!
 //! Layers, data flowing one way: the TCP tracepoint programs (tracer-ebpf
-//! tcp.rs; selection and the packet filter applied in the kernel, RTT
-//! readings sampled there) -> the ring buffer -> [`event`] (decode, name)
-//! -> [`tracker`] (per-connection history) -> output. Its job
+//! tcp.rs; selection applied and RTT readings sampled in the kernel) ->
+//! the ring buffer -> [`event`] (decode, name; the packet filter, libpcap's,
+//! on the connection as one segment: [`TcpEvent::segment`]) -> [`tracker`]
+//! (per-connection history) -> output. Its job
 //! ([`TcpJob`]) is validated here, run by the application.
 
 pub mod event;
@@ -14,7 +15,7 @@ pub mod tracker;
 
 use std::time::Duration;
 
-use crate::tc::{filter::FilterProgram, follow::Selection};
+use crate::tc::{cbpf::PacketFilter, follow::Selection};
 
 /// The most `--rtt-interval` may be, in seconds.
 pub const MAX_RTT_INTERVAL: f64 = 3600.0;
@@ -26,6 +27,7 @@ pub struct TcpJob {
     pub select: Selection,
     /// Least time between two RTT readings of one connection (in the kernel).
     pub rtt_interval: Duration,
-    /// On the connection's addresses and ports, the socket's own as source.
-    pub filter: FilterProgram,
+    /// On the connection's addresses and ports, the socket's own as source
+    /// (applied in userspace, see [`event::TcpEvent::segment`]).
+    pub filter: PacketFilter,
 }

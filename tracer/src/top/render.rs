@@ -58,6 +58,8 @@ struct RowJson<'a> {
     dport: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     vlan: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    process: Option<crate::procs::render::ProcessJson<'a>>,
     rx_packets: u64,
     rx_bytes: u64,
     tx_packets: u64,
@@ -94,6 +96,7 @@ pub fn json_line(r: &Row, rep: &Report<'_>, time: &str) -> String {
         sport: f.and_then(|f| f.sport),
         dport: f.and_then(|f| f.dport),
         vlan: f.and_then(|f| f.vlan),
+        process: r.process.as_deref().map(crate::procs::render::json),
         rx_packets: r.rx.packets,
         rx_bytes: r.rx.bytes,
         tx_packets: r.tx.packets,
@@ -161,6 +164,23 @@ pub fn table(rep: &Report<'_>, limit: usize, out: &mut impl io::Write) -> io::Re
                     "{:<w$}  {:>6}  {:>9}  {:>9}  {:>9}  {:>9}",
                     label,
                     r.interfaces.unwrap_or(0),
+                    human(rate(r.rx.packets, s)),
+                    human(rate(r.rx.bytes * 8, s)),
+                    human(rate(r.tx.packets, s)),
+                    human(rate(r.tx.bytes * 8, s)),
+                )?;
+            }
+        }
+        By::Process => {
+            // Labels are `comm[pid] in container`, already escaped.
+            let labels: Vec<String> = rows.iter().map(|r| crate::sys::text::field(&r.label, 2 * crate::sys::text::NAME_MAX).into_owned()).collect();
+            let w = width(&labels, 7);
+            writeln!(out, "{:<w$}  {:>9}  {:>9}  {:>9}  {:>9}", "PROCESS", "RX PKT/S", "RX BIT/S", "TX PKT/S", "TX BIT/S")?;
+            for (r, label) in rows.iter().zip(&labels) {
+                writeln!(
+                    out,
+                    "{:<w$}  {:>9}  {:>9}  {:>9}  {:>9}",
+                    label,
                     human(rate(r.rx.packets, s)),
                     human(rate(r.rx.bytes * 8, s)),
                     human(rate(r.tx.packets, s)),
@@ -286,6 +306,7 @@ mod tests {
             ifindex: Some(2),
             interfaces: None,
             flow: None,
+            process: None,
             rx: Count { packets: 3, bytes: 300 },
             tx: Count { packets: 10, bytes: 1_000_000 },
         }

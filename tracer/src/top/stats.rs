@@ -19,7 +19,7 @@ use tracer_common::{
 use super::counters::Total;
 use crate::{
     ns::NetnsId,
-    tc::{filter::proto_name, topology::Topology},
+    tc::{flowkey::proto_name, topology::Topology},
 };
 
 /// Packets and bytes.
@@ -30,7 +30,7 @@ pub struct Count {
 }
 
 impl Count {
-    fn add(&mut self, o: Count) {
+    pub(crate) fn add(&mut self, o: Count) {
         self.packets += o.packets;
         self.bytes += o.bytes;
     }
@@ -146,6 +146,8 @@ pub enum By {
     Iface,
     /// One row per flow, interface and direction.
     Flow,
+    /// One row per local process: what its sockets sent and received.
+    Process,
 }
 
 impl By {
@@ -154,6 +156,7 @@ impl By {
             Self::Container => "container",
             Self::Iface => "iface",
             Self::Flow => "flow",
+            Self::Process => "process",
         }
     }
 }
@@ -233,6 +236,8 @@ pub struct Row {
     /// Container rows: how many interfaces were summed.
     pub interfaces: Option<usize>,
     pub flow: Option<FlowFields>,
+    /// Process rows: the process.
+    pub process: Option<std::sync::Arc<crate::procs::Process>>,
     pub rx: Count,
     pub tx: Count,
 }
@@ -266,6 +271,7 @@ pub fn rows(by: By, ifaces: &HashMap<IfaceKey, Count>, flows: &HashMap<FlowKey, 
             ifindex: None,
             interfaces: None,
             flow: None,
+            process: None,
             rx: Count::default(),
             tx: Count::default(),
         }
@@ -314,6 +320,8 @@ pub fn rows(by: By, ifaces: &HashMap<IfaceKey, Count>, flows: &HashMap<FlowKey, 
                 }
             })
             .collect(),
+        // Joined to processes by `super::procs::rows`, from other counters.
+        By::Process => Vec::new(),
     };
     out.sort_by(|a, b| {
         b.bytes()
@@ -427,7 +435,7 @@ mod tests {
         let mut t = Topology::new(Some(1));
         t.insert(1, None, None, &[(5, "veth-a"), (6, "veth-b")]);
         t.insert(7, Some("lab-a".into()), None, &[(2, "eth0")]);
-        let web = Container { runtime: "docker".into(), id: "c0ffee".into(), name: Some("web".into()) };
+        let web = Container { pod: None, runtime: "docker".into(), id: "c0ffee".into(), name: Some("web".into()) };
         t.insert(8, Some("web".into()), Some(web), &[(2, "eth0"), (3, "eth1")]);
         t
     }

@@ -88,14 +88,21 @@ fn ack(seq: u32, errno: i32) -> RawEvent {
 
 /// The kernel's answer to request `seq` of socket `sock`.
 fn ack_on(sock: u64, seq: u32, errno: i32) -> RawEvent {
+    answer(sock, seq, errno, &setlink(seq, 0, None)[..16])
+}
+
+/// The kernel's answer to request `seq` of socket `sock`, echoing `echo`
+/// (a request's header alone, NLM_F_CAPPED, or a whole request).
+fn answer(sock: u64, seq: u32, errno: i32, echo: &[u8]) -> RawEvent {
+    let capped: u16 = if echo.len() == 16 { 0x100 } else { 0 };
     let mut m = Vec::new();
-    m.extend_from_slice(&36u32.to_ne_bytes());
+    m.extend_from_slice(&(20 + echo.len() as u32).to_ne_bytes());
     m.extend_from_slice(&2u16.to_ne_bytes());
-    m.extend_from_slice(&0x100u16.to_ne_bytes());
+    m.extend_from_slice(&capped.to_ne_bytes());
     m.extend_from_slice(&seq.to_ne_bytes());
     m.extend_from_slice(&0u32.to_ne_bytes());
     m.extend_from_slice(&(-errno).to_ne_bytes());
-    m.extend_from_slice(&setlink(seq, 0, None)[..16]);
+    m.extend_from_slice(echo);
     let mut p = vec![0u8; size_of::<NetlinkAck>()];
     put(&mut p, offset_of!(NetlinkAck, sock_id), sock.to_ne_bytes());
     put(&mut p, offset_of!(NetlinkAck, data_len), (m.len() as u32).to_ne_bytes());
@@ -144,7 +151,8 @@ fn a_sender_that_never_reads_answers_cannot_grow_the_queue() {
 fn large_requests_are_capped_by_their_size() {
     let mut c = correlator(Duration::ZERO);
     let name = "n".repeat(8192);
-    let per = EVENT_BASE_BYTES + 2 * setlink(0, 0, Some(&name)).len();
+    let len = setlink(0, 0, Some(&name)).len();
+    let per = EVENT_BASE_BYTES + 2 * len + len.min(super::decode::ECHO_KEEP);
     let fits = MAX_PENDING_BYTES / per;
     for seq in 0..(fits + 50) as u32 {
         c.push(&send(1, &setlink(seq, 0, Some(&name))));
@@ -235,7 +243,7 @@ fn a_request_is_held_until_the_registry_says_who_sent_it() {
         8,
         Box::new(|who: Sender| {
             std::thread::sleep(Duration::from_millis(150));
-            let c = Container { runtime: "docker".into(), id: "c0ffee".into(), name: Some("web".into()) };
+            let c = Container { pod: None, runtime: "docker".into(), id: "c0ffee".into(), name: Some("web".into()) };
             (who, Identity { netns_name: Some("web".into()), owner: Some(c.clone()), container: Some(c) })
         }),
     );
@@ -320,4 +328,38 @@ fn undecodable_messages_are_counted_and_still_paired() {
     assert_eq!(out.len(), 2);
     assert!(out[0].is_malformed() && out[0].result.is_none());
     assert_eq!((out[1].header.seq, out[1].result), (10, Some(0)));
+}
+
+#[test]
+fn a_request_changed_during_the_call_is_flagged_by_the_kernels_echo() {
+    let mut c = correlator(Duration::ZERO);
+    // Answered with the bytes that were captured: not flagged.
+    let sent = setlink(1, 0, Some("eth0"));
+    c.push(&send(1, &sent));
+    c.push(&answer(SOCK, 1, 0, &sent[..16]));
+    // The kernel acted on another name than the capture holds (another
+    // thread rewrote the buffer): its error echo carries the whole request.
+    let sent = setlink(2, 0, Some("eth0"));
+    c.push(&send(1, &sent));
+    c.push(&answer(SOCK, 2, 19, &setlink(2, 0, Some("evil"))));
+    // And another type (the header differs, seen in a capped echo too).
+    let sent = setlink(3, 0, Some("eth0"));
+    c.push(&send(1, &sent));
+    let mut acted = sent.clone();
+    acted[4] = 17;
+    c.push(&answer(SOCK, 3, 0, &acted[..16]));
+    // Two waiting requests with one seq: an echo cannot say whose it is.
+    c.push(&send(1, &setlink(4, 0, Some("a"))));
+    c.push(&send(1, &setlink(4, 0, Some("bb"))));
+    c.push(&answer(SOCK, 4, 0, &setlink(4, 0, Some("a"))[..16]));
+    let out = c.ready(2, true);
+    let flagged: Vec<_> = out.iter().map(|e| (e.header.seq, e.echo_mismatch.map(|h| h.msg_type))).collect();
+    assert_eq!(flagged, vec![(1, None), (2, Some(RTM_SETLINK)), (3, Some(17)), (4, None), (4, None)]);
+    assert_eq!(c.stats().echo_mismatch, 2);
+    let text = out[2].text();
+    assert!(text.contains("[changed during the call: the kernel's echo is RTM_DELLINK len 44 seq 3]"), "{text}");
+    let j = out[1].json();
+    assert_eq!(j["echo_mismatch"], true);
+    assert_eq!(j["echoed"]["msg_type"], "RTM_SETLINK");
+    assert_eq!(out[0].json().get("echo_mismatch"), None);
 }

@@ -17,7 +17,7 @@ use std::{io, os::fd::RawFd, time::Duration};
 use netlink_sys::protocols::NETLINK_ROUTE;
 
 use crate::sys::nlmsg::{NlSocket, NlHeader};
-use msg::{Body, Hdr, LinkMsg, Msg, Request};
+use msg::{Body, Hdr, LinkMsg, LinkStats, Msg, Request};
 
 /// Answers must come quickly: a namespace being torn down must not hang
 /// discovery (or the watcher).
@@ -117,6 +117,15 @@ impl Rtnl {
         }).collect())
     }
 
+    /// Every link's own counters (what `ip -s link` shows).
+    pub fn stats(&mut self) -> io::Result<Vec<LinkStats>> {
+        let d = self.ask(&Request::DumpStats, true)?;
+        Ok(d.msgs.into_iter().filter_map(|m| match m.body {
+            Body::Stats(s) => Some(s),
+            _ => None,
+        }).collect())
+    }
+
     /// One link, by index or by name; `None` when there is no such link.
     pub fn link(&mut self, req: &Request) -> io::Result<Option<LinkMsg>> {
         match self.ask(req, false) {
@@ -153,6 +162,8 @@ mod tests {
         if crate::sys::kernel_version() >= (5, 14) {
             assert!(rt.cookie().is_some_and(|c| c > 0));
         }
+        let lo_stats = rt.stats().expect("stats dump");
+        assert!(lo_stats.iter().any(|s| s.ifindex == 1), "{lo_stats:?}");
         let by_index = rt.link(&Request::GetLink(1)).expect("ask").expect("lo by index");
         assert_eq!(by_index.name.as_deref(), Some("lo"));
         let by_name = rt.link(&Request::GetLinkByName("lo".into())).expect("ask").expect("lo by name");

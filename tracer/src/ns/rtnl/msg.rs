@@ -45,6 +45,11 @@ pub const RTM_NEWROUTE: u16 = 24;
 pub const RTM_DELROUTE: u16 = 25;
 pub const RTM_NEWNSID: u16 = 88;
 pub const RTM_DELNSID: u16 = 89;
+pub const RTM_NEWSTATS: u16 = 92;
+pub const RTM_GETSTATS: u16 = 94;
+/// `IFLA_STATS_LINK_64`: a link's `struct rtnl_link_stats64` in an
+/// `RTM_NEWSTATS` answer (and its bit, 1 << (1 - 1), in the filter mask).
+const IFLA_STATS_LINK_64: u16 = 1;
 
 pub const AF_INET: u8 = libc::AF_INET as u8;
 pub const AF_INET6: u8 = libc::AF_INET6 as u8;
@@ -206,6 +211,7 @@ pub enum Body {
     Addr(AddrMsg),
     Route(RouteMsg),
     Nsid(NsidMsg),
+    Stats(LinkStats),
     Done,
     /// `NLMSG_ERROR`: 0 is an ack, else a negative errno.
     Error(i32),
@@ -262,6 +268,10 @@ pub fn decode(hdr: Hdr, p: &[u8]) -> Result<Msg, Malformed> {
             None => Body::Other,
         },
         RTM_NEWNSID | RTM_DELNSID => Body::Nsid(nsid(p).ok_or(Malformed::Short(hdr.ty))?),
+        RTM_NEWSTATS => match stats(p).ok_or(Malformed::Short(hdr.ty))? {
+            Some(s) => Body::Stats(s),
+            None => Body::Other,
+        },
         _ => Body::Other,
     };
     Ok(Msg { hdr, body })
@@ -432,6 +442,31 @@ fn nsid(p: &[u8]) -> Option<NsidMsg> {
     Some(n)
 }
 
+/// A link's own packet and byte counters (`IFLA_STATS_LINK_64`), what
+/// `ip -s link` shows: the kernel keeps them whatever is attached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinkStats {
+    pub ifindex: u32,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+/// `struct if_stats_msg` (family, pads, ifindex, filter mask: 12 bytes),
+/// then attributes; `None` (not malformed) without the 64-bit link stats.
+fn stats(p: &[u8]) -> Option<Option<LinkStats>> {
+    let ifindex = u32_at(p, 4)?;
+    u32_at(p, 8)?;
+    let Some((_, v)) = attrs(p, 12).find(|(t, _)| *t == IFLA_STATS_LINK_64) else { return Some(None) };
+    let u = |i: usize| v.get(i * 8..i * 8 + 8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes);
+    // rx_packets, tx_packets, rx_bytes, tx_bytes lead the struct.
+    Some(match (u(0), u(1), u(2), u(3)) {
+        (Some(rx_packets), Some(tx_packets), Some(rx_bytes), Some(tx_bytes)) => Some(LinkStats { ifindex, rx_packets, tx_packets, rx_bytes, tx_bytes }),
+        _ => None,
+    })
+}
+
 /// The requests the watcher sends, each as a ready datagram.
 pub enum Request {
     /// Every link of the namespace with this nsid (the requester's own when `None`).
@@ -451,6 +486,8 @@ pub enum Request {
     /// Gives the namespace open as this fd an id in the requester's
     /// namespace (the kernel picks it).
     AssignNsid { fd: u32 },
+    /// Every link's 64-bit counters (`RTM_GETSTATS`, Linux >= 4.7).
+    DumpStats,
 }
 
 impl Request {
@@ -502,6 +539,7 @@ impl Request {
                 m.attributes.push(NsidAttribute::Id(-1));
                 (RouteNetlinkMessage::NewNsId(m), NLM_F_REQUEST | NLM_F_ACK)
             }
+            Request::DumpStats => return stats_request(seq),
         };
         let mut header = NetlinkHeader::default();
         header.flags = flags;
@@ -512,6 +550,22 @@ impl Request {
         req.serialize(&mut buf);
         buf
     }
+}
+
+/// netlink-packet-route has no stats request: the header, then a
+/// `struct if_stats_msg` asking for `IFLA_STATS_LINK_64` of every link.
+fn stats_request(seq: u32) -> Vec<u8> {
+    const LEN: u32 = 16 + 12;
+    let mut v = Vec::with_capacity(LEN as usize);
+    v.extend_from_slice(&LEN.to_ne_bytes());
+    v.extend_from_slice(&RTM_GETSTATS.to_ne_bytes());
+    v.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    v.extend_from_slice(&seq.to_ne_bytes());
+    v.extend_from_slice(&0u32.to_ne_bytes());
+    // family, pad1, pad2 and ifindex 0 (strict checking insists), the mask.
+    v.extend_from_slice(&[0u8; 8]);
+    v.extend_from_slice(&(1u32 << (IFLA_STATS_LINK_64 - 1)).to_ne_bytes());
+    v
 }
 
 /// Builders of raw messages for the unit tests (here so the tests of the

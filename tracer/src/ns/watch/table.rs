@@ -348,7 +348,7 @@ impl Table {
                 vec![(h, if msg.hdr.is_del() { EventKind::RouteDeleted(view) } else { EventKind::RouteAdded(view) })]
             }
             Body::Nsid(n) => self.apply_nsid(h, &msg.hdr, n, now),
-            Body::Done | Body::Error(_) | Body::Other => Vec::new(),
+            Body::Done | Body::Error(_) | Body::Stats(_) | Body::Other => Vec::new(),
         }
     }
 

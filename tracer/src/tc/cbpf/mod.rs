@@ -36,6 +36,7 @@
 //! [`matches`] / [`Filter::matches`].
 
 pub mod compile;
+mod expr;
 pub mod insn;
 #[cfg(test)]
 mod interp;
@@ -44,6 +45,7 @@ pub mod translate;
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
+pub use expr::PacketFilter;
 pub use compile::{CompileError, Dialect, Filter, LinkType, SNAPLEN, matches};
 pub use sys::{BpfError, LoadedProgram};
 pub use translate::{Action, Direction, Options, TranslateError, translate};
@@ -53,16 +55,11 @@ pub use translate::{Action, Direction, Options, TranslateError, translate};
 pub const TC_ACT_UNSPEC: i32 = -1;
 
 /// Slots of the program array the capture programs and the filters share.
+/// (tracer-common's `slots`, which the kernel programs use.)
 pub mod layout {
-    pub const FILTER_ETH_INGRESS: u32 = 0;
-    pub const FILTER_ETH_EGRESS: u32 = 1;
-    pub const FILTER_RAW_INGRESS: u32 = 2;
-    pub const FILTER_RAW_EGRESS: u32 = 3;
-    /// The capture bodies a matching filter continues into.
-    pub const CAPTURE_INGRESS: u32 = 4;
-    pub const CAPTURE_EGRESS: u32 = 5;
-    /// `max_entries` of the program array.
-    pub const SLOTS: u32 = 6;
+    pub use tracer_common::slots::{
+        CAPTURE_EGRESS, CAPTURE_INGRESS, FILTER_ETH_EGRESS, FILTER_ETH_INGRESS, FILTER_RAW_EGRESS, FILTER_RAW_INGRESS, SLOTS,
+    };
 
     /// The filter slot for a link type and direction.
     pub fn filter_slot(link: super::LinkType, dir: super::Direction) -> u32 {

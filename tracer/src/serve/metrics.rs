@@ -1,0 +1,291 @@
+//! The metric families `tracer serve` exports, and what keeps them bounded.
+//!
+//! Counters only, never rates (Prometheus computes rates). Every label
+//! value that comes from outside (namespace, container, interface and
+//! process names, message types) is escaped and cut as text output is
+//! ([`text::field`]), and the exposition encoder escapes what the format
+//! itself needs. Any user can make namespaces, interfaces and netlink
+//! senders by the thousand, so series are capped per family (what the cap
+//! refuses is counted in `tracer_series_refused_total`), the series of an
+//! interface that is no longer traced are removed [`Exporter::grace`]
+//! after it went, and netlink series that stop counting are removed after
+//! [`NETLINK_IDLE`] (or the grace, whichever is longer).
+
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, prometheus_text, text as openmetrics_text},
+    metrics::{counter::Counter, family::Family},
+    registry::Registry,
+};
+
+use super::process::ProcessCollector;
+use crate::{
+    ns::{Container, NetnsId},
+    sys::text,
+};
+
+/// Traffic series (interface x direction) kept at most.
+pub const TRAFFIC_SERIES_MAX: usize = 20_000;
+/// Netlink series (message type x result x comm x container) kept at most.
+pub const NETLINK_SERIES_MAX: usize = 5_000;
+/// How long a netlink series may stay unchanged before it is removed.
+pub const NETLINK_IDLE: Duration = Duration::from_secs(3600);
+
+/// What one interface counted in one direction since the last read.
+#[derive(Clone, Copy, Debug)]
+pub struct Traffic<'a> {
+    pub netns: &'a NetnsId,
+    pub interface: &'a str,
+    pub ingress: bool,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// One netlink request the audit saw, with its result.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    /// `RTM_NEWLINK`, `NFT_MSG_NEWTABLE`, ...
+    pub msg_type: &'a str,
+    /// `ok`, an errno name (`EEXIST`), or `none` when no answer was asked
+    /// for and none was seen.
+    pub result: &'a str,
+    pub comm: &'a str,
+    pub container: Option<&'a Container>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TrafficLabels {
+    /// `host`, a `/run/netns` name or the owner container's name, else the inode.
+    pub netns: String,
+    /// The owner container's name (else its short id), or empty.
+    pub container: String,
+    pub runtime: String,
+    /// The owner container's Kubernetes pod and its namespace, or empty.
+    pub pod: String,
+    pub pod_namespace: String,
+    pub interface: String,
+    /// `ingress` or `egress`.
+    pub direction: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NetlinkLabels {
+    pub msg_type: String,
+    pub result: String,
+    pub comm: String,
+    pub container: String,
+    pub pod: String,
+    pub pod_namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FamilyLabels {
+    family: String,
+}
+
+/// A label value from outside: control characters escaped, cut at the
+/// text outputs' name length.
+fn label(s: &str) -> String {
+    text::field(s, text::NAME_MAX).into_owned()
+}
+
+/// The metric families, written by the run loop and read by the endpoint
+/// through [`Exporter::registry`].
+pub struct Exporter {
+    registry: Arc<Registry>,
+    packets: Family<TrafficLabels, Counter>,
+    bytes: Family<TrafficLabels, Counter>,
+    netlink: Family<NetlinkLabels, Counter>,
+    lost: Family<SourceLabels, Counter>,
+    refused: Family<FamilyLabels, Counter>,
+    /// When each traffic series' interface was last seen traced.
+    traffic_seen: HashMap<TrafficLabels, Instant>,
+    /// When each netlink series last counted.
+    netlink_seen: HashMap<NetlinkLabels, Instant>,
+    /// Series of interfaces no longer traced are removed after this.
+    pub grace: Duration,
+}
+
+impl Exporter {
+    pub fn new(grace: Duration) -> Self {
+        let mut r = Registry::with_prefix("tracer");
+        let packets = Family::<TrafficLabels, Counter>::default();
+        let bytes = Family::<TrafficLabels, Counter>::default();
+        let netlink = Family::<NetlinkLabels, Counter>::default();
+        let lost = Family::<SourceLabels, Counter>::default();
+        let refused = Family::<FamilyLabels, Counter>::default();
+        r.register("packets", "Packets counted in the kernel per namespace, interface and direction", packets.clone());
+        r.register("bytes", "Bytes counted in the kernel per namespace, interface and direction", bytes.clone());
+        r.register(
+            "netlink_requests",
+            "Netlink requests that change something, by message type, result, sending command and container",
+            netlink.clone(),
+        );
+        r.register("lost_events", "Events or packets the tracer could not see or count, by source", lost.clone());
+        r.register("series_refused", "Series not created because their family reached its cap", refused.clone());
+        r.register_collector(Box::new(ProcessCollector::new()));
+        for f in ["traffic", "netlink"] {
+            refused.get_or_create(&FamilyLabels { family: f.into() }).inc_by(0);
+        }
+        Self {
+            registry: Arc::new(r),
+            packets,
+            bytes,
+            netlink,
+            lost,
+            refused,
+            traffic_seen: HashMap::new(),
+            netlink_seen: HashMap::new(),
+            grace,
+        }
+    }
+
+    /// What the endpoint encodes.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.clone()
+    }
+
+    /// Adds one interface's counts (zero counts too: the series exists,
+    /// at 0, from the moment the interface is traced, so that a scraper
+    /// sees every increase) and marks it as traced now.
+    pub fn traffic(&mut self, t: Traffic<'_>, now: Instant) {
+        let labels = TrafficLabels {
+            netns: label(&netns_label(t.netns)),
+            container: t.netns.owner.as_ref().map(|c| label(c.label())).unwrap_or_default(),
+            runtime: t.netns.owner.as_ref().map(|c| label(&c.runtime)).unwrap_or_default(),
+            pod: pod(t.netns.owner.as_ref(), |p| &p.name),
+            pod_namespace: pod(t.netns.owner.as_ref(), |p| &p.namespace),
+            interface: label(t.interface),
+            direction: if t.ingress { "ingress" } else { "egress" }.into(),
+        };
+        if !self.traffic_seen.contains_key(&labels) && self.traffic_seen.len() >= TRAFFIC_SERIES_MAX {
+            self.refused.get_or_create(&FamilyLabels { family: "traffic".into() }).inc();
+            return;
+        }
+        self.packets.get_or_create(&labels).inc_by(t.packets);
+        self.bytes.get_or_create(&labels).inc_by(t.bytes);
+        self.traffic_seen.insert(labels, now);
+    }
+
+    /// Counts one netlink request.
+    pub fn request(&mut self, r: Request<'_>, now: Instant) {
+        let labels = NetlinkLabels {
+            msg_type: label(r.msg_type),
+            result: label(r.result),
+            comm: label(r.comm),
+            container: r.container.map(|c| label(c.label())).unwrap_or_default(),
+            pod: pod(r.container, |p| &p.name),
+            pod_namespace: pod(r.container, |p| &p.namespace),
+        };
+        if !self.netlink_seen.contains_key(&labels) && self.netlink_seen.len() >= NETLINK_SERIES_MAX {
+            self.refused.get_or_create(&FamilyLabels { family: "netlink".into() }).inc();
+            return;
+        }
+        self.netlink.get_or_create(&labels).inc();
+        self.netlink_seen.insert(labels, now);
+    }
+
+    /// Adds `n` to what `source` lost (`n` may be 0: the series exists).
+    pub fn lost(&self, source: &str, n: u64) {
+        self.lost.get_or_create(&SourceLabels { source: label(source) }).inc_by(n);
+    }
+
+    /// Removes the series of interfaces not traced for [`Exporter::grace`]
+    /// and of netlink senders idle for [`NETLINK_IDLE`]. Returns how many.
+    pub fn sweep(&mut self, now: Instant) -> usize {
+        let mut removed = 0;
+        let grace = self.grace;
+        let (packets, bytes) = (&self.packets, &self.bytes);
+        self.traffic_seen.retain(|l, seen| {
+            let keep = now.saturating_duration_since(*seen) < grace;
+            if !keep {
+                packets.remove(l);
+                bytes.remove(l);
+                removed += 1;
+            }
+            keep
+        });
+        let idle = grace.max(NETLINK_IDLE);
+        let netlink = &self.netlink;
+        self.netlink_seen.retain(|l, seen| {
+            let keep = now.saturating_duration_since(*seen) < idle;
+            if !keep {
+                netlink.remove(l);
+                removed += 1;
+            }
+            keep
+        });
+        removed
+    }
+
+    /// Traffic and netlink series held now.
+    pub fn series(&self) -> (usize, usize) {
+        (self.traffic_seen.len(), self.netlink_seen.len())
+    }
+}
+
+/// A field of a container's pod as a label value, empty without one.
+fn pod(c: Option<&Container>, field: impl Fn(&crate::ns::Pod) -> &String) -> String {
+    c.and_then(|c| c.pod.as_ref()).map(|p| label(field(p))).unwrap_or_default()
+}
+
+/// The namespace as the `netns` label names it: `host` for the tracer's
+/// own, its name (a container's, or `/run/netns`'s), else its inode.
+fn netns_label(n: &NetnsId) -> String {
+    match &n.name {
+        _ if n.host => "host".into(),
+        Some(name) => name.clone(),
+        None => n.inode.to_string(),
+    }
+}
+
+/// The two formats `/metrics` speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// The Prometheus text format, version 0.0.4.
+    Prometheus,
+    /// OpenMetrics 1.0 text, for a scraper that asks for it.
+    OpenMetrics,
+}
+
+impl Format {
+    /// The format an `Accept` header asks for: OpenMetrics when it names
+    /// it (Prometheus itself does, first), else the Prometheus text format.
+    pub fn from_accept(accept: Option<&str>) -> Self {
+        match accept {
+            Some(a) if a.split(',').any(|m| m.trim().starts_with("application/openmetrics-text")) => Self::OpenMetrics,
+            _ => Self::Prometheus,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Prometheus => "text/plain; version=0.0.4; charset=utf-8",
+            Self::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
+/// Every family, encoded.
+pub fn encode(registry: &Registry, format: Format) -> Result<String, std::fmt::Error> {
+    let mut out = String::with_capacity(16 * 1024);
+    match format {
+        Format::Prometheus => prometheus_text::encode(&mut out, registry)?,
+        Format::OpenMetrics => openmetrics_text::encode(&mut out, registry)?,
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+#[path = "metrics_tests.rs"]
+mod tests;
