@@ -100,6 +100,47 @@ fn nft_drops_and_closed_port_match_the_kernels_counts() {
     assert!(t.stderr().contains("lost: none"), "{}", t.stderr());
 }
 
+/// The filter is libpcap's, as for `tracer packets`: of two flows the same
+/// rule drops (31 datagrams from port 4444, 19 from 4446, each carrying its
+/// first payload byte), `src port 4444 and udp[8] = 0x61` keeps exactly the
+/// first, while the rule counted both; what libpcap refuses is its own
+/// sentence and exit 2.
+#[test]
+fn libpcap_filter_keeps_one_of_two_dropped_flows() {
+    let lab = Lab::new(2);
+    quiet(&lab);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    b.sh("nft add table inet t && nft add chain inet t in '{ type filter hook input priority 0; }' && nft add rule inet t in udp dport 5555 counter drop");
+    let mut t = Tracer::start(&["drops", "--json", "--netns", &b.name, "src", "port", "4444", "and", "udp[8]", "=", "0x61"]);
+    let send = |sport: u16, byte: char, count: u32| {
+        let py = format!(
+            "import socket\n\
+             s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+             s.bind(('',{sport}))\n\
+             for i in range({count}):\n    s.sendto(b'{byte}'*20,('{}',5555))\n",
+            b.ip
+        );
+        a.sh(&format!("python3 -c {}", shell_quote(&py)));
+    };
+    send(4444, 'a', 31);
+    send(4446, 'a', 19);
+    // Same flow, other payload: the byte test refuses these.
+    send(4444, 'b', 7);
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(t.stop(), 0, "{}", t.stderr());
+    assert_eq!(nft_counter(b), 31 + 19 + 7, "the rule dropped all three");
+    let ev = t.events();
+    let kept: Vec<&Value> = ev.iter().filter(|e| e["type"] == "drop").collect();
+    assert_eq!(kept.len(), 31, "{kept:?}");
+    assert!(kept.iter().all(|e| e["sport"] == 4444 && e["dport"] == 5555 && e["reason"] == "NETFILTER_DROP"), "{kept:?}");
+    assert!(t.stderr().contains("lost: none"), "{}", t.stderr());
+    let (code, out, err) = tracer_run(&["drops", "--all", "udp[8] ="]);
+    assert_eq!(code, 2, "{err}");
+    assert!(out.is_empty());
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("invalid filter") && err.contains("syntax error"), "{err}");
+}
+
 /// `--reason` selects in the kernel, and the text form names reason,
 /// function and packet; an unknown reason is one sentence naming a close one.
 #[test]

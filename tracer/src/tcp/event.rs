@@ -437,6 +437,38 @@ mod tests {
         r
     }
 
+    /// The filter sees the connection as a segment from the socket's end:
+    /// libpcap's own code (raw IP) answers host, port, net and family.
+    #[test]
+    fn the_segment_answers_libpcaps_filters() {
+        use crate::tc::cbpf::{Dialect, Filter, LinkType};
+        let names = NsNames::default();
+        let rst = EnumNames::default();
+        let c = Clock::new();
+        let e = TcpEvent::from_raw(&raw(EventKind::TcpState, rec(40000, 80), 9, 1), &c, &names, &rst).expect("state");
+        let mut r6 = rec(40000, 443);
+        r6.family = AF_INET6;
+        r6.saddr = "fd00::1".parse::<Ipv6Addr>().expect("v6").octets();
+        r6.daddr = "fd00::2".parse::<Ipv6Addr>().expect("v6").octets();
+        let e6 = TcpEvent::from_raw(&raw(EventKind::TcpState, r6, 9, 1), &c, &names, &rst).expect("state");
+        let keeps = |expr: &str, e: &TcpEvent| {
+            let f = Filter::compile(expr, LinkType::RawIp, Dialect::File).expect(expr);
+            let seg = e.segment();
+            f.matches(&seg, seg.len() as u32)
+        };
+        for (expr, v4, v6) in [
+            ("tcp", true, true),
+            ("udp", false, false),
+            ("dst port 80 and src host 10.0.0.1", true, false),
+            ("src port 80", false, false),
+            ("net 10.0.0.0/24 and tcp port 40000", true, false),
+            ("ip6 and dst host fd00::2 and port 443", false, true),
+            ("not port 80", false, true),
+        ] {
+            assert_eq!((keeps(expr, &e), keeps(expr, &e6)), (v4, v6), "{expr}");
+        }
+    }
+
     #[test]
     fn decodes_each_kind() {
         let names = NsNames::default();
