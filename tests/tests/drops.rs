@@ -141,6 +141,42 @@ fn libpcap_filter_keeps_one_of_two_dropped_flows() {
     assert!(err.contains("invalid filter") && err.contains("syntax error"), "{err}");
 }
 
+/// `tracer top --by reason` counts in the kernel (no record per drop): per
+/// namespace, interface and reason, summed over its reports, exactly the
+/// rule's counter (41 `NETFILTER_DROP`) and the closed port's `UdpNoPorts`
+/// rise (13 `NO_SOCKET`); a filter is refused with one sentence.
+#[test]
+fn top_by_reason_counts_what_the_kernel_counted() {
+    let lab = Lab::new(2);
+    quiet(&lab);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    b.sh("nft add table inet t && nft add chain inet t in '{ type filter hook input priority 0; }' && nft add rule inet t in udp dport 5555 counter drop");
+    let no_ports_before = nstat(b, "UdpNoPorts");
+    let mut t = Tracer::start(&["top", "--by", "reason", "--json", "--interval", "0.3", "--netns", &b.name]);
+    udp_send(a, &b.ip, 4444, 5555, 41, 20);
+    udp_send(a, &b.ip, 4445, 5556, 13, 20);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(t.stop(), 0, "{}", t.stderr());
+    let ev = t.events();
+    let sum = |reason: &str| -> u64 {
+        ev.iter()
+            .filter(|e| e["type"] == "top" && e["by"] == "reason" && e["reason"] == reason && e["netns"]["inode"] == b.inode() && e["ifname"] == "eth0")
+            .filter_map(|e| e["drops"].as_u64())
+            .sum()
+    };
+    assert_eq!(sum("NETFILTER_DROP"), nft_counter(b), "{ev:?}");
+    assert_eq!(sum("NETFILTER_DROP"), 41);
+    assert_eq!(sum("NO_SOCKET"), nstat(b, "UdpNoPorts") - no_ports_before, "{ev:?}");
+    assert_eq!(sum("NO_SOCKET"), 13);
+    // Only b's namespace, and no per-drop records.
+    assert!(ev.iter().filter(|e| e["type"] == "top").all(|e| e["netns"]["inode"] == b.inode()), "{ev:?}");
+    assert!(!ev.iter().any(|e| e["type"] == "drop"), "{ev:?}");
+    assert!(t.stderr().contains("lost: none"), "{}", t.stderr());
+    let (code, _, err) = tracer_run(&["top", "--by", "reason", "udp"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("a packet filter does not apply") && err.trim().lines().count() == 1, "{err}");
+}
+
 /// `--reason` selects in the kernel, and the text form names reason,
 /// function and packet; an unknown reason is one sentence naming a close one.
 #[test]

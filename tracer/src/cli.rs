@@ -205,7 +205,7 @@ pub struct TopArgs {
     /// Seconds between reports.
     #[arg(long, value_name = "SECS", default_value_t = 1.0)]
     pub interval: f64,
-    /// One row per container (or namespace), interface, or flow.
+    /// One row per container (or namespace), interface, flow, process or drop reason.
     #[arg(long, value_enum, default_value = "container")]
     pub by: By,
     /// At most this many rows per report (largest first); on a terminal,
@@ -225,6 +225,9 @@ pub enum By {
     Flow,
     /// One row per local process: what its sockets sent and received.
     Process,
+    /// One row per container (or namespace), interface and drop reason:
+    /// the packets the kernel dropped (`skb:kfree_skb`), counted in the kernel.
+    Reason,
 }
 
 #[derive(Debug, Args, Clone)]

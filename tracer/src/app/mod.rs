@@ -18,6 +18,7 @@ mod run;
 mod serve;
 mod tcp;
 mod top;
+mod top_reasons;
 
 use std::{borrow::Cow, io::Write as _};
 
@@ -116,6 +117,10 @@ pub async fn run(cli: Cli, shutdown: Shutdown) -> Result<i32, Error> {
         Job::All(nj, pj) => {
             require_root()?;
             events::run(Some(nj), Some(pj), plan.json, plan.ring_bytes, limits, shutdown).await.map(|_| 0)
+        }
+        Job::Top(tj) if tj.by == crate::top::By::Reason => {
+            require_root()?;
+            top_reasons::run(tj, plan.json, limits, shutdown).await.map(|_| 0)
         }
         Job::Top(tj) => {
             require_root()?;

@@ -231,8 +231,12 @@ fn top_job(a: &TopArgs) -> Result<TopJob, Error> {
         cli::By::Iface => top::By::Iface,
         cli::By::Flow => top::By::Flow,
         cli::By::Process => top::By::Process,
+        cli::By::Reason => top::By::Reason,
     };
     let select = selection(&a.tc)?;
+    if by == top::By::Reason && (a.tc.filter.is_some() || !a.tc.expr.is_empty()) {
+        return Err(Error::Usage("--by reason counts every drop in the kernel: a packet filter does not apply to it".into()));
+    }
     Ok(TopJob { select, filter: filter(&a.tc)?, interval: Duration::from_secs_f64(a.interval), by, limit: a.limit })
 }
 

@@ -174,6 +174,11 @@ impl Reader {
         &self.lost
     }
 
+    /// Lost events of one source, summed over CPUs (ring buffer or not).
+    pub fn lost_of(&self, s: LostSource) -> u64 {
+        self.lost.total(s)
+    }
+
     /// Total lost events per source of the ring buffer, summed over CPUs.
     pub fn lost(&self) -> Vec<(LostSource, u64)> {
         // `Stats` counts packets `tracer top` could not count, which never
