@@ -177,6 +177,41 @@ fn top_by_reason_counts_what_the_kernel_counted() {
     assert!(err.contains("a packet filter does not apply") && err.trim().lines().count() == 1, "{err}");
 }
 
+/// The default job (`tracer` alone) puts drops on its one timeline with the
+/// netlink audit and the packets: the nftables request that added the rule,
+/// then the 9 drops it caused (as many as its counter), in that order.
+#[test]
+fn default_job_shows_the_rule_then_its_drops() {
+    let lab = Lab::new(2);
+    quiet(&lab);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    let table = format!("tdrop{}", lab.id);
+    let mut t = Tracer::start(&["--json"]);
+    b.sh(&format!(
+        "nft add table inet {table} && nft add chain inet {table} in '{{ type filter hook input priority 0; }}' && nft add rule inet {table} in udp dport 5555 counter drop"
+    ));
+    udp_send(a, &b.ip, 4444, 5555, 9, 20);
+    let is_drop = |e: &Value| e["type"] == "drop" && e["reason"] == "NETFILTER_DROP" && e["dport"] == 5555 && e["netns"]["inode"] == b.inode();
+    let done = wait_until(Duration::from_secs(10), || t.events().iter().filter(|e| is_drop(e)).count() >= 9);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(t.stop(), 0, "{}", t.stderr());
+    assert!(done, "{}", t.stderr());
+    let ev = t.events();
+    let rule = ev
+        .iter()
+        .position(|e| e["type"] == "netlink" && e["msg_type"] == "NFT_MSG_NEWRULE" && e["attrs"]["table"] == table.as_str())
+        .unwrap_or_else(|| panic!("no NFT_MSG_NEWRULE for {table}: {:?}", ev.iter().filter(|e| e["type"] == "netlink").collect::<Vec<_>>()));
+    let drops: Vec<usize> = ev.iter().enumerate().filter(|(_, e)| is_drop(e)).map(|(i, _)| i).collect();
+    let counter: Value = serde_json::from_str(&b.sh(&format!("nft -j list chain inet {table} in"))).expect("nft json");
+    let counted = counter["nftables"].as_array().expect("array").iter().find_map(|o| o["rule"]["expr"].as_array()?.iter().find_map(|x| x["counter"]["packets"].as_u64()));
+    assert_eq!(Some(drops.len() as u64), counted, "the rule's counter");
+    assert_eq!(drops.len(), 9);
+    assert!(drops.iter().all(|&i| i > rule), "the rule (line {rule}) comes before its drops {drops:?}");
+    // The datagrams themselves are on the timeline too, each before its drop.
+    let first_packet = ev.iter().position(|e| e["type"] == "packet" && e["dport"] == 5555 && e["src"] == a.ip.as_str());
+    assert!(first_packet.is_some_and(|p| p > rule && p < drops[0]), "packet {first_packet:?}, rule {rule}, drops {drops:?}");
+}
+
 /// `--reason` selects in the kernel, and the text form names reason,
 /// function and packet; an unknown reason is one sentence naming a close one.
 #[test]

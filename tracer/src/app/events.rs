@@ -1,13 +1,19 @@
 //! The jobs that read the ring buffer: `tracer netlink`, `tracer packets`,
-//! and the default job, which runs both on one ring buffer and prints them
-//! as one timeline ([`super::merged`]). One pipeline serves all three:
+//! and the default job, which runs both on one ring buffer, with drops
+//! (`skb:kfree_skb`) and retransmissions (`tcp_retransmit_skb`), and prints
+//! them as one timeline ([`super::merged`]). One pipeline serves all three:
 //! records -> the netlink correlator and the packet decoder (each when the
 //! job has it) -> the merger -> text or JSON lines, or pcapng.
 
 use std::time::Duration;
 
 use aya::Ebpf;
-use tracer_common::{EventKind, packet::DIR_INGRESS};
+use tracer_common::{
+    EventKind,
+    drops::DROP_DATA_MAX,
+    packet::DIR_INGRESS,
+    tp::{ObsConfig, mode},
+};
 
 use super::{
     Error,
@@ -20,7 +26,9 @@ use crate::{
         hooks,
         load::{self, LoadOptions},
         ring::Reader,
+        tp::EnumNames,
     },
+    drops::{event::DropEvent, kallsyms::Symbols},
     netlink::{self, Correlator, NetlinkJob},
     ns::watch::{self, Watcher},
     output::{Sink, Stream},
@@ -32,6 +40,7 @@ use crate::{
         text,
     },
     tc::{TcError, TcSession, attach::PACKET_PROGRAMS},
+    tcp::event::{TcpEvent, What},
 };
 
 /// How often the netlink audit alone looks at its correlator when no
@@ -83,6 +92,15 @@ struct Events {
     /// The interface watcher's notifications (the watcher itself is the
     /// correlator's).
     changes: Option<tokio::sync::mpsc::Receiver<watch::Event>>,
+    /// The default job: drops and retransmissions on the timeline.
+    timeline: Option<Timeline>,
+}
+
+/// What names the drops and retransmissions of the default job.
+struct Timeline {
+    drop_reasons: EnumNames,
+    rst_reasons: EnumNames,
+    symbols: Option<Symbols>,
 }
 
 /// Notifications taken from the watcher per step at most (the channel
@@ -142,8 +160,15 @@ pub async fn run(
         }
         None => None,
     };
+    // The default job (netlink and packets): drops and retransmissions too.
+    let timeline = netlink.is_some() && packets.is_some();
     let mut opts = LoadOptions {
         snaplen: packets.as_ref().map_or(0, |p| p.snaplen),
+        obs: if timeline {
+            ObsConfig { drops: mode::EVENTS, tcp: mode::EVENTS, snaplen: DROP_DATA_MAX as u32, ..ObsConfig::off() }
+        } else {
+            ObsConfig::off()
+        },
         // Without packets the kernel filters netlink by namespace itself.
         nl_netns: if packets.is_none() { netlink.as_ref().and_then(|n| n.netns) } else { None },
         pkt_filter: packets.as_ref().is_some_and(|p| !p.filter.is_match_all()),
@@ -157,6 +182,23 @@ pub async fn run(
     if netlink.is_some() {
         hooks::attach_tracepoints(&mut loaded.ebpf, hooks::NETLINK_HOOKS)?;
     }
+    let timeline = if timeline {
+        let attached = super::obs::attach_timeline(&mut loaded)?;
+        let symbols = match Symbols::load() {
+            Ok(s) => Some(s),
+            Err(e) => {
+                text::warn(&format!("functions of drops are not named: {e}"));
+                None
+            }
+        };
+        (!attached.is_empty()).then(|| Timeline {
+            drop_reasons: std::mem::take(&mut loaded.drop_reasons),
+            rst_reasons: std::mem::take(&mut loaded.rst_reasons),
+            symbols,
+        })
+    } else {
+        None
+    };
     let reader = Reader::new(&mut loaded.ebpf)?;
     // Before the packet programs: a socket made in between would be missed.
     let attribution = match packets.as_ref().and_then(|p| p.procs.as_ref()) {
@@ -195,7 +237,11 @@ pub async fn run(
             if let Out::Pcapng(w, _) = &mut out {
                 w.start_period();
             }
-            let what = if netlink.is_some() { "netlink audit and packets" } else { "packets" };
+            let what = match (&netlink, &timeline) {
+                (Some(_), Some(_)) => "netlink audit, packets, drops and retransmissions",
+                (Some(_), None) => "netlink audit and packets",
+                (None, _) => "packets",
+            };
             let ready = format!(
                 "tracing {what} on {} interfaces in {} namespaces ({})",
                 first.interfaces,
@@ -245,6 +291,7 @@ pub async fn run(
         batch: Vec::new(),
         ready,
         changes,
+        timeline,
     };
     run::run(&mut job, limits, stop).await?;
     Ok(())
@@ -290,7 +337,25 @@ impl Events {
                         corr.push(&ev);
                     }
                 }
-                // The drop and TCP programs are not attached by these jobs.
+                EventKind::Drop => {
+                    let Some(t) = &mut self.timeline else { continue };
+                    let symbols = &mut t.symbols;
+                    let mut symbolise = |a: u64| symbols.as_mut().and_then(|s| s.lookup_or_reload(a));
+                    match DropEvent::from_raw(&ev, &self.clock, &*topo, &t.drop_reasons, &mut symbolise) {
+                        Some(d) => self.merger.push(Item::Drop(Box::new(d))),
+                        None => self.reader.malformed += 1,
+                    }
+                }
+                EventKind::TcpRetransmit => {
+                    let Some(t) = &self.timeline else { continue };
+                    match TcpEvent::from_raw(&ev, &self.clock, &*topo, &t.rst_reasons) {
+                        // Failed attempts (the segment never left) are not retransmissions.
+                        Some(e) if matches!(e.what, What::Retransmit { err: 0, .. }) => self.merger.push(Item::Tcp(Box::new(e))),
+                        Some(_) => {}
+                        None => self.reader.malformed += 1,
+                    }
+                }
+                // The other TCP programs are not attached by these jobs.
                 _ => {}
             }
         }

@@ -59,6 +59,17 @@ fn usable(checks: &[TpCheck], tps: &[Tracepoint], needed: &[&str]) -> Result<Vec
     Ok(out)
 }
 
+/// The default job's tracepoints (`kfree_skb` and `tcp_retransmit_skb`)
+/// on an object loaded with drops and TCP events on: attached where this
+/// kernel has them (a warning names one left out); their names.
+pub(super) fn attach_timeline(loaded: &mut Loaded) -> Result<Vec<&'static str>, Error> {
+    let tps: Vec<Tracepoint> = crate::bpf::tp::TRACEPOINTS.iter().filter(|t| t.name == "kfree_skb" || t.name == "tcp_retransmit_skb").copied().collect();
+    let use_tps = usable(&loaded.tp_checks, &tps, &[])?;
+    let btf = aya::Btf::from_sys_fs().map_err(|e| Error::Kernel(format!("cannot read its BTF: {e}")))?;
+    hooks::attach_btf_tracepoints(&mut loaded.ebpf, &btf, &use_tps)?;
+    Ok(use_tps.iter().map(|(_, t)| *t).collect())
+}
+
 impl TpSession {
     /// Loads the object with `obs`, writes the namespace selection, then attaches `tps` (those of `needed` must be there).
     pub fn start(

@@ -15,7 +15,7 @@ use crate::{
         tp::EnumNames,
     },
     frames::{Headers, pcapng::Frame},
-    ns::{Container, NetnsId, names::NsNames},
+    ns::{Container, NetnsId, names::Naming},
     output::Render,
     sys::{
         clock::{self, Clock},
@@ -90,7 +90,7 @@ impl DropEvent {
     pub fn from_raw(
         ev: &RawEvent,
         clock: &Clock,
-        names: &NsNames,
+        names: &impl Naming,
         reasons: &EnumNames,
         symbolise: &mut dyn FnMut(u64) -> Option<String>,
     ) -> Option<Self> {
@@ -106,7 +106,7 @@ impl DropEvent {
         }
         let ns = u64::from(ev.header.netns_ino);
         let (ifindex, ifname) = if meta.attrib == attrib::DEVICE && meta.ifindex != 0 {
-            (Some(meta.ifindex), Some(names.ifname(ns, meta.ifindex).unwrap_or_else(|| format!("if{}", meta.ifindex))))
+            (Some(meta.ifindex), Some(names.ifname_of(ns, meta.ifindex).unwrap_or_else(|| format!("if{}", meta.ifindex))))
         } else {
             (None, None)
         };
@@ -115,7 +115,7 @@ impl DropEvent {
         let task = ev.header.pid_tgid != 0;
         Some(Self {
             wall_ns: clock.wall_ns(ev.header.ts_ns),
-            netns: (ns != 0).then(|| names.netns(ns)),
+            netns: (ns != 0).then(|| names.netns_id(ns)),
             attributed_by: match meta.attrib {
                 attrib::DEVICE => "device",
                 attrib::SOCKET => "socket",
@@ -248,6 +248,7 @@ mod tests {
     use tracer_common::{EventHeader, EventKind};
 
     use super::*;
+    use crate::ns::names::NsNames;
 
     fn raw(meta: DropMeta, data: &[u8], netns: u32, pid: u64) -> RawEvent {
         let mut payload = Vec::new();

@@ -174,6 +174,24 @@ impl Drop for Refresher {
     }
 }
 
+/// What names the namespace and interface of an event: [`NsNames`], or
+/// the TC layer's topology when packets are traced too (the default job).
+pub trait Naming {
+    /// The namespace as events name it, with the container that owns it.
+    fn netns_id(&self, ino: u64) -> NetnsId;
+    /// The interface's name, when known.
+    fn ifname_of(&self, ino: u64, ifindex: u32) -> Option<String>;
+}
+
+impl Naming for NsNames {
+    fn netns_id(&self, ino: u64) -> NetnsId {
+        self.netns(ino)
+    }
+    fn ifname_of(&self, ino: u64, ifindex: u32) -> Option<String> {
+        self.ifname(ino, ifindex)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

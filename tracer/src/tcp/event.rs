@@ -16,7 +16,7 @@ use crate::{
         event::{RawEvent, read_pod},
         tp::EnumNames,
     },
-    ns::{NetnsId, names::NsNames},
+    ns::{NetnsId, names::Naming},
     output::Render,
     sys::{
         clock::{self, Clock},
@@ -133,7 +133,7 @@ fn addr(family: u16, a: &[u8; 16]) -> IpAddr {
 
 impl TcpEvent {
     /// Builds the event; `None` if malformed or not a TCP record.
-    pub fn from_raw(ev: &RawEvent, clock: &Clock, names: &NsNames, rst_reasons: &EnumNames) -> Option<Self> {
+    pub fn from_raw(ev: &RawEvent, clock: &Clock, names: &impl Naming, rst_reasons: &EnumNames) -> Option<Self> {
         let r: TcpRecord = read_pod(&ev.payload)?;
         if r.family != AF_INET && r.family != AF_INET6 {
             return None;
@@ -169,7 +169,7 @@ impl TcpEvent {
             wall_ns: clock.wall_ns(ev.header.ts_ns),
             mono_ns: ev.header.ts_ns,
             netns_ino: ev.header.netns_ino,
-            netns: names.netns(ns),
+            netns: names.netns_id(ns),
             skaddr: r.skaddr,
             src: addr(r.family, &r.saddr),
             sport: r.sport,
@@ -409,6 +409,7 @@ mod tests {
     use tracer_common::EventHeader;
 
     use super::*;
+    use crate::ns::names::NsNames;
 
     pub(crate) fn raw(kind: EventKind, r: TcpRecord, netns: u32, ts: u64) -> RawEvent {
         // SAFETY: TcpRecord is repr(C) POD.
