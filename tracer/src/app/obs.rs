@@ -63,7 +63,12 @@ fn usable(checks: &[TpCheck], tps: &[Tracepoint], needed: &[&str]) -> Result<Vec
 /// on an object loaded with drops and TCP events on: attached where this
 /// kernel has them (a warning names one left out); their names.
 pub(super) fn attach_timeline(loaded: &mut Loaded) -> Result<Vec<&'static str>, Error> {
-    let tps: Vec<Tracepoint> = crate::bpf::tp::TRACEPOINTS.iter().filter(|t| t.name == "kfree_skb" || t.name == "tcp_retransmit_skb").copied().collect();
+    attach_named(loaded, &["kfree_skb", "tcp_retransmit_skb"])
+}
+
+/// The tracepoints `names` (none of them required), as [`attach_timeline`].
+pub(super) fn attach_named(loaded: &mut Loaded, names: &[&str]) -> Result<Vec<&'static str>, Error> {
+    let tps: Vec<Tracepoint> = crate::bpf::tp::TRACEPOINTS.iter().filter(|t| names.contains(&t.name)).copied().collect();
     let use_tps = usable(&loaded.tp_checks, &tps, &[])?;
     let btf = aya::Btf::from_sys_fs().map_err(|e| Error::Kernel(format!("cannot read its BTF: {e}")))?;
     hooks::attach_btf_tracepoints(&mut loaded.ebpf, &btf, &use_tps)?;

@@ -80,7 +80,7 @@ impl Running for ReasonTop {
             return Ok(Step::default());
         }
         let (secs, counts) = self.meter.read().map_err(TopError::from)?;
-        if last && counts.is_empty() && secs < self.interval.as_secs_f64() / 10.0 {
+        if last && counts.iter().all(|c| c.1 == 0) && secs < self.interval.as_secs_f64() / 10.0 {
             return Ok(Step::default());
         }
         let names = self.s.names()?;

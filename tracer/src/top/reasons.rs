@@ -58,7 +58,7 @@ impl ReasonMeter {
     }
 
     /// The seconds since the last read, and per key the drops since then
-    /// and since the start (keys without new drops are left out).
+    /// (0 included) and since the start.
     pub fn read(&mut self) -> Result<(f64, Vec<KeyCount>), CountersError> {
         let now_totals = self.map.read()?;
         let now = Instant::now();
@@ -68,19 +68,18 @@ impl ReasonMeter {
         for (k, t) in now_totals {
             let before = self.prev.insert(k, t.packets).unwrap_or(0);
             // A counter never goes down (entries are never deleted).
-            let d = t.packets.saturating_sub(before);
-            if d > 0 {
-                out.push((k, d, t.packets));
-            }
+            out.push((k, t.packets.saturating_sub(before), t.packets));
         }
         Ok((secs, out))
     }
 }
 
-/// The interval's counts as rows, named, the most drops first.
+/// The interval's counts as rows (those with drops in it), named, the
+/// most drops first.
 pub fn rows(counts: &[KeyCount], names: &NsNames, reasons: &EnumNames) -> Vec<ReasonRow> {
     let mut rows: Vec<ReasonRow> = counts
         .iter()
+        .filter(|(_, drops, _)| *drops > 0)
         .map(|(k, drops, total)| {
             let ino = u64::from(k.netns_ino);
             let ifindex = (k.ifindex != 0).then_some(k.ifindex);
@@ -176,7 +175,7 @@ mod tests {
         let reasons = EnumNames::from_members(vec![("SKB_DROP_REASON_NETFILTER_DROP".into(), 12), ("SKB_DROP_REASON_NO_SOCKET".into(), 3)], &["SKB_DROP_REASON_"]);
         let names = NsNames::default();
         let k = |ns: u32, ifindex: u32, reason: u32| DropKey { netns_ino: ns, ifindex, reason, _pad: 0 };
-        let r = rows(&[(k(7, 2, 3), 4, 10), (k(7, 2, 12), 37, 37), (k(0, 0, REASON_NONE), 1, 1), (k(7, 0, 99), 2, 2)], &names, &reasons);
+        let r = rows(&[(k(7, 2, 3), 4, 10), (k(7, 2, 12), 37, 37), (k(0, 0, REASON_NONE), 1, 1), (k(7, 0, 99), 2, 2), (k(8, 1, 3), 0, 5)], &names, &reasons);
         let got: Vec<(Option<&str>, u64, Option<u32>)> = r.iter().map(|r| (r.reason.as_deref(), r.drops, r.ifindex)).collect();
         assert_eq!(got, [(Some("NETFILTER_DROP"), 37, Some(2)), (Some("NO_SOCKET"), 4, Some(2)), (Some("UNKNOWN_99"), 2, None), (None, 1, None)]);
         let j: serde_json::Value = serde_json::from_str(&json_line(&r[0], 0.5, "t")).expect("json");
