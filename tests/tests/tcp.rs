@@ -160,3 +160,68 @@ fn closed_port_reports_the_reset_both_ways() {
     let states: Vec<&str> = tcp_events(&ev, "state").iter().filter(|e| e["socket"] == r["socket"]).filter_map(|e| e["new_state"].as_str()).collect();
     assert_eq!(states, ["SYN_SENT", "CLOSE"]);
 }
+
+/// In real Docker containers: a 4 MB stream from `tcpsend` to `tcprecv`
+/// through a rule in the receiver's namespace dropping one data segment in
+/// 20; `tracer tcp --container tcpsend` reports retransmissions (named
+/// after the container) adding up to exactly the sender container's own
+/// `TcpRetransSegs` growth.
+#[test]
+fn container_retransmissions_match_its_tcp_retrans_segs() {
+    let d = tracer_tests::docker::engine();
+    let recv = d.run("tcprecv", &[], &["sleep", "3600"]);
+    let send = d.run("tcpsend", &[], &["sleep", "3600"]);
+    let recv_ip = d.docker(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", &recv.name]);
+    let nstat_of = |pid: u32, name: &str| -> u64 {
+        let out = sh(&format!("nsenter -t {pid} -n nstat -az {name}"));
+        out.lines()
+            .find_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some(name)).then(|| w.next().and_then(|v| v.parse().ok())).flatten()
+            })
+            .unwrap_or_else(|| panic!("no {name} in nstat output: {out}"))
+    };
+    sh(&format!(
+        "nsenter -t {} -n sh -c \"nft add table inet t && nft add chain inet t in '{{ type filter hook input priority 0; }}' && \
+         nft add rule inet t in tcp dport 7777 meta length gt 200 numgen random mod 20 == 0 counter drop\"",
+        recv.pid
+    ));
+    // The host's python, in each container's namespace (the image has none).
+    let server = "import socket\n\
+                  l=socket.socket(); l.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1); l.bind(('',7777)); l.listen()\n\
+                  c,_=l.accept()\n\
+                  n=0\n\
+                  while True:\n    d=c.recv(65536)\n    if not d: break\n    n+=len(d)\n\
+                  c.close(); print(n)\n";
+    let srv = std::process::Command::new("nsenter")
+        .args(["-t", &recv.pid.to_string(), "-n", "python3", "-c", server])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("server");
+    assert!(
+        wait_until(Duration::from_secs(5), || sh(&format!("nsenter -t {} -n ss -ltn", recv.pid)).contains(":7777")),
+        "server listening"
+    );
+    let before = nstat_of(send.pid, "TcpRetransSegs");
+    let mut t = Tracer::start(&["tcp", "--json", "--container", &send.name, "port", "7777"]);
+    let client = format!(
+        "import socket\ns=socket.create_connection(('{recv_ip}',7777))\nb=b'x'*4000\nfor i in range(1000): s.sendall(b)\n\
+         s.shutdown(socket.SHUT_WR); s.recv(1); s.close()\n"
+    );
+    sh(&format!("nsenter -t {} -n python3 -c {}", send.pid, shell_quote(&client)));
+    let out = srv.wait_with_output().expect("server");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "4000000", "the receiver got every byte");
+    let closed = wait_until(Duration::from_secs(10), || !tcp_events(&t.events(), "close").is_empty());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(t.stop(), 0, "{}", t.stderr());
+    assert!(closed, "no close: {:?}", t.lines());
+    let grown = nstat_of(send.pid, "TcpRetransSegs") - before;
+    let ev = t.events();
+    let retrans: Vec<&Value> = tcp_events(&ev, "retransmit").into_iter().filter(|e| e["failed"] == false).collect();
+    let segs: u64 = retrans.iter().map(|e| e["segs"].as_u64().expect("segs")).sum();
+    assert!(grown > 0, "the rule made retransmissions");
+    assert_eq!(segs, grown, "the sender's TcpRetransSegs grew by {grown}; events: {retrans:?}");
+    let container = serde_json::json!({"runtime": "docker", "id": send.id, "name": send.name});
+    assert!(retrans.iter().all(|e| e["container"] == container && e["netns"]["inode"] == send.netns_inode() && e["dport"] == 7777), "{retrans:?}");
+    eprintln!("{} retransmitted segments, {} events", grown, retrans.len());
+}
