@@ -183,7 +183,11 @@ pub async fn run(
         hooks::attach_tracepoints(&mut loaded.ebpf, hooks::NETLINK_HOOKS)?;
     }
     let timeline = if timeline {
-        let attached = super::obs::attach_timeline(&mut loaded)?;
+        // A kernel that refuses them costs the timeline its drops, not the job.
+        let attached = super::obs::attach_timeline(&mut loaded).unwrap_or_else(|e| {
+            text::warn(&format!("drops and retransmissions are left out: {e}"));
+            Vec::new()
+        });
         let symbols = match Symbols::load() {
             Ok(s) => Some(s),
             Err(e) => {

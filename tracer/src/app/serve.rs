@@ -82,7 +82,11 @@ pub async fn run(job: ServeJob, ring_bytes: Option<u32>, limits: Limits, stop: S
     hooks::attach_tracepoints(&mut loaded.ebpf, hooks::NETLINK_HOOKS)?;
     // Drops and TCP health, counted in the kernel, where the kernel has
     // the tracepoints (a warning names one left out).
-    let tps = super::obs::attach_named(&mut loaded, &["kfree_skb", "tcp_retransmit_skb", "tcp_send_reset", "tcp_receive_reset"])?;
+    let tps = super::obs::attach_named(&mut loaded, &["kfree_skb", "tcp_retransmit_skb", "tcp_send_reset", "tcp_receive_reset"])
+        .unwrap_or_else(|e| {
+            crate::sys::text::warn(&format!("drop and TCP metrics are left out: {e}"));
+            Vec::new()
+        });
     let health = if tps.is_empty() {
         None
     } else {
