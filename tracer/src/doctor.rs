@@ -267,7 +267,7 @@ mod tests {
         let out = String::from_utf8(out).expect("utf-8");
         let row = out.lines().find(|l| l.starts_with("kfree_skb")).unwrap_or_else(|| panic!("{out}"));
         let cols: Vec<&str> = row.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
-        assert_eq!(cols, ["kfree_skb", tracer_common::programs::DROP_KFREE_SKB, "skb, location", "reason, rx_sk", "drops"], "{row}");
+        assert_eq!(cols, ["kfree_skb", tracer_common::programs::DROP_KFREE_SKB, "skb, location", "reason, rx_sk", "drops, top --by reason, serve, the default job"], "{row}");
         assert!(out.contains("fields missing: tcp_sock.bytes_received"), "{out}");
         // No such tracepoint: no program, and why.
         let none = check(&KFREE_SKB, Err("no such tracepoint in this kernel".into()));

@@ -46,10 +46,11 @@ pub const KFREE_SKB: Tracepoint = Tracepoint {
     name: "kfree_skb",
     args: &[SKB, arg("location", "void *"), arg("reason", "enum skb_drop_reason"), arg("rx_sk", "struct sock *")],
     variants: &[(p::DROP_KFREE_SKB, 2), (p::DROP_KFREE_SKB_REASON, 3), (p::DROP_KFREE_SKB_RX_SK, 4)],
-    used_by: "drops",
+    used_by: "drops, top --by reason, serve, the default job",
 };
 
-/// Every tracepoint of `tracer drops` and `tracer tcp`.
+/// Every tracepoint of `tracer drops` and `tracer tcp` (which `top --by
+/// reason`, `serve` and the default job use some of).
 pub const TRACEPOINTS: &[Tracepoint] = &[
     KFREE_SKB,
     Tracepoint {
@@ -62,15 +63,15 @@ pub const TRACEPOINTS: &[Tracepoint] = &[
         name: "tcp_retransmit_skb",
         args: &[SK, SKB, arg("err", "int")],
         variants: &[(p::TCP_RETRANSMIT, 2), (p::TCP_RETRANSMIT_ERR, 3)],
-        used_by: "tcp",
+        used_by: "tcp, serve, the default job",
     },
     Tracepoint {
         name: "tcp_send_reset",
         args: &[SK, SKB, arg("reason", "enum sk_rst_reason")],
         variants: &[(p::TCP_SEND_RESET, 2), (p::TCP_SEND_RESET_REASON, 3)],
-        used_by: "tcp",
+        used_by: "tcp, serve",
     },
-    Tracepoint { name: "tcp_receive_reset", args: &[SK], variants: &[(p::TCP_RECV_RESET, 1)], used_by: "tcp" },
+    Tracepoint { name: "tcp_receive_reset", args: &[SK], variants: &[(p::TCP_RECV_RESET, 1)], used_by: "tcp, serve" },
     Tracepoint { name: "tcp_probe", args: &[SK], variants: &[(p::TCP_PROBE, 1)], used_by: "tcp (RTT)" },
     Tracepoint { name: "tcp_destroy_sock", args: &[SK], variants: &[(p::TCP_DESTROY, 1)], used_by: "tcp" },
 ];
