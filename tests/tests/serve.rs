@@ -258,3 +258,73 @@ fn a_port_in_use_or_an_address_not_here_is_one_sentence() {
     assert!(err.contains("--listen needs an address and a port"), "{err}");
     drop(taken);
 }
+
+/// The value of the one series of `/metrics` text whose name and labels
+/// contain all of `parts` (0 when there is none).
+fn series_value(body: &str, name: &str, parts: &[String]) -> u64 {
+    let found: Vec<u64> = body
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && parts.iter().all(|p| l.contains(p.as_str())))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok().map(|v| v as u64))
+        .collect();
+    assert!(found.len() <= 1, "{name} {parts:?}: {found:?}");
+    found.first().copied().unwrap_or(0)
+}
+
+/// The namespace's kernel counter `name` (`nstat -az`, absolute).
+fn nstat(ns: &tracer_tests::LabNs, name: &str) -> u64 {
+    let out = ns.sh(&format!("nstat -az {name}"));
+    out.lines()
+        .find_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some(name)).then(|| w.next().and_then(|v| v.parse().ok())).flatten()
+        })
+        .unwrap_or_else(|| panic!("no {name} in nstat output: {out}"))
+}
+
+/// Drops by reason and TCP resets per namespace, counted by the tracepoint
+/// programs in the kernel: an nftables rule in b drops 23 datagrams
+/// (`tracer_drops_total{reason="NETFILTER_DROP",interface="eth0"}` of b is
+/// 23, the rule's counter), and a connection from a to a closed port of b
+/// is one reset received in a and (from 6.10, when the kernel traces a
+/// reset with no socket) one sent in b, as b's `TcpOutRsts` grew.
+#[test]
+fn drops_and_tcp_resets_are_counted_per_namespace() {
+    let lab = Lab::new(2);
+    quiet(&lab);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    b.sh("nft add table inet t && nft add chain inet t in '{ type filter hook input priority 0; }' && nft add rule inet t in udp dport 5555 counter drop");
+    let rsts_before = nstat(b, "TcpOutRsts");
+    let mut t = Tracer::start(&["serve", "--listen", "127.0.0.1:0"]);
+    let addr = serve_addr(&t);
+    let py = format!("import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nfor i in range(23):\n    s.sendto(b'x'*20,('{}',5555))\n", b.ip);
+    a.sh(&format!("python3 -c {}", shell_quote(&py)));
+    let out = a.sh_out(&format!("python3 -c {}", shell_quote(&format!("import socket\nsocket.create_connection(('{}',7778))", b.ip))));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ConnectionRefusedError"), "{out:?}");
+    let ns = |n: &str| format!(r#"netns="{n}""#);
+    let drop_sel = [ns(&b.name), r#"interface="eth0""#.to_string(), r#"reason="NETFILTER_DROP""#.to_string()];
+    let body = || http_get(addr, "/metrics", "*/*").map(|r| r.2).unwrap_or_default();
+    let sent_traced = tracer_tests::kernel_version() >= (6, 10);
+    let done = wait_until(Duration::from_secs(10), || {
+        let m = body();
+        series_value(&m, "tracer_drops_total", &drop_sel) >= 23
+            && series_value(&m, "tracer_tcp_resets_received_total", &[ns(&a.name)]) >= 1
+            && (!sent_traced || series_value(&m, "tracer_tcp_resets_sent_total", &[ns(&b.name)]) >= 1)
+    });
+    // One more read interval: nothing more may come.
+    std::thread::sleep(Duration::from_millis(1200));
+    let m = body();
+    assert_eq!(t.stop(), 0, "{}", t.stderr());
+    assert!(done, "{m}");
+    let counter: serde_json::Value = serde_json::from_str(&b.sh("nft -j list chain inet t in")).expect("nft json");
+    let counted = counter["nftables"].as_array().expect("array").iter().find_map(|o| o["rule"]["expr"].as_array()?.iter().find_map(|x| x["counter"]["packets"].as_u64()));
+    assert_eq!(Some(series_value(&m, "tracer_drops_total", &drop_sel)), counted, "the rule's counter");
+    assert_eq!(series_value(&m, "tracer_drops_total", &drop_sel), 23);
+    assert_eq!(series_value(&m, "tracer_tcp_resets_received_total", &[ns(&a.name)]), 1, "{m}");
+    assert_eq!(nstat(b, "TcpOutRsts") - rsts_before, 1);
+    if sent_traced {
+        assert_eq!(series_value(&m, "tracer_tcp_resets_sent_total", &[ns(&b.name)]), 1, "{m}");
+    }
+    assert_eq!(series_value(&m, "tracer_tcp_retransmits_total", &[ns(&a.name)]), 0, "{m}");
+    assert!(m.contains("# TYPE tracer_drops_total counter"), "{m}");
+}

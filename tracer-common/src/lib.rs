@@ -6,11 +6,14 @@
 //! the build instead of corrupting a trace.
 #![no_std]
 
+pub mod drops;
 pub mod netlink;
 pub mod offsets;
 pub mod packet;
+pub mod tcp;
 pub mod sock;
 pub mod top;
+pub mod tp;
 
 /// Names of maps, shared so neither side repeats a string literal.
 pub mod maps {
@@ -31,6 +34,19 @@ pub mod maps {
     pub const TOP_IFACES: &str = "TOP_IFACES";
     /// `tracer top`: per-CPU counters per flow (LRU), keyed by [`super::top::FlowKey`].
     pub const TOP_FLOWS: &str = "TOP_FLOWS";
+    /// Namespaces the drop and TCP programs report when
+    /// [`super::tp::ObsConfig::select_netns`] is set (inode -> 1).
+    pub const OBS_NETNS: &str = "OBS_NETNS";
+    /// `tracer top`: per-CPU drop counters by [`super::drops::DropKey`].
+    pub const DROP_COUNTS: &str = "DROP_COUNTS";
+    /// `tracer top`: per-CPU drop counters per flow (LRU).
+    pub const DROP_FLOWS: &str = "DROP_FLOWS";
+    /// `tracer top`: per-CPU TCP counters by namespace inode.
+    pub const TCP_COUNTS: &str = "TCP_COUNTS";
+    /// `tracer top`: per-CPU TCP counters per flow (LRU).
+    pub const TCP_FLOWS: &str = "TCP_FLOWS";
+    /// When `tcp_probe` last sent a reading per socket (LRU).
+    pub const TCP_RTT_SEEN: &str = "TCP_RTT_SEEN";
     /// `tracer top --by process`: per-CPU counters per flow and sending
     /// socket (LRU), keyed by [`super::top::ProcFlowKey`].
     pub const TOP_PROC_FLOWS: &str = "TOP_PROC_FLOWS";
@@ -66,6 +82,10 @@ pub mod globals {
     pub const CONFIG: &str = "CONFIG";
     /// Kernel struct offsets read from BTF, see [`super::offsets::KernelOffsets`].
     pub const OFFSETS: &str = "OFFSETS";
+    /// skb, socket and tcp_sock offsets, see [`super::tp::SkOffsets`].
+    pub const SK_OFFSETS: &str = "SK_OFFSETS";
+    /// Settings of the drop and TCP programs, see [`super::tp::ObsConfig`].
+    pub const OBS_CONFIG: &str = "OBS_CONFIG";
     /// Process attribution settings, see [`super::sock::ProcConfig`].
     pub const PROC_CONFIG: &str = "PROC_CONFIG";
 }
@@ -86,6 +106,26 @@ pub mod programs {
     /// `tracer top`: count packets per interface and flow, send nothing.
     pub const TOP_INGRESS: &str = "top_ingress";
     pub const TOP_EGRESS: &str = "top_egress";
+    /// `tracer drops` (`tp_btf/kfree_skb`), and its counters for `tracer
+    /// top`: one program per argument list (see [`super::tp`]): `(skb,
+    /// location)` before 5.17, `+ reason`, `+ rx_sk` from 6.11.
+    pub const DROP_KFREE_SKB: &str = "drop_kfree_skb";
+    pub const DROP_KFREE_SKB_REASON: &str = "drop_kfree_skb_reason";
+    pub const DROP_KFREE_SKB_RX_SK: &str = "drop_kfree_skb_rx_sk";
+    /// `tracer tcp`: `inet_sock_set_state`.
+    pub const TCP_SET_STATE: &str = "tcp_set_state";
+    /// `tcp_retransmit_skb`, and with its `err` (6.14).
+    pub const TCP_RETRANSMIT: &str = "tcp_retransmit";
+    pub const TCP_RETRANSMIT_ERR: &str = "tcp_retransmit_err";
+    /// `tcp_send_reset`, and with its `reason` (6.10).
+    pub const TCP_SEND_RESET: &str = "tcp_send_reset";
+    pub const TCP_SEND_RESET_REASON: &str = "tcp_send_reset_reason";
+    /// `tcp_receive_reset`
+    pub const TCP_RECV_RESET: &str = "tcp_recv_reset";
+    /// `tcp_probe` (sampled)
+    pub const TCP_PROBE: &str = "tcp_probe";
+    /// `tcp_destroy_sock`
+    pub const TCP_DESTROY: &str = "tcp_destroy";
     /// The capture bodies a matching filter tail-calls (the entry
     /// programs without their filter step).
     pub const PKT_INGRESS_BODY: &str = "pkt_ingress_body";
@@ -130,6 +170,20 @@ pub enum EventKind {
     NetlinkAck = 0x101,
     /// A packet seen by a TC program.
     Packet = 0x200,
+    /// A packet the kernel dropped (`skb:kfree_skb`).
+    Drop = 0x400,
+    /// A TCP socket changed state.
+    TcpState = 0x401,
+    /// A TCP segment was retransmitted.
+    TcpRetransmit = 0x402,
+    /// A TCP reset was sent.
+    TcpResetSent = 0x403,
+    /// A TCP reset was received.
+    TcpResetReceived = 0x404,
+    /// A sampled reading of a connection's smoothed RTT (`tcp_probe`).
+    TcpRtt = 0x405,
+    /// A TCP socket was destroyed: its totals.
+    TcpDestroy = 0x406,
     /// A socket's owner or address changed (process attribution).
     Sock = 0x300,
 }
@@ -141,6 +195,13 @@ impl TryFrom<u32> for EventKind {
             0x100 => Self::NetlinkSend,
             0x101 => Self::NetlinkAck,
             0x200 => Self::Packet,
+            0x400 => Self::Drop,
+            0x401 => Self::TcpState,
+            0x402 => Self::TcpRetransmit,
+            0x403 => Self::TcpResetSent,
+            0x404 => Self::TcpResetReceived,
+            0x405 => Self::TcpRtt,
+            0x406 => Self::TcpDestroy,
             0x300 => Self::Sock,
             other => return Err(other),
         })
@@ -193,10 +254,21 @@ pub enum LostSource {
     /// Socket events (owners, addresses) that did not fit in the ring
     /// buffer: packets of those sockets may go unattributed.
     Sock = 10,
+    /// Dropped packets that did not fit in the ring buffer.
+    Drop = 11,
+    /// Dropped packets whose headers could not be read (reported without them).
+    DropRead = 12,
+    /// TCP events that did not fit in the ring buffer.
+    Tcp = 13,
+    /// Drops `tracer top` could not count: the drop counters were full or
+    /// refused an update.
+    DropStats = 14,
+    /// TCP events `tracer top` could not count.
+    TcpStats = 15,
 }
 
 impl LostSource {
-    pub const COUNT: u32 = 11;
+    pub const COUNT: u32 = 16;
     pub const ALL: [LostSource; Self::COUNT as usize] = [
         LostSource::Netlink,
         LostSource::Packet,
@@ -209,6 +281,11 @@ impl LostSource {
         LostSource::NetlinkAckRead,
         LostSource::PacketRead,
         LostSource::Sock,
+        LostSource::Drop,
+        LostSource::DropRead,
+        LostSource::Tcp,
+        LostSource::DropStats,
+        LostSource::TcpStats,
     ];
     pub const fn name(self) -> &'static str {
         match self {
@@ -222,6 +299,11 @@ impl LostSource {
             Self::NetlinkAckTruncated => "netlink_ack_truncated",
             Self::NetlinkAckRead => "netlink_ack_read",
             Self::PacketRead => "packet_read",
+            Self::Drop => "drop",
+            Self::DropRead => "drop_read",
+            Self::Tcp => "tcp",
+            Self::DropStats => "drop_stats",
+            Self::TcpStats => "tcp_stats",
             Self::Sock => "sock",
         }
     }
@@ -291,6 +373,12 @@ mod pod {
     unsafe impl aya::Pod for super::top::IfaceKey {}
     unsafe impl aya::Pod for super::top::FlowKey {}
     unsafe impl aya::Pod for super::top::Counters {}
+    unsafe impl aya::Pod for super::tp::SkOffsets {}
+    unsafe impl aya::Pod for super::tp::ObsConfig {}
+    unsafe impl aya::Pod for super::drops::DropMeta {}
+    unsafe impl aya::Pod for super::drops::DropKey {}
+    unsafe impl aya::Pod for super::tcp::TcpRecord {}
+    unsafe impl aya::Pod for super::tcp::TcpCounts {}
     unsafe impl aya::Pod for super::top::ProcFlowKey {}
     unsafe impl aya::Pod for super::sock::SockEvent {}
     unsafe impl aya::Pod for super::sock::SockOwner {}

@@ -12,37 +12,72 @@ const ETH_P_ARP: u16 = 0x0806;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 
+/// Where [`parse`] reads a frame from: a TC program's packet, or (for
+/// `tracer drops`) an skb in kernel memory.
+pub trait Frame {
+    /// Length of the frame from its first byte.
+    fn len(&self) -> usize;
+    /// Reads a `T` at `off`; `None` past the end or when the read fails.
+    fn load<T: Copy>(&self, off: usize) -> Option<T>;
+}
+
+impl Frame for TcContext {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        // SAFETY: ctx.skb.skb is the program's __sk_buff context.
+        unsafe { (*self.skb.skb).len as usize }
+    }
+
+    #[inline(always)]
+    fn load<T: Copy>(&self, off: usize) -> Option<T> {
+        load(self, off)
+    }
+}
+
 /// Fills `key` as far as the frame allows. A read that fails (a short
 /// frame) leaves the later parts unset, so predicates on them are false.
 /// Headers are read into aligned words so the copies stay word-sized.
 #[inline(never)]
 pub fn parse(ctx: &TcContext, key: &mut PacketKey) {
     // SAFETY: ctx.skb.skb is the program's __sk_buff context.
-    let (len, vlan_present, vlan_tci) = unsafe {
+    let (vlan_present, vlan_tci) = unsafe {
         let s = &*ctx.skb.skb;
-        (s.len as usize, s.vlan_present, s.vlan_tci)
+        (s.vlan_present, s.vlan_tci)
     };
-    let Some(et) = load::<u16>(ctx, 12) else { return };
+    parse_l2(ctx, vlan_present != 0, vlan_tci, key);
+}
+
+/// [`parse`] from the Ethernet header on, for any [`Frame`].
+#[inline(always)]
+pub fn parse_l2<F: Frame>(ctx: &F, vlan_present: bool, vlan_tci: u32, key: &mut PacketKey) {
+    let Some(et) = ctx.load::<u16>(12) else { return };
     let mut et = u16::from_be(et);
     let mut l3 = 14usize;
-    if vlan_present != 0 {
+    if vlan_present {
         // The tag was taken out of the data (VLAN offload); the data's
         // EtherType is already the inner one.
         key.flags |= key_flags::VLAN;
         key.vlan_id = ((vlan_tci & 0x0fff) as u16).to_be_bytes();
     } else if et == ETH_P_8021Q || et == ETH_P_8021AD {
         // TCI then the inner EtherType, both big-endian.
-        let Some(tag) = load::<u32>(ctx, 14) else { return };
+        let Some(tag) = ctx.load::<u32>(14) else { return };
         let tag = u32::from_be(tag);
         key.flags |= key_flags::VLAN;
         key.vlan_id = (((tag >> 16) & 0x0fff) as u16).to_be_bytes();
         et = tag as u16;
         l3 = 18;
     }
+    parse_l3(ctx, et, l3, key);
+}
+
+/// The rest of [`parse`]: the network header of EtherType `et` at `l3`.
+#[inline(always)]
+pub fn parse_l3<F: Frame>(ctx: &F, et: u16, l3: usize, key: &mut PacketKey) {
+    let len = ctx.len();
     key.ethertype = et.to_be_bytes();
     let l4 = match et {
         ETH_P_IP => {
-            let Some(h) = load::<[u32; 5]>(ctx, l3) else { return };
+            let Some(h) = ctx.load::<[u32; 5]>(l3) else { return };
             let [b0, _, _, _] = h[0].to_ne_bytes();
             let [_, _, f0, f1] = h[1].to_ne_bytes();
             let [_, proto, _, _] = h[2].to_ne_bytes();
@@ -63,7 +98,7 @@ pub fn parse(ctx: &TcContext, key: &mut PacketKey) {
             l3 + ihl * 4
         }
         ETH_P_IPV6 => {
-            let Some(h) = load::<[u64; 5]>(ctx, l3) else { return };
+            let Some(h) = ctx.load::<[u64; 5]>(l3) else { return };
             let [b0, _, _, _, _, _, next, _] = h[0].to_ne_bytes();
             if b0 >> 4 != 6 {
                 return;
@@ -76,7 +111,7 @@ pub fn parse(ctx: &TcContext, key: &mut PacketKey) {
         }
         ETH_P_ARP => {
             // htype, ptype, hlen, plen, op; sender (hw, proto), target (hw, proto).
-            let Some(h) = load::<[u32; 7]>(ctx, l3) else { return };
+            let Some(h) = ctx.load::<[u32; 7]>(l3) else { return };
             let [_, _, p0, p1] = h[0].to_ne_bytes();
             let [hlen, plen, _, _] = h[1].to_ne_bytes();
             // Ethernet hardware addresses and IPv4 protocol addresses only.
@@ -94,7 +129,7 @@ pub fn parse(ctx: &TcContext, key: &mut PacketKey) {
     };
     if matches!(key.proto, 6 | 17 | 132) {
         // Source and destination port, already in the key's byte order.
-        let Some(p) = load::<u32>(ctx, l4) else { return };
+        let Some(p) = ctx.load::<u32>(l4) else { return };
         let [a, b, c, d] = p.to_ne_bytes();
         key.sport = [a, b];
         key.dport = [c, d];

@@ -165,7 +165,7 @@ pub fn count_lost_n(source: LostSource, n: u64) {
 /// LLVM's BPF backend is free to lower an atomic of its "single-thread"
 /// model to a plain load and store.
 #[inline(always)]
-fn atomic_add(p: *mut u64, n: u64) {
+pub fn atomic_add(p: *mut u64, n: u64) {
     // SAFETY: `p` points at an 8-aligned u64 inside a map value, valid for
     // the whole program run; the instruction writes nothing else.
     unsafe {

@@ -5,11 +5,14 @@
 // Inline assembly for the atomic add of the loss counters (kernel.rs).
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
+mod drops;
 mod filter;
 mod kernel;
 mod netlink;
+mod obs;
 mod packet;
 mod probe;
+mod tcp;
 mod sock;
 mod top;
 mod top_proc;

@@ -52,6 +52,49 @@ pub enum Command {
     Top(TopArgs),
     /// Serve packet, byte, netlink and loss counters as Prometheus metrics over HTTP.
     Serve(ServeArgs),
+    /// Every packet the kernel drops, with its reason and the function that dropped it.
+    Drops(DropsArgs),
+    /// TCP connection health: states, retransmissions, resets, RTT, a summary at close.
+    Tcp(TcpArgs),
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct DropsArgs {
+    /// Where (`-i`: drops without a device are then left out), and which
+    /// packets (the pcap-filter expression runs on the bytes copied).
+    #[command(flatten)]
+    pub tc: TcArgs,
+    /// Only these drop reasons, as the kernel names them (e.g.
+    /// NETFILTER_DROP,NO_SOCKET; comma-separated).
+    #[arg(long, value_name = "LIST")]
+    pub reason: Option<String>,
+    /// Bytes of each dropped packet to capture (at most 256).
+    #[arg(long, value_name = "N")]
+    pub snaplen: Option<u32>,
+    /// Write the dropped packets as pcapng to FILE, or to standard output
+    /// with `-` (reason and function in each packet's comment).
+    #[arg(short = 'w', value_name = "FILE")]
+    pub write: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TcpArgs {
+    #[command(flatten)]
+    pub sel: Selectors,
+    /// Every namespace, following those that appear later (the default).
+    #[arg(long, conflicts_with_all = ["netns", "pid", "container"])]
+    pub all: bool,
+    /// Least seconds between two RTT readings of one connection.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    pub rtt_interval: f64,
+    /// Filter expression (pcap-filter(7), as tcpdump) on the connection's
+    /// addresses and ports, the socket's own as source; may also be given
+    /// as trailing words.
+    #[arg(long, value_name = "EXPR")]
+    pub filter: Option<String>,
+    /// Filter expression as trailing words, as tcpdump takes it.
+    #[arg(trailing_var_arg = true, value_name = "EXPR")]
+    pub expr: Vec<String>,
 }
 
 /// `--netns`, `--pid`, `--container`: at most one of them.
@@ -162,7 +205,7 @@ pub struct TopArgs {
     /// Seconds between reports.
     #[arg(long, value_name = "SECS", default_value_t = 1.0)]
     pub interval: f64,
-    /// One row per container (or namespace), interface, or flow.
+    /// One row per container (or namespace), interface, flow, process or drop reason.
     #[arg(long, value_enum, default_value = "container")]
     pub by: By,
     /// At most this many rows per report (largest first); on a terminal,
@@ -182,6 +225,9 @@ pub enum By {
     Flow,
     /// One row per local process: what its sockets sent and received.
     Process,
+    /// One row per container (or namespace), interface and drop reason:
+    /// the packets the kernel dropped (`skb:kfree_skb`), counted in the kernel.
+    Reason,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -1,5 +1,8 @@
 //! `tracer doctor`: what this kernel offers the tracer, found by really
-//! loading and attaching a tiny program of each kind.
+//! loading and attaching a tiny program of each kind; and the BTF
+//! tracepoints of `drops` and `tcp`, each with the arguments its prototype
+//! has here (`kfree_skb`'s `reason` from 5.17, `rx_sk` from 6.11) and so
+//! the program that will be loaded for it.
 
 use std::io::Write;
 
@@ -10,6 +13,7 @@ use crate::{
         btf::{KernelBtf, VMLINUX},
         hooks::{self, CAPABILITY_KINDS, ProgramKind},
         load::{self as ebpf, LoadOptions},
+        tp::{self, TpCheck},
     },
     sys,
 };
@@ -48,6 +52,11 @@ pub struct Report {
     pub io_uring_disabled: Option<u8>,
     pub kinds: Vec<KindReport>,
     pub features: Vec<CapabilityReport>,
+    /// The BTF tracepoints of `drops` and `tcp` on this kernel.
+    pub tracepoints: Vec<TpCheck>,
+    /// skb, socket and `tcp_sock` fields their programs read that this
+    /// kernel's BTF lacks (they do without: the field is left out).
+    pub tracepoint_fields_missing: Vec<String>,
     pub can_run: bool,
     pub problem: Option<String>,
     /// Per-packet process attribution (see [`crate::procs`]).
@@ -66,6 +75,8 @@ pub fn run() -> Report {
     let btf = KernelBtf::open();
     let btf_ok = btf.is_ok();
     let btf_missing_fields = btf.as_ref().map(|b| b.kernel_offsets().1).unwrap_or_default();
+    let tracepoints = btf.as_ref().map(tp::checks).unwrap_or_default();
+    let tracepoint_fields_missing = btf.as_ref().map(|b| tp::sk_offsets(b).1).unwrap_or_default();
 
     let mut kinds = Vec::new();
     let mut problem = None;
@@ -106,7 +117,11 @@ pub fn run() -> Report {
     let features: Vec<CapabilityReport> = CAPABILITY_KINDS
         .iter()
         .map(|(cap, ks)| {
-            let via = ks.iter().find(|k| kinds.iter().any(|r| r.kind == k.name() && r.available));
+            let fits = |name: &&str| tracepoints.iter().any(|c| c.tracepoint == *name && c.program.is_some());
+            let via = ks
+                .iter()
+                .find(|k| kinds.iter().any(|r| r.kind == k.name() && r.available))
+                .filter(|_| cap.needs_tracepoints().iter().all(fits));
             CapabilityReport { capability: cap.name(), available: via.is_some(), via: via.map(|k| k.name()) }
         })
         .collect();
@@ -132,6 +147,8 @@ pub fn run() -> Report {
         io_uring_disabled: std::fs::read_to_string(IO_URING_DISABLED).ok().and_then(|v| v.trim().parse().ok()),
         kinds,
         features,
+        tracepoints,
+        tracepoint_fields_missing,
         can_run,
         problem,
         process_attribution,
@@ -180,6 +197,26 @@ pub fn print_text(r: &Report, w: &mut impl Write) -> std::io::Result<()> {
             k.reason.as_deref().unwrap_or("")
         )?;
     }
+    if !r.tracepoints.is_empty() {
+        writeln!(w)?;
+        writeln!(w, "{:<20} {:<28} {:<36} {:<16} used by", "tracepoint (btf)", "program", "arguments read", "missing")?;
+        for c in &r.tracepoints {
+            let dash = |v: &[&str]| if v.is_empty() { "-".to_string() } else { v.join(", ") };
+            writeln!(
+                w,
+                "{:<20} {:<28} {:<36} {:<16} {}{}",
+                c.tracepoint,
+                c.program.unwrap_or("none"),
+                dash(&c.present),
+                dash(&c.missing),
+                c.used_by,
+                c.error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+            )?;
+        }
+        if !r.tracepoint_fields_missing.is_empty() {
+            writeln!(w, "fields missing: {} (left out of drops and tcp)", r.tracepoint_fields_missing.join(", "))?;
+        }
+    }
     crate::procs::doctor::print_text(&r.process_attribution, w)?;
     writeln!(w)?;
     for f in &r.features {
@@ -194,4 +231,49 @@ pub fn print_text(r: &Report, w: &mut impl Write) -> std::io::Result<()> {
         writeln!(w, "\ntracer can run here")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bpf::tp::{KFREE_SKB, check};
+
+    fn report(tracepoints: Vec<TpCheck>) -> Report {
+        Report {
+            ty: "doctor",
+            kernel: "5.10.0".into(),
+            btf: true,
+            btf_missing_fields: vec![],
+            lockdown: None,
+            capabilities: vec![],
+            tracefs: sys::TRACEFS.into(),
+            io_uring_disabled: None,
+            kinds: vec![],
+            features: vec![],
+            tracepoints,
+            tracepoint_fields_missing: vec!["tcp_sock.bytes_received".into()],
+            can_run: true,
+            problem: None,
+            process_attribution: crate::procs::doctor::ProcReport::not_probed(),
+        }
+    }
+
+    #[test]
+    fn the_table_names_each_tracepoints_program_and_what_its_kernel_lacks() {
+        // 5.10's kfree_skb: no reason, no rx_sk.
+        let old = check(&KFREE_SKB, Ok(vec!["struct sk_buff *".into(), "void *".into()]));
+        let mut out = Vec::new();
+        print_text(&report(vec![old]), &mut out).expect("print");
+        let out = String::from_utf8(out).expect("utf-8");
+        let row = out.lines().find(|l| l.starts_with("kfree_skb")).unwrap_or_else(|| panic!("{out}"));
+        let cols: Vec<&str> = row.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
+        assert_eq!(cols, ["kfree_skb", tracer_common::programs::DROP_KFREE_SKB, "skb, location", "reason, rx_sk", "drops, top --by reason, serve, the default job"], "{row}");
+        assert!(out.contains("fields missing: tcp_sock.bytes_received"), "{out}");
+        // No such tracepoint: no program, and why.
+        let none = check(&KFREE_SKB, Err("no such tracepoint in this kernel".into()));
+        let mut out = Vec::new();
+        print_text(&report(vec![none]), &mut out).expect("print");
+        let out = String::from_utf8(out).expect("utf-8");
+        assert!(out.lines().any(|l| l.starts_with("kfree_skb") && l.contains(" none ") && l.ends_with("(no such tracepoint in this kernel)")), "{out}");
+    }
 }

@@ -138,6 +138,13 @@ pub fn ring_record(data: &[u8]) {
             }
         }
         EventKind::Packet => render_packet(&ev),
+        EventKind::Drop => render_drop(&ev),
+        EventKind::TcpState
+        | EventKind::TcpRetransmit
+        | EventKind::TcpResetSent
+        | EventKind::TcpResetReceived
+        | EventKind::TcpRtt
+        | EventKind::TcpDestroy => render_tcp(&ev),
         EventKind::Sock => crate::procs::Owners::default().push(&ev),
     }
 }
@@ -146,6 +153,24 @@ fn render_send(ev: &RawEvent) {
     for e in netlink::send_events(ev, &clock(), &GenlFamilies::default()) {
         let _ = (e.json(), e.text(), e.is_get(), e.is_probe());
     }
+}
+
+fn render_drop(ev: &RawEvent) {
+    let names = crate::ns::names::NsNames::default();
+    let reasons = crate::bpf::tp::EnumNames::default();
+    let mut sym = |a: u64| Some(format!("f+{a:#x}"));
+    let Some(d) = crate::drops::event::DropEvent::from_raw(ev, &clock(), &names, &reasons, &mut sym) else { return };
+    let unknown = crate::ns::NetnsId::default();
+    let comment = d.comment();
+    let _ = (d.json_line(), d.json(), d.text(), d.frame(&unknown, &comment));
+}
+
+fn render_tcp(ev: &RawEvent) {
+    let names = crate::ns::names::NsNames::default();
+    let Some(mut e) = crate::tcp::event::TcpEvent::from_raw(ev, &clock(), &names, &crate::bpf::tp::EnumNames::default()) else { return };
+    let mut t = crate::tcp::tracker::Tracker::with_max(4);
+    t.observe(&mut e);
+    let _ = (e.json_line(), e.json(), e.text());
 }
 
 fn render_packet(ev: &RawEvent) {

@@ -14,8 +14,10 @@
 //!   packets to the processes at each end, and how a process is shown.
 //! - `tc`: what every TC job shares: attaching, following, naming, filters,
 //!   and the one start-up sequence.
-//! - capabilities: `netlink`, `packets`, `top`, `doctor`: each a decoder,
-//!   its events and their renderers, and its validated job.
+//! - `frames`: captured frames as every job that shows them needs them:
+//!   the decoder, the header fields, pcapng and the capture file.
+//! - capabilities: `netlink`, `packets`, `drops`, `tcp`, `top`, `doctor`:
+//!   each a decoder, its events and their renderers, and its validated job.
 //! - [`app`]: the only reader of [`cli`]: the job plan, the one run loop,
 //!   the default job's timeline, the error a user sees.
 //!
@@ -27,6 +29,8 @@ pub mod app;
 pub(crate) mod bpf;
 pub mod cli;
 pub(crate) mod doctor;
+pub(crate) mod drops;
+pub(crate) mod frames;
 pub mod fuzzing;
 pub(crate) mod netlink;
 pub(crate) mod ns;
@@ -36,5 +40,6 @@ pub(crate) mod procs;
 pub(crate) mod serve;
 pub(crate) mod sys;
 pub(crate) mod tc;
+pub(crate) mod tcp;
 pub mod testing;
 pub(crate) mod top;

@@ -11,7 +11,7 @@ use crate::{
 };
 
 /// Benchmark binaries of tests/src/bin, run in this order.
-const BENCHES: &[&str] = &["bench-throughput", "bench-scale", "bench-netlink", "bench-flood", "bench-process", "bench-serve"];
+const BENCHES: &[&str] = &["bench-throughput", "bench-scale", "bench-netlink", "bench-flood", "bench-process", "bench-serve", "bench-drops"];
 
 pub fn bench(args: &[String]) -> Result<()> {
     let bin = build()?;

@@ -28,6 +28,7 @@ pub const SELECTORS: &[(&str, &str)] = &[
     ("flood", "bench-flood: the hostile netlink flood of issue #8 (RSS)"),
     ("serve", "bench-serve: tracer serve with 200 namespaces: scrape time, series, RSS"),
     ("process", "bench-process: process attribution on vs off (TCP, UDP, connections) and top by process"),
+    ("drop-flood", "bench-drops: every packet of a UDP flood dropped by a rule: drops and top --by reason count each or report it lost"),
 ];
 
 #[derive(Debug, Default, Clone)]

@@ -305,5 +305,9 @@ pub fn modes(rig: &Rig) -> Vec<Mode> {
         tr("packets-json", "`tracer packets --netns A --json > FILE`", &["packets", "--netns", "{A}", "--json"], Out::File, Scope::SenderIface),
         tr("packets-all-w", "`tracer packets --all -w FILE` (4 interfaces)", &["packets", "--all", "-w", "{pcapng}"], Out::Null, Scope::Stream),
         Mode { key: "tcpdump", label: "`tcpdump -w FILE` in A".into(), args: None, tcpdump: true, out: Out::Null, scope: Scope::SenderIface, bin: None },
+        // Tracepoints on every namespace: their events are not packets of
+        // the stream's interfaces (drops and TCP events), only their cost counts.
+        tr("drops-all", "`tracer drops --all --json > FILE`", &["drops", "--all", "--json"], Out::File, Scope::Stream),
+        tr("tcp-all", "`tracer tcp --all --json > FILE`", &["tcp", "--all", "--json"], Out::File, Scope::Stream),
     ]
 }

@@ -9,7 +9,8 @@
 //! (perf, software clock) under `packets -w` and `top`.
 //!
 //! usage: bench-throughput [throughput|tcp|udp|programs|profile] [--rounds N]
-//!        [--seconds S] [--modes untraced,top,top-flow,top-filter,packets-w,packets-json,packets-all-w,tcpdump]
+//!        [--seconds S] [--modes untraced,top,top-flow,top-filter,packets-w,packets-json,packets-all-w,tcpdump,
+//!        drops-all,tcp-all]
 
 use tracer_tests::bench::{
     bpf::{self, StatsOn},

@@ -1,13 +1,19 @@
 //! The jobs that read the ring buffer: `tracer netlink`, `tracer packets`,
-//! and the default job, which runs both on one ring buffer and prints them
-//! as one timeline ([`super::merged`]). One pipeline serves all three:
+//! and the default job, which runs both on one ring buffer, with drops
+//! (`skb:kfree_skb`) and retransmissions (`tcp_retransmit_skb`), and prints
+//! them as one timeline ([`super::merged`]). One pipeline serves all three:
 //! records -> the netlink correlator and the packet decoder (each when the
 //! job has it) -> the merger -> text or JSON lines, or pcapng.
 
 use std::time::Duration;
 
 use aya::Ebpf;
-use tracer_common::{EventKind, packet::DIR_INGRESS};
+use tracer_common::{
+    EventKind,
+    drops::DROP_DATA_MAX,
+    packet::DIR_INGRESS,
+    tp::{ObsConfig, mode},
+};
 
 use super::{
     Error,
@@ -20,7 +26,9 @@ use crate::{
         hooks,
         load::{self, LoadOptions},
         ring::Reader,
+        tp::EnumNames,
     },
+    drops::{event::DropEvent, kallsyms::Symbols},
     netlink::{self, Correlator, NetlinkJob},
     ns::{
         trigger::Bell,
@@ -35,6 +43,7 @@ use crate::{
         text,
     },
     tc::{TcError, TcSession, attach::PACKET_PROGRAMS},
+    tcp::event::{TcpEvent, What},
 };
 
 /// How often the netlink audit alone looks at its correlator when no
@@ -89,6 +98,15 @@ struct Events {
     /// Namespaces packets came from unnamed: when the attach thread was
     /// first and last asked to look again for each.
     asked: std::collections::HashMap<u64, (std::time::Instant, Option<std::time::Instant>)>,
+    /// The default job: drops and retransmissions on the timeline.
+    timeline: Option<Timeline>,
+}
+
+/// What names the drops and retransmissions of the default job.
+struct Timeline {
+    drop_reasons: EnumNames,
+    rst_reasons: EnumNames,
+    symbols: Option<Symbols>,
 }
 
 /// How long the attach thread is asked to look again for one unnamed
@@ -159,8 +177,15 @@ pub async fn run(
         }
         None => None,
     };
+    // The default job (netlink and packets): drops and retransmissions too.
+    let timeline = netlink.is_some() && packets.is_some();
     let mut opts = LoadOptions {
         snaplen: packets.as_ref().map_or(0, |p| p.snaplen),
+        obs: if timeline {
+            ObsConfig { drops: mode::EVENTS, tcp: mode::EVENTS, snaplen: DROP_DATA_MAX as u32, ..ObsConfig::off() }
+        } else {
+            ObsConfig::off()
+        },
         // Without packets the kernel filters netlink by namespace itself.
         nl_netns: if packets.is_none() { netlink.as_ref().and_then(|n| n.netns) } else { None },
         pkt_filter: packets.as_ref().is_some_and(|p| !p.filter.is_match_all()),
@@ -175,6 +200,27 @@ pub async fn run(
     if netlink.is_some() {
         hooks::attach_tracepoints(&mut loaded.ebpf, hooks::NETLINK_HOOKS)?;
     }
+    let timeline = if timeline {
+        // A kernel that refuses them costs the timeline its drops, not the job.
+        let attached = super::obs::attach_timeline(&mut loaded).unwrap_or_else(|e| {
+            text::warn(&format!("drops and retransmissions are left out: {e}"));
+            Vec::new()
+        });
+        let symbols = match Symbols::load() {
+            Ok(s) => Some(s),
+            Err(e) => {
+                text::warn(&format!("functions of drops are not named: {e}"));
+                None
+            }
+        };
+        (!attached.is_empty()).then(|| Timeline {
+            drop_reasons: std::mem::take(&mut loaded.drop_reasons),
+            rst_reasons: std::mem::take(&mut loaded.rst_reasons),
+            symbols,
+        })
+    } else {
+        None
+    };
     let reader = Reader::new(&mut loaded.ebpf)?;
     // Before the packet programs: a socket made in between would be missed.
     let attribution = match packets.as_ref().and_then(|p| p.procs.as_ref()) {
@@ -219,7 +265,11 @@ pub async fn run(
             if let Out::Pcapng(w, _) = &mut out {
                 w.start_period();
             }
-            let what = if netlink.is_some() { "netlink audit and packets" } else { "packets" };
+            let what = match (&netlink, &timeline) {
+                (Some(_), Some(_)) => "netlink audit, packets, drops and retransmissions",
+                (Some(_), None) => "netlink audit and packets",
+                (None, _) => "packets",
+            };
             let ready = format!(
                 "tracing {what} on {} interfaces in {} namespaces ({})",
                 first.interfaces,
@@ -270,6 +320,7 @@ pub async fn run(
         ready,
         changes,
         asked: std::collections::HashMap::new(),
+        timeline,
     };
     run::run(&mut job, limits, stop).await?;
     Ok(())
@@ -326,6 +377,26 @@ impl Events {
                         corr.push(&ev);
                     }
                 }
+                EventKind::Drop => {
+                    let Some(t) = &mut self.timeline else { continue };
+                    let symbols = &mut t.symbols;
+                    let mut symbolise = |a: u64| symbols.as_mut().and_then(|s| s.lookup_or_reload(a));
+                    match DropEvent::from_raw(&ev, &self.clock, &*topo, &t.drop_reasons, &mut symbolise) {
+                        Some(d) => self.merger.push(Item::Drop(Box::new(d))),
+                        None => self.reader.malformed += 1,
+                    }
+                }
+                EventKind::TcpRetransmit => {
+                    let Some(t) = &self.timeline else { continue };
+                    match TcpEvent::from_raw(&ev, &self.clock, &*topo, &t.rst_reasons) {
+                        // Failed attempts (the segment never left) are not retransmissions.
+                        Some(e) if matches!(e.what, What::Retransmit { err: 0, .. }) => self.merger.push(Item::Tcp(Box::new(e))),
+                        Some(_) => {}
+                        None => self.reader.malformed += 1,
+                    }
+                }
+                // The other TCP programs are not attached by these jobs.
+                _ => {}
             }
         }
         Ok(())
@@ -409,7 +480,7 @@ impl Running for Events {
                 item.refresh_names(t);
             }
             match (&mut self.out, &item) {
-                (Out::Pcapng(w, _), Item::Packet(p)) => w.write(p).map_err(PacketsError::from)?,
+                (Out::Pcapng(w, _), Item::Packet(p)) => w.write(&p.frame()).map_err(PacketsError::from)?,
                 (Out::Pcapng(_, sink), _) | (Out::Sink(sink), _) => {
                     sink.defer(item.render());
                     // Lines are written once per step, but a step may let

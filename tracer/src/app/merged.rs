@@ -1,6 +1,7 @@
-//! The one timeline of the ring-buffer jobs: netlink requests, packets and
-//! packet paths held for a moment and let out in time order (netlink
-//! requests wait for their answer, so they arrive late), within bounds.
+//! The one timeline of the ring-buffer jobs: netlink requests, packets,
+//! packet paths, and in the default job drops and retransmissions, held
+//! for a moment and let out in time order (netlink requests wait for their
+//! answer, so they arrive late), within bounds.
 
 use std::{
     cmp::Reverse,
@@ -8,11 +9,13 @@ use std::{
 };
 
 use crate::{
+    drops::event::DropEvent,
     netlink::{NetlinkEvent, effects::Change},
     output::Render,
     packets::{PacketEvent, hops},
     procs::Attribution,
     tc::topology::Topology,
+    tcp::event::TcpEvent,
 };
 
 /// Something to print, ordered by time in the merged timeline.
@@ -22,6 +25,9 @@ pub(super) enum Item {
     Change(Box<Change>),
     Packet(Box<PacketEvent>),
     Path(hops::PacketPath),
+    /// The default job: a dropped packet, a retransmission.
+    Drop(Box<DropEvent>),
+    Tcp(Box<TcpEvent>),
 }
 
 impl Item {
@@ -33,6 +39,8 @@ impl Item {
             Item::Change(c) => 512 + c.line.len(),
             Item::Packet(p) => 512 + p.frame.len(),
             Item::Path(p) => p.hops.iter().map(|h| 512 + h.frame.len()).sum(),
+            Item::Drop(d) => 512 + d.frame.len(),
+            Item::Tcp(_) => 512,
         }
     }
 
@@ -42,6 +50,8 @@ impl Item {
             Item::Change(c) => c.wall_ns,
             Item::Packet(p) => p.wall_ns,
             Item::Path(p) => p.hops.first().map(|h| h.wall_ns).unwrap_or(0),
+            Item::Drop(d) => d.wall_ns,
+            Item::Tcp(t) => t.wall_ns,
         }
     }
 
@@ -49,7 +59,7 @@ impl Item {
     /// command line may have been found while the item was held).
     pub(super) fn refresh_procs(&mut self, a: &Attribution) {
         match self {
-            Item::Netlink(_) | Item::Change(_) => {}
+            Item::Netlink(_) | Item::Change(_) | Item::Drop(_) | Item::Tcp(_) => {}
             Item::Packet(p) => a.refresh(&mut p.procs),
             Item::Path(p) => p.hops.iter_mut().for_each(|h| a.refresh(&mut h.procs)),
         }
@@ -59,7 +69,10 @@ impl Item {
     /// without, as the attach thread knows them now.
     pub(super) fn refresh_names(&mut self, topo: &Topology) {
         match self {
-            Item::Netlink(_) | Item::Change(_) => {}
+            // Drops and retransmissions are named from the topology when
+            // decoded, and not again here (a namespace the attach thread
+            // did not know yet stays an inode on those lines).
+            Item::Netlink(_) | Item::Change(_) | Item::Drop(_) | Item::Tcp(_) => {}
             Item::Packet(p) => p.rename(topo),
             Item::Path(p) => p.hops.iter_mut().for_each(|h| h.rename(topo)),
         }
@@ -71,6 +84,8 @@ impl Item {
             Item::Change(c) => c.as_ref(),
             Item::Packet(p) => p.as_ref(),
             Item::Path(p) => p,
+            Item::Drop(d) => d.as_ref(),
+            Item::Tcp(t) => t.as_ref(),
         }
     }
 }

@@ -2,17 +2,23 @@
 //! ([`crate::cli`]), which `plan.rs` validates into one job; the jobs
 //! started and run in the one run loop (`run.rs`): the ring-buffer jobs
 //! (`events.rs`, with the default job's timeline in `merged.rs`), `top`
-//! (`top.rs`) and `serve` (`serve.rs`, top's counters and the netlink audit
-//! as metrics); `doctor` and `ns`, which print once; and [`Error`], every
+//! (`top.rs`), `serve` (`serve.rs`, top's counters and the netlink audit
+//! as metrics), and the tracepoint jobs `drops` and `tcp` (`drops.rs`,
+//! `tcp.rs`, started alike by `obs.rs`); `doctor` and `ns`, which print
+//! once; and [`Error`], every
 //! way the tracer can stop, each as one sentence. [`run()`] is what the
 //! binary calls.
 
+mod drops;
 mod events;
 mod merged;
+mod obs;
 mod plan;
 mod run;
 mod serve;
+mod tcp;
 mod top;
+mod top_reasons;
 
 use std::{borrow::Cow, io::Write as _};
 
@@ -22,6 +28,7 @@ use crate::{
     bpf::{hooks::HookError, load::LoadError, ring::ReaderError},
     cli::Cli,
     doctor,
+    frames::{capfile::CaptureError, pcapng::PcapngError},
     ns::{self, NsError, SelectError},
     packets::PacketsError,
     serve::ServeError,
@@ -56,6 +63,10 @@ pub enum Error {
     Packets(#[from] PacketsError),
     #[error(transparent)]
     Top(#[from] TopError),
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    #[error(transparent)]
+    Pcapng(#[from] PcapngError),
     #[error(transparent)]
     Serve(#[from] ServeError),
     #[error("cannot write output: {0}")]
@@ -107,9 +118,21 @@ pub async fn run(cli: Cli, shutdown: Shutdown) -> Result<i32, Error> {
             require_root()?;
             events::run(Some(nj), Some(pj), plan.json, plan.ring_bytes, limits, shutdown).await.map(|_| 0)
         }
+        Job::Top(tj) if tj.by == crate::top::By::Reason => {
+            require_root()?;
+            top_reasons::run(tj, plan.json, limits, shutdown).await.map(|_| 0)
+        }
         Job::Top(tj) => {
             require_root()?;
             top::run(tj, plan.json, limits, shutdown).await.map(|_| 0)
+        }
+        Job::Drops(j) => {
+            require_root()?;
+            drops::run(j, plan.json, plan.ring_bytes, limits, shutdown).await.map(|_| 0)
+        }
+        Job::Tcp(j) => {
+            require_root()?;
+            tcp::run(j, plan.json, plan.ring_bytes, limits, shutdown).await.map(|_| 0)
         }
         Job::Serve(sj) => {
             require_root()?;

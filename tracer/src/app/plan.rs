@@ -4,11 +4,13 @@
 
 use std::time::Duration;
 
-use tracer_common::packet::PKT_DATA_MAX;
+use tracer_common::{drops::DROP_DATA_MAX, packet::PKT_DATA_MAX};
 
 use super::Error;
 use crate::{
-    cli::{self, Cli, Command, NetlinkArgs, PacketArgs, ServeArgs, TcArgs, TopArgs},
+    bpf::{btf::KernelBtf, load::LoadError, tp::EnumNames},
+    cli::{self, Cli, Command, DropsArgs, NetlinkArgs, PacketArgs, ServeArgs, TcArgs, TcpArgs, TopArgs},
+    drops::{self, DropsJob},
     netlink::{NetlinkJob, decode},
     ns::{Scope, Selector},
     packets::{
@@ -21,6 +23,7 @@ use crate::{
         cbpf::PacketFilter,
         follow::Selection,
     },
+    tcp::{MAX_RTT_INTERVAL, TcpJob},
     top::{self, MIN_INTERVAL, TopJob},
 };
 
@@ -32,6 +35,8 @@ pub enum Job {
     Netlink(NetlinkJob),
     Packets(PacketsJob),
     Top(TopJob),
+    Drops(DropsJob),
+    Tcp(TcpJob),
     Serve(ServeJob),
     /// The default job: netlink audit and packets of every namespace, merged.
     All(NetlinkJob, PacketsJob),
@@ -77,6 +82,8 @@ pub fn plan(cli: &Cli) -> Result<Plan, Error> {
         Some(Command::Packets(a)) => Job::Packets(packets_job(a)?),
         Some(Command::Ns(a)) => Job::Ns(NsJob { netns: scope(&a.sel)?.netns() }),
         Some(Command::Top(a)) => Job::Top(top_job(a)?),
+        Some(Command::Drops(a)) => Job::Drops(drops_job(a)?),
+        Some(Command::Tcp(a)) => Job::Tcp(tcp_job(a)?),
         Some(Command::Serve(a)) => {
             if c.count.is_some() {
                 return Err(Error::Usage("--count does not apply to serve (it has no events to count); use --duration".into()));
@@ -122,10 +129,14 @@ fn netlink_job(a: &NetlinkArgs) -> Result<NetlinkJob, Error> {
 
 /// Namespaces and interfaces of a TC job.
 fn selection(a: &TcArgs) -> Result<Selection, Error> {
-    if a.all && selector(&a.sel)?.is_some() {
+    selection_of(&a.sel, a.all, a.iface.as_deref())
+}
+
+fn selection_of(sel: &cli::Selectors, all: bool, iface: Option<&str>) -> Result<Selection, Error> {
+    if all && selector(sel)?.is_some() {
         return Err(Error::Usage("give one of --all, --netns, --pid, --container".into()));
     }
-    let iface_globs = match &a.iface {
+    let iface_globs = match iface {
         Some(g) => {
             let globs: Vec<String> = g.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
             if globs.is_empty() {
@@ -135,18 +146,22 @@ fn selection(a: &TcArgs) -> Result<Selection, Error> {
         }
         None => None,
     };
-    Ok(Selection { scope: scope(&a.sel)?, iface_globs })
+    Ok(Selection { scope: scope(sel)?, iface_globs })
 }
 
 /// The filter of a TC job, as `--filter EXPR` or as trailing words (not
 /// both); refused expressions are usage errors.
 fn filter(a: &TcArgs) -> Result<PacketFilter, Error> {
-    let expr = match (&a.filter, a.expr.is_empty()) {
+    filter_of(a.filter.as_ref(), &a.expr)
+}
+
+fn filter_of(flag: Option<&String>, words: &[String]) -> Result<PacketFilter, Error> {
+    let expr = match (flag, words.is_empty()) {
         (Some(_), false) => {
             return Err(Error::Usage("give the filter either with --filter or as trailing words, not both".into()));
         }
         (Some(f), true) => f.clone(),
-        (None, _) => a.expr.join(" "),
+        (None, _) => words.join(" "),
     };
     PacketFilter::parse(&expr).map_err(|e| Error::Usage(format!("invalid filter \"{}\": {e}", expr.trim())))
 }
@@ -216,9 +231,48 @@ fn top_job(a: &TopArgs) -> Result<TopJob, Error> {
         cli::By::Iface => top::By::Iface,
         cli::By::Flow => top::By::Flow,
         cli::By::Process => top::By::Process,
+        cli::By::Reason => top::By::Reason,
     };
     let select = selection(&a.tc)?;
+    if by == top::By::Reason && (a.tc.filter.is_some() || !a.tc.expr.is_empty()) {
+        return Err(Error::Usage("--by reason counts every drop in the kernel: a packet filter does not apply to it".into()));
+    }
     Ok(TopJob { select, filter: filter(&a.tc)?, interval: Duration::from_secs_f64(a.interval), by, limit: a.limit })
+}
+
+fn drops_job(a: &DropsArgs) -> Result<DropsJob, Error> {
+    let max = DROP_DATA_MAX as u32;
+    let snaplen = match a.snaplen {
+        Some(0) | None => max,
+        Some(n) if n > max => {
+            eprintln!("tracer: --snaplen {n} lowered to {max}, the most the kernel side copies of a dropped packet");
+            max
+        }
+        Some(n) => n,
+    };
+    let select = selection(&a.tc)?;
+    let filter = filter(&a.tc)?;
+    let reasons = match &a.reason {
+        None => None,
+        Some(list) => {
+            // The names are the running kernel's: read from its BTF.
+            let btf = KernelBtf::open().map_err(LoadError::from)?;
+            let names = EnumNames::from_btf(&btf, "skb_drop_reason", drops::REASON_PREFIXES);
+            Some(drops::parse_reasons(list, &names).map_err(Error::Usage)?)
+        }
+    };
+    Ok(DropsJob { select, reasons, snaplen, write: a.write.clone(), filter })
+}
+
+fn tcp_job(a: &TcpArgs) -> Result<TcpJob, Error> {
+    if !(a.rtt_interval.is_finite() && (0.0..=MAX_RTT_INTERVAL).contains(&a.rtt_interval)) {
+        return Err(Error::Usage(format!("--rtt-interval must be between 0 and {MAX_RTT_INTERVAL} seconds, not {}", a.rtt_interval)));
+    }
+    Ok(TcpJob {
+        select: selection_of(&a.sel, a.all, None)?,
+        rtt_interval: Duration::from_secs_f64(a.rtt_interval),
+        filter: filter_of(a.filter.as_ref(), &a.expr)?,
+    })
 }
 
 fn serve_job(a: &ServeArgs) -> Result<ServeJob, Error> {
@@ -406,6 +460,33 @@ mod tests {
         }
         assert!(usage(&["netlink", "--protocol", "bogus"]).contains("unknown netlink protocol"));
         assert!(usage(&["netlink", "--type", "RTM_BOGUS"]).contains("unknown message type"));
+    }
+
+    #[test]
+    fn drops_and_tcp_flags() {
+        match plan_of(&["drops", "-i", "veth*", "udp", "port", "53"]).expect("plan").job {
+            Job::Drops(j) => {
+                assert_eq!((j.filter.expression(), j.snaplen, j.reasons), ("udp port 53", DROP_DATA_MAX as u32, None));
+                assert_eq!(j.select.iface_globs, Some(vec!["veth*".to_string()]));
+            }
+            j => panic!("{j:?}"),
+        }
+        match plan_of(&["drops", "--snaplen", "99999"]).expect("plan").job {
+            Job::Drops(j) => assert_eq!(j.snaplen, DROP_DATA_MAX as u32),
+            j => panic!("{j:?}"),
+        }
+        assert!(usage(&["drops", "--filter", "tcp", "udp"]).contains("not both"));
+        match plan_of(&["tcp", "--rtt-interval", "0.5", "port", "80"]).expect("plan").job {
+            Job::Tcp(j) => assert_eq!((j.rtt_interval, j.filter.expression(), j.select.scope), (Duration::from_millis(500), "port 80", Scope::All)),
+            j => panic!("{j:?}"),
+        }
+        for bad in ["nan", "-1", "1e9"] {
+            assert!(usage(&["tcp", &format!("--rtt-interval={bad}")]).contains("--rtt-interval must be"), "{bad}");
+        }
+        for cmd in ["drops", "tcp"] {
+            let e = Cli::try_parse_from(["tracer", cmd, "--all", "--netns", "x"]).expect_err(cmd);
+            assert_eq!(e.kind(), ErrorKind::ArgumentConflict, "{cmd}: {e}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! `tracer serve` running: `top`'s in-kernel counters and the netlink
-//! audit, composed here (capabilities do not import each other) and fed
+//! `tracer serve` running: `top`'s in-kernel counters, the drop and TCP
+//! tracepoints' counters (their counting mode: no record per event) and
+//! the netlink audit, composed here (capabilities do not import each other) and fed
 //! into [`crate::serve`]'s metric families every read, while its endpoint
 //! answers scrapes on the same runtime. Nothing is printed but the ready
 //! line and the exit summary.
@@ -16,9 +17,10 @@ use crate::{
         hooks,
         load::{self, LoadOptions},
         ring::Reader,
+        tp::EnumNames,
     },
     netlink::{Correlator, NetlinkEvent, NetlinkJob, decode},
-    serve::{Endpoint, Exporter, READ_INTERVAL, Request, ServeJob, Traffic},
+    serve::{Drops, Endpoint, Exporter, READ_INTERVAL, Request, ServeJob, Tcp, Traffic},
     sys::{
         clock::Clock,
         shutdown::Shutdown,
@@ -27,9 +29,26 @@ use crate::{
         TcSession,
         attach::{INTERFACE_COUNTERS, TOP_PROGRAMS},
     },
-    top::Meter,
+    top::{Meter, reasons::ReasonMeter},
 };
-use tracer_common::packet::DIR_INGRESS;
+use aya::maps::{MapData, PerCpuHashMap};
+use tracer_common::{
+    drops::REASON_NONE,
+    maps,
+    packet::DIR_INGRESS,
+    LostSource,
+    tcp::TcpCounts,
+    tp::{ObsConfig, mode},
+};
+
+/// The drop and TCP counters, when their tracepoints are attached.
+struct Health {
+    drops: ReasonMeter,
+    reasons: EnumNames,
+    tcp: PerCpuHashMap<MapData, u32, TcpCounts>,
+    /// Per namespace, the TCP totals at the last read.
+    tcp_prev: std::collections::HashMap<u32, TcpCounts>,
+}
 
 /// The ring buffer carries netlink records only: 4 MiB is plenty.
 const RING_BYTES: u32 = 4 << 20;
@@ -47,6 +66,7 @@ struct Serve {
     /// netlink record that wakes the loop).
     due: bool,
     ready: String,
+    health: Option<Health>,
 }
 
 /// Serves metrics until `limits` or `stop`.
@@ -56,9 +76,25 @@ pub async fn run(job: ServeJob, ring_bytes: Option<u32>, limits: Limits, stop: S
     let addr = endpoint.addr();
     // The entry programs tail-call the filter only when one is installed.
     let pkt_filter = !job.filter.is_match_all();
+    let obs = ObsConfig { drops: mode::COUNT, tcp: mode::COUNT, ..ObsConfig::off() };
     let mut loaded =
-        load::load_for_job(&LoadOptions { ring_bytes: ring_bytes.unwrap_or(RING_BYTES), top: true, pkt_filter, ..Default::default() })?;
+        load::load_for_job(&LoadOptions { ring_bytes: ring_bytes.unwrap_or(RING_BYTES), top: true, pkt_filter, obs, ..Default::default() })?;
     hooks::attach_tracepoints(&mut loaded.ebpf, hooks::NETLINK_HOOKS)?;
+    // Drops and TCP health, counted in the kernel, where the kernel has
+    // the tracepoints (a warning names one left out).
+    let tps = super::obs::attach_named(&mut loaded, &["kfree_skb", "tcp_retransmit_skb", "tcp_send_reset", "tcp_receive_reset"])
+        .unwrap_or_else(|e| {
+            crate::sys::text::warn(&format!("drop and TCP metrics are left out: {e}"));
+            Vec::new()
+        });
+    let health = if tps.is_empty() {
+        None
+    } else {
+        let drops = ReasonMeter::take(&mut loaded.ebpf).map_err(crate::top::TopError::from)?;
+        let map = crate::bpf::take_map(&mut loaded.ebpf, maps::TCP_COUNTS).map_err(|e| Error::Kernel(e.to_string()))?;
+        let tcp = PerCpuHashMap::try_from(map).map_err(|e| Error::Kernel(format!("map {}: {e}", maps::TCP_COUNTS)))?;
+        Some(Health { drops, reasons: std::mem::take(&mut loaded.drop_reasons), tcp, tcp_prev: Default::default() })
+    };
     let reader = Reader::new(&mut loaded.ebpf)?;
     // Without a filter, the interfaces' own kernel counters: nothing is
     // attached, nothing runs per packet. A filter needs top's programs.
@@ -77,12 +113,13 @@ pub async fn run(job: ServeJob, ring_bytes: Option<u32>, limits: Limits, stop: S
     let exporter = Exporter::new(job.grace);
     let server = endpoint.spawn(exporter.registry(), stop.clone());
     let ready = format!(
-        "serving metrics on http://{addr}/metrics: packets on {} interfaces in {} namespaces ({}, {}), netlink audit on {} tracepoints",
+        "serving metrics on http://{addr}/metrics: packets on {} interfaces in {} namespaces ({}, {}), netlink audit on {} tracepoints, drops and TCP on {}",
         first.interfaces,
         first.namespaces,
         if kernel { "interface counters" } else { first.mode.name() },
         job.filter,
-        hooks::NETLINK_HOOKS.len()
+        hooks::NETLINK_HOOKS.len(),
+        if tps.is_empty() { "none".to_string() } else { tps.join(", ") }
     );
     let mut serve = Serve {
         tc,
@@ -94,6 +131,7 @@ pub async fn run(job: ServeJob, ring_bytes: Option<u32>, limits: Limits, stop: S
         exporter,
         due: false,
         ready,
+        health,
     };
     // The series exist (at 0) before the first scrape.
     serve.read_counters(false)?;
@@ -136,6 +174,43 @@ impl Serve {
             for ingress in [true, false] {
                 if !seen.contains(&(ns, ifindex, ingress)) {
                     self.exporter.traffic(Traffic { netns: &netns, interface: &ifname, ingress, packets: 0, bytes: 0 }, now);
+                }
+            }
+        }
+        if let Some(h) = &mut self.health {
+            let (_, counts) = h.drops.read().map_err(crate::top::TopError::from)?;
+            // Series of a namespace still traced are kept (at their value);
+            // those of one gone leave after the grace period, as traffic's.
+            let traced: HashSet<u64> = topo.attached.iter().map(|(ns, _)| *ns).collect();
+            for (k, d, _) in counts {
+                let ns = u64::from(k.netns_ino);
+                if d == 0 && !traced.contains(&ns) {
+                    continue;
+                }
+                let netns = topo.netns(ns);
+                let ifname = if k.ifindex == 0 { String::new() } else { topo.ifname(ns, k.ifindex) };
+                let reason = match k.reason {
+                    REASON_NONE => "-".to_string(),
+                    r => h.reasons.name(u64::from(r)).map(String::from).unwrap_or_else(|| format!("UNKNOWN_{r}")),
+                };
+                self.exporter.drops(Drops { netns: &netns, interface: &ifname, reason: &reason, count: d }, now);
+            }
+            for (ns, per_cpu) in h.tcp.iter().flatten() {
+                let t = per_cpu.iter().fold(TcpCounts::default(), |a, c| TcpCounts {
+                    retransmits: a.retransmits + c.retransmits,
+                    resets_sent: a.resets_sent + c.resets_sent,
+                    resets_received: a.resets_received + c.resets_received,
+                });
+                let p = h.tcp_prev.insert(ns, t).unwrap_or_default();
+                let d = TcpCounts {
+                    retransmits: t.retransmits.saturating_sub(p.retransmits),
+                    resets_sent: t.resets_sent.saturating_sub(p.resets_sent),
+                    resets_received: t.resets_received.saturating_sub(p.resets_received),
+                };
+                if d.retransmits + d.resets_sent + d.resets_received > 0 || traced.contains(&u64::from(ns)) {
+                    let netns = topo.netns(u64::from(ns));
+                    let tcp = Tcp { netns: &netns, retransmits: d.retransmits, resets_sent: d.resets_sent, resets_received: d.resets_received };
+                    self.exporter.tcp(tcp, now);
                 }
             }
         }
@@ -192,6 +267,11 @@ impl Running for Serve {
     fn lost(&self) -> Vec<(&'static str, u64)> {
         let mut v = self.reader.lost_totals();
         v.extend(self.meter.lost());
+        if self.health.is_some() {
+            for s in [LostSource::DropStats, LostSource::TcpStats] {
+                v.push((s.name(), self.reader.lost_of(s)));
+            }
+        }
         v
     }
 

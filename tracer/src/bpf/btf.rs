@@ -102,6 +102,76 @@ impl KernelBtf {
         Ok(None)
     }
 
+    /// The members of `enum name` as this kernel numbers them, in BTF
+    /// order: what `tracer drops` names drop reasons by (the enum changes
+    /// between kernels, so no table of it is kept anywhere else).
+    pub fn enum_members(&self, name: &str) -> Result<Vec<(String, u64)>, BtfError> {
+        let types = self.btf.resolve_types_by_name(name).unwrap_or_default();
+        for t in types {
+            match t {
+                Type::Enum(e) if !e.members.is_empty() => {
+                    return Ok(e.members.iter().map(|m| (self.btf.resolve_name(m).unwrap_or_default(), u64::from(m.val()))).collect());
+                }
+                Type::Enum64(e) if !e.members.is_empty() => {
+                    return Ok(e.members.iter().map(|m| (self.btf.resolve_name(m).unwrap_or_default(), m.val())).collect());
+                }
+                _ => {}
+            }
+        }
+        Err(BtfError::NoStruct(format!("enum {name}")))
+    }
+
+    /// The argument types of a BTF tracepoint (`btf_trace_<name>`'s
+    /// prototype without its leading `void *__data`), written as C
+    /// without qualifiers: `struct sk_buff *`, `void *`,
+    /// `enum skb_drop_reason`, `int`.
+    pub fn tracepoint_args(&self, name: &str) -> Result<Vec<String>, BtfError> {
+        let typedef = format!("btf_trace_{name}");
+        let types = self.btf.resolve_types_by_name(&typedef).unwrap_or_default();
+        let t = types.into_iter().next().ok_or_else(|| BtfError::NoStruct(typedef.clone()))?;
+        let mut ty = t;
+        for _ in 0..4 {
+            match &ty {
+                Type::FuncProto(fp) => {
+                    let mut out = Vec::new();
+                    for p in fp.parameters.iter().skip(1) {
+                        out.push(self.describe(self.btf.resolve_chained_type(p)?, 0));
+                    }
+                    return Ok(out);
+                }
+                Type::Typedef(_) | Type::Ptr(_) => {
+                    let bt = ty.as_btf_type().ok_or_else(|| BtfError::NoField(typedef.clone()))?;
+                    ty = self.btf.resolve_chained_type(bt)?;
+                }
+                _ => break,
+            }
+        }
+        Err(BtfError::NoField(format!("{typedef} (not a function prototype)")))
+    }
+
+    /// A type as C writes it, without qualifiers.
+    fn describe(&self, ty: Type, depth: u32) -> String {
+        if depth > 8 {
+            return "?".into();
+        }
+        let name = |t: &Type| t.as_btf_type().and_then(|b| self.btf.resolve_name(b).ok()).unwrap_or_default();
+        match &ty {
+            Type::Void => "void".into(),
+            Type::Ptr(_) | Type::Const(_) | Type::Volatile(_) | Type::Restrict(_) | Type::TypeTag(_) => {
+                let inner = ty
+                    .as_btf_type()
+                    .and_then(|b| self.btf.resolve_chained_type(b).ok())
+                    .map(|t| self.describe(t, depth + 1))
+                    .unwrap_or_else(|| "void".into());
+                if matches!(ty, Type::Ptr(_)) { format!("{inner} *") } else { inner }
+            }
+            Type::Struct(_) => format!("struct {}", name(&ty)),
+            Type::Union(_) => format!("union {}", name(&ty)),
+            Type::Enum(_) | Type::Enum64(_) => format!("enum {}", name(&ty)),
+            _ => name(&ty),
+        }
+    }
+
     /// All offsets the programs use. A field this kernel lacks is left
     /// `MISSING`, and the programs needing it stay silent; `missing()` names them.
     pub fn kernel_offsets(&self) -> (KernelOffsets, Vec<String>) {

@@ -4,8 +4,10 @@
 use bytes::Bytes;
 use tracer_common::{
     EventHeader, EventKind,
+    drops::DropMeta,
     netlink::{NetlinkAck, NetlinkSend},
     packet::PacketMeta,
+    tcp::TcpRecord,
 };
 
 /// One record, header decoded, payload still raw.
@@ -43,6 +45,13 @@ fn fixed_payload(kind: EventKind) -> usize {
         EventKind::NetlinkSend => size_of::<NetlinkSend>(),
         EventKind::NetlinkAck => size_of::<NetlinkAck>(),
         EventKind::Packet => size_of::<PacketMeta>(),
+        EventKind::Drop => size_of::<DropMeta>(),
+        EventKind::TcpState
+        | EventKind::TcpRetransmit
+        | EventKind::TcpResetSent
+        | EventKind::TcpResetReceived
+        | EventKind::TcpRtt
+        | EventKind::TcpDestroy => size_of::<TcpRecord>(),
         EventKind::Sock => size_of::<tracer_common::sock::SockEvent>(),
     }
 }

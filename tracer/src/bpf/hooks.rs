@@ -86,6 +86,10 @@ pub enum Capability {
     PacketTracing,
     /// `tracer top`: counters per interface and flow.
     Top,
+    /// `tracer drops`: `skb:kfree_skb`.
+    Drops,
+    /// `tracer tcp`: the TCP and socket tracepoints.
+    Tcp,
 }
 
 impl Capability {
@@ -94,6 +98,19 @@ impl Capability {
             Self::NetlinkAudit => "netlink audit",
             Self::PacketTracing => "packet tracing",
             Self::Top => "top",
+            Self::Drops => "drops",
+            Self::Tcp => "tcp",
+        }
+    }
+
+    /// The BTF tracepoints ([`super::tp::TRACEPOINTS`]) it cannot do
+    /// without: a kernel whose prototype of one fits none of its programs
+    /// cannot run it.
+    pub const fn needs_tracepoints(self) -> &'static [&'static str] {
+        match self {
+            Self::Drops => &["kfree_skb"],
+            Self::Tcp => &["inet_sock_set_state", "tcp_retransmit_skb"],
+            _ => &[],
         }
     }
 }
@@ -124,6 +141,8 @@ pub const CAPABILITY_KINDS: &[(Capability, &[ProgramKind])] = &[
     (Capability::NetlinkAudit, &[ProgramKind::Tracepoint]),
     (Capability::PacketTracing, &[ProgramKind::Tcx, ProgramKind::NetlinkTc]),
     (Capability::Top, &[ProgramKind::Tcx, ProgramKind::NetlinkTc]),
+    (Capability::Drops, &[ProgramKind::TpBtf]),
+    (Capability::Tcp, &[ProgramKind::TpBtf]),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +190,21 @@ pub fn attach_tracepoints(ebpf: &mut Ebpf, hooks: &[TracepointHook]) -> Result<(
             target: format!("{}/{}", h.category, h.name),
             source,
         })?;
+    }
+    Ok(())
+}
+
+/// Loads the BTF tracepoint programs of `hooks` (program, tracepoint)
+/// and attaches them. Links live as long as `ebpf`.
+pub fn attach_btf_tracepoints(ebpf: &mut Ebpf, btf: &Btf, hooks: &[(&'static str, &'static str)]) -> Result<(), HookError> {
+    for &(program, tracepoint) in hooks {
+        let prog: &mut BtfTracePoint = ebpf
+            .program_mut(program)
+            .ok_or(HookError::NoProgram(program))?
+            .try_into()
+            .map_err(|source| HookError::Load { program, source })?;
+        prog.load(tracepoint, btf).map_err(|source| HookError::Load { program, source })?;
+        prog.attach().map_err(|source| HookError::Attach { program, target: format!("tp_btf/{tracepoint}"), source })?;
     }
     Ok(())
 }

@@ -4,10 +4,14 @@
 
 use aya::{Ebpf, EbpfLoader};
 use tracer_common::{
-    Config, globals, maps,
+    Config,
+    drops::{DROP_COUNTS_MAX, DROP_FLOWS_MAX},
+    globals, maps,
     offsets::KernelOffsets,
+    tcp::{TCP_COUNTS_MAX, TCP_FLOWS_MAX},
     sock::{ProcConfig, SOCK_OWNERS_MAX, SOCK_SEL_PORTS_MAX},
     top::{TOP_FLOWS_MAX, TOP_IFACES_MAX},
+    tp::{ObsConfig, SkOffsets, mode},
 };
 
 use crate::bpf::btf::{BtfError, KernelBtf};
@@ -45,11 +49,13 @@ pub struct LoadOptions {
     /// Process attribution (see `crate::procs`): its settings, and its
     /// maps sized for use; `None` leaves them token-sized.
     pub procs: Option<ProcConfig>,
+    /// Settings of the drop and TCP tracepoint programs (off by default).
+    pub obs: ObsConfig,
 }
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { ring_bytes: 16 * 1024 * 1024, snaplen: 0, nl_netns: None, top: false, pkt_filter: false, pkt_hash: false, top_proc: false, procs: None }
+        Self { ring_bytes: 16 * 1024 * 1024, snaplen: 0, nl_netns: None, top: false, pkt_filter: false, pkt_hash: false, top_proc: false, procs: None, obs: ObsConfig::off() }
     }
 }
 
@@ -62,6 +68,13 @@ pub struct Loaded {
     pub offsets: KernelOffsets,
     /// Kernel fields the BTF lacks (programs needing them stay silent).
     pub missing_fields: Vec<String>,
+    /// What the tracepoints of the drop and TCP programs carry here.
+    pub tp_checks: Vec<super::tp::TpCheck>,
+    /// skb/socket fields the BTF lacks (the drop and TCP programs do without).
+    pub missing_sk_fields: Vec<String>,
+    /// The kernel's drop reason and reset reason names, from BTF.
+    pub drop_reasons: super::tp::EnumNames,
+    pub rst_reasons: super::tp::EnumNames,
 }
 
 /// Loads the object for a job: a kernel whose BTF lacks a field the
@@ -94,16 +107,37 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         None => (UNUSED_MAP_ENTRIES, UNUSED_MAP_ENTRIES),
     };
     let proc_config = opts.procs.unwrap_or_default();
+    // The drop and TCP programs: which program fits each tracepoint,
+    // struct offsets and enum names, all from BTF (only when they run).
+    let obs_on = opts.obs.drops != mode::OFF || opts.obs.tcp != mode::OFF;
+    let tp_checks = if obs_on { super::tp::checks(&btf) } else { Vec::new() };
+    let (sk_offsets, missing_sk_fields) = if obs_on { super::tp::sk_offsets(&btf) } else { (SkOffsets::missing(), Vec::new()) };
+    let counting = opts.obs.drops == mode::COUNT || opts.obs.tcp == mode::COUNT;
+    let obs_entries = |n: u32| if counting { n } else { UNUSED_MAP_ENTRIES };
     let ebpf = EbpfLoader::new()
         .override_global(globals::CONFIG, &config, true)
         .override_global(globals::OFFSETS, &offsets, true)
         .override_global(globals::PROC_CONFIG, &proc_config, true)
+        .override_global(globals::SK_OFFSETS, &sk_offsets, true)
+        .override_global(globals::OBS_CONFIG, &opts.obs, true)
         .map_max_entries(maps::EVENTS, ring)
         .map_max_entries(maps::TOP_FLOWS, flows)
         .map_max_entries(maps::TOP_IFACES, ifaces)
         .map_max_entries(maps::TOP_PROC_FLOWS, proc_flows)
         .map_max_entries(maps::SOCK_OWNERS, owners)
         .map_max_entries(maps::SOCK_SEL_PORTS, sel_ports)
+        .map_max_entries(maps::DROP_COUNTS, obs_entries(DROP_COUNTS_MAX))
+        .map_max_entries(maps::DROP_FLOWS, obs_entries(DROP_FLOWS_MAX))
+        .map_max_entries(maps::TCP_COUNTS, obs_entries(TCP_COUNTS_MAX))
+        .map_max_entries(maps::TCP_FLOWS, obs_entries(TCP_FLOWS_MAX))
         .load(OBJECT)?;
-    Ok(Loaded { ebpf, offsets, missing_fields })
+    let (drop_reasons, rst_reasons) = if obs_on {
+        (
+            super::tp::EnumNames::from_btf(&btf, "skb_drop_reason", &["SKB_DROP_REASON_", "SKB_"]),
+            super::tp::EnumNames::from_btf(&btf, "sk_rst_reason", &["SK_RST_REASON_"]),
+        )
+    } else {
+        Default::default()
+    };
+    Ok(Loaded { ebpf, offsets, missing_fields, tp_checks, missing_sk_fields, drop_reasons, rst_reasons })
 }

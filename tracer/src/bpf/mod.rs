@@ -2,6 +2,7 @@
 //! offsets ([`load`], [`btf`]), the table of hooks and the generic code that
 //! attaches them ([`hooks`]), the ring buffer reader ([`ring`]), the raw
 //! records it yields ([`event`]) and the count of what was lost ([`lost`]);
+//! what the BTF tracepoints of the drop and TCP programs carry here ([`tp`]);
 //! and what they share: taking a map out of the object, and saying why the
 //! kernel refused a program ([`describe`]).
 
@@ -11,6 +12,7 @@ pub mod hooks;
 pub mod load;
 pub mod lost;
 pub mod ring;
+pub mod tp;
 
 use aya::{Ebpf, maps::Map, programs::ProgramError};
 

@@ -174,11 +174,18 @@ impl Reader {
         &self.lost
     }
 
+    /// Lost events of one source, summed over CPUs (ring buffer or not).
+    pub fn lost_of(&self, s: LostSource) -> u64 {
+        self.lost.total(s)
+    }
+
     /// Total lost events per source of the ring buffer, summed over CPUs.
     pub fn lost(&self) -> Vec<(LostSource, u64)> {
         // `Stats` counts packets `tracer top` could not count, which never
         // go through the ring buffer.
-        LostSource::ALL.iter().filter(|s| **s != LostSource::Stats).map(|&s| (s, self.lost.total(s))).collect()
+        // (nor do the drop and TCP counters of `top`).
+        let ring = |s: &LostSource| !matches!(s, LostSource::Stats | LostSource::DropStats | LostSource::TcpStats);
+        LostSource::ALL.iter().filter(|s| ring(s)).map(|&s| (s, self.lost.total(s))).collect()
     }
 
     /// [`Self::lost`] by name, with the records userspace could not read

@@ -3,7 +3,8 @@
 //! named by their runtime, see [`identity`]), the types events name them
 //! by ([`label`]), interfaces with their veth
 //! peers (rtnetlink inside each namespace, [`rtnl`]), the names in
-//! `/run/netns` ([`named`]), the cached [`Registry`] that enriches events,
+//! `/run/netns` ([`named`]), the table that names namespaces and
+//! interfaces for tracepoint events ([`names`]), the cached [`Registry`] that enriches events,
 //! the selectors users give ([`select`]), `tracer ns`'s table ([`table`]),
 //! and the interface watcher ([`watch`]).
 
@@ -11,6 +12,7 @@ pub mod cgroup;
 pub mod identity;
 pub mod label;
 pub mod named;
+pub mod names;
 pub mod registry;
 pub mod rtnl;
 pub mod runtime;

@@ -7,6 +7,7 @@ use tracer_common::packet::{DIR_INGRESS, PacketMeta};
 
 use super::decode;
 use crate::{
+    frames::{HeaderJson, pcapng::Frame},
     bpf::event::{RawEvent, read_pod},
     output::Render,
     sys::{
@@ -147,6 +148,29 @@ impl PacketEvent {
     pub fn summary(&self) -> String {
         decode::summary(&self.decoded, self.len)
     }
+
+    /// What pcapng writes of it.
+    pub fn frame(&self) -> Frame<'_> {
+        Frame {
+            wall_ns: self.wall_ns,
+            netns: &self.netns,
+            ifindex: self.ifindex,
+            ifname: &self.ifname,
+            len: self.len,
+            ethernet: self.ethernet,
+            data: &self.frame,
+            direction: Some(self.direction),
+            // The sending and receiving processes, when attributed.
+            note: self.procs.on.then(|| {
+                format!(
+                    "process={} peer_process={}",
+                    crate::procs::render::token(self.procs.sender.as_deref()),
+                    crate::procs::render::token(self.procs.receiver.as_deref())
+                )
+                .into()
+            }),
+        }
+    }
 }
 
 /// The JSON form of a [`PacketEvent`] (DESIGN.md's contract plus extras,
@@ -163,37 +187,9 @@ struct PacketJson<'a> {
     direction: &'static str,
     len: u32,
     caplen: usize,
-    l3: Option<String>,
-    proto: Option<String>,
-    src: Option<std::net::IpAddr>,
-    dst: Option<std::net::IpAddr>,
-    sport: Option<u16>,
-    dport: Option<u16>,
-    tcp_flags: Option<Vec<&'static str>>,
+    #[serde(flatten)]
+    headers: HeaderJson,
     hash: u32,
-    summary: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    eth_src: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    eth_dst: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    vlan: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ttl: Option<u8>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ip_id: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    payload_len: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    seq: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ack: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    icmp_type: Option<u8>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    icmp_code: Option<u8>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    arp_op: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     mark: Option<u32>,
     /// Present (null when not local) when process attribution is on.
@@ -205,7 +201,6 @@ struct PacketJson<'a> {
 
 impl PacketEvent {
     fn to_json(&self) -> PacketJson<'_> {
-        let d = &self.decoded;
         PacketJson {
             ty: "packet",
             time: clock::rfc3339(self.wall_ns),
@@ -216,30 +211,8 @@ impl PacketEvent {
             direction: self.direction_name(),
             len: self.len,
             caplen: self.frame.len(),
-            l3: d.l3(),
-            proto: d.proto_name(),
-            src: d.src,
-            dst: d.dst,
-            sport: d.sport,
-            dport: d.dport,
-            tcp_flags: d.tcp_flag_names(),
+            headers: HeaderJson::of(&self.decoded, self.len),
             hash: self.hash,
-            summary: self.summary(),
-            eth_src: d.eth_src.as_ref().map(decode::mac_string),
-            eth_dst: d.eth_dst.as_ref().map(decode::mac_string),
-            vlan: d.vlan,
-            ttl: d.ttl,
-            ip_id: d.ip_id,
-            payload_len: d.payload_len,
-            seq: d.tcp.map(|t| t.seq),
-            ack: d.tcp.map(|t| t.ack),
-            icmp_type: d.icmp.map(|i| i.ty),
-            icmp_code: d.icmp.map(|i| i.code),
-            arp_op: d.arp.map(|a| match a.op {
-                1 => "request",
-                2 => "reply",
-                _ => "other",
-            }),
             mark: (self.mark != 0).then_some(self.mark),
             process: self.procs.on.then(|| self.procs.sender.as_deref().map(render::json)),
             peer_process: self.procs.on.then(|| self.procs.receiver.as_deref().map(render::json)),

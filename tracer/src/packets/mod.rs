@@ -3,15 +3,16 @@
 //! labelled with their namespace, container and interface ([`event`]), and
 //! written as text or JSON lines, pcapng ([`pcapng`], to what [`capfile`]
 //! opened) or per-packet paths across interfaces ([`hops`]). Which
-//! interfaces are traced, and how, is the TC layer's ([`crate::tc`]).
+//! interfaces are traced, and how, is the TC layer's ([`crate::tc`]); the
+//! decoder, pcapng and the capture file are [`crate::frames`]', which
+//! `tracer drops` shares.
 
-pub mod capfile;
-pub mod decode;
 pub mod event;
 pub mod hops;
-pub mod pcapng;
 pub mod readback;
-pub mod rotate;
+
+/// Decoding, pcapng, rotation and the capture file are shared with `tracer drops`.
+pub use crate::frames::{capfile, decode, pcapng, rotate};
 
 use std::{path::PathBuf, time::Duration};
 

@@ -188,7 +188,7 @@ impl Run<'_> {
         let ev = event(iface, link, ts_ns, data, orig_len, flags, comment);
         match self.out {
             ReadOut::Lines(s) => s.defer(&ev),
-            ReadOut::Pcapng(w) => w.write(&ev).map_err(|e| ReadError::Write(e.to_string()))?,
+            ReadOut::Pcapng(w) => w.write(&ev.frame()).map_err(|e| ReadError::Write(e.to_string()))?,
         }
         self.kept += 1;
         Ok(self.count.is_some_and(|c| self.kept >= c))

@@ -9,7 +9,10 @@
 //! refuses is counted in `tracer_series_refused_total`), the series of an
 //! interface that is no longer traced are removed [`Exporter::grace`]
 //! after it went, and netlink series that stop counting are removed after
-//! [`NETLINK_IDLE`] (or the grace, whichever is longer).
+//! [`NETLINK_IDLE`] (or the grace, whichever is longer); drop and TCP
+//! series (counted per namespace by the tracepoint programs) are removed
+//! the grace after their namespace is no longer traced and they stopped
+//! counting.
 
 use std::{
     collections::HashMap,
@@ -35,6 +38,50 @@ pub const TRAFFIC_SERIES_MAX: usize = 20_000;
 pub const NETLINK_SERIES_MAX: usize = 5_000;
 /// How long a netlink series may stay unchanged before it is removed.
 pub const NETLINK_IDLE: Duration = Duration::from_secs(3600);
+/// Drop series (namespace x interface x reason) kept at most.
+pub const DROP_SERIES_MAX: usize = 20_000;
+/// TCP series (namespace) kept at most.
+pub const TCP_SERIES_MAX: usize = 5_000;
+
+/// What one namespace's interface dropped for one reason since the last read.
+#[derive(Clone, Copy, Debug)]
+pub struct Drops<'a> {
+    pub netns: &'a NetnsId,
+    /// Empty when the drop had no device.
+    pub interface: &'a str,
+    /// The kernel's name, or `-` on kernels without reasons.
+    pub reason: &'a str,
+    pub count: u64,
+}
+
+/// What one namespace's TCP sockets did since the last read.
+#[derive(Clone, Copy, Debug)]
+pub struct Tcp<'a> {
+    pub netns: &'a NetnsId,
+    pub retransmits: u64,
+    pub resets_sent: u64,
+    pub resets_received: u64,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    pub netns: String,
+    pub container: String,
+    pub runtime: String,
+    pub pod: String,
+    pub pod_namespace: String,
+    pub interface: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TcpLabels {
+    pub netns: String,
+    pub container: String,
+    pub runtime: String,
+    pub pod: String,
+    pub pod_namespace: String,
+}
 
 /// What one interface counted in one direction since the last read.
 #[derive(Clone, Copy, Debug)]
@@ -108,6 +155,13 @@ pub struct Exporter {
     netlink: Family<NetlinkLabels, Counter>,
     lost: Family<SourceLabels, Counter>,
     refused: Family<FamilyLabels, Counter>,
+    drops: Family<DropLabels, Counter>,
+    retransmits: Family<TcpLabels, Counter>,
+    resets_sent: Family<TcpLabels, Counter>,
+    resets_received: Family<TcpLabels, Counter>,
+    /// When each drop or TCP series last counted.
+    drops_seen: HashMap<DropLabels, Instant>,
+    tcp_seen: HashMap<TcpLabels, Instant>,
     /// When each traffic series' interface was last seen traced.
     traffic_seen: HashMap<TrafficLabels, Instant>,
     /// When each netlink series last counted.
@@ -133,8 +187,16 @@ impl Exporter {
         );
         r.register("lost_events", "Events or packets the tracer could not see or count, by source", lost.clone());
         r.register("series_refused", "Series not created because their family reached its cap", refused.clone());
+        let drops = Family::<DropLabels, Counter>::default();
+        let retransmits = Family::<TcpLabels, Counter>::default();
+        let resets_sent = Family::<TcpLabels, Counter>::default();
+        let resets_received = Family::<TcpLabels, Counter>::default();
+        r.register("drops", "Packets the kernel dropped (skb:kfree_skb), per namespace, interface and drop reason", drops.clone());
+        r.register("tcp_retransmits", "TCP segments retransmitted, per namespace (tcp_retransmit_skb)", retransmits.clone());
+        r.register("tcp_resets_sent", "TCP resets sent, per namespace (tcp_send_reset)", resets_sent.clone());
+        r.register("tcp_resets_received", "TCP resets received, per namespace (tcp_receive_reset)", resets_received.clone());
         r.register_collector(Box::new(ProcessCollector::new()));
-        for f in ["traffic", "netlink"] {
+        for f in ["traffic", "netlink", "drops", "tcp"] {
             refused.get_or_create(&FamilyLabels { family: f.into() }).inc_by(0);
         }
         Self {
@@ -144,6 +206,12 @@ impl Exporter {
             netlink,
             lost,
             refused,
+            drops,
+            retransmits,
+            resets_sent,
+            resets_received,
+            drops_seen: HashMap::new(),
+            tcp_seen: HashMap::new(),
             traffic_seen: HashMap::new(),
             netlink_seen: HashMap::new(),
             grace,
@@ -195,6 +263,46 @@ impl Exporter {
         self.netlink_seen.insert(labels, now);
     }
 
+    /// Adds one namespace's, interface's and reason's new drops (a series
+    /// is made at its first drop; `now` marks it current, as traffic's: the
+    /// caller passes 0 counts for namespaces still traced).
+    pub fn drops(&mut self, d: Drops<'_>, now: Instant) {
+        let labels = DropLabels {
+            netns: label(&netns_label(d.netns)),
+            container: d.netns.owner.as_ref().map(|c| label(c.label())).unwrap_or_default(),
+            runtime: d.netns.owner.as_ref().map(|c| label(&c.runtime)).unwrap_or_default(),
+            pod: pod(d.netns.owner.as_ref(), |p| &p.name),
+            pod_namespace: pod(d.netns.owner.as_ref(), |p| &p.namespace),
+            interface: label(d.interface),
+            reason: label(d.reason),
+        };
+        if !self.drops_seen.contains_key(&labels) && self.drops_seen.len() >= DROP_SERIES_MAX {
+            self.refused.get_or_create(&FamilyLabels { family: "drops".into() }).inc();
+            return;
+        }
+        self.drops.get_or_create(&labels).inc_by(d.count);
+        self.drops_seen.insert(labels, now);
+    }
+
+    /// Adds one namespace's new retransmissions and resets.
+    pub fn tcp(&mut self, t: Tcp<'_>, now: Instant) {
+        let labels = TcpLabels {
+            netns: label(&netns_label(t.netns)),
+            container: t.netns.owner.as_ref().map(|c| label(c.label())).unwrap_or_default(),
+            runtime: t.netns.owner.as_ref().map(|c| label(&c.runtime)).unwrap_or_default(),
+            pod: pod(t.netns.owner.as_ref(), |p| &p.name),
+            pod_namespace: pod(t.netns.owner.as_ref(), |p| &p.namespace),
+        };
+        if !self.tcp_seen.contains_key(&labels) && self.tcp_seen.len() >= TCP_SERIES_MAX {
+            self.refused.get_or_create(&FamilyLabels { family: "tcp".into() }).inc();
+            return;
+        }
+        self.retransmits.get_or_create(&labels).inc_by(t.retransmits);
+        self.resets_sent.get_or_create(&labels).inc_by(t.resets_sent);
+        self.resets_received.get_or_create(&labels).inc_by(t.resets_received);
+        self.tcp_seen.insert(labels, now);
+    }
+
     /// Adds `n` to what `source` lost (`n` may be 0: the series exists).
     pub fn lost(&self, source: &str, n: u64) {
         self.lost.get_or_create(&SourceLabels { source: label(source) }).inc_by(n);
@@ -221,6 +329,26 @@ impl Exporter {
             let keep = now.saturating_duration_since(*seen) < idle;
             if !keep {
                 netlink.remove(l);
+                removed += 1;
+            }
+            keep
+        });
+        let drops = &self.drops;
+        self.drops_seen.retain(|l, seen| {
+            let keep = now.saturating_duration_since(*seen) < grace;
+            if !keep {
+                drops.remove(l);
+                removed += 1;
+            }
+            keep
+        });
+        let (r, s, v) = (&self.retransmits, &self.resets_sent, &self.resets_received);
+        self.tcp_seen.retain(|l, seen| {
+            let keep = now.saturating_duration_since(*seen) < grace;
+            if !keep {
+                r.remove(l);
+                s.remove(l);
+                v.remove(l);
                 removed += 1;
             }
             keep

@@ -6,8 +6,8 @@
 //! vanished namespaces dropped after a grace period), the tracer's own
 //! process metrics ([`process`]) and the HTTP endpoint ([`http`]:
 //! `/metrics`, `/healthz`, nothing else). It never reads a map or a ring
-//! buffer itself: `app/serve.rs` feeds it what `top`'s counters and the
-//! netlink audit produce, as plain data, so the exporter adds no work per
+//! buffer itself: `app/serve.rs` feeds it what `top`'s counters, the drop
+//! and TCP tracepoints' counters and the netlink audit produce, as plain data, so the exporter adds no work per
 //! packet.
 
 pub mod http;
@@ -17,7 +17,7 @@ pub mod process;
 use std::{net::SocketAddr, time::Duration};
 
 pub use http::Endpoint;
-pub use metrics::{Exporter, Request, Traffic};
+pub use metrics::{Drops, Exporter, Request, Tcp, Traffic};
 
 use crate::tc::{cbpf::PacketFilter, follow::Selection};
 

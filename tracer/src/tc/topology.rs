@@ -129,6 +129,15 @@ impl Topology {
     }
 }
 
+impl crate::ns::names::Naming for Topology {
+    fn netns_id(&self, ino: u64) -> NetnsId {
+        self.netns(ino)
+    }
+    fn ifname_of(&self, ino: u64, ifindex: u32) -> Option<String> {
+        self.ifaces.get(&(ino, ifindex)).map(|(n, _)| n.clone())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,7 @@
 pub mod counters;
 pub mod ifstats;
 pub mod procs;
+pub mod reasons;
 pub mod render;
 pub mod stats;
 

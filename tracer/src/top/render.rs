@@ -188,7 +188,8 @@ pub fn table(rep: &Report<'_>, limit: usize, out: &mut impl io::Write) -> io::Re
                 )?;
             }
         }
-        By::Iface => {
+        // Reason rows are printed by `super::reasons`.
+        By::Iface | By::Reason => {
             let names: Vec<String> = rows.iter().map(where_cell).collect();
             let w = width(&names, 9);
             writeln!(out, "{:<w$}  {:>9}  {:>9}  {:>9}  {:>9}", "INTERFACE", "RX PKT/S", "RX BIT/S", "TX PKT/S", "TX BIT/S")?;

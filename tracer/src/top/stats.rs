@@ -148,6 +148,8 @@ pub enum By {
     Flow,
     /// One row per local process: what its sockets sent and received.
     Process,
+    /// One row per namespace, interface and drop reason ([`super::reasons`]).
+    Reason,
 }
 
 impl By {
@@ -157,6 +159,7 @@ impl By {
             Self::Iface => "iface",
             Self::Flow => "flow",
             Self::Process => "process",
+            Self::Reason => "reason",
         }
     }
 }
@@ -321,7 +324,7 @@ pub fn rows(by: By, ifaces: &HashMap<IfaceKey, Count>, flows: &HashMap<FlowKey, 
             })
             .collect(),
         // Joined to processes by `super::procs::rows`, from other counters.
-        By::Process => Vec::new(),
+        By::Process | By::Reason => Vec::new(),
     };
     out.sort_by(|a, b| {
         b.bytes()

@@ -53,7 +53,7 @@ fn default_selection() -> Vec<(String, Vec<String>)> {
 
 /// Test files that can run in a guest (the Docker ones cannot).
 const GUEST_FILES: &[&str] =
-    &["foundation", "netlink", "packets", "top", "tcpdump_parity", "ns", "losses", "pcap_filter", "safe_output", "lifecycle", "procs"];
+    &["foundation", "netlink", "packets", "top", "tcpdump_parity", "ns", "losses", "pcap_filter", "safe_output", "lifecycle", "procs", "drops", "tcp"];
 
 fn vm_dir() -> PathBuf {
     root().join("target/vm")

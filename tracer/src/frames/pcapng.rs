@@ -1,10 +1,12 @@
 //! `-w FILE`: packets as pcapng, written with the pcap-file crate, to a
-//! file, FIFO or standard output that [`super::capfile`] opened.
+//! file, FIFO or standard output that [`super::capfile`] opened; the
+//! frames of `tracer packets` and of `tracer drops` alike ([`Frame`]).
 //!
 //! One interface description block per (namespace, interface), named like
 //! `lab-a/eth0`, with nanosecond timestamps (`if_tsresol` = 9); each
-//! enhanced packet block carries the direction in its flags word and a
-//! comment naming the namespace and the container. Every interface is
+//! enhanced packet block carries the direction in its flags word (when the
+//! frame has one) and a comment naming the namespace and the container,
+//! and what the capability adds (a drop's reason and function). Every interface is
 //! declared as Ethernet (L3 devices get a zeroed Ethernet header), because
 //! libpcap, and so tcpdump, refuses a file whose interfaces differ in link
 //! type. When the reader of a pipe goes away (EPIPE), writing stops and
@@ -34,9 +36,29 @@ use pcap_file::{
 use tracer_common::packet::DIR_INGRESS;
 
 use super::{
-    PacketEvent, capfile,
+    capfile,
     rotate::{Next, Rotator},
 };
+use crate::ns::NetnsId;
+
+/// One frame to write, wherever it was captured.
+#[derive(Clone, Debug)]
+pub struct Frame<'a> {
+    pub wall_ns: u64,
+    /// The interface's namespace, with the container that owns it.
+    pub netns: &'a NetnsId,
+    pub ifindex: u32,
+    pub ifname: &'a str,
+    /// Length on the wire.
+    pub len: u32,
+    /// Whether `data` starts with an Ethernet header (else with IP).
+    pub ethernet: bool,
+    pub data: &'a [u8],
+    /// `DIR_INGRESS` or egress, when the frame was seen going one way.
+    pub direction: Option<u8>,
+    /// `key=value` words for the comment after the interface's name.
+    pub note: Option<Cow<'a, str>>,
+}
 
 /// EPB flags, bits 0-1: the direction (RFC draft-ietf-opsawg-pcapng, 4.3.1).
 const EPB_INBOUND: u32 = 0b01;
@@ -165,7 +187,7 @@ impl PcapngOut {
         }
     }
 
-    fn interface_id(&mut self, e: &PacketEvent) -> Result<u32, PcapngError> {
+    fn interface_id(&mut self, e: &Frame<'_>) -> Result<u32, PcapngError> {
         let key = (e.netns.inode, e.ifindex);
         if let Some(&id) = self.ids.get(&key) {
             return Ok(id);
@@ -191,7 +213,7 @@ impl PcapngOut {
         Ok(id)
     }
 
-    pub fn write(&mut self, e: &PacketEvent) -> Result<(), PcapngError> {
+    pub fn write(&mut self, e: &Frame<'_>) -> Result<(), PcapngError> {
         if self.reader_gone {
             return Ok(());
         }
@@ -199,44 +221,42 @@ impl PcapngOut {
         self.unless_gone(r)
     }
 
-    fn write_block(&mut self, e: &PacketEvent) -> Result<(), PcapngError> {
+    fn write_block(&mut self, e: &Frame<'_>) -> Result<(), PcapngError> {
         self.rotate()?;
         if self.files_done {
             return Ok(());
         }
         let interface_id = self.interface_id(e)?;
         let (data, original_len) = if e.ethernet {
-            (Cow::Borrowed(&e.frame[..]), e.len)
+            (Cow::Borrowed(e.data), e.len)
         } else {
-            (Cow::Owned(super::decode::fake_ethernet(&e.frame)), e.len + 14)
+            (Cow::Owned(super::decode::fake_ethernet(e.data)), e.len + 14)
         };
-        let flags = if e.direction == DIR_INGRESS { EPB_INBOUND } else { EPB_OUTBOUND };
-        let container = e.container().map_or("-", |c| c.label());
+        let container = e.netns.owner.as_ref().map_or("-", |c| c.label());
         let netns = match &e.netns.name {
             Some(n) => n.as_str(),
             None if e.netns.host => "host",
             None => "-",
         };
-        let mut comment = format!(
-            "netns={netns} inode={} container={} ifname={} direction={}",
-            e.netns.inode,
-            container,
-            e.ifname,
-            e.direction_name()
-        );
-        if e.procs.on {
-            comment.push_str(&format!(
-                " process={} peer_process={}",
-                crate::procs::render::token(e.procs.sender.as_deref()),
-                crate::procs::render::token(e.procs.receiver.as_deref())
-            ));
+        let mut comment = format!("netns={netns} inode={} container={} ifname={}", e.netns.inode, container, e.ifname);
+        let mut options = Vec::with_capacity(2);
+        if let Some(d) = e.direction {
+            let (flags, name) = if d == DIR_INGRESS { (EPB_INBOUND, "ingress") } else { (EPB_OUTBOUND, "egress") };
+            comment.push_str(" direction=");
+            comment.push_str(name);
+            options.push(EnhancedPacketOption::Flags(flags));
         }
+        if let Some(n) = &e.note {
+            comment.push(' ');
+            comment.push_str(n);
+        }
+        options.push(EnhancedPacketOption::Comment(Cow::Owned(comment)));
         let epb = EnhancedPacketBlock {
             interface_id,
             timestamp: Duration::from_nanos(e.wall_ns),
             original_len,
             data,
-            options: vec![EnhancedPacketOption::Flags(flags), EnhancedPacketOption::Comment(Cow::Owned(comment))],
+            options,
         };
         self.w.write_pcapng_block(epb)?;
         self.buffered += 1;
@@ -284,22 +304,12 @@ mod tests {
     use super::*;
     use std::{io::Read, os::fd::OwnedFd};
 
-    fn packet() -> PacketEvent {
-        let f = vec![0u8; 60];
-        PacketEvent {
-            wall_ns: 1,
-            netns: crate::ns::NetnsId { inode: 1, name: Some("n".into()), ..Default::default() },
-            ifindex: 2,
-            ifname: "eth0".into(),
-            direction: DIR_INGRESS,
-            len: 60,
-            hash: 0,
-            mark: 0,
-            ethernet: true,
-            decoded: super::super::decode::decode(&f, true),
-            frame: f,
-            procs: Default::default(),
-        }
+    fn packet() -> (NetnsId, Vec<u8>) {
+        (NetnsId { inode: 1, name: Some("n".into()), ..Default::default() }, vec![0u8; 60])
+    }
+
+    fn frame<'a>(ns: &'a NetnsId, data: &'a [u8]) -> Frame<'a> {
+        Frame { wall_ns: 1, netns: ns, ifindex: 2, ifname: "eth0", len: 60, ethernet: true, data, direction: Some(DIR_INGRESS), note: None }
     }
 
     #[test]
@@ -310,11 +320,12 @@ mod tests {
         let mut magic = [0u8; 4];
         r.read_exact(&mut magic).expect("read");
         assert_eq!(magic, [0x0a, 0x0d, 0x0d, 0x0a]);
-        out.write(&packet()).expect("write");
+        let (ns, data) = packet();
+        out.write(&frame(&ns, &data)).expect("write");
         out.flush().expect("flush");
         assert!(!out.reader_gone);
         drop(r);
-        out.write(&packet()).expect("a closed pipe is not an error");
+        out.write(&frame(&ns, &data)).expect("a closed pipe is not an error");
         out.flush().expect("flush");
         assert!(out.reader_gone);
         assert_eq!(out.packets, 1);
@@ -344,9 +355,42 @@ mod tests {
         drop(PcapngOut::new(File::create(&empty).expect("create"), 128).expect("header"));
         assert_eq!(interfaces(&empty), vec!["none".to_string()]);
         let mut out = PcapngOut::new(File::create(&full).expect("create"), 128).expect("header");
-        out.write(&packet()).expect("write");
+        let (ns, data) = packet();
+        out.write(&frame(&ns, &data)).expect("write");
         drop(out);
         assert_eq!(interfaces(&full), vec!["n/eth0".to_string()]);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_frame_without_direction_has_no_flags_and_its_note_in_the_comment() {
+        use pcap_file::pcapng::{Block, PcapNgReader};
+        let dir = std::env::temp_dir().join(format!("tracer-pcapng-note-{}", std::process::id()));
+        let (ns, data) = packet();
+        {
+            let mut out = PcapngOut::new(File::create(&dir).expect("create"), 128).expect("header");
+            let f = Frame { direction: None, note: Some("reason=NETFILTER_DROP function=nf_hook_slow+0x9c".into()), ..frame(&ns, &data) };
+            out.write(&f).expect("write");
+            out.write(&frame(&ns, &data)).expect("write");
+            out.flush().expect("flush");
+            assert_eq!(out.packets, 2);
+        }
+        let mut r = PcapNgReader::new(File::open(&dir).expect("open")).expect("reader");
+        let mut epbs = Vec::new();
+        while let Some(b) = r.next_block() {
+            if let Block::EnhancedPacket(e) = b.expect("block") {
+                epbs.push(e.into_owned());
+            }
+        }
+        let _ = std::fs::remove_file(&dir);
+        assert_eq!(epbs.len(), 2);
+        let comment = |e: &EnhancedPacketBlock<'_>| {
+            e.options.iter().find_map(|o| if let EnhancedPacketOption::Comment(c) = o { Some(c.to_string()) } else { None }).unwrap_or_default()
+        };
+        let has_flags = |e: &EnhancedPacketBlock<'_>| e.options.iter().any(|o| matches!(o, EnhancedPacketOption::Flags(_)));
+        assert_eq!(comment(&epbs[0]), "netns=n inode=1 container=- ifname=eth0 reason=NETFILTER_DROP function=nf_hook_slow+0x9c");
+        assert!(!has_flags(&epbs[0]), "a dropped packet went no way");
+        assert_eq!(comment(&epbs[1]), "netns=n inode=1 container=- ifname=eth0 direction=ingress");
+        assert!(has_flags(&epbs[1]));
     }
 }

@@ -1,0 +1,372 @@
+//! `tracer drops`: real drops made between lab namespaces, counted by the
+//! tracer and by the kernel itself (an nftables rule's counter, the
+//! namespace's SNMP counters read with `nstat`), which must agree exactly;
+//! and each drop's namespace, interface, ports, reason and function.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use serde_json::Value;
+use tracer_tests::{Lab, LabNs, Tracer, sh, shell_quote, tracer_run, wait_until};
+
+/// The namespace's kernel counter `name` (`nstat -az`, absolute).
+pub fn nstat(ns: &LabNs, name: &str) -> u64 {
+    let out = ns.sh(&format!("nstat -az {name}"));
+    out.lines()
+        .find_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some(name)).then(|| w.next().and_then(|v| v.parse().ok())).flatten()
+        })
+        .unwrap_or_else(|| panic!("no {name} in nstat output: {out}"))
+}
+
+/// No IPv6 (router solicitations and MLD reports are dropped too, with
+/// other reasons, and would only add noise).
+fn quiet(lab: &Lab) {
+    for ns in &lab.ns {
+        ns.sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 && sysctl -qw net.ipv6.conf.default.disable_ipv6=1");
+        sh(&format!("sysctl -qw net.ipv6.conf.{}.disable_ipv6=1", ns.host_veth));
+    }
+    sh(&format!("sysctl -qw net.ipv6.conf.{}.disable_ipv6=1", lab.bridge));
+}
+
+/// Sends `count` datagrams of `size` bytes from `from` (port `sport`) to `to`:`dport`.
+fn udp_send(from: &LabNs, to: &str, sport: u16, dport: u16, count: u32, size: usize) {
+    let py = format!(
+        "import socket\n\
+         s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         s.bind(('',{sport}))\n\
+         for i in range({count}):\n    s.sendto(b'x'*{size},('{to}',{dport}))\n"
+    );
+    from.sh(&format!("python3 -c {}", shell_quote(&py)));
+}
+
+fn drops<'a>(events: &'a [Value], reason: &str, dport: u16) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["type"] == "drop" && e["reason"] == reason && e["dport"] == dport).collect()
+}
+
+/// The counter of the rule in `ns`'s table `t`, chain `in`, as nft reports it.
+fn nft_counter(ns: &LabNs) -> u64 {
+    let j: Value = serde_json::from_str(&ns.sh("nft -j list chain inet t in")).expect("nft json");
+    j["nftables"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .find_map(|o| o["rule"]["expr"].as_array()?.iter().find_map(|x| x["counter"]["packets"].as_u64()))
+        .expect("a rule with a counter")
+}
+
+/// An nftables rule in b drops 37 datagrams to one port: the tracer reports
+/// exactly as many `NETFILTER_DROP`s as the rule's counter, each in b's
+/// namespace, on b's eth0, with the datagram's addresses and ports and a
+/// kernel function name; 23 datagrams to a closed port are `NO_SOCKET`,
+/// as many as b's `UdpNoPorts` grew.
+#[test]
+fn nft_drops_and_closed_port_match_the_kernels_counts() {
+    let lab = Lab::new(2);
+    quiet(&lab);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    b.sh("nft add table inet t && nft add chain inet t in '{ type filter hook input priority 0; }' && nft add rule inet t in udp dport 5555 counter drop");
+    let no_ports_before = nstat(b, "UdpNoPorts");
+    let mut t = Tracer::start(&["drops", "--json", "--netns", &b.name]);
+    udp_send(a, &b.ip, 4444, 5555, 37, 20);
+    udp_send(a, &b.ip, 4445, 5556, 23, 20);
+    let done = wait_until(Duration::from_secs(10), || {
+        let ev = t.events();
+        drops(&ev, "NETFILTER_DROP", 5555).len() >= 37 && drops(&ev, "NO_SOCKET", 5556).len() >= 23
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(t.stop(), 0, "{}", t.stderr());
+    assert!(done, "not every drop seen: {:?}\n{}", t.lines(), t.stderr());
+    let ev = t.events();
+    let nf = drops(&ev, "NETFILTER_DROP", 5555);
+    assert_eq!(nf.len() as u64, nft_counter(b), "the rule's counter");
+    assert_eq!(nf.len(), 37);
+    let ns = drops(&ev, "NO_SOCKET", 5556);
+    assert_eq!(ns.len() as u64, nstat(b, "UdpNoPorts") - no_ports_before, "UdpNoPorts");
+    assert_eq!(ns.len(), 23);
+    for (e, sport) in nf.iter().map(|e| (e, 4444)).chain(ns.iter().map(|e| (e, 4445))) {
+        assert_eq!(e["netns"]["inode"], b.inode(), "{e}");
+        assert_eq!(e["netns"]["name"], b.name.as_str(), "{e}");
+        assert_eq!((e["ifname"].as_str(), e["attributed_by"].as_str()), (Some("eth0"), Some("device")), "{e}");
+        assert_eq!((e["src"].as_str(), e["dst"].as_str()), (Some(a.ip.as_str()), Some(b.ip.as_str())), "{e}");
+        assert_eq!((e["sport"].as_u64(), e["proto"].as_str(), e["unspecified"].as_bool()), (Some(sport), Some("udp"), Some(false)), "{e}");
+        let f = e["function"].as_str().unwrap_or_else(|| panic!("no function: {e}"));
+        assert!(f.contains("+0x"), "{e}");
+        // Decoded as `tracer packets` decodes: its summary and fields.
+        assert!(e["summary"].as_str().is_some_and(|s| s.contains(&format!("{}.{sport} > {}.", a.ip, b.ip)) && s.contains("UDP, length 20")), "{e}");
+    }
+    // Only b's drops: a's namespace is not selected.
+    assert!(ev.iter().filter(|e| e["type"] == "drop").all(|e| e["netns"]["inode"] == b.inode()), "{ev:?}");
+    assert!(t.stderr().contains("lost: none"), "{}", t.stderr());
+}
+
+/// The filter is libpcap's, as for `tracer packets`: of two flows the same
+/// rule drops (31 datagrams from port 4444, 19 from 4446, each carrying its
+/// first payload byte), `src port 4444 and udp[8] = 0x61` keeps exactly the
+/// first, while the rule counted both; what libpcap refuses is its own
+/// sentence and exit 2.
+#[test]
+fn libpcap_filter_keeps_one_of_two_dropped_flows() {
+    let lab = Lab::new(2);
+    quiet(&lab);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    b.sh("nft add table inet t && nft add chain inet t in '{ type filter hook input priority 0; }' && nft add rule inet t in udp dport 5555 counter drop");
+    let mut t = Tracer::start(&["drops", "--json", "--netns", &b.name, "src", "port", "4444", "and", "udp[8]", "=", "0x61"]);
+    let send = |sport: u16, byte: char, count: u32| {
+        let py = format!(
+            "import socket\n\
+             s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+             s.bind(('',{sport}))\n\
+             for i in range({count}):\n    s.sendto(b'{byte}'*20,('{}',5555))\n",
+            b.ip
+        );
+        a.sh(&format!("python3 -c {}", shell_quote(&py)));
+    };
+    send(4444, 'a', 31);
+    send(4446, 'a', 19);
+    // Same flow, other payload: the byte test refuses these.
+    send(4444, 'b', 7);
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(t.stop(), 0, "{}", t.stderr());
+    assert_eq!(nft_counter(b), 31 + 19 + 7, "the rule dropped all three");
+    let ev = t.events();
+    let kept: Vec<&Value> = ev.iter().filter(|e| e["type"] == "drop").collect();
+    assert_eq!(kept.len(), 31, "{kept:?}");
+    assert!(kept.iter().all(|e| e["sport"] == 4444 && e["dport"] == 5555 && e["reason"] == "NETFILTER_DROP"), "{kept:?}");
+    assert!(t.stderr().contains("lost: none"), "{}", t.stderr());
+    let (code, out, err) = tracer_run(&["drops", "--all", "udp[8] ="]);
+    assert_eq!(code, 2, "{err}");
+    assert!(out.is_empty());
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("invalid filter") && err.contains("syntax error"), "{err}");
+}
+
+/// `tracer top --by reason` counts in the kernel (no record per drop): per
+/// namespace, interface and reason, summed over its reports, exactly the
+/// rule's counter (41 `NETFILTER_DROP`) and the closed port's `UdpNoPorts`
+/// rise (13 `NO_SOCKET`); a filter is refused with one sentence.
+#[test]
+fn top_by_reason_counts_what_the_kernel_counted() {
+    let lab = Lab::new(2);
+    quiet(&lab);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    b.sh("nft add table inet t && nft add chain inet t in '{ type filter hook input priority 0; }' && nft add rule inet t in udp dport 5555 counter drop");
+    let no_ports_before = nstat(b, "UdpNoPorts");
+    let mut t = Tracer::start(&["top", "--by", "reason", "--json", "--interval", "0.3", "--netns", &b.name]);
+    udp_send(a, &b.ip, 4444, 5555, 41, 20);
+    udp_send(a, &b.ip, 4445, 5556, 13, 20);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(t.stop(), 0, "{}", t.stderr());
+    let ev = t.events();
+    let sum = |reason: &str| -> u64 {
+        ev.iter()
+            .filter(|e| e["type"] == "top" && e["by"] == "reason" && e["reason"] == reason && e["netns"]["inode"] == b.inode() && e["ifname"] == "eth0")
+            .filter_map(|e| e["drops"].as_u64())
+            .sum()
+    };
+    assert_eq!(sum("NETFILTER_DROP"), nft_counter(b), "{ev:?}");
+    assert_eq!(sum("NETFILTER_DROP"), 41);
+    assert_eq!(sum("NO_SOCKET"), nstat(b, "UdpNoPorts") - no_ports_before, "{ev:?}");
+    assert_eq!(sum("NO_SOCKET"), 13);
+    // Only b's namespace, and no per-drop records.
+    assert!(ev.iter().filter(|e| e["type"] == "top").all(|e| e["netns"]["inode"] == b.inode()), "{ev:?}");
+    assert!(!ev.iter().any(|e| e["type"] == "drop"), "{ev:?}");
+    assert!(t.stderr().contains("lost: none"), "{}", t.stderr());
+    let (code, _, err) = tracer_run(&["top", "--by", "reason", "udp"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("a packet filter does not apply") && err.trim().lines().count() == 1, "{err}");
+}
+
+/// The default job (`tracer` alone) puts drops on its one timeline with the
+/// netlink audit and the packets: the nftables request that added the rule,
+/// then the 9 drops it caused (as many as its counter), in that order.
+#[test]
+fn default_job_shows_the_rule_then_its_drops() {
+    let lab = Lab::new(2);
+    quiet(&lab);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    let table = format!("tdrop{}", lab.id);
+    let mut t = Tracer::start(&["--json"]);
+    b.sh(&format!(
+        "nft add table inet {table} && nft add chain inet {table} in '{{ type filter hook input priority 0; }}' && nft add rule inet {table} in udp dport 5555 counter drop"
+    ));
+    udp_send(a, &b.ip, 4444, 5555, 9, 20);
+    let is_drop = |e: &Value| e["type"] == "drop" && e["reason"] == "NETFILTER_DROP" && e["dport"] == 5555 && e["netns"]["inode"] == b.inode();
+    let done = wait_until(Duration::from_secs(10), || t.events().iter().filter(|e| is_drop(e)).count() >= 9);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(t.stop(), 0, "{}", t.stderr());
+    assert!(done, "{}", t.stderr());
+    let ev = t.events();
+    let rule = ev
+        .iter()
+        .position(|e| e["type"] == "netlink" && e["msg_type"] == "NFT_MSG_NEWRULE" && e["attrs"]["table"] == table.as_str())
+        .unwrap_or_else(|| panic!("no NFT_MSG_NEWRULE for {table}: {:?}", ev.iter().filter(|e| e["type"] == "netlink").collect::<Vec<_>>()));
+    let drops: Vec<usize> = ev.iter().enumerate().filter(|(_, e)| is_drop(e)).map(|(i, _)| i).collect();
+    let counter: Value = serde_json::from_str(&b.sh(&format!("nft -j list chain inet {table} in"))).expect("nft json");
+    let counted = counter["nftables"].as_array().expect("array").iter().find_map(|o| o["rule"]["expr"].as_array()?.iter().find_map(|x| x["counter"]["packets"].as_u64()));
+    assert_eq!(Some(drops.len() as u64), counted, "the rule's counter");
+    assert_eq!(drops.len(), 9);
+    assert!(drops.iter().all(|&i| i > rule), "the rule (line {rule}) comes before its drops {drops:?}");
+    // The datagrams themselves are on the timeline too, each before its drop.
+    let first_packet = ev.iter().position(|e| e["type"] == "packet" && e["dport"] == 5555 && e["src"] == a.ip.as_str());
+    assert!(first_packet.is_some_and(|p| p > rule && p < drops[0]), "packet {first_packet:?}, rule {rule}, drops {drops:?}");
+}
+
+/// `--reason` selects in the kernel, and the text form names reason,
+/// function and packet; an unknown reason is one sentence naming a close one.
+#[test]
+fn reason_selects_and_text_reads_like_packets() {
+    let lab = Lab::new(2);
+    quiet(&lab);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    b.sh("nft add table inet t && nft add chain inet t in '{ type filter hook input priority 0; }' && nft add rule inet t in udp dport 5555 counter drop");
+    let mut t = Tracer::start(&["drops", "--netns", &b.name, "--reason", "no_socket"]);
+    udp_send(a, &b.ip, 4444, 5555, 5, 20);
+    udp_send(a, &b.ip, 4445, 5556, 3, 20);
+    let done = wait_until(Duration::from_secs(10), || t.lines().iter().filter(|l| l.contains("5556")).count() >= 3);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(t.stop(), 0);
+    assert!(done, "{:?}", t.lines());
+    let lines = t.lines();
+    assert_eq!(lines.len(), 3, "only NO_SOCKET: {lines:?}");
+    let want = format!("{}/eth0 drop NO_SOCKET at ", b.name);
+    let pkt = format!(": IP {}.4445 > {}.5556: UDP, length 20", a.ip, b.ip);
+    assert!(lines.iter().all(|l| l.contains(&want) && l.ends_with(&pkt)), "{lines:?}");
+    let (code, _, err) = tracer_run(&["drops", "--reason", "NETFILTER_DORP"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("unknown drop reason NETFILTER_DORP") && err.contains("NETFILTER_DROP") && err.lines().count() == 1, "{err}");
+}
+
+/// Traffic forwarded by b to c, then b's route to c removed under it: the
+/// datagrams b can no longer route are `IP_INNOROUTES` drops in b, as many
+/// as b's own `IpExtInNoRoutes` counter grew, and a filter picks them.
+#[test]
+fn route_removed_under_traffic() {
+    let lab = Lab::new(2);
+    quiet(&lab);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    let c = lab.extra_ns("c");
+    let (bc, cb) = (format!("trx{}b", lab.id), format!("trx{}c", lab.id));
+    let net = format!("192.0.2.{}", 0);
+    sh(&format!(
+        "ip link add {bc} netns {b} type veth peer name {cb} netns {c} && \
+         ip -n {b} addr add 192.0.2.1/24 dev {bc} && ip -n {b} link set {bc} up && \
+         ip -n {c} addr add 192.0.2.2/24 dev {cb} && ip -n {c} link set {cb} up && \
+         ip -n {c} route add default via 192.0.2.1",
+        b = b.name,
+        c = c.name
+    ));
+    b.sh("sysctl -qw net.ipv4.ip_forward=1");
+    a.sh(&format!("ip route add {net}/24 via {}", b.ip));
+    let before = nstat(b, "IpExtInNoRoutes");
+    let mut t = Tracer::start(&["drops", "--json", "--netns", &b.name, "udp", "port", "7777"]);
+    // 1,000 datagrams over about 2 s; the route goes after about 0.5 s.
+    let py = "import socket,time\n\
+              s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+              for i in range(1000):\n    s.sendto(b'x'*10,('192.0.2.2',7777))\n    time.sleep(0.002)\n";
+    let mut sender = a.spawn(&format!("python3 -c {}", shell_quote(py)));
+    std::thread::sleep(Duration::from_millis(500));
+    b.sh(&format!("ip route del {net}/24 dev {bc}"));
+    assert!(sender.wait().expect("sender").success());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(t.stop(), 0, "{}", t.stderr());
+    let grown = nstat(b, "IpExtInNoRoutes") - before;
+    let ev = t.events();
+    let by_reason: BTreeMap<String, usize> = ev.iter().filter(|e| e["type"] == "drop").fold(BTreeMap::new(), |mut m, e| {
+        *m.entry(e["reason"].as_str().unwrap_or("-").to_string()).or_default() += 1;
+        m
+    });
+    let no_route = drops(&ev, "IP_INNOROUTES", 7777);
+    assert!(grown > 100, "the route was removed under traffic: {grown} unroutable ({by_reason:?})");
+    assert_eq!(no_route.len() as u64, grown, "IpExtInNoRoutes; by reason: {by_reason:?}");
+    assert!(no_route.iter().all(|e| e["ifname"] == "eth0" && e["netns"]["inode"] == b.inode() && e["dst"] == "192.0.2.2"), "{no_route:?}");
+}
+
+/// `tracer doctor` lists the tracepoints of `drops` and `tcp` with the
+/// program this kernel gets for each (kfree_skb's with `reason` and
+/// `rx_sk`, from 6.11 on), and says both can run.
+#[test]
+fn doctor_lists_the_tracepoints_and_their_arguments() {
+    let (code, out, err) = tracer_run(&["doctor", "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let d: Value = serde_json::from_str(out.trim()).expect("doctor json");
+    let tps = d["tracepoints"].as_array().expect("tracepoints");
+    let names: Vec<&str> = tps.iter().filter_map(|t| t["tracepoint"].as_str()).collect();
+    for want in ["kfree_skb", "inet_sock_set_state", "tcp_retransmit_skb", "tcp_send_reset", "tcp_receive_reset", "tcp_probe", "tcp_destroy_sock"] {
+        assert!(names.contains(&want), "{want} in {names:?}");
+    }
+    let kfree = tps.iter().find(|t| t["tracepoint"] == "kfree_skb").expect("kfree_skb");
+    let present: Vec<&str> = kfree["present"].as_array().expect("present").iter().filter_map(Value::as_str).collect();
+    assert!(kfree["program"].is_string(), "{kfree}");
+    // `reason` from 5.17 on; before, the two-argument program (5.10's prototype).
+    let with_reason = tracer_tests::kernel_version() >= (5, 17);
+    assert_eq!(present.contains(&"reason"), with_reason, "{kfree}");
+    if tracer_tests::kernel_version() >= (6, 11) {
+        assert!(present.contains(&"rx_sk"), "{kfree}");
+    }
+    for cap in ["drops", "tcp"] {
+        let f = d["features"].as_array().expect("features").iter().find(|f| f["capability"] == cap).unwrap_or_else(|| panic!("{cap}: {d}"));
+        assert_eq!((f["available"].as_bool(), f["via"].as_str()), (Some(true), Some("tp_btf")), "{f}");
+    }
+    let (code, text, _) = tracer_run(&["doctor"]);
+    assert_eq!(code, 0);
+    let args = if with_reason { "skb, location, reason" } else { "skb, location " };
+    assert!(text.lines().any(|l| l.starts_with("kfree_skb ") && l.contains(args)), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("drops ") && l.contains("yes, with tp_btf")), "{text}");
+}
+
+/// The counter `name` of the namespace of process `pid` (`nstat -az`, absolute).
+fn nstat_of_pid(pid: u32, name: &str) -> u64 {
+    let out = sh(&format!("nsenter -t {pid} -n nstat -az {name}"));
+    out.lines()
+        .find_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some(name)).then(|| w.next().and_then(|v| v.parse().ok())).flatten()
+        })
+        .unwrap_or_else(|| panic!("no {name} in nstat output: {out}"))
+}
+
+/// In a real Docker container: datagrams from another container to a
+/// closed port of `web` are `NO_SOCKET` drops named after web (container
+/// and namespace), exactly as many as web's `UdpNoPorts` grew, and db's
+/// namespace is not selected; `tracer tcp --container web` reports the
+/// reset web sends to a connection attempt on a closed port.
+#[test]
+fn container_drops_and_resets_carry_its_identity() {
+    let d = tracer_tests::docker::engine();
+    let web = d.run("dropweb", &[], &["sleep", "3600"]);
+    let db = d.run("dropdb", &[], &["sleep", "3600"]);
+    let web_ip = d.docker(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", &web.name]);
+    // The host's python, in db's namespace (the image has none).
+    let in_db = |py: &str| sh(&format!("nsenter -t {} -n python3 -c {}", db.pid, shell_quote(py)));
+    let before = nstat_of_pid(web.pid, "UdpNoPorts");
+    let mut t = Tracer::start(&["drops", "--json", "--container", &web.name]);
+    in_db(&format!(
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nfor i in range(17): s.sendto(b'x'*20,('{web_ip}',5999))\n"
+    ));
+    let done = wait_until(Duration::from_secs(10), || drops(&t.events(), "NO_SOCKET", 5999).len() >= 17);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(t.stop(), 0, "{}", t.stderr());
+    assert!(done, "{:?}\n{}", t.lines(), t.stderr());
+    let ev = t.events();
+    let got = drops(&ev, "NO_SOCKET", 5999);
+    assert_eq!(got.len() as u64, nstat_of_pid(web.pid, "UdpNoPorts") - before, "web's UdpNoPorts");
+    let container = serde_json::json!({"runtime": "docker", "id": web.id, "name": web.name});
+    for e in &got {
+        assert_eq!(e["container"], container, "{e}");
+        assert_eq!(e["netns"], serde_json::json!({"inode": web.netns_inode(), "name": web.name}), "{e}");
+        assert_eq!((e["ifname"].as_str(), e["dst"].as_str()), (Some("eth0"), Some(web_ip.as_str())), "{e}");
+    }
+    assert!(ev.iter().filter(|e| e["type"] == "drop").all(|e| e["netns"]["inode"] == web.netns_inode()), "only web's: {ev:?}");
+
+    let mut t = Tracer::start(&["tcp", "--json", "--container", &web.name]);
+    in_db(&format!("import socket\ntry: socket.create_connection(('{web_ip}',5998), timeout=2)\nexcept OSError: pass\n"));
+    let sent = t.wait_for(Duration::from_secs(10), |e| e["event"] == "reset_sent");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(t.stop(), 0, "{}", t.stderr());
+    let sent = sent.unwrap_or_else(|| panic!("no reset: {:?}", t.lines()));
+    assert_eq!((sent["sport"].as_u64(), sent["src"].as_str()), (Some(5998), Some(web_ip.as_str())), "{sent}");
+    assert_eq!(sent["container"], container, "{sent}");
+    // db's side of it (reset_received, its states) is not web's.
+    assert!(t.events().iter().filter(|e| e["type"] == "tcp").all(|e| e["netns"]["inode"] == web.netns_inode()), "{:?}", t.lines());
+}

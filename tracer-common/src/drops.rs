@@ -1,0 +1,72 @@
+//! Records and counters of `tracer drops`: the `skb:kfree_skb` program
+//! sends a [`DropMeta`] and the first bytes of the dropped packet, or, for
+//! `tracer top`, counts per namespace, interface and reason
+//! ([`DropKey`]) and per flow.
+
+/// Most bytes of a dropped packet copied (a power of two): the headers,
+/// which is what a drop is read for, and what pcapng gets.
+pub const DROP_DATA_MAX: usize = 256;
+
+/// [`DropMeta::reason`] on kernels whose `kfree_skb` has no reason (< 5.17).
+pub const REASON_NONE: u32 = u32::MAX;
+
+/// [`DropMeta::attrib`]: where the namespace of a drop came from.
+pub mod attrib {
+    /// Neither the skb's device nor a socket: `EventHeader::netns_ino` is 0.
+    pub const UNKNOWN: u8 = 0;
+    /// `skb->dev`'s namespace; `ifindex` is the device's.
+    pub const DEVICE: u8 = 1;
+    /// The socket's (`rx_sk`, else `skb->sk`); no interface.
+    pub const SOCKET: u8 = 2;
+}
+
+/// [`DropMeta::layer`]: what the copied bytes start with.
+pub mod layer {
+    /// Nothing was copied.
+    pub const NONE: u8 = 0;
+    /// The MAC header (Ethernet).
+    pub const L2: u8 = 1;
+    /// The network header; `protocol` says which.
+    pub const L3: u8 = 2;
+}
+
+/// Payload of [`crate::EventKind::Drop`]; `cap_len` bytes follow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropMeta {
+    /// The kernel address the skb was freed from (`location`).
+    pub location: u64,
+    /// An `enum skb_drop_reason` value, or [`REASON_NONE`].
+    pub reason: u32,
+    /// The device's index in its namespace, 0 without a device.
+    pub ifindex: u32,
+    /// `skb->len`.
+    pub len: u32,
+    /// Bytes copied after this struct.
+    pub cap_len: u32,
+    /// `skb->protocol`, network byte order.
+    pub protocol: u16,
+    /// An [`attrib`] value.
+    pub attrib: u8,
+    /// A [`layer`] value.
+    pub layer: u8,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<DropMeta>() == 32);
+
+/// `tracer top`: drops per namespace, interface (0: none) and reason.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DropKey {
+    pub netns_ino: u32,
+    pub ifindex: u32,
+    pub reason: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<DropKey>() == 16);
+
+/// Entries of [`crate::maps::DROP_COUNTS`].
+pub const DROP_COUNTS_MAX: u32 = 8192;
+/// Entries of [`crate::maps::DROP_FLOWS`] (LRU; the flow key is
+/// [`crate::top::FlowKey`] with the direction always ingress).
+pub const DROP_FLOWS_MAX: u32 = 8192;

@@ -1,0 +1,207 @@
+//! `tracer drops`: the `kfree_skb` tracepoint (as `tp_btf`), which the
+//! kernel fires for every packet it drops (consumed packets go to
+//! `consume_skb`), with the address it was freed from and, from 5.17, the
+//! reason (`enum skb_drop_reason`), from 6.11 the receiving socket. One
+//! program per argument list; userspace loads the one the kernel has.
+//!
+//! The namespace of a drop is the device's when the skb has one, else the
+//! socket's (`rx_sk` where the tracepoint has it, else `skb->sk`), else
+//! unknown (0; reported with `--all`, counted by userspace). Unselected
+//! namespaces and unwanted reasons leave at once; the packet filter
+//! (libpcap's, a SCHED_CLS program that a tracing program cannot
+//! tail-call) runs in userspace on the bytes copied. In events mode the record ([`DropMeta`] and the packet's first
+//! bytes) is written straight into a ring-buffer reservation, so no
+//! per-CPU scratch buffer is shared with programs that may interrupt this
+//! one; in `top` mode per-CPU counters per namespace, interface and reason
+//! and per flow, and no record.
+
+use aya_ebpf::{
+    helpers::generated::bpf_probe_read_kernel,
+    macros::{btf_tracepoint, map},
+    maps::{LruPerCpuHashMap, PerCpuHashMap},
+    programs::BtfTracePointContext,
+};
+use tracer_common::{
+    EventHeader, EventKind, LostSource,
+    drops::{DROP_COUNTS_MAX, DROP_DATA_MAX, DROP_FLOWS_MAX, DropKey, DropMeta, REASON_NONE, attrib, layer},
+    packet::{DIR_INGRESS, PacketKey},
+    top::{Counters, FlowKey},
+    tp::mode,
+};
+
+use crate::{
+    kernel::{EVENTS, count_lost, kread_or_zero, offsets},
+    obs::{SkbData, cfg, dev_netns, parse_skb, selected, sk_netns, skb_data, sko, wakeup_flags},
+};
+
+#[map(name = "DROP_COUNTS")]
+static DROP_COUNTS: PerCpuHashMap<DropKey, Counters> = PerCpuHashMap::with_max_entries(DROP_COUNTS_MAX, 0);
+
+#[map(name = "DROP_FLOWS")]
+static DROP_FLOWS: LruPerCpuHashMap<FlowKey, Counters> = LruPerCpuHashMap::with_max_entries(DROP_FLOWS_MAX, 0);
+
+/// `kfree_skb(skb, location)`: Linux < 5.17.
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn drop_kfree_skb(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_drop(ctx.arg::<u64>(0) as *const u8, ctx.arg(1), REASON_NONE, core::ptr::null());
+    0
+}
+
+/// `kfree_skb(skb, location, reason)`: Linux 5.17 to 6.10.
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn drop_kfree_skb_reason(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_drop(ctx.arg::<u64>(0) as *const u8, ctx.arg(1), ctx.arg::<u32>(2), core::ptr::null());
+    0
+}
+
+/// `kfree_skb(skb, location, reason, rx_sk)`: Linux >= 6.11.
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn drop_kfree_skb_rx_sk(ctx: BtfTracePointContext) -> i32 {
+    let _ = try_drop(ctx.arg::<u64>(0) as *const u8, ctx.arg(1), ctx.arg::<u32>(2), ctx.arg::<u64>(3) as *const u8);
+    0
+}
+
+/// One drop record as it sits in the ring buffer: the header, the meta and
+/// room for the most bytes copied (userspace reads `cap_len` of them).
+#[repr(C)]
+struct DropRec {
+    hdr: EventHeader,
+    meta: DropMeta,
+    data: [u8; DROP_DATA_MAX],
+}
+
+#[inline(always)]
+fn try_drop(skb: *const u8, location: u64, reason: u32, rx_sk: *const u8) -> Option<()> {
+    let c = cfg();
+    if c.drops == mode::OFF || skb.is_null() {
+        return None;
+    }
+    if reason != REASON_NONE && !c.wants_reason(reason) {
+        return None;
+    }
+    let (netns, ifindex, how) = attribute(skb, rx_sk);
+    if !selected(netns) {
+        return None;
+    }
+    let data = skb_data(skb);
+    let counting = c.drops == mode::COUNT;
+    let mut key = PacketKey { direction: DIR_INGRESS, ..PacketKey::default() };
+    if counting {
+        parse_skb(&data, &mut key);
+    }
+    let len: u32 = kread_or_zero(skb, sko().skb_len);
+    if counting {
+        count(netns, ifindex, reason, key, len as u64);
+        return None;
+    }
+    let meta = DropMeta { location, reason, ifindex, len, cap_len: 0, protocol: data.protocol, attrib: how, layer: data.layer, _pad: 0 };
+    emit(netns, meta, &data);
+    Some(())
+}
+
+/// The drop's namespace, interface and how they were found.
+#[inline(always)]
+fn attribute(skb: *const u8, rx_sk: *const u8) -> (u32, u32, u8) {
+    let dev = kread_or_zero::<u64>(skb, offsets().skb_dev) as *const u8;
+    if !dev.is_null() {
+        let ns = dev_netns(dev);
+        if ns != 0 {
+            return (ns, kread_or_zero(dev, sko().dev_ifindex), attrib::DEVICE);
+        }
+    }
+    let sk = if rx_sk.is_null() { kread_or_zero::<u64>(skb, sko().skb_sk) as *const u8 } else { rx_sk };
+    if !sk.is_null() {
+        let ns = sk_netns(sk);
+        if ns != 0 {
+            return (ns, 0, attrib::SOCKET);
+        }
+    }
+    (0, 0, attrib::UNKNOWN)
+}
+
+#[inline(always)]
+fn emit(netns: u32, mut meta: DropMeta, data: &SkbData) {
+    let Some(mut e) = EVENTS.reserve::<DropRec>(0) else {
+        count_lost(LostSource::Drop);
+        return;
+    };
+    let mut cap = data.frame.len;
+    let snap = cfg().snaplen as usize;
+    if cap > snap {
+        cap = snap;
+    }
+    if cap > DROP_DATA_MAX {
+        cap = DROP_DATA_MAX;
+    }
+    let p = e.as_mut_ptr();
+    // SAFETY: the reservation holds a whole DropRec; the copy writes at
+    // most DROP_DATA_MAX bytes into its `data`.
+    unsafe {
+        if cap > 0 {
+            // 1..=DROP_DATA_MAX by arithmetic the verifier follows.
+            let n = ((cap as u32).wrapping_sub(1) & (DROP_DATA_MAX as u32 - 1)) + 1;
+            let dst = core::ptr::addr_of_mut!((*p).data) as *mut _;
+            if bpf_probe_read_kernel(dst, n, data.frame.base as *const _) != 0 {
+                count_lost(LostSource::DropRead);
+                cap = 0;
+            }
+        }
+        meta.cap_len = cap as u32;
+        if cap == 0 {
+            meta.layer = layer::NONE;
+        }
+        let hdr = crate::obs::header(EventKind::Drop, netns, (size_of::<DropMeta>() + cap) as u32);
+        core::ptr::addr_of_mut!((*p).hdr).write(hdr);
+        core::ptr::addr_of_mut!((*p).meta).write(meta);
+    }
+    e.submit(wakeup_flags());
+}
+
+/// Adds one drop of `bytes` to `key`'s counter on this CPU, creating the
+/// entry when missing; whether it was counted. Atomic adds, unlike the TC
+/// counters': on 5.10 a BTF tracepoint program can be interrupted by
+/// itself (a softirq drop during a task's), and the two would race on the
+/// same per-CPU slot.
+macro_rules! add_atomic {
+    ($map:expr, $key:expr, $bytes:expr) => {{
+        let bump = |p: *mut Counters| {
+            // SAFETY: a slot of this CPU's value, valid for the program run.
+            unsafe {
+                crate::kernel::atomic_add(core::ptr::addr_of_mut!((*p).packets), 1);
+                crate::kernel::atomic_add(core::ptr::addr_of_mut!((*p).bytes), $bytes);
+            }
+        };
+        match $map.get_ptr_mut($key) {
+            Some(p) => {
+                bump(p);
+                true
+            }
+            None => {
+                // SAFETY: helper call.
+                let v = Counters { packets: 1, bytes: $bytes, created_ns: unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() } };
+                match $map.insert($key, &v, aya_ebpf::bindings::BPF_NOEXIST as u64) {
+                    Ok(()) => true,
+                    // Created meanwhile (another CPU, or an interrupting run).
+                    Err(_) => match $map.get_ptr_mut($key) {
+                        Some(p) => {
+                            bump(p);
+                            true
+                        }
+                        None => false,
+                    },
+                }
+            }
+        }
+    }};
+}
+
+/// `tracer top`: one drop of `bytes` in the reason counter and the flow's.
+#[inline(always)]
+fn count(netns: u32, ifindex: u32, reason: u32, pkt: PacketKey, bytes: u64) {
+    let fkey = FlowKey { netns_ino: netns, ifindex, pkt };
+    let _ = add_atomic!(DROP_FLOWS, &fkey, bytes);
+    let key = DropKey { netns_ino: netns, ifindex, reason, _pad: 0 };
+    if !add_atomic!(DROP_COUNTS, &key, bytes) {
+        count_lost(LostSource::DropStats);
+    }
+}
