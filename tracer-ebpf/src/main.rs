@@ -14,6 +14,7 @@ mod packet;
 mod probe;
 mod tcp;
 mod sock;
+mod tc;
 mod top;
 mod top_proc;
 

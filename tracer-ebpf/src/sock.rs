@@ -35,7 +35,7 @@ use tracer_common::{
 
 use crate::{
     kernel::{EVENTS, count_lost, is_self, kread, kread_or_zero, offsets, task_header},
-    packet::device_netns,
+    tc::device_netns,
 };
 
 #[map(name = "SOCK_OWNERS")]

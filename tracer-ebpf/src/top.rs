@@ -22,7 +22,7 @@ use tracer_common::slots;
 use crate::{
     filter::parse,
     kernel::{count_lost, zero},
-    packet::{device_netns, run_filter},
+    tc::{device_netns, run_filter},
 };
 
 #[map(name = "TOP_IFACES")]
