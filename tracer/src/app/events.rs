@@ -352,16 +352,8 @@ impl Events {
                         self.reader.malformed += 1;
                         continue;
                     };
-                    if p.unnamed() {
-                        if self.asked.len() >= ASKED_MAX {
-                            self.asked.clear();
-                        }
-                        let now = std::time::Instant::now();
-                        let (first, last) = self.asked.entry(p.netns.inode).or_insert((now, None));
-                        if now.duration_since(*first) < LOOK_FOR && last.is_none_or(|l| now.duration_since(l) >= LOOK_GAP) {
-                            *last = Some(now);
-                            tc.look_again();
-                        }
+                    if p.unnamed() && should_look_again(&mut self.asked, p.netns.inode) {
+                        tc.look_again();
                     }
                     if let Some(a) = &mut self.attribution {
                         let ep = p.endpoints();
@@ -382,7 +374,14 @@ impl Events {
                     let symbols = &mut t.symbols;
                     let mut symbolise = |a: u64| symbols.as_mut().and_then(|s| s.lookup_or_reload(a));
                     match DropEvent::from_raw(&ev, &self.clock, &*topo, &t.drop_reasons, &mut symbolise) {
-                        Some(d) => self.merger.push(Item::Drop(Box::new(d))),
+                        Some(d) => {
+                            if let Some(n) = d.netns.as_ref().filter(|n| n.name.is_none() && !n.host)
+                                && should_look_again(&mut self.asked, n.inode)
+                            {
+                                tc.look_again();
+                            }
+                            self.merger.push(Item::Drop(Box::new(d)))
+                        }
                         None => self.reader.malformed += 1,
                     }
                 }
@@ -401,6 +400,22 @@ impl Events {
         }
         Ok(())
     }
+}
+
+/// Whether to ask the attach thread to look again for the unnamed
+/// namespace `inode` now: every LOOK_GAP, for LOOK_FOR after its first
+/// unnamed line, within ASKED_MAX namespaces remembered.
+fn should_look_again(asked: &mut std::collections::HashMap<u64, (std::time::Instant, Option<std::time::Instant>)>, inode: u64) -> bool {
+    if asked.len() >= ASKED_MAX {
+        asked.clear();
+    }
+    let now = std::time::Instant::now();
+    let (first, last) = asked.entry(inode).or_insert((now, None));
+    if now.duration_since(*first) < LOOK_FOR && last.is_none_or(|l| now.duration_since(l) >= LOOK_GAP) {
+        *last = Some(now);
+        return true;
+    }
+    false
 }
 
 impl Running for Events {

@@ -69,10 +69,9 @@ impl Item {
     /// without, as the attach thread knows them now.
     pub(super) fn refresh_names(&mut self, topo: &Topology) {
         match self {
-            // Drops and retransmissions are named from the topology when
-            // decoded, and not again here (a namespace the attach thread
-            // did not know yet stays an inode on those lines).
-            Item::Netlink(_) | Item::Change(_) | Item::Drop(_) | Item::Tcp(_) => {}
+            Item::Netlink(_) | Item::Change(_) => {}
+            Item::Drop(d) => d.rename(topo),
+            Item::Tcp(t) => t.rename(topo),
             Item::Packet(p) => p.rename(topo),
             Item::Path(p) => p.hops.iter_mut().for_each(|h| h.rename(topo)),
         }

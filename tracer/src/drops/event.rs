@@ -86,6 +86,27 @@ fn frame_of(meta: &DropMeta, data: &[u8]) -> Vec<u8> {
 }
 
 impl DropEvent {
+    /// Names what was unnamed from `names` as it is now (the line is held
+    /// a moment before it is printed, in which a new container's name or
+    /// an interface's is usually found).
+    pub fn rename(&mut self, names: &impl Naming) {
+        if let Some(n) = &mut self.netns
+            && n.name.is_none()
+            && !n.host
+        {
+            let now = names.netns_id(n.inode);
+            if now.name.is_some() || now.host {
+                *n = now;
+            }
+        }
+        if let (Some(ns), Some(idx), Some(name)) = (&self.netns, self.ifindex, &mut self.ifname)
+            && *name == format!("if{idx}")
+            && let Some(now) = names.ifname_of(ns.inode, idx)
+        {
+            *name = now;
+        }
+    }
+
     /// Builds the event; `None` if the record is malformed.
     pub fn from_raw(
         ev: &RawEvent,
@@ -313,6 +334,20 @@ mod tests {
         assert_eq!((j["len"].as_u64(), j["caplen"].as_u64()), (Some(32), Some(46)));
         assert!(j["container"].is_null());
         assert!(j.get("pid").is_none());
+    }
+
+    #[test]
+    fn a_drop_decoded_unnamed_is_named_when_the_names_come() {
+        let meta = DropMeta { location: 0x1234, reason: 12, ifindex: 3, len: 32, cap_len: 32, protocol: ETH_P_IP.to_be(), attrib: attrib::DEVICE, layer: layer::L3, _pad: 0 };
+        let mut sym = |_: u64| None;
+        let mut e = DropEvent::from_raw(&raw(meta, &UDP, 9, 0), &Clock::new(), &names(), &reasons(), &mut sym).expect("event");
+        assert_eq!((e.label().as_str(), e.ifname.as_deref()), ("9", Some("if3")));
+        // Meanwhile the namespace became a container's, with its eth0.
+        let mut later = names();
+        later.insert(9, Some("web"), None, &[(3, "eth0")]);
+        e.rename(&later);
+        assert_eq!((e.label().as_str(), e.ifname.as_deref()), ("web", Some("eth0")));
+        assert!(e.text().contains(" web/eth0 drop NETFILTER_DROP"), "{}", e.text());
     }
 
     #[test]

@@ -132,6 +132,17 @@ fn addr(family: u16, a: &[u8; 16]) -> IpAddr {
 }
 
 impl TcpEvent {
+    /// Names the socket's namespace from `names` as it is now, when it was
+    /// unnamed at decoding (the line is held a moment before it is printed).
+    pub fn rename(&mut self, names: &impl Naming) {
+        if self.netns.name.is_none() && !self.netns.host {
+            let now = names.netns_id(self.netns.inode);
+            if now.name.is_some() || now.host {
+                self.netns = now;
+            }
+        }
+    }
+
     /// Builds the event; `None` if malformed or not a TCP record.
     pub fn from_raw(ev: &RawEvent, clock: &Clock, names: &impl Naming, rst_reasons: &EnumNames) -> Option<Self> {
         let r: TcpRecord = read_pod(&ev.payload)?;
