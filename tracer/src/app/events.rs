@@ -53,10 +53,12 @@ const NETLINK_TICK: Duration = Duration::from_millis(100);
 const LAST_EVENTS_WAIT: Duration = Duration::from_millis(50);
 /// Output bytes deferred before they are written anyway.
 const SINK_MAX_BUFFERED: usize = 1 << 20;
-/// How long packets are held when processes are attributed, so that a
-/// process first seen is shown with its container and command line (found
-/// on another thread, usually within milliseconds).
-const PROCS_HOLD_NS: u64 = 250_000_000;
+/// How long packets are held before they are printed, so that a process
+/// first seen is shown with its container and command line (found on
+/// another thread, usually within milliseconds), and a new container's
+/// first packets with its name (its runtime names it once it runs, and the
+/// attach thread is asked to look again every LOOK_GAP meanwhile).
+const PACKETS_HOLD_NS: u64 = 400_000_000;
 
 /// Where printed items go.
 enum Out {
@@ -296,8 +298,8 @@ pub async fn run(
     // A new process's container and command line take a moment to find.
     let hold_ns = if netlink.is_some() && packets.is_some() {
         netlink::ACK_WAIT_NS + 100_000_000
-    } else if attribution.is_some() {
-        PROCS_HOLD_NS
+    } else if packets.is_some() || attribution.is_some() {
+        PACKETS_HOLD_NS
     } else {
         0
     };
