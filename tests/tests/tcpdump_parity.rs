@@ -332,6 +332,11 @@ fn tracer_keeps_what_tcpdump_keeps_live_and_from_a_file() {
         tracer_tests::sh(&format!("sysctl -qw net.ipv6.conf.{dev}.disable_ipv6=1"));
     }
     let (am, bm) = (mac(a), mac(b));
+    // Fixed neighbours: no ARP probe of their own (sent seconds later, in
+    // one tool's window and not the other's) between the frames.
+    let hex = |m: [u8; 6]| m.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":");
+    a.sh(&format!("ip neigh replace {} lladdr {} dev eth0 nud permanent", b.ip, hex(bm)));
+    b.sh(&format!("ip neigh replace {} lladdr {} dev eth0 nud permanent", a.ip, hex(am)));
     let frames = frames(a, b, am, bm);
     let exprs = expressions(a, b, am, bm);
     assert!(exprs.len() >= 60, "{} expressions", exprs.len());
