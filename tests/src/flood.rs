@@ -2,9 +2,9 @@
 //! (tests/tests/flood.rs) and its benchmark (bench-flood): an unprivileged
 //! user (`nobody`) sends RTM_SETLINK requests with 4 KiB names and random
 //! ifindexes as fast as it can, never reading the answers, while a tracer
-//! runs; then a valid request is sent from a lab namespace. The tracer's
-//! peak RSS (`VmHWM`), what it reported and lost, and whether it still
-//! reported the valid request are returned.
+//! runs; root sends a valid request from a lab namespace while the flood
+//! is under way. The tracer's peak RSS (`VmHWM`), what it reported and
+//! lost, and whether it still reported the valid request are returned.
 
 use std::{
     io::{BufRead, BufReader},
@@ -36,10 +36,13 @@ pub struct FloodResult {
     pub peak_rss_kib: u64,
     /// Its resident set at the end, `VmRSS`, in KiB.
     pub rss_kib: u64,
-    /// The valid request sent after the flood, as reported (if it was).
+    /// Root's valid request, sent during the flood, as reported (if it was).
     pub after: Option<Value>,
-    /// Seconds from the end of the flood until the valid request was reported.
+    /// Seconds from root's request until it was reported.
     pub after_secs: f64,
+    /// Whether the flood was still being sent when root's request was
+    /// answered (else the run proves less than it should).
+    pub during_flood: bool,
     /// The tracer's exit code after SIGINT.
     pub exit: i32,
     /// The tracer's stderr.
@@ -106,16 +109,29 @@ pub fn run(args: &[&str], ns: &LabNs, count: u64, name_len: usize, wait: Duratio
     }
 
     let helper = format!("{}/helpers/nlflood.py", env!("CARGO_MANIFEST_DIR"));
-    let out = sh_out(&format!("python3 {helper} {count} {name_len} --as-nobody"));
+    let mut nlflood = Command::new("python3")
+        .args([helper.as_str(), &count.to_string(), &name_len.to_string(), "--as-nobody"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn nlflood.py");
+    // Root's request goes in once the flood is under way: the tracer has
+    // printed its first requests, and the ring fills in a few more ms.
+    let t = Instant::now();
+    while reported.load(Ordering::Relaxed) < 100 && t.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let t0 = Instant::now();
+    let (_, add) = pid_and_run(&format!("ip netns exec {}", ns.name), &format!("ip link add {bridge} type bridge"));
+    assert!(add.status.success(), "ip link add: {}", String::from_utf8_lossy(&add.stderr));
+    let during_flood = matches!(nlflood.try_wait(), Ok(None));
+    let out = nlflood.wait_with_output().expect("nlflood.py");
     assert!(out.status.success(), "flood failed: {}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let mut it = text.lines().skip(1);
     let sent: u64 = it.next().and_then(|l| l.trim().parse().ok()).expect("sent count");
     let flood_secs: f64 = it.next().and_then(|l| l.trim().parse().ok()).expect("flood time");
-
-    let t0 = Instant::now();
-    let (_, add) = pid_and_run(&format!("ip netns exec {}", ns.name), &format!("ip link add {bridge} type bridge"));
-    assert!(add.status.success(), "ip link add: {}", String::from_utf8_lossy(&add.stderr));
     while after.lock().expect("lock").is_none() && t0.elapsed() < wait {
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -138,6 +154,7 @@ pub fn run(args: &[&str], ns: &LabNs, count: u64, name_len: usize, wait: Duratio
         rss_kib,
         after,
         after_secs,
+        during_flood,
         exit,
         stderr,
     }

@@ -265,10 +265,14 @@ pub enum LostSource {
     DropStats = 14,
     /// TCP events `tracer top` could not count.
     TcpStats = 15,
+    /// Netlink requests and answers of a sender other than root, not
+    /// copied because the ring buffer was more than half full: the other
+    /// half is kept, so an unprivileged flood cannot hide root's requests.
+    NetlinkUnprivileged = 16,
 }
 
 impl LostSource {
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 17;
     pub const ALL: [LostSource; Self::COUNT as usize] = [
         LostSource::Netlink,
         LostSource::Packet,
@@ -286,6 +290,7 @@ impl LostSource {
         LostSource::Tcp,
         LostSource::DropStats,
         LostSource::TcpStats,
+        LostSource::NetlinkUnprivileged,
     ];
     pub const fn name(self) -> &'static str {
         match self {
@@ -305,6 +310,7 @@ impl LostSource {
             Self::DropStats => "drop_stats",
             Self::TcpStats => "tcp_stats",
             Self::Sock => "sock",
+            Self::NetlinkUnprivileged => "netlink_unprivileged",
         }
     }
 }

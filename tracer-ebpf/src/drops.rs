@@ -6,7 +6,8 @@
 //!
 //! The namespace of a drop is the device's when the skb has one, else the
 //! socket's (`rx_sk` where the tracepoint has it, else `skb->sk`), else
-//! unknown (0; reported with `--all`, counted by userspace). Unselected
+//! unknown (0; reported with `--all`, counted by userspace). Netlink
+//! messages freed unread are no packets and leave at once. Unselected
 //! namespaces and unwanted reasons leave at once; the packet filter
 //! (libpcap's, a SCHED_CLS program that a tracing program cannot
 //! tail-call) runs in userspace on the bytes copied. In events mode the record ([`DropMeta`] and the packet's first
@@ -80,7 +81,7 @@ fn try_drop(skb: *const u8, location: u64, reason: u32, rx_sk: *const u8) -> Opt
         return None;
     }
     let (netns, ifindex, how) = attribute(skb, rx_sk);
-    if !selected(netns) {
+    if how == NETLINK || !selected(netns) {
         return None;
     }
     let data = skb_data(skb);
@@ -99,6 +100,13 @@ fn try_drop(skb: *const u8, location: u64, reason: u32, rx_sk: *const u8) -> Opt
     Some(())
 }
 
+/// [`attribute`]'s answer for a netlink message (an answer the sender's
+/// full receive buffer refused, a request the kernel could not queue): no
+/// packet, and one per refused request of a netlink flood; the netlink
+/// audit reports those requests.
+const NETLINK: u8 = u8::MAX;
+const AF_NETLINK: u16 = 16;
+
 /// The drop's namespace, interface and how they were found.
 #[inline(always)]
 fn attribute(skb: *const u8, rx_sk: *const u8) -> (u32, u32, u8) {
@@ -111,6 +119,9 @@ fn attribute(skb: *const u8, rx_sk: *const u8) -> (u32, u32, u8) {
     }
     let sk = if rx_sk.is_null() { kread_or_zero::<u64>(skb, sko().skb_sk) as *const u8 } else { rx_sk };
     if !sk.is_null() {
+        if kread_or_zero::<u16>(sk, offsets().sk_family) == AF_NETLINK {
+            return (0, 0, NETLINK);
+        }
         let ns = sk_netns(sk);
         if ns != 0 {
             return (ns, 0, attrib::SOCKET);

@@ -205,6 +205,27 @@ fn current_comm() -> [u8; 16] {
     comm
 }
 
+/// Whether the current task may add a netlink record to the ring: root's
+/// always may, another user's only while the ring is at most half full.
+/// A user the kernel refuses (any local user can send rtnetlink requests,
+/// refused after the tracepoint copied them) could otherwise keep the ring
+/// full and hide the requests of those who may change the network; the
+/// upper half stays for root's requests and answers, packets, drops and
+/// everything else. A record turned away is a `netlink_unprivileged` loss.
+#[inline(always)]
+pub fn ring_admits_sender() -> bool {
+    if bpf_get_current_uid_gid() as u32 == 0 {
+        return true;
+    }
+    let size = EVENTS.query(aya_ebpf::bindings::BPF_RB_RING_SIZE as u64);
+    let held = EVENTS.query(aya_ebpf::bindings::BPF_RB_AVAIL_DATA as u64);
+    if held <= size / 2 {
+        return true;
+    }
+    count_lost(LostSource::NetlinkUnprivileged);
+    false
+}
+
 /// Sends the first `len` bytes of a tracepoint scratch buffer as one
 /// record; a record the ring cannot take is a loss of `source`. Whether it
 /// was sent.

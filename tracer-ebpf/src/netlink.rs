@@ -25,7 +25,8 @@ use tracer_common::{
 };
 
 use crate::kernel::{
-    HDR, SCRATCH, count_lost, count_lost_n, is_self, kread, kread_or_zero, offsets, output, task_header,
+    HDR, SCRATCH, count_lost, count_lost_n, is_self, kread, kread_or_zero, offsets, output, ring_admits_sender,
+    task_header,
 };
 
 const AF_NETLINK: u16 = 16;
@@ -145,6 +146,9 @@ fn verifier_bounded(n: usize, max: usize) -> Option<u32> {
 /// Copies one user buffer sent to a netlink socket into a `NetlinkSend` record.
 #[inline(always)]
 fn emit_send(nl: &NlSock, ns: &NsFds, syscall: Syscall, fd: u64, seg: u32, ubuf: u64, ulen: u64) {
+    if !ring_admits_sender() {
+        return;
+    }
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return };
     let mut n = ulen as usize;
     if n > NL_DATA_MAX {
@@ -372,7 +376,7 @@ fn finish_recv(ctx: &TracePointContext) -> u32 {
     // Only answers matter here: the first message must be NLMSG_ERROR.
     // SAFETY: user memory read by helper.
     let Ok(ty) = (unsafe { bpf_probe_read_user((buf + 4) as *const u16) }) else { return lost_ack_read() };
-    if ty != NLMSG_ERROR {
+    if ty != NLMSG_ERROR || !ring_admits_sender() {
         return 0;
     }
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 0 };
