@@ -25,6 +25,13 @@ use crate::{
 
 /// How long a request waits for its answer before it is printed without one.
 pub const ACK_WAIT_NS: u64 = 300_000_000;
+/// How long a request into (or from) a Docker sandbox whose container does
+/// not run yet is held at most, so that it is named by the container, not
+/// the sandbox id: dockerd moves the veth in before it creates the
+/// container's task, and only a running container's record names the
+/// sandbox. Everything after it waits too (lines go out in send order), so
+/// it is short; the registry is asked again every [`super::identity::IDENTITY_TTL`].
+pub const SANDBOX_WAIT_NS: u64 = 2_000_000_000;
 
 /// Requests waiting for their answer, at most. A sender that never reads
 /// its answers (or sends faster than it reads) would otherwise make this
@@ -47,6 +54,9 @@ struct Pending {
     /// Its estimated size in memory.
     bytes: usize,
     e: NetlinkEvent,
+    /// Its namespace or target was a Docker sandbox whose container did
+    /// not run yet: it waits (up to [`SANDBOX_WAIT_NS`]) to be named by it.
+    starting: bool,
 }
 
 /// What the correlator had to give up on, for the summary at exit.
@@ -224,7 +234,7 @@ impl Correlator {
                 }
             }
             self.pending_bytes += bytes;
-            self.pending.push_back(Pending { ts: ev.header.ts_ns, bytes, e });
+            self.pending.push_back(Pending { ts: ev.header.ts_ns, bytes, e, starting: false });
             self.stats.max_pending = self.stats.max_pending.max(self.pending.len());
         }
     }
@@ -270,12 +280,31 @@ impl Correlator {
         }
         // Print in send order: stop at the first request still waiting.
         let mut n = 0;
-        for (i, p) in self.pending.iter().enumerate() {
-            let waited = now_ns.saturating_sub(p.ts) >= ACK_WAIT_NS;
+        for (i, p) in self.pending.iter_mut().enumerate() {
+            let age = now_ns.saturating_sub(p.ts);
+            let mut starting = false;
+            if age < SANDBOX_WAIT_NS && !flush_all {
+                let target = p.e.target_netns.as_ref().and_then(|t| t.inode).map(|i| (i, 0, 0));
+                for k in [target, Some((p.e.netns.inode, p.e.pid, p.e.cgroup_id))].into_iter().flatten() {
+                    // Between a stale answer and the next one, the request
+                    // keeps waiting if it was waiting.
+                    let s = match self.identities.get(k) {
+                        Some(id) => id.starting,
+                        None => p.starting && self.identities.awaiting(k),
+                    };
+                    if s {
+                        self.identities.request(k);
+                        p.starting = true;
+                        starting = true;
+                    }
+                }
+            }
+            let waited = age >= ACK_WAIT_NS && !starting;
             // The kernel queues a request's notifications before its
             // answer, but the watcher reads them on its own thread.
             let effects_in = self.watcher.is_none() || now_ns.saturating_sub(p.ts) >= watched::EFFECT_WAIT_NS;
             let named = effects_in
+                && !starting
                 && p.e.lookups.iter().all(|(ino, idx)| !self.enricher.awaiting(*ino, *idx))
                 && !self.identities.awaiting((p.e.netns.inode, p.e.pid, p.e.cgroup_id))
                 && !p.e.target_netns.as_ref().and_then(|t| t.inode).is_some_and(|i| self.identities.awaiting((i, 0, 0)));

@@ -167,6 +167,15 @@ impl Registry {
         self.ns.get(&inode)?.container.clone()
     }
 
+    /// Whether the namespace is a Docker sandbox (a bind mount in
+    /// `/run/docker/netns`, not the host's) that no container owns yet:
+    /// dockerd makes it and moves the container's veth in before the
+    /// container runs, and only a running container's record names it.
+    pub fn unowned_docker_sandbox(&self, inode: u64) -> bool {
+        Some(inode) != self.host
+            && self.ns.get(&inode).is_some_and(|n| n.container.is_none() && n.mounts.iter().any(|p| is_docker_sandbox(p)))
+    }
+
     /// The container a process is in, as its runtime confirms and names it;
     /// the cgroup's candidate is cached per process lifetime.
     #[cfg(test)]
@@ -196,7 +205,9 @@ impl Registry {
     /// namespace is new or still unnamed, so a container that starts while
     /// tracing is named on its first events.
     pub fn enrich(&mut self, inode: u64, pid: u32, cgroup_id: u64) -> (Option<String>, Option<Container>) {
-        let known = self.ns.get(&inode).is_some_and(|n| !n.names.is_empty());
+        // A Docker sandbox is named by its id until its container runs:
+        // asked again, it is rescanned (rate limited) for the container.
+        let known = self.ns.get(&inode).is_some_and(|n| !n.names.is_empty()) && !self.unowned_docker_sandbox(inode);
         if !known && Some(inode) != self.host {
             self.refresh();
         }
@@ -380,6 +391,12 @@ impl Registry {
         self.last = Some(Instant::now());
         self.ns.insert(n.inode, n);
     }
+}
+
+/// A bind mount in Docker's sandbox directory (`/var/run` is usually a
+/// link to `/run`, and mountinfo may say either).
+fn is_docker_sandbox(p: &std::path::Path) -> bool {
+    ["/run/docker/netns", "/var/run/docker/netns"].iter().any(|d| p.parent() == Some(std::path::Path::new(d)))
 }
 
 /// `(pid, comm)` of a namespace's processes, for display.
