@@ -54,9 +54,6 @@ struct Pending {
     /// Its estimated size in memory.
     bytes: usize,
     e: NetlinkEvent,
-    /// Its namespace or target was a Docker sandbox whose container did
-    /// not run yet: it waits (up to [`SANDBOX_WAIT_NS`]) to be named by it.
-    starting: bool,
 }
 
 /// What the correlator had to give up on, for the summary at exit.
@@ -234,7 +231,7 @@ impl Correlator {
                 }
             }
             self.pending_bytes += bytes;
-            self.pending.push_back(Pending { ts: ev.header.ts_ns, bytes, e, starting: false });
+            self.pending.push_back(Pending { ts: ev.header.ts_ns, bytes, e });
             self.stats.max_pending = self.stats.max_pending.max(self.pending.len());
         }
     }
@@ -278,23 +275,35 @@ impl Correlator {
             len -= 1;
             bytes -= p.bytes;
         }
+        // A move's target namespace often shows only in the notifications
+        // that come after the request was read: found now, its owner is
+        // asked for while the request still waits (see SANDBOX_WAIT_NS).
+        let mut pending = std::mem::take(&mut self.pending);
+        for p in pending.iter_mut() {
+            if now_ns.saturating_sub(p.ts) < SANDBOX_WAIT_NS && p.e.target.is_some() && p.e.target_netns.as_ref().is_none_or(|t| t.inode.is_none()) {
+                self.target_from_watcher(&mut p.e);
+            }
+        }
+        self.pending = pending;
         // Print in send order: stop at the first request still waiting.
         let mut n = 0;
-        for (i, p) in self.pending.iter_mut().enumerate() {
+        for (i, p) in self.pending.iter().enumerate() {
             let age = now_ns.saturating_sub(p.ts);
             let mut starting = false;
             if age < SANDBOX_WAIT_NS && !flush_all {
                 let target = p.e.target_netns.as_ref().and_then(|t| t.inode).map(|i| (i, 0, 0));
-                for k in [target, Some((p.e.netns.inode, p.e.pid, p.e.cgroup_id))].into_iter().flatten() {
-                    // Between a stale answer and the next one, the request
+                let sender = Some((p.e.netns.inode, p.e.pid, p.e.cgroup_id));
+                for k in [target, sender].into_iter().flatten().filter(|k| Some(k.0) != self.host) {
+                    // The registry's first answer (a rescan, the runtimes
+                    // asked) may take longer than the answer's wait, and
+                    // between a stale answer and the next one the request
                     // keeps waiting if it was waiting.
                     let s = match self.identities.get(k) {
                         Some(id) => id.starting,
-                        None => p.starting && self.identities.awaiting(k),
+                        None => self.identities.awaiting(k),
                     };
                     if s {
                         self.identities.request(k);
-                        p.starting = true;
                         starting = true;
                     }
                 }

@@ -24,6 +24,8 @@ use super::{
 };
 use crate::sys::{in_netns, ns_inode};
 
+/// The most named namespace mounts read to find one the last scan missed.
+const SANDBOX_SCAN_MAX: usize = 4096;
 
 pub struct Registry {
     ns: BTreeMap<u64, Netns>,
@@ -171,9 +173,19 @@ impl Registry {
     /// `/run/docker/netns`, not the host's) that no container owns yet:
     /// dockerd makes it and moves the container's veth in before the
     /// container runs, and only a running container's record names it.
+    /// A namespace the last scan did not see as a sandbox (dockerd made or
+    /// mounted it since) is looked for among the sandboxes' bind mounts.
     pub fn unowned_docker_sandbox(&self, inode: u64) -> bool {
-        Some(inode) != self.host
-            && self.ns.get(&inode).is_some_and(|n| n.container.is_none() && n.mounts.iter().any(|p| is_docker_sandbox(p)))
+        if Some(inode) == self.host {
+            return false;
+        }
+        match self.ns.get(&inode) {
+            Some(n) if n.container.is_some() => false,
+            Some(n) if n.mounts.iter().any(|p| is_docker_sandbox(p)) => true,
+            // Unseen, or seen before dockerd mounted it (its helpers run
+            // in it first).
+            _ => super::named::mounts(SANDBOX_SCAN_MAX).iter().any(|m| m.inode == inode && is_docker_sandbox(&m.path)),
+        }
     }
 
     /// The container a process is in, as its runtime confirms and names it;
