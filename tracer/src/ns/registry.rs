@@ -465,6 +465,22 @@ mod tests {
         assert_eq!(r.container_for_netns(12).map(|c| c.id.len()), Some(64));
     }
 
+    /// A Docker sandbox is worth asking about again until a container owns
+    /// it; a `/run/netns` one or an owned one is not.
+    #[test]
+    fn unowned_docker_sandbox_until_its_container_runs() {
+        let mut r = Registry::new();
+        let sandbox = |inode, containers| Netns { mounts: vec![PathBuf::from("/run/docker/netns/6d74c40dc64b")], ..ns(inode, containers, vec![]) };
+        r.insert_for_test(sandbox(9_000_001, vec![]));
+        r.insert_for_test(Netns { mounts: vec![PathBuf::from("/var/run/docker/netns/1a2b3c4d5e6f")], ..ns(9_000_002, vec![], vec![]) });
+        r.insert_for_test(sandbox(9_000_003, vec![c("ab", Some("web"))]));
+        r.insert_for_test(Netns { mounts: vec![PathBuf::from("/run/netns/lab")], ..ns(9_000_004, vec![], vec!["lab"]) });
+        assert!(r.unowned_docker_sandbox(9_000_001) && r.unowned_docker_sandbox(9_000_002));
+        assert!(!r.unowned_docker_sandbox(9_000_003), "its container runs");
+        assert!(!r.unowned_docker_sandbox(9_000_004), "not Docker's");
+        assert!(!is_docker_sandbox(std::path::Path::new("/run/docker/netns")) && !is_docker_sandbox(std::path::Path::new("/run/docker/netns/x/y")));
+    }
+
     #[test]
     fn no_containers_says_so() {
         let mut r = Registry::new();
