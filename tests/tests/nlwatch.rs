@@ -337,11 +337,23 @@ fn docker_network_scenario_matches_ip_monitor() {
             .iter()
             .find(|e| (e["msg_type"] == "RTM_NEWLINK" || e["msg_type"] == "RTM_SETLINK") && e["target_netns"]["of"] == "link" && e["target_netns"]["inode"] == ino)
             .unwrap_or_else(|| panic!("no move into {name}'s namespace {ino}: {}", text));
-        // Named: Docker's name for the sandbox (the container is not yet
-        // running when its veth is moved in, so its runtime does not name
-        // it yet).
-        assert!(mv["target_netns"]["name"].as_str().is_some_and(|n| !n.is_empty()), "{mv}");
+        // Named by the container, not by Docker's sandbox id: the
+        // container does not run yet when its veth is moved in, so the
+        // request waits (briefly) until its runtime names it.
+        assert_eq!(mv["target_netns"]["name"], name.as_str(), "{mv}");
         assert_eq!(mv["comm"], "dockerd", "{mv}");
+        assert!(text.lines().any(|l| l.contains("dockerd") && l.contains(&format!(" netns {name}"))), "no move into {name} in text:\n{text}");
+        // So are dockerd's other requests into the sandbox while it sets
+        // it up: eth0 named, its address added.
+        let setup: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["type"] == "netlink" && e["comm"] == "dockerd" && e["netns"]["inode"] == ino)
+            .filter(|e| e["msg_type"] == "RTM_NEWADDR" || (e["msg_type"] == "RTM_NEWLINK" || e["msg_type"] == "RTM_SETLINK") && e["attrs"]["ifname"] == "eth0")
+            .collect();
+        assert!(!setup.is_empty(), "no request of dockerd's in {name}'s namespace: {text}");
+        for e in setup {
+            assert_eq!(e["netns"]["name"], name.as_str(), "{e}");
+        }
     }
     // No change is printed with a namespace by number only.
     for l in text.lines().filter(|l| l.contains(" kernel netns=")) {

@@ -25,6 +25,13 @@ use crate::{
 
 /// How long a request waits for its answer before it is printed without one.
 pub const ACK_WAIT_NS: u64 = 300_000_000;
+/// How long a request into (or from) a Docker sandbox whose container does
+/// not run yet is held at most, so that it is named by the container, not
+/// the sandbox id: dockerd moves the veth in before it creates the
+/// container's task, and only a running container's record names the
+/// sandbox. Everything after it waits too (lines go out in send order), so
+/// it is short; the registry is asked again every [`super::identity::IDENTITY_TTL`].
+pub const SANDBOX_WAIT_NS: u64 = 2_000_000_000;
 
 /// Requests waiting for their answer, at most. A sender that never reads
 /// its answers (or sends faster than it reads) would otherwise make this
@@ -268,14 +275,45 @@ impl Correlator {
             len -= 1;
             bytes -= p.bytes;
         }
+        // A move's target namespace often shows only in the notifications
+        // that come after the request was read: found now, its owner is
+        // asked for while the request still waits (see SANDBOX_WAIT_NS).
+        let mut pending = std::mem::take(&mut self.pending);
+        for p in pending.iter_mut() {
+            if now_ns.saturating_sub(p.ts) < SANDBOX_WAIT_NS && p.e.target.is_some() && p.e.target_netns.as_ref().is_none_or(|t| t.inode.is_none()) {
+                self.target_from_watcher(&mut p.e);
+            }
+        }
+        self.pending = pending;
         // Print in send order: stop at the first request still waiting.
         let mut n = 0;
         for (i, p) in self.pending.iter().enumerate() {
-            let waited = now_ns.saturating_sub(p.ts) >= ACK_WAIT_NS;
+            let age = now_ns.saturating_sub(p.ts);
+            let mut starting = false;
+            if age < SANDBOX_WAIT_NS && !flush_all {
+                let target = p.e.target_netns.as_ref().and_then(|t| t.inode).map(|i| (i, 0, 0));
+                let sender = Some((p.e.netns.inode, p.e.pid, p.e.cgroup_id));
+                for k in [target, sender].into_iter().flatten().filter(|k| Some(k.0) != self.host) {
+                    // The registry's first answer (a rescan, the runtimes
+                    // asked) may take longer than the answer's wait, and
+                    // between a stale answer and the next one the request
+                    // keeps waiting if it was waiting.
+                    let s = match self.identities.get(k) {
+                        Some(id) => id.starting,
+                        None => self.identities.awaiting(k),
+                    };
+                    if s {
+                        self.identities.request(k);
+                        starting = true;
+                    }
+                }
+            }
+            let waited = age >= ACK_WAIT_NS && !starting;
             // The kernel queues a request's notifications before its
             // answer, but the watcher reads them on its own thread.
             let effects_in = self.watcher.is_none() || now_ns.saturating_sub(p.ts) >= watched::EFFECT_WAIT_NS;
             let named = effects_in
+                && !starting
                 && p.e.lookups.iter().all(|(ino, idx)| !self.enricher.awaiting(*ino, *idx))
                 && !self.identities.awaiting((p.e.netns.inode, p.e.pid, p.e.cgroup_id))
                 && !p.e.target_netns.as_ref().and_then(|t| t.inode).is_some_and(|i| self.identities.awaiting((i, 0, 0)));

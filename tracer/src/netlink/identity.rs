@@ -25,6 +25,9 @@ pub struct Identity {
     pub netns_name: Option<String>,
     pub owner: Option<Container>,
     pub container: Option<Container>,
+    /// The namespace is a Docker sandbox whose container does not run yet
+    /// (see [`Registry::unowned_docker_sandbox`]): worth asking again.
+    pub starting: bool,
 }
 
 /// (namespace inode, pid, cgroup v2 id) of a sender: the cgroup id names
@@ -70,7 +73,8 @@ impl Identities {
                 });
                 let (netns_name, container) = reg.enrich(ino, pid, cgroup_id);
                 let owner = reg.container_for_netns(ino);
-                ((ino, pid, cgroup_id), Identity { netns_name, owner, container })
+                let starting = reg.unowned_docker_sandbox(ino);
+                ((ino, pid, cgroup_id), Identity { netns_name, owner, container, starting })
             }),
         )
     }
@@ -137,7 +141,7 @@ mod tests {
             Box::new(move |(ino, pid, cg): Sender| {
                 std::thread::sleep(delay);
                 let c = Container { pod: None, runtime: "docker".into(), id: pid.to_string(), name: None };
-                ((ino, pid, cg), Identity { netns_name: Some(format!("ns{ino}")), owner: None, container: Some(c) })
+                ((ino, pid, cg), Identity { netns_name: Some(format!("ns{ino}")), owner: None, container: Some(c), starting: false })
             }),
         )
     }

@@ -24,6 +24,8 @@ use super::{
 };
 use crate::sys::{in_netns, ns_inode};
 
+/// The most named namespace mounts read to find one the last scan missed.
+const SANDBOX_SCAN_MAX: usize = 4096;
 
 pub struct Registry {
     ns: BTreeMap<u64, Netns>,
@@ -167,6 +169,25 @@ impl Registry {
         self.ns.get(&inode)?.container.clone()
     }
 
+    /// Whether the namespace is a Docker sandbox (a bind mount in
+    /// `/run/docker/netns`, not the host's) that no container owns yet:
+    /// dockerd makes it and moves the container's veth in before the
+    /// container runs, and only a running container's record names it.
+    /// A namespace the last scan did not see as a sandbox (dockerd made or
+    /// mounted it since) is looked for among the sandboxes' bind mounts.
+    pub fn unowned_docker_sandbox(&self, inode: u64) -> bool {
+        if Some(inode) == self.host {
+            return false;
+        }
+        match self.ns.get(&inode) {
+            Some(n) if n.container.is_some() => false,
+            Some(n) if n.mounts.iter().any(|p| is_docker_sandbox(p)) => true,
+            // Unseen, or seen before dockerd mounted it (its helpers run
+            // in it first).
+            _ => super::named::mounts(SANDBOX_SCAN_MAX).iter().any(|m| m.inode == inode && is_docker_sandbox(&m.path)),
+        }
+    }
+
     /// The container a process is in, as its runtime confirms and names it;
     /// the cgroup's candidate is cached per process lifetime.
     #[cfg(test)]
@@ -196,7 +217,9 @@ impl Registry {
     /// namespace is new or still unnamed, so a container that starts while
     /// tracing is named on its first events.
     pub fn enrich(&mut self, inode: u64, pid: u32, cgroup_id: u64) -> (Option<String>, Option<Container>) {
-        let known = self.ns.get(&inode).is_some_and(|n| !n.names.is_empty());
+        // A Docker sandbox is named by its id until its container runs:
+        // asked again, it is rescanned (rate limited) for the container.
+        let known = self.ns.get(&inode).is_some_and(|n| !n.names.is_empty()) && !self.unowned_docker_sandbox(inode);
         if !known && Some(inode) != self.host {
             self.refresh();
         }
@@ -382,6 +405,12 @@ impl Registry {
     }
 }
 
+/// A bind mount in Docker's sandbox directory (`/var/run` is usually a
+/// link to `/run`, and mountinfo may say either).
+fn is_docker_sandbox(p: &std::path::Path) -> bool {
+    ["/run/docker/netns", "/var/run/docker/netns"].iter().any(|d| p.parent() == Some(std::path::Path::new(d)))
+}
+
 /// `(pid, comm)` of a namespace's processes, for display.
 pub fn pid_list(pids: &[NsPid], max: usize) -> String {
     let mut s: Vec<String> = pids.iter().take(max).map(|p| format!("{}({})", p.pid, p.comm)).collect();
@@ -434,6 +463,22 @@ mod tests {
         assert_eq!(r.netns_name(10).as_deref(), Some("web"));
         assert_eq!(r.netns_name(12), None);
         assert_eq!(r.container_for_netns(12).map(|c| c.id.len()), Some(64));
+    }
+
+    /// A Docker sandbox is worth asking about again until a container owns
+    /// it; a `/run/netns` one or an owned one is not.
+    #[test]
+    fn unowned_docker_sandbox_until_its_container_runs() {
+        let mut r = Registry::new();
+        let sandbox = |inode, containers| Netns { mounts: vec![PathBuf::from("/run/docker/netns/6d74c40dc64b")], ..ns(inode, containers, vec![]) };
+        r.insert_for_test(sandbox(9_000_001, vec![]));
+        r.insert_for_test(Netns { mounts: vec![PathBuf::from("/var/run/docker/netns/1a2b3c4d5e6f")], ..ns(9_000_002, vec![], vec![]) });
+        r.insert_for_test(sandbox(9_000_003, vec![c("ab", Some("web"))]));
+        r.insert_for_test(Netns { mounts: vec![PathBuf::from("/run/netns/lab")], ..ns(9_000_004, vec![], vec!["lab"]) });
+        assert!(r.unowned_docker_sandbox(9_000_001) && r.unowned_docker_sandbox(9_000_002));
+        assert!(!r.unowned_docker_sandbox(9_000_003), "its container runs");
+        assert!(!r.unowned_docker_sandbox(9_000_004), "not Docker's");
+        assert!(!is_docker_sandbox(std::path::Path::new("/run/docker/netns")) && !is_docker_sandbox(std::path::Path::new("/run/docker/netns/x/y")));
     }
 
     #[test]

@@ -244,7 +244,7 @@ fn a_request_is_held_until_the_registry_says_who_sent_it() {
         Box::new(|who: Sender| {
             std::thread::sleep(Duration::from_millis(150));
             let c = Container { pod: None, runtime: "docker".into(), id: "c0ffee".into(), name: Some("web".into()) };
-            (who, Identity { netns_name: Some("web".into()), owner: Some(c.clone()), container: Some(c) })
+            (who, Identity { netns_name: Some("web".into()), owner: Some(c.clone()), container: Some(c), starting: false })
         }),
     );
     let lookups = Lookups::with_resolver(8, Box::new(|r: Request| Answer::Name { ino: r.ino, index: 0, name: None }));
