@@ -301,6 +301,12 @@ fn docker_network_scenario_matches_ip_monitor() {
     let ping = a.exec(&format!("ping -c 3 -W 2 {ip_b}"));
     assert!(ping.status.success(), "ping {ip_b}: {}", String::from_utf8_lossy(&ping.stdout));
     let (ino_a, ino_b) = (a.netns_inode(), b.netns_inode());
+    // Docker's names for the two sandboxes (`/run/docker/netns/ID`).
+    let sandboxes: Vec<String> = [&a.name, &b.name]
+        .iter()
+        .map(|n| d.docker(&["inspect", "-f", "{{.NetworkSettings.SandboxKey}}", n]).rsplit('/').next().unwrap_or_default().to_string())
+        .collect();
+    assert!(sandboxes.iter().all(|s| s.len() >= 12), "sandbox keys: {sandboxes:?}");
     std::thread::sleep(Duration::from_secs(15));
     let (name_a, name_b) = (a.name.clone(), b.name.clone());
     let a_name = name_a.clone();
@@ -355,6 +361,12 @@ fn docker_network_scenario_matches_ip_monitor() {
             assert_eq!(e["netns"]["name"], name.as_str(), "{e}");
         }
     }
+    // Nor is any namespace of theirs named by Docker's sandbox id: not
+    // while the container starts (the move waits for its name), not after
+    // it stopped (Docker takes the network down after the container).
+    for l in text.lines() {
+        assert!(!sandboxes.iter().any(|s| l.contains(s.as_str())), "a sandbox id {sandboxes:?} where the container's name belongs: {l}");
+    }
     // No change is printed with a namespace by number only.
     for l in text.lines().filter(|l| l.contains(" kernel netns=")) {
         assert!(!l.contains(" kernel netns=0 "), "{l}");
@@ -366,8 +378,7 @@ fn docker_network_scenario_matches_ip_monitor() {
         .unwrap_or_else(|| panic!("no named RTM_DELLINK of {bridge}: {text}"));
     assert_eq!(del["comm"], "dockerd");
     assert!(del["effects"].as_array().is_some_and(|f| f.iter().any(|c| c["action"] == "delete" && c["ifname"] == bridge.as_str())), "{del}");
-    // Changes in a container's namespace are named: by Docker's sandbox
-    // while the container starts, by the container once it runs.
+    // Changes in a container's namespace are named, by the container.
     let mut by_container = 0;
     for (k, e) in &ours {
         let fx: Vec<&Value> = if e["type"] == "change" { vec![e] } else { e["effects"].as_array().into_iter().flatten().collect() };

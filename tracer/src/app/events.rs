@@ -483,13 +483,17 @@ impl Running for Events {
                 self.merger.push(Item::Path(p));
             }
         }
+        // Nothing newer than a request the correlator still holds (one into
+        // a container that does not run yet waits for its name) goes out
+        // before it.
+        let until = self.netlink.as_ref().and_then(|(_, c)| c.oldest_waiting_wall_ns());
         let mut step = Step::default();
         let topo = match &self.tc {
             Some(tc) => Some(tc.topology()?),
             None => None,
         };
         while budget.is_none_or(|b| step.written < b) {
-            let Some(mut item) = self.merger.pop_ready(now_wall, last) else { break };
+            let Some(mut item) = self.merger.pop_ready(now_wall, last, until) else { break };
             if let Some(a) = &self.attribution {
                 item.refresh_procs(a);
             }

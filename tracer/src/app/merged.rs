@@ -122,9 +122,12 @@ impl Merger {
         self.items.insert(self.seq, (item, bytes));
     }
 
-    pub(super) fn pop_ready(&mut self, now_wall_ns: u64, flush: bool) -> Option<Item> {
+    /// The oldest item whose hold is over, or any past the caps. None
+    /// newer than `until` (the oldest item a source still holds back) comes
+    /// out before it, whatever its hold.
+    pub(super) fn pop_ready(&mut self, now_wall_ns: u64, flush: bool, until: Option<u64>) -> Option<Item> {
         let Reverse((t, id)) = *self.heap.peek()?;
-        if !flush && t + self.hold_ns > now_wall_ns {
+        if !flush && (t + self.hold_ns > now_wall_ns || until.is_some_and(|u| t > u)) {
             if self.items.len() <= MERGER_MAX_ITEMS && self.bytes <= MERGER_MAX_BYTES {
                 return None;
             }
@@ -151,10 +154,32 @@ mod tests {
         };
         m.push(mk(50));
         m.push(mk(10));
-        assert!(m.pop_ready(100, false).is_none());
-        assert_eq!(m.pop_ready(110, false).map(|i| i.wall_ns()), Some(10));
-        assert!(m.pop_ready(110, false).is_none());
-        assert_eq!(m.pop_ready(0, true).map(|i| i.wall_ns()), Some(50));
+        assert!(m.pop_ready(100, false, None).is_none());
+        assert_eq!(m.pop_ready(110, false, None).map(|i| i.wall_ns()), Some(10));
+        assert!(m.pop_ready(110, false, None).is_none());
+        assert_eq!(m.pop_ready(0, true, None).map(|i| i.wall_ns()), Some(50));
+    }
+
+    #[test]
+    fn merger_holds_what_is_newer_than_a_held_back_item() {
+        let mut m = Merger::new(100);
+        m.push(packet(10, 20));
+        m.push(packet(50, 20));
+        // A source still holds something sent at 20: 10 may go, 50 not,
+        // though its hold is long over.
+        assert_eq!(m.pop_ready(1000, false, Some(20)).map(|i| i.wall_ns()), Some(10));
+        assert!(m.pop_ready(1000, false, Some(20)).is_none());
+        assert_eq!(m.pop_ready(1000, false, None).map(|i| i.wall_ns()), Some(50));
+        // Past the caps the oldest go all the same.
+        let mut m = Merger::new(100);
+        for t in 0..(MERGER_MAX_ITEMS + 3) as u64 {
+            m.push(packet(50 + t, 20));
+        }
+        let mut n = 0;
+        while m.pop_ready(1000, false, Some(20)).is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 3);
     }
 
     fn packet(t: u64, frame_len: usize) -> Item {
@@ -168,7 +193,7 @@ mod tests {
             m.push(packet(1000 + t, 20));
         }
         let mut out = Vec::new();
-        while let Some(i) = m.pop_ready(0, false) {
+        while let Some(i) = m.pop_ready(0, false, None) {
             out.push(i.wall_ns());
         }
         assert_eq!((out.len(), out.first(), out.last()), (10, Some(&1000), Some(&1009)), "the 10 oldest, in order");
@@ -180,12 +205,12 @@ mod tests {
             m.push(packet(t, 9000));
         }
         let mut n = 0;
-        while m.pop_ready(0, false).is_some() {
+        while m.pop_ready(0, false, None).is_some() {
             n += 1;
         }
         assert_eq!(n, 5);
         assert!(m.bytes <= MERGER_MAX_BYTES);
         // Within the caps, nothing comes out before its time.
-        assert!(m.pop_ready(0, false).is_none());
+        assert!(m.pop_ready(0, false, None).is_none());
     }
 }

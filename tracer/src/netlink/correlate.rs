@@ -30,8 +30,9 @@ pub const ACK_WAIT_NS: u64 = 300_000_000;
 /// the sandbox id: dockerd moves the veth in before it creates the
 /// container's task, and only a running container's record names the
 /// sandbox. Everything after it waits too (lines go out in send order), so
-/// it is short; the registry is asked again every [`super::identity::IDENTITY_TTL`].
-pub const SANDBOX_WAIT_NS: u64 = 2_000_000_000;
+/// it is short (a container runs well within a second on an idle host,
+/// two on a loaded one); the registry is asked again every [`super::identity::IDENTITY_TTL`].
+pub const SANDBOX_WAIT_NS: u64 = 3_000_000_000;
 
 /// Requests waiting for their answer, at most. A sender that never reads
 /// its answers (or sends faster than it reads) would otherwise make this
@@ -341,6 +342,18 @@ impl Correlator {
             out.push(p.e);
         }
         out
+    }
+
+    /// The wall time of the oldest request still waiting: what a merged
+    /// timeline may not let anything newer out before (a request into a
+    /// starting container waits up to [`SANDBOX_WAIT_NS`], longer than
+    /// any hold).
+    pub fn oldest_waiting_wall_ns(&self) -> Option<u64> {
+        let req = self.pending.front().map(|p| p.e.wall_ns);
+        match (req, self.oldest_change_wall_ns()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     #[cfg(test)]

@@ -26,7 +26,9 @@ pub struct Identity {
     pub owner: Option<Container>,
     pub container: Option<Container>,
     /// The namespace is a Docker sandbox whose container does not run yet
-    /// (see [`Registry::unowned_docker_sandbox`]): worth asking again.
+    /// (see [`Registry::unowned_docker_sandbox`]), or the sender is in a
+    /// container that does not run yet ([`Registry::unconfirmed_container`]):
+    /// worth asking again soon.
     pub starting: bool,
 }
 
@@ -39,6 +41,10 @@ pub const QUEUE: usize = 256;
 /// How long an answer stands: the registry itself rescans at most every
 /// 500 ms, so a container that just started is named on a later request.
 pub const IDENTITY_TTL: Duration = Duration::from_millis(500);
+/// How long an answer stands for a namespace whose container is starting
+/// (see [`Identity::starting`]): requests into it wait for the name, so
+/// it is asked again soon.
+pub const STARTING_TTL: Duration = Duration::from_millis(100);
 /// Senders remembered, at most.
 pub const IDENTITY_CACHE_MAX: usize = 4096;
 /// An answer not back in this time is given up.
@@ -73,7 +79,7 @@ impl Identities {
                 });
                 let (netns_name, container) = reg.enrich(ino, pid, cgroup_id);
                 let owner = reg.container_for_netns(ino);
-                let starting = reg.unowned_docker_sandbox(ino);
+                let starting = reg.unowned_docker_sandbox(ino) || (container.is_none() && reg.unconfirmed_container(pid, cgroup_id));
                 ((ino, pid, cgroup_id), Identity { netns_name, owner, container, starting })
             }),
         )
@@ -97,7 +103,11 @@ impl Identities {
             return;
         }
         if let Some((answer, at)) = self.cache.get(&who) {
-            let ttl = if answer.is_some() { IDENTITY_TTL } else { TIMEOUT };
+            let ttl = match answer {
+                Some(a) if a.starting => STARTING_TTL,
+                Some(_) => IDENTITY_TTL,
+                None => TIMEOUT,
+            };
             if at.elapsed() < ttl {
                 return;
             }

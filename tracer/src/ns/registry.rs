@@ -24,6 +24,9 @@ use super::{
 };
 use crate::sys::{in_netns, ns_inode};
 
+/// How often a Docker sandbox whose container does not run yet is
+/// rescanned for it, at most (others: every `min_interval`).
+const STARTING_RESCAN: std::time::Duration = std::time::Duration::from_millis(150);
 /// The most named namespace mounts read to find one the last scan missed.
 const SANDBOX_SCAN_MAX: usize = 4096;
 
@@ -111,7 +114,15 @@ impl Registry {
                 .filter(|m| identity::owns(&*self.proc, m, ino))
                 .collect();
             seen.extend(candidates);
-            let id = identity::classify(self.host, ino, members);
+            let mut id = identity::classify(self.host, ino, members);
+            // A container's namespace outlives its processes for a moment:
+            // Docker stops the container, then takes its network down (the
+            // veth moved out, the sandbox unmounted). While Docker's mount
+            // keeps the namespace, it keeps the owner it had (its record
+            // says "not running" from the moment the process exits).
+            if id.owner.is_none() && mounts.iter().any(|(p, _)| is_docker_sandbox(p)) {
+                id.owner = self.ns.get(&ino).and_then(|o| o.container.clone());
+            }
             let mut names: Vec<String> = id.owner.iter().filter_map(|c| c.name.clone()).collect();
             for n in mounts.iter().filter_map(|(_, n)| n.clone()) {
                 if !names.contains(&n) {
@@ -188,6 +199,20 @@ impl Registry {
         }
     }
 
+    /// Whether the process is in a container's cgroup whose runtime does
+    /// not say it runs (yet): runc brings up a new container's `lo` from
+    /// it before dockerd mounts the namespace as a sandbox, and before the
+    /// record says the container runs. (A container stopping looks the
+    /// same for a moment.)
+    pub fn unconfirmed_container(&mut self, pid: u32, cgroup_id: u64) -> bool {
+        let c = match self.cgroup_ids.lookup(&*self.proc, cgroup_id, &self.containerd_ns) {
+            Some(c) => c,
+            None if pid == 0 => None,
+            None => self.pids.lookup(&*self.proc, pid, &self.containerd_ns, self.min_interval),
+        };
+        c.is_some_and(|c| self.confirmer.confirm(&*self.proc, &c, &self.containerd_ns).is_none())
+    }
+
     /// The container a process is in, as its runtime confirms and names it;
     /// the cgroup's candidate is cached per process lifetime.
     #[cfg(test)]
@@ -219,8 +244,14 @@ impl Registry {
     pub fn enrich(&mut self, inode: u64, pid: u32, cgroup_id: u64) -> (Option<String>, Option<Container>) {
         // A Docker sandbox is named by its id until its container runs:
         // asked again, it is rescanned (rate limited) for the container.
-        let known = self.ns.get(&inode).is_some_and(|n| !n.names.is_empty()) && !self.unowned_docker_sandbox(inode);
-        if !known && Some(inode) != self.host {
+        let starting = self.unowned_docker_sandbox(inode);
+        let known = self.ns.get(&inode).is_some_and(|n| !n.names.is_empty()) && !starting;
+        if starting {
+            // Requests into it wait for its container's name: sooner.
+            if self.last.is_none_or(|t| t.elapsed() >= STARTING_RESCAN) {
+                let _ = self.rescan(false);
+            }
+        } else if !known && Some(inode) != self.host {
             self.refresh();
         }
         if let Some(c) = self.container_for_netns(inode) {
@@ -525,6 +556,22 @@ mod tests {
         proc.set(20, 99, "0::/user.slice/user-0.slice/session-1.scope\n", 800);
         assert_eq!(r.enrich(800, 20, 0), (Some("lab".into()), None));
         assert_eq!(r.container_for_pid(20), None);
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    /// A process in the cgroup of a container its runtime does not say runs
+    /// (runc setting a new container up) is in an unconfirmed container;
+    /// one in a running container's, or in none, is not.
+    #[test]
+    fn a_container_not_running_yet_is_unconfirmed() {
+        let (mut r, proc, dir) = fake_registry("starting", &[(A, "web", 10, "bridge")]);
+        proc.set(10, 50, &docker_cg(A), 700);
+        proc.set(40, 60, &docker_cg(B), 900);
+        proc.set(41, 61, "0::/\n", 1);
+        assert!(r.unconfirmed_container(40, 0), "no record of B yet");
+        assert!(!r.unconfirmed_container(10, 0), "A runs");
+        assert!(!r.unconfirmed_container(41, 0), "no container's cgroup");
+        assert!(!r.unconfirmed_container(0, 0), "no sender");
         let _ = fs::remove_dir_all(dir);
     }
 

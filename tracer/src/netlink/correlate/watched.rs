@@ -173,7 +173,7 @@ impl Correlator {
         for c in waiting {
             match self.attach(c) {
                 Ok(()) => {}
-                Err(c) if flush_all || now_ns.saturating_sub(c.time_ns) >= CHANGE_HOLD_NS => self.alone(*c),
+                Err(c) if flush_all || (now_ns.saturating_sub(c.time_ns) >= CHANGE_HOLD_NS && !self.naming_soon(&c, now_ns)) => self.alone(*c),
                 Err(c) => self.changes.waiting.push_back(*c),
             }
         }
@@ -182,6 +182,36 @@ impl Correlator {
             self.changes.recent.pop_front();
         }
         std::mem::take(&mut self.changes.ready)
+    }
+
+    /// Whether a change's namespace is a container's that does not run yet
+    /// (see `SANDBOX_WAIT_NS`): the change waits for the name, like the
+    /// requests into it.
+    fn naming_soon(&mut self, c: &Change, now_ns: u64) -> bool {
+        if now_ns.saturating_sub(c.time_ns) >= super::SANDBOX_WAIT_NS {
+            return false;
+        }
+        let Some(w) = self.watcher.clone() else { return false };
+        let own = match c.netns.inode {
+            0 => w.info(c.ns).and_then(|i| i.inode),
+            i => Some(i),
+        };
+        // Its own namespace and those its line names (`link-netns X`).
+        let mut soon = false;
+        for ino in own.into_iter().chain(w.mentioned(c.ns, &c.kind)) {
+            if self.host == Some(ino) {
+                continue;
+            }
+            let k = (ino, 0, 0);
+            self.identities.request(k);
+            soon |= self.identities.awaiting(k) || self.identities.get(k).is_some_and(|i| i.starting);
+        }
+        soon
+    }
+
+    /// The wall time of the oldest change still held.
+    pub(super) fn oldest_change_wall_ns(&self) -> Option<u64> {
+        self.changes.waiting.iter().map(|c| c.wall_ns).min()
     }
 
     /// A request is printed: its effects get their names, a failed one's
@@ -196,8 +226,28 @@ impl Correlator {
                 self.changes.waiting.push_back(c);
             }
         }
+        let hints: Vec<(u64, String)> = e
+            .target_netns
+            .as_ref()
+            .and_then(|t| Some((t.inode?, t.name.clone()?)))
+            .into_iter()
+            .chain(e.netns.owner.as_ref().and(e.netns.name.clone()).map(|n| (e.netns.inode, n)))
+            .collect();
         for c in &mut effects {
-            self.name_change(c);
+            self.name_change_with(c, &hints);
+            // The request waited for its namespace's name (a container
+            // starting is named once it runs); the namespace's own answer
+            // in the cache may be older than the request's.
+            if c.netns.inode == e.netns.inode && e.netns.owner.is_some() && c.netns.owner.is_none() {
+                c.netns.name = e.netns.name.clone();
+                c.netns.owner = e.netns.owner.clone();
+                c.container = e.netns.owner.clone();
+            } else if c.netns.owner.is_none()
+                && let Some((_, n)) = hints.iter().find(|(i, _)| *i == c.netns.inode)
+            {
+                // The move's target, as the request named it.
+                c.netns.name = Some(n.clone());
+            }
         }
         e.effects = effects;
         if e.protocol != decode::NETLINK_ROUTE || e.is_get() || e.is_probe() {
@@ -231,6 +281,13 @@ impl Correlator {
     /// Names a change's namespace: the container that owns it, else its
     /// `/run/netns` name, else what the watcher calls it.
     fn name_change(&mut self, c: &mut Change) {
+        self.name_change_with(c, &[]);
+    }
+
+    /// [`Self::name_change`], with names the request that caused it waited
+    /// for (`hints`: namespace inode and name), which may be newer than the
+    /// registry's answers in the cache.
+    fn name_change_with(&mut self, c: &mut Change, hints: &[(u64, String)]) {
         // A namespace the watcher had not identified yet when it read the
         // notification may be by now.
         if c.netns.inode == 0
@@ -264,6 +321,8 @@ impl Correlator {
             }
             let name = if self.host == Some(ino) {
                 Some("host".to_string())
+            } else if let Some((_, n)) = hints.iter().find(|(i, _)| *i == ino) {
+                Some(n.clone())
             } else {
                 self.identities.request((ino, 0, 0));
                 let id = self.identities.get((ino, 0, 0));
