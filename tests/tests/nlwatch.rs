@@ -393,6 +393,6 @@ fn docker_network_scenario_matches_ip_monitor() {
     // GETs (iptables' nft_compat revision lookups among them) are hidden.
     assert!(!events.iter().any(|e| e["type"] == "netlink" && e["msg_type"].as_str().is_some_and(|m| m.contains("nft_compat"))), "nft_compat lookups shown");
     assert!(!text.contains("-> ?"), "{text}");
-    // Not checked: a container's first packets are still labelled by
-    // inode and ifindex until the packet side's next scan (issue #15).
+    // A container's first packets carry its name: tests/docker.rs
+    // (`a_containers_first_packets_carry_its_name`).
 }
