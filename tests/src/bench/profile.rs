@@ -1,5 +1,5 @@
-//! Where the CPU goes, untraced and under `packets -w`, `packets --json`
-//! and `top`, with one TCP stream and with the 64-byte UDP flood: `perf
+//! Where the CPU goes, untraced and under `packets -w`, `packets --json`,
+//! `top` and `top --by flow`, with one TCP stream and with the 64-byte UDP flood: `perf
 //! record` on every CPU with the software clock (this machine kind has no
 //! hardware counters), then the share of each process, the symbols that
 //! took the most samples, and the samples in the tracer's BPF programs
@@ -27,10 +27,12 @@ pub fn run(rig: &Rig, modes: &[Mode], secs: f64) {
         ("packets-w", Load::Tcp),
         ("packets-json", Load::Tcp),
         ("top", Load::Tcp),
+        ("top-flow", Load::Tcp),
         ("untraced", Load::Udp),
         ("packets-w", Load::Udp),
         ("packets-json", Load::Udp),
         ("top", Load::Udp),
+        ("top-flow", Load::Udp),
     ];
     for (key, load) in plan {
         let Some(mode) = modes.iter().find(|m| m.key == key) else { continue };
