@@ -15,6 +15,7 @@
 //! [`ifstats`] reads each interface's own kernel counters instead.
 
 pub mod counters;
+pub mod health;
 pub mod ifstats;
 pub mod procs;
 pub mod reasons;
