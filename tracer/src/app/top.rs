@@ -8,7 +8,10 @@
 
 use std::time::Duration;
 
-use tracer_common::tp::{ObsConfig, mode};
+use tracer_common::{
+    LostSource,
+    tp::{ObsConfig, mode},
+};
 
 use super::{
     Error,
@@ -65,6 +68,10 @@ struct Top {
 /// Counts until `limits` or `stop`.
 pub async fn run(job: TopJob, json: bool, limits: Limits, stop: Shutdown) -> Result<(), Error> {
     let by_process = job.by == By::Process;
+    // The tracepoints count every drop and retransmission of a namespace:
+    // no packet filter applies to them, so with one they are left out
+    // rather than shown beside traffic they do not match.
+    let want_health = !by_process && job.filter.is_match_all();
     // The entry programs tail-call the filter only when one is installed.
     let pkt_filter = !job.filter.is_match_all();
     let opts = if by_process {
@@ -83,13 +90,14 @@ pub async fn run(job: TopJob, json: bool, limits: Limits, stop: Shutdown) -> Res
         // The ring buffer is not used: the smallest one the kernel takes.
         // The drop and TCP tracepoints count (no record) in the
         // namespaces the session covers.
-        let obs = ObsConfig { drops: mode::COUNT, tcp: mode::COUNT, select_netns: u32::from(job.select.scope != Scope::All), ..ObsConfig::off() };
+        let on = if want_health { mode::COUNT } else { mode::OFF };
+        let obs = ObsConfig { drops: on, tcp: on, select_netns: u32::from(job.select.scope != Scope::All), ..ObsConfig::off() };
         LoadOptions { ring_bytes: 4096, top: true, pkt_filter, obs, ..Default::default() }
     };
     let mut loaded = load::load_for_job(&opts)?;
     // A kernel that refuses them costs the columns (a warning), not the job.
     let mut health = None;
-    if !by_process {
+    if want_health {
         let tps = super::obs::attach_named(&mut loaded, &HEALTH_TRACEPOINTS).unwrap_or_else(|e| {
             crate::sys::text::warn(&format!("drop and TCP columns are left out: {e}"));
             Vec::new()
@@ -217,7 +225,7 @@ impl Running for Top {
             None => stats::rows(self.job.by, &iv.ifaces, &iv.flows, &topo, health.as_ref()),
         };
         drop(topo);
-        let mut lost = self.meter.lost();
+        let mut lost = Running::lost(self);
         lost.sort();
         let rep = render::Report { by: self.job.by, wall_ns: clock::now_wall_ns(), secs: iv.secs, rows: &rows, lost: &lost };
         self.printer.print(&rep)?;
@@ -226,7 +234,14 @@ impl Running for Top {
     }
 
     fn lost(&self) -> Vec<(&'static str, u64)> {
-        self.meter.lost()
+        let mut v = self.meter.lost();
+        if self.health.is_some() {
+            // Drops and TCP events the counter maps had no room for.
+            for s in [LostSource::DropStats, LostSource::TcpStats] {
+                v.push((s.name(), self.meter.lost_in_kernel(s)));
+            }
+        }
+        v
     }
 
     fn exit_lines(&self) -> Vec<String> {

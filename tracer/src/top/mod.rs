@@ -228,6 +228,12 @@ impl Meter {
         self.procs.as_ref().map(|p| p.attribution.summary())
     }
 
+    /// What the kernel's loss counters hold for `source` so far.
+    pub fn lost_in_kernel(&self, source: LostSource) -> u64 {
+        let kernel = self.lost_kernel.as_ref().or(self.procs.as_ref().map(|p| p.reader.lost_counters()));
+        kernel.map_or(0, |k| k.total(source))
+    }
+
     /// Totals lost so far, by source: packets counted on their interface
     /// but in no flow (`flow`), and packets no interface counter could take
     /// (`stats`).
