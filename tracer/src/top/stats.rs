@@ -559,8 +559,8 @@ mod tests {
         // lab-a: its eth0's and its drops with no interface; web: its eth1's.
         assert_eq!(got, [("web", Some(2), Some(h(0, 5, 0))), ("lab-a", Some(1), Some(h(47, 3, 3)))]);
         let by_if = rows(By::Iface, &ifaces, &HashMap::new(), &t, Some(&hv));
-        let got: Vec<(&str, Option<&str>, Option<u32>, Option<Health>)> =
-            by_if.iter().map(|r| (r.label.as_str(), r.ifname.as_deref(), r.ifindex, r.health)).collect();
+        type IfRow<'a> = (&'a str, Option<&'a str>, Option<u32>, Option<Health>);
+        let got: Vec<IfRow<'_>> = by_if.iter().map(|r| (r.label.as_str(), r.ifname.as_deref(), r.ifindex, r.health)).collect();
         assert_eq!(
             got,
             [
@@ -581,8 +581,8 @@ mod tests {
         let flows = HashMap::from([(a, c(50, 5000)), (b, c(3, 300))]);
         let hv = HealthInterval { per_if: HashMap::new(), flows: HashMap::from([(a, h(40, 0, 0)), (b, h(0, 2, 0)), (gone, h(1, 0, 0))]) };
         let r = rows(By::Flow, &HashMap::new(), &flows, &t, Some(&hv));
-        let got: Vec<(Option<u16>, Count, Count, Option<Health>, Option<u32>)> =
-            r.iter().map(|r| (r.flow.as_ref().and_then(|f| f.sport), r.rx, r.tx, r.health, r.ifindex)).collect();
+        type FlowRow = (Option<u16>, Count, Count, Option<Health>, Option<u32>);
+        let got: Vec<FlowRow> = r.iter().map(|r| (r.flow.as_ref().and_then(|f| f.sport), r.rx, r.tx, r.health, r.ifindex)).collect();
         assert_eq!(
             got,
             [
