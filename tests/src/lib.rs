@@ -480,3 +480,62 @@ pub fn ns_json(args: &[&str]) -> Vec<Value> {
     assert_eq!(code, 0, "tracer {a:?} failed: {err}");
     out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect()
 }
+
+/// The namespace's kernel counter `name` (`nstat -az`, absolute).
+pub fn nstat(ns: &LabNs, name: &str) -> u64 {
+    let out = ns.sh(&format!("nstat -az {name}"));
+    out.lines()
+        .find_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some(name)).then(|| w.next().and_then(|v| v.parse().ok())).flatten()
+        })
+        .unwrap_or_else(|| panic!("no {name} in nstat output: {out}"))
+}
+
+/// Adds to `ns` a table `inet t` whose input chain `in` drops, with a
+/// counter, what each of `matches` (nft expressions) matches: one rule each.
+pub fn nft_input_drops(ns: &LabNs, matches: &[&str]) {
+    let mut cmd = "nft add table inet t && nft add chain inet t in '{ type filter hook input priority 0; }'".to_string();
+    for m in matches {
+        cmd.push_str(&format!(" && nft add rule inet t in {m} counter drop"));
+    }
+    ns.sh(&cmd);
+}
+
+/// The packets counted by each rule of [`nft_input_drops`]' chain, in order.
+pub fn nft_counters(ns: &LabNs) -> Vec<u64> {
+    let j: Value = serde_json::from_str(&ns.sh("nft -j list chain inet t in")).expect("nft json");
+    j["nftables"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|o| o["rule"]["expr"].as_array()?.iter().find_map(|x| x["counter"]["packets"].as_u64()))
+        .collect()
+}
+
+/// Streams `writes` times 4000 bytes over TCP from `from` to a server in
+/// `to` on `port`, and waits for the close; the bytes the server got.
+pub fn tcp_stream(from: &LabNs, to: &LabNs, port: u16, writes: u32) -> u64 {
+    let server = format!(
+        "import socket\n\
+         l=socket.socket(); l.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1); l.bind(('{}',{port})); l.listen()\n\
+         c,_=l.accept()\n\
+         n=0\n\
+         while True:\n    d=c.recv(65536)\n    if not d: break\n    n+=len(d)\n\
+         c.close(); print(n)\n",
+        to.ip
+    );
+    let srv = to.spawn(&format!("python3 -c {}", shell_quote(&server)));
+    assert!(wait_until(Duration::from_secs(5), || to.sh("ss -ltn").contains(&format!(":{port}"))), "server listening");
+    let client = format!(
+        "import socket\n\
+         s=socket.create_connection(('{}',{port}))\n\
+         b=b'x'*4000\n\
+         for i in range({writes}): s.sendall(b)\n\
+         s.shutdown(socket.SHUT_WR); s.recv(1); s.close()\n",
+        to.ip
+    );
+    from.sh(&format!("python3 -c {}", shell_quote(&client)));
+    let out = srv.wait_with_output().expect("server");
+    String::from_utf8_lossy(&out.stdout).trim().parse().expect("the server's byte count")
+}

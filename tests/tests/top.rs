@@ -9,7 +9,7 @@ use std::{
 };
 
 use serde_json::Value;
-use tracer_tests::{wait_until, Lab, LabNs, Tracer, sh, tracer_run};
+use tracer_tests::{Lab, LabNs, Tracer, nft_counters, nft_input_drops, nstat, sh, tcp_stream, tracer_run, wait_until};
 
 /// UDP header plus IPv4 plus Ethernet: a datagram of payload P is a frame of P + 42 bytes.
 const UDP_OVERHEAD: u64 = 42;
@@ -158,7 +158,7 @@ fn flow_counted_exactly(walk: bool) {
     }
     // Nothing lost, and the summary says so.
     assert!(events.iter().all(|e| e["type"] != "lost"), "{events:?}");
-    assert!(t.stderr().contains("lost: flow=0 stats=0"), "{}", t.stderr());
+    assert!(t.stderr().contains("lost: drop_stats=0 flow=0 stats=0 tcp_stats=0"), "{}", t.stderr());
 }
 
 #[test]
@@ -334,7 +334,7 @@ fn top_by_interface_or_container_attaches_nothing_and_reads_the_kernels_counters
         let rows = top_rows(&events);
         let sent: u64 = rows.iter().filter(|r| r["netns"]["inode"] == a.inode()).map(|r| u(r, "tx_packets")).sum();
         assert!(tx >= 50 && sent == tx, "{by}: top says {sent} sent by a, its eth0 {tx}: {rows:?}");
-        assert!(t.stderr().contains("lost: flow=0 stats=0"), "{}", t.stderr());
+        assert!(t.stderr().contains("lost: drop_stats=0 flow=0 stats=0 tcp_stats=0"), "{}", t.stderr());
     }
     // A filter or flows need the programs again.
     let mut t = Tracer::start(&["top", "--by", "iface", "--json", "udp"]);
@@ -382,4 +382,111 @@ fn text_reports_one_table_per_interval_and_count_stops() {
     let (code, out, err) = tracer_run(&["top", "-c", "1", "--interval", "0.2", "--by", "iface", "--netns", &a.name]);
     assert_eq!(code, 0, "{err}");
     assert!(out.lines().any(|l| l.starts_with(&format!("{}/eth0 ", a.name))), "{out}");
+}
+
+/// Waits until `ns`'s eth0 has received nothing for a second: the lab's
+/// own chatter when its links came up (IPv6 before `quiet`, dropped in
+/// every namespace) is over, and the drops counted are the test's.
+fn settle(ns: &LabNs) {
+    let (mut last, mut since) = (sysfs(ns, "rx_packets"), std::time::Instant::now());
+    let settled = wait_until(Duration::from_secs(10), || {
+        let now = sysfs(ns, "rx_packets");
+        if now != last {
+            (last, since) = (now, std::time::Instant::now());
+        }
+        since.elapsed() >= Duration::from_secs(1)
+    });
+    assert!(settled, "{} keeps receiving", ns.name);
+}
+
+/// The sum of field `k` over the rows `pred` picks (each must carry it).
+fn sum_of(rows: &[Value], k: &str, pred: impl Fn(&Value) -> bool) -> u64 {
+    rows.iter().filter(|r| pred(r)).map(|r| u(r, k)).sum()
+}
+
+/// Drops are counted in the kernel (the `kfree_skb` program's counters,
+/// no record per drop) in the rows they belong to: an nftables rule in b
+/// dropping 41 datagrams that came in on eth0 is 41 drops on b's eth0 row
+/// (the rule's counter), 13 datagrams to a closed port over b's loopback
+/// (an interface top does not trace) are 13 on b's row with no interface
+/// (`ifname` absent, `b/-` in text: b's `UdpNoPorts` growth), and b's
+/// container row has both; a's namespace is not selected, and every row
+/// carries `drops`, `retransmits` and `resets`.
+#[test]
+fn drops_are_counted_on_their_interface_and_namespace_rows() {
+    let lab = Lab::new(2);
+    quiet(&lab);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    nft_input_drops(b, &["udp dport 5555"]);
+    settle(b);
+    let no_ports = nstat(b, "UdpNoPorts");
+    let mut by_if = Tracer::start(&["top", "--json", "--by", "iface", "--interval", "0.3", "--netns", &b.name]);
+    let mut by_ns = Tracer::start(&["top", "--json", "--interval", "0.3", "--netns", &b.name]);
+    udp_blast(a, &b.ip, 4444, 5555, 1, 41, 20);
+    udp_blast(b, "127.0.0.1", 4445, 5556, 1, 13, 20);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(by_if.stop(), 0, "{}", by_if.stderr());
+    assert_eq!(by_ns.stop(), 0, "{}", by_ns.stderr());
+    let (rule, closed) = (nft_counters(b)[0], nstat(b, "UdpNoPorts") - no_ports);
+    assert_eq!((rule, closed), (41, 13), "the kernel's own counts");
+    let rows = top_rows(&by_if.events());
+    let in_b = |r: &Value| r["netns"]["inode"] == b.inode();
+    assert!(!rows.is_empty() && rows.iter().all(|r| in_b(r) && r["by"] == "iface"), "{rows:?}");
+    assert!(rows.iter().all(|r| r["drops"].is_u64() && r["retransmits"].is_u64() && r["resets"].is_u64()), "{rows:?}");
+    assert_eq!(sum_of(&rows, "drops", |r| r["ifname"] == "eth0"), rule, "{rows:?}");
+    assert_eq!(sum_of(&rows, "drops", |r| r.get("ifname").is_none()), closed, "{rows:?}");
+    assert!(rows.iter().filter(|r| r.get("ifname").is_none()).all(|r| r.get("ifindex").is_none() && u(r, "rx_packets") == 0), "{rows:?}");
+    assert_eq!(sum_of(&rows, "retransmits", |_| true) + sum_of(&rows, "resets", |_| true), 0, "{rows:?}");
+    let rows = top_rows(&by_ns.events());
+    assert!(!rows.is_empty() && rows.iter().all(|r| in_b(r) && r["by"] == "container"), "{rows:?}");
+    assert_eq!(sum_of(&rows, "drops", |_| true), rule + closed, "{rows:?}");
+    for t in [&by_if, &by_ns] {
+        assert!(t.stderr().contains("drops and TCP"), "{}", t.stderr());
+        let err = t.stderr();
+        let summary = err.lines().find(|l| l.contains("reports, lost: ")).unwrap_or_else(|| panic!("{err}"));
+        assert!(["drop_stats=0", "tcp_stats=0", "flow=0", " stats=0"].iter().all(|s| summary.contains(s)), "{err}");
+    }
+}
+
+/// Retransmissions are counted in the kernel where they leave: a 4 MB
+/// stream from a to b through a rule in b dropping one data segment in 20
+/// shows, on a's eth0 row and on the stream's egress flow row there, as
+/// many retransmitted segments as a's own `TcpRetransSegs` grew; by flow,
+/// b's dropped datagrams show on their ingress flow row, as many as the
+/// rule dropping them counted.
+#[test]
+fn retransmits_are_counted_on_the_senders_interface_and_flow() {
+    let lab = Lab::new(2);
+    quiet(&lab);
+    let (a, b) = (&lab.ns[0], &lab.ns[1]);
+    nft_input_drops(b, &["tcp dport 7777 meta length gt 200 numgen random mod 20 == 0", "udp dport 5555"]);
+    let before = nstat(a, "TcpRetransSegs");
+    let mut by_if = Tracer::start(&["top", "--json", "--by", "iface", "--interval", "0.3", "--netns", &a.name]);
+    let mut by_flow = Tracer::start(&["top", "--json", "--by", "flow", "--interval", "0.3", "--netns", &a.name]);
+    let mut drop_flows = Tracer::start(&["top", "--json", "--by", "flow", "--interval", "0.3", "--netns", &b.name]);
+    assert_eq!(tcp_stream(a, b, 7777, 1000), 4_000_000, "the server got every byte");
+    udp_blast(a, &b.ip, 4444, 5555, 1, 17, 20);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(by_if.stop(), 0, "{}", by_if.stderr());
+    assert_eq!(by_flow.stop(), 0, "{}", by_flow.stderr());
+    assert_eq!(drop_flows.stop(), 0, "{}", drop_flows.stderr());
+    let grown = nstat(a, "TcpRetransSegs") - before;
+    assert!(grown > 0, "the rule made retransmissions ({})", b.sh("nft list ruleset"));
+    let rows = top_rows(&by_if.events());
+    assert!(rows.iter().all(|r| r["netns"]["inode"] == a.inode()), "{rows:?}");
+    assert_eq!(sum_of(&rows, "retransmits", |r| r["ifname"] == "eth0"), grown, "{rows:?}");
+    assert_eq!(sum_of(&rows, "retransmits", |_| true), grown, "{rows:?}");
+    let rows = top_rows(&by_flow.events());
+    let stream = |r: &Value| {
+        r["netns"]["inode"] == a.inode() && r["ifname"] == "eth0" && r["direction"] == "egress" && r["proto"] == "tcp" && r["src"] == a.ip.as_str() && r["dport"] == 7777
+    };
+    assert_eq!(sum_of(&rows, "retransmits", stream), grown, "{rows:?}");
+    assert_eq!(sum_of(&rows, "retransmits", |r| !stream(r)), 0, "{rows:?}");
+    // The stream's flow rows also count its packets.
+    assert!(sum_of(&rows, "tx_packets", stream) > 0, "{rows:?}");
+    let rows = top_rows(&drop_flows.events());
+    let dropped = |r: &Value| r["netns"]["inode"] == b.inode() && r["ifname"] == "eth0" && r["direction"] == "ingress" && r["proto"] == "udp" && r["dport"] == 5555;
+    assert_eq!(sum_of(&rows, "drops", dropped), nft_counters(b)[1], "{rows:?}");
+    assert_eq!(sum_of(&rows, "drops", dropped), 17);
+    assert!(sum_of(&rows, "rx_packets", dropped) >= 17, "seen by TC before the rule: {rows:?}");
 }

@@ -385,6 +385,7 @@ mod pod {
     unsafe impl aya::Pod for super::drops::DropKey {}
     unsafe impl aya::Pod for super::tcp::TcpRecord {}
     unsafe impl aya::Pod for super::tcp::TcpCounts {}
+    unsafe impl aya::Pod for super::tcp::TcpKey {}
     unsafe impl aya::Pod for super::top::ProcFlowKey {}
     unsafe impl aya::Pod for super::sock::SockEvent {}
     unsafe impl aya::Pod for super::sock::SockOwner {}

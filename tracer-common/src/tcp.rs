@@ -1,7 +1,8 @@
 //! Records and counters of `tracer tcp`: one [`TcpRecord`] per state
 //! change, retransmission, reset, sampled RTT reading and destroyed socket,
 //! each with the connection's addresses read from its socket; for `tracer
-//! top`, per-namespace and per-flow counts ([`TcpCounts`]).
+//! top` and `tracer serve`, counts per namespace and interface ([`TcpKey`])
+//! and per flow ([`TcpCounts`]).
 
 /// Address families, as the kernel numbers them.
 pub const AF_INET: u16 = 2;
@@ -72,11 +73,24 @@ pub struct TcpCounts {
 }
 const _: () = assert!(core::mem::size_of::<TcpCounts>() == 24);
 
-/// Entries of [`crate::maps::TCP_COUNTS`] (keyed by namespace inode).
+/// `tracer top`: where TCP events are counted: the socket's namespace and
+/// the interface its route goes out of (`sk->sk_dst_cache->dev`; for a
+/// reset with no socket, the device the answered segment came in on), 0
+/// when there is none (a listener, a socket without a cached route).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TcpKey {
+    pub netns_ino: u32,
+    pub ifindex: u32,
+}
+const _: () = assert!(core::mem::size_of::<TcpKey>() == 8);
+
+/// Entries of [`crate::maps::TCP_COUNTS`] (keyed by [`TcpKey`]).
 pub const TCP_COUNTS_MAX: u32 = 4096;
 /// Entries of [`crate::maps::TCP_FLOWS`] (LRU, keyed by
-/// [`crate::top::FlowKey`] with `ifindex` 0 and the direction egress:
-/// the socket's own addresses as source).
+/// [`crate::top::FlowKey`] with the [`TcpKey`]'s interface and the
+/// direction egress: the socket's own addresses as source, as the flow's
+/// packets leave it).
 pub const TCP_FLOWS_MAX: u32 = 8192;
 /// Connections whose last RTT reading time `tcp_probe` remembers (LRU).
 pub const TCP_RTT_SEEN_MAX: u32 = 16384;

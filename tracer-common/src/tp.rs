@@ -78,8 +78,13 @@ pub struct SkOffsets {
     /// a closing socket gives its port back (before its last state change
     /// is traced).
     pub inet_sport: u32,
+    /// `sock.sk_dst_cache`: the route a full socket sends by, whose
+    /// device is the interface `tracer top` counts its TCP events on.
+    pub sk_dst_cache: u32,
+    /// `dst_entry.dev`
+    pub dst_dev: u32,
 }
-const _: () = assert!(core::mem::size_of::<SkOffsets>() == 96);
+const _: () = assert!(core::mem::size_of::<SkOffsets>() == 104);
 
 impl SkOffsets {
     pub const fn missing() -> Self {
@@ -109,6 +114,8 @@ impl SkOffsets {
             tcb_gso_segs: m,
             tp_snd_cwnd: m,
             inet_sport: m,
+            sk_dst_cache: m,
+            dst_dev: m,
         }
     }
 }

@@ -9,8 +9,9 @@
 //! after one LRU lookup unless the connection's last reading is older than
 //! `rtt_interval_ns`, and remembers a connection it does not want (other
 //! namespace) as never due. In `top` mode only
-//! retransmissions and resets are counted, per namespace and per flow, and
-//! nothing is sent.
+//! retransmissions and resets are counted, per namespace and interface
+//! (the one the socket's route goes out of) and per flow, and nothing is
+//! sent.
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
@@ -22,7 +23,7 @@ use aya_ebpf::{
 use tracer_common::{
     EventKind, LostSource,
     packet::{DIR_EGRESS, PacketKey, key_flags},
-    tcp::{AF_INET, AF_INET6, TCP_COUNTS_MAX, TCP_FLOWS_MAX, TCP_RTT_SEEN_MAX, TcpCounts, TcpRecord, flags},
+    tcp::{AF_INET, AF_INET6, TCP_COUNTS_MAX, TCP_FLOWS_MAX, TCP_RTT_SEEN_MAX, TcpCounts, TcpKey, TcpRecord, flags},
     top::FlowKey,
     tp::{MISSING, mode},
 };
@@ -33,7 +34,7 @@ use crate::{
 };
 
 #[map(name = "TCP_COUNTS")]
-static TCP_COUNTS: PerCpuHashMap<u32, TcpCounts> = PerCpuHashMap::with_max_entries(TCP_COUNTS_MAX, 0);
+static TCP_COUNTS: PerCpuHashMap<TcpKey, TcpCounts> = PerCpuHashMap::with_max_entries(TCP_COUNTS_MAX, 0);
 
 #[map(name = "TCP_FLOWS")]
 static TCP_FLOWS: LruPerCpuHashMap<FlowKey, TcpCounts> = LruPerCpuHashMap::with_max_entries(TCP_FLOWS_MAX, 0);
@@ -210,9 +211,10 @@ fn report(kind: EventKind, sk: *const u8, fill: impl FnOnce(&mut TcpRecord)) -> 
     Some(())
 }
 
-/// `tracer top`: adds one to `which` for the socket's namespace and flow.
+/// `tracer top`: adds `n` to `which` for the key's namespace and
+/// interface, and for the flow.
 #[inline(never)]
-fn count(netns: u32, r: &TcpRecord, which: Counter, n: u64) {
+fn count(key: TcpKey, r: &TcpRecord, which: Counter, n: u64) {
     // Atomic: the TCP programs are several, and one may interrupt another
     // (a softirq retransmission during a task's reset) on the same slot.
     let bump = |p: *mut TcpCounts| {
@@ -230,19 +232,19 @@ fn count(netns: u32, r: &TcpRecord, which: Counter, n: u64) {
         Counter::ResetSent => TcpCounts { resets_sent: n, ..TcpCounts::default() },
         Counter::ResetReceived => TcpCounts { resets_received: n, ..TcpCounts::default() },
     };
-    let fkey = FlowKey { netns_ino: netns, ifindex: 0, pkt: key_of(r) };
+    let fkey = FlowKey { netns_ino: key.netns_ino, ifindex: key.ifindex, pkt: key_of(r) };
     match TCP_FLOWS.get_ptr_mut(&fkey) {
         Some(p) => bump(p),
         None => {
             let _ = TCP_FLOWS.insert(&fkey, &one, 0);
         }
     }
-    match TCP_COUNTS.get_ptr_mut(&netns) {
+    match TCP_COUNTS.get_ptr_mut(&key) {
         Some(p) => bump(p),
         None => {
-            if TCP_COUNTS.insert(&netns, &one, BPF_NOEXIST as u64).is_err() {
+            if TCP_COUNTS.insert(&key, &one, BPF_NOEXIST as u64).is_err() {
                 // Created by another CPU meanwhile, or the table is full.
-                match TCP_COUNTS.get_ptr_mut(&netns) {
+                match TCP_COUNTS.get_ptr_mut(&key) {
                     Some(p) => bump(p),
                     None => count_lost(LostSource::TcpStats),
                 }
@@ -262,8 +264,32 @@ fn count_sock(sk: *const u8, which: Counter, n: u64) -> Option<()> {
         return None;
     }
     let r = from_sock(sk);
-    count(netns, &r, which, n);
+    count(TcpKey { netns_ino: netns, ifindex: route_ifindex(sk, netns, r.new_state) }, &r, which, n);
     Some(())
+}
+
+const TCP_TIME_WAIT: u8 = 6;
+const TCP_NEW_SYN_RECV: u8 = 12;
+
+/// The interface a full socket's cached route goes out of
+/// (`sk->sk_dst_cache->dev`), 0 when it has none, the route's device is in
+/// another namespace, or the socket is a time-wait or request socket (only
+/// `sock_common` is theirs: the field's offset is not in them).
+#[inline(always)]
+fn route_ifindex(sk: *const u8, netns: u32, state: u8) -> u32 {
+    let s = sko();
+    if state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV || s.sk_dst_cache == MISSING || s.dst_dev == MISSING {
+        return 0;
+    }
+    let dst = kread_or_zero::<u64>(sk, s.sk_dst_cache) as *const u8;
+    if dst.is_null() {
+        return 0;
+    }
+    let dev = kread_or_zero::<u64>(dst, s.dst_dev) as *const u8;
+    if dev.is_null() || crate::obs::dev_netns(dev) != netns {
+        return 0;
+    }
+    kread_or_zero(dev, s.dev_ifindex)
 }
 
 /// Segments in a retransmitted skb (`tcp_skb_pcount`), at least 1.
@@ -367,7 +393,8 @@ fn try_send_reset(sk: *const u8, skb: *const u8, reason: u32) -> Option<()> {
         ..TcpRecord::default()
     };
     if m == mode::COUNT {
-        count(netns, &r, Counter::ResetSent, 1);
+        let key = TcpKey { netns_ino: netns, ifindex: kread_or_zero(dev, sko().dev_ifindex) };
+        count(key, &r, Counter::ResetSent, 1);
     } else {
         send(EventKind::TcpResetSent, netns, &r);
     }

@@ -148,6 +148,49 @@ impl TpSession {
     }
 }
 
+/// The kernel's namespace selection of the drop and TCP programs, for the
+/// jobs whose namespaces a TC session follows (`top`, `serve`): made the
+/// session's covered namespaces at every read, so an unselected
+/// namespace's drops cost the programs one lookup and are never counted.
+pub(super) struct NetnsFilter {
+    map: BpfHashMap<MapData, u32, u32>,
+    synced: BTreeSet<u64>,
+}
+
+impl NetnsFilter {
+    /// Takes the selection map out of an object loaded with
+    /// `ObsConfig::select_netns` set.
+    pub(super) fn take(loaded: &mut Loaded) -> Result<Self, Error> {
+        let map = crate::bpf::take_map(&mut loaded.ebpf, maps::OBS_NETNS).map_err(|e| Error::Kernel(e.to_string()))?;
+        let map = BpfHashMap::<MapData, u32, u32>::try_from(map).map_err(|e| Error::Kernel(format!("map {}: {e}", maps::OBS_NETNS)))?;
+        Ok(Self { map, synced: BTreeSet::new() })
+    }
+
+    /// Makes the kernel's selection `want`.
+    pub(super) fn sync<'a>(&mut self, want: impl IntoIterator<Item = &'a u64>) {
+        let want: BTreeSet<u64> = want.into_iter().copied().collect();
+        if want == self.synced {
+            return;
+        }
+        for gone in self.synced.difference(&want) {
+            let _ = self.map.remove(&(*gone as u32));
+        }
+        let mut failed = Vec::new();
+        for new in want.difference(&self.synced) {
+            // Inodes fit in 32 bits (the kernel's `ns.inum` is an unsigned
+            // int). A full map (more than OBS_NETNS_MAX namespaces) is
+            // tried again at the next read.
+            if self.map.insert(*new as u32, 1, 0).is_err() {
+                failed.push(*new);
+            }
+        }
+        self.synced = want;
+        for f in failed {
+            self.synced.remove(&f);
+        }
+    }
+}
+
 /// How the `ready` line says where.
 pub fn scope_text(scope: &Scope) -> String {
     match scope {

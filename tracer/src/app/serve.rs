@@ -3,12 +3,15 @@
 //! the netlink audit, composed here (capabilities do not import each other) and fed
 //! into [`crate::serve`]'s metric families every read, while its endpoint
 //! answers scrapes on the same runtime. Nothing is printed but the ready
-//! line and the exit summary.
+//! line and the exit summary. The drop and TCP counters cover what the
+//! traffic counters cover: the selected namespaces (in the kernel) and,
+//! with `-i`, the selected interfaces ([`crate::top::health::place`]).
 
 use std::{collections::HashSet, time::{Duration, Instant}};
 
 use super::{
     Error,
+    obs::NetnsFilter,
     run::{self, Limits, Running, Step},
 };
 use crate::{
@@ -29,7 +32,8 @@ use crate::{
         TcSession,
         attach::{INTERFACE_COUNTERS, TOP_PROGRAMS},
     },
-    top::{Meter, reasons::ReasonMeter},
+    ns::Scope,
+    top::{Meter, health, reasons::ReasonMeter},
 };
 use aya::maps::{MapData, PerCpuHashMap};
 use tracer_common::{
@@ -37,7 +41,7 @@ use tracer_common::{
     maps,
     packet::DIR_INGRESS,
     LostSource,
-    tcp::TcpCounts,
+    tcp::{TcpCounts, TcpKey},
     tp::{ObsConfig, mode},
 };
 
@@ -45,9 +49,11 @@ use tracer_common::{
 struct Health {
     drops: ReasonMeter,
     reasons: EnumNames,
-    tcp: PerCpuHashMap<MapData, u32, TcpCounts>,
-    /// Per namespace, the TCP totals at the last read.
-    tcp_prev: std::collections::HashMap<u32, TcpCounts>,
+    tcp: PerCpuHashMap<MapData, TcpKey, TcpCounts>,
+    /// Per namespace and interface, the TCP totals at the last read.
+    tcp_prev: std::collections::HashMap<TcpKey, TcpCounts>,
+    /// The kernel's namespace selection (`None`: every namespace).
+    netns: Option<NetnsFilter>,
 }
 
 /// The ring buffer carries netlink records only: 4 MiB is plenty.
@@ -67,6 +73,9 @@ struct Serve {
     due: bool,
     ready: String,
     health: Option<Health>,
+    /// `-i` was given: drop and TCP events of other interfaces, or of
+    /// none, are left out.
+    iface_globs: bool,
 }
 
 /// Serves metrics until `limits` or `stop`.
@@ -76,7 +85,7 @@ pub async fn run(job: ServeJob, ring_bytes: Option<u32>, limits: Limits, stop: S
     let addr = endpoint.addr();
     // The entry programs tail-call the filter only when one is installed.
     let pkt_filter = !job.filter.is_match_all();
-    let obs = ObsConfig { drops: mode::COUNT, tcp: mode::COUNT, ..ObsConfig::off() };
+    let obs = ObsConfig { drops: mode::COUNT, tcp: mode::COUNT, select_netns: u32::from(job.select.scope != Scope::All), ..ObsConfig::off() };
     let mut loaded =
         load::load_for_job(&LoadOptions { ring_bytes: ring_bytes.unwrap_or(RING_BYTES), top: true, pkt_filter, obs, ..Default::default() })?;
     hooks::attach_tracepoints(&mut loaded.ebpf, hooks::NETLINK_HOOKS)?;
@@ -93,7 +102,8 @@ pub async fn run(job: ServeJob, ring_bytes: Option<u32>, limits: Limits, stop: S
         let drops = ReasonMeter::take(&mut loaded.ebpf).map_err(crate::top::TopError::from)?;
         let map = crate::bpf::take_map(&mut loaded.ebpf, maps::TCP_COUNTS).map_err(|e| Error::Kernel(e.to_string()))?;
         let tcp = PerCpuHashMap::try_from(map).map_err(|e| Error::Kernel(format!("map {}: {e}", maps::TCP_COUNTS)))?;
-        Some(Health { drops, reasons: std::mem::take(&mut loaded.drop_reasons), tcp, tcp_prev: Default::default() })
+        let netns = if job.select.scope == Scope::All { None } else { Some(NetnsFilter::take(&mut loaded)?) };
+        Some(Health { drops, reasons: std::mem::take(&mut loaded.drop_reasons), tcp, tcp_prev: Default::default(), netns })
     };
     let reader = Reader::new(&mut loaded.ebpf)?;
     // Without a filter, the interfaces' own kernel counters: nothing is
@@ -132,6 +142,7 @@ pub async fn run(job: ServeJob, ring_bytes: Option<u32>, limits: Limits, stop: S
         due: false,
         ready,
         health,
+        iface_globs: job.select.iface_globs.is_some(),
     };
     // The series exist (at 0) before the first scrape.
     serve.read_counters(false)?;
@@ -178,13 +189,20 @@ impl Serve {
             }
         }
         if let Some(h) = &mut self.health {
+            // The kernel counts in the covered namespaces only, from the
+            // next event on; what it counted before is left out here.
+            let covered: Option<HashSet<u64>> = h.netns.as_mut().map(|f| {
+                f.sync(topo.entry.keys());
+                topo.entry.keys().copied().chain(topo.attached.iter().map(|(ns, _)| *ns)).collect()
+            });
+            let wanted = |ns: u64, idx: u32| health::place(ns, idx, &topo.attached, self.iface_globs, covered.as_ref()).is_some();
             let (_, counts) = h.drops.read().map_err(crate::top::TopError::from)?;
             // Series of a namespace still traced are kept (at their value);
             // those of one gone leave after the grace period, as traffic's.
             let traced: HashSet<u64> = topo.attached.iter().map(|(ns, _)| *ns).collect();
             for (k, d, _) in counts {
                 let ns = u64::from(k.netns_ino);
-                if d == 0 && !traced.contains(&ns) {
+                if (d == 0 && !traced.contains(&ns)) || !wanted(ns, k.ifindex) {
                     continue;
                 }
                 let netns = topo.netns(ns);
@@ -195,20 +213,28 @@ impl Serve {
                 };
                 self.exporter.drops(Drops { netns: &netns, interface: &ifname, reason: &reason, count: d }, now);
             }
-            for (ns, per_cpu) in h.tcp.iter().flatten() {
+            // Per namespace: the selected interfaces' (or, without `-i`,
+            // all of the namespace's) since the last read.
+            let mut per_ns: std::collections::HashMap<u64, TcpCounts> = std::collections::HashMap::new();
+            for (k, per_cpu) in h.tcp.iter().flatten() {
                 let t = per_cpu.iter().fold(TcpCounts::default(), |a, c| TcpCounts {
                     retransmits: a.retransmits + c.retransmits,
                     resets_sent: a.resets_sent + c.resets_sent,
                     resets_received: a.resets_received + c.resets_received,
                 });
-                let p = h.tcp_prev.insert(ns, t).unwrap_or_default();
-                let d = TcpCounts {
-                    retransmits: t.retransmits.saturating_sub(p.retransmits),
-                    resets_sent: t.resets_sent.saturating_sub(p.resets_sent),
-                    resets_received: t.resets_received.saturating_sub(p.resets_received),
-                };
-                if d.retransmits + d.resets_sent + d.resets_received > 0 || traced.contains(&u64::from(ns)) {
-                    let netns = topo.netns(u64::from(ns));
+                let p = h.tcp_prev.insert(k, t).unwrap_or_default();
+                let ns = u64::from(k.netns_ino);
+                if !wanted(ns, k.ifindex) {
+                    continue;
+                }
+                let e = per_ns.entry(ns).or_default();
+                e.retransmits += t.retransmits.saturating_sub(p.retransmits);
+                e.resets_sent += t.resets_sent.saturating_sub(p.resets_sent);
+                e.resets_received += t.resets_received.saturating_sub(p.resets_received);
+            }
+            for (ns, d) in per_ns {
+                if d.retransmits + d.resets_sent + d.resets_received > 0 || traced.contains(&ns) {
+                    let netns = topo.netns(ns);
                     let tcp = Tcp { netns: &netns, retransmits: d.retransmits, resets_sent: d.resets_sent, resets_received: d.resets_received };
                     self.exporter.tcp(tcp, now);
                 }

@@ -15,6 +15,7 @@
 //! [`ifstats`] reads each interface's own kernel counters instead.
 
 pub mod counters;
+pub mod health;
 pub mod ifstats;
 pub mod procs;
 pub mod reasons;
@@ -225,6 +226,12 @@ impl Meter {
     /// `--by process`: the attribution's line for stderr at exit.
     pub fn procs_summary(&self) -> Option<String> {
         self.procs.as_ref().map(|p| p.attribution.summary())
+    }
+
+    /// What the kernel's loss counters hold for `source` so far.
+    pub fn lost_in_kernel(&self, source: LostSource) -> u64 {
+        let kernel = self.lost_kernel.as_ref().or(self.procs.as_ref().map(|p| p.reader.lost_counters()));
+        kernel.map_or(0, |k| k.total(source))
     }
 
     /// Totals lost so far, by source: packets counted on their interface

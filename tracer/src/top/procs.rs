@@ -137,6 +137,7 @@ pub fn rows(d: &HashMap<ProcFlowKey, Count>, a: &mut Attribution, topo: &Topolog
                 process: Some(p),
                 rx,
                 tx,
+                health: None,
             }
         })
         .collect();

@@ -69,6 +69,14 @@ struct RowJson<'a> {
     rx_bps: f64,
     tx_pps: f64,
     tx_bps: f64,
+    /// Drops, retransmitted segments and resets (sent and received) in
+    /// the interval, when the tracepoints count them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    drops: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retransmits: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resets: Option<u64>,
 }
 
 /// Rates to 3 decimals: enough for any interval, and stable to compare.
@@ -105,6 +113,9 @@ pub fn json_line(r: &Row, rep: &Report<'_>, time: &str) -> String {
         rx_bps: round3(rate(r.rx.bytes * 8, rep.secs)),
         tx_pps: round3(rate(r.tx.packets, rep.secs)),
         tx_bps: round3(rate(r.tx.bytes * 8, rep.secs)),
+        drops: r.health.map(|h| h.drops),
+        retransmits: r.health.map(|h| h.retransmits),
+        resets: r.health.map(|h| h.resets),
     };
     serde_json::to_string(&j).unwrap_or_default()
 }
@@ -127,6 +138,22 @@ pub fn human(x: f64) -> String {
     }
 }
 
+/// A rate of rare events as a cell: a tenth where it is below 10 (one
+/// drop in 2 s is `0.5`, not `0`), `-` when they are not counted.
+fn events_cell(n: Option<u64>, secs: f64) -> String {
+    match n {
+        None => "-".into(),
+        Some(0) => "0".into(),
+        Some(n) if rate(n, secs) < 9.95 => format!("{:.1}", rate(n, secs)),
+        Some(n) => human(rate(n, secs)),
+    }
+}
+
+/// The drops and retransmissions per second of a row, two cells.
+fn health_cells(r: &Row, s: f64) -> (String, String) {
+    (events_cell(r.health.map(|h| h.drops), s), events_cell(r.health.map(|h| h.retransmits), s))
+}
+
 /// The header line of a table: time, grouping, interval and losses.
 pub fn header(rep: &Report<'_>) -> String {
     let lost: Vec<String> = rep.lost.iter().filter(|(_, n)| *n > 0).map(|(s, n)| format!("{s}={n}")).collect();
@@ -140,9 +167,11 @@ pub fn header(rep: &Report<'_>) -> String {
     )
 }
 
-/// `NAMESPACE/INTERFACE` as a table cell: both names cut and escaped.
+/// `NAMESPACE/INTERFACE` as a table cell: both names cut and escaped;
+/// `NAMESPACE/-` for the events of no traced interface.
 fn where_cell(r: &Row) -> String {
-    format!("{}/{}", text::name(&r.label), text::name(r.ifname.as_deref().unwrap_or("?")))
+    let ifname = if r.ifindex.is_none() && r.ifname.is_none() { "-" } else { r.ifname.as_deref().unwrap_or("?") };
+    format!("{}/{}", text::name(&r.label), text::name(ifname))
 }
 
 /// Writes the table: at most `limit` rows, the largest first. Names are
@@ -157,17 +186,24 @@ pub fn table(rep: &Report<'_>, limit: usize, out: &mut impl io::Write) -> io::Re
         By::Container => {
             let labels: Vec<String> = rows.iter().map(|r| text::name(&r.label).into_owned()).collect();
             let w = width(&labels, 15);
-            writeln!(out, "{:<w$}  {:>6}  {:>9}  {:>9}  {:>9}  {:>9}", "CONTAINER/NETNS", "IFACES", "RX PKT/S", "RX BIT/S", "TX PKT/S", "TX BIT/S")?;
+            writeln!(
+                out,
+                "{:<w$}  {:>6}  {:>8}  {:>8}  {:>8}  {:>8}  {:>6}  {:>6}",
+                "CONTAINER/NETNS", "IFACES", "RX PKT/S", "RX BIT/S", "TX PKT/S", "TX BIT/S", "DROP/S", "RETR/S"
+            )?;
             for (r, label) in rows.iter().zip(&labels) {
+                let (drops, retr) = health_cells(r, s);
                 writeln!(
                     out,
-                    "{:<w$}  {:>6}  {:>9}  {:>9}  {:>9}  {:>9}",
+                    "{:<w$}  {:>6}  {:>8}  {:>8}  {:>8}  {:>8}  {:>6}  {:>6}",
                     label,
                     r.interfaces.unwrap_or(0),
                     human(rate(r.rx.packets, s)),
                     human(rate(r.rx.bytes * 8, s)),
                     human(rate(r.tx.packets, s)),
                     human(rate(r.tx.bytes * 8, s)),
+                    drops,
+                    retr,
                 )?;
             }
         }
@@ -192,33 +228,46 @@ pub fn table(rep: &Report<'_>, limit: usize, out: &mut impl io::Write) -> io::Re
         By::Iface | By::Reason => {
             let names: Vec<String> = rows.iter().map(where_cell).collect();
             let w = width(&names, 9);
-            writeln!(out, "{:<w$}  {:>9}  {:>9}  {:>9}  {:>9}", "INTERFACE", "RX PKT/S", "RX BIT/S", "TX PKT/S", "TX BIT/S")?;
+            writeln!(
+                out,
+                "{:<w$}  {:>8}  {:>8}  {:>8}  {:>8}  {:>6}  {:>6}",
+                "INTERFACE", "RX PKT/S", "RX BIT/S", "TX PKT/S", "TX BIT/S", "DROP/S", "RETR/S"
+            )?;
             for (r, name) in rows.iter().zip(&names) {
+                let (drops, retr) = health_cells(r, s);
                 writeln!(
                     out,
-                    "{:<w$}  {:>9}  {:>9}  {:>9}  {:>9}",
+                    "{:<w$}  {:>8}  {:>8}  {:>8}  {:>8}  {:>6}  {:>6}",
                     name,
                     human(rate(r.rx.packets, s)),
                     human(rate(r.rx.bytes * 8, s)),
                     human(rate(r.tx.packets, s)),
                     human(rate(r.tx.bytes * 8, s)),
+                    drops,
+                    retr,
                 )?;
             }
         }
         By::Flow => {
             let names: Vec<String> = rows.iter().map(where_cell).collect();
             let w = width(&names, 9);
-            writeln!(out, "{:<w$}  {:<3}  {:>9}  {:>9}  FLOW", "INTERFACE", "DIR", "PKT/S", "BIT/S")?;
+            writeln!(out, "{:<w$}  {:<3}  {:>8}  {:>8}  {:>6}  {:>6}  FLOW", "INTERFACE", "DIR", "PKT/S", "BIT/S", "DROP/S", "RETR/S")?;
             for (r, name) in rows.iter().zip(&names) {
                 let c = if r.rx.is_zero() { r.tx } else { r.rx };
-                let dir = if r.rx.is_zero() { "Out" } else { "In" };
+                // A row with no traffic (drops or retransmissions only)
+                // says its direction from its key.
+                let ingress = if c.is_zero() { r.flow.as_ref().is_some_and(|f| f.direction == tracer_common::packet::DIR_INGRESS) } else { !r.rx.is_zero() };
+                let dir = if ingress { "In" } else { "Out" };
+                let (drops, retr) = health_cells(r, s);
                 writeln!(
                     out,
-                    "{:<w$}  {:<3}  {:>9}  {:>9}  {}",
+                    "{:<w$}  {:<3}  {:>8}  {:>8}  {:>6}  {:>6}  {}",
                     name,
                     dir,
                     human(rate(c.packets, s)),
                     human(rate(c.bytes * 8, s)),
+                    drops,
+                    retr,
                     r.flow.as_ref().map(|f| f.describe()).unwrap_or_default(),
                 )?;
             }
@@ -297,7 +346,10 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::top::stats::{Count, FlowFields};
+    use crate::top::{
+        health::Health,
+        stats::{Count, FlowFields},
+    };
 
     fn row() -> Row {
         Row {
@@ -310,7 +362,52 @@ mod tests {
             process: None,
             rx: Count { packets: 3, bytes: 300 },
             tx: Count { packets: 10, bytes: 1_000_000 },
+            health: None,
         }
+    }
+
+    #[test]
+    fn drops_and_retransmits_are_fields_and_columns() {
+        let with = Row { health: Some(Health { drops: 41, retransmits: 1, resets: 2 }), ..row() };
+        let none = Row { label: "lab-b".into(), ifname: None, ifindex: None, health: Some(Health { drops: 3, ..Health::default() }), ..row() };
+        let rows = [with, none, Row { label: "lab-c".into(), ..row() }];
+        let rep = Report { by: By::Iface, wall_ns: 0, secs: 2.0, rows: &rows, lost: &[] };
+        let v: Value = serde_json::from_str(&json_line(&rows[0], &rep, "T")).expect("json");
+        assert_eq!((v["drops"].as_u64(), v["retransmits"].as_u64(), v["resets"].as_u64()), (Some(41), Some(1), Some(2)));
+        // Not counted (no tracepoints): the fields are absent, not 0.
+        let v: Value = serde_json::from_str(&json_line(&rows[2], &rep, "T")).expect("json");
+        assert!(v.get("drops").is_none() && v.get("retransmits").is_none() && v.get("resets").is_none(), "{v}");
+        for by in [By::Container, By::Iface, By::Flow] {
+            let rep = Report { by, ..rep };
+            let mut out = Vec::new();
+            table(&rep, 10, &mut out).expect("write");
+            let text = String::from_utf8(out).expect("utf8");
+            let lines: Vec<&str> = text.lines().collect();
+            let cols: Vec<&str> = lines[1].split_whitespace().collect();
+            assert!(cols.contains(&"DROP/S") && cols.contains(&"RETR/S"), "{text}");
+            let drop_col = lines[1].find("DROP/S").expect("column") + "DROP/S".len();
+            let retr_col = lines[1].find("RETR/S").expect("column") + "RETR/S".len();
+            // Right-aligned under their headers: 41 in 2 s is 20/s, 1 is
+            // 0.5/s (not rounded to 0), and `-` where nothing is counted.
+            assert!(lines[2][..drop_col].ends_with(" 20"), "{by:?}: {text}");
+            assert!(lines[2][..retr_col].ends_with(" 0.5"), "{by:?}: {text}");
+            assert!(lines[4][..drop_col].ends_with(" -") && lines[4][..retr_col].ends_with(" -"), "{by:?}: {text}");
+            if by != By::Container {
+                assert!(lines[3].starts_with("lab-b/- "), "{by:?}: {text}");
+            }
+            // Within 100 columns with names of every-day length.
+            assert!(lines.iter().all(|l| l.chars().count() <= 100), "{by:?}: {text}");
+        }
+    }
+
+    #[test]
+    fn rare_events_keep_a_tenth() {
+        assert_eq!(events_cell(None, 1.0), "-");
+        assert_eq!(events_cell(Some(0), 1.0), "0");
+        assert_eq!(events_cell(Some(1), 2.0), "0.5");
+        assert_eq!(events_cell(Some(99), 10.0), "9.9");
+        assert_eq!(events_cell(Some(20), 2.0), "10");
+        assert_eq!(events_cell(Some(25_000), 2.0), "12.5k");
     }
 
     #[test]

@@ -16,7 +16,10 @@ use tracer_common::{
     top::{FlowKey, IfaceKey},
 };
 
-use super::counters::Total;
+use super::{
+    counters::Total,
+    health::{Health, HealthInterval},
+};
 use crate::{
     ns::NetnsId,
     tc::{flowkey::proto_name, topology::Topology},
@@ -243,6 +246,9 @@ pub struct Row {
     pub process: Option<std::sync::Arc<crate::procs::Process>>,
     pub rx: Count,
     pub tx: Count,
+    /// Drops, retransmissions and resets, when their tracepoints count
+    /// (container, interface and flow rows).
+    pub health: Option<Health>,
 }
 
 impl Row {
@@ -263,8 +269,13 @@ fn side(c: &mut (Count, Count), direction: u8, d: Count) {
 /// The rows of one interval, largest byte count first (ties by label, so
 /// the order is stable). Interface and container rows cover every attached
 /// interface, traffic or not, plus any that counted something and went
-/// away; flow rows only flows that counted something.
-pub fn rows(by: By, ifaces: &HashMap<IfaceKey, Count>, flows: &HashMap<FlowKey, Count>, topo: &Topology) -> Vec<Row> {
+/// away; flow rows only flows that counted something. With `health` (the
+/// tracepoints' counts, already placed: see [`super::health::place`]),
+/// every row carries its drops, retransmissions and resets; a container
+/// row sums its interfaces' and those with no traced interface, which
+/// also make a row of their own by interface (`-`) and by flow.
+pub fn rows(by: By, ifaces: &HashMap<IfaceKey, Count>, flows: &HashMap<FlowKey, Count>, topo: &Topology, health: Option<&HealthInterval>) -> Vec<Row> {
+    let health_of = |k: &(u64, u32)| health.map(|h| h.per_if.get(k).copied().unwrap_or_default());
     let base = |ns: u64| {
         let netns = topo.netns(ns);
         Row {
@@ -277,6 +288,7 @@ pub fn rows(by: By, ifaces: &HashMap<IfaceKey, Count>, flows: &HashMap<FlowKey, 
             process: None,
             rx: Count::default(),
             tx: Count::default(),
+            health: health.map(|_| Health::default()),
         }
     };
     // (namespace, ifindex) -> (rx, tx)
@@ -291,49 +303,72 @@ pub fn rows(by: By, ifaces: &HashMap<IfaceKey, Count>, flows: &HashMap<FlowKey, 
         }
         side(per_if.entry(key).or_default(), k.direction, *d);
     }
+    // Events with no traced interface: the namespace's row without one.
+    let no_iface: Vec<u64> = health.map(|h| h.per_if.keys().filter(|(_, idx)| *idx == 0).map(|(ns, _)| *ns).collect()).unwrap_or_default();
     let mut out: Vec<Row> = match by {
-        By::Iface => per_if
-            .into_iter()
-            .map(|((ns, idx), (rx, tx))| Row { ifname: Some(topo.ifname(ns, idx)), ifindex: Some(idx), rx, tx, ..base(ns) })
-            .collect(),
+        By::Iface => {
+            let mut v: Vec<Row> = per_if
+                .into_iter()
+                .map(|((ns, idx), (rx, tx))| Row { ifname: Some(topo.ifname(ns, idx)), ifindex: Some(idx), rx, tx, health: health_of(&(ns, idx)), ..base(ns) })
+                .collect();
+            v.extend(no_iface.iter().map(|ns| Row { health: health_of(&(*ns, 0)), ..base(*ns) }));
+            v
+        }
         By::Container => {
-            let mut per_ns: HashMap<u64, (Count, Count, HashSet<u32>)> = HashMap::new();
+            let mut per_ns: HashMap<u64, (Count, Count, HashSet<u32>, Health)> = HashMap::new();
             for ((ns, idx), (rx, tx)) in per_if {
                 let e = per_ns.entry(ns).or_default();
                 e.0.add(rx);
                 e.1.add(tx);
                 e.2.insert(idx);
             }
-            per_ns.into_iter().map(|(ns, (rx, tx, ifs))| Row { interfaces: Some(ifs.len()), rx, tx, ..base(ns) }).collect()
-        }
-        By::Flow => flows
-            .iter()
-            .filter(|(_, d)| !d.is_zero())
-            .map(|(k, d)| {
-                let ns = u64::from(k.netns_ino);
-                let mut c = (Count::default(), Count::default());
-                side(&mut c, k.pkt.direction, *d);
-                Row {
-                    ifname: Some(topo.ifname(ns, k.ifindex)),
-                    ifindex: Some(k.ifindex),
-                    flow: Some(FlowFields::from_key(k)),
-                    rx: c.0,
-                    tx: c.1,
-                    ..base(ns)
+            if let Some(h) = health {
+                // Placed already: a traced interface's, or the namespace's.
+                for ((ns, _), c) in &h.per_if {
+                    per_ns.entry(*ns).or_default().3.add(*c);
                 }
-            })
-            .collect(),
+            }
+            per_ns
+                .into_iter()
+                .map(|(ns, (rx, tx, ifs, h))| Row { interfaces: Some(ifs.len()), rx, tx, health: health.map(|_| h), ..base(ns) })
+                .collect()
+        }
+        By::Flow => {
+            let hf = health.map(|h| &h.flows);
+            let mut v: Vec<Row> = flows
+                .iter()
+                .filter(|(k, d)| !d.is_zero() || hf.is_some_and(|f| f.contains_key(*k)))
+                .map(|(k, d)| flow_row(k, *d, hf.map(|f| f.get(k).copied().unwrap_or_default()), topo, &base))
+                .collect();
+            // Flows with drops or retransmissions and no traffic counted
+            // on that interface and direction in the interval (a drop is
+            // keyed as received; a flow a filter left out).
+            if let Some(f) = hf {
+                v.extend(f.iter().filter(|(k, _)| !flows.contains_key(*k)).map(|(k, h)| flow_row(k, Count::default(), Some(*h), topo, &base)));
+            }
+            v
+        }
         // Joined to processes by `super::procs::rows`, from other counters.
         By::Process | By::Reason => Vec::new(),
     };
     out.sort_by(|a, b| {
         b.bytes()
             .cmp(&a.bytes())
+            .then_with(|| b.health.map(|h| (h.drops, h.retransmits, h.resets)).cmp(&a.health.map(|h| (h.drops, h.retransmits, h.resets))))
             .then_with(|| a.label.cmp(&b.label))
             .then_with(|| a.ifname.cmp(&b.ifname))
             .then_with(|| a.flow.as_ref().map(FlowFields::describe).cmp(&b.flow.as_ref().map(FlowFields::describe)))
     });
     out
+}
+
+/// One flow's row; ifindex 0 is no interface (`-`).
+fn flow_row(k: &FlowKey, d: Count, health: Option<Health>, topo: &Topology, base: &impl Fn(u64) -> Row) -> Row {
+    let ns = u64::from(k.netns_ino);
+    let mut c = (Count::default(), Count::default());
+    side(&mut c, k.pkt.direction, d);
+    let (ifname, ifindex) = if k.ifindex == 0 { (None, None) } else { (Some(topo.ifname(ns, k.ifindex)), Some(k.ifindex)) };
+    Row { ifname, ifindex, flow: Some(FlowFields::from_key(k)), rx: c.0, tx: c.1, health, ..base(ns) }
 }
 
 #[cfg(test)]
@@ -456,7 +491,7 @@ mod tests {
             // Gone and silent: not shown.
             (ik(9, 5, DIR_INGRESS), c(0, 0)),
         ]);
-        let r = rows(By::Iface, &ifaces, &HashMap::new(), &t);
+        let r = rows(By::Iface, &ifaces, &HashMap::new(), &t, None);
         let got: Vec<(String, Option<String>, u64, u64)> =
             r.iter().map(|r| (r.label.clone(), r.ifname.clone(), r.rx.packets, r.tx.packets)).collect();
         assert_eq!(
@@ -484,7 +519,7 @@ mod tests {
             (ik(8, 3, DIR_INGRESS), c(2, 20)),
             (ik(1, 5, DIR_INGRESS), c(1, 10)),
         ]);
-        let r = rows(By::Container, &ifaces, &HashMap::new(), &t);
+        let r = rows(By::Container, &ifaces, &HashMap::new(), &t, None);
         assert_eq!(r.len(), 3);
         assert_eq!((r[0].label.as_str(), r[0].interfaces, r[0].rx, r[0].tx), ("web", Some(2), c(2, 20), c(15, 1500)));
         assert_eq!((r[1].label.as_str(), r[1].rx), ("host", c(1, 10)));
@@ -500,13 +535,63 @@ mod tests {
             (udp(1, 5, DIR_INGRESS, 4000), c(3, 300)),
             (udp(7, 2, DIR_EGRESS, 4001), c(0, 0)),
         ]);
-        let r = rows(By::Flow, &HashMap::new(), &flows, &t);
+        let r = rows(By::Flow, &HashMap::new(), &flows, &t, None);
         assert_eq!(r.len(), 2);
         assert_eq!((r[0].label.as_str(), r[0].rx, r[0].tx), ("host", c(3, 300), c(0, 0)));
         assert_eq!((r[1].label.as_str(), r[1].rx, r[1].tx), ("lab-a", c(0, 0), c(3, 300)));
         let f = r[1].flow.as_ref().expect("flow");
         assert_eq!(f.describe(), "udp 10.0.0.1:4000 > 10.0.0.2:53");
         assert_eq!((f.direction_name(), f.l3.as_str(), f.sport, f.dport), ("egress", "ipv4", Some(4000), Some(53)));
+    }
+
+    fn h(drops: u64, retransmits: u64, resets: u64) -> Health {
+        Health { drops, retransmits, resets }
+    }
+
+    #[test]
+    fn health_goes_to_interfaces_their_namespace_and_the_no_interface_row() {
+        let mut t = topo();
+        t.attached = HashSet::from([(7, 2), (8, 2), (8, 3)]);
+        let hv = HealthInterval { per_if: HashMap::from([((7, 2), h(40, 3, 1)), ((7, 0), h(7, 0, 2)), ((8, 3), h(0, 5, 0))]), flows: HashMap::new() };
+        let ifaces = HashMap::from([(ik(8, 2, DIR_EGRESS), c(10, 1000))]);
+        let by_ns = rows(By::Container, &ifaces, &HashMap::new(), &t, Some(&hv));
+        let got: Vec<(&str, Option<usize>, Option<Health>)> = by_ns.iter().map(|r| (r.label.as_str(), r.interfaces, r.health)).collect();
+        // lab-a: its eth0's and its drops with no interface; web: its eth1's.
+        assert_eq!(got, [("web", Some(2), Some(h(0, 5, 0))), ("lab-a", Some(1), Some(h(47, 3, 3)))]);
+        let by_if = rows(By::Iface, &ifaces, &HashMap::new(), &t, Some(&hv));
+        type IfRow<'a> = (&'a str, Option<&'a str>, Option<u32>, Option<Health>);
+        let got: Vec<IfRow<'_>> = by_if.iter().map(|r| (r.label.as_str(), r.ifname.as_deref(), r.ifindex, r.health)).collect();
+        assert_eq!(
+            got,
+            [
+                ("web", Some("eth0"), Some(2), Some(h(0, 0, 0))),
+                ("lab-a", Some("eth0"), Some(2), Some(h(40, 3, 1))),
+                ("lab-a", None, None, Some(h(7, 0, 2))),
+                ("web", Some("eth1"), Some(3), Some(h(0, 5, 0))),
+            ]
+        );
+        // Without the tracepoints, no counts at all (not zeros).
+        assert!(rows(By::Iface, &ifaces, &HashMap::new(), &t, None).iter().all(|r| r.health.is_none()));
+    }
+
+    #[test]
+    fn flows_carry_their_drops_and_retransmits_and_get_rows_of_their_own() {
+        let t = topo();
+        let (a, b, gone) = (udp(7, 2, DIR_INGRESS, 4000), udp(7, 2, DIR_EGRESS, 4001), udp(7, 0, DIR_INGRESS, 4002));
+        let flows = HashMap::from([(a, c(50, 5000)), (b, c(3, 300))]);
+        let hv = HealthInterval { per_if: HashMap::new(), flows: HashMap::from([(a, h(40, 0, 0)), (b, h(0, 2, 0)), (gone, h(1, 0, 0))]) };
+        let r = rows(By::Flow, &HashMap::new(), &flows, &t, Some(&hv));
+        type FlowRow = (Option<u16>, Count, Count, Option<Health>, Option<u32>);
+        let got: Vec<FlowRow> = r.iter().map(|r| (r.flow.as_ref().and_then(|f| f.sport), r.rx, r.tx, r.health, r.ifindex)).collect();
+        assert_eq!(
+            got,
+            [
+                (Some(4000), c(50, 5000), c(0, 0), Some(h(40, 0, 0)), Some(2)),
+                (Some(4001), c(0, 0), c(3, 300), Some(h(0, 2, 0)), Some(2)),
+                // Dropped with no interface: a row of its own, with no traffic.
+                (Some(4002), c(0, 0), c(0, 0), Some(h(1, 0, 0)), None),
+            ]
+        );
     }
 
     #[test]
