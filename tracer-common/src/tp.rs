@@ -140,7 +140,9 @@ pub struct ObsConfig {
     pub reasons: [u64; 4],
     /// Bytes of each dropped packet to copy, at most [`crate::drops::DROP_DATA_MAX`].
     pub snaplen: u32,
-    pub _pad: u32,
+    /// Nonzero: `tracer drops` has a packet filter installed in
+    /// [`crate::maps::DROP_PROGS`] (see [`crate::drops::DropFrame`]).
+    pub drop_filter: u32,
     /// Least time between two RTT samples of one connection (`tcp_probe`).
     pub rtt_interval_ns: u64,
 }
@@ -155,7 +157,7 @@ impl ObsConfig {
             select_reasons: 0,
             reasons: [0; 4],
             snaplen: 0,
-            _pad: 0,
+            drop_filter: 0,
             rtt_interval_ns: 1_000_000_000,
         }
     }

@@ -1,8 +1,10 @@
 //! `tracer drops` running: records of the `skb:kfree_skb` program decoded
 //! into drop events ([`crate::drops`]), named, symbolised, and written as
 //! text or JSON lines, or as pcapng with the reason and the function in
-//! each packet's comment. The packet filter is applied here, to the bytes
-//! the kernel copied.
+//! each packet's comment. The packet filter runs in the kernel
+//! ([`crate::drops::filter`]); the same code is applied here to what the
+//! kernel sent unfiltered (all of it where the kernel refused the filter,
+//! which the ready line says).
 
 use std::time::Duration;
 
@@ -21,6 +23,7 @@ use crate::{
     drops::{
         DropsJob,
         event::DropEvent,
+        filter::{self as kfilter, KernelDropFilter, Placement},
         kallsyms::{self, Symbols},
     },
     frames::{capfile, pcapng::PcapngOut},
@@ -55,6 +58,12 @@ struct Drops {
     unspecified: u64,
     /// libpcap's code for the filter on Ethernet frames (`None`: every drop).
     filter: Option<Filter>,
+    /// The same code in the kernel, kept while the job runs.
+    _kernel_filter: Option<KernelDropFilter>,
+    placement: Option<Placement>,
+    /// Drop records the kernel sent (with the filter in the kernel, only
+    /// those it kept, and any it could not filter).
+    received: u64,
 }
 
 /// `tracer drops` until `limits` or `stop`.
@@ -79,7 +88,7 @@ pub async fn run(job: DropsJob, json: bool, ring_bytes: Option<u32>, limits: Lim
         }
         None => None,
     };
-    let mut obs = ObsConfig { drops: mode::EVENTS, snaplen: job.snaplen, ..ObsConfig::off() };
+    let mut obs = ObsConfig { drops: mode::EVENTS, snaplen: job.snaplen, drop_filter: u32::from(filter.is_some()), ..ObsConfig::off() };
     if let Some(rs) = &job.reasons {
         obs.select_reasons = 1;
         for (_, v) in rs {
@@ -87,6 +96,18 @@ pub async fn run(job: DropsJob, json: bool, ring_bytes: Option<u32>, limits: Lim
         }
     }
     let mut s = TpSession::start(obs, ring_bytes, &job.select, &[tp::KFREE_SKB], &[tp::KFREE_SKB.name])?;
+    // Until the filter is in its slot the drop program sends every record
+    // and the filter below applies; when the kernel refuses it, for good.
+    let (kernel_filter, placement) = match &filter {
+        None => (None, None),
+        Some(f) => match kfilter::install(&mut s.loaded.ebpf, f) {
+            Ok(k) => {
+                let p = Placement::Kernel { insns: k.insns };
+                (Some(k), Some(p))
+            }
+            Err(e) => (None, Some(Placement::Userspace(text::field(&kfilter::one_line(&e), text::SENTENCE_MAX).into_owned()))),
+        },
+    };
     // With `-w -` stdout carries pcapng: every line goes to stderr.
     let lines = if target == Some(capfile::Target::Stdout) { Stream::Stderr } else { Stream::Stdout };
     let pcap = match capture {
@@ -105,7 +126,8 @@ pub async fn run(job: DropsJob, json: bool, ring_bytes: Option<u32>, limits: Lim
     }
     let reasons = std::mem::take(&mut s.loaded.drop_reasons);
     let reason_note = if reasons.is_empty() { "this kernel gives no reasons".to_string() } else { format!("{} reasons named from BTF", reasons.len()) };
-    let ready = format!("tracing drops (kfree_skb, {reason_note}) in {}, {}", scope_text(&job.select.scope), job.filter);
+    let filter_note = placement.as_ref().map(|p| format!(" (filter {})", p.describe())).unwrap_or_default();
+    let ready = format!("tracing drops (kfree_skb, {reason_note}) in {}, {}{filter_note}", scope_text(&job.select.scope), job.filter);
     let mut d = Drops {
         job,
         s,
@@ -120,6 +142,9 @@ pub async fn run(job: DropsJob, json: bool, ring_bytes: Option<u32>, limits: Lim
         unknown_ns: 0,
         unspecified: 0,
         filter,
+        _kernel_filter: kernel_filter,
+        placement,
+        received: 0,
     };
     run::run(&mut d, limits, stop).await?;
     Ok(())
@@ -165,6 +190,7 @@ impl Running for Drops {
                 self.s.reader.malformed += 1;
                 continue;
             };
+            self.received += 1;
             if !self.job.wants_iface(e.ifname.as_deref()) || !e.passes(self.filter.as_ref()) || budget.is_some_and(|b| step.written >= b) {
                 continue;
             }
@@ -206,6 +232,9 @@ impl Running for Drops {
             "{} drops with no namespace (neither a device nor a socket), {} without a specified reason",
             self.unknown_ns, self.unspecified
         )];
+        if let Some(p) = &self.placement {
+            lines.push(format!("{} drop records from the kernel; the filter ran {}", self.received, p.describe()));
+        }
         if let (Some(w), Some(t)) = (&self.pcap, &self.target) {
             lines.push(text::field(&format!("{} dropped packets written to {}", w.packets, t.describe()), text::SENTENCE_MAX).into_owned());
         }

@@ -5,12 +5,14 @@
 //! decodes them; as text, JSON lines or pcapng.
 //!
 //! Layers, data flowing one way: the `skb:kfree_skb` program (tracer-ebpf
-//! drops.rs; selection and reasons applied in the kernel) -> the ring
-//! buffer -> [`event`] (decode, name, symbolise with [`kallsyms`]; the
-//! packet filter, libpcap's, on the copied bytes) -> output. Its job ([`DropsJob`]) is validated here, run
+//! drops.rs; selection, reasons and the packet filter, libpcap's code
+//! translated by [`filter`], applied in the kernel) -> the ring buffer ->
+//! [`event`] (decode, name, symbolise with [`kallsyms`]; the same filter on
+//! the copied bytes of what the kernel sent unfiltered) -> output. Its job ([`DropsJob`]) is validated here, run
 //! by the application.
 
 pub mod event;
+pub mod filter;
 pub mod kallsyms;
 
 use std::path::PathBuf;
