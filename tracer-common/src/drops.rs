@@ -40,7 +40,8 @@ pub struct DropMeta {
     pub reason: u32,
     /// The device's index in its namespace, 0 without a device.
     pub ifindex: u32,
-    /// `skb->len`.
+    /// The frame's length from its first byte copied (`skb->len`, which
+    /// counts from `skb->data`, moved to there); `skb->len` when nothing was copied.
     pub len: u32,
     /// Bytes copied after this struct.
     pub cap_len: u32,

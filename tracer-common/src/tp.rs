@@ -78,8 +78,11 @@ pub struct SkOffsets {
     /// a closing socket gives its port back (before its last state change
     /// is traced).
     pub inet_sport: u32,
+    /// `sk_buff.data`: where `skb->len` counts from, so a drop's length
+    /// is counted from the first byte copied (as a capture's is).
+    pub skb_data: u32,
 }
-const _: () = assert!(core::mem::size_of::<SkOffsets>() == 96);
+const _: () = assert!(core::mem::size_of::<SkOffsets>() == 100);
 
 impl SkOffsets {
     pub const fn missing() -> Self {
@@ -109,6 +112,7 @@ impl SkOffsets {
             tcb_gso_segs: m,
             tp_snd_cwnd: m,
             inet_sport: m,
+            skb_data: m,
         }
     }
 }

@@ -155,7 +155,10 @@ fn try_drop(ctx: &BtfTracePointContext, skb: *const u8, location: u64, reason: u
         count(netns, ifindex, reason, key, len as u64);
         return None;
     }
-    let meta = DropMeta { location, reason, ifindex, len, cap_len: 0, protocol: data.protocol, attrib: how, layer: data.layer, _pad: 0 };
+    // The record's length is the frame's, from its first byte copied (a
+    // drop past the IP header has skb->data, and skb->len, further on).
+    let frame_len = if data.layer == layer::NONE { len } else { (len as i64 + data.len_adjust as i64).max(0) as u32 };
+    let meta = DropMeta { location, reason, ifindex, len: frame_len, cap_len: 0, protocol: data.protocol, attrib: how, layer: data.layer, _pad: 0 };
     if c.drop_filter != 0 && !filter(ctx, netns, meta, &data) {
         return None;
     }

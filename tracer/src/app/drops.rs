@@ -88,19 +88,24 @@ pub async fn run(job: DropsJob, json: bool, ring_bytes: Option<u32>, limits: Lim
         }
         None => None,
     };
-    let mut obs = ObsConfig { drops: mode::EVENTS, snaplen: job.snaplen, drop_filter: u32::from(filter.is_some()), ..ObsConfig::off() };
+    // `TRACER_DROP_FILTER=userspace`: the filter as before it ran in the
+    // kernel (every drop sent), to compare the two.
+    let forced = filter.is_some() && std::env::var("TRACER_DROP_FILTER").is_ok_and(|v| v == "userspace");
+    let in_kernel = filter.is_some() && !forced;
+    let mut obs = ObsConfig { drops: mode::EVENTS, snaplen: job.snaplen, drop_filter: u32::from(in_kernel), ..ObsConfig::off() };
     if let Some(rs) = &job.reasons {
         obs.select_reasons = 1;
         for (_, v) in rs {
             obs.reasons[(*v / 64) as usize] |= 1 << (v % 64);
         }
     }
-    let mut s = TpSession::start(obs, ring_bytes, &job.select, &[tp::KFREE_SKB], &[tp::KFREE_SKB.name])?;
-    // Until the filter is in its slot the drop program sends every record
-    // and the filter below applies; when the kernel refuses it, for good.
-    let (kernel_filter, placement) = match &filter {
+    // The filter goes into its slot before the drop program is attached;
+    // when the kernel refuses it, the drop program finds the slot empty
+    // and sends every record, and the filter below applies.
+    let install = |ebpf: &mut aya::Ebpf| match &filter {
         None => (None, None),
-        Some(f) => match kfilter::install(&mut s.loaded.ebpf, f) {
+        Some(_) if forced => (None, Some(Placement::Userspace("TRACER_DROP_FILTER=userspace".into()))),
+        Some(f) => match kfilter::install(ebpf, f) {
             Ok(k) => {
                 let p = Placement::Kernel { insns: k.insns };
                 (Some(k), Some(p))
@@ -108,6 +113,8 @@ pub async fn run(job: DropsJob, json: bool, ring_bytes: Option<u32>, limits: Lim
             Err(e) => (None, Some(Placement::Userspace(text::field(&kfilter::one_line(&e), text::SENTENCE_MAX).into_owned()))),
         },
     };
+    let (mut s, (kernel_filter, placement)) =
+        TpSession::start_prepared(obs, ring_bytes, &job.select, &[tp::KFREE_SKB], &[tp::KFREE_SKB.name], install)?;
     // With `-w -` stdout carries pcapng: every line goes to stderr.
     let lines = if target == Some(capfile::Target::Stdout) { Stream::Stderr } else { Stream::Stdout };
     let pcap = match capture {

@@ -170,6 +170,7 @@ pub fn sk_offsets(btf: &KernelBtf) -> (SkOffsets, Vec<String>) {
     set(&mut o.tp_bytes_received, "tcp_sock", "bytes_received");
     set(&mut o.tp_total_retrans, "tcp_sock", "total_retrans");
     set(&mut o.inet_sport, "inet_sock", "inet_sport");
+    set(&mut o.skb_data, "sk_buff", "data");
     (o, missing)
 }
 

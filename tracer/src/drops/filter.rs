@@ -28,7 +28,7 @@ use tracer_common::{
 
 use crate::{
     bpf::{btf::KernelBtf, describe},
-    tc::cbpf::{Filter, FrameOptions, LoadedProgram, sys, translate_frame},
+    tc::cbpf::{Dialect, Filter, FrameOptions, LinkType, LoadedProgram, sys, translate_frame},
 };
 
 /// Where the filter of `tracer drops` runs.
@@ -130,5 +130,33 @@ pub fn one_line(e: &InstallError) -> String {
     match lines.last() {
         Some(last) => format!("{first} {last}"),
         None => first,
+    }
+}
+
+/// `tracer doctor`: whether this kernel takes the filter, tried for real
+/// on `ebpf` (loaded, nothing attached): the drop program this kernel's
+/// `kfree_skb` fits (`program`), then the emitter and a filter for `udp`
+/// put into its program array, which is where a kernel refuses to mix
+/// programs. Nothing stays attached; the programs go with `ebpf`.
+pub fn probe(ebpf: &mut Ebpf, program: Option<&'static str>) -> Placement {
+    let Some(program) = program else {
+        return Placement::Userspace("no drop program fits this kernel's kfree_skb".into());
+    };
+    let tried = (|| -> Result<KernelDropFilter, InstallError> {
+        let btf = aya::Btf::from_sys_fs().map_err(|e| InstallError::Emitter(format!("cannot read the kernel's BTF: {e}")))?;
+        let prog: &mut BtfTracePoint = ebpf
+            .program_mut(program)
+            .ok_or_else(|| InstallError::Emitter(format!("no program {program}")))?
+            .try_into()
+            .map_err(|e: ProgramError| InstallError::Emitter(describe(&e)))?;
+        if prog.fd().is_err() {
+            prog.load("kfree_skb", &btf).map_err(|e| InstallError::Emitter(format!("{program}: {}", describe(&e))))?;
+        }
+        let udp = Filter::compile("udp", LinkType::Ethernet, Dialect::File).map_err(|e| InstallError::Emitter(e.to_string()))?;
+        install(ebpf, &udp)
+    })();
+    match tried {
+        Ok(k) => Placement::Kernel { insns: k.insns },
+        Err(e) => Placement::Userspace(one_line(&e)),
     }
 }
