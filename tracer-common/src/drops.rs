@@ -126,4 +126,4 @@ pub mod drop_frame {
     pub const WIRE: usize = core::mem::offset_of!(DropFrame, wire);
     pub const DATA: usize = core::mem::offset_of!(DropFrame, data);
 }
-const _: () = assert!(core::mem::size_of::<DropFrame>() % 8 == 0);
+const _: () = assert!(core::mem::size_of::<DropFrame>().is_multiple_of(8));

@@ -134,7 +134,8 @@ fn main() {
     let top_args = ["top", "--by", "reason", "--json", "--interval", "1", "--netns", b.as_str()];
     let filtered = ["drops", "--netns", b.as_str(), "--json", "udp", "port", "1"];
     let userspace: &[(&str, &str)] = &[("TRACER_DROP_FILTER", "userspace")];
-    let modes: [(&str, Option<&[&str]>, &[(&str, &str)]); 5] = [
+    type Mode<'a> = (&'a str, Option<&'a [&'a str]>, &'a [(&'a str, &'a str)]);
+    let modes: [Mode; 5] = [
         ("untraced", None, &[]),
         ("`tracer drops --netns B --json`", Some(&drops_args), &[]),
         ("`tracer top --by reason --json --netns B`", Some(&top_args), &[]),

@@ -127,7 +127,7 @@ pub fn one_line(e: &InstallError) -> String {
     let s = e.to_string();
     let mut lines = s.lines().map(str::trim).filter(|l| !l.is_empty());
     let first = lines.next().unwrap_or_default().to_string();
-    match lines.last() {
+    match lines.next_back() {
         Some(last) => format!("{first} {last}"),
         None => first,
     }
