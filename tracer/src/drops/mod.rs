@@ -37,9 +37,9 @@ pub struct DropsJob {
     pub reasons: Option<Vec<(String, u32)>>,
     pub snaplen: u32,
     pub write: Option<PathBuf>,
-    /// libpcap's, run on the bytes copied of each drop (a tracing program
-    /// cannot tail-call the SCHED_CLS filter `packets` uses); matches
-    /// everything when no expression was given.
+    /// libpcap's, run on the bytes copied of each drop: in the kernel
+    /// ([`filter`]), else in userspace; matches everything when no
+    /// expression was given.
     pub filter: PacketFilter,
 }
 
