@@ -3,7 +3,7 @@
 //! tracepoints of `drops` and `tcp`, each with the arguments its prototype
 //! has here (`kfree_skb`'s `reason` from 5.17, `rx_sk` from 6.11) and so
 //! the program that will be loaded for it; and where `tracer drops` runs
-//! its packet filter (tried: [`crate::drops::filter::probe`]).
+//! its packet filter (tried: [`crate::tc::cbpf::drops::probe`]).
 
 use std::io::Write;
 
@@ -75,8 +75,8 @@ pub struct DropFilterReport {
 }
 
 impl DropFilterReport {
-    fn of(p: &crate::drops::filter::Placement) -> Self {
-        use crate::drops::filter::Placement;
+    fn of(p: &crate::tc::cbpf::drops::Placement) -> Self {
+        use crate::tc::cbpf::drops::Placement;
         match p {
             Placement::Kernel { .. } => Self { runs_in: "kernel", reason: None },
             Placement::Userspace(why) => Self { runs_in: "userspace", reason: Some(why.clone()) },
@@ -123,7 +123,7 @@ pub fn run() -> Report {
                 });
             }
             let kfree = tracepoints.iter().find(|c| c.tracepoint == tp::KFREE_SKB.name).and_then(|c| c.program);
-            drop_filter = DropFilterReport::of(&crate::drops::filter::probe(&mut loaded.ebpf, kfree));
+            drop_filter = DropFilterReport::of(&crate::tc::cbpf::drops::probe(&mut loaded.ebpf, kfree));
         }
         Err(e) => {
             problem = Some(e.to_string());

@@ -2,7 +2,7 @@
 //! into drop events ([`crate::drops`]), named, symbolised, and written as
 //! text or JSON lines, or as pcapng with the reason and the function in
 //! each packet's comment. The packet filter runs in the kernel
-//! ([`crate::drops::filter`]); the same code is applied here to what the
+//! ([`crate::tc::cbpf::drops`]); the same code is applied here to what the
 //! kernel sent unfiltered (all of it where the kernel refused the filter,
 //! which the ready line says).
 
@@ -23,11 +23,13 @@ use crate::{
     drops::{
         DropsJob,
         event::DropEvent,
-        filter::{self as kfilter, KernelDropFilter, Placement},
         kallsyms::{self, Symbols},
     },
     frames::{capfile, pcapng::PcapngOut},
-    tc::cbpf::{Filter, LinkType},
+    tc::cbpf::{
+        Filter, LinkType,
+        drops::{self as kfilter, KernelDropFilter, Placement},
+    },
     ns::NetnsId,
     output::{Sink, Stream},
     sys::{

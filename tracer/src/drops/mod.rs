@@ -6,13 +6,12 @@
 //!
 //! Layers, data flowing one way: the `skb:kfree_skb` program (tracer-ebpf
 //! drops.rs; selection, reasons and the packet filter, libpcap's code
-//! translated by [`filter`], applied in the kernel) -> the ring buffer ->
+//! translated by `tc::cbpf::drops`, applied in the kernel) -> the ring buffer ->
 //! [`event`] (decode, name, symbolise with [`kallsyms`]; the same filter on
 //! the copied bytes of what the kernel sent unfiltered) -> output. Its job ([`DropsJob`]) is validated here, run
 //! by the application.
 
 pub mod event;
-pub mod filter;
 pub mod kallsyms;
 
 use std::path::PathBuf;
@@ -38,7 +37,7 @@ pub struct DropsJob {
     pub snaplen: u32,
     pub write: Option<PathBuf>,
     /// libpcap's, run on the bytes copied of each drop: in the kernel
-    /// ([`filter`]), else in userspace; matches everything when no
+    /// (`tc::cbpf::drops`), else in userspace; matches everything when no
     /// expression was given.
     pub filter: PacketFilter,
 }

@@ -36,6 +36,7 @@
 //! [`matches`] / [`Filter::matches`].
 
 pub mod compile;
+pub mod drops;
 mod expr;
 pub mod insn;
 #[cfg(test)]

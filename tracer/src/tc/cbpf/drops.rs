@@ -12,7 +12,8 @@
 //! When any step fails (a kernel that refuses the program or the tail
 //! call) the drop program finds the filter slot empty and sends every
 //! record, and userspace applies the same code: [`Placement`] says which,
-//! for the ready line and `tracer doctor`.
+//! for the ready line and `tracer doctor`. Here, below the capabilities,
+//! because `drops` runs it and `doctor` tries it.
 
 use std::os::fd::{AsFd, BorrowedFd};
 
@@ -26,10 +27,8 @@ use tracer_common::{
     maps, programs as p,
 };
 
-use crate::{
-    bpf::{btf::KernelBtf, describe},
-    tc::cbpf::{Dialect, Filter, FrameOptions, LinkType, LoadedProgram, sys, translate_frame},
-};
+use super::{Dialect, Filter, FrameOptions, LinkType, LoadedProgram, sys, translate_frame};
+use crate::bpf::{btf::KernelBtf, describe};
 
 /// Where the filter of `tracer drops` runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,11 +58,11 @@ pub enum InstallError {
     #[error("the emitter program: {0}")]
     Emitter(String),
     #[error("cannot translate the filter: {0}")]
-    Translate(#[from] crate::tc::cbpf::TranslateError),
+    Translate(#[from] super::TranslateError),
     #[error("the kernel refused the filter program: {0}")]
-    Load(crate::tc::cbpf::BpfError),
+    Load(super::BpfError),
     #[error("the kernel refused the tail call into the filter: {0}")]
-    Install(crate::tc::cbpf::BpfError),
+    Install(super::BpfError),
 }
 
 /// The filter program, installed; the program array holds it too, this
