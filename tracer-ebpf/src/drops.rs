@@ -198,6 +198,8 @@ fn filter(ctx: &BtfTracePointContext, netns: u32, mut meta: DropMeta, data: &Skb
             let n = ((cap as u32).wrapping_sub(1) & (DROP_DATA_MAX as u32 - 1)) + 1;
             let dst = (core::ptr::addr_of_mut!((*f).data) as *mut u8).wrapping_add(start);
             if bpf_probe_read_kernel(dst as *mut _, n, data.frame.base as *const _) != 0 {
+                // Counted as the unfiltered path counts it.
+                count_lost(LostSource::DropRead);
                 cap = 0;
             }
         }
