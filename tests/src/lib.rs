@@ -212,8 +212,14 @@ pub struct Tracer {
 impl Tracer {
     /// Starts `tracer ARGS` and waits for its `ready` line on stderr.
     pub fn start(args: &[&str]) -> Tracer {
+        Self::start_env(args, &[])
+    }
+
+    /// [`Tracer::start`] with environment variables `env` set.
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Tracer {
         let mut child = Command::new(tracer_bin())
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -41,6 +41,11 @@ pub mod maps {
     pub const DROP_COUNTS: &str = "DROP_COUNTS";
     /// `tracer top`: per-CPU drop counters per flow (LRU).
     pub const DROP_FLOWS: &str = "DROP_FLOWS";
+    /// `tracer drops` with a filter: the program array of the filter and
+    /// the emitter ([`super::drops::drop_slots`]).
+    pub const DROP_PROGS: &str = "DROP_PROGS";
+    /// `tracer drops` with a filter: per CPU, the [`super::drops::DropFrame`] being filtered.
+    pub const DROP_FRAME: &str = "DROP_FRAME";
     /// `tracer top`: per-CPU TCP counters by namespace inode.
     pub const TCP_COUNTS: &str = "TCP_COUNTS";
     /// `tracer top`: per-CPU TCP counters per flow (LRU).
@@ -112,6 +117,9 @@ pub mod programs {
     pub const DROP_KFREE_SKB: &str = "drop_kfree_skb";
     pub const DROP_KFREE_SKB_REASON: &str = "drop_kfree_skb_reason";
     pub const DROP_KFREE_SKB_RX_SK: &str = "drop_kfree_skb_rx_sk";
+    /// `tracer drops` with a filter: sends the record of a drop the
+    /// filter kept (tail-called, never attached).
+    pub const DROP_EMIT: &str = "drop_emit";
     /// `tracer tcp`: `inet_sock_set_state`.
     pub const TCP_SET_STATE: &str = "tcp_set_state";
     /// `tcp_retransmit_skb`, and with its `err` (6.14).

@@ -83,8 +83,11 @@ pub struct SkOffsets {
     pub sk_dst_cache: u32,
     /// `dst_entry.dev`
     pub dst_dev: u32,
+    /// `sk_buff.data`: where `skb->len` counts from, so a drop's length
+    /// is counted from the first byte copied (as a capture's is).
+    pub skb_data: u32,
 }
-const _: () = assert!(core::mem::size_of::<SkOffsets>() == 104);
+const _: () = assert!(core::mem::size_of::<SkOffsets>() == 108);
 
 impl SkOffsets {
     pub const fn missing() -> Self {
@@ -116,6 +119,7 @@ impl SkOffsets {
             inet_sport: m,
             sk_dst_cache: m,
             dst_dev: m,
+            skb_data: m,
         }
     }
 }
@@ -147,7 +151,9 @@ pub struct ObsConfig {
     pub reasons: [u64; 4],
     /// Bytes of each dropped packet to copy, at most [`crate::drops::DROP_DATA_MAX`].
     pub snaplen: u32,
-    pub _pad: u32,
+    /// Nonzero: `tracer drops` has a packet filter installed in
+    /// [`crate::maps::DROP_PROGS`] (see [`crate::drops::DropFrame`]).
+    pub drop_filter: u32,
     /// Least time between two RTT samples of one connection (`tcp_probe`).
     pub rtt_interval_ns: u64,
 }
@@ -162,7 +168,7 @@ impl ObsConfig {
             select_reasons: 0,
             reasons: [0; 4],
             snaplen: 0,
-            _pad: 0,
+            drop_filter: 0,
             rtt_interval_ns: 1_000_000_000,
         }
     }

@@ -104,6 +104,10 @@ pub struct SkbData {
     pub layer: u8,
     /// `skb->protocol`, network byte order.
     pub protocol: u16,
+    /// `skb->data` less the frame's first byte: what `skb->len` (counted
+    /// from `skb->data`) lacks of the frame's length (negative when the
+    /// frame starts after `skb->data`).
+    pub len_adjust: i32,
 }
 
 const ETH_HLEN: u16 = 14;
@@ -119,10 +123,15 @@ pub fn skb_data(skb: *const u8) -> SkbData {
     let protocol: u16 = kread_or_zero(skb, s.skb_protocol);
     let (start, lay) = if mh != UNSET && nh > mh && nh - mh == ETH_HLEN { (mh, layer::L2) } else { (nh, layer::L3) };
     let start = start as u32;
+    // skb->data as an offset from head (no more than the headroom a u16
+    // header offset reaches; else unknown and nothing is adjusted).
+    let data: u64 = if s.skb_data == MISSING { 0 } else { kread_or_zero(skb, s.skb_data) };
+    let data_off = data.wrapping_sub(head as u64);
+    let len_adjust = if data != 0 && data_off <= 0xffff { data_off as i32 - start as i32 } else { 0 };
     if head.is_null() || s.skb_tail == MISSING || tail <= start {
-        return SkbData { frame: KFrame { base: head, len: 0 }, layer: layer::NONE, protocol };
+        return SkbData { frame: KFrame { base: head, len: 0 }, layer: layer::NONE, protocol, len_adjust: 0 };
     }
-    SkbData { frame: KFrame { base: head.wrapping_add(start as usize), len: (tail - start) as usize }, layer: lay, protocol }
+    SkbData { frame: KFrame { base: head.wrapping_add(start as usize), len: (tail - start) as usize }, layer: lay, protocol, len_adjust }
 }
 
 /// Parses the headers of `d` into `key` (as the TC programs do).

@@ -2,7 +2,8 @@
 //! loading and attaching a tiny program of each kind; and the BTF
 //! tracepoints of `drops` and `tcp`, each with the arguments its prototype
 //! has here (`kfree_skb`'s `reason` from 5.17, `rx_sk` from 6.11) and so
-//! the program that will be loaded for it.
+//! the program that will be loaded for it; and where `tracer drops` runs
+//! its packet filter (tried: [`crate::tc::cbpf::drops::probe`]).
 
 use std::io::Write;
 
@@ -61,6 +62,26 @@ pub struct Report {
     pub problem: Option<String>,
     /// Per-packet process attribution (see [`crate::procs`]).
     pub process_attribution: crate::procs::doctor::ProcReport,
+    /// Where `tracer drops` runs its packet filter on this kernel.
+    pub drop_filter: DropFilterReport,
+}
+
+/// `drop_filter` in JSON: `runs_in` is `kernel` or `userspace`, with why.
+#[derive(Debug, Serialize)]
+pub struct DropFilterReport {
+    pub runs_in: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl DropFilterReport {
+    fn of(p: &crate::tc::cbpf::drops::Placement) -> Self {
+        use crate::tc::cbpf::drops::Placement;
+        match p {
+            Placement::Kernel { .. } => Self { runs_in: "kernel", reason: None },
+            Placement::Userspace(why) => Self { runs_in: "userspace", reason: Some(why.clone()) },
+        }
+    }
 }
 
 pub fn run() -> Report {
@@ -81,6 +102,7 @@ pub fn run() -> Report {
     let mut kinds = Vec::new();
     let mut problem = None;
     let mut process_attribution = crate::procs::doctor::ProcReport::not_probed();
+    let mut drop_filter = DropFilterReport { runs_in: "userspace", reason: Some("the eBPF object could not be loaded".into()) };
     match ebpf::load(&LoadOptions { ring_bytes: 4096, ..Default::default() }) {
         Ok(mut loaded) => {
             process_attribution = crate::procs::doctor::probe(&mut loaded.ebpf);
@@ -100,6 +122,8 @@ pub fn run() -> Report {
                     reason: (!r.ok).then_some(r.detail),
                 });
             }
+            let kfree = tracepoints.iter().find(|c| c.tracepoint == tp::KFREE_SKB.name).and_then(|c| c.program);
+            drop_filter = DropFilterReport::of(&crate::tc::cbpf::drops::probe(&mut loaded.ebpf, kfree));
         }
         Err(e) => {
             problem = Some(e.to_string());
@@ -152,6 +176,7 @@ pub fn run() -> Report {
         can_run,
         problem,
         process_attribution,
+        drop_filter,
     }
 }
 
@@ -216,6 +241,11 @@ pub fn print_text(r: &Report, w: &mut impl Write) -> std::io::Result<()> {
         if !r.tracepoint_fields_missing.is_empty() {
             writeln!(w, "fields missing: {} (left out of drops and tcp)", r.tracepoint_fields_missing.join(", "))?;
         }
+        let f = &r.drop_filter;
+        match &f.reason {
+            None => writeln!(w, "drop filter          in the kernel (libpcap's code as a tracing program tail-called from kfree_skb)")?,
+            Some(why) => writeln!(w, "drop filter          in userspace, on every drop the kernel sends ({why})")?,
+        }
     }
     crate::procs::doctor::print_text(&r.process_attribution, w)?;
     writeln!(w)?;
@@ -255,6 +285,7 @@ mod tests {
             can_run: true,
             problem: None,
             process_attribution: crate::procs::doctor::ProcReport::not_probed(),
+            drop_filter: DropFilterReport { runs_in: "kernel", reason: None },
         }
     }
 

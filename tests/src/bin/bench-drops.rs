@@ -5,6 +5,11 @@
 //! counters, no record) running. Every drop must be either reported or
 //! counted as lost: the table gives the rule's count, what the tracer
 //! reported, what it said it lost, and the difference (which must be 0).
+//! Then the same flood under a filter that keeps none of it (`udp port 1`):
+//! in the kernel (the drop program tail-calls libpcap's code, no record
+//! is sent) and in userspace (`TRACER_DROP_FILTER=userspace`, as before:
+//! every drop is sent and refused there), with the drop records the
+//! kernel sent and the tracer's own CPU time.
 //!
 //! usage: bench-drops [drop-flood] [--rounds N] [--seconds S]
 
@@ -37,14 +42,38 @@ fn counter(rig: &Rig) -> u64 {
         .expect("a rule with a counter")
 }
 
-/// One run: the flood with the tracer (`args`, JSON on stdout) or without;
-/// the rule's count, the datagrams/s sent, what the tracer reported and lost.
-fn run(rig: &Rig, args: Option<&[&str]>, secs: f64) -> (u64, f64, u64, u64) {
+/// What one run measured.
+struct Run {
+    dropped: u64,
+    rate: f64,
+    reported: u64,
+    lost: u64,
+    /// Drop records the kernel sent (a filtered run's exit line).
+    from_kernel: Option<u64>,
+    /// The tracer's user + system CPU seconds.
+    cpu: f64,
+}
+
+/// User + system CPU seconds of `pid` so far (/proc/PID/stat).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces) in parentheses.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz.max(1.0)
+}
+
+/// One run: the flood with the tracer (`args`, JSON on stdout, `env`) or
+/// without.
+fn run(rig: &Rig, args: Option<&[&str]>, env: &[(&str, &str)], secs: f64) -> Run {
     let reported = Arc::new(Mutex::new(0u64));
     let tool = args.map(|a| {
         let r = reported.clone();
         let mut cmd = Command::new(tracer_bin());
-        cmd.args(a);
+        cmd.args(a).envs(env.iter().copied());
         let lines = Stdout::Lines(Box::new(move |l: &str| {
             let Ok(v) = serde_json::from_str::<Value>(l) else { return };
             let n = match v["type"].as_str() {
@@ -61,16 +90,21 @@ fn run(rig: &Rig, args: Option<&[&str]>, secs: f64) -> (u64, f64, u64, u64) {
     let before = counter(rig);
     let f = load::udp_flood(&rig.a.path(), &rig.b.path(), &rig.b.ip, "eth0", secs);
     let dropped = counter(rig) - before;
-    let lost = match tool {
+    let (lost, from_kernel, cpu) = match tool {
         Some(t) => {
+            let cpu = cpu_seconds(t.pid());
             let stopped = t.stop();
             assert_eq!(stopped.code, Some(0), "{:?}", stopped.stderr);
-            Summary::of(&stopped.stderr).lost_total()
+            let from_kernel = stopped
+                .stderr
+                .iter()
+                .find_map(|l| l.split_once(" drop records from the kernel").and_then(|(n, _)| n.rsplit(' ').next()?.parse().ok()));
+            (Summary::of(&stopped.stderr).lost_total(), from_kernel, cpu)
         }
-        None => 0,
+        None => (0, None, 0.0),
     };
-    let got = *reported.lock().expect("count");
-    (dropped, f.sent_rate(), got, lost)
+    let reported = *reported.lock().expect("count");
+    Run { dropped, rate: f.sent_rate(), reported, lost, from_kernel, cpu }
 }
 
 fn main() {
@@ -93,19 +127,38 @@ fn main() {
         loadavg()
     );
     println!("\n64-byte UDP datagrams A -> B, one sender as fast as it goes, all dropped by an nft rule in B; {rounds} rounds of {secs} s\n");
-    println!("| mode | sent/s | dropped (rule counter) | dropped/s | reported | lost (reported by the tracer) | unaccounted |");
-    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    println!("| mode | sent/s | dropped (rule counter) | dropped/s | reported | lost (reported by the tracer) | unaccounted | records from the kernel | tracer CPU s |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     let b = rig.b.name.clone();
     let drops_args = ["drops", "--netns", b.as_str(), "--json"];
     let top_args = ["top", "--by", "reason", "--json", "--interval", "1", "--netns", b.as_str()];
-    let modes: [(&str, Option<&[&str]>); 3] =
-        [("untraced", None), ("`tracer drops --netns B --json`", Some(&drops_args)), ("`tracer top --by reason --json --netns B`", Some(&top_args))];
+    let filtered = ["drops", "--netns", b.as_str(), "--json", "udp", "port", "1"];
+    let userspace: &[(&str, &str)] = &[("TRACER_DROP_FILTER", "userspace")];
+    type Mode<'a> = (&'a str, Option<&'a [&'a str]>, &'a [(&'a str, &'a str)]);
+    let modes: [Mode; 5] = [
+        ("untraced", None, &[]),
+        ("`tracer drops --netns B --json`", Some(&drops_args), &[]),
+        ("`tracer top --by reason --json --netns B`", Some(&top_args), &[]),
+        ("`tracer drops --netns B --json udp port 1`, filter in the kernel", Some(&filtered), &[]),
+        ("the same, filter in userspace (`TRACER_DROP_FILTER=userspace`)", Some(&filtered), userspace),
+    ];
     for r in 0..rounds {
-        for (name, args) in &modes {
-            let (dropped, rate, got, lost) = run(&rig, *args, secs);
-            let gap = if args.is_some() { (dropped as i64 - got as i64 - lost as i64).to_string() } else { "-".into() };
-            let got = if args.is_some() { got.to_string() } else { "-".into() };
-            println!("| {name} (round {}) | {rate:.0} | {dropped} | {:.0} | {got} | {lost} | {gap} |", r + 1, dropped as f64 / secs);
+        for (name, args, env) in &modes {
+            let m = run(&rig, *args, env, secs);
+            let traced = args.is_some();
+            // Under a filter that keeps nothing every drop is accounted as filtered.
+            let gap = if traced && m.from_kernel.is_none() { (m.dropped as i64 - m.reported as i64 - m.lost as i64).to_string() } else { "-".into() };
+            let got = if traced { m.reported.to_string() } else { "-".into() };
+            let from_kernel = m.from_kernel.map_or("-".into(), |n| n.to_string());
+            let cpu = if traced { format!("{:.2}", m.cpu) } else { "-".into() };
+            println!(
+                "| {name} (round {}) | {:.0} | {} | {:.0} | {got} | {} | {gap} | {from_kernel} | {cpu} |",
+                r + 1,
+                m.rate,
+                m.dropped,
+                m.dropped as f64 / secs,
+                m.lost
+            );
         }
     }
     println!("\n(load average {} at the end)", loadavg());

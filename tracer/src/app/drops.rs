@@ -1,8 +1,10 @@
 //! `tracer drops` running: records of the `skb:kfree_skb` program decoded
 //! into drop events ([`crate::drops`]), named, symbolised, and written as
 //! text or JSON lines, or as pcapng with the reason and the function in
-//! each packet's comment. The packet filter is applied here, to the bytes
-//! the kernel copied.
+//! each packet's comment. The packet filter runs in the kernel
+//! ([`crate::tc::cbpf::drops`]); the same code is applied here to what the
+//! kernel sent unfiltered (all of it where the kernel refused the filter,
+//! which the ready line says).
 
 use std::time::Duration;
 
@@ -24,7 +26,10 @@ use crate::{
         kallsyms::{self, Symbols},
     },
     frames::{capfile, pcapng::PcapngOut},
-    tc::cbpf::{Filter, LinkType},
+    tc::cbpf::{
+        Filter, LinkType,
+        drops::{self as kfilter, KernelDropFilter, Placement},
+    },
     ns::NetnsId,
     output::{Sink, Stream},
     sys::{
@@ -55,6 +60,12 @@ struct Drops {
     unspecified: u64,
     /// libpcap's code for the filter on Ethernet frames (`None`: every drop).
     filter: Option<Filter>,
+    /// The same code in the kernel, kept while the job runs.
+    _kernel_filter: Option<KernelDropFilter>,
+    placement: Option<Placement>,
+    /// Drop records the kernel sent (with the filter in the kernel, only
+    /// those it kept, and any it could not filter).
+    received: u64,
 }
 
 /// `tracer drops` until `limits` or `stop`.
@@ -79,14 +90,33 @@ pub async fn run(job: DropsJob, json: bool, ring_bytes: Option<u32>, limits: Lim
         }
         None => None,
     };
-    let mut obs = ObsConfig { drops: mode::EVENTS, snaplen: job.snaplen, ..ObsConfig::off() };
+    // `TRACER_DROP_FILTER=userspace`: the filter as before it ran in the
+    // kernel (every drop sent), to compare the two.
+    let forced = filter.is_some() && std::env::var("TRACER_DROP_FILTER").is_ok_and(|v| v == "userspace");
+    let in_kernel = filter.is_some() && !forced;
+    let mut obs = ObsConfig { drops: mode::EVENTS, snaplen: job.snaplen, drop_filter: u32::from(in_kernel), ..ObsConfig::off() };
     if let Some(rs) = &job.reasons {
         obs.select_reasons = 1;
         for (_, v) in rs {
             obs.reasons[(*v / 64) as usize] |= 1 << (v % 64);
         }
     }
-    let mut s = TpSession::start(obs, ring_bytes, &job.select, &[tp::KFREE_SKB], &[tp::KFREE_SKB.name])?;
+    // The filter goes into its slot before the drop program is attached;
+    // when the kernel refuses it, the drop program finds the slot empty
+    // and sends every record, and the filter below applies.
+    let install = |ebpf: &mut aya::Ebpf| match &filter {
+        None => (None, None),
+        Some(_) if forced => (None, Some(Placement::Userspace("TRACER_DROP_FILTER=userspace".into()))),
+        Some(f) => match kfilter::install(ebpf, f) {
+            Ok(k) => {
+                let p = Placement::Kernel { insns: k.insns };
+                (Some(k), Some(p))
+            }
+            Err(e) => (None, Some(Placement::Userspace(text::field(&kfilter::one_line(&e), text::SENTENCE_MAX).into_owned()))),
+        },
+    };
+    let (mut s, (kernel_filter, placement)) =
+        TpSession::start_prepared(obs, ring_bytes, &job.select, &[tp::KFREE_SKB], &[tp::KFREE_SKB.name], install)?;
     // With `-w -` stdout carries pcapng: every line goes to stderr.
     let lines = if target == Some(capfile::Target::Stdout) { Stream::Stderr } else { Stream::Stdout };
     let pcap = match capture {
@@ -105,7 +135,8 @@ pub async fn run(job: DropsJob, json: bool, ring_bytes: Option<u32>, limits: Lim
     }
     let reasons = std::mem::take(&mut s.loaded.drop_reasons);
     let reason_note = if reasons.is_empty() { "this kernel gives no reasons".to_string() } else { format!("{} reasons named from BTF", reasons.len()) };
-    let ready = format!("tracing drops (kfree_skb, {reason_note}) in {}, {}", scope_text(&job.select.scope), job.filter);
+    let filter_note = placement.as_ref().map(|p| format!(" (filter {})", p.describe())).unwrap_or_default();
+    let ready = format!("tracing drops (kfree_skb, {reason_note}) in {}, {}{filter_note}", scope_text(&job.select.scope), job.filter);
     let mut d = Drops {
         job,
         s,
@@ -120,6 +151,9 @@ pub async fn run(job: DropsJob, json: bool, ring_bytes: Option<u32>, limits: Lim
         unknown_ns: 0,
         unspecified: 0,
         filter,
+        _kernel_filter: kernel_filter,
+        placement,
+        received: 0,
     };
     run::run(&mut d, limits, stop).await?;
     Ok(())
@@ -165,6 +199,7 @@ impl Running for Drops {
                 self.s.reader.malformed += 1;
                 continue;
             };
+            self.received += 1;
             if !self.job.wants_iface(e.ifname.as_deref()) || !e.passes(self.filter.as_ref()) || budget.is_some_and(|b| step.written >= b) {
                 continue;
             }
@@ -206,6 +241,9 @@ impl Running for Drops {
             "{} drops with no namespace (neither a device nor a socket), {} without a specified reason",
             self.unknown_ns, self.unspecified
         )];
+        if let Some(p) = &self.placement {
+            lines.push(format!("{} drop records from the kernel; the filter ran {}", self.received, p.describe()));
+        }
         if let (Some(w), Some(t)) = (&self.pcap, &self.target) {
             lines.push(text::field(&format!("{} dropped packets written to {}", w.packets, t.describe()), text::SENTENCE_MAX).into_owned());
         }

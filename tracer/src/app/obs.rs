@@ -77,13 +77,20 @@ pub(super) fn attach_named(loaded: &mut Loaded, names: &[&str]) -> Result<Vec<&'
 
 impl TpSession {
     /// Loads the object with `obs`, writes the namespace selection, then attaches `tps` (those of `needed` must be there).
-    pub fn start(
+    pub fn start(obs: ObsConfig, ring_bytes: Option<u32>, select: &Selection, tps: &[Tracepoint], needed: &[&str]) -> Result<Self, Error> {
+        Self::start_prepared(obs, ring_bytes, select, tps, needed, |_| ()).map(|(s, ())| s)
+    }
+
+    /// [`Self::start`], running `prepare` on the loaded object before
+    /// anything is attached (`tracer drops` installs its filter there).
+    pub fn start_prepared<T>(
         mut obs: ObsConfig,
         ring_bytes: Option<u32>,
         select: &Selection,
         tps: &[Tracepoint],
         needed: &[&str],
-    ) -> Result<Self, Error> {
+        prepare: impl FnOnce(&mut aya::Ebpf) -> T,
+    ) -> Result<(Self, T), Error> {
         obs.select_netns = u32::from(select.scope != Scope::All);
         let mut opts = LoadOptions { obs, ..Default::default() };
         if let Some(b) = ring_bytes {
@@ -111,10 +118,11 @@ impl TpSession {
         let mut s = Self { reader, loaded, names, netns_map, synced: BTreeSet::new(), attached: vec![] };
         s.select(&first);
         s.sync_selection();
+        let prepared = prepare(&mut s.loaded.ebpf);
         let btf = aya::Btf::from_sys_fs().map_err(|e| Error::Kernel(format!("cannot read its BTF: {e}")))?;
         hooks::attach_btf_tracepoints(&mut s.loaded.ebpf, &btf, &use_tps)?;
         s.attached = use_tps.iter().map(|(_, t)| *t).collect();
-        Ok(s)
+        Ok((s, prepared))
     }
 
     /// Makes the kernel's selection `want`.

@@ -149,6 +149,16 @@ impl KernelBtf {
         Err(BtfError::NoField(format!("{typedef} (not a function prototype)")))
     }
 
+    /// The BTF id of tracepoint `name`'s `btf_trace_<name>` typedef: what a
+    /// BTF tracepoint program is loaded for (`attach_btf_id`).
+    pub fn tracepoint_type_id(&self, name: &str) -> Result<u32, BtfError> {
+        let typedef = format!("btf_trace_{name}");
+        let ids = self.btf.resolve_ids_by_name(&typedef).unwrap_or_default();
+        ids.into_iter()
+            .find(|id| matches!(self.btf.resolve_type_by_id(*id), Ok(Type::Typedef(_))))
+            .ok_or(BtfError::NoStruct(typedef))
+    }
+
     /// A type as C writes it, without qualifiers.
     fn describe(&self, ty: Type, depth: u32) -> String {
         if depth > 8 {

@@ -172,6 +172,7 @@ pub fn sk_offsets(btf: &KernelBtf) -> (SkOffsets, Vec<String>) {
     set(&mut o.inet_sport, "inet_sock", "inet_sport");
     set(&mut o.sk_dst_cache, "sock", "sk_dst_cache");
     set(&mut o.dst_dev, "dst_entry", "dev");
+    set(&mut o.skb_data, "sk_buff", "data");
     (o, missing)
 }
 

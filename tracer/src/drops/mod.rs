@@ -5,9 +5,10 @@
 //! decodes them; as text, JSON lines or pcapng.
 //!
 //! Layers, data flowing one way: the `skb:kfree_skb` program (tracer-ebpf
-//! drops.rs; selection and reasons applied in the kernel) -> the ring
-//! buffer -> [`event`] (decode, name, symbolise with [`kallsyms`]; the
-//! packet filter, libpcap's, on the copied bytes) -> output. Its job ([`DropsJob`]) is validated here, run
+//! drops.rs; selection, reasons and the packet filter, libpcap's code
+//! translated by `tc::cbpf::drops`, applied in the kernel) -> the ring buffer ->
+//! [`event`] (decode, name, symbolise with [`kallsyms`]; the same filter on
+//! the copied bytes of what the kernel sent unfiltered) -> output. Its job ([`DropsJob`]) is validated here, run
 //! by the application.
 
 pub mod event;
@@ -35,9 +36,9 @@ pub struct DropsJob {
     pub reasons: Option<Vec<(String, u32)>>,
     pub snaplen: u32,
     pub write: Option<PathBuf>,
-    /// libpcap's, run on the bytes copied of each drop (a tracing program
-    /// cannot tail-call the SCHED_CLS filter `packets` uses); matches
-    /// everything when no expression was given.
+    /// libpcap's, run on the bytes copied of each drop: in the kernel
+    /// (`tc::cbpf::drops`), else in userspace; matches everything when no
+    /// expression was given.
     pub filter: PacketFilter,
 }
 

@@ -114,6 +114,7 @@ pub mod e {
     /// `ld_imm64` source register value saying imm is a map fd.
     pub const PSEUDO_MAP_FD: u8 = 1;
 
+    pub const FN_MAP_LOOKUP_ELEM: i32 = 1;
     pub const FN_TAIL_CALL: i32 = 12;
     pub const FN_SKB_LOAD_BYTES: i32 = 26;
 }
@@ -128,6 +129,7 @@ pub const R4: Reg = 4;
 pub const R6: Reg = 6;
 pub const R7: Reg = 7;
 pub const R8: Reg = 8;
+pub const R9: Reg = 9;
 pub const R10: Reg = 10;
 
 /// One eBPF instruction, laid out as the kernel reads it.

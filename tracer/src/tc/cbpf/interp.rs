@@ -4,7 +4,9 @@
 //! `BPF_PROG_TEST_RUN` never makes), and panics on anything the verifier
 //! would refuse at run time: a packet access past `data_end`, a stack
 //! access outside the frame, a backward jump, a read of a register a
-//! helper call clobbered, a shift by 32 or more.
+//! helper call clobbered, a shift by 32 or more. [`run_frame`] runs a
+//! program of `translate_frame` on a map value instead (the lookup helper
+//! hands back the value; an access outside it panics).
 
 use super::insn::{Insn, e};
 
@@ -12,6 +14,7 @@ const CTX: u64 = 0x1000_0000_0000;
 const PKT: u64 = 0x2000_0000_0000;
 const STACK: u64 = 0x3000_0000_0000;
 const MAP: u64 = 0x4000_0000_0000;
+const VALUE: u64 = 0x5000_0000_0000;
 const STACK_SIZE: u64 = 512;
 /// What r1-r5 hold after a helper call: any use of it is a bug.
 const CLOBBERED: u64 = 0xdead_0000_dead_0000;
@@ -71,6 +74,16 @@ fn width(size: u8) -> u64 {
 }
 
 pub fn run(prog: &[Insn], skb: &Skb) -> Exit {
+    run_on(prog, skb, None)
+}
+
+/// Runs a frame program: the per-CPU array value is `value` (looked up
+/// through the map `map_fd`), which the program may read and write.
+pub fn run_frame(prog: &[Insn], map_fd: i32, value: &mut [u8]) -> Exit {
+    run_on(prog, &Skb::default(), Some((map_fd, value)))
+}
+
+fn run_on(prog: &[Insn], skb: &Skb, mut value: Option<(i32, &mut [u8])>) -> Exit {
     let mut r = [0u64; 11];
     r[1] = CTX;
     r[10] = STACK + STACK_SIZE;
@@ -132,7 +145,14 @@ pub fn run(prog: &[Insn], skb: &Skb) -> Exit {
             e::LDX => {
                 let addr = read(&r, src).wrapping_add(i.off as i64 as u64);
                 let n = width(i.code & 0x18);
-                r[dst as usize] = if (CTX..CTX + 0x100).contains(&addr) {
+                r[dst as usize] = if (VALUE..VALUE + 0x10000).contains(&addr) {
+                    let v = value.as_ref().map(|(_, v)| &**v).expect("a value");
+                    let at = (addr - VALUE) as usize;
+                    assert!(at + n as usize <= v.len(), "value read at {at}+{n} past its {} bytes", v.len());
+                    v[at..at + n as usize].iter().rev().fold(0, |acc, b| acc << 8 | u64::from(*b))
+                } else if value.is_some() && (CTX..CTX + 0x100).contains(&addr) {
+                    panic!("context read in a frame program")
+                } else if (CTX..CTX + 0x100).contains(&addr) {
                     ctx_field(skb, (addr - CTX) as i64)
                 } else if (PKT..PKT + 0x10000).contains(&addr) {
                     let at = (addr - PKT) as usize;
@@ -148,6 +168,13 @@ pub fn run(prog: &[Insn], skb: &Skb) -> Exit {
                 let addr = read(&r, dst).wrapping_add(i.off as i64 as u64);
                 let n = width(i.code & 0x18) as usize;
                 let v = if class == e::ST { i.imm as i64 as u64 } else { read(&r, src) };
+                if (VALUE..VALUE + 0x10000).contains(&addr) {
+                    let val = value.as_mut().map(|(_, v)| &mut **v).expect("a value");
+                    let at = (addr - VALUE) as usize;
+                    assert!(at + n <= val.len(), "value write at {at}+{n} past its {} bytes", val.len());
+                    val[at..at + n].copy_from_slice(&v.to_le_bytes()[..n]);
+                    continue;
+                }
                 let at = addr.checked_sub(STACK).filter(|a| a + n as u64 <= STACK_SIZE).expect("stack write in bounds") as usize;
                 stack[at..at + n].copy_from_slice(&v.to_le_bytes()[..n]);
                 written[at..at + n].fill(true);
@@ -158,6 +185,13 @@ pub fn run(prog: &[Insn], skb: &Skb) -> Exit {
                     e::EXIT => return Exit::Return(read(&r, 0) as i64),
                     e::CALL => {
                         let ret = match i.imm {
+                            e::FN_MAP_LOOKUP_ELEM => {
+                                let (fd, _) = value.as_ref().expect("a lookup in a frame program");
+                                assert_eq!(read(&r, 1), MAP + *fd as u32 as u64, "the frame map");
+                                let key = read(&r, 2).checked_sub(STACK).filter(|a| a + 4 <= STACK_SIZE).expect("key on the stack") as usize;
+                                assert!(written[key..key + 4].iter().all(|w| *w), "key unwritten");
+                                if stack[key..key + 4] == [0; 4] { VALUE } else { 0 }
+                            }
                             e::FN_SKB_LOAD_BYTES => {
                                 assert_eq!(read(&r, 1), CTX);
                                 let (off, to, len) = (read(&r, 2), read(&r, 3), read(&r, 4));

@@ -36,6 +36,7 @@
 //! [`matches`] / [`Filter::matches`].
 
 pub mod compile;
+pub mod drops;
 mod expr;
 pub mod insn;
 #[cfg(test)]
@@ -48,7 +49,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 pub use expr::PacketFilter;
 pub use compile::{CompileError, Dialect, Filter, LinkType, SNAPLEN, matches};
 pub use sys::{BpfError, LoadedProgram};
-pub use translate::{Action, Direction, Options, TranslateError, translate};
+pub use translate::{Action, Direction, FrameOptions, Options, TranslateError, translate, translate_frame};
 
 /// TC's "no opinion, go on": what the filter returns when a packet does
 /// not match (or the capture slot is empty).

@@ -1,5 +1,6 @@
 //! The few `bpf(2)` commands the filter programs need and aya does not
-//! offer for instructions made at run time: load a `SCHED_CLS` program
+//! offer for instructions made at run time: load a `SCHED_CLS` program (or
+//! a tracing program for a BTF tracepoint, `tracer drops`' filter)
 //! from an instruction array (with the verifier's log when it refuses),
 //! put a program into a program array, create a program array, and run a
 //! program once on a frame (`BPF_PROG_TEST_RUN`, for tests and checks).
@@ -22,6 +23,9 @@ const BPF_PROG_TEST_RUN: libc::c_long = 10;
 
 const BPF_MAP_TYPE_PROG_ARRAY: u32 = 3;
 const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+const BPF_PROG_TYPE_TRACING: u32 = 26;
+/// `expected_attach_type` of a BTF tracepoint (`tp_btf`) program.
+const BPF_TRACE_RAW_TP: u32 = 23;
 
 /// Verifier log levels: 1 = the walk (for refusals), 4 = statistics only.
 const LOG_WALK: u32 = 1;
@@ -56,6 +60,18 @@ struct ProgLoadAttr {
     prog_name: [u8; 16],
     prog_ifindex: u32,
     expected_attach_type: u32,
+    prog_btf_fd: u32,
+    func_info_rec_size: u32,
+    func_info: u64,
+    func_info_cnt: u32,
+    line_info_rec_size: u32,
+    line_info: u64,
+    line_info_cnt: u32,
+    /// The BTF type id (in vmlinux) of the attach point: for a BTF
+    /// tracepoint, its `btf_trace_<name>` typedef.
+    attach_btf_id: u32,
+    attach_prog_fd: u32,
+    _pad: u32,
 }
 
 #[repr(C)]
@@ -134,9 +150,23 @@ fn log_text(buf: &[u8]) -> String {
 
 /// Loads `insns` as a `BPF_PROG_TYPE_SCHED_CLS` program named `name`.
 pub fn load_sched_cls(name: &str, insns: &[Insn]) -> Result<LoadedProgram, BpfError> {
+    load(name, insns, BPF_PROG_TYPE_SCHED_CLS, 0, 0)
+}
+
+/// Loads `insns` as a BTF tracepoint program (`BPF_PROG_TYPE_TRACING`,
+/// `BPF_TRACE_RAW_TP`) for the tracepoint whose `btf_trace_<name>`
+/// typedef has the vmlinux BTF id `attach_btf_id`; such a program may sit
+/// in a program array with the programs of that same tracepoint.
+pub fn load_btf_tracepoint(name: &str, insns: &[Insn], attach_btf_id: u32) -> Result<LoadedProgram, BpfError> {
+    load(name, insns, BPF_PROG_TYPE_TRACING, BPF_TRACE_RAW_TP, attach_btf_id)
+}
+
+fn load(name: &str, insns: &[Insn], prog_type: u32, expected_attach_type: u32, attach_btf_id: u32) -> Result<LoadedProgram, BpfError> {
     let try_load = |level: u32, log: &mut Vec<u8>| {
         let mut attr = ProgLoadAttr {
-            prog_type: BPF_PROG_TYPE_SCHED_CLS,
+            prog_type,
+            expected_attach_type,
+            attach_btf_id,
             insn_cnt: u32::try_from(insns.len()).unwrap_or(u32::MAX),
             insns: insns.as_ptr() as u64,
             license: LICENSE.as_ptr() as u64,

@@ -32,10 +32,15 @@
 //! - Linux ancillary loads (`ld [SKF_AD_OFF + n]`, which libpcap emits for
 //!   live Linux captures: `vlan`, `inbound`, `ifindex`...) read the
 //!   matching `__sk_buff` field; the ones with no such field are refused.
+//! - [`translate_frame`]: the same code for a frame in a map value rather
+//!   than an skb ([`frame`]: `tracer drops`' tracing program).
 
 use std::collections::{HashMap, HashSet};
 
 use super::insn::{CbpfInsn, Insn, R0, R1, R2, R3, R4, R6, R7, R8, R10, Reg, c, e};
+
+mod frame;
+pub use frame::FrameOptions;
 
 /// `__sk_buff` field offsets (linux/bpf.h, stable uapi).
 mod skb {
@@ -210,6 +215,18 @@ fn reachable(prog: &[CbpfInsn]) -> Result<Vec<bool>, TranslateError> {
 
 /// Translates a libpcap filter program into an eBPF program.
 pub fn translate(prog: &[CbpfInsn], opts: &Options) -> Result<Vec<Insn>, TranslateError> {
+    translate_from(prog, opts, None)
+}
+
+/// Translates a libpcap filter program into a program that reads the frame
+/// from a map value ([`frame`]); any program type whose context is passed
+/// on by tail calls (`tracer drops`: `BPF_PROG_TYPE_TRACING`).
+pub fn translate_frame(prog: &[CbpfInsn], fo: &FrameOptions) -> Result<Vec<Insn>, TranslateError> {
+    let opts = Options { direction: None, on_match: Action::Return(0), on_no_match: Action::Return(0) };
+    translate_from(prog, &opts, Some(fo))
+}
+
+fn translate_from(prog: &[CbpfInsn], opts: &Options, fo: Option<&FrameOptions>) -> Result<Vec<Insn>, TranslateError> {
     if prog.is_empty() {
         return Err(TranslateError::Empty);
     }
@@ -218,6 +235,9 @@ pub fn translate(prog: &[CbpfInsn], opts: &Options) -> Result<Vec<Insn>, Transla
 
     // Prologue: ctx kept in r6, A = X = 0 as cBPF starts, M words zeroed.
     em.push(Insn::mov64_reg(R6, R1));
+    if let Some(fo) = fo {
+        frame::prologue(&mut em, fo);
+    }
     em.push(Insn::mov32_imm(R7, 0));
     em.push(Insn::mov32_imm(R8, 0));
     let mut read_words = HashSet::new();
@@ -244,14 +264,17 @@ pub fn translate(prog: &[CbpfInsn], opts: &Options) -> Result<Vec<Insn>, Transla
             continue;
         }
         em.bind(Label::Cbpf(at));
-        one(&mut em, at, ins, opts)?;
+        one(&mut em, at, ins, opts, fo)?;
     }
 
     for (label, action) in [(Label::Match, opts.on_match), (Label::NoMatch, opts.on_no_match)] {
         // An epilogue no instruction reaches would be refused as unreachable.
         if em.referenced(label) {
             em.bind(label);
-            epilogue(&mut em, action)?;
+            match fo {
+                Some(fo) => frame::epilogue(&mut em, fo, label == Label::Match)?,
+                None => epilogue(&mut em, action)?,
+            }
         }
     }
     em.finish()
@@ -280,26 +303,40 @@ fn epilogue(em: &mut Emitter, action: Action) -> Result<(), TranslateError> {
 }
 
 /// One cBPF instruction.
-fn one(em: &mut Emitter, at: usize, ins: CbpfInsn, opts: &Options) -> Result<(), TranslateError> {
+fn one(em: &mut Emitter, at: usize, ins: CbpfInsn, opts: &Options, fo: Option<&FrameOptions>) -> Result<(), TranslateError> {
     let code = ins.code;
     let k = ins.k;
     let bad = || TranslateError::Opcode { at, code };
+    let len = |em: &mut Emitter, dst: Reg| match fo {
+        Some(fo) => frame::load_len(em, fo, dst),
+        None => em.push(Insn::ldx_mem(e::W, dst, R6, skb::LEN)),
+    };
+    let abs = |em: &mut Emitter, dst: Reg, code: u16| match fo {
+        // Negative offsets are Linux addressing libpcap does not emit.
+        Some(_) if k >= 0x8000_0000 => Err(TranslateError::Ancillary { at, k }),
+        Some(fo) => frame::load_abs(em, fo, at, dst, code, k),
+        None => load_abs(em, at, dst, code, k),
+    };
     match code & 0x07 {
         c::LD => match code & 0xe0 {
             c::IMM => em.push(Insn::mov32_imm(R7, k as i32)),
             c::MEM => em.push(Insn::ldx_mem(e::W, R7, R10, mem_off(k))),
-            c::LEN => em.push(Insn::ldx_mem(e::W, R7, R6, skb::LEN)),
+            c::LEN => len(em, R7),
+            c::ABS if k >= c::SKF_AD_OFF && fo.is_some() => return Err(TranslateError::Ancillary { at, k }),
             c::ABS if k >= c::SKF_AD_OFF => ancillary(em, at, k, opts)?,
-            c::ABS => load_abs(em, at, R7, code, k)?,
-            c::IND => load_ind(em, code, k),
+            c::ABS => abs(em, R7, code)?,
+            c::IND => match fo {
+                Some(fo) => frame::load_ind(em, fo, R7, R8, code, k),
+                None => load_ind(em, code, k),
+            },
             _ => return Err(bad()),
         },
         c::LDX => match code & 0xe0 {
             c::IMM => em.push(Insn::mov32_imm(R8, k as i32)),
             c::MEM => em.push(Insn::ldx_mem(e::W, R8, R10, mem_off(k))),
-            c::LEN => em.push(Insn::ldx_mem(e::W, R8, R6, skb::LEN)),
+            c::LEN => len(em, R8),
             c::MSH if code & 0x18 == c::B => {
-                load_abs(em, at, R8, c::B, k)?;
+                abs(em, R8, c::B)?;
                 em.push(Insn::alu32_imm(e::AND, R8, 0xf));
                 em.push(Insn::alu32_imm(e::LSH, R8, 2));
             }

@@ -9,7 +9,7 @@ use etherparse::{PacketBuilder, VlanId};
 use super::*;
 use crate::tc::cbpf::{
     compile::{Dialect, Filter, LinkType},
-    interp::{Exit, Skb, run},
+    interp::{Exit, Skb, run, run_frame},
 };
 
 fn verdicts() -> Options {
@@ -242,3 +242,64 @@ fn a_match_tail_calls_the_capture_slot_and_a_miss_returns_unspec() {
     assert!(!never.iter().any(|i| i.code == e::JMP | e::CALL));
 }
 
+
+/// `tracer drops`' layout: the frame in a per-CPU array value.
+fn frame_options() -> FrameOptions {
+    use tracer_common::drops::{DROP_FRAME_MAX, drop_frame};
+    FrameOptions {
+        frame_map_fd: 7,
+        busy_off: drop_frame::BUSY as i16,
+        cap_off: drop_frame::CAP as i16,
+        wire_off: drop_frame::WIRE as i16,
+        data_off: drop_frame::DATA as i16,
+        data_max: DROP_FRAME_MAX as u32,
+        prog_array_fd: 9,
+        emit_index: 1,
+    }
+}
+
+/// A busy value holding the first `cap` bytes of `frame`, `wire` long.
+fn frame_value(frame: &[u8], cap: usize, wire: u32) -> Vec<u8> {
+    use tracer_common::drops::{DropFrame, drop_frame};
+    let mut v = vec![0xa5u8; size_of::<DropFrame>()];
+    v[drop_frame::BUSY..drop_frame::BUSY + 4].copy_from_slice(&1u32.to_ne_bytes());
+    v[drop_frame::CAP..drop_frame::CAP + 4].copy_from_slice(&(cap as u32).to_ne_bytes());
+    v[drop_frame::WIRE..drop_frame::WIRE + 4].copy_from_slice(&wire.to_ne_bytes());
+    v[drop_frame::DATA..drop_frame::DATA + cap].copy_from_slice(&frame[..cap]);
+    v
+}
+
+/// The frame translation (`tracer drops`) gives libpcap's verdict on the
+/// bytes copied (whole frames, and cut at 60, 20 and 1 bytes while the
+/// wire length stays: loads past the copy fail the filter, `len` reads the
+/// wire), never reads outside the value (the interpreter panics), and
+/// leaves the value busy only on a match, which tail-calls the emitter.
+#[test]
+fn frame_programs_agree_with_libpcap_on_the_bytes_copied() {
+    use tracer_common::drops::{DROP_FRAME_MAX, drop_frame};
+    let fo = frame_options();
+    let mut checked = 0;
+    for expr in EXPRESSIONS {
+        let f = Filter::compile(expr, LinkType::Ethernet, Dialect::File).unwrap_or_else(|e| panic!("{expr:?}: {e}"));
+        let prog = translate_frame(f.instructions(), &fo).unwrap_or_else(|e| panic!("{expr:?}: {e}"));
+        for (name, frame) in &frames() {
+            let full = frame.len().min(DROP_FRAME_MAX);
+            for cap in [full, full.min(60), full.min(20), full.min(1)] {
+                let want = f.matches(&frame[..cap], frame.len() as u32);
+                let mut value = frame_value(frame, cap, frame.len() as u32);
+                let got = run_frame(&prog, fo.frame_map_fd, &mut value);
+                let busy = u32::from_ne_bytes(value[drop_frame::BUSY..drop_frame::BUSY + 4].try_into().expect("4"));
+                if want {
+                    assert_eq!((got, busy), (Exit::TailCall { map_fd: 9, index: 1 }, 1), "{expr:?} on {name} cut at {cap}");
+                } else {
+                    assert_eq!((got, busy), (Exit::Return(0), 0), "{expr:?} on {name} cut at {cap}");
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= EXPRESSIONS.len() * 40);
+    // Linux ancillary loads have no meaning on a copied frame: refused.
+    let inbound = [stmt(c::LD | c::H | c::ABS, c::SKF_AD_OFF + c::SKF_AD_PKTTYPE), ret(1)];
+    assert!(matches!(translate_frame(&inbound, &fo), Err(TranslateError::Ancillary { at: 0, .. })));
+}
