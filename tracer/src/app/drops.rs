@@ -6,8 +6,6 @@
 //! kernel sent unfiltered (all of it where the kernel refused the filter,
 //! which the ready line says).
 
-use std::time::Duration;
-
 use tracer_common::{
     EventKind,
     tp::{ObsConfig, mode},
@@ -15,7 +13,7 @@ use tracer_common::{
 
 use super::{
     Error,
-    obs::{TpSession, scope_text},
+    obs::{TpSession, scope_text, tp_ring_job},
     run::{self, Limits, Running, Step},
 };
 use crate::{
@@ -33,15 +31,11 @@ use crate::{
     ns::NetnsId,
     output::{Sink, Stream},
     sys::{
-        clock::{self, Clock},
+        clock::Clock,
         shutdown::Shutdown,
         text,
     },
 };
-
-/// How often the ring buffer is drained (records do not wake the reader)
-/// and the namespace selection brought up to date.
-const DRAIN_INTERVAL: Duration = Duration::from_millis(20);
 
 struct Drops {
     job: DropsJob,
@@ -162,26 +156,12 @@ pub async fn run(job: DropsJob, json: bool, ring_bytes: Option<u32>, limits: Lim
 impl Running for Drops {
     const UNIT: &'static str = "drops";
 
-    fn ready(&self) -> String {
-        self.ready.clone()
-    }
+    tp_ring_job!();
 
-    fn tick(&self) -> Duration {
-        DRAIN_INTERVAL
-    }
 
-    async fn wake(&mut self) -> Result<(), Error> {
-        Ok(self.s.reader.read(&mut self.batch).await?)
-    }
 
-    fn ticked(&mut self) {
-        self.s.reader.drain(&mut self.batch);
-        self.s.sync_selection();
-    }
 
-    async fn stop(&mut self) {
-        self.s.reader.drain_until_now(&mut self.batch);
-    }
+
 
     fn step(&mut self, last: bool, budget: Option<u64>) -> Result<Step, Error> {
         // A copy of the names for this batch (none without records): the
@@ -224,17 +204,7 @@ impl Running for Drops {
         Ok(step)
     }
 
-    fn lost(&self) -> Vec<(&'static str, u64)> {
-        self.s.reader.lost_totals()
-    }
 
-    fn say_lost(&mut self, new: &[(&'static str, u64)]) -> Result<(), Error> {
-        let time = clock::rfc3339(clock::now_wall_ns());
-        for (src, n) in new {
-            self.sink.lost(src, *n, &time)?;
-        }
-        Ok(())
-    }
 
     fn exit_lines(&self) -> Vec<String> {
         let mut lines = vec![format!(

@@ -26,6 +26,54 @@ use crate::{
     tc::follow::Selection,
 };
 
+/// How often a job reading a [`TpSession`]'s ring takes what is there
+/// when no wakeup came (records below the wakeup threshold).
+pub const DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The [`super::run::Running`] methods every job reading a [`TpSession`]
+/// shares, for a struct with the fields `s` (the session), `batch` (a
+/// `Vec<RawEvent>` the ring is read into), `ready` (the ready line) and
+/// `sink` (where `lost` lines go): the ready line, a drain every
+/// [`DRAIN_INTERVAL`] that also follows the selection, the last drain at
+/// the stop, and the ring's losses.
+macro_rules! tp_ring_job {
+    () => {
+        fn ready(&self) -> String {
+            self.ready.clone()
+        }
+
+        fn tick(&self) -> std::time::Duration {
+            super::obs::DRAIN_INTERVAL
+        }
+
+        async fn wake(&mut self) -> Result<(), Error> {
+            Ok(self.s.reader.read(&mut self.batch).await?)
+        }
+
+        fn ticked(&mut self) {
+            self.s.reader.drain(&mut self.batch);
+            self.s.sync_selection();
+        }
+
+        async fn stop(&mut self) {
+            self.s.reader.drain_until_now(&mut self.batch);
+        }
+
+        fn lost(&self) -> Vec<(&'static str, u64)> {
+            self.s.reader.lost_totals()
+        }
+
+        fn say_lost(&mut self, new: &[(&'static str, u64)]) -> Result<(), Error> {
+            let time = crate::sys::clock::rfc3339(crate::sys::clock::now_wall_ns());
+            for (src, n) in new {
+                self.sink.lost(src, *n, &time)?;
+            }
+            Ok(())
+        }
+    };
+}
+pub(super) use tp_ring_job;
+
 /// Loaded, selected, filtered and attached tracepoint programs.
 pub struct TpSession {
     pub loaded: Loaded,

@@ -4,13 +4,11 @@
 //! close), written as text or JSON lines. The packet filter is applied
 //! here, to each event's connection as a segment.
 
-use std::time::Duration;
-
 use tracer_common::tp::{ObsConfig, mode};
 
 use super::{
     Error,
-    obs::{TpSession, scope_text},
+    obs::{TpSession, scope_text, tp_ring_job},
     run::{self, Limits, Running, Step},
 };
 use crate::{
@@ -20,7 +18,7 @@ use crate::{
     },
     output::Sink,
     sys::{
-        clock::{self, Clock},
+        clock::Clock,
         shutdown::Shutdown,
     },
     tc::cbpf::{Filter, LinkType},
@@ -31,9 +29,6 @@ use crate::{
     },
 };
 
-/// How often the ring buffer is drained (records do not wake the reader)
-/// and the namespace selection brought up to date.
-const DRAIN_INTERVAL: Duration = Duration::from_millis(20);
 /// The tracepoints without which `tracer tcp` does not start.
 const NEEDED: [&str; 2] = ["inet_sock_set_state", "tcp_retransmit_skb"];
 
@@ -74,26 +69,12 @@ pub async fn run(job: TcpJob, json: bool, ring_bytes: Option<u32>, limits: Limit
 impl Running for Tcp {
     const UNIT: &'static str = "TCP events";
 
-    fn ready(&self) -> String {
-        self.ready.clone()
-    }
+    tp_ring_job!();
 
-    fn tick(&self) -> Duration {
-        DRAIN_INTERVAL
-    }
 
-    async fn wake(&mut self) -> Result<(), Error> {
-        Ok(self.s.reader.read(&mut self.batch).await?)
-    }
 
-    fn ticked(&mut self) {
-        self.s.reader.drain(&mut self.batch);
-        self.s.sync_selection();
-    }
 
-    async fn stop(&mut self) {
-        self.s.reader.drain_until_now(&mut self.batch);
-    }
+
 
     fn step(&mut self, _last: bool, budget: Option<u64>) -> Result<Step, Error> {
         // A copy of the names for this batch (none without records).
@@ -122,17 +103,7 @@ impl Running for Tcp {
         Ok(step)
     }
 
-    fn lost(&self) -> Vec<(&'static str, u64)> {
-        self.s.reader.lost_totals()
-    }
 
-    fn say_lost(&mut self, new: &[(&'static str, u64)]) -> Result<(), Error> {
-        let time = clock::rfc3339(clock::now_wall_ns());
-        for (src, n) in new {
-            self.sink.lost(src, *n, &time)?;
-        }
-        Ok(())
-    }
 
     fn exit_lines(&self) -> Vec<String> {
         vec![format!(
