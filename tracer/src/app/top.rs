@@ -155,7 +155,7 @@ impl Top {
     /// The drop and TCP counts since the last read, placed in the rows
     /// they belong to (see [`health::place`]); the kernel's namespace
     /// selection is made the session's first.
-    fn read_health(&mut self) -> Result<Option<health::HealthInterval>, Error> {
+    fn read_health(&mut self) -> Result<Option<stats::HealthInterval>, Error> {
         let Some(h) = &mut self.health else { return Ok(None) };
         let topo = self.tc.topology()?;
         let covered: Option<std::collections::HashSet<u64>> = h.netns.as_mut().map(|f| {

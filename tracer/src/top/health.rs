@@ -31,42 +31,12 @@ use tracer_common::{
 use super::{
     counters::{CounterMap, CountersError},
     reasons::{KeyCount, ReasonMeter},
-    stats::Deltas,
+    stats::{Deltas, Health, HealthInterval},
 };
 
-/// What the tracepoints counted for one row in one interval.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Health {
-    /// Packets the kernel dropped.
-    pub drops: u64,
-    /// TCP segments sent again (as `TcpRetransSegs` counts them).
-    pub retransmits: u64,
-    /// TCP resets sent and received.
-    pub resets: u64,
-}
-
-impl Health {
-    pub fn add(&mut self, o: Health) {
-        self.drops += o.drops;
-        self.retransmits += o.retransmits;
-        self.resets += o.resets;
-    }
-
-    pub fn is_zero(&self) -> bool {
-        *self == Health::default()
-    }
-
-    fn tcp(c: &TcpCounts) -> Self {
-        Health { drops: 0, retransmits: c.retransmits, resets: c.resets_sent + c.resets_received }
-    }
-}
-
-/// One read of the counters, placed ([`place`]): per namespace and
-/// interface (0: the namespace's row for no interface), and per flow.
-#[derive(Clone, Debug, Default)]
-pub struct HealthInterval {
-    pub per_if: HashMap<(u64, u32), Health>,
-    pub flows: HashMap<FlowKey, Health>,
+/// A TCP counter's events as a row's [`Health`].
+fn tcp_health(c: &TcpCounts) -> Health {
+    Health { drops: 0, retransmits: c.retransmits, resets: c.resets_sent + c.resets_received }
 }
 
 /// Where the events of namespace `ns` on interface `ifindex` (0: none)
@@ -162,7 +132,7 @@ impl HealthMeter {
         for (k, c) in &tcp {
             let ns = u64::from(k.netns_ino);
             if let Some(idx) = place(ns, k.ifindex) {
-                iv.per_if.entry((ns, idx)).or_default().add(Health::tcp(c));
+                iv.per_if.entry((ns, idx)).or_default().add(tcp_health(c));
             }
         }
         if let Some((dmap, ddeltas, tmap)) = &mut self.flows {
@@ -171,7 +141,7 @@ impl HealthMeter {
                 add_flow(&mut iv.flows, k, Health { drops: c.packets, ..Health::default() }, &place);
             }
             for (k, c) in &tmap.read() {
-                add_flow(&mut iv.flows, k, Health::tcp(c), &place);
+                add_flow(&mut iv.flows, k, tcp_health(c), &place);
             }
         }
         iv.per_if.retain(|_, h| !h.is_zero());
@@ -239,6 +209,6 @@ mod tests {
         assert_eq!(tcp_delta(None, &c(3, 1, 0)), c(3, 1, 0));
         assert_eq!(tcp_delta(Some(&c(3, 1, 0)), &c(10, 1, 2)), c(7, 0, 2));
         assert_eq!(tcp_delta(Some(&c(10, 1, 2)), &c(2, 0, 0)), c(2, 0, 0));
-        assert_eq!(Health::tcp(&c(7, 1, 2)), Health { drops: 0, retransmits: 7, resets: 3 });
+        assert_eq!(tcp_health(&c(7, 1, 2)), Health { drops: 0, retransmits: 7, resets: 3 });
     }
 }

@@ -347,7 +347,7 @@ mod tests {
 
     use super::*;
     use crate::top::{
-        health::Health,
+        stats::Health,
         stats::{Count, FlowFields},
     };
 

@@ -18,7 +18,6 @@ use tracer_common::{
 
 use super::{
     counters::Total,
-    health::{Health, HealthInterval},
 };
 use crate::{
     ns::NetnsId,
@@ -41,6 +40,37 @@ impl Count {
     pub fn is_zero(&self) -> bool {
         self.packets == 0 && self.bytes == 0
     }
+}
+
+/// What the tracepoints counted for one row in one interval.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Health {
+    /// Packets the kernel dropped.
+    pub drops: u64,
+    /// TCP segments sent again (as `TcpRetransSegs` counts them).
+    pub retransmits: u64,
+    /// TCP resets sent and received.
+    pub resets: u64,
+}
+
+impl Health {
+    pub fn add(&mut self, o: Health) {
+        self.drops += o.drops;
+        self.retransmits += o.retransmits;
+        self.resets += o.resets;
+    }
+
+    pub fn is_zero(&self) -> bool {
+        *self == Health::default()
+    }
+}
+
+/// One read of the counters, placed ([`super::health::place`]): per namespace and
+/// interface (0: the namespace's row for no interface), and per flow.
+#[derive(Clone, Debug, Default)]
+pub struct HealthInterval {
+    pub per_if: HashMap<(u64, u32), Health>,
+    pub flows: HashMap<FlowKey, Health>,
 }
 
 /// Turns one map's running totals into deltas since the previous read.
