@@ -227,17 +227,17 @@ impl Exporter {
     /// at 0, from the moment the interface is traced, so that a scraper
     /// sees every increase) and marks it as traced now.
     pub fn traffic(&mut self, t: Traffic<'_>, now: Instant) {
+        let o = Owner::of(t.netns);
         let labels = TrafficLabels {
             netns: label(&netns_label(t.netns)),
-            container: t.netns.owner.as_ref().map(|c| label(c.label())).unwrap_or_default(),
-            runtime: t.netns.owner.as_ref().map(|c| label(&c.runtime)).unwrap_or_default(),
-            pod: pod(t.netns.owner.as_ref(), |p| &p.name),
-            pod_namespace: pod(t.netns.owner.as_ref(), |p| &p.namespace),
+            container: o.container,
+            runtime: o.runtime,
+            pod: o.pod,
+            pod_namespace: o.pod_namespace,
             interface: label(t.interface),
             direction: if t.ingress { "ingress" } else { "egress" }.into(),
         };
-        if !self.traffic_seen.contains_key(&labels) && self.traffic_seen.len() >= TRAFFIC_SERIES_MAX {
-            self.refused.get_or_create(&FamilyLabels { family: "traffic".into() }).inc();
+        if !admit(&self.traffic_seen, &labels, TRAFFIC_SERIES_MAX, &self.refused, "traffic") {
             return;
         }
         self.packets.get_or_create(&labels).inc_by(t.packets);
@@ -255,8 +255,7 @@ impl Exporter {
             pod: pod(r.container, |p| &p.name),
             pod_namespace: pod(r.container, |p| &p.namespace),
         };
-        if !self.netlink_seen.contains_key(&labels) && self.netlink_seen.len() >= NETLINK_SERIES_MAX {
-            self.refused.get_or_create(&FamilyLabels { family: "netlink".into() }).inc();
+        if !admit(&self.netlink_seen, &labels, NETLINK_SERIES_MAX, &self.refused, "netlink") {
             return;
         }
         self.netlink.get_or_create(&labels).inc();
@@ -267,17 +266,17 @@ impl Exporter {
     /// is made at its first drop; `now` marks it current, as traffic's: the
     /// caller passes 0 counts for namespaces still traced).
     pub fn drops(&mut self, d: Drops<'_>, now: Instant) {
+        let o = Owner::of(d.netns);
         let labels = DropLabels {
             netns: label(&netns_label(d.netns)),
-            container: d.netns.owner.as_ref().map(|c| label(c.label())).unwrap_or_default(),
-            runtime: d.netns.owner.as_ref().map(|c| label(&c.runtime)).unwrap_or_default(),
-            pod: pod(d.netns.owner.as_ref(), |p| &p.name),
-            pod_namespace: pod(d.netns.owner.as_ref(), |p| &p.namespace),
+            container: o.container,
+            runtime: o.runtime,
+            pod: o.pod,
+            pod_namespace: o.pod_namespace,
             interface: label(d.interface),
             reason: label(d.reason),
         };
-        if !self.drops_seen.contains_key(&labels) && self.drops_seen.len() >= DROP_SERIES_MAX {
-            self.refused.get_or_create(&FamilyLabels { family: "drops".into() }).inc();
+        if !admit(&self.drops_seen, &labels, DROP_SERIES_MAX, &self.refused, "drops") {
             return;
         }
         self.drops.get_or_create(&labels).inc_by(d.count);
@@ -286,15 +285,15 @@ impl Exporter {
 
     /// Adds one namespace's new retransmissions and resets.
     pub fn tcp(&mut self, t: Tcp<'_>, now: Instant) {
+        let o = Owner::of(t.netns);
         let labels = TcpLabels {
             netns: label(&netns_label(t.netns)),
-            container: t.netns.owner.as_ref().map(|c| label(c.label())).unwrap_or_default(),
-            runtime: t.netns.owner.as_ref().map(|c| label(&c.runtime)).unwrap_or_default(),
-            pod: pod(t.netns.owner.as_ref(), |p| &p.name),
-            pod_namespace: pod(t.netns.owner.as_ref(), |p| &p.namespace),
+            container: o.container,
+            runtime: o.runtime,
+            pod: o.pod,
+            pod_namespace: o.pod_namespace,
         };
-        if !self.tcp_seen.contains_key(&labels) && self.tcp_seen.len() >= TCP_SERIES_MAX {
-            self.refused.get_or_create(&FamilyLabels { family: "tcp".into() }).inc();
+        if !admit(&self.tcp_seen, &labels, TCP_SERIES_MAX, &self.refused, "tcp") {
             return;
         }
         self.retransmits.get_or_create(&labels).inc_by(t.retransmits);
@@ -311,47 +310,25 @@ impl Exporter {
     /// Removes the series of interfaces not traced for [`Exporter::grace`]
     /// and of netlink senders idle for [`NETLINK_IDLE`]. Returns how many.
     pub fn sweep(&mut self, now: Instant) -> usize {
-        let mut removed = 0;
         let grace = self.grace;
         let (packets, bytes) = (&self.packets, &self.bytes);
-        self.traffic_seen.retain(|l, seen| {
-            let keep = now.saturating_duration_since(*seen) < grace;
-            if !keep {
-                packets.remove(l);
-                bytes.remove(l);
-                removed += 1;
-            }
-            keep
+        let mut removed = expire(&mut self.traffic_seen, now, grace, |l| {
+            packets.remove(l);
+            bytes.remove(l);
         });
-        let idle = grace.max(NETLINK_IDLE);
         let netlink = &self.netlink;
-        self.netlink_seen.retain(|l, seen| {
-            let keep = now.saturating_duration_since(*seen) < idle;
-            if !keep {
-                netlink.remove(l);
-                removed += 1;
-            }
-            keep
+        removed += expire(&mut self.netlink_seen, now, grace.max(NETLINK_IDLE), |l| {
+            netlink.remove(l);
         });
         let drops = &self.drops;
-        self.drops_seen.retain(|l, seen| {
-            let keep = now.saturating_duration_since(*seen) < grace;
-            if !keep {
-                drops.remove(l);
-                removed += 1;
-            }
-            keep
+        removed += expire(&mut self.drops_seen, now, grace, |l| {
+            drops.remove(l);
         });
         let (r, s, v) = (&self.retransmits, &self.resets_sent, &self.resets_received);
-        self.tcp_seen.retain(|l, seen| {
-            let keep = now.saturating_duration_since(*seen) < grace;
-            if !keep {
-                r.remove(l);
-                s.remove(l);
-                v.remove(l);
-                removed += 1;
-            }
-            keep
+        removed += expire(&mut self.tcp_seen, now, grace, |l| {
+            r.remove(l);
+            s.remove(l);
+            v.remove(l);
         });
         removed
     }
@@ -360,6 +337,51 @@ impl Exporter {
     pub fn series(&self) -> (usize, usize) {
         (self.traffic_seen.len(), self.netlink_seen.len())
     }
+}
+
+/// The labels of the container that owns a namespace (empty without one).
+struct Owner {
+    container: String,
+    runtime: String,
+    pod: String,
+    pod_namespace: String,
+}
+
+impl Owner {
+    fn of(n: &NetnsId) -> Self {
+        let c = n.owner.as_ref();
+        Owner {
+            container: c.map(|c| label(c.label())).unwrap_or_default(),
+            runtime: c.map(|c| label(&c.runtime)).unwrap_or_default(),
+            pod: pod(c, |p| &p.name),
+            pod_namespace: pod(c, |p| &p.namespace),
+        }
+    }
+}
+
+/// Whether a family may hold the series `labels`: one it has, or a new
+/// one under its cap `max`; a new one over the cap is counted as refused.
+fn admit<L: Eq + std::hash::Hash>(seen: &HashMap<L, Instant>, labels: &L, max: usize, refused: &Family<FamilyLabels, Counter>, family: &str) -> bool {
+    if seen.contains_key(labels) || seen.len() < max {
+        return true;
+    }
+    refused.get_or_create(&FamilyLabels { family: family.into() }).inc();
+    false
+}
+
+/// Forgets the series not marked current for `keep`, removing each with
+/// `remove`; how many.
+fn expire<L>(seen: &mut HashMap<L, Instant>, now: Instant, keep: Duration, remove: impl Fn(&L)) -> usize {
+    let mut removed = 0;
+    seen.retain(|l, at| {
+        let current = now.saturating_duration_since(*at) < keep;
+        if !current {
+            remove(l);
+            removed += 1;
+        }
+        current
+    });
+    removed
 }
 
 /// A field of a container's pod as a label value, empty without one.
