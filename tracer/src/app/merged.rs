@@ -3,10 +3,7 @@
 //! for a moment and let out in time order (netlink requests wait for their
 //! answer, so they arrive late), within bounds.
 
-use std::{
-    cmp::Reverse,
-    collections::{BinaryHeap, HashMap},
-};
+use std::{cmp::Reverse, collections::BinaryHeap};
 
 use crate::{
     drops::event::DropEvent,
@@ -97,13 +94,38 @@ impl Item {
 pub(super) const MERGER_MAX_ITEMS: usize = 16_384;
 pub(super) const MERGER_MAX_BYTES: usize = 16 << 20;
 
+/// One held item, ordered by its time, then by arrival.
+struct Held {
+    t: u64,
+    seq: u64,
+    bytes: usize,
+    item: Item,
+}
+
+impl PartialEq for Held {
+    fn eq(&self, o: &Self) -> bool {
+        (self.t, self.seq) == (o.t, o.seq)
+    }
+}
+impl Eq for Held {}
+impl PartialOrd for Held {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Held {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.t, self.seq).cmp(&(o.t, o.seq))
+    }
+}
+
 /// Holds items for `hold_ns` so that late ones (netlink requests wait for
-/// their answer) still come out in time order.
+/// their answer) still come out in time order. The items sit in the heap
+/// itself: one push and one pop per item, no side table.
 pub(super) struct Merger {
     hold_ns: u64,
     seq: u64,
-    heap: BinaryHeap<Reverse<(u64, u64)>>,
-    items: HashMap<u64, (Item, usize)>,
+    heap: BinaryHeap<Reverse<Held>>,
     bytes: usize,
     /// Items let out before their hold was over because of the caps.
     pub(super) early: u64,
@@ -111,32 +133,30 @@ pub(super) struct Merger {
 
 impl Merger {
     pub(super) fn new(hold_ns: u64) -> Self {
-        Self { hold_ns, seq: 0, heap: BinaryHeap::new(), items: HashMap::new(), bytes: 0, early: 0 }
+        Self { hold_ns, seq: 0, heap: BinaryHeap::new(), bytes: 0, early: 0 }
     }
 
     pub(super) fn push(&mut self, item: Item) {
         self.seq += 1;
         let bytes = item.bytes();
         self.bytes += bytes;
-        self.heap.push(Reverse((item.wall_ns(), self.seq)));
-        self.items.insert(self.seq, (item, bytes));
+        self.heap.push(Reverse(Held { t: item.wall_ns(), seq: self.seq, bytes, item }));
     }
 
     /// The oldest item whose hold is over, or any past the caps. None
     /// newer than `until` (the oldest item a source still holds back) comes
     /// out before it, whatever its hold.
     pub(super) fn pop_ready(&mut self, now_wall_ns: u64, flush: bool, until: Option<u64>) -> Option<Item> {
-        let Reverse((t, id)) = *self.heap.peek()?;
+        let t = self.heap.peek()?.0.t;
         if !flush && (t + self.hold_ns > now_wall_ns || until.is_some_and(|u| t > u)) {
-            if self.items.len() <= MERGER_MAX_ITEMS && self.bytes <= MERGER_MAX_BYTES {
+            if self.heap.len() <= MERGER_MAX_ITEMS && self.bytes <= MERGER_MAX_BYTES {
                 return None;
             }
             self.early += 1;
         }
-        self.heap.pop();
-        let (item, bytes) = self.items.remove(&id)?;
-        self.bytes -= bytes;
-        Some(item)
+        let Reverse(h) = self.heap.pop()?;
+        self.bytes -= h.bytes;
+        Some(h.item)
     }
 }
 
@@ -197,7 +217,7 @@ mod tests {
             out.push(i.wall_ns());
         }
         assert_eq!((out.len(), out.first(), out.last()), (10, Some(&1000), Some(&1009)), "the 10 oldest, in order");
-        assert_eq!((m.items.len(), m.early), (MERGER_MAX_ITEMS, 10));
+        assert_eq!((m.heap.len(), m.early), (MERGER_MAX_ITEMS, 10));
         // By size: full frames reach the byte cap long before the count.
         let mut m = Merger::new(1_000_000_000);
         let per = 512 + 9000;
