@@ -48,6 +48,10 @@ fn default_selection() -> Vec<(String, Vec<String>)> {
         ("lifecycle".into(), vec![]),
         // Process attribution: which sock_ops program the kernel takes.
         ("procs".into(), vec![]),
+        // Drops (kfree_skb's argument lists, the filter tail-called from a
+        // tracing program) and TCP health, whose hooks differ by kernel.
+        ("drops".into(), vec![]),
+        ("tcp".into(), vec![]),
     ]
 }
 
