@@ -6,28 +6,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use serde_json::Value;
-use tracer_tests::{Lab, LabNs, Tracer, sh, shell_quote, tracer_run, wait_until};
-
-/// The namespace's kernel counter `name` (`nstat -az`, absolute).
-pub fn nstat(ns: &LabNs, name: &str) -> u64 {
-    let out = ns.sh(&format!("nstat -az {name}"));
-    out.lines()
-        .find_map(|l| {
-            let mut w = l.split_whitespace();
-            (w.next() == Some(name)).then(|| w.next().and_then(|v| v.parse().ok())).flatten()
-        })
-        .unwrap_or_else(|| panic!("no {name} in nstat output: {out}"))
-}
-
-/// No IPv6 (router solicitations and MLD reports are dropped too, with
-/// other reasons, and would only add noise).
-fn quiet(lab: &Lab) {
-    for ns in &lab.ns {
-        ns.sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 && sysctl -qw net.ipv6.conf.default.disable_ipv6=1");
-        sh(&format!("sysctl -qw net.ipv6.conf.{}.disable_ipv6=1", ns.host_veth));
-    }
-    sh(&format!("sysctl -qw net.ipv6.conf.{}.disable_ipv6=1", lab.bridge));
-}
+use tracer_tests::{Lab, LabNs, Tracer, nft_counters, nft_input_drops, nstat, nstat_of_pid, quiet, sh, shell_quote, tracer_run, wait_until};
 
 /// Sends `count` datagrams of `size` bytes from `from` (port `sport`) to `to`:`dport`.
 fn udp_send(from: &LabNs, to: &str, sport: u16, dport: u16, count: u32, size: usize) {
@@ -44,17 +23,6 @@ fn drops<'a>(events: &'a [Value], reason: &str, dport: u16) -> Vec<&'a Value> {
     events.iter().filter(|e| e["type"] == "drop" && e["reason"] == reason && e["dport"] == dport).collect()
 }
 
-/// The counter of the rule in `ns`'s table `t`, chain `in`, as nft reports it.
-fn nft_counter(ns: &LabNs) -> u64 {
-    let j: Value = serde_json::from_str(&ns.sh("nft -j list chain inet t in")).expect("nft json");
-    j["nftables"]
-        .as_array()
-        .expect("array")
-        .iter()
-        .find_map(|o| o["rule"]["expr"].as_array()?.iter().find_map(|x| x["counter"]["packets"].as_u64()))
-        .expect("a rule with a counter")
-}
-
 /// An nftables rule in b drops 37 datagrams to one port: the tracer reports
 /// exactly as many `NETFILTER_DROP`s as the rule's counter, each in b's
 /// namespace, on b's eth0, with the datagram's addresses and ports and a
@@ -65,7 +33,7 @@ fn nft_drops_and_closed_port_match_the_kernels_counts() {
     let lab = Lab::new(2);
     quiet(&lab);
     let (a, b) = (&lab.ns[0], &lab.ns[1]);
-    b.sh("nft add table inet t && nft add chain inet t in '{ type filter hook input priority 0; }' && nft add rule inet t in udp dport 5555 counter drop");
+    nft_input_drops(b, &["udp dport 5555"]);
     let no_ports_before = nstat(b, "UdpNoPorts");
     let mut t = Tracer::start(&["drops", "--json", "--netns", &b.name]);
     udp_send(a, &b.ip, 4444, 5555, 37, 20);
@@ -79,7 +47,7 @@ fn nft_drops_and_closed_port_match_the_kernels_counts() {
     assert!(done, "not every drop seen: {:?}\n{}", t.lines(), t.stderr());
     let ev = t.events();
     let nf = drops(&ev, "NETFILTER_DROP", 5555);
-    assert_eq!(nf.len() as u64, nft_counter(b), "the rule's counter");
+    assert_eq!(nf.len() as u64, nft_counters(b)[0], "the rule's counter");
     assert_eq!(nf.len(), 37);
     let ns = drops(&ev, "NO_SOCKET", 5556);
     assert_eq!(ns.len() as u64, nstat(b, "UdpNoPorts") - no_ports_before, "UdpNoPorts");
@@ -110,7 +78,7 @@ fn libpcap_filter_keeps_one_of_two_dropped_flows() {
     let lab = Lab::new(2);
     quiet(&lab);
     let (a, b) = (&lab.ns[0], &lab.ns[1]);
-    b.sh("nft add table inet t && nft add chain inet t in '{ type filter hook input priority 0; }' && nft add rule inet t in udp dport 5555 counter drop");
+    nft_input_drops(b, &["udp dport 5555"]);
     let mut t = Tracer::start(&["drops", "--json", "--netns", &b.name, "src", "port", "4444", "and", "udp[8]", "=", "0x61"]);
     let send = |sport: u16, byte: char, count: u32| {
         let py = format!(
@@ -128,7 +96,7 @@ fn libpcap_filter_keeps_one_of_two_dropped_flows() {
     send(4444, 'b', 7);
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(t.stop(), 0, "{}", t.stderr());
-    assert_eq!(nft_counter(b), 31 + 19 + 7, "the rule dropped all three");
+    assert_eq!(nft_counters(b)[0], 31 + 19 + 7, "the rule dropped all three");
     let ev = t.events();
     let kept: Vec<&Value> = ev.iter().filter(|e| e["type"] == "drop").collect();
     assert_eq!(kept.len(), 31, "{kept:?}");
@@ -153,7 +121,7 @@ fn top_by_reason_counts_what_the_kernel_counted() {
     let lab = Lab::new(2);
     quiet(&lab);
     let (a, b) = (&lab.ns[0], &lab.ns[1]);
-    b.sh("nft add table inet t && nft add chain inet t in '{ type filter hook input priority 0; }' && nft add rule inet t in udp dport 5555 counter drop");
+    nft_input_drops(b, &["udp dport 5555"]);
     let no_ports_before = nstat(b, "UdpNoPorts");
     let mut t = Tracer::start(&["top", "--by", "reason", "--json", "--interval", "0.3", "--netns", &b.name]);
     udp_send(a, &b.ip, 4444, 5555, 41, 20);
@@ -167,7 +135,7 @@ fn top_by_reason_counts_what_the_kernel_counted() {
             .filter_map(|e| e["drops"].as_u64())
             .sum()
     };
-    assert_eq!(sum("NETFILTER_DROP"), nft_counter(b), "{ev:?}");
+    assert_eq!(sum("NETFILTER_DROP"), nft_counters(b)[0], "{ev:?}");
     assert_eq!(sum("NETFILTER_DROP"), 41);
     assert_eq!(sum("NO_SOCKET"), nstat(b, "UdpNoPorts") - no_ports_before, "{ev:?}");
     assert_eq!(sum("NO_SOCKET"), 13);
@@ -222,7 +190,7 @@ fn reason_selects_and_text_reads_like_packets() {
     let lab = Lab::new(2);
     quiet(&lab);
     let (a, b) = (&lab.ns[0], &lab.ns[1]);
-    b.sh("nft add table inet t && nft add chain inet t in '{ type filter hook input priority 0; }' && nft add rule inet t in udp dport 5555 counter drop");
+    nft_input_drops(b, &["udp dport 5555"]);
     let mut t = Tracer::start(&["drops", "--netns", &b.name, "--reason", "no_socket"]);
     udp_send(a, &b.ip, 4444, 5555, 5, 20);
     udp_send(a, &b.ip, 4445, 5556, 3, 20);
@@ -276,7 +244,7 @@ fn route_removed_under_traffic() {
     let grown = nstat(b, "IpExtInNoRoutes") - before;
     let ev = t.events();
     let by_reason: BTreeMap<String, usize> = ev.iter().filter(|e| e["type"] == "drop").fold(BTreeMap::new(), |mut m, e| {
-        *m.entry(e["reason"].as_str().unwrap_or("-").to_string()).or_default() += 1;
+        *m.entry(e["reason"].as_str().or(e["function"].as_str()).unwrap_or("-").to_string()).or_default() += 1;
         m
     });
     let no_route = drops(&ev, "IP_INNOROUTES", 7777);
@@ -320,17 +288,6 @@ fn doctor_lists_the_tracepoints_and_their_arguments() {
     // one program array): every kernel the tests run on takes it.
     assert_eq!((d["drop_filter"]["runs_in"].as_str(), d["drop_filter"].get("reason")), (Some("kernel"), None), "{}", d["drop_filter"]);
     assert!(text.lines().any(|l| l.starts_with("drop filter ") && l.contains("in the kernel")), "{text}");
-}
-
-/// The counter `name` of the namespace of process `pid` (`nstat -az`, absolute).
-fn nstat_of_pid(pid: u32, name: &str) -> u64 {
-    let out = sh(&format!("nsenter -t {pid} -n nstat -az {name}"));
-    out.lines()
-        .find_map(|l| {
-            let mut w = l.split_whitespace();
-            (w.next() == Some(name)).then(|| w.next().and_then(|v| v.parse().ok())).flatten()
-        })
-        .unwrap_or_else(|| panic!("no {name} in nstat output: {out}"))
 }
 
 /// In a real Docker container: datagrams from another container to a
@@ -403,7 +360,7 @@ fn a_filter_that_keeps_nothing_makes_the_kernel_send_nothing() {
     let lab = Lab::new(2);
     quiet(&lab);
     let (a, b) = (&lab.ns[0], &lab.ns[1]);
-    b.sh("nft add table inet t && nft add chain inet t in '{ type filter hook input priority 0; }' && nft add rule inet t in udp dport 5555 counter drop");
+    nft_input_drops(b, &["udp dport 5555"]);
     let args = ["drops", "--json", "--netns", b.name.as_str(), "udp", "port", "9"];
     let mut before = 0;
     for (env, in_kernel) in [(&[][..], true), (&[("TRACER_DROP_FILTER", "userspace")][..], false)] {
@@ -413,7 +370,7 @@ fn a_filter_that_keeps_nothing_makes_the_kernel_send_nothing() {
         udp_send(a, &b.ip, 4444, 5555, 3000, 20);
         std::thread::sleep(Duration::from_millis(500));
         assert_eq!(t.stop(), 0, "{}", t.stderr());
-        let counted = nft_counter(b);
+        let counted = nft_counters(b)[0];
         assert_eq!(counted - before, 3000, "the rule dropped them all");
         before = counted;
         assert!(t.lines().is_empty(), "{:?}", t.lines());
