@@ -273,8 +273,9 @@ fn reason_selects_and_text_reads_like_packets() {
 }
 
 /// Traffic forwarded by b to c, then b's route to c removed under it: the
-/// datagrams b can no longer route are `IP_INNOROUTES` drops in b, as many
-/// as b's own `IpExtInNoRoutes` counter grew, and a filter picks them.
+/// datagrams b can no longer route are `IP_INNOROUTES` drops in b (before
+/// 5.17: null reason, freed in `ip_error`), as many as b's own
+/// `IpExtInNoRoutes` counter grew, and a filter picks them.
 #[test]
 fn route_removed_under_traffic() {
     let lab = Lab::new(2);
