@@ -487,9 +487,29 @@ pub fn ns_json(args: &[&str]) -> Vec<Value> {
     out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect()
 }
 
+/// No IPv6 in the lab's namespaces, on its bridge and host veths: no
+/// router solicitations, neighbour discovery or MLD reports (dropped too,
+/// with other reasons) that would make counts vary from run to run.
+pub fn quiet(lab: &Lab) {
+    for ns in &lab.ns {
+        ns.sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 && sysctl -qw net.ipv6.conf.default.disable_ipv6=1");
+        sh(&format!("sysctl -qw net.ipv6.conf.{}.disable_ipv6=1", ns.host_veth));
+    }
+    sh(&format!("sysctl -qw net.ipv6.conf.{}.disable_ipv6=1", lab.bridge));
+}
+
 /// The namespace's kernel counter `name` (`nstat -az`, absolute).
 pub fn nstat(ns: &LabNs, name: &str) -> u64 {
-    let out = ns.sh(&format!("nstat -az {name}"));
+    nstat_value(&ns.sh(&format!("nstat -az {name}")), name)
+}
+
+/// The counter `name` of the network namespace of process `pid` (a
+/// container's, say), absolute.
+pub fn nstat_of_pid(pid: u32, name: &str) -> u64 {
+    nstat_value(&sh(&format!("nsenter -t {pid} -n nstat -az {name}")), name)
+}
+
+fn nstat_value(out: &str, name: &str) -> u64 {
     out.lines()
         .find_map(|l| {
             let mut w = l.split_whitespace();

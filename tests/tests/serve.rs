@@ -14,7 +14,7 @@ use tracer_tests::{
     Lab, Tracer,
     docker::{RunningContainer, engine},
     prom::{Prometheus, http_get},
-    sh, shell_quote, tracer_run, wait_until,
+    nft_counters, nft_input_drops, nstat, quiet, sh, shell_quote, tracer_run, wait_until,
 };
 
 /// UDP header plus IPv4 plus Ethernet: a datagram of payload P is a frame of P + 42 bytes.
@@ -39,14 +39,6 @@ fn udp_send(enter: &str, to: &str, count: u32, size: usize) {
          for i in range({count}):\n    s.sendto(p,('{to}',{PORT}))\n"
     );
     sh(&format!("{enter} python3 -c {}", shell_quote(&py)));
-}
-
-/// No IPv6 chatter in the lab (see tests/top.rs).
-fn quiet(lab: &Lab) {
-    for ns in &lab.ns {
-        ns.sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 && sysctl -qw net.ipv6.conf.default.disable_ipv6=1");
-        sh(&format!("sysctl -qw net.ipv6.conf.{}.disable_ipv6=1", ns.host_veth));
-    }
 }
 
 /// The host interface at the other end of a container's eth0 (from sysfs).
@@ -271,17 +263,6 @@ fn series_value(body: &str, name: &str, parts: &[String]) -> u64 {
     found.first().copied().unwrap_or(0)
 }
 
-/// The namespace's kernel counter `name` (`nstat -az`, absolute).
-fn nstat(ns: &tracer_tests::LabNs, name: &str) -> u64 {
-    let out = ns.sh(&format!("nstat -az {name}"));
-    out.lines()
-        .find_map(|l| {
-            let mut w = l.split_whitespace();
-            (w.next() == Some(name)).then(|| w.next().and_then(|v| v.parse().ok())).flatten()
-        })
-        .unwrap_or_else(|| panic!("no {name} in nstat output: {out}"))
-}
-
 /// Drops by reason and TCP resets per namespace, counted by the tracepoint
 /// programs in the kernel: an nftables rule in b drops 23 datagrams
 /// (`tracer_drops_total{reason="NETFILTER_DROP",interface="eth0"}` of b is
@@ -293,7 +274,7 @@ fn drops_and_tcp_resets_are_counted_per_namespace() {
     let lab = Lab::new(2);
     quiet(&lab);
     let (a, b) = (&lab.ns[0], &lab.ns[1]);
-    b.sh("nft add table inet t && nft add chain inet t in '{ type filter hook input priority 0; }' && nft add rule inet t in udp dport 5555 counter drop");
+    nft_input_drops(b, &["udp dport 5555"]);
     let rsts_before = nstat(b, "TcpOutRsts");
     let mut t = Tracer::start(&["serve", "--listen", "127.0.0.1:0"]);
     let addr = serve_addr(&t);
@@ -316,9 +297,7 @@ fn drops_and_tcp_resets_are_counted_per_namespace() {
     let m = body();
     assert_eq!(t.stop(), 0, "{}", t.stderr());
     assert!(done, "{m}");
-    let counter: serde_json::Value = serde_json::from_str(&b.sh("nft -j list chain inet t in")).expect("nft json");
-    let counted = counter["nftables"].as_array().expect("array").iter().find_map(|o| o["rule"]["expr"].as_array()?.iter().find_map(|x| x["counter"]["packets"].as_u64()));
-    assert_eq!(Some(series_value(&m, "tracer_drops_total", &drop_sel)), counted, "the rule's counter");
+    assert_eq!(vec![series_value(&m, "tracer_drops_total", &drop_sel)], nft_counters(b), "the rule's counter");
     assert_eq!(series_value(&m, "tracer_drops_total", &drop_sel), 23);
     assert_eq!(series_value(&m, "tracer_tcp_resets_received_total", &[ns(&a.name)]), 1, "{m}");
     assert_eq!(nstat(b, "TcpOutRsts") - rsts_before, 1);
@@ -340,8 +319,8 @@ fn drop_and_tcp_series_follow_the_selection() {
     let lab = Lab::new(2);
     quiet(&lab);
     let (a, b) = (&lab.ns[0], &lab.ns[1]);
-    tracer_tests::nft_input_drops(b, &["udp dport 5555"]);
-    tracer_tests::nft_input_drops(a, &["udp dport 5555"]);
+    nft_input_drops(b, &["udp dport 5555"]);
+    nft_input_drops(a, &["udp dport 5555"]);
     let mut t = Tracer::start(&["serve", "--listen", "127.0.0.1:0", "--netns", &b.name, "-i", "eth0"]);
     let addr = serve_addr(&t);
     let send = |from: &tracer_tests::LabNs, to: &str, count: u32| {
@@ -362,7 +341,7 @@ fn drop_and_tcp_series_follow_the_selection() {
     assert_eq!(t.stop(), 0, "{}", t.stderr());
     assert!(done, "{m}");
     // b's rule also dropped the 7 it sent itself over its loopback.
-    assert_eq!((tracer_tests::nft_counters(b), tracer_tests::nft_counters(a)), (vec![19 + 7], vec![11]), "the rules' counters");
+    assert_eq!((nft_counters(b), nft_counters(a)), (vec![19 + 7], vec![11]), "the rules' counters");
     assert_eq!(series_value(&m, "tracer_drops_total", &drop_sel), 19, "{m}");
     let lines = |name: &str| -> Vec<&str> { m.lines().filter(|l| l.starts_with(&format!("{name}{{"))).collect() };
     let drops = lines("tracer_drops_total");

@@ -7,26 +7,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use tracer_tests::{Lab, LabNs, Tracer, sh, shell_quote, wait_until};
-
-/// The namespace's kernel counter `name` (`nstat -az`, absolute).
-fn nstat(ns: &LabNs, name: &str) -> u64 {
-    let out = ns.sh(&format!("nstat -az {name}"));
-    out.lines()
-        .find_map(|l| {
-            let mut w = l.split_whitespace();
-            (w.next() == Some(name)).then(|| w.next().and_then(|v| v.parse().ok())).flatten()
-        })
-        .unwrap_or_else(|| panic!("no {name} in nstat output: {out}"))
-}
-
-fn quiet(lab: &Lab) {
-    for ns in &lab.ns {
-        ns.sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 && sysctl -qw net.ipv6.conf.default.disable_ipv6=1");
-        sh(&format!("sysctl -qw net.ipv6.conf.{}.disable_ipv6=1", ns.host_veth));
-    }
-    sh(&format!("sysctl -qw net.ipv6.conf.{}.disable_ipv6=1", lab.bridge));
-}
+use tracer_tests::{Lab, Tracer, nft_input_drops, nstat, nstat_of_pid, quiet, sh, shell_quote, tcp_stream, wait_until};
 
 fn tcp_events<'a>(ev: &'a [Value], what: &str) -> Vec<&'a Value> {
     ev.iter().filter(|e| e["type"] == "tcp" && e["event"] == what).collect()
@@ -41,32 +22,10 @@ fn retransmissions_match_tcp_retrans_segs_and_states_come_in_order() {
     let lab = Lab::new(2);
     quiet(&lab);
     let (a, b) = (&lab.ns[0], &lab.ns[1]);
-    b.sh("nft add table inet t && nft add chain inet t in '{ type filter hook input priority 0; }' && \
-          nft add rule inet t in tcp dport 7777 meta length gt 200 numgen random mod 20 == 0 counter drop");
-    let server = format!(
-        "import socket\n\
-         l=socket.socket(); l.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1); l.bind(('{}',7777)); l.listen()\n\
-         c,_=l.accept()\n\
-         n=0\n\
-         while True:\n    d=c.recv(65536)\n    if not d: break\n    n+=len(d)\n\
-         c.close(); print(n)\n",
-        b.ip
-    );
-    let srv = b.spawn(&format!("python3 -c {}", shell_quote(&server)));
-    assert!(wait_until(Duration::from_secs(5), || b.sh("ss -ltn").contains(":7777")), "server listening");
+    nft_input_drops(b, &["tcp dport 7777 meta length gt 200 numgen random mod 20 == 0"]);
     let retrans_before = nstat(a, "TcpRetransSegs");
     let mut t = Tracer::start(&["tcp", "--json", "port", "7777"]);
-    let client = format!(
-        "import socket,time\n\
-         s=socket.create_connection(('{}',7777))\n\
-         b=b'x'*4000\n\
-         for i in range(1000): s.sendall(b)\n\
-         s.shutdown(socket.SHUT_WR); s.recv(1); s.close()\n",
-        b.ip
-    );
-    a.sh(&format!("python3 -c {}", shell_quote(&client)));
-    let out = srv.wait_with_output().expect("server");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "4000000", "the server got every byte");
+    assert_eq!(tcp_stream(a, b, 7777, 1000), 4_000_000, "the server got every byte");
     let closed = wait_until(Duration::from_secs(10), || !tcp_events(&t.events(), "close").is_empty());
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(t.stop(), 0, "{}", t.stderr());
@@ -172,15 +131,6 @@ fn container_retransmissions_match_its_tcp_retrans_segs() {
     let recv = d.run("tcprecv", &[], &["sleep", "3600"]);
     let send = d.run("tcpsend", &[], &["sleep", "3600"]);
     let recv_ip = d.docker(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", &recv.name]);
-    let nstat_of = |pid: u32, name: &str| -> u64 {
-        let out = sh(&format!("nsenter -t {pid} -n nstat -az {name}"));
-        out.lines()
-            .find_map(|l| {
-                let mut w = l.split_whitespace();
-                (w.next() == Some(name)).then(|| w.next().and_then(|v| v.parse().ok())).flatten()
-            })
-            .unwrap_or_else(|| panic!("no {name} in nstat output: {out}"))
-    };
     sh(&format!(
         "nsenter -t {} -n sh -c \"nft add table inet t && nft add chain inet t in '{{ type filter hook input priority 0; }}' && \
          nft add rule inet t in tcp dport 7777 meta length gt 200 numgen random mod 20 == 0 counter drop\"",
@@ -202,7 +152,7 @@ fn container_retransmissions_match_its_tcp_retrans_segs() {
         wait_until(Duration::from_secs(5), || sh(&format!("nsenter -t {} -n ss -ltn", recv.pid)).contains(":7777")),
         "server listening"
     );
-    let before = nstat_of(send.pid, "TcpRetransSegs");
+    let before = nstat_of_pid(send.pid, "TcpRetransSegs");
     let mut t = Tracer::start(&["tcp", "--json", "--container", &send.name, "port", "7777"]);
     let client = format!(
         "import socket\ns=socket.create_connection(('{recv_ip}',7777))\nb=b'x'*4000\nfor i in range(1000): s.sendall(b)\n\
@@ -215,7 +165,7 @@ fn container_retransmissions_match_its_tcp_retrans_segs() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(t.stop(), 0, "{}", t.stderr());
     assert!(closed, "no close: {:?}", t.lines());
-    let grown = nstat_of(send.pid, "TcpRetransSegs") - before;
+    let grown = nstat_of_pid(send.pid, "TcpRetransSegs") - before;
     let ev = t.events();
     let retrans: Vec<&Value> = tcp_events(&ev, "retransmit").into_iter().filter(|e| e["failed"] == false).collect();
     let segs: u64 = retrans.iter().map(|e| e["segs"].as_u64().expect("segs")).sum();

@@ -9,7 +9,7 @@ use std::{
 };
 
 use serde_json::Value;
-use tracer_tests::{Lab, LabNs, Tracer, nft_counters, nft_input_drops, nstat, sh, tcp_stream, tracer_run, wait_until};
+use tracer_tests::{Lab, LabNs, Tracer, nft_counters, nft_input_drops, nstat, quiet, sh, tcp_stream, tracer_run, wait_until};
 
 /// UDP header plus IPv4 plus Ethernet: a datagram of payload P is a frame of P + 42 bytes.
 const UDP_OVERHEAD: u64 = 42;
@@ -30,17 +30,6 @@ fn udp_blast(from: &LabNs, to: &str, sport: u16, dport: u16, ports: u32, count: 
          for i in range({count}):\n    s.sendto(p,('{to}',{dport}+i%{ports}))\n"
     );
     from.sh(&format!("python3 -c {}", tracer_tests::shell_quote(&py)));
-}
-
-/// No IPv6 in the lab's namespaces, on its bridge and host veths: no
-/// router solicitations, neighbour discovery or MLD reports that would
-/// make interface counts vary from run to run.
-fn quiet(lab: &Lab) {
-    for ns in &lab.ns {
-        ns.sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 && sysctl -qw net.ipv6.conf.default.disable_ipv6=1");
-        sh(&format!("sysctl -qw net.ipv6.conf.{}.disable_ipv6=1", ns.host_veth));
-    }
-    sh(&format!("sysctl -qw net.ipv6.conf.{}.disable_ipv6=1", lab.bridge));
 }
 
 fn top_rows(events: &[Value]) -> Vec<Value> {
