@@ -181,14 +181,7 @@ fn filter(ctx: &BtfTracePointContext, netns: u32, mut meta: DropMeta, data: &Skb
         }
         (*f).busy = 1;
     }
-    let mut cap = data.frame.len;
-    let snap = cfg().snaplen as usize;
-    if cap > snap {
-        cap = snap;
-    }
-    if cap > DROP_DATA_MAX {
-        cap = DROP_DATA_MAX;
-    }
+    let mut cap = copy_len(data);
     let l3 = data.layer == layer::L3;
     let start = if l3 { ETH_HLEN } else { 0 };
     // SAFETY: as above; the copy writes at most DROP_DATA_MAX bytes at
@@ -267,12 +260,10 @@ fn attribute(skb: *const u8, rx_sk: *const u8) -> (u32, u32, u8) {
     (0, 0, attrib::UNKNOWN)
 }
 
+/// How many of the frame's bytes a record takes: up to the snap length
+/// and the record's room.
 #[inline(always)]
-fn emit(netns: u32, mut meta: DropMeta, data: &SkbData) {
-    let Some(mut e) = EVENTS.reserve::<DropRec>(0) else {
-        count_lost(LostSource::Drop);
-        return;
-    };
+fn copy_len(data: &SkbData) -> usize {
     let mut cap = data.frame.len;
     let snap = cfg().snaplen as usize;
     if cap > snap {
@@ -281,6 +272,16 @@ fn emit(netns: u32, mut meta: DropMeta, data: &SkbData) {
     if cap > DROP_DATA_MAX {
         cap = DROP_DATA_MAX;
     }
+    cap
+}
+
+#[inline(always)]
+fn emit(netns: u32, mut meta: DropMeta, data: &SkbData) {
+    let Some(mut e) = EVENTS.reserve::<DropRec>(0) else {
+        count_lost(LostSource::Drop);
+        return;
+    };
+    let mut cap = copy_len(data);
     let p = e.as_mut_ptr();
     // SAFETY: the reservation holds a whole DropRec; the copy writes at
     // most DROP_DATA_MAX bytes into its `data`.

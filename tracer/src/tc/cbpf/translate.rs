@@ -542,19 +542,26 @@ fn load_abs(em: &mut Emitter, at: usize, dst: Reg, code: u16, k: u32) -> Result<
     Ok(())
 }
 
-/// `ld{,h,b} [x + k]` into A. The offset is computed in 64 bits, so an
-/// X + k that wraps in 32 bits is out of the packet, as libpcap has it.
-fn load_ind(em: &mut Emitter, code: u16, k: u32) {
-    let (size, bytes) = size_of_load(code);
-    let slow = em.local();
-    let done = em.local();
-    em.push(Insn::mov32_reg(R3, R8));
+/// R3 = `x` (32 bits) + `k` in 64 bits, for an indexed load's offset: an
+/// X + k that wraps in 32 bits lands past any frame, as libpcap has it
+/// (R4 is clobbered for a `k` that does not fit an immediate).
+fn x_plus_k(em: &mut Emitter, x: Reg, k: u32) {
+    em.push(Insn::mov32_reg(R3, x));
     if k < 0x8000_0000 {
         em.push(Insn::alu64_imm(e::ADD, R3, k as i32));
     } else {
         em.push(Insn::mov32_imm(R4, k as i32));
         em.push(Insn::alu64_reg(e::ADD, R3, R4));
     }
+}
+
+/// `ld{,h,b} [x + k]` into A. The offset is computed in 64 bits, so an
+/// X + k that wraps in 32 bits is out of the packet, as libpcap has it.
+fn load_ind(em: &mut Emitter, code: u16, k: u32) {
+    let (size, bytes) = size_of_load(code);
+    let slow = em.local();
+    let done = em.local();
+    x_plus_k(em, R8, k);
     // Fast path: a bounded offset (so the verifier can track the pointer),
     // then the bounds check of this load.
     em.jump(Insn::new(e::JMP | e::JGT | e::K, R3, 0, 0, (FAST_LIMIT - bytes) as i32), slow);

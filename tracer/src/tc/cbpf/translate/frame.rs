@@ -98,13 +98,7 @@ pub(super) fn load_abs(em: &mut Emitter, fo: &FrameOptions, at: usize, dst: Reg,
 /// and bounded by the room in the value before it is added to r9.
 pub(super) fn load_ind(em: &mut Emitter, fo: &FrameOptions, a: Reg, x: Reg, code: u16, k: u32) {
     let (size, bytes) = size_of_load(code);
-    em.push(Insn::mov32_reg(R3, x));
-    if k < 0x8000_0000 {
-        em.push(Insn::alu64_imm(e::ADD, R3, k as i32));
-    } else {
-        em.push(Insn::mov32_imm(R4, k as i32));
-        em.push(Insn::alu64_reg(e::ADD, R3, R4));
-    }
+    super::x_plus_k(em, x, k);
     let last = i64::from(fo.data_max) - bytes as i64;
     if last < 0 {
         em.jump(Insn::ja(0), Label::NoMatch);
