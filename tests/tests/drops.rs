@@ -300,8 +300,12 @@ fn route_removed_under_traffic() {
     let py = "import socket,time\n\
               s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
               for i in range(1000):\n    s.sendto(b'x'*10,('192.0.2.2',7777))\n    time.sleep(0.002)\n";
+    let reached_before = nstat(&c, "UdpNoPorts");
     let mut sender = a.spawn(&format!("python3 -c {}", shell_quote(py)));
-    std::thread::sleep(Duration::from_millis(500));
+    // Under traffic: once datagrams are forwarded to c (nothing listens
+    // there), and a moment more (a guest under TCG starts python slowly).
+    let flowing = wait_until(Duration::from_secs(20), || nstat(&c, "UdpNoPorts") > reached_before);
+    std::thread::sleep(Duration::from_millis(200));
     b.sh(&format!("ip route del {net}/24 dev {bc}"));
     assert!(sender.wait().expect("sender").success());
     std::thread::sleep(Duration::from_millis(500));
@@ -313,7 +317,8 @@ fn route_removed_under_traffic() {
         m
     });
     let no_route = drops(&ev, "IP_INNOROUTES", 7777);
-    assert!(grown > 100, "the route was removed under traffic: {grown} unroutable ({by_reason:?})");
+    let reached = nstat(&c, "UdpNoPorts") - reached_before;
+    assert!(flowing && reached > 0 && grown > 100, "the route was removed under traffic: {reached} forwarded, {grown} unroutable ({by_reason:?})");
     assert_eq!(
         no_route.len() as u64,
         grown,
