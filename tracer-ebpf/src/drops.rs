@@ -6,8 +6,9 @@
 //!
 //! The namespace of a drop is the device's when the skb has one, else the
 //! socket's (`rx_sk` where the tracepoint has it, else `skb->sk`), else
-//! unknown (0; reported with `--all`, counted by userspace). Netlink
-//! messages freed unread are no packets and leave at once. Unselected
+//! unknown (0; reported with `--all`, counted by userspace). Netlink and
+//! unix messages, and answers freed before they reached their socket, are
+//! no packets and leave at once. Unselected
 //! namespaces and unwanted reasons leave at once. In events mode without a
 //! filter the record ([`DropMeta`] and the packet's first bytes) is
 //! written straight into a ring-buffer reservation; in `top` mode per-CPU
@@ -141,7 +142,7 @@ fn try_drop(ctx: &BtfTracePointContext, skb: *const u8, location: u64, reason: u
         return None;
     }
     let (netns, ifindex, how) = attribute(skb, rx_sk);
-    if how == NETLINK || !selected(netns) {
+    if how == NOT_A_PACKET || !selected(netns) {
         return None;
     }
     let data = skb_data(skb);
@@ -230,11 +231,12 @@ fn filter(ctx: &BtfTracePointContext, netns: u32, mut meta: DropMeta, data: &Skb
     true
 }
 
-/// [`attribute`]'s answer for a netlink message (an answer the sender's
-/// full receive buffer refused, a request the kernel could not queue): no
-/// packet, and one per refused request of a netlink flood; the netlink
-/// audit reports those requests.
-const NETLINK: u8 = u8::MAX;
+/// [`attribute`]'s answer for what is no network packet: a netlink or
+/// unix socket's message, or one with neither device, socket nor protocol
+/// (the answers to a netlink flood whose sender never reads them, one per
+/// refused request: the netlink audit reports those requests).
+const NOT_A_PACKET: u8 = u8::MAX;
+const AF_UNIX: u16 = 1;
 const AF_NETLINK: u16 = 16;
 
 /// The drop's namespace, interface and how they were found.
@@ -249,13 +251,18 @@ fn attribute(skb: *const u8, rx_sk: *const u8) -> (u32, u32, u8) {
     }
     let sk = if rx_sk.is_null() { kread_or_zero::<u64>(skb, sko().skb_sk) as *const u8 } else { rx_sk };
     if !sk.is_null() {
-        if kread_or_zero::<u16>(sk, offsets().sk_family) == AF_NETLINK {
-            return (0, 0, NETLINK);
+        if matches!(kread_or_zero::<u16>(sk, offsets().sk_family), AF_UNIX | AF_NETLINK) {
+            return (0, 0, NOT_A_PACKET);
         }
         let ns = sk_netns(sk);
         if ns != 0 {
             return (ns, 0, attrib::SOCKET);
         }
+    } else if kread_or_zero::<u16>(skb, sko().skb_protocol) == 0 {
+        // No device, no socket, no protocol: a message the kernel made for
+        // a socket and freed before it was queued there (the answer to a
+        // netlink request whose sender's receive buffer is full).
+        return (0, 0, NOT_A_PACKET);
     }
     (0, 0, attrib::UNKNOWN)
 }
