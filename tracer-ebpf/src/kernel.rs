@@ -44,32 +44,17 @@ static CONFIG: Config = Config { self_tgid: 0, snaplen: 0, nl_netns: 0, pkt_filt
 #[unsafe(no_mangle)]
 static OFFSETS: KernelOffsets = KernelOffsets::missing();
 
-/// A global userspace rewrites before loading (`CONFIG`, `OFFSETS`, ...),
-/// by reference. The address goes through an empty `asm!`, which the
-/// compiler cannot see through, so it neither folds the placeholder values
-/// nor loads more than the fields a program uses: a volatile read of the
-/// whole struct loaded every field on every run (20 dead loads of
-/// `OFFSETS` and 16 single-byte ones of `PROC_CONFIG` per packet), and
-/// `black_box` costs a round trip through the stack. No instruction is
-/// emitted; the register keeps the verifier's type (a pointer into the
-/// read-only map, whose values it knows).
 #[inline(always)]
-pub fn global<T>(g: &'static T) -> &'static T {
-    let mut p = g as *const T;
-    // SAFETY: an empty template: `p` comes out as it went in.
-    unsafe { core::arch::asm!("/* {0} */", inout(reg) p, options(pure, nomem, nostack, preserves_flags)) };
-    // SAFETY: `p` is `g`.
-    unsafe { &*p }
+pub fn config() -> Config {
+    // SAFETY: a read of a global; volatile so the compiler does not fold the
+    // placeholder value, since userspace rewrites it before loading.
+    unsafe { core::ptr::read_volatile(&CONFIG) }
 }
 
 #[inline(always)]
-pub fn config() -> &'static Config {
-    global(&CONFIG)
-}
-
-#[inline(always)]
-pub fn offsets() -> &'static KernelOffsets {
-    global(&OFFSETS)
+pub fn offsets() -> KernelOffsets {
+    // SAFETY: as for `config`.
+    unsafe { core::ptr::read_volatile(&OFFSETS) }
 }
 
 /// Reads a `T` at `base + off` in kernel memory; `None` when the offset is

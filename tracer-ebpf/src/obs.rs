@@ -36,13 +36,16 @@ static OBS_CONFIG: ObsConfig = ObsConfig::off();
 static OBS_NETNS: HashMap<u32, u32> = HashMap::with_max_entries(OBS_NETNS_MAX, 0);
 
 #[inline(always)]
-pub fn sko() -> &'static SkOffsets {
-    crate::kernel::global(&SK_OFFSETS)
+pub fn sko() -> SkOffsets {
+    // SAFETY: a read of a global userspace rewrites before loading;
+    // volatile so the placeholder is not folded.
+    unsafe { core::ptr::read_volatile(&SK_OFFSETS) }
 }
 
 #[inline(always)]
-pub fn cfg() -> &'static ObsConfig {
-    crate::kernel::global(&OBS_CONFIG)
+pub fn cfg() -> ObsConfig {
+    // SAFETY: as for `tp`.
+    unsafe { core::ptr::read_volatile(&OBS_CONFIG) }
 }
 
 /// Whether events of namespace `netns` are wanted.

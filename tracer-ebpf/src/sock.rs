@@ -48,8 +48,10 @@ pub static SOCK_SEL_PORTS: LruHashMap<SelPort, u64> = LruHashMap::with_max_entri
 static PROC_CONFIG: ProcConfig = ProcConfig { cookies: 0, select: 0, sel_pid: 0, sel_comm_on: 0, sel_comm: [0; 16] };
 
 #[inline(always)]
-pub fn proc_config() -> &'static ProcConfig {
-    crate::kernel::global(&PROC_CONFIG)
+pub fn proc_config() -> ProcConfig {
+    // SAFETY: a read of a global; volatile so the placeholder is not
+    // folded, since userspace rewrites it before loading.
+    unsafe { core::ptr::read_volatile(&PROC_CONFIG) }
 }
 
 const AF_INET: u32 = 2;
