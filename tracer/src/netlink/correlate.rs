@@ -31,7 +31,9 @@ pub const ACK_WAIT_NS: u64 = 300_000_000;
 /// container's task, and only a running container's record names the
 /// sandbox. Everything after it waits too (lines go out in send order), so
 /// it is short (a container runs well within a second on an idle host,
-/// two on a loaded one); the registry is asked again every [`super::identity::IDENTITY_TTL`].
+/// two on a loaded one); the registry is asked again every
+/// [`super::identity::STARTING_TTL`]. Requests from runc in a new
+/// container's cgroup wait the same way (the sandbox is not mounted yet).
 pub const SANDBOX_WAIT_NS: u64 = 3_000_000_000;
 
 /// Requests waiting for their answer, at most. A sender that never reads

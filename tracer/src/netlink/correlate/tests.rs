@@ -363,3 +363,61 @@ fn a_request_changed_during_the_call_is_flagged_by_the_kernels_echo() {
     assert_eq!(j["echoed"]["msg_type"], "RTM_SETLINK");
     assert_eq!(out[0].json().get("echo_mismatch"), None);
 }
+
+/// A request from a container that does not run yet (its runtime has no
+/// record saying so: runc's first requests, dockerd's into the sandbox)
+/// waits, asking the registry again, until the container is named; one
+/// whose container never comes goes out after `SANDBOX_WAIT_NS` with the
+/// name it has. Meanwhile it holds the merged timeline back.
+#[test]
+fn a_request_from_a_starting_container_waits_for_its_name() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    };
+    let starting = |runs: u32| {
+        let asked = Arc::new(AtomicU32::new(0));
+        let n = asked.clone();
+        let ids = Identities::with_resolver(
+            8,
+            Box::new(move |who: Sender| {
+                if n.fetch_add(1, Ordering::Relaxed) < runs {
+                    return (who, Identity { netns_name: Some("6d74c40dc64b".into()), owner: None, container: None, starting: true });
+                }
+                let c = Container { pod: None, runtime: "docker".into(), id: "c0ffee".into(), name: Some("web".into()) };
+                (who, Identity { netns_name: Some("web".into()), owner: Some(c.clone()), container: Some(c), starting: false })
+            }),
+        );
+        let lookups = Lookups::with_resolver(8, Box::new(|r: Request| Answer::Name { ino: r.ino, index: 0, name: None }));
+        let mut c = Correlator::with_parts(Clock::new(), Enricher::with_lookups(lookups), ids);
+        // The sender's namespace as a container's, not the host's.
+        c.host = None;
+        c.push(&send(1, &setlink(1, 0, Some("eth0"))));
+        c.push(&ack(1, 0));
+        (c, asked)
+    };
+    // Named on the third answer, though answered and past its ack wait.
+    let (mut c, asked) = starting(2);
+    let start = Instant::now();
+    let now = ACK_WAIT_NS * 2;
+    let mut out = c.ready(now, false);
+    while out.is_empty() && start.elapsed() < Duration::from_secs(5) {
+        assert!(c.oldest_waiting_wall_ns().is_some(), "the timeline is held back meanwhile");
+        std::thread::sleep(Duration::from_millis(10));
+        out = c.ready(now, false);
+    }
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].netns.label(), "web");
+    assert!(asked.load(Ordering::Relaxed) >= 3, "asked again while starting");
+    assert_eq!(c.oldest_waiting_wall_ns(), None);
+    // Never named: out after the longest wait, with the sandbox's name.
+    let (mut c, asked) = starting(u32::MAX);
+    let t = Instant::now();
+    while asked.load(Ordering::Relaxed) < 3 && t.elapsed() < Duration::from_secs(5) {
+        assert!(c.ready(now, false).is_empty(), "held while starting");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(asked.load(Ordering::Relaxed) >= 3 && c.ready(now, false).is_empty(), "held while starting");
+    let out = c.ready(super::SANDBOX_WAIT_NS + 2, false);
+    assert_eq!(out.iter().map(|e| e.netns.label().to_string()).collect::<Vec<_>>(), ["6d74c40dc64b"]);
+}

@@ -34,6 +34,14 @@ pub(super) const EFFECT_WAIT_NS: u64 = 50_000_000;
 /// How long a notification waits for the request that caused it: the
 /// request's record may be read from the ring buffer after it.
 const CHANGE_HOLD_NS: u64 = 150_000_000;
+
+/// A namespace's name as the request that caused a change waited for it.
+struct Hint {
+    ino: u64,
+    name: String,
+    /// The container that owns it, when the request's own namespace.
+    owner: Option<crate::ns::Container>,
+}
 /// Notifications waiting for a request, at most (the oldest go out alone).
 pub const CHANGES_MAX: usize = 4096;
 /// Notifications under one request, at most (the rest print alone).
@@ -226,28 +234,17 @@ impl Correlator {
                 self.changes.waiting.push_back(c);
             }
         }
-        let hints: Vec<(u64, String)> = e
+        // The names the request waited for (a container starting is named
+        // once it runs): the cached answers for its namespaces may be older.
+        let hints: Vec<Hint> = e
             .target_netns
             .as_ref()
-            .and_then(|t| Some((t.inode?, t.name.clone()?)))
+            .and_then(|t| Some(Hint { ino: t.inode?, name: t.name.clone()?, owner: None }))
             .into_iter()
-            .chain(e.netns.owner.as_ref().and(e.netns.name.clone()).map(|n| (e.netns.inode, n)))
+            .chain(e.netns.owner.as_ref().and(e.netns.name.clone()).map(|name| Hint { ino: e.netns.inode, name, owner: e.netns.owner.clone() }))
             .collect();
         for c in &mut effects {
             self.name_change_with(c, &hints);
-            // The request waited for its namespace's name (a container
-            // starting is named once it runs); the namespace's own answer
-            // in the cache may be older than the request's.
-            if c.netns.inode == e.netns.inode && e.netns.owner.is_some() && c.netns.owner.is_none() {
-                c.netns.name = e.netns.name.clone();
-                c.netns.owner = e.netns.owner.clone();
-                c.container = e.netns.owner.clone();
-            } else if c.netns.owner.is_none()
-                && let Some((_, n)) = hints.iter().find(|(i, _)| *i == c.netns.inode)
-            {
-                // The move's target, as the request named it.
-                c.netns.name = Some(n.clone());
-            }
         }
         e.effects = effects;
         if e.protocol != decode::NETLINK_ROUTE || e.is_get() || e.is_probe() {
@@ -284,10 +281,10 @@ impl Correlator {
         self.name_change_with(c, &[]);
     }
 
-    /// [`Self::name_change`], with names the request that caused it waited
-    /// for (`hints`: namespace inode and name), which may be newer than the
-    /// registry's answers in the cache.
-    fn name_change_with(&mut self, c: &mut Change, hints: &[(u64, String)]) {
+    /// [`Self::name_change`], with the names the request that caused it
+    /// waited for, which may be newer than the registry's answers in the
+    /// cache: for the change's own namespace and those its line names.
+    fn name_change_with(&mut self, c: &mut Change, hints: &[Hint]) {
         // A namespace the watcher had not identified yet when it read the
         // notification may be by now.
         if c.netns.inode == 0
@@ -308,6 +305,13 @@ impl Correlator {
                 let _ = w.set_label(c.ns, o.label().to_string());
             }
         }
+        if c.netns.owner.is_none()
+            && let Some(h) = hints.iter().find(|h| h.ino == c.netns.inode)
+        {
+            c.netns.name = Some(h.name.clone());
+            c.netns.owner = h.owner.clone();
+            c.container = h.owner.clone();
+        }
         if c.netns.name.is_none() && !c.netns.host {
             c.netns.name = self.enricher.netns_name(c.netns.inode);
         }
@@ -321,8 +325,8 @@ impl Correlator {
             }
             let name = if self.host == Some(ino) {
                 Some("host".to_string())
-            } else if let Some((_, n)) = hints.iter().find(|(i, _)| *i == ino) {
-                Some(n.clone())
+            } else if let Some(h) = hints.iter().find(|h| h.ino == ino) {
+                Some(h.name.clone())
             } else {
                 self.identities.request((ino, 0, 0));
                 let id = self.identities.get((ino, 0, 0));
