@@ -116,7 +116,8 @@ struct Timeline {
 /// namespace is made before its process runs, and Docker names it only
 /// once it runs. Bounded, so that a namespace no container or name will
 /// ever own (`unshare -n`) costs a few rescans once, not a rescan a tick.
-const LOOK_FOR: Duration = Duration::from_secs(2);
+/// As long as a starting container's lines wait for its name.
+const LOOK_FOR: Duration = Duration::from_nanos(netlink::SANDBOX_WAIT_NS);
 const LOOK_GAP: Duration = Duration::from_millis(100);
 const ASKED_MAX: usize = 4096;
 
@@ -497,8 +498,23 @@ impl Running for Events {
             if let Some(a) = &self.attribution {
                 item.refresh_procs(a);
             }
-            if let Some(t) = &topo {
+            if let (Some(t), Some(tc)) = (&topo, &self.tc) {
                 item.refresh_names(t);
+                // A Docker container's veth sends before the container
+                // runs and is named: its lines (and all newer) wait for the
+                // name, like the requests into it (SANDBOX_WAIT_NS).
+                if !last
+                    && let Some(ino) = item.waits_for_name(t)
+                    && now_wall.saturating_sub(item.wall_ns()) < netlink::SANDBOX_WAIT_NS
+                {
+                    if should_look_again(&mut self.asked, ino) {
+                        tc.look_again();
+                    }
+                    match self.merger.hold_back(item) {
+                        None => break,
+                        Some(back) => item = back,
+                    }
+                }
             }
             match (&mut self.out, &item) {
                 (Out::Pcapng(w, _), Item::Packet(p)) => w.write(&p.frame()).map_err(PacketsError::from)?,

@@ -8,6 +8,7 @@ use std::{cmp::Reverse, collections::BinaryHeap};
 use crate::{
     drops::event::DropEvent,
     netlink::{NetlinkEvent, effects::Change},
+    ns::NetnsId,
     output::Render,
     packets::{PacketEvent, hops},
     procs::Attribution,
@@ -41,7 +42,7 @@ impl Item {
         }
     }
 
-    fn wall_ns(&self) -> u64 {
+    pub(super) fn wall_ns(&self) -> u64 {
         match self {
             Item::Netlink(e) => e.wall_ns,
             Item::Change(c) => c.wall_ns,
@@ -71,6 +72,18 @@ impl Item {
             Item::Tcp(t) => t.rename(topo),
             Item::Packet(p) => p.rename(topo),
             Item::Path(p) => p.hops.iter_mut().for_each(|h| h.rename(topo)),
+        }
+    }
+
+    /// The namespace of a Docker container that does not run yet whose
+    /// name this item's line still lacks (see [`Topology::starting`]).
+    pub(super) fn waits_for_name(&self, topo: &Topology) -> Option<u64> {
+        let waits = |n: &NetnsId| (n.name.is_none() && n.owner.is_none() && !n.host && topo.starting(n.inode)).then_some(n.inode);
+        match self {
+            Item::Netlink(_) | Item::Change(_) | Item::Tcp(_) => None,
+            Item::Packet(p) => waits(&p.netns),
+            Item::Path(p) => p.hops.iter().find_map(|h| waits(&h.netns)),
+            Item::Drop(d) => d.netns.as_ref().and_then(waits),
         }
     }
 
@@ -158,6 +171,19 @@ impl Merger {
         self.bytes -= h.bytes;
         Some(h.item)
     }
+
+    /// Puts back the item just popped, first among those of its time, to
+    /// hold it and everything newer a while longer. Refused (None) past
+    /// the caps: it goes out as it is.
+    pub(super) fn hold_back(&mut self, item: Item) -> Option<Item> {
+        if self.heap.len() >= MERGER_MAX_ITEMS || self.bytes >= MERGER_MAX_BYTES {
+            return Some(item);
+        }
+        let bytes = item.bytes();
+        self.bytes += bytes;
+        self.heap.push(Reverse(Held { t: item.wall_ns(), seq: 0, bytes, item }));
+        None
+    }
 }
 
 #[cfg(test)]
@@ -200,6 +226,46 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, 3);
+    }
+
+    #[test]
+    fn a_line_of_a_starting_container_is_held_back_first_until_named() {
+        let mut topo = Topology::new(Some(1));
+        topo.insert(7, None, None, &[(2, "eth0")]);
+        topo.mark_starting(7, true);
+        let in_sandbox = || {
+            let mut p = PacketEvent::sample(10, vec![0u8; 20]);
+            p.netns = NetnsId { inode: 7, ..Default::default() };
+            Item::Packet(Box::new(p))
+        };
+        let mut m = Merger::new(100);
+        m.push(packet(10, 20));
+        m.push(in_sandbox());
+        m.push(packet(50, 20));
+        // The host's line of the same time goes; the sandbox's waits and
+        // stays first among what is held.
+        let first = m.pop_ready(1000, false, None).expect("first");
+        assert_eq!(first.waits_for_name(&topo), None);
+        let mut held = m.pop_ready(1000, false, None).expect("second");
+        held.refresh_names(&topo);
+        assert_eq!(held.waits_for_name(&topo), Some(7));
+        assert!(m.hold_back(held).is_none());
+        let mut again = m.pop_ready(1000, false, None).expect("held back");
+        assert_eq!(again.wall_ns(), 10);
+        // Named: it goes as it is now named.
+        topo.insert(7, Some("web".into()), None, &[]);
+        again.refresh_names(&topo);
+        assert_eq!(again.waits_for_name(&topo), None);
+        assert_eq!(m.pop_ready(1000, false, None).map(|i| i.wall_ns()), Some(50));
+        // One no container is starting in never waits.
+        topo.mark_starting(7, false);
+        assert_eq!(in_sandbox().waits_for_name(&topo), None);
+        // Past the caps nothing is held back.
+        let mut m = Merger::new(100);
+        for t in 0..MERGER_MAX_ITEMS as u64 {
+            m.push(packet(t, 20));
+        }
+        assert!(m.hold_back(in_sandbox()).is_some());
     }
 
     fn packet(t: u64, frame_len: usize) -> Item {

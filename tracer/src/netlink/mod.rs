@@ -16,7 +16,7 @@ pub mod nfgen;
 pub mod route;
 mod route_check;
 
-pub use correlate::{ACK_WAIT_NS, Correlator};
+pub use correlate::{ACK_WAIT_NS, Correlator, SANDBOX_WAIT_NS};
 pub(crate) use correlate::send_events;
 pub use event::NetlinkEvent;
 

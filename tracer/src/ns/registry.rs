@@ -199,6 +199,14 @@ impl Registry {
         }
     }
 
+    /// Whether the last scan saw the namespace mounted as a Docker sandbox
+    /// that no container owns yet (see [`Registry::unowned_docker_sandbox`]),
+    /// without reading the mounts again: for the attach thread, which has
+    /// just scanned.
+    pub fn unowned_docker_sandbox_as_scanned(&self, inode: u64) -> bool {
+        Some(inode) != self.host && self.ns.get(&inode).is_some_and(|n| n.container.is_none() && n.mounts.iter().any(|p| is_docker_sandbox(p)))
+    }
+
     /// Whether the process is in a container's cgroup whose runtime does
     /// not say it runs (yet): runc brings up a new container's `lo` from
     /// it before dockerd mounts the namespace as a sandbox, and before the

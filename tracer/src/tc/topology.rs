@@ -36,6 +36,9 @@ pub struct Topology {
     /// Discovery passes made so far (a follower that looks only when told
     /// makes few; see `follow`).
     pub rescans: u64,
+    /// Covered namespaces that are Docker sandboxes whose container does
+    /// not run yet: named in a moment (see [`Topology::starting`]).
+    starting: HashSet<u64>,
 }
 
 /// How long the name of a vanished interface or namespace is remembered.
@@ -58,6 +61,7 @@ impl Default for Topology {
             entry: BTreeMap::new(),
             released: Vec::new(),
             rescans: 0,
+            starting: HashSet::new(),
         }
     }
 }
@@ -76,6 +80,7 @@ impl Topology {
             let id = NetnsId { inode: *ino, name: reg.netns_name(*ino), owner: reg.container_for_netns(*ino), host: self.host_netns == Some(*ino) };
             self.namespaces.insert(*ino, (id, now));
         }
+        self.starting = want.keys().copied().filter(|ino| reg.unowned_docker_sandbox_as_scanned(*ino)).collect();
         self.entry = want.iter().map(|(ino, (n, _))| (*ino, (n.path.clone(), n.cookie))).collect();
         for (ino, (_, ifs)) in want {
             for i in ifs {
@@ -121,6 +126,25 @@ impl Topology {
     #[cfg(test)]
     pub fn ns_label(&self, ns: u64) -> String {
         self.netns(ns).label().into_owned()
+    }
+
+    /// Whether the namespace is a Docker sandbox whose container does not
+    /// run yet, as the last discovery pass saw it: dockerd moves the
+    /// container's veth in, and the kernel sends on it, before the
+    /// container is named; its lines wait a moment for the name.
+    pub fn starting(&self, ns: u64) -> bool {
+        self.starting.contains(&ns)
+    }
+
+    /// Marks a namespace as a container's that does not run yet (tests of
+    /// the readers).
+    #[cfg(test)]
+    pub fn mark_starting(&mut self, ns: u64, starting: bool) {
+        if starting {
+            self.starting.insert(ns);
+        } else {
+            self.starting.remove(&ns);
+        }
     }
 
     /// Interfaces released since the last call.
