@@ -213,9 +213,11 @@ fn a_containers_first_packets_carry_its_name() {
         );
         let ifnnn = |l: &str| l.match_indices("/if").any(|(i, _)| l[i + 3..].starts_with(|c: char| c.is_ascii_digit()));
         // Packet lines: `TIME NS/IF In|Out ...` (the netlink audit's are
-        // `netns=X ...`, their effects indented; the default job's drop
-        // lines, `NS/IF drop REASON`, can come from the namespace before
-        // its container runs, when nothing names it yet).
+        // `netns=X ...`, their effects indented). They wait for the name
+        // once dockerd mounted the sandbox (see packets.rs's sandbox
+        // test); the default job's drop lines, `NS/IF drop REASON`, can
+        // also come from before that (runc's `lo`), when nothing says a
+        // container is starting there.
         let packet = |l: &&String| !l.starts_with(' ') && matches!(l.split_whitespace().nth(2), Some("In" | "Out"));
         let unnamed: Vec<&String> = lines.iter().filter(packet).filter(|l| l.contains(&inode.to_string()) || ifnnn(l)).collect();
         assert!(unnamed.is_empty(), "packet lines without names: {unnamed:?}\n{}", all());

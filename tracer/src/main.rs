@@ -14,7 +14,19 @@ fn main() {
     let old_mask = block(&STOP_SIGNALS);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
     let code = match rt {
-        Ok(rt) => rt.block_on(async_main(old_mask)),
+        // On a worker, not on this thread: the worker that waits for the
+        // timers and events then runs the job itself, where this thread
+        // would be woken by it on every tick (two thread wake-ups, a
+        // futex and an eventfd write per 20 ms, idle).
+        Ok(rt) => rt.block_on(async move {
+            match tokio::spawn(async_main(old_mask)).await {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("tracer: the main task failed: {e}");
+                    1
+                }
+            }
+        }),
         Err(e) => {
             eprintln!("tracer: cannot start the async runtime: {e}");
             1

@@ -4,12 +4,16 @@
 //!
 //!     cargo xtask bench [SELECTOR...] [--rounds N] [--seconds S]
 //!                       [--modes KEY,...] [--namespaces N] [--count N]
-//!                       [--before PATH]
+//!                       [--before PATH] [--ipv6]
 //!
 //! `--before PATH`: every tracer mode of the throughput tables runs twice
 //! per round, also with the tracer binary at PATH (its rows say
 //! `[before]`), so a change is measured against the code before it in
 //! one run.
+//!
+//! `--ipv6`: the scale lab's namespaces keep IPv6 and send their own router
+//! solicitations and MLD reports (by default it is off in them, as Docker
+//! sets a container on an IPv4-only network).
 //!
 //! A binary none of whose selectors is named exits at once, saying nothing.
 
@@ -40,9 +44,10 @@ pub struct Opts {
     pub namespaces: Option<usize>,
     pub count: Option<u64>,
     pub before: Option<String>,
+    pub ipv6: bool,
 }
 
-const USAGE: &str = "usage: cargo xtask bench [SELECTOR...] [--rounds N] [--seconds S] [--modes KEY,...] [--namespaces N] [--count N] [--before PATH]";
+const USAGE: &str = "usage: cargo xtask bench [SELECTOR...] [--rounds N] [--seconds S] [--modes KEY,...] [--namespaces N] [--count N] [--before PATH] [--ipv6]";
 
 impl Opts {
     /// The process's arguments; a bad one ends the process with one sentence.
@@ -92,6 +97,7 @@ impl Opts {
                     }
                     o.before = Some(p);
                 }
+                "--ipv6" => o.ipv6 = true,
                 w if w.starts_with('-') => return Err(format!("unknown option {w:?}")),
                 w => {
                     if !SELECTORS.iter().any(|(s, _)| *s == w) {

@@ -1,8 +1,10 @@
 //! Many namespaces on one bridge, as Docker makes containers: each an
 //! `eth0` whose veth peer is on the bridge in the host's namespace, an
-//! address in one /16, `lo` up, IPv6 left as the kernel sets it (so each
-//! namespace sends its own router solicitations and MLD reports, as
-//! containers do). Namespaces can be added and removed while a tracer
+//! address in one /16, `lo` up, and IPv6 off in the namespace, as Docker
+//! sets a container on an IPv4-only network (its `eth0` drops what the
+//! host's veth sends; quiet once the veths settled), or left as the kernel
+//! sets it (each namespace then sends its own router solicitations and
+//! MLD reports). Namespaces can be added and removed while a tracer
 //! runs. Everything is removed on drop, also when a benchmark panics.
 
 use std::{
@@ -22,11 +24,14 @@ pub struct ScaleLab {
     prefix: String,
     /// Namespaces added later and not yet removed.
     extra: Mutex<Vec<LabNs>>,
+    /// Whether the namespaces keep IPv6.
+    ipv6: bool,
 }
 
 impl ScaleLab {
-    /// Makes `n` namespaces (at most 60,000) and says how long it took.
-    pub fn new(n: usize) -> (ScaleLab, f64) {
+    /// Makes `n` namespaces (at most 60,000), IPv6 on in them or not, and
+    /// says how long it took.
+    pub fn new(n: usize, ipv6: bool) -> (ScaleLab, f64) {
         assert!(n < 60_000);
         let id = unique_id();
         let h = u32::from_str_radix(&id, 16).unwrap_or(0);
@@ -36,6 +41,7 @@ impl ScaleLab {
             id,
             ns: Vec::new(),
             extra: Mutex::new(Vec::new()),
+            ipv6,
         };
         let t = Instant::now();
         sh(&format!("ip link add {} type bridge && ip link set {} up", lab.bridge, lab.bridge));
@@ -68,8 +74,14 @@ impl ScaleLab {
     }
 
     fn make_script(&self, ns: &LabNs) -> String {
+        // The veth's end created in it takes the namespace's default.
+        let v6 = if self.ipv6 {
+            String::new()
+        } else {
+            format!("ip netns exec {} sh -c 'echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6' && ", ns.name)
+        };
         format!(
-            "ip netns add {n} && ip link add {v} type veth peer name eth0 netns {n} && \
+            "ip netns add {n} && {v6}ip link add {v} type veth peer name eth0 netns {n} && \
              ip link set {v} master {br} up && ip -n {n} addr add {ip}/16 dev eth0 && \
              ip -n {n} link set eth0 up && ip -n {n} link set lo up",
             n = ns.name,

@@ -56,7 +56,7 @@ fn main() {
     }
     // Two namespaces first: the per-packet cost with few attached, on the
     // very interfaces the flood later crosses with all of them attached.
-    let (mut lab, _) = ScaleLab::new(2);
+    let (mut lab, _) = ScaleLab::new(2, opts.ipv6);
     let rows: Vec<ModeRow> = mode_rows(&lab).into_iter().filter(|r| opts.mode(r.key)).collect();
     let mut small: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     let mut idle_rates = Vec::new();
@@ -67,10 +67,11 @@ fn main() {
     }
     let took = lab.grow(n);
     println!(
-        "# scale, {}: {n} namespaces, one veth each on bridge {} ({} interfaces with the bridge), made in {took:.1} s; nice {nice}, load average {}",
+        "# scale, {}: {n} namespaces, one veth each on bridge {} ({} interfaces with the bridge), IPv6 {} in the namespaces, made in {took:.1} s; nice {nice}, load average {}",
         today(),
         lab.bridge,
         2 * n + 1,
+        if opts.ipv6 { "on (--ipv6)" } else { "off (as Docker sets an IPv4-only network's containers)" },
         loadavg()
     );
     if lru {
@@ -276,7 +277,7 @@ fn print_modes(n: usize, rows: Vec<Vec<String>>, idle_rates: &[f64], secs: f64) 
     println!("\n## {n} namespaces, one mode at a time\n");
     println!("{}", t.render());
     println!(
-        "\nready: from start to the ready line; VmHWM/VmRSS right after ready, VmHWM again after the flood; idle: {IDLE_SECS} s with no traffic but the namespaces' own (CPU of the tracer process; BPF: its programs' run time over the same time, % of one CPU); ns/packet: mean run time of its TC programs during {secs} s of 64-byte UDP between two of the namespaces (4 program runs per datagram: both `eth0` and both host veths); the rows with 2 namespaces were measured on the same lab before the others were made. Packets on the lab's host veths while idle: {}/s.",
+        "\nready: from start to the ready line; VmHWM/VmRSS right after ready, VmHWM again after the flood; idle: {IDLE_SECS} s with no traffic but what the namespaces and veths send on their own (CPU of the tracer process; BPF: its programs' run time over the same time, % of one CPU); ns/packet: mean run time of its TC programs during {secs} s of 64-byte UDP between two of the namespaces (4 program runs per datagram: both `eth0` and both host veths); the rows with 2 namespaces were measured on the same lab before the others were made. Packets on the lab's host veths while idle: {}/s.",
         spread(idle_rates, 0)
     );
 }

@@ -41,7 +41,7 @@ fn main() {
     }
     let n = opts.namespaces.unwrap_or(200).max(1);
     let scrapes = opts.count.unwrap_or(50).max(1) as usize;
-    let (lab, made) = ScaleLab::new(n);
+    let (lab, made) = ScaleLab::new(n, opts.ipv6);
     println!("bench-serve: {n} namespaces made in {made:.1} s");
     let err_path = std::env::temp_dir().join(format!("trc-bench-serve-{}.err", std::process::id()));
     let err = std::fs::File::create(&err_path).expect("stderr file");

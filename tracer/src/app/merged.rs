@@ -172,6 +172,10 @@ impl Merger {
         Some(h.item)
     }
 
+    pub(super) fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
     /// Puts back the item just popped, first among those of its time, to
     /// hold it and everything newer a while longer. Refused (None) past
     /// the caps: it goes out as it is.

@@ -6,13 +6,18 @@
 
 use std::{future::Future, time::Duration};
 
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 
 use super::Error;
 use crate::{
     bpf::lost::LostTracker,
     sys::shutdown::Shutdown,
 };
+
+/// How often the loss counters are read, at most (and once more at the
+/// end): each read is a map lookup per source (per-CPU values, one syscall
+/// each), which at every 20 ms tick was most of an idle tracer's CPU.
+pub const LOST_EVERY: Duration = Duration::from_millis(250);
 
 /// How long a job runs: until `deadline` (`--duration`), or `count` items
 /// are written (`--count`), or a stop is asked for.
@@ -87,10 +92,10 @@ pub async fn run<J: Running>(job: &mut J, limits: Limits, stop: Shutdown) -> Res
     tokio::pin!(shutdown);
     let deadline = limits.deadline();
     tokio::pin!(deadline);
-    let period = job.tick();
-    let mut tick = tokio::time::interval_at(Instant::now() + period, period);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // The job may change its tick as it goes (slower while idle).
+    let mut next_tick = Instant::now() + job.tick();
     let mut lost = LostTracker::default();
+    let mut lost_read: Option<Instant> = None;
     let mut written: u64 = 0;
     let mut stopping = false;
     loop {
@@ -99,7 +104,15 @@ pub async fn run<J: Running>(job: &mut J, limits: Limits, stop: Shutdown) -> Res
                 _ = &mut shutdown => stopping = true,
                 _ = &mut deadline => stopping = true,
                 r = job.wake() => r?,
-                _ = tick.tick() => job.ticked(),
+                _ = tokio::time::sleep_until(next_tick) => {
+                    job.ticked();
+                    // On the schedule; after a late tick, a period from now.
+                    let now = Instant::now();
+                    next_tick += job.tick();
+                    if next_tick <= now {
+                        next_tick = now + job.tick();
+                    }
+                }
             }
         }
         if stopping {
@@ -108,8 +121,11 @@ pub async fn run<J: Running>(job: &mut J, limits: Limits, stop: Shutdown) -> Res
         let budget = limits.count.map(|c| c.saturating_sub(written));
         let step = job.step(stopping, budget)?;
         written += step.written;
-        let new = lost.update(job.lost());
-        job.say_lost(&new)?;
+        if stopping || lost_read.is_none_or(|t| t.elapsed() >= LOST_EVERY) {
+            lost_read = Some(Instant::now());
+            let new = lost.update(job.lost());
+            job.say_lost(&new)?;
+        }
         if stopping {
             break;
         }
@@ -187,9 +203,11 @@ mod tests {
         let n = run(&mut job, Limits { count: Some(3), deadline: None }, Shutdown::never()).await.expect("runs");
         assert_eq!(n, 3, "never more than --count");
         let log = log.lock().expect("log").clone();
+        // Losses are read after the first step, then at most every
+        // LOST_EVERY, and after the last.
         assert_eq!(
             log,
-            ["step last=false budget=Some(3)", "step last=false budget=Some(1)", "lost thing 1", "stop", "step last=true budget=Some(0)"]
+            ["step last=false budget=Some(3)", "step last=false budget=Some(1)", "stop", "step last=true budget=Some(0)", "lost thing 1"]
         );
     }
 
@@ -210,6 +228,23 @@ mod tests {
         assert_eq!(stops.len(), 1, "{log:?}");
         assert_eq!(log[stops[0] + 1], "step last=true budget=None", "{log:?}");
         assert!(log[..stops[0]].iter().all(|l| !l.contains("last=true")), "{log:?}");
+    }
+
+    #[tokio::test]
+    async fn losses_are_read_every_lost_every_and_at_the_end() {
+        // A step every 5 ms for 600 ms, one loss every second step.
+        let (mut job, log) = scripted(&[]);
+        let limits = Limits { deadline: Some(Instant::now() + Duration::from_millis(600)), count: None };
+        run(&mut job, limits, Shutdown::never()).await.expect("runs");
+        let log = log.lock().expect("log").clone();
+        let steps = log.iter().filter(|l| l.starts_with("step")).count();
+        let reads: Vec<&String> = log.iter().filter(|l| l.starts_with("lost")).collect();
+        assert!(steps > 20, "{steps} steps");
+        // Read after the first step (nothing lost yet), at 250 and 500 ms,
+        // and after the last: 2 or 3 lines (a read every step said ~60).
+        assert!((2..=3).contains(&reads.len()), "{reads:?}");
+        let total: u64 = reads.iter().filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum();
+        assert_eq!(total, job.lost / 2, "every loss said once: {reads:?}");
     }
 
     #[tokio::test]
