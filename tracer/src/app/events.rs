@@ -102,6 +102,8 @@ struct Events {
     asked: std::collections::HashMap<u64, (std::time::Instant, Option<std::time::Instant>)>,
     /// Ticks in a row that found the ring empty and nothing held.
     idle_ticks: u32,
+    /// The last drain reached its limit: records are left.
+    backlog: bool,
     /// The default job: drops and retransmissions on the timeline.
     timeline: Option<Timeline>,
 }
@@ -333,6 +335,7 @@ pub async fn run(
         changes,
         asked: std::collections::HashMap::new(),
         idle_ticks: 0,
+        backlog: false,
         timeline,
     };
     run::run(&mut job, limits, stop).await?;
@@ -440,6 +443,7 @@ impl Running for Events {
 
     fn tick(&self) -> Duration {
         match &self.tc {
+            Some(_) if self.backlog => Duration::ZERO,
             Some(_) if self.idle_ticks >= IDLE_AFTER => DRAIN_IDLE,
             Some(_) => DRAIN_INTERVAL,
             None => NETLINK_TICK,
@@ -453,7 +457,7 @@ impl Running for Events {
     fn ticked(&mut self) {
         // Packet records do not wake the reader: the ring is drained here.
         if self.tc.is_some() {
-            self.reader.drain(&mut self.batch);
+            self.backlog = self.reader.drain(&mut self.batch);
             let idle = self.batch.is_empty() && self.merger.is_empty();
             self.idle_ticks = if idle { self.idle_ticks.saturating_add(1) } else { 0 };
         }

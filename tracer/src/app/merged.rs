@@ -3,7 +3,10 @@
 //! for a moment and let out in time order (netlink requests wait for their
 //! answer, so they arrive late), within bounds.
 
-use std::{cmp::Reverse, collections::BinaryHeap};
+use std::{
+    cmp::Reverse,
+    collections::{BinaryHeap, VecDeque},
+};
 
 use crate::{
     drops::event::DropEvent,
@@ -133,11 +136,15 @@ impl Ord for Held {
 }
 
 /// Holds items for `hold_ns` so that late ones (netlink requests wait for
-/// their answer) still come out in time order. The items sit in the heap
-/// itself: one push and one pop per item, no side table.
+/// their answer) still come out in time order. Most items come in time
+/// order (packets from the ring buffer): those wait in a queue, at no heap
+/// cost; an item older than the queue's newest goes to a heap, and the
+/// older of the two fronts comes out first, so the order is the same.
 pub(super) struct Merger {
     hold_ns: u64,
     seq: u64,
+    /// Items in (time, arrival) order, each pushed after the one before.
+    run: VecDeque<Held>,
     heap: BinaryHeap<Reverse<Held>>,
     bytes: usize,
     /// Items let out before their hold was over because of the caps.
@@ -146,41 +153,62 @@ pub(super) struct Merger {
 
 impl Merger {
     pub(super) fn new(hold_ns: u64) -> Self {
-        Self { hold_ns, seq: 0, heap: BinaryHeap::new(), bytes: 0, early: 0 }
+        Self { hold_ns, seq: 0, run: VecDeque::new(), heap: BinaryHeap::new(), bytes: 0, early: 0 }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.run.len() + self.heap.len()
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     pub(super) fn push(&mut self, item: Item) {
         self.seq += 1;
         let bytes = item.bytes();
         self.bytes += bytes;
-        self.heap.push(Reverse(Held { t: item.wall_ns(), seq: self.seq, bytes, item }));
+        let h = Held { t: item.wall_ns(), seq: self.seq, bytes, item };
+        // Arrival numbers only grow: after the newest queued, by time alone.
+        if self.run.back().is_none_or(|b| b.t <= h.t) {
+            self.run.push_back(h);
+        } else {
+            self.heap.push(Reverse(h));
+        }
+    }
+
+    /// Whether the oldest item is the queue's (else the heap's).
+    fn oldest_queued(&self) -> Option<bool> {
+        match (self.run.front(), self.heap.peek()) {
+            (None, None) => None,
+            (Some(_), None) => Some(true),
+            (None, Some(_)) => Some(false),
+            (Some(r), Some(Reverse(h))) => Some(r < h),
+        }
     }
 
     /// The oldest item whose hold is over, or any past the caps. None
     /// newer than `until` (the oldest item a source still holds back) comes
     /// out before it, whatever its hold.
     pub(super) fn pop_ready(&mut self, now_wall_ns: u64, flush: bool, until: Option<u64>) -> Option<Item> {
-        let t = self.heap.peek()?.0.t;
+        let queued = self.oldest_queued()?;
+        let t = if queued { self.run.front()?.t } else { self.heap.peek()?.0.t };
         if !flush && (t + self.hold_ns > now_wall_ns || until.is_some_and(|u| t > u)) {
-            if self.heap.len() <= MERGER_MAX_ITEMS && self.bytes <= MERGER_MAX_BYTES {
+            if self.len() <= MERGER_MAX_ITEMS && self.bytes <= MERGER_MAX_BYTES {
                 return None;
             }
             self.early += 1;
         }
-        let Reverse(h) = self.heap.pop()?;
+        let h = if queued { self.run.pop_front()? } else { self.heap.pop()?.0 };
         self.bytes -= h.bytes;
         Some(h.item)
-    }
-
-    pub(super) fn is_empty(&self) -> bool {
-        self.heap.is_empty()
     }
 
     /// Puts back the item just popped, first among those of its time, to
     /// hold it and everything newer a while longer. Refused (None) past
     /// the caps: it goes out as it is.
     pub(super) fn hold_back(&mut self, item: Item) -> Option<Item> {
-        if self.heap.len() >= MERGER_MAX_ITEMS || self.bytes >= MERGER_MAX_BYTES {
+        if self.len() >= MERGER_MAX_ITEMS || self.bytes >= MERGER_MAX_BYTES {
             return Some(item);
         }
         let bytes = item.bytes();
@@ -272,6 +300,27 @@ mod tests {
         assert!(m.hold_back(in_sandbox()).is_some());
     }
 
+    #[test]
+    fn queue_and_heap_give_the_order_a_heap_alone_gives() {
+        // Mostly in order, some late (netlink requests), ties included.
+        let times: Vec<u64> = vec![10, 20, 20, 15, 30, 5, 30, 40, 35, 35, 50, 10, 60];
+        let mut m = Merger::new(0);
+        for (i, t) in times.iter().enumerate() {
+            let mut p = PacketEvent::sample(*t, vec![0u8; 20]);
+            p.ifindex = i as u32;
+            m.push(Item::Packet(Box::new(p)));
+        }
+        assert!(!m.heap.is_empty() && !m.run.is_empty(), "both used");
+        let mut out = Vec::new();
+        while let Some(Item::Packet(p)) = m.pop_ready(u64::MAX, false, None) {
+            out.push((p.wall_ns, p.ifindex));
+        }
+        let mut want: Vec<(u64, u32)> = times.iter().enumerate().map(|(i, t)| (*t, i as u32)).collect();
+        want.sort();
+        assert_eq!(out, want, "by time, then arrival");
+        assert!(m.is_empty() && m.bytes == 0);
+    }
+
     fn packet(t: u64, frame_len: usize) -> Item {
         Item::Packet(Box::new(PacketEvent::sample(t, vec![0u8; frame_len])))
     }
@@ -287,7 +336,7 @@ mod tests {
             out.push(i.wall_ns());
         }
         assert_eq!((out.len(), out.first(), out.last()), (10, Some(&1000), Some(&1009)), "the 10 oldest, in order");
-        assert_eq!((m.heap.len(), m.early), (MERGER_MAX_ITEMS, 10));
+        assert_eq!((m.len(), m.early), (MERGER_MAX_ITEMS, 10));
         // By size: full frames reach the byte cap long before the count.
         let mut m = Merger::new(1_000_000_000);
         let per = 512 + 9000;

@@ -154,8 +154,11 @@ impl Reader {
 
     /// Takes up to `MAX_RECORDS_PER_READ` records that are already there,
     /// without waiting.
-    pub fn drain(&mut self, out: &mut Vec<RawEvent>) {
-        take_records(self.ring.get_mut(), Limits::READ, out, &mut self.malformed);
+    /// Says whether records are perhaps left (a limit was reached): the
+    /// caller drains again at once, not a tick later (a tick per 4,096
+    /// records capped a 20 ms drain at 205,000 records a second).
+    pub fn drain(&mut self, out: &mut Vec<RawEvent>) -> bool {
+        take_records(self.ring.get_mut(), Limits::READ, out, &mut self.malformed) == Taken::Limit
     }
 
     /// Every record stamped until now, however many, and none after: the

@@ -100,7 +100,7 @@ impl DropEvent {
             }
         }
         if let (Some(ns), Some(idx), Some(name)) = (&self.netns, self.ifindex, &mut self.ifname)
-            && *name == format!("if{idx}")
+            && crate::ns::label::is_index_name(name, idx)
             && let Some(now) = names.ifname_of(ns.inode, idx)
         {
             *name = now;

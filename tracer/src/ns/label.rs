@@ -191,3 +191,24 @@ mod tests {
         assert_eq!(t.label(), "lab");
     }
 }
+
+/// Whether `name` is how an unnamed interface is shown, `if<ifindex>`
+/// (what `format!("if{ifindex}")` gives), without allocating: asked of
+/// every packet held.
+pub fn is_index_name(name: &str, ifindex: u32) -> bool {
+    name.strip_prefix("if").is_some_and(|r| {
+        r.bytes().all(|b| b.is_ascii_digit()) && (r.len() == 1 || !r.starts_with('0')) && r.parse::<u32>() == Ok(ifindex)
+    })
+}
+
+#[cfg(test)]
+mod index_name_tests {
+    use super::is_index_name;
+
+    #[test]
+    fn index_names_are_what_format_gives() {
+        for (name, idx) in [("if7", 7), ("if0", 0), ("if4294967295", u32::MAX), ("if07", 7), ("if+7", 7), ("if", 0), ("eth0", 0), ("if7x", 7), ("if8", 7)] {
+            assert_eq!(is_index_name(name, idx), name == format!("if{idx}"), "{name} {idx}");
+        }
+    }
+}

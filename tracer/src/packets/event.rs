@@ -68,7 +68,7 @@ impl PacketEvent {
     /// Whether its namespace or interface is shown by number only (the
     /// attach thread had not named it when the packet was decoded).
     pub fn unnamed(&self) -> bool {
-        (self.netns.name.is_none() && !self.netns.host) || self.ifname == format!("if{}", self.ifindex)
+        (self.netns.name.is_none() && !self.netns.host) || crate::ns::label::is_index_name(&self.ifname, self.ifindex)
     }
 
     /// Names what was unnamed from `topo` as it is now: a packet is held a
@@ -81,7 +81,7 @@ impl PacketEvent {
                 self.netns = now;
             }
         }
-        if self.ifname == format!("if{}", self.ifindex) {
+        if crate::ns::label::is_index_name(&self.ifname, self.ifindex) {
             self.ifname = topo.ifname(self.netns.inode, self.ifindex);
         }
     }

@@ -34,6 +34,9 @@ use crate::{
 };
 
 /// The per-socket flow counters, and the attribution that names them.
+/// Drains of 4,096 socket events per report, at most.
+const SOCK_DRAINS_PER_REPORT: usize = 16;
+
 pub struct ProcTop {
     flows: CounterMap<ProcFlowKey>,
     deltas: Deltas<ProcFlowKey>,
@@ -54,10 +57,16 @@ impl ProcTop {
 
     /// Takes in the socket events waiting in the ring buffer.
     pub fn drain(&mut self, topo: &Topology) {
-        self.reader.drain(&mut self.batch);
-        for ev in self.batch.drain(..) {
-            if ev.kind == EventKind::Sock {
-                self.attribution.push(&ev, &|ns| topo.netns(ns).owner);
+        // Once a report: all that is there, within a bound.
+        for _ in 0..SOCK_DRAINS_PER_REPORT {
+            let more = self.reader.drain(&mut self.batch);
+            for ev in self.batch.drain(..) {
+                if ev.kind == EventKind::Sock {
+                    self.attribution.push(&ev, &|ns| topo.netns(ns).owner);
+                }
+            }
+            if !more {
+                break;
             }
         }
         self.attribution.tick(Clock::now_mono_ns());
