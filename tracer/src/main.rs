@@ -18,15 +18,7 @@ fn main() {
         // timers and events then runs the job itself, where this thread
         // would be woken by it on every tick (two thread wake-ups, a
         // futex and an eventfd write per 20 ms, idle).
-        Ok(rt) => rt.block_on(async move {
-            match tokio::spawn(async_main(old_mask)).await {
-                Ok(code) => code,
-                Err(e) => {
-                    eprintln!("tracer: the main task failed: {e}");
-                    1
-                }
-            }
-        }),
+        Ok(rt) => rt.block_on(async_main(old_mask)),
         Err(e) => {
             eprintln!("tracer: cannot start the async runtime: {e}");
             1

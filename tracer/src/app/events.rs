@@ -100,8 +100,8 @@ struct Events {
     /// Namespaces packets came from unnamed: when the attach thread was
     /// first and last asked to look again for each.
     asked: std::collections::HashMap<u64, (std::time::Instant, Option<std::time::Instant>)>,
-    /// Ticks in a row that found the ring empty and nothing held.
-    idle_ticks: u32,
+    /// Ticks in a row whose drain found fewer than QUIET_RECORDS.
+    quiet_ticks: u32,
     /// The last drain reached its limit: records are left.
     backlog: bool,
     /// The default job: drops and retransmissions on the timeline.
@@ -124,12 +124,15 @@ struct Timeline {
 const LOOK_FOR: Duration = Duration::from_nanos(netlink::SANDBOX_WAIT_NS);
 const LOOK_GAP: Duration = Duration::from_millis(100);
 
-/// The drain tick once IDLE_AFTER ticks in a row found nothing: an idle
-/// tracer wakes 12 times a second, not 50. A burst after the quiet waits at
+/// The drain tick once QUIET_AFTER ticks in a row found fewer than
+/// QUIET_RECORDS records (under ~12,800 a second): a tracer with little to
+/// do wakes 12 times a second, not 50. A burst after the quiet waits at
 /// most this long in the ring (at 600,000 records a second, ~10 of its 16
-/// MiB); the first drain that finds records goes back to DRAIN_INTERVAL.
+/// MiB); the first drain that finds more goes back to DRAIN_INTERVAL, and
+/// one that reaches its limit drains again at once.
 const DRAIN_IDLE: Duration = Duration::from_millis(80);
-const IDLE_AFTER: u32 = 50;
+const QUIET_RECORDS: usize = 256;
+const QUIET_AFTER: u32 = 5;
 const ASKED_MAX: usize = 4096;
 
 /// Notifications taken from the watcher per step at most (the channel
@@ -334,7 +337,7 @@ pub async fn run(
         ready,
         changes,
         asked: std::collections::HashMap::new(),
-        idle_ticks: 0,
+        quiet_ticks: 0,
         backlog: false,
         timeline,
     };
@@ -444,7 +447,7 @@ impl Running for Events {
     fn tick(&self) -> Duration {
         match &self.tc {
             Some(_) if self.backlog => Duration::ZERO,
-            Some(_) if self.idle_ticks >= IDLE_AFTER => DRAIN_IDLE,
+            Some(_) if self.quiet_ticks >= QUIET_AFTER => DRAIN_IDLE,
             Some(_) => DRAIN_INTERVAL,
             None => NETLINK_TICK,
         }
@@ -458,8 +461,8 @@ impl Running for Events {
         // Packet records do not wake the reader: the ring is drained here.
         if self.tc.is_some() {
             self.backlog = self.reader.drain(&mut self.batch);
-            let idle = self.batch.is_empty() && self.merger.is_empty();
-            self.idle_ticks = if idle { self.idle_ticks.saturating_add(1) } else { 0 };
+            let quiet = self.batch.len() < QUIET_RECORDS;
+            self.quiet_ticks = if quiet { self.quiet_ticks.saturating_add(1) } else { 0 };
         }
     }
 

@@ -160,6 +160,7 @@ impl Merger {
         self.run.len() + self.heap.len()
     }
 
+    #[cfg(test)]
     pub(super) fn is_empty(&self) -> bool {
         self.len() == 0
     }
