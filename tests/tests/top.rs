@@ -65,11 +65,18 @@ fn flow_sums(rows: &[Value], pred: impl Fn(&Value) -> bool) -> BTreeMap<(u64, St
     out
 }
 
-/// (namespace inode, ifname) -> (rx packets, rx bytes, tx packets, tx bytes) over every report.
+/// (namespace inode, ifname) -> (rx packets, rx bytes, tx packets, tx bytes)
+/// over every report, of the interface rows (a namespace's row of the
+/// drops on no traced interface, `ifname: null`, is none: the host's own
+/// drops make one at any time).
 fn iface_sums(rows: &[Value]) -> BTreeMap<(u64, String), [u64; 4]> {
     let mut out: BTreeMap<(u64, String), [u64; 4]> = BTreeMap::new();
     for r in rows {
-        let e = out.entry((r["netns"]["inode"].as_u64().expect("inode"), r["ifname"].as_str().expect("ifname").to_string())).or_default();
+        let Some(ifname) = r["ifname"].as_str() else {
+            assert!(r["ifname"].is_null() && r["ifindex"].is_null() && r.get("drops").is_some(), "a row with no interface counts drops: {r}");
+            continue;
+        };
+        let e = out.entry((r["netns"]["inode"].as_u64().expect("inode"), ifname.to_string())).or_default();
         for (i, k) in ["rx_packets", "rx_bytes", "tx_packets", "tx_bytes"].iter().enumerate() {
             e[i] += u(r, k);
         }
