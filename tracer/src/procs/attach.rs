@@ -132,7 +132,10 @@ pub fn task_helpers_refused(e: &ProgramError) -> Option<String> {
 
 /// The line of a verifier log that refuses a current-task helper.
 fn task_helper_line(log: &str) -> Option<String> {
-    let line = log.lines().map(str::trim).find(|l| l.starts_with("unknown func bpf_get_current_"))?;
+    // 6.1 says "unknown func bpf_get_current_pid_tgid#14"; Debian's 6.12
+    // "program of this type cannot use helper bpf_get_current_uid_gid#15".
+    let refuses = |l: &str| l.starts_with("unknown func bpf_get_current_") || l.starts_with("program of this type cannot use helper bpf_get_current_");
+    let line = log.lines().map(str::trim).find(|l| refuses(l))?;
     Some(crate::sys::text::field(line, crate::sys::text::SENTENCE_MAX).into_owned())
 }
 
@@ -210,6 +213,10 @@ mod tests {
         let log = "0: R1=ctx(off=0,imm=0) R10=fp0\n191: (85) call bpf_get_current_pid_tgid#14\nunknown func bpf_get_current_pid_tgid#14\nprocessed 80 insns\n";
         assert_eq!(task_helper_line(log).as_deref(), Some("unknown func bpf_get_current_pid_tgid#14"));
         assert_eq!(task_helper_line("unknown func bpf_get_current_comm#16\n").as_deref(), Some("unknown func bpf_get_current_comm#16"));
+        // How Debian's 6.12 words it.
+        let log612 = "0: R1=ctx() R10=fp0\n; program of this type cannot use helper bpf_get_current_uid_gid#15\nprogram of this type cannot use helper bpf_get_current_uid_gid#15\nprocessed 12 insns\n";
+        assert_eq!(task_helper_line(log612).as_deref(), Some("program of this type cannot use helper bpf_get_current_uid_gid#15"));
+        assert_eq!(task_helper_line("program of this type cannot use helper bpf_sk_storage_get#107\n"), None);
         // Any other refusal is not this one: reported, not worked around.
         assert_eq!(task_helper_line("unknown func bpf_sk_storage_get#107\n"), None);
         assert_eq!(task_helper_line("R1 invalid mem access 'scalar'\nprocessed 3 insns\n"), None);
