@@ -47,7 +47,6 @@ struct Drops {
     pcap: Option<PcapngOut>,
     target: Option<capfile::Target>,
     batch: Vec<RawEvent>,
-    backlog: bool,
     ready: String,
     /// Drops written with no namespace (neither a device nor a socket).
     unknown_ns: u64,
@@ -142,7 +141,6 @@ pub async fn run(job: DropsJob, json: bool, ring_bytes: Option<u32>, limits: Lim
         pcap,
         target,
         batch: Vec::new(),
-        backlog: false,
         ready,
         unknown_ns: 0,
         unspecified: 0,

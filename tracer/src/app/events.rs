@@ -102,8 +102,6 @@ struct Events {
     asked: std::collections::HashMap<u64, (std::time::Instant, Option<std::time::Instant>)>,
     /// Ticks in a row whose drain found fewer than QUIET_RECORDS.
     quiet_ticks: u32,
-    /// The last drain reached its limit: records are left.
-    backlog: bool,
     /// The default job: drops and retransmissions on the timeline.
     timeline: Option<Timeline>,
 }
@@ -338,7 +336,6 @@ pub async fn run(
         changes,
         asked: std::collections::HashMap::new(),
         quiet_ticks: 0,
-        backlog: false,
         timeline,
     };
     run::run(&mut job, limits, stop).await?;
@@ -421,6 +418,18 @@ impl Events {
     }
 }
 
+/// The next packet drain: at once while the last one left records, slower
+/// once QUIET_AFTER drains in a row found little.
+fn drain_tick(backlog: bool, quiet_ticks: u32) -> Duration {
+    if backlog {
+        Duration::ZERO
+    } else if quiet_ticks >= QUIET_AFTER {
+        DRAIN_IDLE
+    } else {
+        DRAIN_INTERVAL
+    }
+}
+
 /// Whether to ask the attach thread to look again for the unnamed
 /// namespace `inode` now: every LOOK_GAP, for LOOK_FOR after its first
 /// unnamed line, within ASKED_MAX namespaces remembered.
@@ -446,9 +455,7 @@ impl Running for Events {
 
     fn tick(&self) -> Duration {
         match &self.tc {
-            Some(_) if self.backlog => Duration::ZERO,
-            Some(_) if self.quiet_ticks >= QUIET_AFTER => DRAIN_IDLE,
-            Some(_) => DRAIN_INTERVAL,
+            Some(_) => drain_tick(self.reader.backlog(), self.quiet_ticks),
             None => NETLINK_TICK,
         }
     }
@@ -460,7 +467,7 @@ impl Running for Events {
     fn ticked(&mut self) {
         // Packet records do not wake the reader: the ring is drained here.
         if self.tc.is_some() {
-            self.backlog = self.reader.drain(&mut self.batch);
+            self.reader.drain(&mut self.batch);
             let quiet = self.batch.len() < QUIET_RECORDS;
             self.quiet_ticks = if quiet { self.quiet_ticks.saturating_add(1) } else { 0 };
         }
@@ -619,5 +626,19 @@ impl Running for Events {
             lines.push(format!("{} netlink messages could not be decoded (reported as malformed, with their bytes)", corr.malformed));
         }
         lines
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_drain_comes_at_once_with_records_left_and_slower_when_quiet() {
+        assert_eq!(drain_tick(true, QUIET_AFTER + 10), Duration::ZERO, "records left: at once, however quiet before");
+        assert_eq!(drain_tick(false, 0), DRAIN_INTERVAL);
+        assert_eq!(drain_tick(false, QUIET_AFTER - 1), DRAIN_INTERVAL);
+        assert_eq!(drain_tick(false, QUIET_AFTER), DRAIN_IDLE);
+        assert!(DRAIN_IDLE > DRAIN_INTERVAL);
     }
 }

@@ -32,10 +32,10 @@ pub const DRAIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis
 
 /// The [`super::run::Running`] methods every job reading a [`TpSession`]
 /// shares, for a struct with the fields `s` (the session), `batch` (a
-/// `Vec<RawEvent>` the ring is read into), `ready` (the ready line),
-/// `backlog` (the last drain left records) and `sink` (where `lost` lines
-/// go): the ready line, a drain every [`DRAIN_INTERVAL`] (at once again
-/// while records are left) that also follows the selection, the last drain at
+/// `Vec<RawEvent>` the ring is read into), `ready` (the ready line) and
+/// `sink` (where `lost` lines go): the ready line, a drain every
+/// [`DRAIN_INTERVAL`] (at once again while records are left) that also
+/// follows the selection, the last drain at
 /// the stop, and the ring's losses.
 macro_rules! tp_ring_job {
     () => {
@@ -44,7 +44,7 @@ macro_rules! tp_ring_job {
         }
 
         fn tick(&self) -> std::time::Duration {
-            if self.backlog { std::time::Duration::ZERO } else { super::obs::DRAIN_INTERVAL }
+            if self.s.reader.backlog() { std::time::Duration::ZERO } else { super::obs::DRAIN_INTERVAL }
         }
 
         async fn wake(&mut self) -> Result<(), Error> {
@@ -52,7 +52,7 @@ macro_rules! tp_ring_job {
         }
 
         fn ticked(&mut self) {
-            self.backlog = self.s.reader.drain(&mut self.batch);
+            self.s.reader.drain(&mut self.batch);
             self.s.sync_selection();
         }
 

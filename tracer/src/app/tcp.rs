@@ -39,7 +39,6 @@ struct Tcp {
     tracker: Tracker,
     sink: Sink,
     batch: Vec<RawEvent>,
-    backlog: bool,
     ready: String,
     /// libpcap's code for the filter on raw IP (`None`: every connection).
     filter: Option<Filter>,
@@ -62,7 +61,7 @@ pub async fn run(job: TcpJob, json: bool, ring_bytes: Option<u32>, limits: Limit
         scope_text(&job.select.scope),
         job.filter
     );
-    let mut t = Tcp { s, clock: Clock::new(), rst_reasons, tracker: Tracker::new(), sink: Sink::new(json), batch: Vec::new(), backlog: false, ready, filter };
+    let mut t = Tcp { s, clock: Clock::new(), rst_reasons, tracker: Tracker::new(), sink: Sink::new(json), batch: Vec::new(), ready, filter };
     run::run(&mut t, limits, stop).await?;
     Ok(())
 }

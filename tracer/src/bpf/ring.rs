@@ -42,6 +42,8 @@ pub struct Reader {
     lost: LostCounters,
     /// Records that could not be parsed.
     pub malformed: u64,
+    /// The last drain reached its limit: records are perhaps left.
+    backlog: bool,
 }
 
 /// Where records come from, one at a time: the ring buffer, or a queue in
@@ -136,7 +138,7 @@ impl Reader {
         // SAFETY: the ring buffer owns its fd and is moved into the AsyncFd,
         // which deregisters it before dropping it.
         let ring = unsafe { AsyncFd::register(ring) }.map_err(|e| ReaderError::Io(e.into()))?;
-        Ok(Self { ring, ring_bytes, lost, malformed: 0 })
+        Ok(Self { ring, ring_bytes, lost, malformed: 0, backlog: false })
     }
 
     /// Waits until records are available, then appends up to
@@ -154,11 +156,16 @@ impl Reader {
 
     /// Takes up to `MAX_RECORDS_PER_READ` records that are already there,
     /// without waiting.
-    /// Says whether records are perhaps left (a limit was reached): the
-    /// caller drains again at once, not a tick later (a tick per 4,096
-    /// records capped a 20 ms drain at 205,000 records a second).
-    pub fn drain(&mut self, out: &mut Vec<RawEvent>) -> bool {
-        take_records(self.ring.get_mut(), Limits::READ, out, &mut self.malformed) == Taken::Limit
+    /// When it reaches its limit, [`Reader::backlog`] says so.
+    pub fn drain(&mut self, out: &mut Vec<RawEvent>) {
+        self.backlog = take_records(self.ring.get_mut(), Limits::READ, out, &mut self.malformed) == Taken::Limit;
+    }
+
+    /// Whether the last drain reached its limit (records are perhaps
+    /// left): the caller drains again at once, not a tick later (a tick
+    /// per 4,096 records capped a 20 ms drain at 205,000 records a second).
+    pub fn backlog(&self) -> bool {
+        self.backlog
     }
 
     /// Every record stamped until now, however many, and none after: the

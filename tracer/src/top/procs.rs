@@ -59,7 +59,8 @@ impl ProcTop {
     pub fn drain(&mut self, topo: &Topology) {
         // Once a report: all that is there, within a bound.
         for _ in 0..SOCK_DRAINS_PER_REPORT {
-            let more = self.reader.drain(&mut self.batch);
+            self.reader.drain(&mut self.batch);
+            let more = self.reader.backlog();
             for ev in self.batch.drain(..) {
                 if ev.kind == EventKind::Sock {
                     self.attribution.push(&ev, &|ns| topo.netns(ns).owner);
