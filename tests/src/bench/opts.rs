@@ -150,6 +150,8 @@ mod tests {
         assert!(o.wants(&["scale"]) && !o.wants(&["tcp", "throughput"]));
         assert_eq!((o.rounds(5), o.seconds(4.0)), (3, 2.5));
         assert!(o.mode("top") && o.mode("untraced") && !o.mode("top-flow"));
+        // The scale lab keeps IPv6 in its namespaces only when asked.
+        assert!(!o.ipv6 && p(&["scale", "--ipv6"]).expect("parses").ipv6);
         let all = p(&[]).expect("parses");
         assert!(all.wants(&["netlink"]) && all.mode("anything"));
     }
