@@ -11,6 +11,7 @@ pub mod bpf;
 pub mod load;
 pub mod opts;
 pub mod profile;
+pub mod progrun;
 pub mod round;
 pub mod scale;
 pub mod table;

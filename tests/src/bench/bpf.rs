@@ -13,6 +13,8 @@ use std::{
 };
 
 const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
 const BPF_MAP_GET_FD_BY_ID: libc::c_long = 14;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
@@ -23,6 +25,11 @@ const BPF_ENABLE_STATS: libc::c_long = 32;
 fn bpf(cmd: libc::c_long, words: &[u64]) -> i64 {
     let mut attr = [0u64; 16];
     attr[..words.len()].copy_from_slice(words);
+    bpf_attr(cmd, &mut attr)
+}
+
+/// [`bpf`] on an attr the kernel may write back into.
+fn bpf_attr(cmd: libc::c_long, attr: &mut [u64; 16]) -> i64 {
     // SAFETY: a 128-byte attr; any pointer in it was put there by a caller
     // of this module and points at a live buffer of the size the command needs.
     unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), 128) }
@@ -97,6 +104,54 @@ pub fn programs(pid: u32) -> Vec<Prog> {
 
 /// SCHED_CLS, the type of TC programs.
 pub const PROG_TYPE_TC: u32 = 3;
+
+/// What `BPF_PROG_TEST_RUN` measured: the kernel's mean time per run of
+/// its loop (no run-time statistics in it unless they are on) and the
+/// program's return value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TestRun {
+    pub ns_per_run: u32,
+    pub retval: u32,
+}
+
+/// Runs TC program `fd` `repeat` times on `frame` in the kernel's test
+/// harness (a fresh skb on the loopback device of the caller's namespace).
+pub fn test_run_fd(fd: &OwnedFd, frame: &[u8], repeat: u32) -> Result<TestRun, String> {
+    // union bpf_attr, test: prog_fd @0, retval @4, data_size_in @8,
+    // data_size_out @12, data_in @16, data_out @24, repeat @32, duration @36.
+    let mut attr = [0u64; 16];
+    attr[0] = fd.as_raw_fd() as u64;
+    attr[1] = frame.len() as u64;
+    attr[2] = frame.as_ptr() as u64;
+    attr[4] = repeat as u64;
+    if bpf_attr(BPF_PROG_TEST_RUN, &mut attr) != 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    Ok(TestRun { ns_per_run: (attr[4] >> 32) as u32, retval: (attr[0] >> 32) as u32 })
+}
+
+/// An fd of the program with this id.
+pub fn prog_fd(id: u32) -> Option<OwnedFd> {
+    owned(bpf(BPF_PROG_GET_FD_BY_ID, &[id as u64]))
+}
+
+/// A TC program that does nothing (`r0 = -1; exit`, "continue"): what
+/// any program costs before its first instruction, the floor of the
+/// figures of [`test_run_fd`] and of the run-time statistics.
+pub fn empty_tc_program() -> Result<OwnedFd, String> {
+    // mov64 r0, -1 (0xb7, imm -1); exit (0x95).
+    let insns: [u64; 2] = [0xffff_ffff_0000_00b7, 0x95];
+    let license = b"GPL\0";
+    // union bpf_attr, load: prog_type @0, insn_cnt @4, insns @8, license @16.
+    let rc = bpf(BPF_PROG_LOAD, &[PROG_TYPE_TC as u64 | (2 << 32), insns.as_ptr() as u64, license.as_ptr() as u64]);
+    owned(rc).ok_or_else(|| std::io::Error::last_os_error().to_string())
+}
+
+/// The run-time statistics of the program behind `fd`: (runs, ns).
+pub fn stats_of(fd: &OwnedFd) -> Option<(u64, u64)> {
+    let b = info::<32>(fd)?;
+    Some((b[25], b[24]))
+}
 
 /// Runs and ns per program name between two snapshots of [`programs`].
 pub fn cost(before: &[Prog], after: &[Prog]) -> BTreeMap<String, Cost> {

@@ -19,10 +19,11 @@
 
 /// Every selector word, with the binary that answers to it.
 pub const SELECTORS: &[(&str, &str)] = &[
-    ("throughput", "bench-throughput: tcp, udp and programs"),
+    ("throughput", "bench-throughput: tcp, udp, programs and progrun"),
     ("tcp", "bench-throughput: one TCP stream, every mode, rounds interleaved"),
     ("udp", "bench-throughput: the 64-byte UDP flood"),
     ("programs", "bench-throughput: ns per packet of each BPF program"),
+    ("progrun", "bench-throughput: ns per run of each TC program on one frame, in the kernel's test harness (no traffic)"),
     ("profile", "bench-throughput: perf profile under packets -w and top (runs only when named)"),
     ("scale", "bench-scale: ready, RSS, idle CPU, per-packet cost, attach latency, flow LRU"),
     ("modes", "bench-scale: the per-mode table only"),

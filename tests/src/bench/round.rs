@@ -249,6 +249,21 @@ pub fn run_with(rig: &Rig, mode: &Mode, load: Load, secs: f64, perf_data: Option
     m
 }
 
+/// Starts `mode`'s tool (its output thrown away), hands its pid to `f`
+/// once ready, and stops it. `Err` when it would not start or exited
+/// with an error.
+pub fn with_tool<T>(rig: &Rig, mode: &Mode, f: impl FnOnce(u32) -> T) -> Result<T, String> {
+    let (cmd, ready) = command(rig, mode).ok_or("no tool in this mode")?;
+    let tool = Tool::start(cmd, ready, Stdout::Null, Duration::from_secs(90))?;
+    let out = f(tool.pid());
+    let stopped = tool.stop();
+    rig.remove_files();
+    match stopped.code {
+        Some(0) => Ok(out),
+        code => Err(format!("exit {code:?}: {}", stopped.stderr.join(" / "))),
+    }
+}
+
 fn command(rig: &Rig, mode: &Mode) -> Option<(Command, &'static str)> {
     if mode.tcpdump {
         let mut c = Command::new("ip");

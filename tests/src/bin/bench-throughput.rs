@@ -5,10 +5,11 @@
 //! is to the untraced measurement of the same round); a 64-byte UDP flood
 //! at the rate one sender reaches, for `top`, `packets -w` and tcpdump; and
 //! what each BPF program costs per packet (the kernel's run-time
-//! statistics, on only in those rounds). With `profile`, where the CPU goes
+//! statistics, on only in those rounds), and in the kernel's test harness
+//! with no traffic (`progrun`). With `profile`, where the CPU goes
 //! (perf, software clock) under `packets -w` and `top`.
 //!
-//! usage: bench-throughput [throughput|tcp|udp|programs|profile] [--rounds N]
+//! usage: bench-throughput [throughput|tcp|udp|programs|progrun|profile] [--rounds N]
 //!        [--seconds S] [--modes untraced,top,top-flow,top-filter,packets-w,packets-json,packets-all-w,tcpdump,
 //!        drops-all,tcp-all]
 
@@ -26,8 +27,9 @@ fn main() {
     let tcp = opts.wants(&["throughput", "tcp"]);
     let udp = opts.wants(&["throughput", "udp"]);
     let programs = opts.wants(&["throughput", "programs"]);
+    let progrun = opts.wants(&["throughput", "progrun"]);
     let profile = opts.selectors.iter().any(|s| s == "profile");
-    if !(tcp || udp || programs || profile) {
+    if !(tcp || udp || programs || progrun || profile) {
         return;
     }
     let began = std::time::Instant::now();
@@ -61,6 +63,9 @@ fn main() {
     }
     if programs {
         programs_table(&rig, &modes, secs);
+    }
+    if progrun {
+        tracer_tests::bench::progrun::table(&rig, &modes);
     }
     if profile {
         tracer_tests::bench::profile::run(&rig, &modes, secs.max(5.0));
