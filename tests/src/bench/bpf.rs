@@ -102,6 +102,15 @@ pub fn programs(pid: u32) -> Vec<Prog> {
     ids.into_iter().filter_map(prog_by_id).collect()
 }
 
+/// The programs behind the BPF links `pid` holds (TCX attachments among
+/// them): what it attached, not what it merely loaded.
+pub fn linked_programs(pid: u32) -> Vec<Prog> {
+    let mut ids: Vec<u32> = fdinfos(pid, "link_type:").iter().filter_map(|m| m.get("prog_id")?.parse().ok()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.into_iter().filter_map(prog_by_id).collect()
+}
+
 /// SCHED_CLS, the type of TC programs.
 pub const PROG_TYPE_TC: u32 = 3;
 

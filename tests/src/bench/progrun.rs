@@ -76,10 +76,12 @@ fn measure(fd: &OwnedFd, frame: &[u8], with_stats: bool) -> Result<(u32, Option<
     Ok((ns[ns.len() / 2], stats))
 }
 
-/// The entry programs of TC hooks (`*_ingress`, `*_egress`): what runs
-/// per packet; filters and bodies run through them by tail calls.
+/// The TC programs attached through TCX links: what runs per packet
+/// (filters and capture bodies run through them by tail calls). Loaded
+/// but unattached programs (`top` by container counts with the kernel's
+/// interface counters) are left out.
 fn entry_programs(pid: u32) -> Vec<bpf::Prog> {
-    bpf::programs(pid)
+    bpf::linked_programs(pid)
         .into_iter()
         .filter(|p| p.prog_type == bpf::PROG_TYPE_TC && (p.name.ends_with("_ingress") || p.name.ends_with("_egress")))
         .collect()
@@ -108,7 +110,7 @@ pub fn table(rig: &Rig, modes: &[Mode]) {
         let rows = round::with_tool(rig, m, |pid| {
             let progs = entry_programs(pid);
             if progs.is_empty() {
-                return vec![vec![m.label.clone(), "none attached (the kernel's counters)".into(), "-".into(), "-".into(), "-".into()]];
+                return vec![vec![m.label.clone(), "none attached (TCX)".into(), "-".into(), "-".into(), "-".into()]];
             }
             progs
                 .iter()
