@@ -371,8 +371,13 @@ pub struct Config {
     /// (`PacketMeta::hash`, shown by JSON output and `--hops`); else it is
     /// 0 and the kernel does not compute one for the tracer.
     pub pkt_hash: u32,
+    /// An eighth of the ring buffer's size in bytes (a power of two): the
+    /// step at which records wake the reader. Known at load time, so the
+    /// programs need not ask the ring for its size on every record; 0
+    /// when unset (they ask).
+    pub ring_eighth: u32,
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 20);
+const _: () = assert!(core::mem::size_of::<Config>() == 24);
 
 #[cfg(feature = "user")]
 mod pod {

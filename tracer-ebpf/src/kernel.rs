@@ -39,10 +39,10 @@ pub struct Scratch<const N: usize> {
 pub static SCRATCH: PerCpuArray<Scratch<SCRATCH_SIZE>> = PerCpuArray::with_max_entries(1, 0);
 
 #[unsafe(no_mangle)]
-static CONFIG: Config = Config { self_tgid: 0, snaplen: 0, nl_netns: 0, pkt_filter: 0, pkt_hash: 0 };
+static CONFIG: Config = Config { self_tgid: 0, snaplen: 0, nl_netns: 0, pkt_filter: 0, pkt_hash: 0, ring_eighth: 0 };
 
 #[unsafe(no_mangle)]
-static OFFSETS: KernelOffsets = KernelOffsets::missing();
+pub(crate) static OFFSETS: KernelOffsets = KernelOffsets::missing();
 
 #[inline(always)]
 pub fn config() -> Config {
@@ -51,11 +51,32 @@ pub fn config() -> Config {
     unsafe { core::ptr::read_volatile(&CONFIG) }
 }
 
+/// An eighth of the ring's size (see `Config::ring_eighth`), asked of
+/// the ring only when the loader did not say.
+#[inline(always)]
+pub fn ring_eighth() -> u64 {
+    // SAFETY: as for `config`, one field.
+    let e = unsafe { core::ptr::read_volatile(&raw const CONFIG.ring_eighth) } as u64;
+    if e != 0 { e } else { EVENTS.query(aya_ebpf::bindings::BPF_RB_RING_SIZE as u64) / 8 }
+}
+
 #[inline(always)]
 pub fn offsets() -> KernelOffsets {
     // SAFETY: as for `config`.
     unsafe { core::ptr::read_volatile(&OFFSETS) }
 }
+
+/// One field of [`offsets`], read alone: `offsets()` copies the whole
+/// struct (a volatile read of every field) wherever it is called, which
+/// the per-packet TC path does not need.
+macro_rules! offset {
+    ($field:ident) => {
+        // SAFETY: a read of one field of a global userspace rewrites
+        // before loading; volatile so the placeholder is not folded.
+        unsafe { core::ptr::read_volatile(&raw const $crate::kernel::OFFSETS.$field) }
+    };
+}
+pub(crate) use offset;
 
 /// Reads a `T` at `base + off` in kernel memory; `None` when the offset is
 /// unknown on this kernel or the read faults.
@@ -217,9 +238,8 @@ pub fn ring_admits_sender() -> bool {
     if bpf_get_current_uid_gid() as u32 == 0 {
         return true;
     }
-    let size = EVENTS.query(aya_ebpf::bindings::BPF_RB_RING_SIZE as u64);
     let held = EVENTS.query(aya_ebpf::bindings::BPF_RB_AVAIL_DATA as u64);
-    if held <= size / 2 {
+    if held <= ring_eighth() * 4 {
         return true;
     }
     count_lost(LostSource::NetlinkUnprivileged);

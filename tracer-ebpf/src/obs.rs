@@ -8,7 +8,7 @@
 //! packet the filter refuses. Only then is a record assembled.
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{bpf_get_smp_processor_id, bpf_ktime_get_ns},
     macros::map,
     maps::HashMap,
@@ -22,7 +22,7 @@ use tracer_common::{
 
 use crate::{
     filter::{Frame, parse_l2, parse_l3},
-    kernel::{EVENTS, kread, kread_or_zero, offsets},
+    kernel::{EVENTS, kread, kread_or_zero, offsets, ring_eighth},
 };
 
 #[unsafe(no_mangle)]
@@ -172,6 +172,5 @@ pub fn header(kind: EventKind, netns: u32, payload_len: u32) -> EventHeader {
 #[inline(always)]
 pub fn wakeup_flags() -> u64 {
     let pending = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    let size = EVENTS.query(BPF_RB_RING_SIZE as u64);
-    (if pending >= size / 8 { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP }) as u64
+    (if pending >= ring_eighth() { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP }) as u64
 }

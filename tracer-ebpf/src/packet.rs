@@ -14,7 +14,7 @@
 //! program, which keeps it verifiable from 5.10 on.
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE, TC_ACT_UNSPEC},
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, TC_ACT_UNSPEC},
     helpers::{
         bpf_get_hash_recalc, bpf_get_smp_processor_id, bpf_ktime_get_ns,
         generated::{bpf_get_socket_cookie, bpf_skb_load_bytes},
@@ -29,7 +29,7 @@ use tracer_common::{
 };
 
 use crate::{
-    kernel::{EVENTS, config, copy_words, count_lost, zero},
+    kernel::{EVENTS, config, copy_words, count_lost, ring_eighth, zero},
     tc::{device_netns, run_filter},
 };
 
@@ -162,7 +162,7 @@ fn emit<const N: usize>(ctx: &TcContext, hdr: &EventHeader, meta: &PacketMeta, c
     // The ring's size is a power of two, so is an eighth of it: the two
     // ends fall in different eighths when they differ in a bit at or above
     // it (no division).
-    let eighth = EVENTS.query(BPF_RB_RING_SIZE as u64) / 8;
+    let eighth = ring_eighth();
     let crosses = (pending ^ (pending + size)) >= eighth;
     let wake = if crosses { BPF_RB_FORCE_WAKEUP } else { BPF_RB_NO_WAKEUP };
     let Some(mut entry) = EVENTS.reserve::<PacketRecord<N>>(0) else {

@@ -10,7 +10,7 @@ use aya_ebpf::{
 };
 use tracer_common::slots;
 
-use crate::kernel::{config, kread, kread_or_zero, offsets};
+use crate::kernel::{config, kread, kread_or_zero, offset};
 
 /// The filters and capture bodies ([`tracer_common::slots`]).
 #[map(name = "PROGS")]
@@ -31,9 +31,8 @@ pub fn run_filter(ctx: &TcContext, eth_slot: u32) -> bool {
     if config().pkt_filter == 0 {
         return false;
     }
-    let o = offsets();
-    let dev: *const u8 = kread_or_zero(ctx.skb.skb as *const u8, o.skb_dev);
-    let ty: u16 = if dev.is_null() { 0 } else { kread_or_zero(dev, o.dev_type) };
+    let dev: *const u8 = kread_or_zero(ctx.skb.skb as *const u8, offset!(skb_dev));
+    let ty: u16 = if dev.is_null() { 0 } else { kread_or_zero(dev, offset!(dev_type)) };
     let raw = matches!(ty, ARPHRD_RAWIP | ARPHRD_TUNNEL | ARPHRD_TUNNEL6 | ARPHRD_SIT | ARPHRD_NONE);
     let slot = if raw { eth_slot + slots::RAW_IP } else { eth_slot };
     // SAFETY: a tail call on the program's own context; on success it
@@ -76,10 +75,9 @@ static ATTACH_GEN: Array<u64> = Array::with_max_entries(1, 0);
 /// never used. One kernel read (the device) remains.
 #[inline(always)]
 pub fn device_netns(ctx: &TcContext) -> u32 {
-    let o = offsets();
     // In TC programs the context pointer is the kernel's sk_buff.
     let skb = ctx.skb.skb as *const u8;
-    let Some(dev) = kread::<*const u8>(skb, o.skb_dev) else { return 0 };
+    let Some(dev) = kread::<*const u8>(skb, offset!(skb_dev)) else { return 0 };
     let generation = ATTACH_GEN.get(0).copied().unwrap_or(0);
     // SAFETY: ctx.skb.skb is the program's __sk_buff context.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
@@ -92,8 +90,8 @@ pub fn device_netns(ctx: &TcContext) -> u32 {
             return unsafe { (*s).ino };
         }
     }
-    let Some(net) = kread::<*const u8>(dev, o.dev_nd_net) else { return 0 };
-    let ino = kread::<u32>(net, o.net_inum).unwrap_or(0);
+    let Some(net) = kread::<*const u8>(dev, offset!(dev_nd_net)) else { return 0 };
+    let ino = kread::<u32>(net, offset!(net_inum)).unwrap_or(0);
     if ino != 0
         && let Some(s) = NETNS_CACHE.get_ptr_mut(key)
     {

@@ -87,18 +87,30 @@ pub fn load_for_job(opts: &LoadOptions) -> Result<Loaded, LoadError> {
     Ok(loaded)
 }
 
-/// Loads the object whatever the kernel lacks (`tracer doctor` says what).
-pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
-    let btf = KernelBtf::open()?;
-    let (offsets, missing_fields) = btf.kernel_offsets();
-    let config = Config {
+/// The ring's size: a power of two of at least a page, as the kernel
+/// requires (the largest power of two a u32 holds when asked for more).
+fn ring_size(bytes: u32) -> u32 {
+    bytes.checked_next_power_of_two().unwrap_or(1 << 31).max(4096)
+}
+
+/// The settings every program reads (`CONFIG`).
+fn config(opts: &LoadOptions, ring: u32) -> Config {
+    Config {
         self_tgid: std::process::id(),
         snaplen: opts.snaplen,
         nl_netns: opts.nl_netns.and_then(|i| u32::try_from(i).ok()).unwrap_or(0),
         pkt_filter: u32::from(opts.pkt_filter),
         pkt_hash: u32::from(opts.pkt_hash),
-    };
-    let ring = opts.ring_bytes.next_power_of_two().max(4096);
+        ring_eighth: ring / 8,
+    }
+}
+
+/// Loads the object whatever the kernel lacks (`tracer doctor` says what).
+pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
+    let btf = KernelBtf::open()?;
+    let (offsets, missing_fields) = btf.kernel_offsets();
+    let ring = ring_size(opts.ring_bytes);
+    let config = config(opts, ring);
     let (flows, ifaces) = if opts.top { (TOP_FLOWS_MAX, TOP_IFACES_MAX) } else { (UNUSED_MAP_ENTRIES, UNUSED_MAP_ENTRIES) };
     let proc_flows = if opts.top_proc { TOP_FLOWS_MAX } else { UNUSED_MAP_ENTRIES };
     let (owners, sel_ports) = match &opts.procs {
@@ -140,4 +152,21 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, LoadError> {
         Default::default()
     };
     Ok(Loaded { ebpf, offsets, missing_fields, tp_checks, missing_sk_fields, drop_reasons, rst_reasons })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ring_is_a_power_of_two_and_the_programs_know_its_eighth() {
+        assert_eq!(ring_size(16 * 1024 * 1024), 16 * 1024 * 1024);
+        assert_eq!(ring_size(3 * 1024 * 1024), 4 * 1024 * 1024);
+        assert_eq!(ring_size(100), 4096);
+        assert_eq!(ring_size(u32::MAX), 1 << 31);
+        let opts = LoadOptions::default();
+        let c = config(&opts, ring_size(opts.ring_bytes));
+        assert_eq!(c.ring_eighth, 2 * 1024 * 1024);
+        assert_eq!(c.self_tgid, std::process::id());
+    }
 }
