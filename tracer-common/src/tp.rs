@@ -156,8 +156,13 @@ pub struct ObsConfig {
     pub drop_filter: u32,
     /// Least time between two RTT samples of one connection (`tcp_probe`).
     pub rtt_interval_ns: u64,
+    /// Nonzero: counting drops also counts them per flow (`DROP_FLOWS`,
+    /// for `top --by flow`); zero: per namespace, interface and reason
+    /// only, and the dropped packet's headers are not read.
+    pub drop_flows: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<ObsConfig>() == 64);
+const _: () = assert!(core::mem::size_of::<ObsConfig>() == 72);
 
 impl ObsConfig {
     pub const fn off() -> Self {
@@ -170,6 +175,8 @@ impl ObsConfig {
             snaplen: 0,
             drop_filter: 0,
             rtt_interval_ns: 1_000_000_000,
+            drop_flows: 0,
+            _pad: 0,
         }
     }
 

@@ -12,8 +12,8 @@
 //! namespaces and unwanted reasons leave at once. In events mode without a
 //! filter the record ([`DropMeta`] and the packet's first bytes) is
 //! written straight into a ring-buffer reservation; in `top` mode per-CPU
-//! counters per namespace, interface and reason and per flow, and no
-//! record.
+//! counters per namespace, interface and reason (and, for `top --by flow`
+//! only, per flow: the headers are read only then), and no record.
 //!
 //! With a packet filter (`ObsConfig::drop_filter`) the frame is copied
 //! into this CPU's [`DropFrame`] as libpcap's code reads it, and the drop
@@ -132,6 +132,44 @@ struct DropRec {
     data: [u8; DROP_DATA_MAX],
 }
 
+/// Adds one drop of `bytes` to `key`'s counter on this CPU, creating the
+/// entry when missing; whether it was counted. Atomic adds, unlike the TC
+/// counters': on 5.10 a BTF tracepoint program can be interrupted by
+/// itself (a softirq drop during a task's), and the two would race on the
+/// same per-CPU slot.
+macro_rules! add_atomic {
+    ($map:expr, $key:expr, $bytes:expr) => {{
+        let bump = |p: *mut Counters| {
+            // SAFETY: a slot of this CPU's value, valid for the program run.
+            unsafe {
+                crate::kernel::atomic_add(core::ptr::addr_of_mut!((*p).packets), 1);
+                crate::kernel::atomic_add(core::ptr::addr_of_mut!((*p).bytes), $bytes);
+            }
+        };
+        match $map.get_ptr_mut($key) {
+            Some(p) => {
+                bump(p);
+                true
+            }
+            None => {
+                // SAFETY: helper call.
+                let v = Counters { packets: 1, bytes: $bytes, created_ns: unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() } };
+                match $map.insert($key, &v, aya_ebpf::bindings::BPF_NOEXIST as u64) {
+                    Ok(()) => true,
+                    // Created meanwhile (another CPU, or an interrupting run).
+                    Err(_) => match $map.get_ptr_mut($key) {
+                        Some(p) => {
+                            bump(p);
+                            true
+                        }
+                        None => false,
+                    },
+                }
+            }
+        }
+    }};
+}
+
 #[inline(always)]
 fn try_drop(ctx: &BtfTracePointContext, skb: *const u8, location: u64, reason: u32, rx_sk: *const u8) -> Option<()> {
     let c = cfg();
@@ -145,17 +183,23 @@ fn try_drop(ctx: &BtfTracePointContext, skb: *const u8, location: u64, reason: u
     if how == NOT_A_PACKET || !selected(netns) {
         return None;
     }
-    let data = skb_data(skb);
-    let counting = c.drops == mode::COUNT;
-    let mut key = PacketKey { direction: DIR_INGRESS, ..PacketKey::default() };
-    if counting {
-        parse_skb(&data, &mut key);
-    }
     let len: u32 = kread_or_zero(skb, sko().skb_len);
-    if counting {
-        count(netns, ifindex, reason, key, len as u64);
+    if c.drops == mode::COUNT {
+        // Only `top --by flow` needs the headers (six kernel reads to find
+        // them, then the parse) and the flow's counter.
+        if c.drop_flows != 0 {
+            let mut key = PacketKey { direction: DIR_INGRESS, ..PacketKey::default() };
+            parse_skb(&skb_data(skb), &mut key);
+            let fkey = FlowKey { netns_ino: netns, ifindex, pkt: key };
+            let _ = add_atomic!(DROP_FLOWS, &fkey, len as u64);
+        }
+        let key = DropKey { netns_ino: netns, ifindex, reason, _pad: 0 };
+        if !add_atomic!(DROP_COUNTS, &key, len as u64) {
+            count_lost(LostSource::DropStats);
+        }
         return None;
     }
+    let data = skb_data(skb);
     // The record's length is the frame's, from its first byte copied (a
     // drop past the IP header has skb->data, and skb->len, further on).
     let frame_len = if data.layer == layer::NONE { len } else { (len as i64 + data.len_adjust as i64).max(0) as u32 };
@@ -311,53 +355,4 @@ fn emit(netns: u32, mut meta: DropMeta, data: &SkbData) {
         core::ptr::addr_of_mut!((*p).meta).write(meta);
     }
     e.submit(wakeup_flags());
-}
-
-/// Adds one drop of `bytes` to `key`'s counter on this CPU, creating the
-/// entry when missing; whether it was counted. Atomic adds, unlike the TC
-/// counters': on 5.10 a BTF tracepoint program can be interrupted by
-/// itself (a softirq drop during a task's), and the two would race on the
-/// same per-CPU slot.
-macro_rules! add_atomic {
-    ($map:expr, $key:expr, $bytes:expr) => {{
-        let bump = |p: *mut Counters| {
-            // SAFETY: a slot of this CPU's value, valid for the program run.
-            unsafe {
-                crate::kernel::atomic_add(core::ptr::addr_of_mut!((*p).packets), 1);
-                crate::kernel::atomic_add(core::ptr::addr_of_mut!((*p).bytes), $bytes);
-            }
-        };
-        match $map.get_ptr_mut($key) {
-            Some(p) => {
-                bump(p);
-                true
-            }
-            None => {
-                // SAFETY: helper call.
-                let v = Counters { packets: 1, bytes: $bytes, created_ns: unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() } };
-                match $map.insert($key, &v, aya_ebpf::bindings::BPF_NOEXIST as u64) {
-                    Ok(()) => true,
-                    // Created meanwhile (another CPU, or an interrupting run).
-                    Err(_) => match $map.get_ptr_mut($key) {
-                        Some(p) => {
-                            bump(p);
-                            true
-                        }
-                        None => false,
-                    },
-                }
-            }
-        }
-    }};
-}
-
-/// `tracer top`: one drop of `bytes` in the reason counter and the flow's.
-#[inline(always)]
-fn count(netns: u32, ifindex: u32, reason: u32, pkt: PacketKey, bytes: u64) {
-    let fkey = FlowKey { netns_ino: netns, ifindex, pkt };
-    let _ = add_atomic!(DROP_FLOWS, &fkey, bytes);
-    let key = DropKey { netns_ino: netns, ifindex, reason, _pad: 0 };
-    if !add_atomic!(DROP_COUNTS, &key, bytes) {
-        count_lost(LostSource::DropStats);
-    }
 }

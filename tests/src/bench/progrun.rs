@@ -111,7 +111,7 @@ pub fn table(rig: &Rig, modes: &[Mode]) {
         let rows = round::with_tool(rig, m, |pid| {
             let progs = entry_programs(pid);
             if progs.is_empty() {
-                return vec![vec![m.label.clone(), "none attached (TCX)".into(), "-".into(), "-".into(), "-".into()]];
+                return vec![vec![m.label.clone(), "no TC program attached".into(), "-".into(), "-".into(), "-".into()]];
             }
             progs
                 .iter()

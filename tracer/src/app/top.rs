@@ -91,7 +91,14 @@ pub async fn run(job: TopJob, json: bool, limits: Limits, stop: Shutdown) -> Res
         // The drop and TCP tracepoints count (no record) in the
         // namespaces the session covers.
         let on = if want_health { mode::COUNT } else { mode::OFF };
-        let obs = ObsConfig { drops: on, tcp: on, select_netns: u32::from(job.select.scope != Scope::All), ..ObsConfig::off() };
+        let obs = ObsConfig {
+            drops: on,
+            tcp: on,
+            select_netns: u32::from(job.select.scope != Scope::All),
+            // Drops per flow only where rows are flows.
+            drop_flows: u32::from(job.by == By::Flow),
+            ..ObsConfig::off()
+        };
         LoadOptions { ring_bytes: 4096, top: true, pkt_filter, obs, ..Default::default() }
     };
     let mut loaded = load::load_for_job(&opts)?;
