@@ -691,7 +691,9 @@ fn count_and_duration_stop_by_themselves() {
     // prints them, and only the namespace's interface.
     let start = Instant::now();
     let name = a.name.clone();
-    let run = std::thread::spawn(move || tracer_run(&["packets", "--netns", &name, "--duration", "5"]));
+    // The duration counts from the start, loading included: long enough
+    // for an emulated guest on a loaded host to load, attach and see some.
+    let run = std::thread::spawn(move || tracer_run(&["packets", "--netns", &name, "--duration", "8"]));
     while !run.is_finished() && start.elapsed() < Duration::from_secs(20) {
         udp_send(a, &b.ip, 41061, 5000, &["x"]);
         std::thread::sleep(Duration::from_millis(100));
