@@ -215,10 +215,10 @@ fn interface_counts_equal_the_kernels_and_rates_match_counts() {
     let interval_of = |time: &str| rows.iter().find(|r| r["time"] == time).and_then(|r| r["interval_s"].as_f64()).expect("interval_s");
     let stamps: Vec<(f64, f64)> = times.iter().map(|t| (secs_of_day(t), interval_of(t))).collect();
     let first = since(ready_at, stamps[0].0);
-    assert!(stamps[0].1 <= first + 0.15, "first interval {} s, {first} s after ready", stamps[0].1);
+    assert!(stamps[0].1 <= first + 0.25, "first interval {} s, {first} s after ready", stamps[0].1);
     for w in stamps.windows(2) {
         let gap = since(w[0].0, w[1].0);
-        assert!((w[1].1 - gap).abs() <= 0.1, "interval {} s, {gap} s after the report before", w[1].1);
+        assert!((w[1].1 - gap).abs() <= 0.2, "interval {} s, {gap} s after the report before", w[1].1);
     }
     for time in &times {
         let of: Vec<&Value> = rows.iter().filter(|r| r["time"] == *time).collect();
