@@ -116,6 +116,20 @@ fn since(a: f64, b: f64) -> f64 {
     (b - a).rem_euclid(86_400.0)
 }
 
+/// `eth0`'s packets and bytes in direction `dir` (`rx`, `tx`), read as one
+/// pair: the two are separate files, and a packet arriving between the
+/// reads (a 54-byte frame did in CI: equal packets, 54 bytes apart) would be in
+/// one and not the other. Read again until the packets did not move.
+fn sysfs_pair(ns: &LabNs, dir: &str) -> [u64; 2] {
+    loop {
+        let p = sysfs(ns, &format!("{dir}_packets"));
+        let b = sysfs(ns, &format!("{dir}_bytes"));
+        if sysfs(ns, &format!("{dir}_packets")) == p {
+            return [p, b];
+        }
+    }
+}
+
 fn sysfs(ns: &LabNs, stat: &str) -> u64 {
     ns.sh(&format!("cat /sys/class/net/eth0/statistics/{stat}")).trim().parse().expect("counter")
 }
@@ -182,11 +196,11 @@ fn interface_counts_equal_the_kernels_and_rates_match_counts() {
     std::thread::sleep(Duration::from_millis(300));
     let mut t = Tracer::start(&["top", "--by", "iface", "--json", "--interval", "0.3"]);
     let ready_at = now_secs_of_day();
-    let before = [sysfs(a, "tx_packets"), sysfs(a, "tx_bytes"), sysfs(b, "rx_packets"), sysfs(b, "rx_bytes")];
+    let before = [sysfs_pair(a, "tx"), sysfs_pair(b, "rx")].concat();
     let (n, size) = (300u64, 200usize);
     udp_blast(a, &b.ip, 41002, 5000, 1, n as u32, size);
     std::thread::sleep(Duration::from_millis(700));
-    let after = [sysfs(a, "tx_packets"), sysfs(a, "tx_bytes"), sysfs(b, "rx_packets"), sysfs(b, "rx_bytes")];
+    let after = [sysfs_pair(a, "tx"), sysfs_pair(b, "rx")].concat();
     assert_eq!(t.stop(), 0, "{}", t.stderr());
     let rows = top_rows(&t.events());
     let sums = iface_sums(&rows);
