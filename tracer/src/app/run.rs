@@ -246,6 +246,61 @@ mod tests {
         assert_eq!(total, job.lost / 2, "every loss said once: {reads:?}");
     }
 
+    /// Ticks every 100 ms; its first step takes 160 ms (the next tick
+    /// comes late), and it keeps when each step began.
+    struct Slow {
+        began: Vec<std::time::Instant>,
+    }
+
+    impl Running for Slow {
+        const UNIT: &'static str = "items";
+
+        fn ready(&self) -> String {
+            "slow".into()
+        }
+
+        fn tick(&self) -> Duration {
+            Duration::from_millis(100)
+        }
+
+        async fn wake(&mut self) -> Result<(), Error> {
+            std::future::pending().await
+        }
+
+        async fn stop(&mut self) {}
+
+        fn step(&mut self, last: bool, _budget: Option<u64>) -> Result<Step, Error> {
+            if !last {
+                self.began.push(std::time::Instant::now());
+                if self.began.len() == 1 {
+                    std::thread::sleep(Duration::from_millis(160));
+                }
+            }
+            Ok(Step::default())
+        }
+
+        fn lost(&self) -> Vec<(&'static str, u64)> {
+            Vec::new()
+        }
+
+        fn say_lost(&mut self, _new: &[(&'static str, u64)]) -> Result<(), Error> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_late_tick_delays_the_next_instead_of_bringing_it_closer() {
+        let mut job = Slow { began: Vec::new() };
+        let limits = Limits { deadline: Some(Instant::now() + Duration::from_millis(520)), count: None };
+        run(&mut job, limits, Shutdown::never()).await.expect("runs");
+        assert!(job.began.len() >= 3, "{} steps", job.began.len());
+        // Catching up the schedule put the third step 40 ms after the second.
+        for w in job.began.windows(2) {
+            let gap = w[1] - w[0];
+            assert!(gap >= Duration::from_millis(95), "a step {gap:?} after the one before");
+        }
+    }
+
     #[tokio::test]
     async fn a_job_that_is_done_gets_its_last_step() {
         let (mut job, log) = scripted(&[(1, true)]);
