@@ -100,6 +100,13 @@ fn path(a: &LabNs, b: &LabNs) -> Vec<(u64, String, String)> {
 }
 
 
+/// Keys in the running tracer's per-flow drop table (`DROP_FLOWS`).
+fn drop_flow_entries(t: &Tracer) -> u64 {
+    let maps = tracer_tests::bench::bpf::maps(t.pid());
+    let m = maps.iter().find(|m| m.name == "DROP_FLOWS").unwrap_or_else(|| panic!("no DROP_FLOWS in {maps:?}"));
+    tracer_tests::bench::bpf::entries(m).expect("DROP_FLOWS readable")
+}
+
 /// Seconds since midnight UTC of a report's `time` (RFC 3339, UTC).
 fn secs_of_day(time: &str) -> f64 {
     let hms = time.split('T').nth(1).unwrap_or_default().trim_end_matches('Z');
@@ -463,6 +470,11 @@ fn drops_are_counted_on_their_interface_and_namespace_rows() {
     udp_blast(a, &b.ip, 4444, 5555, 1, 41, 20);
     udp_blast(b, "127.0.0.1", 4445, 5556, 1, 13, 20);
     std::thread::sleep(Duration::from_millis(800));
+    // By interface or container no row is a flow: the drop program
+    // leaves the per-flow table alone (it reads no headers then).
+    for t in [&by_if, &by_ns] {
+        assert_eq!(drop_flow_entries(t), 0, "drops counted per flow that no row shows");
+    }
     assert_eq!(by_if.stop(), 0, "{}", by_if.stderr());
     assert_eq!(by_ns.stop(), 0, "{}", by_ns.stderr());
     let (rule, closed) = (nft_counters(b)[0], nstat(b, "UdpNoPorts") - no_ports);
@@ -505,6 +517,7 @@ fn retransmits_are_counted_on_the_senders_interface_and_flow() {
     assert_eq!(tcp_stream(a, b, 7777, 1000), 4_000_000, "the server got every byte");
     udp_blast(a, &b.ip, 4444, 5555, 1, 17, 20);
     std::thread::sleep(Duration::from_millis(800));
+    assert!(drop_flow_entries(&drop_flows) > 0, "by flow, drops are counted per flow");
     assert_eq!(by_if.stop(), 0, "{}", by_if.stderr());
     assert_eq!(by_flow.stop(), 0, "{}", by_flow.stderr());
     assert_eq!(drop_flows.stop(), 0, "{}", drop_flows.stderr());
